@@ -1,0 +1,42 @@
+#pragma once
+// The three runners of the same ops: the CPU fallback (cpu::), the simulator that runs the CUDA
+// kernel source on the CPU (sim::) and the CUDA kernels (cuda::). Each implements the functions
+// below for tensors the shared router in ops.cpp has already checked, laid out and allocated:
+//  - input, output, grad_output, grad_input: contiguous in p.channels_last ? NHWC : NCHW;
+//  - weight, grad_weight: contiguous OIHW; bias, grad_bias: contiguous, length K;
+//  - no tensor is empty (the router returns early), and outputs may hold garbage (or poison).
+#include <ATen/core/Tensor.h>
+
+#include "conv2d_params.h"
+#include "max_pool2d_params.h"
+
+namespace cuconv {
+
+#define CUCONV_RUNNER_FUNCTIONS                                                                  \
+  /* output = conv(input, weight) + bias (bias undefined when absent) */                        \
+  void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, \
+                      const at::Tensor& bias, const at::Tensor& output);                        \
+  void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,             \
+                             const at::Tensor& weight, const at::Tensor& grad_input);          \
+  void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output,            \
+                              const at::Tensor& input, const at::Tensor& grad_weight);         \
+  void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output,              \
+                            const at::Tensor& grad_bias);                                      \
+  void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input,                   \
+                          const at::Tensor& output, const at::Tensor& indices);                \
+  void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output,            \
+                           const at::Tensor& indices, const at::Tensor& grad_input);
+
+namespace cpu { CUCONV_RUNNER_FUNCTIONS }
+namespace sim { CUCONV_RUNNER_FUNCTIONS }
+#ifdef CUCONV_WITH_CUDA
+namespace cuda { CUCONV_RUNNER_FUNCTIONS }
+#endif
+
+// Runtime switches, set from Python (cuconv.simulate(), the test suite's poisoning).
+bool simulate_enabled();
+void set_simulate_enabled(bool on);
+bool poison_enabled();
+void set_poison_enabled(bool on);
+
+}  // namespace cuconv

@@ -1,0 +1,13 @@
+"""cuconv: our own conv2d and max_pool2d kernels (CUDA, a fast CPU fallback, and a simulator that
+runs the CUDA source on the CPU) as PyTorch custom operators and drop-in nn modules."""
+from . import _C
+from . import ops
+from .ops import conv2d, max_pool2d
+from . import nn
+from .convert import convert
+from .simulate import simulate, _apply_environment
+
+_apply_environment()
+
+__version__ = "0.1.0"
+__all__ = ["conv2d", "max_pool2d", "nn", "convert", "simulate", "ops"]

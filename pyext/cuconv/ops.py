@@ -1,0 +1,243 @@
+"""The cuconv operators: fake (meta) kernels and autograd formulas registered on torch.ops.cuconv,
+and the functional API with the signatures and semantics of torch.nn.functional."""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _C  # noqa: F401  (loading it registers the operators)
+
+_ops = torch.ops.cuconv
+IntPair = Union[int, Sequence[int]]
+
+
+# ----------------------------------------------------------------------------- shapes and layouts
+
+def _conv_out(size, kernel, pad_total, stride, dilation):
+    return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pool_out(size, kernel, pad, stride, dilation, ceil_mode):
+    # ATen's pooling_output_shape: with ceil_mode the last window must start inside the input
+    # or the left padding.
+    span = size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _pads4(padding):
+    return list(padding) * 2 if len(padding) == 2 else list(padding)
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def _suggest_format(t: torch.Tensor):
+    # torch.Tensor.suggest_memory_format is not exposed; this mirrors it for 4-D tensors.
+    return torch.channels_last if _is_channels_last(t) else torch.contiguous_format
+
+
+def _empty(shape, like, fmt, dtype=None):
+    out = like.new_empty(shape, dtype=dtype)
+    return out.contiguous(memory_format=fmt) if fmt is torch.channels_last else out
+
+
+# ------------------------------------------------------------------------------------ fake kernels
+
+@torch.library.register_fake("cuconv::conv2d")
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    top, left, bottom, right = _pads4(padding)
+    batched = input.dim() == 4
+    n = input.shape[0] if batched else 1
+    h, w = input.shape[-2:]
+    p = _conv_out(h, weight.shape[2], top + bottom, stride[0], dilation[0])
+    q = _conv_out(w, weight.shape[3], left + right, stride[1], dilation[1])
+    cl = batched and (_is_channels_last(input) or _is_channels_last(weight))
+    out = _empty((n, weight.shape[0], p, q), input, torch.channels_last if cl else torch.contiguous_format)
+    return out if batched else out.squeeze(0)
+
+
+@torch.library.register_fake("cuconv::conv2d_backward")
+def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
+    cl = input.dim() == 4 and (_is_channels_last(input) or _is_channels_last(weight))
+    gi = _empty(input.shape, input, torch.channels_last if cl else torch.contiguous_format) if output_mask[0] \
+        else input.new_empty((0,))
+    gw = _empty(weight.shape, weight, _suggest_format(weight)) if output_mask[1] else weight.new_empty((0,))
+    gb = weight.new_empty((weight.shape[0],)) if output_mask[2] else weight.new_empty((0,))
+    return gi, gw, gb
+
+
+@torch.library.register_fake("cuconv::max_pool2d")
+def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    h, w = input.shape[-2:]
+    p = _pool_out(h, kernel_size[0], padding[0], stride[0], dilation[0], ceil_mode)
+    q = _pool_out(w, kernel_size[1], padding[1], stride[1], dilation[1], ceil_mode)
+    shape = (*input.shape[:-2], p, q)
+    fmt = _suggest_format(input)
+    return _empty(shape, input, fmt), _empty(shape, input, fmt, dtype=torch.int64)
+
+
+@torch.library.register_fake("cuconv::max_pool2d_backward")
+def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    return _empty(input.shape, input, _suggest_format(input))
+
+
+# ---------------------------------------------------------------------------------------- autograd
+
+def _conv2d_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.conf = (list(stride), list(padding), list(dilation), groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    gi, gw, gb = _ops.conv2d_backward(grad_output, input, weight, *ctx.conf, mask)
+    return (gi if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None, None)
+
+
+torch.library.register_autograd("cuconv::conv2d", _conv2d_backward, setup_context=_conv2d_setup)
+
+
+def _conv2d_backward_setup(ctx, inputs, output):
+    grad_output, input, weight, stride, padding, dilation, groups, output_mask = inputs
+    ctx.save_for_backward(grad_output, input, weight)
+    ctx.conf = (list(stride), list(padding), list(dilation), groups)
+
+
+def _conv2d_double_backward(ctx, gg_input, gg_weight, gg_bias):
+    # conv2d_backward is bilinear: grad_input = J_x(w)^T gy, grad_weight = J_w(x)^T gy,
+    # grad_bias = sum(gy). Its vector-Jacobian products are conv2d calls and backward calls.
+    grad_output, input, weight = ctx.saved_tensors
+    conf = ctx.conf
+    use_gi = gg_input is not None and gg_input.numel() > 0
+    use_gw = gg_weight is not None and gg_weight.numel() > 0
+    use_gb = gg_bias is not None and gg_bias.numel() > 0
+    g_grad_output = g_input = g_weight = None
+    if ctx.needs_input_grad[0]:
+        g_grad_output = torch.zeros_like(grad_output)
+        if use_gi:
+            g_grad_output = g_grad_output + _ops.conv2d(gg_input, weight, None, *conf)
+        if use_gw:
+            g_grad_output = g_grad_output + _ops.conv2d(input, gg_weight, None, *conf)
+        if use_gb:
+            shape = (-1, 1, 1) if grad_output.dim() == 3 else (1, -1, 1, 1)
+            g_grad_output = g_grad_output + gg_bias.view(shape)
+    if ctx.needs_input_grad[1] and use_gw:
+        g_input = _ops.conv2d_backward(grad_output, input, gg_weight, *conf, [True, False, False])[0]
+    if ctx.needs_input_grad[2] and use_gi:
+        g_weight = _ops.conv2d_backward(grad_output, gg_input, weight, *conf, [False, True, False])[1]
+    return g_grad_output, g_input, g_weight, None, None, None, None, None
+
+
+torch.library.register_autograd("cuconv::conv2d_backward", _conv2d_double_backward,
+                                setup_context=_conv2d_backward_setup)
+
+
+def _max_pool2d_setup(ctx, inputs, output):
+    input, kernel_size, stride, padding, dilation, ceil_mode = inputs
+    ctx.save_for_backward(input, output[1])
+    ctx.conf = (list(kernel_size), list(stride), list(padding), list(dilation), ceil_mode)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _max_pool2d_backward(ctx, grad_output, grad_indices):
+    input, indices = ctx.saved_tensors
+    return _ops.max_pool2d_backward(grad_output, input, indices, *ctx.conf), None, None, None, None, None
+
+
+torch.library.register_autograd("cuconv::max_pool2d", _max_pool2d_backward, setup_context=_max_pool2d_setup)
+
+
+def _max_pool2d_backward_setup(ctx, inputs, output):
+    grad_output, input, indices, *_ = inputs
+    ctx.save_for_backward(indices)
+
+
+def _max_pool2d_double_backward(ctx, gg_input):
+    # max_pool2d_backward is linear in grad_output: grad_input[idx] += grad_output. Its adjoint
+    # gathers gg_input at the indices; empty windows (index -1) gather zero.
+    (indices,) = ctx.saved_tensors
+    flat = gg_input.flatten(-2)
+    idx = indices.flatten(-2)
+    valid = idx >= 0
+    picked = flat.gather(-1, idx.clamp(min=0)) * valid
+    return picked.view_as(indices), None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("cuconv::max_pool2d_backward", _max_pool2d_double_backward,
+                                setup_context=_max_pool2d_backward_setup)
+
+
+# -------------------------------------------------------------------------------- functional API
+
+def _pair(value, name: str, op: str) -> list:
+    if isinstance(value, bool) or not isinstance(value, (int, torch.SymInt, tuple, list, torch.Size)):
+        raise TypeError(f"{op}: {name} must be an int or a tuple of ints, but got {type(value).__name__}")
+    if isinstance(value, (int, torch.SymInt)):
+        return [value, value]
+    values = list(value)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in values):
+        raise (RuntimeError if op == "conv2d" else TypeError)(
+            f"{op}: expected {name} to be a single integer value or a list of 2 values to match the "
+            f"convolution dimensions, but got {name}={values}")
+    return values
+
+
+def same_padding(kernel_size: Sequence[int], dilation: Sequence[int]) -> list:
+    """(top, left, bottom, right) padding that keeps the spatial size at stride 1; the odd extra
+    row/column goes to the bottom/right, as torch does."""
+    totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+    return [totals[0] // 2, totals[1] // 2, totals[0] - totals[0] // 2, totals[1] - totals[1] // 2]
+
+
+def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
+           padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
+    """Same as torch.nn.functional.conv2d, computed by cuconv's kernels."""
+    stride = _pair(stride, "stride", "conv2d")
+    dilation = _pair(dilation, "dilation", "conv2d")
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = [0, 0]
+        elif padding == "same":
+            if any(s != 1 for s in stride):
+                raise RuntimeError("padding='same' is not supported for strided convolutions")
+            if weight.dim() != 4:
+                padding = [0, 0]  # the operator reports the weight's shape
+            else:
+                padding = same_padding(weight.shape[2:], dilation)
+                if padding[0] != padding[2] or padding[1] != padding[3]:
+                    warnings.warn("Using padding='same' with even kernel lengths and odd dilation may require a "
+                                  "zero-padded copy of the input be created", UserWarning, stacklevel=2)
+        else:
+            raise RuntimeError(f"Invalid padding string: '{padding}'")
+    else:
+        padding = _pair(padding, "padding", "conv2d")
+    if not isinstance(groups, (int, torch.SymInt)) or isinstance(groups, bool):
+        raise TypeError(f"conv2d: groups must be an int, but got {type(groups).__name__}")
+    return _ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
+
+
+def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0,
+               dilation: IntPair = 1, ceil_mode: bool = False, return_indices: bool = False):
+    """Same as torch.nn.functional.max_pool2d, computed by cuconv's kernels. Indices are int64 and
+    flat within each (n, c) plane, as torch's, so F.max_unpool2d accepts them."""
+    if isinstance(padding, str):
+        raise TypeError("max_pool2d: padding must be an int or a tuple of ints, not a string")
+    kernel_size = _pair(kernel_size, "kernel_size", "max_pool2d")
+    stride = kernel_size if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
+        else _pair(stride, "stride", "max_pool2d")
+    padding = _pair(padding, "padding", "max_pool2d")
+    dilation = _pair(dilation, "dilation", "max_pool2d")
+    output, indices = _ops.max_pool2d(input, kernel_size, stride, padding, dilation, bool(ceil_mode))
+    return (output, indices) if return_indices else output
