@@ -11,7 +11,8 @@
 namespace cuconv {
 namespace {
 
-std::string scalar_name(const at::Tensor& t) { return std::string(c10::toString(t.scalar_type())); }
+// The C type name torch prints in its dtype-mismatch messages ("float", "double", "long int").
+std::string scalar_name(const at::Tensor& t) { return std::string(t.dtype().name()); }
 
 void check_pair(const char* op, const char* name, c10::IntArrayRef v) {
   TORCH_CHECK_VALUE(v.size() == 2, op, ": expected ", name, " to have 2 values (height, width), but got ",

@@ -1,5 +1,7 @@
 """cuconv: our own conv2d and max_pool2d kernels (CUDA, a fast CPU fallback, and a simulator that
 runs the CUDA source on the CPU) as PyTorch custom operators and drop-in nn modules."""
+import torch  # noqa: F401  (loads libtorch, which _C links against)
+
 from . import _C
 from . import ops
 from .ops import conv2d, max_pool2d

@@ -12,7 +12,7 @@ COMMAND_MODULES = ("cuconv.train", "cuconv.bench", "cuconv.selfcheck", "cuconv.a
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cuconv", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="cuconv", description="cuconv: our own conv2d and max_pool2d kernels.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs cuconv with its test tools, then runs the whole test suite: pytest (CPU fallback,
+# simulator of the CUDA kernels, modules, training, benchmarks smoke) and the C++ tests (ctest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+start=$(date +%s)
+bash scripts/install.sh --test
+"$PY" -m pytest -q -ra tests
+cmake -S . -B build/cmake -DPython3_EXECUTABLE="$(command -v "$PY")" > build-cmake.log 2>&1 || { cat build-cmake.log; exit 1; }
+cmake --build build/cmake -j"$(nproc)" >> build-cmake.log 2>&1 || { tail -50 build-cmake.log; exit 1; }
+ctest --test-dir build/cmake --output-on-failure
+echo "test.sh: all tests passed in $(( $(date +%s) - start )) s"
