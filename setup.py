@@ -36,6 +36,9 @@ def nvidia_pip_includes():
 
 def extension():
     with_cuda = want_cuda()
+    if with_cuda and not rel("csrc/cuda/*.cu"):
+        print("cuconv build: no CUDA sources in csrc/cuda, building the CPU runners only", flush=True)
+        with_cuda = False
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp") + rel("csrc/sim/*.cpp")
     cxx = ["-O3", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
     debug = os.environ.get("CUCONV_DEBUG", "0") == "1"
