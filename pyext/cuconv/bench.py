@@ -5,7 +5,6 @@ The case list (CONV_SHAPES, POOL_SHAPES, TRAIN_MODELS, `build_cases`) is shared 
 pytest-benchmark suite in benchmarks/, so both time exactly the same calls."""
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -15,7 +14,7 @@ import re
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -72,7 +71,7 @@ TRAIN_OPS = ("train_step",)
 ALL_OPS = CONV_OPS + POOL_OPS + TRAIN_OPS
 
 # --quick: the seed CNN's layers, one ResNet layer and the seed training step, batch 32.
-QUICK_SHAPES = ("seed.conv1", "seed.conv2", "seed.pool1", "seed.pool2", "r18.l4", "seed_cnn")
+QUICK_SHAPES = ("seed.conv1", "seed.conv2", "seed.pool1", "seed.pool2", "r18.sc4", "seed_cnn")
 
 # The fused conv+bias+ReLU operator does not exist yet; when it is added under this name with
 # conv2d's schema, the conv_bias_relu rows start measuring it.
@@ -388,12 +387,12 @@ def time_pair(timer, fn_a, fn_b, warmup=2, min_reps=3, max_reps=50, target_s=1.0
 
 # ------------------------------------------------------------------------------------------ ceiling
 
-def measure_ceiling(device: str, dtype: torch.dtype, quick=False) -> dict:
+def measure_ceiling(device: str, dtype: torch.dtype, quick=False, n: Optional[int] = None) -> dict:
     """The rates this machine reaches right now: a large matmul (GFLOP/s) and a large copy (GB/s,
     read + write). On the CPU the matmul also warms MKL/oneDNN up, which native convolution
     needs before its timings are representative."""
     timer = CpuTimer() if device == "cpu" else CudaTimer()
-    n = 2048 if device == "cpu" else 8192
+    n = n or (2048 if device == "cpu" else 8192)
     mm_dtype = dtype if dtype in (torch.float32, torch.float64) or device == "cuda" else torch.float32
     a = torch.randn(n, n, device=device, dtype=mm_dtype)
     b = torch.randn(n, n, device=device, dtype=mm_dtype)
@@ -444,7 +443,16 @@ def machine_info(device: str) -> dict:
         info["cuda"] = torch.version.cuda
     else:
         info["mkldnn"] = torch.backends.mkldnn.is_available()
+    info["loadavg_start"] = _loadavg()
     return info
+
+
+def _loadavg():
+    # Other work on the machine skews CPU timings; the load average says how busy it was.
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _git_commit() -> Optional[str]:
@@ -460,7 +468,7 @@ def _git_commit() -> Optional[str]:
         return None
 
 
-def run_case(case: Case, timer, ceiling: dict, **timing) -> dict:
+def run_case(case: Case, timer, ceiling: Optional[dict] = None, **timing) -> dict:
     row = {"name": case.name, "op": case.op, "shape": case.shape, "batch": case.batch, "dtype": case.dtype,
            "layout": case.layout, "device": case.device, "skipped": None}
     try:
@@ -479,10 +487,25 @@ def run_case(case: Case, timer, ceiling: dict, **timing) -> dict:
     scale = 1.0 if prep.unit == "img/s" else 1e9
     row["cuconv_rate"] = prep.work / a.median_s / scale
     row["native_rate"] = prep.work / b.median_s / scale
-    ceil = {"GFLOP/s": ceiling.get("matmul_gflops"), "GB/s": ceiling.get("copy_gbs")}.get(prep.unit)
+    set_shares(row, ceiling or {})
+    return row
+
+
+def set_shares(row: dict, ceiling: dict) -> None:
+    """Each rate as a share of the ceiling (matmul GFLOP/s for convolution, copy GB/s for pooling)."""
+    ceil = {"GFLOP/s": ceiling.get("matmul_gflops"), "GB/s": ceiling.get("copy_gbs")}.get(row.get("unit"))
     row["cuconv_share"] = row["cuconv_rate"] / ceil if ceil else None
     row["native_share"] = row["native_rate"] / ceil if ceil else None
-    return row
+
+
+def combine_ceilings(start: dict, end: dict) -> dict:
+    """The ceiling the shares use: the better of the measurements taken before and after the
+    rows, since other load on the machine only ever lowers a measurement."""
+    out = dict(start)
+    for key in ("matmul_gflops", "matmul_gflops_best", "copy_gbs", "copy_gbs_best"):
+        out[key] = max(start[key], end[key])
+        out[key + "_start"], out[key + "_end"] = start[key], end[key]
+    return out
 
 
 def _ms(s):
@@ -493,12 +516,15 @@ def format_header(report: dict) -> str:
     m, st, c = report["machine"], report["settings"], report["ceiling"]
     lines = [
         f"cuconv {m['cuconv']} (commit {m.get('cuconv_commit')}) vs {st['native']}; torch {m['torch']}",
-        f"machine: {m['cpu_model']}, {m['cpu_cores']} cores" + (f", GPU {m['gpu']}" if "gpu" in m else ""),
+        f"machine: {m['cpu_model']}, {m['cpu_cores']} cores" + (f", GPU {m['gpu']}" if "gpu" in m else "")
+        + f"; load average at start {m.get('loadavg_start')}" + (f", at end {m['loadavg_end']}" if "loadavg_end" in m else ""),
         f"settings: device={st['device']} threads={st['threads']} dtype={','.join(st['dtypes'])} "
         f"layout={','.join(st['layouts'])} tf32={st['tf32']} cudnn.benchmark={st['cudnn_benchmark']} "
         f"(same on both sides)",
         f"ceiling (this run): {c['matmul']} = {c['matmul_gflops']:.1f} GFLOP/s (best {c['matmul_gflops_best']:.1f}); "
-        f"{c['copy']} = {c['copy_gbs']:.1f} GB/s",
+        f"{c['copy']} = {c['copy_gbs']:.1f} GB/s"
+        + (f"  [better of start/end medians: matmul {c['matmul_gflops_start']:.1f}/{c['matmul_gflops_end']:.1f}, "
+           f"copy {c['copy_gbs_start']:.1f}/{c['copy_gbs_end']:.1f}]" if "matmul_gflops_end" in c else ""),
         f"timing: {st['method']}",
         "ratio = native time / cuconv time (>1 means cuconv is faster); times are medians in ms with [IQR]; "
         "rate = GFLOP/s (conv), GB/s (pool), img/s (train step); %ceil = rate / ceiling above",
@@ -592,7 +618,9 @@ def run(args) -> dict:
     batches = [int(b) for b in args.batch.split(",")] if args.batch else None
     cases = build_cases(device, batches, dtypes, layouts, _split(args.ops), _split(args.shapes), args.quick)
     timer = CpuTimer() if device == "cpu" else CudaTimer()
-    ceiling = measure_ceiling(device, DTYPES[dtypes[0]], quick=args.quick)
+    # Measured first also because native CPU convolution needs a process that has run a large
+    # sgemm (MKL/oneDNN warm-up) before its timings are representative.
+    ceiling_start = measure_ceiling(device, DTYPES[dtypes[0]], quick=args.quick, n=args.ceiling_n)
     method = (f"warm-up {args.warmup}, then cuconv/native interleaved ABAB, {args.min_reps}..{args.max_reps} "
               f"pairs (as many as fit in {args.target_time}s per side), median and IQR; ")
     method += ("CUDA events, L2 flushed (256 MiB zeroed) before each call" if device == "cuda"
@@ -604,18 +632,25 @@ def run(args) -> dict:
                      "cudnn_benchmark": device == "cuda", "quick": args.quick, "method": method,
                      "native": "cuDNN/ATen" if device == "cuda" else "oneDNN/ATen",
                      "argv": sys.argv[1:]},
-        "ceiling": ceiling,
+        "ceiling": ceiling_start,
         "rows": [],
     }
     if not args.no_header:
         print(format_header(report), flush=True)
     for case in cases:
-        row = run_case(case, timer, ceiling, warmup=args.warmup, min_reps=args.min_reps, max_reps=args.max_reps,
+        row = run_case(case, timer, ceiling_start, warmup=args.warmup, min_reps=args.min_reps, max_reps=args.max_reps,
                        target_s=args.target_time)
         report["rows"].append(row)
         if args.verbose:
             print(format_table([row]).splitlines()[-1], flush=True)
+    report["machine"]["loadavg_end"] = _loadavg()
+    report["ceiling"] = combine_ceilings(ceiling_start, measure_ceiling(device, DTYPES[dtypes[0]], quick=args.quick, n=args.ceiling_n))
+    for row in report["rows"]:
+        if not row.get("skipped"):
+            set_shares(row, report["ceiling"])
+    print(format_header(report).splitlines()[3])
     print(format_table(report["rows"]))
+    print(f"load average at end: {report['machine']['loadavg_end']}")
     return report
 
 
@@ -656,6 +691,8 @@ def register(subparsers) -> None:
     p.add_argument("--min-reps", type=int, default=None)
     p.add_argument("--max-reps", type=int, default=None)
     p.add_argument("--target-time", type=float, default=None, help="seconds of timing per side per case")
+    p.add_argument("--ceiling-n", type=int, default=None,
+                   help="matmul size of the ceiling measurement (default 2048 on the CPU, 8192 on a GPU)")
     p.add_argument("--json", metavar="PATH")
     p.add_argument("--markdown", metavar="PATH", help="write the header and table as Markdown")
     p.add_argument("--plot", metavar="PATH", help="PNG bar chart of the ratios")
