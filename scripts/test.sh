@@ -7,7 +7,10 @@ PY=${PYTHON:-python3}
 start=$(date +%s)
 bash scripts/install.sh --test
 "$PY" -m pytest -q -ra tests
-cmake -S . -B build/cmake -DPython3_EXECUTABLE="$(command -v "$PY")" > build-cmake.log 2>&1 || { cat build-cmake.log; exit 1; }
+# The C++ library and its tests, built with AddressSanitizer and UndefinedBehaviorSanitizer
+# (the simulator's own targets add ThreadSanitizer builds of theirs).
+cmake -S . -B build/cmake -DPython3_EXECUTABLE="$(command -v "$PY")" -DCUCONV_SANITIZE=address,undefined \
+  > build-cmake.log 2>&1 || { cat build-cmake.log; exit 1; }
 cmake --build build/cmake -j"$(nproc)" >> build-cmake.log 2>&1 || { tail -50 build-cmake.log; exit 1; }
 ctest --test-dir build/cmake --output-on-failure
 echo "test.sh: all tests passed in $(( $(date +%s) - start )) s"
