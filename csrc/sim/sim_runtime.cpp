@@ -170,7 +170,7 @@ struct Block {
     w.generation.notify_all();
   }
 
-  bool warp_complete(const Warp& w) const { return w.arrived && ((w.arrived | w.exited) & w.mask) == w.mask; }
+  bool warp_complete(const Warp& w) const { return w.arrived && (w.arrived & w.mask) == w.mask; }
 };
 
 thread_local Block* tl_block = nullptr;
@@ -265,8 +265,11 @@ class Pool {
       Warp& w = b.warps[tid / 32];
       w.exited |= 1u << (tid % 32);
       if (!b.abort.load()) {
-        if (b.warp_complete(w)) b.complete_warp_locked(w);
-        if (b.bar_arrived > 0 && b.bar_arrived == b.live) b.complete_barrier_locked();
+        // Strict: a lane that exits while named in its warp's pending operation never takes part.
+        if (w.arrived && (w.mask >> (tid % 32) & 1u))
+          b.fail_locked("cuconv simulator: " + b.thread_name(tid) + " exited while named in the mask of the warp "
+                        "operation at " + where(w.site) + " (lanes of one warp at different operations or masks?)");
+        else if (b.bar_arrived > 0 && b.bar_arrived == b.live) b.complete_barrier_locked();
         b.check_progress_locked();
       }
     }
@@ -360,6 +363,7 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   };
   if (!(mask >> lane & 1u)) fail("the calling lane is not in the warp operation's mask");
   if (mask & ~w.valid) fail("the mask names lanes beyond the end of the block");
+  if (mask & w.exited) fail("the mask names lanes that have exited (lanes of one warp at different operations or masks?)");
   if (width < 1 || width > 32 || (width & (width - 1))) fail("width must be a power of 2 in [1, 32]");
   if (w.arrived == 0) {
     w.mask = mask;
