@@ -175,13 +175,14 @@ def test_max_pool2d_half_precision_exact(dtype):
 
 def test_seed_cnn_forward_backward_matches_torch():
     torch.manual_seed(0)
-    layers = [cuconv.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), cuconv.nn.MaxPool2d(2),
-              cuconv.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), cuconv.nn.MaxPool2d(2),
-              torch.nn.Flatten(), torch.nn.Linear(64 * 8 * 8, 10)]
+    # 32x32 -> conv 30x30 -> pool 15x15 -> conv 13x13 -> pool 6x6: 64 * 6 * 6 = 2304 features
+    layers = [cuconv.nn.Conv2d(3, 32, 3), torch.nn.ReLU(), cuconv.nn.MaxPool2d(2),
+              cuconv.nn.Conv2d(32, 64, 3), torch.nn.ReLU(), cuconv.nn.MaxPool2d(2),
+              torch.nn.Flatten(), torch.nn.Linear(2304, 10)]
     ours = torch.nn.Sequential(*layers).double()
-    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                              torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                              torch.nn.Flatten(), torch.nn.Linear(64 * 8 * 8, 10)).double()
+    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Conv2d(32, 64, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(2304, 10)).double()
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     target = torch.tensor([3, 7])

@@ -3,6 +3,7 @@
 // Under nvcc it is `kernel<<<grid, block, smem_bytes, stream>>>(args...)` followed by a launch-error
 // check; under g++ it runs the kernel in the simulator (synchronously; the stream is ignored).
 #include <cstddef>
+#include <utility>
 
 #include "portable.cuh"
 
