@@ -1,0 +1,52 @@
+// sim:: conv2d runners: the CUDA kernels of csrc/kernels run on CPU tensors by the simulator.
+#include <ATen/ATen.h>
+
+#include "../runners.h"
+#include "sim_dispatch.h"
+// after the torch headers: the kernel headers define the CUDA keywords away
+#include "../kernels/conv2d.cuh"
+
+namespace cuconv::sim {
+
+void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                    const at::Tensor& output) {
+  dispatch_kernel_type(input, "conv2d", [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    run_simulated("conv2d", [&] {
+      kern::conv2d_fprop<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), false, nullptr);
+    });
+  });
+}
+
+void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                           const at::Tensor& grad_input) {
+  dispatch_kernel_type(grad_output, "conv2d_backward", [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    run_simulated("conv2d_backward", [&] {
+      kern::conv2d_dgrad<T>(p, ptr<T>(grad_output), ptr<T>(weight), mut_ptr<T>(grad_input), nullptr);
+    });
+  });
+}
+
+void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                            const at::Tensor& grad_weight) {
+  dispatch_kernel_type(grad_output, "conv2d_backward", [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    using Acc = kern::acc_t<T>;
+    const at::Tensor workspace =
+        at::empty({kern::conv2d_wgrad_workspace(p)}, grad_output.options().dtype(sizeof(Acc) == 8 ? at::kDouble : at::kFloat));
+    run_simulated("conv2d_backward", [&] {
+      kern::conv2d_wgrad<T>(p, ptr<T>(grad_output), ptr<T>(input), mut_ptr<T>(grad_weight),
+                            static_cast<Acc*>(workspace.data_ptr()), nullptr);
+    });
+  });
+}
+
+void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& grad_bias) {
+  dispatch_kernel_type(grad_output, "conv2d_backward", [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    run_simulated("conv2d_backward", [&] { kern::conv2d_bias_grad<T>(p, ptr<T>(grad_output), mut_ptr<T>(grad_bias), nullptr); });
+  });
+}
+
+}  // namespace cuconv::sim
