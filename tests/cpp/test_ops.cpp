@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <string>
 
+#include "runners.h"
+
 namespace {
 
 int failures = 0;
@@ -84,11 +86,17 @@ void check_error() {
 
 int main() {
   at::manual_seed(0);
-  for (bool cl : {false, true}) {
-    check_conv2d(cl);
-    check_max_pool2d(cl);
+  // Both CPU runners: the fallback, then the CUDA kernel source under the simulator (under the
+  // sanitizers, this is where an out-of-bounds access in a kernel shows up).
+  for (bool simulate : {false, true}) {
+    cuconv::set_simulate_enabled(simulate);
+    std::printf("-- %s\n", simulate ? "simulator" : "CPU fallback");
+    for (bool cl : {false, true}) {
+      check_conv2d(cl);
+      check_max_pool2d(cl);
+    }
+    check_error();
   }
-  check_error();
   std::printf("%d failed\n", failures);
   return failures == 0 ? 0 : 1;
 }
