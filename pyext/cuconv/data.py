@@ -199,13 +199,6 @@ def _resize(img: torch.Tensor) -> torch.Tensor:
 
 
 def _decode_chunk(files: Sequence[Path]) -> torch.Tensor:
-    import warnings
-    with warnings.catch_warnings():  # torchvision >= 0.29 warns on every call that torchcodec replaces it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return _decode_chunk_quiet(files)
-
-
-def _decode_chunk_quiet(files: Sequence[Path]) -> torch.Tensor:
     try:
         from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
     except ImportError:
@@ -237,6 +230,13 @@ def _decode_chunk_quiet(files: Sequence[Path]) -> torch.Tensor:
 def decode_images(files: Sequence[Path], workers: int = 1, progress: bool = False) -> torch.Tensor:
     """Decode image files into one uint8 (N, 3, 32, 32) tensor, `workers` threads at a time
     (torchvision's decoders release the GIL)."""
+    import warnings
+    with warnings.catch_warnings():  # torchvision >= 0.29 warns on every call that torchcodec replaces it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _decode_images(files, workers, progress)
+
+
+def _decode_images(files: Sequence[Path], workers: int, progress: bool) -> torch.Tensor:
     chunk = 1000
     chunks = [files[i:i + chunk] for i in range(0, len(files), chunk)]
     bar = None
