@@ -174,19 +174,24 @@ def _is_image_folder(d: Path) -> bool:
 
 
 def _list_image_folder(d: Path, classes: Optional[Sequence[str]] = None):
-    """Files and labels of one split; classes are the sorted sub-directory names of train/."""
+    """Files, labels and a fingerprint (names, sizes, times) of one split; classes are the sorted
+    sub-directory names of train/. os.scandir: 60k files take well under a second."""
     if classes is None:
-        classes = sorted(p.name for p in d.iterdir() if p.is_dir())
+        classes = sorted(e.name for e in os.scandir(d) if e.is_dir())
     files, labels = [], []
+    h = hashlib.sha1(str(d.resolve()).encode())
     for label, name in enumerate(classes):
         cdir = d / name
         if not cdir.is_dir():
             continue
-        for f in sorted(cdir.iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(label)
-    return list(classes), files, labels
+        entries = sorted((e for e in os.scandir(cdir) if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES),
+                         key=lambda e: e.name)
+        for e in entries:
+            st = e.stat()
+            h.update(f"{name}/{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            files.append(cdir / e.name)
+            labels.append(label)
+    return list(classes), files, labels, h.hexdigest()
 
 
 def _resize(img: torch.Tensor) -> torch.Tensor:
@@ -263,21 +268,13 @@ def _decode_images(files: Sequence[Path], workers: int, progress: bool) -> torch
     return torch.cat(results)
 
 
-def _folder_fingerprint(d: Path, files: Sequence[Path]) -> str:
-    """A cache key that changes when the tree's path, file list, sizes or times change."""
-    h = hashlib.sha1(str(d.resolve()).encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(d)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def load_image_folder(d: Path, workers: int = 1, progress: bool = False, log=print) -> Dataset:
-    classes, train_files, train_labels = _list_image_folder(d / "train")
+    classes, train_files, train_labels, train_key = _list_image_folder(d / "train")
     if not classes or not train_files:
         raise DataError(f"{d}/train has no <class>/ sub-directories with images")
-    _, test_files, test_labels = _list_image_folder(d / "test", classes)
-    key = _folder_fingerprint(d, train_files + test_files)
+    _, test_files, test_labels, test_key = _list_image_folder(d / "test", classes)
+    # The cache key changes when the tree's path, file names, sizes or times change.
+    key = hashlib.sha1(f"{train_key}{test_key}".encode()).hexdigest()[:16]
     cache = cache_dir() / f"imagefolder-{d.resolve().name}-{key}.npz"
     if cache.is_file():
         with np.load(cache) as z:
