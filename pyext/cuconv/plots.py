@@ -24,7 +24,9 @@ def plot_curves(history: List[Dict], path: Path) -> Path:
     ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", label="train")
     ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    from matplotlib.ticker import MaxNLocator
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -39,8 +39,8 @@ def register(subparsers) -> None:
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=MODELS, default="cifar-cnn",
                    help="cifar-cnn: the seed CNN; resnet: ResNet-18 for CIFAR")
-    p.add_argument("--backend", choices=BACKENDS, default="cuconv",
-                   help="cuconv: Conv2d/MaxPool2d run cuconv's kernels; native: torch's own")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="cuconv (default): Conv2d/MaxPool2d run cuconv's kernels; native: torch's own")
     p.add_argument("--epochs", type=int, help="default: the model's recipe (cifar-cnn 10, resnet 30)")
     p.add_argument("--batch-size", type=int, help="per process; default: recipe (32, resnet 128)")
     p.add_argument("--lr", type=float, help="default: recipe (Adam 1e-3, resnet SGD 0.1)")
@@ -60,7 +60,7 @@ def register(subparsers) -> None:
                                  "resumed checkpoint's directory)")
     p.add_argument("--resume", metavar="CHECKPOINT",
                    help=f"continue from a checkpoint (a file, or a directory holding {CHECKPOINT_NAME})")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -235,11 +235,12 @@ def _resolve_config(args) -> Dict:
     for key, value in RECIPES[args.model].items():
         if config.get(key) is None:
             config[key] = value
+    config["backend"] = config["backend"] or "cuconv"
+    config["channels_last"] = bool(config["channels_last"])
     return config
 
 
-def _epoch_indices(n: int, epoch: int, config: Dict, ctx: DistContext, data_gen: torch.Generator,
-                   sampler) -> torch.Tensor:
+def _epoch_indices(n: int, epoch: int, data_gen: torch.Generator, sampler) -> torch.Tensor:
     if sampler is not None:
         sampler.set_epoch(epoch)  # DistributedSampler shuffles with seed + epoch
         return torch.tensor(list(iter(sampler)), dtype=torch.int64)
@@ -369,9 +370,11 @@ def _train(args, ctx: DistContext, device: torch.device) -> Dict:
             log(f"resuming from {args.resume} after epoch {start_epoch}")
 
     record: Dict = {}
+    if start_epoch >= config["epochs"]:
+        log(f"the checkpoint is at epoch {start_epoch}: nothing to train for --epochs {config['epochs']}")
     for epoch in range(start_epoch + 1, config["epochs"] + 1):
         model.train()
-        order = _epoch_indices(len(train_split), epoch, config, ctx, data_gen, sampler)
+        order = _epoch_indices(len(train_split), epoch, data_gen, sampler)
         batches = order.split(config["batch_size"])
         bar = tqdm.tqdm(total=len(order) * ctx.world_size, desc=f"epoch {epoch}/{config['epochs']}",
                         unit="img", leave=False, dynamic_ncols=True) if tqdm else None
