@@ -19,7 +19,8 @@ def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_class
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+    # 0 where the denominator is 0 (no predictions / no examples), without dividing by zero.
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
 def classification_report(cm: torch.Tensor, classes: Sequence[str]) -> Dict:
