@@ -33,10 +33,21 @@ RESUME_OVERRIDES = ("epochs", "device", "threads", "out", "progress", "plots", "
 
 # ------------------------------------------------------------------------------------ command line
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None (those options say in their help what they default to)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a CIFAR-10 model on cuconv's kernels",
-                              description=__doc__.splitlines()[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              description="Train a CIFAR-10 model whose convolutions and max-pools run on "
+                                          "cuconv's kernels. Defaults reproduce the seed CNN recipe; under "
+                                          "torchrun it trains with DistributedDataParallel.",
+                              formatter_class=_HelpFormatter)
     p.add_argument("--model", choices=MODELS, default="cifar-cnn",
                    help="cifar-cnn: the seed CNN; resnet: ResNet-18 for CIFAR")
     p.add_argument("--backend", choices=BACKENDS,
@@ -75,7 +86,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser("evaluate", help="evaluate a checkpoint on the CIFAR-10 test set",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=_HelpFormatter)
     e.add_argument("checkpoint")
     e.add_argument("--data", help="default: the data the checkpoint was trained on, else $CUCONV_DATA")
     e.add_argument("--backend", choices=BACKENDS, default="cuconv")
@@ -89,7 +100,7 @@ def register(subparsers) -> None:
     e.set_defaults(func=cmd_evaluate)
 
     r = subparsers.add_parser("predict", help="classify images with a checkpoint (top-k with probabilities)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=_HelpFormatter)
     r.add_argument("checkpoint")
     r.add_argument("images", nargs="+", metavar="IMAGE")
     r.add_argument("--top-k", type=int, default=3)
