@@ -133,3 +133,82 @@ def test_conv2d_seed_cnn_layers_float32(isa, channels_last):
         for out, ref, what in [(y, ry, "forward"), (gx, rgx, "grad input"), (gw, rgw, "grad weight"),
                                (gb, rgb, "grad bias")]:
             _close(out, ref, torch.float32, what)
+
+
+# (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
+POOL_CASES = [
+    (2, 3, 30, 30, (2, 2), (2, 2), (0, 0), (1, 1), False),   # the seed CNN's pool, even
+    (2, 5, 13, 13, (2, 2), (2, 2), (0, 0), (1, 1), True),    # odd size, ceil mode
+    (1, 4, 11, 17, (3, 3), (2, 2), (1, 1), (1, 1), False),   # overlapping, padded
+    (2, 3, 9, 10, (3, 2), (1, 3), (1, 0), (2, 1), True),     # stride 3, dilation
+    (1, 19, 8, 7, (2, 3), (1, 1), (0, 1), (1, 2), False),    # stride 1, many channels
+]
+
+
+def _pool_inputs(shape, dtype, channels_last, special):
+    x = torch.randn(shape, dtype=dtype)
+    if special:  # ties (rounded values), -inf and NaNs
+        x = (x * 2).round()
+        flat = x.view(-1)
+        flat[torch.randperm(flat.numel())[: flat.numel() // 10]] = float("-inf")
+        flat[torch.randperm(flat.numel())[: flat.numel() // 20]] = float("nan")
+    return _fmt(x, channels_last)
+
+
+@pytest.mark.parametrize("special", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[str(i) for i in range(len(POOL_CASES))])
+def test_max_pool2d_matches_torch(isa, case, channels_last, dtype, special):
+    N, C, H, W, k, s, pad, dil, ceil = case
+    x = _pool_inputs((N, C, H, W), dtype, channels_last, special)
+    y, idx = ops.max_pool2d(x, k, s, pad, dil, ceil)
+    ry, ridx = F.max_pool2d_with_indices(x.double(), k, s, pad, dil, ceil)
+    assert torch.equal(idx, ridx)
+    assert torch.equal(y.double().nan_to_num(7.5), ry.nan_to_num(7.5))
+    gy = _fmt(torch.randn(y.shape, dtype=dtype), channels_last)
+    gx = ops.max_pool2d_backward(gy, x, idx, k, s, pad, dil, ceil)
+    rgx = torch.ops.aten.max_pool2d_with_indices_backward(gy.double(), x.double(), k, s, pad, dil, ceil, ridx)
+    _close(gx, rgx, dtype, "grad input")
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool2d_nan_and_tie_rules(isa, channels_last):
+    x = torch.tensor([[1.0, 3.0, 3.0, float("nan")],
+                      [float("nan"), 2.0, 3.0, float("nan")],
+                      [float("-inf"), float("-inf"), 0.0, 0.0],
+                      [float("-inf"), float("-inf"), 0.0, 0.0]]).reshape(1, 1, 4, 4).repeat(1, 3, 1, 1)
+    y, idx = ops.max_pool2d(_fmt(x, channels_last), [2, 2], [2, 2], [0, 0], [1, 1], False)
+    assert idx[0, 0].tolist() == [[4, 7], [8, 10]]  # NaN wins (the last NaN); -inf window; ties: first
+    assert torch.isnan(y[0, 0, 0]).all() and y[0, 0, 1].tolist() == [float("-inf"), 0.0]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool2d_empty_window(isa, channels_last):
+    """kernel 2, dilation 2, padding 1 on a 1-wide input: every window misses the input."""
+    x = _fmt(torch.randn(2, 3, 1, 1), channels_last)
+    y, idx = ops.max_pool2d(x, [2, 2], [1, 1], [1, 1], [2, 2], False)
+    assert y.shape == (2, 3, 1, 1)
+    assert (y == float("-inf")).all() and (idx == -1).all()
+    gx = ops.max_pool2d_backward(torch.ones_like(y), x, idx, [2, 2], [1, 1], [1, 1], [2, 2], False)
+    assert (gx == 0).all()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool2d_deterministic_across_threads(isa, channels_last):
+    x = _fmt(torch.randn(5, 7, 17, 15), channels_last)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2, 2):
+            torch.set_num_threads(t)
+            y, idx = ops.max_pool2d(x, [3, 3], [1, 1], [1, 1], [1, 1], False)  # overlapping windows
+            gy = torch.ones_like(y)
+            outs.append((y, idx, ops.max_pool2d_backward(gy, x, idx, [3, 3], [1, 1], [1, 1], [1, 1], False)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(outs[0], outs[1]):
+        assert torch.equal(a, b)
+    for a, b in zip(outs[1], outs[2]):
+        assert torch.equal(a, b)

@@ -24,10 +24,40 @@ struct Avx2Kernel6x16 {
     m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv - 8), lane);
   }
 
+  // One tile, accumulators in 12 named registers (an array passed by reference would live on the stack).
   template <bool kMasked>
-  CUCONV_AVX2 static inline void loop(int64_t kc, const float* const* a, int64_t csA, const float* B, int64_t ldb,
-                                      __m256i m0, __m256i m1, __m256 (&c)[6][2]) {
-    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+  CUCONV_AVX2 static inline __attribute__((always_inline)) void tile(int64_t kc, const float* A, int64_t rsA,
+                                                                      int64_t csA, int mv, const float* B, int64_t ldb,
+                                                                      float* C, int64_t ldc, GemmInit init,
+                                                                      const float* bias, __m256i m0, __m256i m1) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+#define CUCONV_INIT_ROW(i, r0, r1)                                       \
+    if (i < mv) {                                                        \
+      if (init == GemmInit::accumulate) {                                \
+        r0 = _mm256_maskload_ps(C + i * ldc, m0);                        \
+        r1 = _mm256_maskload_ps(C + i * ldc + 8, m1);                    \
+      } else if (init == GemmInit::bias_row) {                           \
+        r0 = r1 = _mm256_set1_ps(bias[i]);                               \
+      } else if (init == GemmInit::bias_col) {                           \
+        r0 = _mm256_maskload_ps(bias, m0);                               \
+        r1 = _mm256_maskload_ps(bias + 8, m1);                           \
+      }                                                                  \
+    }
+    CUCONV_INIT_ROW(0, c00, c01)
+    CUCONV_INIT_ROW(1, c10, c11)
+    CUCONV_INIT_ROW(2, c20, c21)
+    CUCONV_INIT_ROW(3, c30, c31)
+    CUCONV_INIT_ROW(4, c40, c41)
+    CUCONV_INIT_ROW(5, c50, c51)
+#undef CUCONV_INIT_ROW
+    // Rows past the edge recompute the last valid row (always readable); they are not stored.
+    const float* a0 = A;
+    const float* a1 = A + std::min(1, mv - 1) * rsA;
+    const float* a2 = A + std::min(2, mv - 1) * rsA;
+    const float* a3 = A + std::min(3, mv - 1) * rsA;
+    const float* a4 = A + std::min(4, mv - 1) * rsA;
+    const float* a5 = A + std::min(5, mv - 1) * rsA;
     for (int64_t p = 0; p < kc; ++p) {
       __m256 b0, b1;
       if (kMasked) {
@@ -39,63 +69,53 @@ struct Avx2Kernel6x16 {
       }
       __m256 av;
       av = _mm256_broadcast_ss(a0);
-      c[0][0] = _mm256_fmadd_ps(av, b0, c[0][0]);
-      c[0][1] = _mm256_fmadd_ps(av, b1, c[0][1]);
+      c00 = _mm256_fmadd_ps(av, b0, c00);
+      c01 = _mm256_fmadd_ps(av, b1, c01);
       av = _mm256_broadcast_ss(a1);
-      c[1][0] = _mm256_fmadd_ps(av, b0, c[1][0]);
-      c[1][1] = _mm256_fmadd_ps(av, b1, c[1][1]);
+      c10 = _mm256_fmadd_ps(av, b0, c10);
+      c11 = _mm256_fmadd_ps(av, b1, c11);
       av = _mm256_broadcast_ss(a2);
-      c[2][0] = _mm256_fmadd_ps(av, b0, c[2][0]);
-      c[2][1] = _mm256_fmadd_ps(av, b1, c[2][1]);
+      c20 = _mm256_fmadd_ps(av, b0, c20);
+      c21 = _mm256_fmadd_ps(av, b1, c21);
       av = _mm256_broadcast_ss(a3);
-      c[3][0] = _mm256_fmadd_ps(av, b0, c[3][0]);
-      c[3][1] = _mm256_fmadd_ps(av, b1, c[3][1]);
+      c30 = _mm256_fmadd_ps(av, b0, c30);
+      c31 = _mm256_fmadd_ps(av, b1, c31);
       av = _mm256_broadcast_ss(a4);
-      c[4][0] = _mm256_fmadd_ps(av, b0, c[4][0]);
-      c[4][1] = _mm256_fmadd_ps(av, b1, c[4][1]);
+      c40 = _mm256_fmadd_ps(av, b0, c40);
+      c41 = _mm256_fmadd_ps(av, b1, c41);
       av = _mm256_broadcast_ss(a5);
-      c[5][0] = _mm256_fmadd_ps(av, b0, c[5][0]);
-      c[5][1] = _mm256_fmadd_ps(av, b1, c[5][1]);
+      c50 = _mm256_fmadd_ps(av, b0, c50);
+      c51 = _mm256_fmadd_ps(av, b1, c51);
       a0 += csA; a1 += csA; a2 += csA; a3 += csA; a4 += csA; a5 += csA;
       B += ldb;
     }
+#define CUCONV_STORE_ROW(i, r0, r1)                      \
+    if (i < mv) {                                        \
+      if (kMasked) {                                     \
+        _mm256_maskstore_ps(C + i * ldc, m0, r0);        \
+        _mm256_maskstore_ps(C + i * ldc + 8, m1, r1);    \
+      } else {                                           \
+        _mm256_storeu_ps(C + i * ldc, r0);               \
+        _mm256_storeu_ps(C + i * ldc + 8, r1);           \
+      }                                                  \
+    }
+    CUCONV_STORE_ROW(0, c00, c01)
+    CUCONV_STORE_ROW(1, c10, c11)
+    CUCONV_STORE_ROW(2, c20, c21)
+    CUCONV_STORE_ROW(3, c30, c31)
+    CUCONV_STORE_ROW(4, c40, c41)
+    CUCONV_STORE_ROW(5, c50, c51)
+#undef CUCONV_STORE_ROW
   }
 
   CUCONV_AVX2 static void run(int64_t kc, const float* A, int64_t rsA, int64_t csA, int mv, const float* B,
                               int64_t ldb, int nv, float* C, int64_t ldc, GemmInit init, const float* bias) {
-    const bool masked = nv < NR;
     __m256i m0 = _mm256_set1_epi32(-1), m1 = m0;
-    if (masked) masks(nv, m0, m1);
-    __m256 c[6][2];
-    for (int i = 0; i < 6; ++i) {
-      __m256 v0 = _mm256_setzero_ps(), v1 = v0;
-      if (i < mv) {
-        if (init == GemmInit::accumulate) {
-          v0 = _mm256_maskload_ps(C + i * ldc, m0);
-          v1 = _mm256_maskload_ps(C + i * ldc + 8, m1);
-        } else if (init == GemmInit::bias_row) {
-          v0 = v1 = _mm256_set1_ps(bias[i]);
-        } else if (init == GemmInit::bias_col) {
-          v0 = _mm256_maskload_ps(bias, m0);
-          v1 = _mm256_maskload_ps(bias + 8, m1);
-        }
-      }
-      c[i][0] = v0;
-      c[i][1] = v1;
-    }
-    // Rows past the edge recompute row 0 (always readable); they are not stored.
-    const float* a[6];
-    for (int i = 0; i < 6; ++i) a[i] = A + std::min(i, mv - 1) * rsA;
-    if (masked) loop<true>(kc, a, csA, B, ldb, m0, m1, c);
-    else loop<false>(kc, a, csA, B, ldb, m0, m1, c);
-    for (int i = 0; i < mv; ++i) {
-      if (masked) {
-        _mm256_maskstore_ps(C + i * ldc, m0, c[i][0]);
-        _mm256_maskstore_ps(C + i * ldc + 8, m1, c[i][1]);
-      } else {
-        _mm256_storeu_ps(C + i * ldc, c[i][0]);
-        _mm256_storeu_ps(C + i * ldc + 8, c[i][1]);
-      }
+    if (nv < NR) {
+      masks(nv, m0, m1);
+      tile<true>(kc, A, rsA, csA, mv, B, ldb, C, ldc, init, bias, m0, m1);
+    } else {
+      tile<false>(kc, A, rsA, csA, mv, B, ldb, C, ldc, init, bias, m0, m1);
     }
   }
 };
