@@ -7,7 +7,7 @@
 //    fixed-order sum of the chunk partials. The chunking depends on the shapes only, and every
 //    output element is summed by one thread in a fixed order, so all results are bitwise the
 //    same for any thread count. 1x1 stride-1 unpadded convs read the input directly (no im2col).
-// Workspaces come from PyTorch's allocator, once per parallel chunk.
+// Workspaces come from PyTorch's allocator and are kept per thread between calls (scratch()).
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -23,6 +23,17 @@ namespace cuconv::cpu {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A per-thread scratch buffer of at least n elements, kept between calls: fresh large allocations
+// are page-faulted in (and zeroed by the kernel) on every call, which costs as much as the GEMM
+// for small layers. Each call site uses its own slot so buffers in use at once never alias.
+template <typename T>
+T* scratch(int slot, int64_t n) {
+  thread_local at::Tensor cache[3];
+  const int64_t bytes = n * int64_t(sizeof(T));
+  if (!cache[slot].defined() || cache[slot].numel() < bytes) cache[slot] = at::empty({bytes}, at::kByte);
+  return reinterpret_cast<T*>(cache[slot].data_ptr());
+}
 
 // The outputs o in [lo, hi) of a count-long row whose input position o*stride + offset lies in [0, limit).
 void valid_range(int64_t offset, int64_t stride, int64_t limit, int64_t count, int64_t& lo, int64_t& hi) {
@@ -54,11 +65,13 @@ void im2col_nchw(const Conv2dParams& p, const T* x, T* col, int64_t ldcol) {
         for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
           T* dst = row + oh * p.Q;
           const T* src = x + (c * p.H + oh * p.stride_h - p.pad_h + r * p.dil_h) * p.W + woff;
-          std::fill(dst, dst + lo, T(0));
-          if (p.stride_w == 1) std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(T));
+          // Plain loops, not memcpy/fill calls: the runs are short (one output row).
+          for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
+          if (p.stride_w == 1)
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow];
           else
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * p.stride_w];
-          std::fill(dst + hi, dst + p.Q, T(0));
+          for (int64_t ow = hi; ow < p.Q; ++ow) dst[ow] = T(0);
         }
         std::fill(row + oh_hi * p.Q, row + PQ, T(0));
       }
@@ -95,8 +108,13 @@ void im2col_nhwc(const Conv2dParams& p, const T* x, int64_t g, T* col) {
         const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
         for (int64_t s = 0; s < p.S; ++s, dst += Cg) {
           const int64_t w = ow * p.stride_w - p.pad_w + s * p.dil_w;
-          if (h < 0 || h >= p.H || w < 0 || w >= p.W) std::fill(dst, dst + Cg, T(0));
-          else std::memcpy(dst, x + (h * p.W + w) * p.C + g * Cg, Cg * sizeof(T));
+          // Plain loops, not memcpy/fill calls: Cg is often tiny (3 channels in a first layer).
+          if (h < 0 || h >= p.H || w < 0 || w >= p.W) {
+            for (int64_t c = 0; c < Cg; ++c) dst[c] = T(0);
+          } else {
+            const T* src = x + (h * p.W + w) * p.C + g * Cg;
+            for (int64_t c = 0; c < Cg; ++c) dst[c] = src[c];
+          }
         }
       }
     }
@@ -149,8 +167,8 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
   if (!p.channels_last) {
     const int64_t ldcol = ceil_div(PQ, 16) * 16;
     at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
-      at::Tensor ws = direct ? at::Tensor() : at::zeros({CRS * ldcol}, opts);
-      T* col = direct ? nullptr : ws.data_ptr<T>();
+      // Columns past PQ are never read (the GEMM masks its edge tiles), so no zeroing is needed.
+      T* col = direct ? nullptr : scratch<T>(0, CRS * ldcol);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / G, g = item % G;
         const T* xg = x + (n * p.C + g * Cg) * HW;
@@ -170,8 +188,7 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
     const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, opts);
     const T* wt_ptr = wt.const_data_ptr<T>();
     at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
-      at::Tensor ws = direct ? at::Tensor() : at::empty({PQ * CRS}, opts);
-      T* col = direct ? nullptr : ws.data_ptr<T>();
+      T* col = direct ? nullptr : scratch<T>(0, PQ * CRS);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / G, g = item % G;
         const T* xn = x + n * HW * p.C;
@@ -217,8 +234,7 @@ void backward_input_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* w
   const bool split = gemm_should_split(p.N * G);
   if (!p.channels_last) {
     at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
-      at::Tensor ws = at::empty({CRS * PQ}, opts);
-      T* dcol = ws.data_ptr<T>();
+      T* dcol = scratch<T>(1, CRS * PQ);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / G, g = item % G;
         GemmArgs<T> a;
@@ -237,8 +253,7 @@ void backward_input_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* w
     const at::Tensor wk = weight_rsc(p, w, /*k_major=*/true, opts);
     const T* wk_ptr = wk.const_data_ptr<T>();
     at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
-      at::Tensor ws = at::empty({PQ * CRS}, opts);
-      T* dcol = ws.data_ptr<T>();
+      T* dcol = scratch<T>(1, PQ * CRS);
       for (int64_t n = begin; n < end; ++n) {
         T* gxn = gx + n * HW * p.C;
         std::fill(gxn, gxn + HW * p.C, T(0));
@@ -266,15 +281,12 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   // Fixed split of the batch: up to 8 chunks, fewer when the partials would be large.
   int64_t chunks = std::min<int64_t>(p.N, 8);
   while (chunks > 1 && chunks * G * CRS * Kg > (int64_t(1) << 23)) --chunks;
-  at::Tensor partial = at::empty({chunks * G * CRS * Kg}, opts);
-  T* part = partial.data_ptr<T>();
+  T* part = scratch<T>(2, chunks * G * CRS * Kg);  // slot 2: the parallel chunks use 0 and 1
   const bool split = gemm_should_split(chunks);
   const int64_t ldcol = ceil_div(PQ, 16) * 16;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    at::Tensor col_ws = direct ? at::Tensor() : at::zeros({CRS * (p.channels_last ? PQ : ldcol)}, opts);
-    at::Tensor gyt_ws = p.channels_last ? at::Tensor() : at::empty({PQ * Kg}, opts);
-    T* col = direct ? nullptr : col_ws.data_ptr<T>();
-    T* gyt = p.channels_last ? nullptr : gyt_ws.data_ptr<T>();
+    T* col = direct ? nullptr : scratch<T>(0, CRS * (p.channels_last ? PQ : ldcol));
+    T* gyt = p.channels_last ? nullptr : scratch<T>(1, PQ * Kg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t n0 = chunk * p.N / chunks, n1 = (chunk + 1) * p.N / chunks;
       for (int64_t n = n0; n < n1; ++n)

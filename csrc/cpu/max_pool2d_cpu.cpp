@@ -13,6 +13,11 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "../runners.h"
 #include "cpu_isa.h"
@@ -128,20 +133,133 @@ void forward_pixels_portable(const MaxPool2dParams& p, const T* x, T* y, int64_t
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CUCONV_AVX2 __attribute__((target("avx2,fma")))
-template <typename T>
-CUCONV_AVX2 void forward_planes_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
-                                     int64_t begin, int64_t end) {
-  for (int64_t nc = begin; nc < end; ++nc)
-    forward_plane_nchw(p, x + nc * p.H * p.W, y + nc * p.P * p.Q, idx + nc * p.P * p.Q, pos);
+
+// float, AVX2: 8 outputs (NCHW: along a row; NHWC: along channels) held in registers while the
+// window is scanned. Lanes outside the input are masked out of the loads and of the update.
+CUCONV_AVX2 CUCONV_INLINE void update8(__m256 v, __m256i at, __m256i valid, __m256& best, __m256i& pos) {
+  const __m256 take = _mm256_and_ps(
+      _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)),
+                   _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setzero_si256(), pos))),
+      _mm256_castsi256_ps(valid));
+  best = _mm256_blendv_ps(best, v, take);
+  pos = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(pos), _mm256_castsi256_ps(at), take));
+}
+
+// Stores the first n of 8 values and int32 positions (widened to int64).
+CUCONV_AVX2 CUCONV_INLINE void store8(int n, __m256 best, __m256i pos, float* y, int64_t* idx) {
+  const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pos));
+  const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pos, 1));
+  if (n == 8) {
+    _mm256_storeu_ps(y, best);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx), lo);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + 4), hi);
+  } else {
+    alignas(32) float yb[8];
+    alignas(32) int64_t ib[8];
+    _mm256_store_ps(yb, best);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ib), lo);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ib + 4), hi);
+    for (int k = 0; k < n; ++k) y[k] = yb[k], idx[k] = ib[k];
+  }
+}
+
+CUCONV_AVX2 void forward_planes_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+                                         int64_t begin, int64_t end) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i even = _mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0);
+  const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+  const int sw = int(p.stride_w);
+  for (int64_t nc = begin; nc < end; ++nc) {
+    const float* plane = x + nc * p.H * p.W;
+    for (int64_t oh = 0; oh < p.P; ++oh) {
+      float* yrow = y + (nc * p.P + oh) * p.Q;
+      int64_t* irow = idx + (nc * p.P + oh) * p.Q;
+      for (int64_t o0 = 0; o0 < p.Q; o0 += 8) {
+        const int n = int(std::min<int64_t>(8, p.Q - o0));
+        const __m256i o = _mm256_add_epi32(_mm256_set1_epi32(int(o0)), lane);
+        const __m256i in_row = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+        __m256 best = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+        __m256i pos = _mm256_set1_epi32(-1);
+        for (int64_t i = 0; i < p.kernel_h; ++i) {
+          const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
+          if (h < 0 || h >= p.H) continue;
+          for (int64_t j = 0; j < p.kernel_w; ++j) {
+            const int64_t woff = j * p.dil_w - p.pad_w;
+            int lo, hi;
+            range_of<float>(woff, p.stride_w, p.W, p.Q, lo, hi);
+            const __m256i valid = _mm256_and_si256(
+                in_row, _mm256_and_si256(_mm256_cmpgt_epi32(o, _mm256_set1_epi32(lo - 1)),
+                                         _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), o)));
+            if (_mm256_testz_si256(valid, valid)) continue;
+            // Only valid lanes are read, so src may point before the row for negative offsets.
+            const float* src = plane + h * p.W + woff + o0 * sw;
+            __m256 v;
+            // All 8 lanes inside the row: plain loads (masked loads are slow on some CPUs).
+            const bool whole = n == 8 && lo <= o0 && o0 + 8 <= hi && woff + (o0 + 8) * sw <= p.W;
+            if (sw == 1) {
+              v = whole ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, valid);
+            } else if (sw == 2 && whole) {
+              const __m256 a = _mm256_loadu_ps(src), b = _mm256_loadu_ps(src + 8);
+              v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+            } else if (sw == 2) {
+              const __m256i ma = _mm256_and_si256(_mm256_permutevar8x32_epi32(valid, dup_lo), even);
+              const __m256i mb = _mm256_and_si256(_mm256_permutevar8x32_epi32(valid, dup_hi), even);
+              const __m256 a = _mm256_maskload_ps(src, ma), b = _mm256_maskload_ps(src + 8, mb);
+              v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+            } else {
+              v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), src, _mm256_mullo_epi32(lane, _mm256_set1_epi32(sw)),
+                                           _mm256_castsi256_ps(valid), 4);
+            }
+            const __m256i at = _mm256_add_epi32(_mm256_set1_epi32(int(h * p.W + woff)),
+                                                _mm256_mullo_epi32(o, _mm256_set1_epi32(sw)));
+            update8(v, at, valid, best, pos);
+          }
+        }
+        store8(n, best, pos, yrow + o0, irow + o0);
+      }
+    }
+  }
+}
+
+CUCONV_AVX2 void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+                                         int64_t begin, int64_t end) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t npq = begin; npq < end; ++npq) {
+    const int64_t n = npq / (p.P * p.Q), oh = (npq / p.Q) % p.P, ow = npq % p.Q;
+    const float* img = x + n * p.H * p.W * p.C;
+    for (int64_t c0 = 0; c0 < p.C; c0 += 8) {
+      const int cnt = int(std::min<int64_t>(8, p.C - c0));
+      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt), lane);
+      __m256 best = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+      __m256i pos = _mm256_set1_epi32(-1);
+      for (int64_t i = 0; i < p.kernel_h; ++i) {
+        const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
+        if (h < 0 || h >= p.H) continue;
+        for (int64_t j = 0; j < p.kernel_w; ++j) {
+          const int64_t w = ow * p.stride_w - p.pad_w + j * p.dil_w;
+          if (w < 0 || w >= p.W) continue;
+          const __m256 v = cnt == 8 ? _mm256_loadu_ps(img + (h * p.W + w) * p.C + c0)
+                                    : _mm256_maskload_ps(img + (h * p.W + w) * p.C + c0, m);
+          update8(v, _mm256_set1_epi32(int(h * p.W + w)), m, best, pos);
+        }
+      }
+      store8(cnt, best, pos, y + npq * p.C + c0, idx + npq * p.C + c0);
+    }
+  }
 }
 
 template <typename T>
-CUCONV_AVX2 void forward_pixels_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
-                                     int64_t begin, int64_t end) {
-  for (int64_t npq = begin; npq < end; ++npq) {
-    const int64_t n = npq / (p.P * p.Q), oh = (npq / p.Q) % p.P, ow = npq % p.Q;
-    forward_pixel_nhwc(p, x + n * p.H * p.W * p.C, oh, ow, y + npq * p.C, idx + npq * p.C, pos);
-  }
+void forward_planes_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
+                         int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) forward_planes_avx2_f32(p, x, y, idx, begin, end);
+  else forward_planes_portable(p, x, y, idx, pos, begin, end);
+}
+
+template <typename T>
+void forward_pixels_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
+                         int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) forward_pixels_avx2_f32(p, x, y, idx, begin, end);
+  else forward_pixels_portable(p, x, y, idx, pos, begin, end);
 }
 #else
 template <typename T>
