@@ -43,8 +43,17 @@ void valid_range(int64_t offset, int64_t stride, int64_t limit, int64_t count, i
   hi = std::max(lo, std::min(hi, count));
 }
 
+// Row pitch (elements) for a GEMM's B operand: the micro-kernel reads a 16-wide column strip down
+// up to 256 rows, and a pitch of an even number of 16-element blocks (e.g. 1 KiB, 4 KiB) maps those
+// rows onto few L1 sets, which then thrash. pitch_ok tells whether a given pitch avoids that.
+int64_t pitch(int64_t n) {
+  const int64_t blocks = ceil_div(n, 16);
+  return (blocks % 2 ? blocks : blocks + 1) * 16;
+}
+bool pitch_ok(int64_t ld) { return ld % 32 != 0; }
+
 bool reads_input_directly(const Conv2dParams& p) {
-  return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 && p.P == p.H &&
+  return pitch_ok(p.H * p.W) && p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 && p.P == p.H &&
          p.Q == p.W;
 }
 
@@ -138,18 +147,20 @@ void col2im_nhwc(const Conv2dParams& p, const T* col, int64_t g, T* gx) {
     }
 }
 
-// Weight OIHW reordered per group to [g][(r*S + s)*Cg + c][k] (k_major=false) or [g][k][(r*S + s)*Cg + c].
+// Weight OIHW reordered per group to [g][(r*S + s)*Cg + c][k] (k_major=false) or [g][k][(r*S + s)*Cg + c],
+// rows ld apart.
 template <typename T>
-at::Tensor weight_rsc(const Conv2dParams& p, const T* w, bool k_major, const at::TensorOptions& opts) {
+at::Tensor weight_rsc(const Conv2dParams& p, const T* w, bool k_major, int64_t ld, const at::TensorOptions& opts) {
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), RSC = p.R * p.S * Cg;
-  at::Tensor out = at::empty({p.groups * RSC * Kg}, opts);
+  const int64_t group = k_major ? Kg * ld : RSC * ld;  // rows of length ld
+  at::Tensor out = at::empty({p.groups * group}, opts);
   T* o = out.data_ptr<T>();
   for (int64_t g = 0; g < p.groups; ++g)
     for (int64_t k = 0; k < Kg; ++k)
       for (int64_t c = 0; c < Cg; ++c)
         for (int64_t rs = 0; rs < p.R * p.S; ++rs) {
           const int64_t i = rs * Cg + c;
-          o[g * RSC * Kg + (k_major ? k * RSC + i : i * Kg + k)] = w[((g * Kg + k) * Cg + c) * p.R * p.S + rs];
+          o[g * group + (k_major ? k * ld + i : i * ld + k)] = w[((g * Kg + k) * Cg + c) * p.R * p.S + rs];
         }
   return out;
 }
@@ -165,7 +176,7 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
   const bool direct = reads_input_directly(p);
   const bool split = gemm_should_split(p.N * G);
   if (!p.channels_last) {
-    const int64_t ldcol = ceil_div(PQ, 16) * 16;
+    const int64_t ldcol = pitch(PQ);
     at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
       // Columns past PQ are never read (the GEMM masks its edge tiles), so no zeroing is needed.
       T* col = direct ? nullptr : scratch<T>(0, CRS * ldcol);
@@ -185,7 +196,8 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
       }
     });
   } else {
-    const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, opts);
+    const int64_t ldw = pitch(Kg);
+    const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, ldw, opts);
     const T* wt_ptr = wt.const_data_ptr<T>();
     at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
       T* col = direct ? nullptr : scratch<T>(0, PQ * CRS);
@@ -196,7 +208,7 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
         GemmArgs<T> a;
         a.M = PQ, a.N = Kg, a.K = CRS;
         a.A = direct ? xn + g * Cg : col, a.rsA = direct ? p.C : CRS, a.csA = 1;
-        a.B = wt_ptr + g * CRS * Kg, a.ldb = Kg;
+        a.B = wt_ptr + g * CRS * ldw, a.ldb = ldw;
         a.C = y + n * PQ * p.K + g * Kg, a.ldc = p.K;
         a.init = bias ? GemmInit::bias_col : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
@@ -250,7 +262,8 @@ void backward_input_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* w
       }
     });
   } else {
-    const at::Tensor wk = weight_rsc(p, w, /*k_major=*/true, opts);
+    const int64_t ldw = pitch(CRS);
+    const at::Tensor wk = weight_rsc(p, w, /*k_major=*/true, ldw, opts);
     const T* wk_ptr = wk.const_data_ptr<T>();
     at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
       T* dcol = scratch<T>(1, PQ * CRS);
@@ -261,7 +274,7 @@ void backward_input_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* w
           GemmArgs<T> a;
           a.M = PQ, a.N = CRS, a.K = Kg;
           a.A = gy + n * PQ * p.K + g * Kg, a.rsA = p.K, a.csA = 1;
-          a.B = wk_ptr + g * Kg * CRS, a.ldb = CRS;
+          a.B = wk_ptr + g * Kg * ldw, a.ldb = ldw;
           a.C = dcol, a.ldc = CRS;
           a.parallel = gemm_should_split(p.N);
           gemm(isa, a);
@@ -283,10 +296,12 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   while (chunks > 1 && chunks * G * CRS * Kg > (int64_t(1) << 23)) --chunks;
   T* part = scratch<T>(2, chunks * G * CRS * Kg);  // slot 2: the parallel chunks use 0 and 1
   const bool split = gemm_should_split(chunks);
-  const int64_t ldcol = ceil_div(PQ, 16) * 16;
+  const int64_t ldcol = pitch(PQ), ldg = pitch(Kg);
+  // NHWC: grad_output rows are K apart; copy them to a better pitch when K is a bad one.
+  const bool copy_gy = p.channels_last && !pitch_ok(p.K);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     T* col = direct ? nullptr : scratch<T>(0, CRS * (p.channels_last ? PQ : ldcol));
-    T* gyt = p.channels_last ? nullptr : scratch<T>(1, PQ * Kg);
+    T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, PQ * ldg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t n0 = chunk * p.N / chunks, n1 = (chunk + 1) * p.N / chunks;
       for (int64_t n = n0; n < n1; ++n)
@@ -302,13 +317,18 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
             a.A = direct ? xg : col, a.rsA = direct ? HW : ldcol, a.csA = 1;
             const T* gyg = gy + (n * p.K + g * Kg) * PQ;  // [Kg][PQ] -> gyt[PQ][Kg]
             for (int64_t k = 0; k < Kg; ++k)
-              for (int64_t i = 0; i < PQ; ++i) gyt[i * Kg + k] = gyg[k * PQ + i];
-            a.B = gyt, a.ldb = Kg;
+              for (int64_t i = 0; i < PQ; ++i) gyt[i * ldg + k] = gyg[k * PQ + i];
+            a.B = gyt, a.ldb = ldg;
           } else {
             const T* xn = x + n * HW * p.C;
             if (!direct) im2col_nhwc(p, xn, g, col);
             a.A = direct ? xn + g * Cg : col, a.rsA = 1, a.csA = direct ? p.C : CRS;
-            a.B = gy + n * PQ * p.K + g * Kg, a.ldb = p.K;
+            const T* gyg = gy + n * PQ * p.K + g * Kg;
+            if (copy_gy) {
+              for (int64_t i = 0; i < PQ; ++i)
+                for (int64_t k = 0; k < Kg; ++k) gyt[i * ldg + k] = gyg[i * p.K + k];
+            }
+            a.B = copy_gy ? gyt : gyg, a.ldb = copy_gy ? ldg : p.K;
           }
           gemm(isa, a);
         }
