@@ -57,6 +57,18 @@ bool reads_input_directly(const Conv2dParams& p) {
          p.Q == p.W;
 }
 
+// Copies a short run: fixed 8-element moves (the last one overlapping) instead of a memcpy call or
+// a loop with a scalar tail, since im2col runs are one output row or one pixel's channels.
+template <typename T>
+inline void copy_run(T* dst, const T* src, int64_t len) {
+  if (len >= 8) {
+    for (int64_t k = 0; k + 8 <= len; k += 8) std::memcpy(dst + k, src + k, 8 * sizeof(T));
+    std::memcpy(dst + len - 8, src + len - 8, 8 * sizeof(T));
+  } else {
+    for (int64_t k = 0; k < len; ++k) dst[k] = src[k];
+  }
+}
+
 // col[(c*R + r)*S + s][oh*Q + ow] (row pitch ldcol) from one image's Cg channels x[c][h][w].
 template <typename T>
 void im2col_nchw(const Conv2dParams& p, const T* x, T* col, int64_t ldcol) {
@@ -77,7 +89,7 @@ void im2col_nchw(const Conv2dParams& p, const T* x, T* col, int64_t ldcol) {
           // Plain loops, not memcpy/fill calls: the runs are short (one output row).
           for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
           if (p.stride_w == 1)
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow];
+            copy_run(dst + lo, src + lo, hi - lo);
           else
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * p.stride_w];
           for (int64_t ow = hi; ow < p.Q; ++ow) dst[ow] = T(0);
@@ -122,7 +134,7 @@ void im2col_nhwc(const Conv2dParams& p, const T* x, int64_t g, T* col) {
             for (int64_t c = 0; c < Cg; ++c) dst[c] = T(0);
           } else {
             const T* src = x + (h * p.W + w) * p.C + g * Cg;
-            for (int64_t c = 0; c < Cg; ++c) dst[c] = src[c];
+            copy_run(dst, src, Cg);
           }
         }
       }
@@ -224,7 +236,9 @@ void backward_input_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* w
                          const at::TensorOptions& opts) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
-  if (p.stride_h == 1 && p.stride_w == 1) {
+  // Stride 1 with enough input channels per group: a forward conv (its output channels, Cg, are a
+  // GEMM dimension there, so a first layer's 3 channels would waste most of each tile).
+  if (p.stride_h == 1 && p.stride_w == 1 && Cg >= 8) {
     // gx = conv(gy, w'), w'[g*Cg + c][k][r][s] = w[g*Kg + k][c][R-1-r][S-1-s], padding (R-1)*dil - pad.
     at::Tensor wf = at::empty({p.C * Kg * p.R * p.S}, opts);
     T* wf_ptr = wf.data_ptr<T>();

@@ -224,8 +224,13 @@ CUCONV_AVX2 void forward_planes_avx2_f32(const MaxPool2dParams& p, const float* 
 CUCONV_AVX2 void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                          int64_t begin, int64_t end) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  // (n, oh, ow) advance with npq: divisions per pixel would cost more than the pooling itself.
+  int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
   for (int64_t npq = begin; npq < end; ++npq) {
-    const int64_t n = npq / (p.P * p.Q), oh = (npq / p.Q) % p.P, ow = npq % p.Q;
+    if (++ow == p.Q) {
+      ow = 0;
+      if (++oh == p.P) oh = 0, ++n;
+    }
     const float* img = x + n * p.H * p.W * p.C;
     for (int64_t c0 = 0; c0 < p.C; c0 += 8) {
       const int cnt = int(std::min<int64_t>(8, p.C - c0));
