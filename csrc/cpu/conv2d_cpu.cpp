@@ -1,8 +1,8 @@
 // conv2d on the CPU as matrix products (gemm_cpu.h) over per-image im2col workspaces.
 //  - forward NCHW:  y_n[K, PQ]  = W[K, CRS] * col_n[CRS, PQ]   (+ bias per row)
 //  - forward NHWC:  y_n[PQ, K]  = col_n[PQ, RSC] * Wt[RSC, K]  (+ bias per column)
-//  - grad input, stride 1: a forward conv of grad_output with the flipped, transposed weight;
-//    other strides: dcol = W^T * grad_output, then col2im adds dcol into grad_input.
+//  - grad input: dcol = W^T * grad_output, then col2im adds dcol into grad_input (measured faster
+//    here than a forward conv of grad_output with the flipped weight, even at stride 1).
 //  - grad weight: per fixed batch chunk, partial[CRS, K] = sum_n col_n * grad_output_n^T, then a
 //    fixed-order sum of the chunk partials. The chunking depends on the shapes only, and every
 //    output element is summed by one thread in a fixed order, so all results are bitwise the
@@ -236,27 +236,6 @@ void backward_input_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* w
                          const at::TensorOptions& opts) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
-  // Stride 1 with enough input channels per group: a forward conv (its output channels, Cg, are a
-  // GEMM dimension there, so a first layer's 3 channels would waste most of each tile).
-  if (p.stride_h == 1 && p.stride_w == 1 && Cg >= 8) {
-    // gx = conv(gy, w'), w'[g*Cg + c][k][r][s] = w[g*Kg + k][c][R-1-r][S-1-s], padding (R-1)*dil - pad.
-    at::Tensor wf = at::empty({p.C * Kg * p.R * p.S}, opts);
-    T* wf_ptr = wf.data_ptr<T>();
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t k = 0; k < Kg; ++k)
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t r = 0; r < p.R; ++r)
-            for (int64_t s = 0; s < p.S; ++s)
-              wf_ptr[(((g * Cg + c) * Kg + k) * p.R + r) * p.S + s] =
-                  w[(((g * Kg + k) * Cg + c) * p.R + (p.R - 1 - r)) * p.S + (p.S - 1 - s)];
-    Conv2dParams t = p;
-    t.C = p.K, t.H = p.P, t.W = p.Q;
-    t.K = p.C, t.P = p.H, t.Q = p.W;
-    t.pad_h = (p.R - 1) * p.dil_h - p.pad_h;
-    t.pad_w = (p.S - 1) * p.dil_w - p.pad_w;
-    forward_impl<T>(isa, t, gy, wf_ptr, nullptr, gx, opts);
-    return;
-  }
   const bool split = gemm_should_split(p.N * G);
   if (!p.channels_last) {
     at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
