@@ -125,10 +125,18 @@ void im2col_nhwc(const Conv2dParams& p, const T* x, int64_t g, T* col) {
   for (int64_t oh = 0; oh < p.P; ++oh)
     for (int64_t ow = 0; ow < p.Q; ++ow) {
       T* dst = col + (oh * p.Q + ow) * RSC;
+      const int64_t w0 = ow * p.stride_w - p.pad_w;
+      // Ungrouped, undilated and inside the input: a kernel row's S pixels are one contiguous run.
+      const bool row_runs = Cg == p.C && p.dil_w == 1 && w0 >= 0 && w0 + p.S <= p.W;
       for (int64_t r = 0; r < p.R; ++r) {
         const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
+        if (row_runs && h >= 0 && h < p.H) {
+          copy_run(dst, x + (h * p.W + w0) * p.C, p.S * p.C);
+          dst += p.S * p.C;
+          continue;
+        }
         for (int64_t s = 0; s < p.S; ++s, dst += Cg) {
-          const int64_t w = ow * p.stride_w - p.pad_w + s * p.dil_w;
+          const int64_t w = w0 + s * p.dil_w;
           // Plain loops, not memcpy/fill calls: Cg is often tiny (3 channels in a first layer).
           if (h < 0 || h >= p.H || w < 0 || w >= p.W) {
             for (int64_t c = 0; c < Cg; ++c) dst[c] = T(0);
