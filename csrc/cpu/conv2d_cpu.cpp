@@ -219,20 +219,26 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
     const int64_t ldw = pitch(Kg);
     const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, ldw, opts);
     const T* wt_ptr = wt.const_data_ptr<T>();
-    at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
-      T* col = direct ? nullptr : scratch<T>(0, PQ * CRS);
+    // Images per GEMM: NHWC rows of consecutive images are consecutive, so small feature maps
+    // (deep layers) join images until a GEMM has ~256 rows and the weight is read once for all.
+    const int64_t per = std::min(p.N, std::max<int64_t>(1, 256 / PQ));
+    const int64_t blocks = ceil_div(p.N, per);
+    const bool split_b = gemm_should_split(blocks * G);
+    at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
+      T* col = direct ? nullptr : scratch<T>(0, per * PQ * CRS);
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t n = item / G, g = item % G;
-        const T* xn = x + n * HW * p.C;
-        if (!direct) im2col_nhwc(p, xn, g, col);
+        const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
+        const T* xn = x + n0 * HW * p.C;
+        if (!direct)
+          for (int64_t i = 0; i < nb; ++i) im2col_nhwc(p, xn + i * HW * p.C, g, col + i * PQ * CRS);
         GemmArgs<T> a;
-        a.M = PQ, a.N = Kg, a.K = CRS;
+        a.M = nb * PQ, a.N = Kg, a.K = CRS;
         a.A = direct ? xn + g * Cg : col, a.rsA = direct ? p.C : CRS, a.csA = 1;
         a.B = wt_ptr + g * CRS * ldw, a.ldb = ldw;
-        a.C = y + n * PQ * p.K + g * Kg, a.ldc = p.K;
+        a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
         a.init = bias ? GemmInit::bias_col : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
-        a.parallel = split;
+        a.parallel = split_b;
         gemm(isa, a);
       }
     });
