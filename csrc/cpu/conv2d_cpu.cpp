@@ -306,15 +306,20 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   const int64_t ldcol = pitch(PQ), ldg = pitch(Kg);
   // NHWC: grad_output rows are K apart; copy them to a better pitch when K is a bad one.
   const bool copy_gy = p.channels_last && !pitch_ok(p.K);
+  // NHWC: images per GEMM (their rows are consecutive), so small feature maps sum ~256 positions per
+  // pass over the partial instead of one image's few. Fixed by the shapes, like the chunks.
+  const int64_t per = p.channels_last ? std::max<int64_t>(1, 256 / PQ) : 1;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    T* col = direct ? nullptr : scratch<T>(0, CRS * (p.channels_last ? PQ : ldcol));
-    T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, PQ * ldg);
+    const int64_t most = std::min(per, ceil_div(p.N, chunks));
+    T* col = direct ? nullptr : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
+    T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, most * PQ * ldg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t n0 = chunk * p.N / chunks, n1 = (chunk + 1) * p.N / chunks;
-      for (int64_t n = n0; n < n1; ++n)
+      for (int64_t n = n0; n < n1; n += per)
         for (int64_t g = 0; g < G; ++g) {
+          const int64_t nb = std::min(per, n1 - n);
           GemmArgs<T> a;
-          a.M = CRS, a.N = Kg, a.K = PQ;
+          a.M = CRS, a.N = Kg, a.K = nb * PQ;
           a.C = part + (chunk * G + g) * CRS * Kg, a.ldc = Kg;
           a.init = n == n0 ? GemmInit::zero : GemmInit::accumulate;
           a.parallel = split;
@@ -328,11 +333,12 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
             a.B = gyt, a.ldb = ldg;
           } else {
             const T* xn = x + n * HW * p.C;
-            if (!direct) im2col_nhwc(p, xn, g, col);
+            if (!direct)
+              for (int64_t i = 0; i < nb; ++i) im2col_nhwc(p, xn + i * HW * p.C, g, col + i * PQ * CRS);
             a.A = direct ? xn + g * Cg : col, a.rsA = 1, a.csA = direct ? p.C : CRS;
             const T* gyg = gy + n * PQ * p.K + g * Kg;
             if (copy_gy) {
-              for (int64_t i = 0; i < PQ; ++i)
+              for (int64_t i = 0; i < nb * PQ; ++i)
                 for (int64_t k = 0; k < Kg; ++k) gyt[i * ldg + k] = gyg[i * p.K + k];
             }
             a.B = copy_gy ? gyt : gyg, a.ldb = copy_gy ? ldg : p.K;
