@@ -1,119 +1,407 @@
-// conv2d on the CPU: direct loops, the reference implementation the fast path is checked against.
-// Forward and grad input split over (n, k) / (n, c); grad weight over output channels, each
-// summing over batch and space in a fixed order, so every result is deterministic.
+// conv2d on the CPU as matrix products (gemm_cpu.h) over per-image im2col workspaces.
+//  - forward NCHW:  y_n[K, PQ]  = W[K, CRS] * col_n[CRS, PQ]   (+ bias per row)
+//  - forward NHWC:  y_n[PQ, K]  = col_n[PQ, RSC] * Wt[RSC, K]  (+ bias per column)
+//  - grad input: dcol = W^T * grad_output, then col2im adds dcol into grad_input (measured faster
+//    here than a forward conv of grad_output with the flipped weight, even at stride 1).
+//  - grad weight: per fixed batch chunk, partial[CRS, K] = sum_n col_n * grad_output_n^T, then a
+//    fixed-order sum of the chunk partials. The chunking depends on the shapes only, and every
+//    output element is summed by one thread in a fixed order, so all results are bitwise the
+//    same for any thread count. 1x1 stride-1 unpadded convs read the input directly (no im2col).
+// Workspaces come from PyTorch's allocator and are kept per thread between calls (scratch()).
 #include <ATen/Dispatch.h>
+#include <ATen/Functions.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "../runners.h"
+#include "gemm_cpu.h"
 
 namespace cuconv::cpu {
 
 namespace {
 
-// Element offsets of an activation tensor in either layout.
-struct ActLayout {
-  int64_t n, c, h, w;
-  ActLayout(int64_t C, int64_t H, int64_t W, bool channels_last)
-      : n(C * H * W), c(channels_last ? 1 : H * W), h(channels_last ? W * C : W), w(channels_last ? C : 1) {}
-  int64_t at(int64_t n_, int64_t c_, int64_t h_, int64_t w_) const { return n_ * n + c_ * c + h_ * h + w_ * w; }
-};
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A per-thread scratch buffer of at least n elements, kept between calls: fresh large allocations
+// are page-faulted in (and zeroed by the kernel) on every call, which costs as much as the GEMM
+// for small layers. Each call site uses its own slot so buffers in use at once never alias.
+template <typename T>
+T* scratch(int slot, int64_t n) {
+  thread_local at::Tensor cache[3];
+  const int64_t bytes = n * int64_t(sizeof(T));
+  if (!cache[slot].defined() || cache[slot].numel() < bytes) cache[slot] = at::empty({bytes}, at::kByte);
+  return reinterpret_cast<T*>(cache[slot].data_ptr());
+}
+
+// The outputs o in [lo, hi) of a count-long row whose input position o*stride + offset lies in [0, limit).
+void valid_range(int64_t offset, int64_t stride, int64_t limit, int64_t count, int64_t& lo, int64_t& hi) {
+  lo = offset >= 0 ? 0 : ceil_div(-offset, stride);
+  hi = limit - offset <= 0 ? 0 : ceil_div(limit - offset, stride);
+  lo = std::min(lo, count);
+  hi = std::max(lo, std::min(hi, count));
+}
+
+// Row pitch (elements) for a GEMM's B operand: the micro-kernel reads a 16-wide column strip down
+// up to 256 rows, and a pitch of an even number of 16-element blocks (e.g. 1 KiB, 4 KiB) maps those
+// rows onto few L1 sets, which then thrash. pitch_ok tells whether a given pitch avoids that.
+int64_t pitch(int64_t n) {
+  const int64_t blocks = ceil_div(n, 16);
+  return (blocks % 2 ? blocks : blocks + 1) * 16;
+}
+bool pitch_ok(int64_t ld) { return ld % 32 != 0; }
+
+bool reads_input_directly(const Conv2dParams& p) {
+  return pitch_ok(p.H * p.W) && p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 && p.P == p.H &&
+         p.Q == p.W;
+}
+
+// Copies a short run: fixed 8-element moves (the last one overlapping) instead of a memcpy call or
+// a loop with a scalar tail, since im2col runs are one output row or one pixel's channels.
+template <typename T>
+inline void copy_run(T* dst, const T* src, int64_t len) {
+  if (len >= 8) {
+    for (int64_t k = 0; k + 8 <= len; k += 8) std::memcpy(dst + k, src + k, 8 * sizeof(T));
+    std::memcpy(dst + len - 8, src + len - 8, 8 * sizeof(T));
+  } else {
+    for (int64_t k = 0; k < len; ++k) dst[k] = src[k];
+  }
+}
+
+// col[(c*R + r)*S + s][oh*Q + ow] (row pitch ldcol) from one image's Cg channels x[c][h][w].
+template <typename T>
+void im2col_nchw(const Conv2dParams& p, const T* x, T* col, int64_t ldcol) {
+  const int64_t Cg = p.C_per_group(), PQ = p.P * p.Q;
+  for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t s = 0; s < p.S; ++s) {
+        T* row = col + ((c * p.R + r) * p.S + s) * ldcol;
+        const int64_t woff = s * p.dil_w - p.pad_w;
+        int64_t lo, hi;
+        valid_range(woff, p.stride_w, p.W, p.Q, lo, hi);
+        int64_t oh_lo, oh_hi;
+        valid_range(r * p.dil_h - p.pad_h, p.stride_h, p.H, p.P, oh_lo, oh_hi);
+        std::fill(row, row + oh_lo * p.Q, T(0));
+        for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+          T* dst = row + oh * p.Q;
+          const T* src = x + (c * p.H + oh * p.stride_h - p.pad_h + r * p.dil_h) * p.W + woff;
+          // Plain loops, not memcpy/fill calls: the runs are short (one output row).
+          for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
+          if (p.stride_w == 1)
+            copy_run(dst + lo, src + lo, hi - lo);
+          else
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * p.stride_w];
+          for (int64_t ow = hi; ow < p.Q; ++ow) dst[ow] = T(0);
+        }
+        std::fill(row + oh_hi * p.Q, row + PQ, T(0));
+      }
+}
+
+// Adds col (laid out as im2col_nchw writes it) back into one image's Cg channels gx[c][h][w].
+template <typename T>
+void col2im_nchw(const Conv2dParams& p, const T* col, int64_t ldcol, T* gx) {
+  const int64_t Cg = p.C_per_group();
+  for (int64_t c = 0; c < Cg; ++c)
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t s = 0; s < p.S; ++s) {
+        const T* row = col + ((c * p.R + r) * p.S + s) * ldcol;
+        const int64_t woff = s * p.dil_w - p.pad_w;
+        int64_t lo, hi, oh_lo, oh_hi;
+        valid_range(woff, p.stride_w, p.W, p.Q, lo, hi);
+        valid_range(r * p.dil_h - p.pad_h, p.stride_h, p.H, p.P, oh_lo, oh_hi);
+        for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+          const T* src = row + oh * p.Q;
+          T* dst = gx + (c * p.H + oh * p.stride_h - p.pad_h + r * p.dil_h) * p.W + woff;
+          for (int64_t ow = lo; ow < hi; ++ow) dst[ow * p.stride_w] += src[ow];
+        }
+      }
+}
+
+// col[oh*Q + ow][(r*S + s)*Cg + c] from one image x[h][w][C], channels g*Cg.. of group g.
+template <typename T>
+void im2col_nhwc(const Conv2dParams& p, const T* x, int64_t g, T* col) {
+  const int64_t Cg = p.C_per_group(), RSC = p.R * p.S * Cg;
+  for (int64_t oh = 0; oh < p.P; ++oh)
+    for (int64_t ow = 0; ow < p.Q; ++ow) {
+      T* dst = col + (oh * p.Q + ow) * RSC;
+      const int64_t w0 = ow * p.stride_w - p.pad_w;
+      // Ungrouped, undilated and inside the input: a kernel row's S pixels are one contiguous run.
+      const bool row_runs = Cg == p.C && p.dil_w == 1 && w0 >= 0 && w0 + p.S <= p.W;
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
+        if (row_runs && h >= 0 && h < p.H) {
+          copy_run(dst, x + (h * p.W + w0) * p.C, p.S * p.C);
+          dst += p.S * p.C;
+          continue;
+        }
+        for (int64_t s = 0; s < p.S; ++s, dst += Cg) {
+          const int64_t w = w0 + s * p.dil_w;
+          // Plain loops, not memcpy/fill calls: Cg is often tiny (3 channels in a first layer).
+          if (h < 0 || h >= p.H || w < 0 || w >= p.W) {
+            for (int64_t c = 0; c < Cg; ++c) dst[c] = T(0);
+          } else {
+            const T* src = x + (h * p.W + w) * p.C + g * Cg;
+            copy_run(dst, src, Cg);
+          }
+        }
+      }
+    }
+}
+
+template <typename T>
+void col2im_nhwc(const Conv2dParams& p, const T* col, int64_t g, T* gx) {
+  const int64_t Cg = p.C_per_group(), RSC = p.R * p.S * Cg;
+  for (int64_t oh = 0; oh < p.P; ++oh)
+    for (int64_t ow = 0; ow < p.Q; ++ow) {
+      const T* src = col + (oh * p.Q + ow) * RSC;
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
+        for (int64_t s = 0; s < p.S; ++s, src += Cg) {
+          const int64_t w = ow * p.stride_w - p.pad_w + s * p.dil_w;
+          if (h < 0 || h >= p.H || w < 0 || w >= p.W) continue;
+          T* dst = gx + (h * p.W + w) * p.C + g * Cg;
+          for (int64_t c = 0; c < Cg; ++c) dst[c] += src[c];
+        }
+      }
+    }
+}
+
+// Weight OIHW reordered per group to [g][(r*S + s)*Cg + c][k] (k_major=false) or [g][k][(r*S + s)*Cg + c],
+// rows ld apart.
+template <typename T>
+at::Tensor weight_rsc(const Conv2dParams& p, const T* w, bool k_major, int64_t ld, const at::TensorOptions& opts) {
+  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), RSC = p.R * p.S * Cg;
+  const int64_t group = k_major ? Kg * ld : RSC * ld;  // rows of length ld
+  at::Tensor out = at::empty({p.groups * group}, opts);
+  T* o = out.data_ptr<T>();
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t rs = 0; rs < p.R * p.S; ++rs) {
+          const int64_t i = rs * Cg + c;
+          o[g * group + (k_major ? k * ld + i : i * ld + k)] = w[((g * Kg + k) * Cg + c) * p.R * p.S + rs];
+        }
+  return out;
+}
+
+// Work items for the outer parallel loop; when there are fewer than threads, the GEMMs split instead.
+bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
+
+template <typename T>
+void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y,
+                  const at::TensorOptions& opts) {
+  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
+  const int64_t CRS = Cg * p.R * p.S;
+  const bool direct = reads_input_directly(p);
+  const bool split = gemm_should_split(p.N * G);
+  if (!p.channels_last) {
+    const int64_t ldcol = pitch(PQ);
+    at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
+      // Columns past PQ are never read (the GEMM masks its edge tiles), so no zeroing is needed.
+      T* col = direct ? nullptr : scratch<T>(0, CRS * ldcol);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n = item / G, g = item % G;
+        const T* xg = x + (n * p.C + g * Cg) * HW;
+        if (!direct) im2col_nchw(p, xg, col, ldcol);
+        GemmArgs<T> a;
+        a.M = Kg, a.N = PQ, a.K = CRS;
+        a.A = w + g * Kg * CRS, a.rsA = CRS, a.csA = 1;
+        a.B = direct ? xg : col, a.ldb = direct ? HW : ldcol;
+        a.C = y + (n * p.K + g * Kg) * PQ, a.ldc = PQ;
+        a.init = bias ? GemmInit::bias_row : GemmInit::zero;
+        a.bias = bias ? bias + g * Kg : nullptr;
+        a.parallel = split;
+        gemm(isa, a);
+      }
+    });
+  } else {
+    const int64_t ldw = pitch(Kg);
+    const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, ldw, opts);
+    const T* wt_ptr = wt.const_data_ptr<T>();
+    // Images per GEMM: NHWC rows of consecutive images are consecutive, so small feature maps
+    // (deep layers) join images until a GEMM has ~256 rows and the weight is read once for all.
+    const int64_t per = std::min(p.N, std::max<int64_t>(1, 256 / PQ));
+    const int64_t blocks = ceil_div(p.N, per);
+    const bool split_b = gemm_should_split(blocks * G);
+    at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
+      T* col = direct ? nullptr : scratch<T>(0, per * PQ * CRS);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
+        const T* xn = x + n0 * HW * p.C;
+        if (!direct)
+          for (int64_t i = 0; i < nb; ++i) im2col_nhwc(p, xn + i * HW * p.C, g, col + i * PQ * CRS);
+        GemmArgs<T> a;
+        a.M = nb * PQ, a.N = Kg, a.K = CRS;
+        a.A = direct ? xn + g * Cg : col, a.rsA = direct ? p.C : CRS, a.csA = 1;
+        a.B = wt_ptr + g * CRS * ldw, a.ldb = ldw;
+        a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
+        a.init = bias ? GemmInit::bias_col : GemmInit::zero;
+        a.bias = bias ? bias + g * Kg : nullptr;
+        a.parallel = split_b;
+        gemm(isa, a);
+      }
+    });
+  }
+}
+
+template <typename T>
+void backward_input_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* w, T* gx,
+                         const at::TensorOptions& opts) {
+  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
+  const int64_t CRS = Cg * p.R * p.S;
+  const bool split = gemm_should_split(p.N * G);
+  if (!p.channels_last) {
+    at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
+      T* dcol = scratch<T>(1, CRS * PQ);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n = item / G, g = item % G;
+        GemmArgs<T> a;
+        a.M = CRS, a.N = PQ, a.K = Kg;
+        a.A = w + g * Kg * CRS, a.rsA = 1, a.csA = CRS;
+        a.B = gy + (n * p.K + g * Kg) * PQ, a.ldb = PQ;
+        a.C = dcol, a.ldc = PQ;
+        a.parallel = split;
+        gemm(isa, a);
+        T* gxg = gx + (n * p.C + g * Cg) * HW;
+        std::fill(gxg, gxg + Cg * HW, T(0));
+        col2im_nchw(p, dcol, PQ, gxg);
+      }
+    });
+  } else {
+    const int64_t ldw = pitch(CRS);
+    const at::Tensor wk = weight_rsc(p, w, /*k_major=*/true, ldw, opts);
+    const T* wk_ptr = wk.const_data_ptr<T>();
+    at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
+      T* dcol = scratch<T>(1, PQ * CRS);
+      for (int64_t n = begin; n < end; ++n) {
+        T* gxn = gx + n * HW * p.C;
+        std::fill(gxn, gxn + HW * p.C, T(0));
+        for (int64_t g = 0; g < G; ++g) {
+          GemmArgs<T> a;
+          a.M = PQ, a.N = CRS, a.K = Kg;
+          a.A = gy + n * PQ * p.K + g * Kg, a.rsA = p.K, a.csA = 1;
+          a.B = wk_ptr + g * Kg * ldw, a.ldb = ldw;
+          a.C = dcol, a.ldc = CRS;
+          a.parallel = gemm_should_split(p.N);
+          gemm(isa, a);
+          col2im_nhwc(p, dcol, g, gxn);
+        }
+      }
+    });
+  }
+}
+
+template <typename T>
+void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* x, T* gw,
+                          const at::TensorOptions& opts) {
+  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
+  const int64_t CRS = Cg * p.R * p.S, RS = p.R * p.S;
+  const bool direct = reads_input_directly(p);
+  // Fixed split of the batch: up to 8 chunks, fewer when the partials would be large.
+  int64_t chunks = std::min<int64_t>(p.N, 8);
+  while (chunks > 1 && chunks * G * CRS * Kg > (int64_t(1) << 23)) --chunks;
+  T* part = scratch<T>(2, chunks * G * CRS * Kg);  // slot 2: the parallel chunks use 0 and 1
+  const bool split = gemm_should_split(chunks);
+  const int64_t ldcol = pitch(PQ), ldg = pitch(Kg);
+  // NHWC: grad_output rows are K apart; copy them to a better pitch when K is a bad one.
+  const bool copy_gy = p.channels_last && !pitch_ok(p.K);
+  // NHWC: images per GEMM (their rows are consecutive), so small feature maps sum ~256 positions per
+  // pass over the partial instead of one image's few. Fixed by the shapes, like the chunks.
+  const int64_t per = p.channels_last ? std::max<int64_t>(1, 256 / PQ) : 1;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t most = std::min(per, ceil_div(p.N, chunks));
+    T* col = direct ? nullptr : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
+    T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, most * PQ * ldg);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t n0 = chunk * p.N / chunks, n1 = (chunk + 1) * p.N / chunks;
+      for (int64_t n = n0; n < n1; n += per)
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t nb = std::min(per, n1 - n);
+          GemmArgs<T> a;
+          a.M = CRS, a.N = Kg, a.K = nb * PQ;
+          a.C = part + (chunk * G + g) * CRS * Kg, a.ldc = Kg;
+          a.init = n == n0 ? GemmInit::zero : GemmInit::accumulate;
+          a.parallel = split;
+          if (!p.channels_last) {
+            const T* xg = x + (n * p.C + g * Cg) * HW;
+            if (!direct) im2col_nchw(p, xg, col, ldcol);
+            a.A = direct ? xg : col, a.rsA = direct ? HW : ldcol, a.csA = 1;
+            const T* gyg = gy + (n * p.K + g * Kg) * PQ;  // [Kg][PQ] -> gyt[PQ][Kg]
+            for (int64_t k = 0; k < Kg; ++k)
+              for (int64_t i = 0; i < PQ; ++i) gyt[i * ldg + k] = gyg[k * PQ + i];
+            a.B = gyt, a.ldb = ldg;
+          } else {
+            const T* xn = x + n * HW * p.C;
+            if (!direct)
+              for (int64_t i = 0; i < nb; ++i) im2col_nhwc(p, xn + i * HW * p.C, g, col + i * PQ * CRS);
+            a.A = direct ? xn + g * Cg : col, a.rsA = 1, a.csA = direct ? p.C : CRS;
+            const T* gyg = gy + n * PQ * p.K + g * Kg;
+            if (copy_gy) {
+              for (int64_t i = 0; i < nb * PQ; ++i)
+                for (int64_t k = 0; k < Kg; ++k) gyt[i * ldg + k] = gyg[i * p.K + k];
+            }
+            a.B = copy_gy ? gyt : gyg, a.ldb = copy_gy ? ldg : p.K;
+          }
+          gemm(isa, a);
+        }
+    }
+  });
+  // gw[g*Kg + k][c][r][s] = sum over chunks in order of partial[chunk][g][i][k].
+  at::parallel_for(0, p.K, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t kk = begin; kk < end; ++kk) {
+      const int64_t g = kk / Kg, k = kk % Kg;
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t rs = 0; rs < RS; ++rs) {
+          const int64_t i = p.channels_last ? rs * Cg + c : c * RS + rs;
+          T acc = part[(0 * G + g) * CRS * Kg + i * Kg + k];
+          for (int64_t chunk = 1; chunk < chunks; ++chunk) acc += part[(chunk * G + g) * CRS * Kg + i * Kg + k];
+          gw[(kk * Cg + c) * RS + rs] = acc;
+        }
+    }
+  });
+}
+
+// Sums in 16 fixed lanes then folds them in a fixed order: vectorisable and deterministic.
+template <typename T>
+T sum_fixed_order(const T* v, int64_t n) {
+  T lanes[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) lanes[j] += v[i + j];
+  for (int j = 0; i < n; ++i, ++j) lanes[j] += v[i];
+  T acc = 0;
+  for (int j = 0; j < 16; ++j) acc += lanes[j];
+  return acc;
+}
 
 }  // namespace
 
 void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                     const at::Tensor& output) {
+  const Isa isa = active_isa();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cuconv_conv2d_cpu", [&] {
-    const scalar_t* x = input.const_data_ptr<scalar_t>();
-    const scalar_t* w = weight.const_data_ptr<scalar_t>();
-    const scalar_t* b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* y = output.data_ptr<scalar_t>();
-    const ActLayout xl(p.C, p.H, p.W, p.channels_last), yl(p.K, p.P, p.Q, p.channels_last);
-    const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
-    at::parallel_for(0, p.N * p.K, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t nk = begin; nk < end; ++nk) {
-        const int64_t n = nk / p.K, k = nk % p.K, c0 = (k / Kg) * Cg;
-        for (int64_t oh = 0; oh < p.P; ++oh)
-          for (int64_t ow = 0; ow < p.Q; ++ow) {
-            scalar_t acc = b ? b[k] : scalar_t(0);
-            for (int64_t c = 0; c < Cg; ++c)
-              for (int64_t r = 0; r < p.R; ++r) {
-                const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
-                if (h < 0 || h >= p.H) continue;
-                for (int64_t s = 0; s < p.S; ++s) {
-                  const int64_t ww = ow * p.stride_w - p.pad_w + s * p.dil_w;
-                  if (ww < 0 || ww >= p.W) continue;
-                  acc += x[xl.at(n, c0 + c, h, ww)] * w[((k * Cg + c) * p.R + r) * p.S + s];
-                }
-              }
-            y[yl.at(n, k, oh, ow)] = acc;
-          }
-      }
-    });
+    forward_impl<scalar_t>(isa, p, input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                           bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(),
+                           input.options());
   });
 }
 
 void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                            const at::Tensor& grad_input) {
+  const Isa isa = active_isa();
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_input_cpu", [&] {
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    const scalar_t* w = weight.const_data_ptr<scalar_t>();
-    scalar_t* gx = grad_input.data_ptr<scalar_t>();
-    const ActLayout xl(p.C, p.H, p.W, p.channels_last), yl(p.K, p.P, p.Q, p.channels_last);
-    const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
-    at::parallel_for(0, p.N * p.C, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t nc = begin; nc < end; ++nc) {
-        const int64_t n = nc / p.C, c = nc % p.C, g = c / Cg, cg = c % Cg;
-        for (int64_t h = 0; h < p.H; ++h)
-          for (int64_t ww = 0; ww < p.W; ++ww) {
-            scalar_t acc = 0;
-            // Gather over the output positions whose window covers (h, ww).
-            for (int64_t r = 0; r < p.R; ++r) {
-              const int64_t th = h + p.pad_h - r * p.dil_h;
-              if (th < 0 || th % p.stride_h) continue;
-              const int64_t oh = th / p.stride_h;
-              if (oh >= p.P) continue;
-              for (int64_t s = 0; s < p.S; ++s) {
-                const int64_t tw = ww + p.pad_w - s * p.dil_w;
-                if (tw < 0 || tw % p.stride_w) continue;
-                const int64_t ow = tw / p.stride_w;
-                if (ow >= p.Q) continue;
-                for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k)
-                  acc += gy[yl.at(n, k, oh, ow)] * w[((k * Cg + cg) * p.R + r) * p.S + s];
-              }
-            }
-            gx[xl.at(n, c, h, ww)] = acc;
-          }
-      }
-    });
+    backward_input_impl<scalar_t>(isa, p, grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                                  grad_input.data_ptr<scalar_t>(), grad_output.options());
   });
 }
 
 void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                             const at::Tensor& grad_weight) {
+  const Isa isa = active_isa();
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_weight_cpu", [&] {
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    const scalar_t* x = input.const_data_ptr<scalar_t>();
-    scalar_t* gw = grad_weight.data_ptr<scalar_t>();
-    const ActLayout xl(p.C, p.H, p.W, p.channels_last), yl(p.K, p.P, p.Q, p.channels_last);
-    const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
-    at::parallel_for(0, p.K * Cg * p.R * p.S, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t s = i % p.S, r = (i / p.S) % p.R, cg = (i / (p.S * p.R)) % Cg, k = i / (p.S * p.R * Cg);
-        const int64_t c = (k / Kg) * Cg + cg;
-        scalar_t acc = 0;
-        for (int64_t n = 0; n < p.N; ++n)
-          for (int64_t oh = 0; oh < p.P; ++oh) {
-            const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
-            if (h < 0 || h >= p.H) continue;
-            for (int64_t ow = 0; ow < p.Q; ++ow) {
-              const int64_t ww = ow * p.stride_w - p.pad_w + s * p.dil_w;
-              if (ww < 0 || ww >= p.W) continue;
-              acc += gy[yl.at(n, k, oh, ow)] * x[xl.at(n, c, h, ww)];
-            }
-          }
-        gw[i] = acc;
-      }
-    });
+    backward_weight_impl<scalar_t>(isa, p, grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
+                                   grad_weight.data_ptr<scalar_t>(), grad_output.options());
   });
 }
 
@@ -121,16 +409,30 @@ void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, 
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_bias_cpu", [&] {
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     scalar_t* gb = grad_bias.data_ptr<scalar_t>();
-    const ActLayout yl(p.K, p.P, p.Q, p.channels_last);
-    at::parallel_for(0, p.K, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t k = begin; k < end; ++k) {
-        scalar_t acc = 0;
-        for (int64_t n = 0; n < p.N; ++n)
-          for (int64_t oh = 0; oh < p.P; ++oh)
-            for (int64_t ow = 0; ow < p.Q; ++ow) acc += gy[yl.at(n, k, oh, ow)];
-        gb[k] = acc;
-      }
-    });
+    const int64_t PQ = p.P * p.Q;
+    if (!p.channels_last) {
+      at::parallel_for(0, p.K, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t k = begin; k < end; ++k) {
+          scalar_t acc = 0;
+          for (int64_t n = 0; n < p.N; ++n) acc += sum_fixed_order(gy + (n * p.K + k) * PQ, PQ);
+          gb[k] = acc;
+        }
+      });
+    } else {
+      // Channels are contiguous: each thread owns a fixed block of channels and adds rows in order.
+      constexpr int64_t kBlock = 64;
+      at::parallel_for(0, ceil_div(p.K, kBlock), 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t k0 = b * kBlock, kn = std::min(kBlock, p.K - k0);
+          scalar_t acc[kBlock] = {};
+          for (int64_t row = 0; row < p.N * PQ; ++row) {
+            const scalar_t* v = gy + row * p.K + k0;
+            for (int64_t k = 0; k < kn; ++k) acc[k] += v[k];
+          }
+          for (int64_t k = 0; k < kn; ++k) gb[k0 + k] = acc[k];
+        }
+      });
+    }
   });
 }
 

@@ -1,69 +1,314 @@
-// max_pool2d on the CPU: forward scans each window (NaN wins, first maximum wins ties, padding is
-// -inf); backward scatters each output gradient to its index, one (n, c) plane per task, so the
-// accumulation order is fixed and the result deterministic.
+// max_pool2d on the CPU. Forward: for each output row (NCHW) or output pixel (NHWC) the window
+// elements are visited in row-major order, each as one vectorisable pass over the row's outputs
+// (NCHW) or the pixel's channels (NHWC) with a branch-free update: take v when v > best, when v is
+// NaN (so a NaN wins and the last NaN is reported, as torch) or when nothing was taken yet; a tie
+// keeps the first maximum. Padding is never read (acts as -inf); a window that misses the input
+// entirely gives -inf and index -1. The same source is compiled for AVX2 (per-function target
+// attribute) and for the baseline ISA, picked at run time (cpu_isa.h).
+// Backward: each (n, c) plane (NCHW) or image (NHWC) is zeroed and scattered into by one thread in
+// a fixed order, with bounds-checked indices: deterministic.
 #include <ATen/Dispatch.h>
+#include <ATen/Functions.h>
 #include <ATen/Parallel.h>
 
-#include <cmath>
+#include <algorithm>
 #include <limits>
+#include <type_traits>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "../runners.h"
+#include "cpu_isa.h"
 
 namespace cuconv::cpu {
 
 namespace {
 
-// Index and value of the maximum of one window; index -1 when the window holds no input element.
+// Window positions are tracked as flat h*W + w in I: int32 next to float (same lane width, so the
+// compiler vectorises the update), int64 next to double.
 template <typename T>
-inline void window_max(const MaxPool2dParams& p, const T* plane, int64_t h_step, int64_t w_step, int64_t oh,
-                       int64_t ow, T& best, int64_t& best_idx) {
-  best = -std::numeric_limits<T>::infinity();
-  best_idx = -1;
-  const int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+using PoolIndex = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+
+#define CUCONV_INLINE inline __attribute__((always_inline))
+
+// best[o], pos[o] for o in [lo, hi) against the window element at src[o * stride], flat base + o * stride.
+template <int kStride, typename T, typename I>
+CUCONV_INLINE void update_strided(const T* src, int stride_rt, int lo, int hi, I base, T* best, I* pos) {
+  const int stride = kStride > 0 ? kStride : stride_rt;
+  for (int o = lo; o < hi; ++o) {
+    const T v = src[o * stride];
+    const T b = best[o];
+    const I q = pos[o];
+    const bool take = (v > b) | (v != v) | (q < 0);
+    best[o] = take ? v : b;
+    pos[o] = take ? I(base + I(o) * I(stride)) : q;
+  }
+}
+
+// best[c], pos[c] for all channels against one input pixel at flat position at.
+template <typename T, typename I>
+CUCONV_INLINE void update_pixel(const T* src, int64_t C, I at, T* best, I* pos) {
+  for (int64_t c = 0; c < C; ++c) {
+    const T v = src[c];
+    const T b = best[c];
+    const I q = pos[c];
+    const bool take = (v > b) | (v != v) | (q < 0);
+    best[c] = take ? v : b;
+    pos[c] = take ? at : q;
+  }
+}
+
+template <typename T>
+CUCONV_INLINE void range_of(int64_t offset, int64_t stride, int64_t limit, int64_t count, int& lo, int& hi) {
+  int64_t l = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  int64_t h = limit - offset <= 0 ? 0 : (limit - offset + stride - 1) / stride;
+  l = std::min(l, count);
+  h = std::max(l, std::min(h, count));
+  lo = int(l), hi = int(h);
+}
+
+// One (n, c) plane, NCHW. pos: a Q-long scratch row.
+template <typename T>
+CUCONV_INLINE void forward_plane_nchw(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos) {
+  using I = PoolIndex<T>;
+  for (int64_t oh = 0; oh < p.P; ++oh) {
+    T* best = y + oh * p.Q;
+    std::fill(best, best + p.Q, -std::numeric_limits<T>::infinity());
+    std::fill(pos, pos + p.Q, I(-1));
+    for (int64_t i = 0; i < p.kernel_h; ++i) {
+      const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
+      if (h < 0 || h >= p.H) continue;
+      for (int64_t j = 0; j < p.kernel_w; ++j) {
+        const int64_t woff = j * p.dil_w - p.pad_w;
+        int lo, hi;
+        range_of<T>(woff, p.stride_w, p.W, p.Q, lo, hi);
+        const T* src = x + h * p.W + woff;
+        const I base = I(h * p.W + woff);
+        if (p.stride_w == 1) update_strided<1>(src, 1, lo, hi, base, best, pos);
+        else if (p.stride_w == 2) update_strided<2>(src, 2, lo, hi, base, best, pos);
+        else update_strided<0>(src, int(p.stride_w), lo, hi, base, best, pos);
+      }
+    }
+    int64_t* out = idx + oh * p.Q;
+    for (int64_t o = 0; o < p.Q; ++o) out[o] = pos[o];
+  }
+}
+
+// One output pixel (n, oh, ow), NHWC: x is image n, y/idx point at the pixel's C outputs.
+template <typename T>
+CUCONV_INLINE void forward_pixel_nhwc(const MaxPool2dParams& p, const T* x, int64_t oh, int64_t ow, T* y,
+                                      int64_t* idx, PoolIndex<T>* pos) {
+  using I = PoolIndex<T>;
+  std::fill(y, y + p.C, -std::numeric_limits<T>::infinity());
+  std::fill(pos, pos + p.C, I(-1));
   for (int64_t i = 0; i < p.kernel_h; ++i) {
-    const int64_t h = h0 + i * p.dil_h;
+    const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
     if (h < 0 || h >= p.H) continue;
     for (int64_t j = 0; j < p.kernel_w; ++j) {
-      const int64_t w = w0 + j * p.dil_w;
+      const int64_t w = ow * p.stride_w - p.pad_w + j * p.dil_w;
       if (w < 0 || w >= p.W) continue;
-      const T v = plane[h * h_step + w * w_step];
-      // strict > keeps the first maximum; every NaN replaces, so the last NaN is reported, as torch
-      if (best_idx < 0 || v > best || std::isnan(v)) {
-        best = v;
-        best_idx = h * p.W + w;
+      update_pixel(x + (h * p.W + w) * p.C, p.C, I(h * p.W + w), y, pos);
+    }
+  }
+  for (int64_t c = 0; c < p.C; ++c) idx[c] = pos[c];
+}
+
+template <typename T>
+void forward_planes_portable(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
+                             int64_t begin, int64_t end) {
+  for (int64_t nc = begin; nc < end; ++nc)
+    forward_plane_nchw(p, x + nc * p.H * p.W, y + nc * p.P * p.Q, idx + nc * p.P * p.Q, pos);
+}
+
+template <typename T>
+void forward_pixels_portable(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
+                             int64_t begin, int64_t end) {
+  for (int64_t npq = begin; npq < end; ++npq) {
+    const int64_t n = npq / (p.P * p.Q), oh = (npq / p.Q) % p.P, ow = npq % p.Q;
+    forward_pixel_nhwc(p, x + n * p.H * p.W * p.C, oh, ow, y + npq * p.C, idx + npq * p.C, pos);
+  }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CUCONV_AVX2 __attribute__((target("avx2,fma")))
+
+// float, AVX2: 8 outputs (NCHW: along a row; NHWC: along channels) held in registers while the
+// window is scanned. Lanes outside the input are masked out of the loads and of the update.
+CUCONV_AVX2 CUCONV_INLINE void update8(__m256 v, __m256i at, __m256i valid, __m256& best, __m256i& pos) {
+  const __m256 take = _mm256_and_ps(
+      _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)),
+                   _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setzero_si256(), pos))),
+      _mm256_castsi256_ps(valid));
+  best = _mm256_blendv_ps(best, v, take);
+  pos = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(pos), _mm256_castsi256_ps(at), take));
+}
+
+// Stores the first n of 8 values and int32 positions (widened to int64).
+CUCONV_AVX2 CUCONV_INLINE void store8(int n, __m256 best, __m256i pos, float* y, int64_t* idx) {
+  const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pos));
+  const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pos, 1));
+  if (n == 8) {
+    _mm256_storeu_ps(y, best);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx), lo);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + 4), hi);
+  } else {
+    alignas(32) float yb[8];
+    alignas(32) int64_t ib[8];
+    _mm256_store_ps(yb, best);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ib), lo);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ib + 4), hi);
+    for (int k = 0; k < n; ++k) y[k] = yb[k], idx[k] = ib[k];
+  }
+}
+
+CUCONV_AVX2 void forward_planes_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+                                         int64_t begin, int64_t end) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i even = _mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0);
+  const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+  const int sw = int(p.stride_w);
+  for (int64_t nc = begin; nc < end; ++nc) {
+    const float* plane = x + nc * p.H * p.W;
+    for (int64_t oh = 0; oh < p.P; ++oh) {
+      float* yrow = y + (nc * p.P + oh) * p.Q;
+      int64_t* irow = idx + (nc * p.P + oh) * p.Q;
+      for (int64_t o0 = 0; o0 < p.Q; o0 += 8) {
+        const int n = int(std::min<int64_t>(8, p.Q - o0));
+        const __m256i o = _mm256_add_epi32(_mm256_set1_epi32(int(o0)), lane);
+        const __m256i in_row = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+        __m256 best = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+        __m256i pos = _mm256_set1_epi32(-1);
+        for (int64_t i = 0; i < p.kernel_h; ++i) {
+          const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
+          if (h < 0 || h >= p.H) continue;
+          for (int64_t j = 0; j < p.kernel_w; ++j) {
+            const int64_t woff = j * p.dil_w - p.pad_w;
+            int lo, hi;
+            range_of<float>(woff, p.stride_w, p.W, p.Q, lo, hi);
+            const __m256i valid = _mm256_and_si256(
+                in_row, _mm256_and_si256(_mm256_cmpgt_epi32(o, _mm256_set1_epi32(lo - 1)),
+                                         _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), o)));
+            if (_mm256_testz_si256(valid, valid)) continue;
+            // Only valid lanes are read, so src may point before the row for negative offsets.
+            const float* src = plane + h * p.W + woff + o0 * sw;
+            __m256 v;
+            // All 8 lanes inside the row: plain loads (masked loads are slow on some CPUs).
+            const bool whole = n == 8 && lo <= o0 && o0 + 8 <= hi && woff + (o0 + 8) * sw <= p.W;
+            if (sw == 1) {
+              v = whole ? _mm256_loadu_ps(src) : _mm256_maskload_ps(src, valid);
+            } else if (sw == 2 && whole) {
+              const __m256 a = _mm256_loadu_ps(src), b = _mm256_loadu_ps(src + 8);
+              v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+            } else if (sw == 2) {
+              const __m256i ma = _mm256_and_si256(_mm256_permutevar8x32_epi32(valid, dup_lo), even);
+              const __m256i mb = _mm256_and_si256(_mm256_permutevar8x32_epi32(valid, dup_hi), even);
+              const __m256 a = _mm256_maskload_ps(src, ma), b = _mm256_maskload_ps(src + 8, mb);
+              v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+            } else {
+              v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), src, _mm256_mullo_epi32(lane, _mm256_set1_epi32(sw)),
+                                           _mm256_castsi256_ps(valid), 4);
+            }
+            const __m256i at = _mm256_add_epi32(_mm256_set1_epi32(int(h * p.W + woff)),
+                                                _mm256_mullo_epi32(o, _mm256_set1_epi32(sw)));
+            update8(v, at, valid, best, pos);
+          }
+        }
+        store8(n, best, pos, yrow + o0, irow + o0);
       }
     }
   }
 }
 
+CUCONV_AVX2 void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+                                         int64_t begin, int64_t end) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  // (n, oh, ow) advance with npq: divisions per pixel would cost more than the pooling itself.
+  int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
+  for (int64_t npq = begin; npq < end; ++npq) {
+    if (++ow == p.Q) {
+      ow = 0;
+      if (++oh == p.P) oh = 0, ++n;
+    }
+    const float* img = x + n * p.H * p.W * p.C;
+    for (int64_t c0 = 0; c0 < p.C; c0 += 8) {
+      const int cnt = int(std::min<int64_t>(8, p.C - c0));
+      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt), lane);
+      __m256 best = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+      __m256i pos = _mm256_set1_epi32(-1);
+      for (int64_t i = 0; i < p.kernel_h; ++i) {
+        const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
+        if (h < 0 || h >= p.H) continue;
+        for (int64_t j = 0; j < p.kernel_w; ++j) {
+          const int64_t w = ow * p.stride_w - p.pad_w + j * p.dil_w;
+          if (w < 0 || w >= p.W) continue;
+          const __m256 v = cnt == 8 ? _mm256_loadu_ps(img + (h * p.W + w) * p.C + c0)
+                                    : _mm256_maskload_ps(img + (h * p.W + w) * p.C + c0, m);
+          update8(v, _mm256_set1_epi32(int(h * p.W + w)), m, best, pos);
+        }
+      }
+      store8(cnt, best, pos, y + npq * p.C + c0, idx + npq * p.C + c0);
+    }
+  }
+}
+
+template <typename T>
+void forward_planes_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
+                         int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) forward_planes_avx2_f32(p, x, y, idx, begin, end);
+  else forward_planes_portable(p, x, y, idx, pos, begin, end);
+}
+
+template <typename T>
+void forward_pixels_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
+                         int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) forward_pixels_avx2_f32(p, x, y, idx, begin, end);
+  else forward_pixels_portable(p, x, y, idx, pos, begin, end);
+}
+#else
+template <typename T>
+void forward_planes_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos, int64_t begin,
+                         int64_t end) {
+  forward_planes_portable(p, x, y, idx, pos, begin, end);
+}
+template <typename T>
+void forward_pixels_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos, int64_t begin,
+                         int64_t end) {
+  forward_pixels_portable(p, x, y, idx, pos, begin, end);
+}
+#endif
+
 }  // namespace
 
 void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const at::Tensor& output,
                         const at::Tensor& indices) {
+  const Isa isa = active_isa();
+  // Flat positions must fit the index type used while scanning (int32 for float).
+  const bool small_planes = p.H * p.W < (int64_t(1) << 31) && p.Q < (int64_t(1) << 31);
+  TORCH_CHECK(small_planes || input.scalar_type() == at::kDouble,
+              "cuconv max_pool2d (CPU): planes of 2^31 elements or more are not supported for float32");
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cuconv_max_pool2d_cpu", [&] {
+    using I = PoolIndex<scalar_t>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     scalar_t* y = output.data_ptr<scalar_t>();
     int64_t* idx = indices.data_ptr<int64_t>();
+    const auto index_opts = input.options().dtype(sizeof(I) == 4 ? at::kInt : at::kLong);
     if (!p.channels_last) {
-      at::parallel_for(0, p.N * p.C, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t nc = begin; nc < end; ++nc) {
-          const scalar_t* plane = x + nc * p.H * p.W;
-          for (int64_t oh = 0; oh < p.P; ++oh)
-            for (int64_t ow = 0; ow < p.Q; ++ow) {
-              const int64_t o = (nc * p.P + oh) * p.Q + ow;
-              window_max(p, plane, p.W, 1, oh, ow, y[o], idx[o]);
-            }
-        }
+      const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.P * p.Q));
+      at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) {
+        at::Tensor scratch = at::empty({p.Q}, index_opts);
+        I* pos = scratch.data_ptr<I>();
+        if (isa == Isa::avx2) forward_planes_avx2(p, x, y, idx, pos, begin, end);
+        else forward_planes_portable(p, x, y, idx, pos, begin, end);
       });
     } else {
-      at::parallel_for(0, p.N * p.P * p.Q, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t npq = begin; npq < end; ++npq) {
-          const int64_t n = npq / (p.P * p.Q), oh = (npq / p.Q) % p.P, ow = npq % p.Q;
-          for (int64_t c = 0; c < p.C; ++c) {
-            const scalar_t* plane = x + n * p.H * p.W * p.C + c;
-            window_max(p, plane, p.W * p.C, p.C, oh, ow, y[npq * p.C + c], idx[npq * p.C + c]);
-          }
-        }
+      const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.C));
+      at::parallel_for(0, p.N * p.P * p.Q, grain, [&](int64_t begin, int64_t end) {
+        at::Tensor scratch = at::empty({p.C}, index_opts);
+        I* pos = scratch.data_ptr<I>();
+        if (isa == Isa::avx2) forward_pixels_avx2(p, x, y, idx, pos, begin, end);
+        else forward_pixels_portable(p, x, y, idx, pos, begin, end);
       });
     }
   });
@@ -71,25 +316,35 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
 
 void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
                          const at::Tensor& grad_input) {
-  grad_input.zero_();
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_max_pool2d_backward_cpu", [&] {
     const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
     const int64_t* idx = indices.const_data_ptr<int64_t>();
     scalar_t* gx = grad_input.data_ptr<scalar_t>();
-    const int64_t plane = p.H * p.W;
+    const int64_t plane = p.H * p.W, PQ = p.P * p.Q;
     if (!p.channels_last) {
-      at::parallel_for(0, p.N * p.C, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t nc = begin; nc < end; ++nc)
-          for (int64_t o = nc * p.P * p.Q; o < (nc + 1) * p.P * p.Q; ++o)
-            if (idx[o] >= 0 && idx[o] < plane) gx[nc * plane + idx[o]] += gy[o];
+      const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, plane));
+      at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t nc = begin; nc < end; ++nc) {
+          scalar_t* g = gx + nc * plane;
+          std::fill(g, g + plane, scalar_t(0));
+          const int64_t* ix = idx + nc * PQ;
+          const scalar_t* go = gy + nc * PQ;
+          for (int64_t o = 0; o < PQ; ++o)
+            if (ix[o] >= 0 && ix[o] < plane) g[ix[o]] += go[o];
+        }
       });
     } else {
       at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t n = begin; n < end; ++n)
-          for (int64_t o = n * p.P * p.Q * p.C; o < (n + 1) * p.P * p.Q * p.C; ++o) {
-            const int64_t c = o % p.C;
-            if (idx[o] >= 0 && idx[o] < plane) gx[(n * plane + idx[o]) * p.C + c] += gy[o];
+        for (int64_t n = begin; n < end; ++n) {
+          scalar_t* g = gx + n * plane * p.C;
+          std::fill(g, g + plane * p.C, scalar_t(0));
+          for (int64_t o = 0; o < PQ; ++o) {
+            const int64_t* ix = idx + (n * PQ + o) * p.C;
+            const scalar_t* go = gy + (n * PQ + o) * p.C;
+            for (int64_t c = 0; c < p.C; ++c)
+              if (ix[c] >= 0 && ix[c] < plane) g[ix[c] * p.C + c] += go[c];
           }
+        }
       });
     }
   });

@@ -1,0 +1,46 @@
+#pragma once
+// The CPU runner's matrix product: C[M,N] = init + A[M,K] * B[K,N], with
+//   A(i,p) = A[i*rsA + p*csA]  (any strides: plain rows, a transposed matrix, im2col columns),
+//   B(p,j) = B[p*ldb + j]      (rows contiguous in j),
+//   C(i,j) = C[i*ldc + j].
+// Each C element is summed over p in increasing order by exactly one thread, so results do not
+// depend on the thread count. Register-blocked micro-kernels (AVX2+FMA 6x16 for float, portable
+// C++ otherwise) walk K in cache-sized blocks; no operand is copied or packed.
+#include <cstdint>
+
+#include "cpu_isa.h"
+
+namespace cuconv::cpu {
+
+enum class GemmInit {
+  zero,        // C = A*B
+  accumulate,  // C += A*B
+  bias_row,    // C(i,j) = bias[i] + A*B
+  bias_col,    // C(i,j) = bias[j] + A*B
+};
+
+template <typename T>
+struct GemmArgs {
+  int64_t M, N, K;
+  const T* A;
+  int64_t rsA, csA;
+  const T* B;
+  int64_t ldb;
+  T* C;
+  int64_t ldc;
+  GemmInit init = GemmInit::zero;
+  const T* bias = nullptr;
+  bool parallel = false;  // split the columns over threads (for calls not already inside a parallel region)
+};
+
+void gemm_portable(const GemmArgs<float>& g);
+void gemm_portable(const GemmArgs<double>& g);
+void gemm_avx2(const GemmArgs<float>& g);
+
+inline void gemm(Isa isa, const GemmArgs<float>& g) {
+  if (isa == Isa::avx2) gemm_avx2(g);
+  else gemm_portable(g);
+}
+inline void gemm(Isa, const GemmArgs<double>& g) { gemm_portable(g); }
+
+}  // namespace cuconv::cpu

@@ -1,0 +1,214 @@
+"""The CPU runner's fast kernels (csrc/cpu): every ISA path this machine can run, both layouts,
+odd sizes and partial tiles, stride/padding (asymmetric too)/dilation/groups, float32 and float64,
+against torch in float64; and determinism across runs and thread counts."""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cuconv  # noqa: F401  (loads the operators)
+
+ops = torch.ops.cuconv
+
+
+def _cpu_has_avx2():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return " avx2" in flags and " fma" in flags
+    except OSError:
+        return False
+
+
+PATHS = ["portable"] + (["avx2"] if _cpu_has_avx2() else [])
+
+
+@pytest.fixture(params=PATHS)
+def isa(request, monkeypatch):
+    monkeypatch.setenv("CUCONV_CPU_ISA", request.param)
+    return request.param
+
+
+def _fmt(t, channels_last):
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
+
+def _close(out, ref, dtype, what):
+    """float64 to 1e-10, float32 to 1e-5, both relative to the reference's largest magnitude."""
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert out.shape == ref.shape, what
+    err = (out.double() - ref).abs().max().item()
+    scale = max(ref.abs().max().item(), 1e-30)
+    assert err <= tol * scale, f"{what}: max error {err:.3e}, scale {scale:.3e}"
+
+
+# (N, C, H, W, K, R, S, stride, padding [top, left, bottom, right], dilation, groups)
+CONV_CASES = [
+    (2, 3, 11, 13, 7, 3, 3, (1, 1), [0, 0, 0, 0], (1, 1), 1),     # odd sizes, partial tiles
+    (1, 5, 9, 10, 17, 3, 2, (2, 1), [1, 0, 2, 1], (1, 2), 1),     # asymmetric padding, stride, dilation
+    (3, 8, 7, 7, 20, 1, 1, (1, 1), [0, 0, 0, 0], (1, 1), 1),      # 1x1 read directly
+    (2, 8, 9, 9, 12, 1, 1, (2, 2), [0, 0, 0, 0], (1, 1), 1),      # 1x1 stride 2 (shortcut)
+    (2, 6, 10, 9, 9, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 3),      # groups, stride 2
+    (2, 6, 8, 8, 12, 3, 3, (1, 1), [2, 2, 2, 2], (2, 2), 6),      # depthwise multiplier 2, dilation
+    (1, 4, 6, 6, 4, 5, 5, (3, 2), [2, 1, 0, 3], (1, 1), 4),       # depthwise, kernel > stride
+    (2, 3, 5, 5, 4, 3, 3, (1, 1), [4, 4, 4, 4], (1, 1), 1),       # padding larger than the kernel
+    (4, 19, 12, 11, 33, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),   # more than one tile both ways
+]
+
+
+def _conv_ref(x, w, b, stride, pad, dil, groups, gy):
+    x = x.detach().double().requires_grad_()
+    w = w.detach().double().requires_grad_()
+    b = b.detach().double().requires_grad_()
+    xp = F.pad(x, (pad[1], pad[3], pad[0], pad[2]))
+    y = F.conv2d(xp, w, b, stride, 0, dil, groups)
+    y.backward(gy.double())
+    return y.detach(), x.grad, w.grad, b.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
+def test_conv2d_matches_torch_float64(isa, case, channels_last, dtype):
+    N, C, H, W, K, R, S, stride, pad, dil, groups = case
+    x = _fmt(torch.randn(N, C, H, W, dtype=dtype), channels_last)
+    w = torch.randn(K, C // groups, R, S, dtype=dtype)
+    b = torch.randn(K, dtype=dtype)
+    y = ops.conv2d(x, w, b, stride, pad, dil, groups)
+    gy = _fmt(torch.randn(y.shape, dtype=dtype), channels_last)
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, stride, pad, dil, groups, [True, True, True])
+    ry, rgx, rgw, rgb = _conv_ref(x, w, b, stride, pad, dil, groups, gy)
+    _close(y, ry, dtype, "forward")
+    _close(gx, rgx, dtype, "grad input")
+    _close(gw, rgw, dtype, "grad weight")
+    _close(gb, rgb, dtype, "grad bias")
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv2d_without_bias(isa, channels_last):
+    x = _fmt(torch.randn(2, 5, 9, 8), channels_last)
+    w = torch.randn(11, 5, 3, 3)
+    y = ops.conv2d(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+    _close(y, F.conv2d(x.double(), w.double(), None, 1, 1), torch.float32, "forward")
+
+
+def _conv_all(x, w, b, gy, stride, pad, dil, groups):
+    y = ops.conv2d(x, w, b, stride, pad, dil, groups)
+    return (y,) + tuple(ops.conv2d_backward(gy, x, w, stride, pad, dil, groups, [True, True, True]))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_conv2d_deterministic_across_runs_and_threads(isa, channels_last, stride):
+    N, C, H, W, K = 13, 10, 11, 11, 24
+    x = _fmt(torch.randn(N, C, H, W), channels_last)
+    w, b = torch.randn(K, C, 3, 3), torch.randn(K)
+    P = (H + 2 - 3) // stride[0] + 1
+    gy = _fmt(torch.randn(N, K, P, P), channels_last)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _conv_all(x, w, b, gy, stride, [1, 1, 1, 1], [1, 1], 1)
+        torch.set_num_threads(2)
+        two = _conv_all(x, w, b, gy, stride, [1, 1, 1, 1], [1, 1], 1)
+        again = _conv_all(x, w, b, gy, stride, [1, 1, 1, 1], [1, 1], 1)
+    finally:
+        torch.set_num_threads(threads)
+    for a, c, d in zip(one, two, again):
+        assert torch.equal(a, c) and torch.equal(c, d)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv2d_seed_cnn_layers_float32(isa, channels_last):
+    """The seed CIFAR CNN's layers at a real batch size, float32 against float64 torch."""
+    for (C, H, K) in [(3, 32, 32), (32, 15, 64)]:
+        x = _fmt(torch.randn(8, C, H, H), channels_last)
+        w, b = torch.randn(K, C, 3, 3) * 0.1, torch.randn(K)
+        y = ops.conv2d(x, w, b, [1, 1], [0, 0, 0, 0], [1, 1], 1)
+        gy = _fmt(torch.randn(y.shape), channels_last)
+        gx, gw, gb = ops.conv2d_backward(gy, x, w, [1, 1], [0, 0, 0, 0], [1, 1], 1, [True, True, True])
+        ry, rgx, rgw, rgb = _conv_ref(x, w, b, (1, 1), [0, 0, 0, 0], (1, 1), 1, gy)
+        for out, ref, what in [(y, ry, "forward"), (gx, rgx, "grad input"), (gw, rgw, "grad weight"),
+                               (gb, rgb, "grad bias")]:
+            _close(out, ref, torch.float32, what)
+
+
+# (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
+POOL_CASES = [
+    (2, 3, 30, 30, (2, 2), (2, 2), (0, 0), (1, 1), False),   # the seed CNN's pool, even
+    (2, 5, 13, 13, (2, 2), (2, 2), (0, 0), (1, 1), True),    # odd size, ceil mode
+    (1, 4, 11, 17, (3, 3), (2, 2), (1, 1), (1, 1), False),   # overlapping, padded
+    (2, 3, 9, 10, (3, 2), (1, 3), (1, 0), (2, 1), True),     # stride 3, dilation
+    (1, 19, 8, 7, (2, 3), (1, 1), (0, 1), (1, 2), False),    # stride 1, many channels
+]
+
+
+def _pool_inputs(shape, dtype, channels_last, special):
+    x = torch.randn(shape, dtype=dtype)
+    if special:  # ties (rounded values), -inf and NaNs
+        x = (x * 2).round()
+        flat = x.view(-1)
+        flat[torch.randperm(flat.numel())[: flat.numel() // 10]] = float("-inf")
+        flat[torch.randperm(flat.numel())[: flat.numel() // 20]] = float("nan")
+    return _fmt(x, channels_last)
+
+
+@pytest.mark.parametrize("special", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[str(i) for i in range(len(POOL_CASES))])
+def test_max_pool2d_matches_torch(isa, case, channels_last, dtype, special):
+    N, C, H, W, k, s, pad, dil, ceil = case
+    x = _pool_inputs((N, C, H, W), dtype, channels_last, special)
+    y, idx = ops.max_pool2d(x, k, s, pad, dil, ceil)
+    ry, ridx = F.max_pool2d_with_indices(x.double(), k, s, pad, dil, ceil)
+    assert torch.equal(idx, ridx)
+    assert torch.equal(y.double().nan_to_num(7.5), ry.nan_to_num(7.5))
+    gy = _fmt(torch.randn(y.shape, dtype=dtype), channels_last)
+    gx = ops.max_pool2d_backward(gy, x, idx, k, s, pad, dil, ceil)
+    rgx = torch.ops.aten.max_pool2d_with_indices_backward(gy.double(), x.double(), k, s, pad, dil, ceil, ridx)
+    _close(gx, rgx, dtype, "grad input")
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool2d_nan_and_tie_rules(isa, channels_last):
+    x = torch.tensor([[1.0, 3.0, 3.0, float("nan")],
+                      [float("nan"), 2.0, 3.0, float("nan")],
+                      [float("-inf"), float("-inf"), 0.0, 0.0],
+                      [float("-inf"), float("-inf"), 0.0, 0.0]]).reshape(1, 1, 4, 4).repeat(1, 3, 1, 1)
+    y, idx = ops.max_pool2d(_fmt(x, channels_last), [2, 2], [2, 2], [0, 0], [1, 1], False)
+    assert idx[0, 0].tolist() == [[4, 7], [8, 10]]  # NaN wins (the last NaN); -inf window; ties: first
+    assert torch.isnan(y[0, 0, 0]).all() and y[0, 0, 1].tolist() == [float("-inf"), 0.0]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool2d_empty_window(isa, channels_last):
+    """kernel 2, dilation 2, padding 1 on a 1-wide input: every window misses the input."""
+    x = _fmt(torch.randn(2, 3, 1, 1), channels_last)
+    y, idx = ops.max_pool2d(x, [2, 2], [1, 1], [1, 1], [2, 2], False)
+    assert y.shape == (2, 3, 1, 1)
+    assert (y == float("-inf")).all() and (idx == -1).all()
+    gx = ops.max_pool2d_backward(torch.ones_like(y), x, idx, [2, 2], [1, 1], [1, 1], [2, 2], False)
+    assert (gx == 0).all()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool2d_deterministic_across_threads(isa, channels_last):
+    x = _fmt(torch.randn(5, 7, 17, 15), channels_last)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2, 2):
+            torch.set_num_threads(t)
+            y, idx = ops.max_pool2d(x, [3, 3], [1, 1], [1, 1], [1, 1], False)  # overlapping windows
+            gy = torch.ones_like(y)
+            outs.append((y, idx, ops.max_pool2d_backward(gy, x, idx, [3, 3], [1, 1], [1, 1], [1, 1], False)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(outs[0], outs[1]):
+        assert torch.equal(a, b)
+    for a, b in zip(outs[1], outs[2]):
+        assert torch.equal(a, b)
