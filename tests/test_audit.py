@@ -138,3 +138,26 @@ def test_cli_on_built_extension(capsys):
         if "tensorcore" in k["name"]:
             assert k["hmma"] > 0
     assert rc == 0
+
+
+@pytest.mark.skipif(os.environ.get("CUCONV_NVCC_TESTS") != "1", reason="compiles the kernels with nvcc (minutes); set CUCONV_NVCC_TESTS=1")
+def test_tensorcore_kernels_compile_to_hmma_without_spills(tmp_path, capsys):
+    """The real tensor-core kernels, compiled for sm_80: HMMA present, no local memory."""
+    nvcc = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
+    src = tmp_path / "tc.cu"
+    src.write_text(
+        '#include "kernels/conv2d_fprop_tensorcore.cuh"\n'
+        "namespace cuconv::kern {\n"
+        "void check_last_launch(const char*) {}\n"
+        "void instantiate(const Conv2dParams& p, const half_t* h, const bfloat16_t* b, const float* f, void* y) {\n"
+        "  conv2d_fprop_tensorcore<half_t>(p, h, h, h, (half_t*)y, false, 0);\n"
+        "  conv2d_fprop_tensorcore<bfloat16_t>(p, b, b, b, (bfloat16_t*)y, false, 0);\n"
+        "  conv2d_fprop_tensorcore<float>(p, f, f, f, (float*)y, false, 0);\n"
+        "}\n}\n")
+    csrc = os.path.join(os.path.dirname(__file__), "..", "csrc")
+    obj = str(tmp_path / "tc.o")
+    subprocess.run([nvcc, "-std=c++20", "-O3", "--expt-relaxed-constexpr", "-I", csrc, "-arch=sm_80", "-c", str(src),
+                    "-o", obj], check=True)
+    assert cli.main(["audit", "--check", "--json", obj]) == 0
+    kernels = json.loads(capsys.readouterr().out)["kernels"]
+    assert len(kernels) == 6 and all(k["hmma"] > 0 and k["local_instructions"] == 0 for k in kernels)

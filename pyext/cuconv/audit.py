@@ -250,6 +250,15 @@ def audit_file(path: str, hot: str = DEFAULT_HOT, tensorcore: str = DEFAULT_TENS
 # ------------------------------------------------------------------------------------ CLI
 
 def _short(name: str, width: int = 70) -> str:
+    """The demangled name without namespaces, return type and parameter list, cut to width."""
+    name = name.replace("cuconv::kern::", "").removeprefix("void ")
+    depth = 0
+    for i, ch in enumerate(name):
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "(" and depth == 0:
+            name = name[:i]
+            break
     return name if len(name) <= width else name[: width - 3] + "..."
 
 
@@ -277,7 +286,7 @@ def run(args) -> int:
                           "problems": sum(len(r.problems) for r in reports)}, indent=2))
     else:
         print(format_table(reports) if reports else "no device code found in " + ", ".join(paths))
-        if args.check:
+        if args.check and reports:
             print(f"\n{len(failed)} kernel(s) with problems" if failed else "\ncheck passed")
     if args.check and (failed or not reports):
         if not reports:
