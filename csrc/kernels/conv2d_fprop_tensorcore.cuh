@@ -35,7 +35,7 @@ inline uint32_t load_pair(const uint16_t* p) {
 }
 #endif
 
-template <class Problem, typename T>
+template <class Problem, typename T, bool A_M_FAST>
 __global__ void __launch_bounds__(kTcThreads) conv2d_fprop_tensorcore_kernel(const Problem prob) {
   constexpr mma::Kind K = tc_kind<T>();
   constexpr bool kTf32 = K == mma::Kind::tf32;
@@ -53,13 +53,20 @@ __global__ void __launch_bounds__(kTcThreads) conv2d_fprop_tensorcore_kernel(con
   const int64_t grp = prob.group_base + int64_t(blockIdx.y) / n_tiles;
   const int64_t m0 = int64_t(blockIdx.x) * kTcBM, n0 = (int64_t(blockIdx.y) % n_tiles) * kTcBN;
 
-  // Loads: a thread fills one A row (m = tid % 64) at k = tid / 64 + 2i, so neighbouring threads
-  // read neighbouring output pixels; and B entries (k = tid % 16, n = tid / 16 + 8i) along the
-  // contiguous reduction index of the weight.
-  const int a_m = tid % kTcBM, a_k0 = tid / kTcBM, b_k = tid % kTcBK;
-  const bool a_ok = m0 + a_m < prob.M;
-  typename Problem::RowCtx row{};
-  if (a_ok) row = prob.a_row(grp, m0 + a_m);
+  // A loads: with A_M_FAST (NCHW) a thread fills one A row (m = tid % 64) at k = tid / 64 + 2i,
+  // so neighbouring threads read neighbouring output pixels; otherwise (NHWC) neighbouring threads
+  // read neighbouring k (= channels) of rows m = tid / 16 + 8i. B loads (k = tid % 16,
+  // n = tid / 16 + 8i) run along the weight's contiguous reduction index.
+  constexpr int kARows = A_M_FAST ? 1 : kALoads;  // distinct A rows per thread
+  typename Problem::RowCtx rows[kARows];
+  bool a_ok[kARows];
+  CUCONV_UNROLL
+  for (int i = 0; i < kARows; ++i) {
+    const int m = A_M_FAST ? tid % kTcBM : tid / kTcBK + i * (kTcThreads / kTcBK);
+    a_ok[i] = m0 + m < prob.M;
+    if (a_ok[i]) rows[i] = prob.a_row(grp, m0 + m);
+  }
+  const int b_k = tid % kTcBK;
   typename Problem::ColCtx cols[kBLoads];
   bool b_ok[kBLoads];
   CUCONV_UNROLL
@@ -84,9 +91,11 @@ __global__ void __launch_bounds__(kTcThreads) conv2d_fprop_tensorcore_kernel(con
   for (int64_t k0 = 0; k0 < prob.Kdim; k0 += kTcBK) {
     CUCONV_UNROLL
     for (int i = 0; i < kALoads; ++i) {
-      const int k = a_k0 + i * (kTcThreads / kTcBM);
+      const int r = A_M_FAST ? 0 : i;
+      const int m = A_M_FAST ? tid % kTcBM : tid / kTcBK + i * (kTcThreads / kTcBK);
+      const int k = A_M_FAST ? tid / kTcBM + i * (kTcThreads / kTcBM) : tid % kTcBK;
       const int64_t kk = k0 + k;
-      As[a_m * kStride + k] = to_elem((a_ok && kk < prob.Kdim) ? float(prob.a_load(row, kk)) : 0.f);
+      As[m * kStride + k] = to_elem((a_ok[r] && kk < prob.Kdim) ? float(prob.a_load(rows[r], kk)) : 0.f);
     }
     CUCONV_UNROLL
     for (int i = 0; i < kBLoads; ++i) {
@@ -163,7 +172,7 @@ void conv2d_fprop_tensorcore(const Conv2dParams& p, const T* x, const T* w, cons
     for (int64_t g0 = 0; g0 < p.groups; g0 += groups_per_launch) {
       const int64_t ng = p.groups - g0 < groups_per_launch ? p.groups - g0 : groups_per_launch;
       prob.group_base = g0;
-      launch_kernel(&conv2d_fprop_tensorcore_kernel<Problem, T>, dim3(unsigned(m_tiles), unsigned(ng * n_tiles)),
+      launch_kernel(&conv2d_fprop_tensorcore_kernel<Problem, T, !CL>, dim3(unsigned(m_tiles), unsigned(ng * n_tiles)),
                     dim3(kTcThreads), 0, stream, prob);
     }
   };
