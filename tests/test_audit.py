@@ -1,5 +1,5 @@
 """`python -m cuconv audit`: parsers on captured cuobjdump / nvdisasm text (tests/data/audit, from
-tests/data/audit/small.cu and the conv kernels, CUDA 13.1 tools from triton), occupancy arithmetic,
+tests/data/audit/small.cu and conv_kernels.cu; CUDA 13.1 tools from triton), occupancy arithmetic,
 and the command on real binaries where the tools are available."""
 import json
 import os

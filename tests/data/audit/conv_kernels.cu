@@ -1,3 +1,6 @@
+// Source of tests/data/audit/conv_*.txt: nvcc -std=c++20 -O3 --expt-relaxed-constexpr -Icsrc
+// -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -c (CUDA 13.0), then
+// cuobjdump -res-usage / -sass (triton's CUDA 13.1 tools), SASS trimmed to the counted instructions.
 #include "kernels/conv2d_fprop_tensorcore.cuh"
 #include "kernels/conv2d_fprop_implicit_gemm.cuh"
 namespace cuconv::kern {

@@ -1,3 +1,5 @@
+// Source of tests/data/audit/small_*.txt: nvcc -cubin -arch=sm_80 -O3, then cuobjdump -res-usage / -sass /
+// -elf and nvdisasm -c; SASS trimmed to the first instructions of each kernel plus the counted ones.
 // Sample kernels for the audit parser tests: one tensor-core MMA with 128-bit loads, one with local memory.
 #include <cstdint>
 __global__ void __launch_bounds__(128) tc_sample(const float4* in, float* out) {
