@@ -15,11 +15,6 @@ CUCONV_HD int64_t act_offset(const Conv2dParams&, bool cl, int64_t n, int64_t c,
   return cl ? ((n * H + h) * W + w) * C + c : ((n * C + c) * H + h) * W + w;
 }
 
-inline unsigned grid_for(int64_t total, int threads) {
-  const int64_t blocks = ceil_div<int64_t>(total, threads);
-  return unsigned(blocks < (int64_t(1) << 20) ? blocks : (int64_t(1) << 20));  // grid-stride beyond
-}
-
 template <typename T>
 __global__ void __launch_bounds__(kDepthwiseThreads)
     conv2d_depthwise_fprop_kernel(const T* x, const T* w, const T* bias, T* y, Conv2dParams p, bool relu) {
@@ -101,12 +96,12 @@ __global__ void __launch_bounds__(kDepthwiseThreads)
 
 template <typename T>
 void conv2d_depthwise_fprop(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu, stream_t st) {
-  launch_kernel(&conv2d_depthwise_fprop_kernel<T>, dim3(grid_for(p.N * p.K * p.P * p.Q, kDepthwiseThreads)),
+  launch_kernel(&conv2d_depthwise_fprop_kernel<T>, dim3(grid_stride_blocks(p.N * p.K * p.P * p.Q, kDepthwiseThreads)),
                 dim3(kDepthwiseThreads), 0, st, x, w, bias, y, p, relu);
 }
 template <typename T>
 void conv2d_depthwise_dgrad(const Conv2dParams& p, const T* gy, const T* w, T* gx, stream_t st) {
-  launch_kernel(&conv2d_depthwise_dgrad_kernel<T>, dim3(grid_for(p.N * p.C * p.H * p.W, kDepthwiseThreads)),
+  launch_kernel(&conv2d_depthwise_dgrad_kernel<T>, dim3(grid_stride_blocks(p.N * p.C * p.H * p.W, kDepthwiseThreads)),
                 dim3(kDepthwiseThreads), 0, st, gy, w, gx, p);
 }
 template <typename T>

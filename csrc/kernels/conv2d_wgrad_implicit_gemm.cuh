@@ -98,8 +98,7 @@ void conv2d_wgrad_implicit_gemm(const Conv2dParams& p, const T* gy, const T* x, 
   if (p.channels_last) run(std::true_type{});
   else run(std::false_type{});
   const int64_t count = p.K * (p.C / p.groups) * p.R * p.S;
-  const int64_t blocks = ceil_div<int64_t>(count, 256);
-  launch_kernel(&conv2d_wgrad_split_reduce_kernel<T>, dim3(unsigned(blocks < 65536 ? blocks : 65536)), dim3(256), 0,
+  launch_kernel(&conv2d_wgrad_split_reduce_kernel<T>, dim3(grid_stride_blocks(count, 256)), dim3(256), 0,
                 stream, workspace, gw, count, split.splits);
 }
 

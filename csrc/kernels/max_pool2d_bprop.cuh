@@ -52,8 +52,7 @@ __global__ void __launch_bounds__(kPoolBpropThreads)
 
 template <typename T>
 void max_pool2d_bprop(const MaxPool2dParams& p, const T* gy, const int64_t* indices, T* gx, stream_t stream) {
-  const int64_t blocks = ceil_div<int64_t>(p.N * p.C * p.H * p.W, kPoolBpropThreads);
-  launch_kernel(&max_pool2d_bprop_kernel<T>, dim3(unsigned(blocks < (int64_t(1) << 20) ? blocks : (int64_t(1) << 20))),
+  launch_kernel(&max_pool2d_bprop_kernel<T>, dim3(grid_stride_blocks(p.N * p.C * p.H * p.W, kPoolBpropThreads)),
                 dim3(kPoolBpropThreads), 0, stream, gy, indices, gx, p);
 }
 

@@ -55,8 +55,7 @@ __global__ void __launch_bounds__(kPoolThreads)
 
 template <typename T>
 void max_pool2d_fprop(const MaxPool2dParams& p, const T* x, T* y, int64_t* indices, stream_t stream) {
-  const int64_t blocks = ceil_div<int64_t>(p.N * p.C * p.P * p.Q, kPoolThreads);
-  launch_kernel(&max_pool2d_fprop_kernel<T>, dim3(unsigned(blocks < (int64_t(1) << 20) ? blocks : (int64_t(1) << 20))),
+  launch_kernel(&max_pool2d_fprop_kernel<T>, dim3(grid_stride_blocks(p.N * p.C * p.P * p.Q, kPoolThreads)),
                 dim3(kPoolThreads), 0, stream, x, y, indices, p);
 }
 

@@ -1,32 +1,11 @@
-// cuda:: conv2d runners: checks, device guard, current stream, workspace, then the kernels of
-// csrc/kernels (each launch is followed by a launch-error check in launch_kernel).
+// cuda:: conv2d grad-weight and grad-bias runners; grad weight uses a split-K workspace.
 #include <ATen/ops/empty.h>
 
-#include "../runners.h"
 #include "../kernels/conv2d.cuh"
+#include "../runners.h"
 #include "cuda_dispatch.cuh"
 
 namespace cuconv::cuda {
-
-void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
-                    const at::Tensor& output) {
-  check_same_cuda_device("conv2d", {&input, &weight, &bias, &output});
-  const c10::cuda::CUDAGuard guard(input.device());
-  dispatch_kernel_type(input, "conv2d", [&](auto tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kern::conv2d_fprop<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), false, current_stream());
-  });
-}
-
-void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
-                           const at::Tensor& grad_input) {
-  check_same_cuda_device("conv2d_backward", {&grad_output, &weight, &grad_input});
-  const c10::cuda::CUDAGuard guard(grad_output.device());
-  dispatch_kernel_type(grad_output, "conv2d_backward", [&](auto tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    kern::conv2d_dgrad<T>(p, ptr<T>(grad_output), ptr<T>(weight), mut_ptr<T>(grad_input), current_stream());
-  });
-}
 
 void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                             const at::Tensor& grad_weight) {

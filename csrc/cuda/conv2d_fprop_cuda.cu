@@ -1,0 +1,18 @@
+// cuda:: conv2d forward runner: checks, device guard, current stream, then the kernels of csrc/kernels.
+#include "../kernels/conv2d.cuh"
+#include "../runners.h"
+#include "cuda_dispatch.cuh"
+
+namespace cuconv::cuda {
+
+void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                    const at::Tensor& output) {
+  check_same_cuda_device("conv2d", {&input, &weight, &bias, &output});
+  const c10::cuda::CUDAGuard guard(input.device());
+  dispatch_kernel_type(input, "conv2d", [&](auto tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    kern::conv2d_fprop<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), false, current_stream());
+  });
+}
+
+}  // namespace cuconv::cuda
