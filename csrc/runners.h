@@ -30,8 +30,19 @@ namespace cuconv {
 namespace cpu { CUCONV_RUNNER_FUNCTIONS }
 namespace sim { CUCONV_RUNNER_FUNCTIONS }
 #ifdef CUCONV_WITH_CUDA
-namespace cuda { CUCONV_RUNNER_FUNCTIONS }
+namespace cuda {
+CUCONV_RUNNER_FUNCTIONS
+// The tensor-core forward (conv2d_fprop_tensorcore.cu), which cuda::conv2d_forward picks for
+// 16-bit inputs, and for float32 when TF32 is allowed for convolutions, on sm_80 and newer.
+bool conv2d_tensorcore_eligible(const at::Tensor& input, bool allow_tf32);
+void conv2d_forward_tensorcore(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                               const at::Tensor& bias, const at::Tensor& output);
+}  // namespace cuda
 #endif
+
+// Depthwise convolutions (one input channel per group) have a dedicated kernel; tensor-core tiles
+// would be almost empty for them.
+inline bool is_depthwise(const Conv2dParams& p) { return p.groups > 1 && p.C == p.groups; }
 
 // Runtime switches, set from Python (cuconv.simulate(), the test suite's poisoning).
 bool simulate_enabled();

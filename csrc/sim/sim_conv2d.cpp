@@ -5,6 +5,7 @@
 #include "sim_dispatch.h"
 // after the torch headers: the kernel headers define the CUDA keywords away
 #include "../kernels/conv2d.cuh"
+#include "../kernels/conv2d_fprop_tensorcore.cuh"
 
 namespace cuconv::sim {
 
@@ -13,6 +14,15 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
   dispatch_kernel_type(input, "conv2d", [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     run_simulated("conv2d", [&] {
+      // As on the GPU, 16-bit inputs take the tensor-core kernel. float32 stays on the exact kernel
+      // here (the GPU uses TF32 when allowed), so float32 simulator tests keep float32 tolerances.
+      if constexpr (std::is_same_v<T, kern::half_t> || std::is_same_v<T, kern::bfloat16_t>) {
+        if (!is_depthwise(p)) {
+          kern::conv2d_fprop_tensorcore<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), false,
+                                           nullptr);
+          return;
+        }
+      }
       kern::conv2d_fprop<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), false, nullptr);
     });
   });
