@@ -15,12 +15,13 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.register_profile("dev", max_examples=2000, deadline=None, derandomize=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 D = torch.float64
+RUNNERS = ["cpu", "simulator"]
 ACCEPTED_ERRORS = (RuntimeError, ValueError, TypeError, NotImplementedError)
 
 
@@ -64,8 +65,16 @@ def make_conv_args(c):
     return x, w, b, dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
 
 
-@given(conv_configs())
-def test_conv2d_valid_configs_match_torch(c):
+@pytest.fixture(params=RUNNERS)
+def runner(request):
+    """The CPU fallback, or the CUDA kernel source under the simulator (the switch holds for all of
+    a test's generated examples, which is what function_scoped_fixture is suppressed for)."""
+    with cuconv.simulate(request.param == "simulator"):
+        yield request.param
+
+
+@given(c=conv_configs())
+def test_conv2d_valid_configs_match_torch(runner, c):
     x, w, b, kw = make_conv_args(c)
     x64, w64, b64 = x.double().requires_grad_(), w.double().requires_grad_(), None if b is None else b.double().requires_grad_()
     with warnings.catch_warnings():
@@ -86,8 +95,8 @@ def test_conv2d_valid_configs_match_torch(c):
             torch.testing.assert_close(a, r)
 
 
-@given(conv_configs(valid=False))
-def test_conv2d_any_arguments_accepted_or_rejected_as_torch(c):
+@given(c=conv_configs(valid=False))
+def test_conv2d_any_arguments_accepted_or_rejected_as_torch(runner, c):
     x, w, b, kw = make_conv_args(c)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -140,8 +149,8 @@ def has_empty_window(out):
     return bool(torch.isneginf(out).any())
 
 
-@given(pool_configs())
-def test_max_pool2d_valid_configs_match_torch(c):
+@given(c=pool_configs())
+def test_max_pool2d_valid_configs_match_torch(runner, c):
     x, kw = make_pool_args(c)
     ref, ridx = F.max_pool2d(x, **kw)
     out, idx = cuconv.max_pool2d(x, **kw)
@@ -157,8 +166,8 @@ def test_max_pool2d_valid_configs_match_torch(c):
         assert torch.equal(ga, gb)
 
 
-@given(pool_configs(valid=False))
-def test_max_pool2d_any_arguments_accepted_or_rejected_as_torch(c):
+@given(c=pool_configs(valid=False))
+def test_max_pool2d_any_arguments_accepted_or_rejected_as_torch(runner, c):
     x, kw = make_pool_args(c)
     try:
         ref, _ = F.max_pool2d(x, **kw)
