@@ -74,8 +74,9 @@ std::vector<int64_t> conv2d_output_size(const Conv2dParams& p) { return {p.N, p.
 
 // ------------------------------------------------------------------------------------------ conv2d
 
-at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+at::Tensor conv2d_impl(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                       bool relu) {
   const Conv2dParams p = check_conv2d(input, weight, bias, stride, padding, dilation, groups);
   const bool batched = input.dim() == 4;
   const auto format = layout(p.channels_last);
@@ -85,13 +86,25 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
   if (p.C == 0) {  // no input channels: the sum over them is empty, only the bias remains
     output.zero_();
     if (has_bias) output.add_(bias->view({1, p.K, 1, 1}));
+    if (relu) output.clamp_min_(0);
     return as_given(output, batched);
   }
   const at::Tensor x = as_batched(input, batched).contiguous(format);
   const at::Tensor w = weight.contiguous();
   const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
-  runner_for(x).conv2d_forward(p, x, w, b, output);
+  runner_for(x).conv2d_forward(p, x, w, b, output, relu);
   return as_given(output, batched);
+}
+
+at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return conv2d_impl(input, weight, bias, stride, padding, dilation, groups, /*relu=*/false);
+}
+
+// relu(conv2d(...)) in one pass: the kernels apply the ReLU in their epilogue.
+at::Tensor conv2d_bias_relu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  return conv2d_impl(input, weight, bias, stride, padding, dilation, groups, /*relu=*/true);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
@@ -180,6 +193,8 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 TORCH_LIBRARY(cuconv, m) {
   m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[] padding, int[2] dilation, "
         "int groups) -> Tensor");
+  m.def("conv2d_bias_relu(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[] padding, int[2] dilation, "
+        "int groups) -> Tensor");
   m.def("conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[] padding, "
         "int[2] dilation, int groups, bool[3] output_mask) -> (Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
   m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
@@ -192,6 +207,7 @@ TORCH_LIBRARY(cuconv, m) {
 #define CUCONV_REGISTER_ROUTER(key)                            \
   TORCH_LIBRARY_IMPL(cuconv, key, m) {                         \
     m.impl("conv2d", &conv2d);                                 \
+    m.impl("conv2d_bias_relu", &conv2d_bias_relu);             \
     m.impl("conv2d_backward", &conv2d_backward);               \
     m.impl("max_pool2d", &max_pool2d);                         \
     m.impl("max_pool2d_backward", &max_pool2d_backward);       \

@@ -13,9 +13,9 @@
 namespace cuconv {
 
 #define CUCONV_RUNNER_FUNCTIONS                                                                  \
-  /* output = conv(input, weight) + bias (bias undefined when absent) */                        \
+  /* output = conv(input, weight) + bias (bias undefined when absent), then max(0, .) if relu */ \
   void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, \
-                      const at::Tensor& bias, const at::Tensor& output);                        \
+                      const at::Tensor& bias, const at::Tensor& output, bool relu);             \
   void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,             \
                              const at::Tensor& weight, const at::Tensor& grad_input);          \
   void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output,            \
@@ -36,7 +36,7 @@ CUCONV_RUNNER_FUNCTIONS
 // 16-bit inputs, and for float32 when TF32 is allowed for convolutions, on sm_80 and newer.
 bool conv2d_tensorcore_eligible(const at::Tensor& input, bool allow_tf32);
 void conv2d_forward_tensorcore(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
-                               const at::Tensor& bias, const at::Tensor& output);
+                               const at::Tensor& bias, const at::Tensor& output, bool relu);
 }  // namespace cuda
 #endif
 

@@ -185,11 +185,19 @@ at::Tensor weight_rsc(const Conv2dParams& p, const T* w, bool k_major, int64_t l
   return out;
 }
 
+// The fused ReLU epilogue, on a GEMM's output block while it is still in cache.
+template <typename T>
+void relu_block(T* c, int64_t rows, int64_t cols, int64_t ldc) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j)
+      if (c[i * ldc + j] < T(0)) c[i * ldc + j] = T(0);  // NaN stays NaN, as torch.relu
+}
+
 // Work items for the outer parallel loop; when there are fewer than threads, the GEMMs split instead.
 bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
 
 template <typename T>
-void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y,
+void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
                   const at::TensorOptions& opts) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
@@ -213,6 +221,7 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
         a.bias = bias ? bias + g * Kg : nullptr;
         a.parallel = split;
         gemm(isa, a);
+        if (relu) relu_block(a.C, a.M, a.N, a.ldc);
       }
     });
   } else {
@@ -240,6 +249,7 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
         a.bias = bias ? bias + g * Kg : nullptr;
         a.parallel = split_b;
         gemm(isa, a);
+        if (relu) relu_block(a.C, a.M, a.N, a.ldc);
       }
     });
   }
@@ -378,12 +388,12 @@ T sum_fixed_order(const T* v, int64_t n) {
 }  // namespace
 
 void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
-                    const at::Tensor& output) {
+                    const at::Tensor& output, bool relu) {
   const Isa isa = active_isa();
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cuconv_conv2d_cpu", [&] {
     forward_impl<scalar_t>(isa, p, input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
                            bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(),
-                           input.options());
+                           relu, input.options());
   });
 }
 

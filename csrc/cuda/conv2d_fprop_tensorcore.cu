@@ -24,7 +24,7 @@ bool conv2d_tensorcore_eligible(const at::Tensor& input, bool allow_tf32) {
 
 // Same contract as cuda::conv2d_forward (runners.h): tensors checked, laid out and allocated.
 void conv2d_forward_tensorcore(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
-                               const at::Tensor& bias, const at::Tensor& output) {
+                               const at::Tensor& bias, const at::Tensor& output, bool relu) {
   const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   auto run = [&](auto tag) {
@@ -32,7 +32,7 @@ void conv2d_forward_tensorcore(const Conv2dParams& p, const at::Tensor& input, c
     const T* b = bias.defined() ? static_cast<const T*>(bias.const_data_ptr()) : nullptr;
     kern::conv2d_fprop_tensorcore<T>(p, static_cast<const T*>(input.const_data_ptr()),
                                      static_cast<const T*>(weight.const_data_ptr()), b,
-                                     static_cast<T*>(output.data_ptr()), false, stream);
+                                     static_cast<T*>(output.data_ptr()), relu, stream);
   };
   switch (input.scalar_type()) {
     case at::kFloat: return run(static_cast<float*>(nullptr));

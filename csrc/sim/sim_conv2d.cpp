@@ -10,7 +10,7 @@
 namespace cuconv::sim {
 
 void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
-                    const at::Tensor& output) {
+                    const at::Tensor& output, bool relu) {
   dispatch_kernel_type(input, "conv2d", [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     run_simulated("conv2d", [&] {
@@ -18,12 +18,12 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
       // here (the GPU uses TF32 when allowed), so float32 simulator tests keep float32 tolerances.
       if constexpr (std::is_same_v<T, kern::half_t> || std::is_same_v<T, kern::bfloat16_t>) {
         if (!is_depthwise(p)) {
-          kern::conv2d_fprop_tensorcore<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), false,
+          kern::conv2d_fprop_tensorcore<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), relu,
                                            nullptr);
           return;
         }
       }
-      kern::conv2d_fprop<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), false, nullptr);
+      kern::conv2d_fprop<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), relu, nullptr);
     });
   });
 }

@@ -8,10 +8,14 @@ from . import nn as cnn
 _SWAPS = ((torch.nn.Conv2d, cnn.Conv2d), (torch.nn.MaxPool2d, cnn.MaxPool2d))
 
 
-def convert(model: torch.nn.Module) -> torch.nn.Module:
+def convert(model: torch.nn.Module, fuse_relu: bool = True) -> torch.nn.Module:
     """Replace, in place, every torch.nn.Conv2d and torch.nn.MaxPool2d in `model` by cuconv's
     module sharing the same parameters (so an optimizer built before keeps working), and return
-    `model`. A model that is itself such a layer is returned converted."""
+    `model`. A model that is itself such a layer is returned converted.
+
+    With `fuse_relu` (the default), a Conv2d directly followed by a ReLU inside an nn.Sequential
+    becomes one fused conv+bias+ReLU and the ReLU an nn.Identity: the same function and the same
+    state_dict keys, one pass over the output instead of two."""
     def swap(module):
         for torch_cls, ours in _SWAPS:
             if type(module) is torch_cls:
@@ -24,4 +28,13 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
                 new = swap(child)
                 if new is not child:
                     parent._modules[name] = new
+    if fuse_relu:
+        for parent in list(model.modules()):
+            if isinstance(parent, torch.nn.Sequential):
+                names = list(parent._modules)
+                for first, second in zip(names, names[1:]):
+                    conv, relu = parent._modules[first], parent._modules[second]
+                    if type(conv) is cnn.Conv2d and type(relu) is torch.nn.ReLU and not conv.fused_relu:
+                        conv.fused_relu = True
+                        parent._modules[second] = torch.nn.Identity()
     return swap(model)

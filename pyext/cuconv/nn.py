@@ -12,14 +12,21 @@ __all__ = ["Conv2d", "MaxPool2d"]
 
 
 class Conv2d(torch.nn.Conv2d):
-    """torch.nn.Conv2d computed by cuconv.conv2d."""
+    """torch.nn.Conv2d computed by cuconv.conv2d. With `fused_relu` set (cuconv.convert sets it for a
+    Conv2d followed by a ReLU) the module computes relu(conv2d(x)) in one pass."""
+
+    fused_relu = False
 
     def _conv_forward(self, input, weight, bias):
+        conv = ops.conv2d_relu if self.fused_relu else ops.conv2d
         if self.padding_mode != "zeros":
             # reflect / replicate / circular: pad explicitly, then a valid convolution, as torch.
-            return ops.conv2d(F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
-                              weight, bias, self.stride, 0, self.dilation, self.groups)
-        return ops.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            return conv(F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
+                        weight, bias, self.stride, 0, self.dilation, self.groups)
+        return conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        return super().extra_repr() + (", fused_relu=True" if self.fused_relu else "")
 
     @classmethod
     def from_torch(cls, module: torch.nn.Conv2d) -> "Conv2d":

@@ -51,6 +51,7 @@ def _empty(shape, like, fmt, dtype=None):
 # ------------------------------------------------------------------------------------ fake kernels
 
 @torch.library.register_fake("cuconv::conv2d")
+@torch.library.register_fake("cuconv::conv2d_bias_relu")
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     top, left, bottom, right = _pads4(padding)
     batched = input.dim() == 4
@@ -105,6 +106,19 @@ def _conv2d_backward(ctx, grad_output):
 
 
 torch.library.register_autograd("cuconv::conv2d", _conv2d_backward, setup_context=_conv2d_setup)
+
+
+def _conv2d_bias_relu_setup(ctx, inputs, output):
+    _conv2d_setup(ctx, inputs, output)
+    ctx.relu_mask = output > 0  # bool, an eighth of the output's memory in float64
+
+
+def _conv2d_bias_relu_backward(ctx, grad_output):
+    return _conv2d_backward(ctx, grad_output * ctx.relu_mask)
+
+
+torch.library.register_autograd("cuconv::conv2d_bias_relu", _conv2d_bias_relu_backward,
+                                setup_context=_conv2d_bias_relu_setup)
 
 
 def _conv2d_backward_setup(ctx, inputs, output):
@@ -204,6 +218,17 @@ def same_padding(kernel_size: Sequence[int], dilation: Sequence[int]) -> list:
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
            padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """Same as torch.nn.functional.conv2d, computed by cuconv's kernels."""
+    return _ops.conv2d(input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
+
+
+def conv2d_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
+                padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
+    """relu(conv2d(...)) in one pass: the kernels apply bias and ReLU in their epilogue."""
+    return _ops.conv2d_bias_relu(input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
+
+
+def _conv_args(weight, stride, padding, dilation, groups):
+    """F.conv2d's arguments in the operators' form: pairs, and padding as 2 or 4 numbers."""
     stride = _pair(stride, "stride", "conv2d")
     dilation = _pair(dilation, "dilation", "conv2d")
     if isinstance(padding, str):
@@ -218,14 +243,14 @@ def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
                 padding = same_padding(weight.shape[2:], dilation)
                 if padding[0] != padding[2] or padding[1] != padding[3]:
                     warnings.warn("Using padding='same' with even kernel lengths and odd dilation may require a "
-                                  "zero-padded copy of the input be created", UserWarning, stacklevel=2)
+                                  "zero-padded copy of the input be created", UserWarning, stacklevel=3)
         else:
             raise RuntimeError(f"Invalid padding string: '{padding}'")
     else:
         padding = _pair(padding, "padding", "conv2d")
     if not isinstance(groups, (int, torch.SymInt)) or isinstance(groups, bool):
         raise TypeError(f"conv2d: groups must be an int, but got {type(groups).__name__}")
-    return _ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return stride, padding, dilation, groups
 
 
 def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPair] = None, padding: IntPair = 0,
