@@ -79,6 +79,7 @@ def test_occupancy_arithmetic():
     occ, blocks, limiter = audit.occupancy("sm_80", 118, 8320, 256)
     assert (occ, blocks, limiter) == (0.25, 2, "registers")
     assert audit.occupancy("sm_80", 32, 0, 256)[0] == 1.0
+    assert audit.occupancy("sm_90", 32, 0, 256)[0] == 1.0  # no shared memory at all: not a limit
     # 48 KiB static shared + 1 KiB reserved per block: 3 blocks of 4 warps on sm_80's 164 KiB
     occ, blocks, limiter = audit.occupancy("sm_80", 32, 48 * 1024, 128)
     assert (blocks, limiter) == (3, "shared memory") and occ == pytest.approx(12 / 64)

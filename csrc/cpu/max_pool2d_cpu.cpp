@@ -279,6 +279,36 @@ void forward_pixels_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* id
 }
 #endif
 
+// Planes of 2^31 elements or more, whose flat positions overflow the int32 lanes of the vector
+// path: a scalar scan of each window with int64 positions, same rules.
+template <typename T>
+void forward_large_planes(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx) {
+  const int64_t h_step = p.channels_last ? p.W * p.C : p.W, w_step = p.channels_last ? p.C : 1;
+  at::parallel_for(0, p.N * p.C * p.P, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t ncp = begin; ncp < end; ++ncp) {
+      const int64_t oh = ncp % p.P, nc = ncp / p.P, n = nc / p.C, c = nc % p.C;
+      const T* plane = p.channels_last ? x + n * p.H * p.W * p.C + c : x + nc * p.H * p.W;
+      for (int64_t ow = 0; ow < p.Q; ++ow) {
+        T best = -std::numeric_limits<T>::infinity();
+        int64_t best_idx = -1;
+        for (int64_t i = 0; i < p.kernel_h; ++i) {
+          const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
+          if (h < 0 || h >= p.H) continue;
+          for (int64_t j = 0; j < p.kernel_w; ++j) {
+            const int64_t w = ow * p.stride_w - p.pad_w + j * p.dil_w;
+            if (w < 0 || w >= p.W) continue;
+            const T v = plane[h * h_step + w * w_step];
+            if (best_idx < 0 || v > best || v != v) best = v, best_idx = h * p.W + w;
+          }
+        }
+        const int64_t o = p.channels_last ? ((n * p.P + oh) * p.Q + ow) * p.C + c : (nc * p.P + oh) * p.Q + ow;
+        y[o] = best;
+        idx[o] = best_idx;
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const at::Tensor& output,
@@ -286,8 +316,10 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
   const Isa isa = active_isa();
   // Flat positions must fit the index type used while scanning (int32 for float).
   const bool small_planes = p.H * p.W < (int64_t(1) << 31) && p.Q < (int64_t(1) << 31);
-  TORCH_CHECK(small_planes || input.scalar_type() == at::kDouble,
-              "cuconv max_pool2d (CPU): planes of 2^31 elements or more are not supported for float32");
+  if (!small_planes && input.scalar_type() == at::kFloat) {
+    forward_large_planes(p, input.const_data_ptr<float>(), output.data_ptr<float>(), indices.data_ptr<int64_t>());
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cuconv_max_pool2d_cpu", [&] {
     using I = PoolIndex<scalar_t>;
     const scalar_t* x = input.const_data_ptr<scalar_t>();

@@ -150,7 +150,8 @@ def occupancy(arch: str, registers: int, shared_bytes: int, threads: int) -> tup
         regs_per_warp = math.ceil(registers * 32 / lim["reg_unit"]) * lim["reg_unit"]
         by["registers"] = lim["regs"] // (regs_per_warp * warps)
     smem = math.ceil((shared_bytes + lim["smem_reserved"]) / lim["smem_unit"]) * lim["smem_unit"]
-    by["shared memory"] = lim["smem"] // smem
+    if smem > 0:  # a kernel without shared memory (and no per-block reservation) is not limited by it
+        by["shared memory"] = lim["smem"] // smem
     limiter = min(by, key=by.get)
     blocks = by[limiter]
     return blocks * warps / lim["max_warps"], blocks, limiter
