@@ -57,7 +57,7 @@ at::Tensor conv2d_tensorcore_op(const at::Tensor& input, const at::Tensor& weigh
   if (poison_enabled()) output.fill_(std::numeric_limits<double>::quiet_NaN());
   if (output.numel() == 0) return output;
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
-  conv2d_forward_tensorcore(p, input.contiguous(format), weight.contiguous(), b, output);
+  conv2d_forward_tensorcore(p, input.contiguous(format), weight.contiguous(), b, output, /*relu=*/false);
   return output;
 }
 
