@@ -130,7 +130,7 @@ def test_cli_on_cubin(sample_cubin, capsys):
 
 @pytest.mark.skipif(not getattr(cuconv._C, "with_cuda", False), reason="the extension was built without CUDA")
 def test_cli_on_built_extension(capsys):
-    rc = cli.main(["audit", "--json"])
+    rc = cli.main(["audit", "--check", "--json"])  # CI fails if a hot kernel spills or loses its HMMA
     doc = json.loads(capsys.readouterr().out)
     assert doc["kernels"], "a CUDA build has device code"
     assert {k["arch"] for k in doc["kernels"]} <= {"sm_80", "sm_90"}

@@ -25,7 +25,10 @@ from dataclasses import asdict, dataclass, field
 
 # Kernels that must not touch local memory: the conv implicit GEMMs (fprop/dgrad/wgrad) and the
 # tensor-core kernels. Matched against the mangled name.
-DEFAULT_HOT = r"implicit_gemm_kernel|conv2d_\w*(fprop|dgrad|wgrad)|tensorcore"
+# Hot kernels: the convolution main loops in the dtypes that run fast on a GPU (float32, float16,
+# bfloat16); float64 instantiations exist for exactness, not speed, and may spill. Matched against
+# the demangled name.
+DEFAULT_HOT = r"^(?!.*\bdouble\b).*(implicit_gemm_kernel|conv2d_\w*(fprop|dgrad|wgrad)|tensorcore)"
 DEFAULT_TENSORCORE = r"tensorcore"
 DEFAULT_THREADS = 256  # used when a kernel has no __launch_bounds__ (reported as assumed)
 
@@ -228,7 +231,7 @@ def audit_texts(res_text: str, sass_text: str, elf_text: str = "", hot: str = DE
         occ = occupancy(r.arch, r.registers, r.shared_bytes, r.threads)
         if occ:
             r.occupancy, r.blocks_per_sm, r.limiter = round(occ[0], 4), occ[1], occ[2]
-        if hot_re.search(func) and r.uses_local_memory:
+        if hot_re.search(r.demangled) and r.uses_local_memory:
             r.problems.append(f"uses local memory ({r.local_instructions} LDL/STL, stack {r.stack_bytes} B, "
                               f"local {r.local_bytes} B)")
         if tc_re.search(func) and r.hmma == 0:
