@@ -40,12 +40,15 @@ def extension():
         print("cuconv build: no CUDA sources in csrc/cuda, building the CPU runners only", flush=True)
         with_cuda = False
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp") + rel("csrc/sim/*.cpp")
-    cxx = ["-O3", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
+    # -fopenmp: torch is built with OpenMP, and at::parallel_for is an inline `#pragma omp parallel`
+    # in the caller's code; without the flag our CPU kernels would silently run on one thread.
+    cxx = ["-O3", "-fvisibility=hidden", "-Wall", "-Wno-unused-function", "-fopenmp"]
     debug = os.environ.get("CUCONV_DEBUG", "0") == "1"
     if debug:
-        cxx = ["-O0", "-g", "-fvisibility=hidden"]
+        cxx = ["-O0", "-g", "-fvisibility=hidden", "-fopenmp"]
     include_dirs = [os.path.join(ROOT, "csrc")]
-    kwargs = dict(name="cuconv._C", sources=sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx})
+    kwargs = dict(name="cuconv._C", sources=sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx},
+                  extra_link_args=["-fopenmp"])
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         sources += rel("csrc/cuda/*.cu")
