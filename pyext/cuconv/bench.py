@@ -307,9 +307,7 @@ def make_train_model(name: str) -> torch.nn.Module:
             from cuconv import models
         except ImportError:
             raise Skip("cuconv.models is not available") from None
-        if not hasattr(models, "resnet"):
-            raise Skip("cuconv.models has no resnet")
-        return models.resnet()
+        return models.ResNetCifar()  # ResNet-18 for CIFAR, torch.nn layers (converted like the others)
     raise ValueError(f"unknown model {name}")
 
 
