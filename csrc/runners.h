@@ -7,6 +7,9 @@
 //  - no tensor is empty (the router returns early), and outputs may hold garbage (or poison).
 #include <ATen/core/Tensor.h>
 
+#include <map>
+#include <string>
+
 #include "conv2d_params.h"
 #include "max_pool2d_params.h"
 
@@ -28,7 +31,15 @@ namespace cuconv {
                            const at::Tensor& indices, const at::Tensor& grad_input);
 
 namespace cpu { CUCONV_RUNNER_FUNCTIONS }
-namespace sim { CUCONV_RUNNER_FUNCTIONS }
+namespace sim {
+CUCONV_RUNNER_FUNCTIONS
+// The simulated device (csrc/sim/sim_device.cpp): its properties by name; setting some keeps the
+// rest, an empty map restores the default. And the grad-weight split-K factor it leads to.
+std::map<std::string, int64_t> device_properties();
+void set_device_properties(const std::map<std::string, int64_t>& props);
+int64_t conv2d_wgrad_splits(const at::Tensor& input, const at::Tensor& weight, c10::IntArrayRef stride,
+                            c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups);
+}  // namespace sim
 #ifdef CUCONV_WITH_CUDA
 namespace cuda {
 CUCONV_RUNNER_FUNCTIONS

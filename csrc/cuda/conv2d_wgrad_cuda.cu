@@ -15,7 +15,7 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
     using T = std::remove_pointer_t<decltype(tag)>;
     using Acc = kern::acc_t<T>;
     // split-K partial sums, reduced in a fixed order by a second kernel (no float atomics)
-    const at::Tensor workspace = at::empty({kern::conv2d_wgrad_workspace(p)},
+    const at::Tensor workspace = at::empty({kern::conv2d_wgrad_workspace(p, current_stream())},
                                            grad_output.options().dtype(sizeof(Acc) == 8 ? at::kDouble : at::kFloat));
     kern::conv2d_wgrad<T>(p, ptr<T>(grad_output), ptr<T>(input), mut_ptr<T>(grad_weight),
                           static_cast<Acc*>(workspace.data_ptr()), current_stream());

@@ -21,9 +21,9 @@ void conv2d_dgrad(const Conv2dParams& p, const T* gy, const T* w, T* gx, stream_
   if (conv2d_is_depthwise(p)) conv2d_depthwise_dgrad(p, gy, w, gx, st);
   else conv2d_dgrad_implicit_gemm(p, gy, w, gx, st);
 }
-// Workspace elements of acc_t<T> that conv2d_wgrad needs (0 for depthwise).
-inline int64_t conv2d_wgrad_workspace(const Conv2dParams& p) {
-  return conv2d_is_depthwise(p) ? 0 : conv2d_wgrad_workspace_elements(p);
+// Workspace elements of acc_t<T> that conv2d_wgrad needs on the stream's device (0 for depthwise).
+inline int64_t conv2d_wgrad_workspace(const Conv2dParams& p, stream_t stream) {
+  return conv2d_is_depthwise(p) ? 0 : conv2d_wgrad_workspace_elements(p, stream);
 }
 template <typename T>
 void conv2d_wgrad(const Conv2dParams& p, const T* gy, const T* x, T* gw, acc_t<T>* workspace, stream_t st) {

@@ -96,12 +96,12 @@ __global__ void __launch_bounds__(kDepthwiseThreads)
 
 template <typename T>
 void conv2d_depthwise_fprop(const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu, stream_t st) {
-  launch_kernel(&conv2d_depthwise_fprop_kernel<T>, dim3(grid_stride_blocks(p.N * p.K * p.P * p.Q, kDepthwiseThreads)),
+  launch_kernel(&conv2d_depthwise_fprop_kernel<T>, dim3(grid_stride_blocks(p.N * p.K * p.P * p.Q, kDepthwiseThreads, st)),
                 dim3(kDepthwiseThreads), 0, st, x, w, bias, y, p, relu);
 }
 template <typename T>
 void conv2d_depthwise_dgrad(const Conv2dParams& p, const T* gy, const T* w, T* gx, stream_t st) {
-  launch_kernel(&conv2d_depthwise_dgrad_kernel<T>, dim3(grid_stride_blocks(p.N * p.C * p.H * p.W, kDepthwiseThreads)),
+  launch_kernel(&conv2d_depthwise_dgrad_kernel<T>, dim3(grid_stride_blocks(p.N * p.C * p.H * p.W, kDepthwiseThreads, st)),
                 dim3(kDepthwiseThreads), 0, st, gy, w, gx, p);
 }
 template <typename T>

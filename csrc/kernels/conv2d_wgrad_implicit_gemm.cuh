@@ -67,27 +67,35 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// Split-K plan: chunks of the batch*space reduction, each a multiple of kBK; fixed by the shape only.
+// Split-K plan: chunks of the batch*space reduction, each a multiple of kBK. Enough chunks that the
+// grid fills the device twice over (output tiles alone rarely do: a weight is small), but none shorter
+// than kWgradMinChunk, below which the workspace traffic outweighs the parallelism. Fixed by the shape
+// and the device, so the same inputs on the same device give the same bits.
+constexpr int64_t kWgradMinChunk = 256, kWgradMaxSplits = 64;
 struct WgradSplit {
   int64_t splits, k_chunk;
 };
-inline WgradSplit conv2d_wgrad_split(const Conv2dParams& p) {
+inline WgradSplit conv2d_wgrad_split(const Conv2dParams& p, const DeviceProps& d) {
   const int64_t kdim = p.N * p.P * p.Q;
-  int64_t splits = ceil_div<int64_t>(kdim, 1024);
-  if (splits > 64) splits = 64;
+  const int64_t tiles = p.groups * ceil_div<int64_t>(p.K / p.groups, kBM) *
+                        ceil_div<int64_t>((p.C / p.groups) * p.R * p.S, kBN);
+  int64_t splits = ceil_div<int64_t>(2 * d.sm_count * resident_blocks_per_sm(d, kGemmThreads), tiles);
+  const int64_t by_length = ceil_div<int64_t>(kdim, kWgradMinChunk);
+  if (splits > by_length) splits = by_length;
+  if (splits > kWgradMaxSplits) splits = kWgradMaxSplits;
   if (splits < 1) splits = 1;
   const int64_t chunk = ceil_div<int64_t>(ceil_div<int64_t>(kdim, splits), kBK) * kBK;
   return {ceil_div<int64_t>(kdim, chunk), chunk};
 }
-// Workspace elements (of acc_t<T>) that conv2d_wgrad_implicit_gemm needs.
-inline int64_t conv2d_wgrad_workspace_elements(const Conv2dParams& p) {
-  return conv2d_wgrad_split(p).splits * p.K * (p.C / p.groups) * p.R * p.S;
+// Workspace elements (of acc_t<T>) that conv2d_wgrad_implicit_gemm needs on the stream's device.
+inline int64_t conv2d_wgrad_workspace_elements(const Conv2dParams& p, stream_t stream) {
+  return conv2d_wgrad_split(p, device_props(stream)).splits * p.K * (p.C / p.groups) * p.R * p.S;
 }
 
 template <typename T>
 void conv2d_wgrad_implicit_gemm(const Conv2dParams& p, const T* gy, const T* x, T* gw, acc_t<T>* workspace,
                                 stream_t stream) {
-  const WgradSplit split = conv2d_wgrad_split(p);
+  const WgradSplit split = conv2d_wgrad_split(p, device_props(stream));
   auto run = [&](auto cl_tag) {
     constexpr bool CL = decltype(cl_tag)::value;
     Conv2dWgradProblem<T, CL> prob{gy, x, workspace, p, p.K / p.groups, (p.C / p.groups) * p.R * p.S,
@@ -98,7 +106,7 @@ void conv2d_wgrad_implicit_gemm(const Conv2dParams& p, const T* gy, const T* x, 
   if (p.channels_last) run(std::true_type{});
   else run(std::false_type{});
   const int64_t count = p.K * (p.C / p.groups) * p.R * p.S;
-  launch_kernel(&conv2d_wgrad_split_reduce_kernel<T>, dim3(grid_stride_blocks(count, 256)), dim3(256), 0,
+  launch_kernel(&conv2d_wgrad_split_reduce_kernel<T>, dim3(grid_stride_blocks(count, 256, stream)), dim3(256), 0,
                 stream, workspace, gw, count, split.splits);
 }
 

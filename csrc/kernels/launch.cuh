@@ -5,19 +5,13 @@
 #include <cstddef>
 #include <utility>
 
+#include "device_props.cuh"
 #include "portable.cuh"
 
 namespace cuconv::kern {
 
 #if defined(__CUDACC__)
 using stream_t = cudaStream_t;
-// Blocks a grid-stride kernel needs to fill the current device (8 resident blocks per SM).
-inline int64_t grid_stride_block_cap() {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-    sms = 132;
-  return int64_t(sms) * 8;
-}
 // Defined in csrc/cuda/launch_check.cu (C10_CUDA_KERNEL_LAUNCH_CHECK): throws a c10::Error.
 void check_last_launch(const char* kernel_name);
 
@@ -28,9 +22,6 @@ void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_byte
 }
 #else
 using stream_t = std::nullptr_t;
-// The simulator runs one block at a time and each block's start costs a wake-up of all its threads:
-// few blocks, each striding over many elements, exercise the same code far faster.
-inline int64_t grid_stride_block_cap() { return 4; }
 
 template <typename... P, typename... A>
 void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_bytes, stream_t, A&&... args) {
@@ -38,9 +29,12 @@ void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem_byte
 }
 #endif
 
-// Grid for a grid-stride loop over `total` elements with `threads` per block.
-inline unsigned grid_stride_blocks(int64_t total, int threads) {
-  const int64_t blocks = (total + threads - 1) / threads, cap = grid_stride_block_cap();
+// Grid for a grid-stride loop over `total` elements with `threads` per block: one block per
+// `threads` elements, capped at what the device holds resident at once (more blocks would only
+// queue; each resident block strides over the rest).
+inline unsigned grid_stride_blocks(int64_t total, int threads, stream_t stream) {
+  const DeviceProps& d = device_props(stream);
+  const int64_t blocks = (total + threads - 1) / threads, cap = int64_t(d.sm_count) * resident_blocks_per_sm(d, threads);
   return unsigned(blocks < cap ? blocks : cap);
 }
 

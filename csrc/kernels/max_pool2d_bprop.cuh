@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kPoolBpropThreads)
 
 template <typename T>
 void max_pool2d_bprop(const MaxPool2dParams& p, const T* gy, const int64_t* indices, T* gx, stream_t stream) {
-  launch_kernel(&max_pool2d_bprop_kernel<T>, dim3(grid_stride_blocks(p.N * p.C * p.H * p.W, kPoolBpropThreads)),
+  launch_kernel(&max_pool2d_bprop_kernel<T>, dim3(grid_stride_blocks(p.N * p.C * p.H * p.W, kPoolBpropThreads, stream)),
                 dim3(kPoolBpropThreads), 0, stream, gy, indices, gx, p);
 }
 

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kPoolThreads)
 
 template <typename T>
 void max_pool2d_fprop(const MaxPool2dParams& p, const T* x, T* y, int64_t* indices, stream_t stream) {
-  launch_kernel(&max_pool2d_fprop_kernel<T>, dim3(grid_stride_blocks(p.N * p.C * p.P * p.Q, kPoolThreads)),
+  launch_kernel(&max_pool2d_fprop_kernel<T>, dim3(grid_stride_blocks(p.N * p.C * p.P * p.Q, kPoolThreads, stream)),
                 dim3(kPoolThreads), 0, stream, x, y, indices, p);
 }
 

@@ -14,10 +14,10 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
   dispatch_kernel_type(input, "conv2d", [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     run_simulated("conv2d", [&] {
-      // As on the GPU, 16-bit inputs take the tensor-core kernel. float32 stays on the exact kernel
+      // As on the GPU, 16-bit inputs take the tensor-core kernel (sm_80 and newer). float32 stays on the exact kernel
       // here (the GPU uses TF32 when allowed), so float32 simulator tests keep float32 tolerances.
       if constexpr (std::is_same_v<T, kern::half_t> || std::is_same_v<T, kern::bfloat16_t>) {
-        if (!is_depthwise(p)) {
+        if (!is_depthwise(p) && kern::simulated_device().cc_major >= 8) {
           kern::conv2d_fprop_tensorcore<T>(p, ptr<T>(input), ptr<T>(weight), ptr<T>(bias), mut_ptr<T>(output), relu,
                                            nullptr);
           return;
@@ -44,7 +44,7 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
     using T = std::remove_pointer_t<decltype(tag)>;
     using Acc = kern::acc_t<T>;
     const at::Tensor workspace =
-        at::empty({kern::conv2d_wgrad_workspace(p)}, grad_output.options().dtype(sizeof(Acc) == 8 ? at::kDouble : at::kFloat));
+        at::empty({kern::conv2d_wgrad_workspace(p, nullptr)}, grad_output.options().dtype(sizeof(Acc) == 8 ? at::kDouble : at::kFloat));
     run_simulated("conv2d_backward", [&] {
       kern::conv2d_wgrad<T>(p, ptr<T>(grad_output), ptr<T>(input), mut_ptr<T>(grad_weight),
                             static_cast<Acc*>(workspace.data_ptr()), nullptr);
