@@ -218,3 +218,18 @@ def test_real_cifar10_smoke(tmp_path, monkeypatch):
     rec = read_metrics(out)[0]
     assert sum(map(sum, rec["confusion_matrix"])) == 2000
     assert rec["test_accuracy"] > 0.25, rec["test_accuracy"]
+
+
+def test_compile_trains_like_eager(batches, tmp_path):
+    # --compile wraps the model in torch.compile (inductor); cuconv's ops trace through their fake
+    # kernels, so the compiled run learns what the eager one does and checkpoints the same keys.
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    assert run_cli(tiny(batches, eager, "--epochs", "1", "--no-plots", "--seed", "3")) == 0
+    assert run_cli(tiny(batches, compiled, "--epochs", "1", "--no-plots", "--seed", "3", "--compile")) == 0
+    a, b = read_metrics(eager)[-1], read_metrics(compiled)[-1]
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+    assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-3)
+    ka, kb = ctrain.load_checkpoint(str(eager))["model"], ctrain.load_checkpoint(str(compiled))["model"]
+    assert list(ka) == list(kb)
+    for key in ka:
+        torch.testing.assert_close(kb[key], ka[key], rtol=1e-3, atol=1e-4)
