@@ -66,3 +66,17 @@ def test_compile_and_opcheck():
             torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True),
             torch.randn(4, dtype=torch.float64, requires_grad=True), [1, 1], [1, 1], [1, 1], 1)
     torch.library.opcheck(torch.ops.cuconv.conv2d_bias_relu.default, args)
+
+
+def test_gradcheck_and_gradgradcheck(runner):
+    # ReLU's backward is threshold_backward on the saved output: first and second derivatives
+    # (away from the kink: inputs keep |pre-activation| well above gradcheck's eps).
+    torch.manual_seed(5)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    pre = F.conv2d(x, w, b, padding=1)
+    assert pre.abs().min() > 1e-4
+    fn = lambda x, w, b: cuconv.conv2d_relu(x, w, b, padding=1)
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))

@@ -99,7 +99,7 @@ def _conv2d_setup(ctx, inputs, output):
 
 
 def _conv2d_backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
+    input, weight = ctx.saved_tensors[:2]
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
     gi, gw, gb = _ops.conv2d_backward(grad_output, input, weight, *ctx.conf, mask)
     return (gi if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None, None)
@@ -110,11 +110,14 @@ torch.library.register_autograd("cuconv::conv2d", _conv2d_backward, setup_contex
 
 def _conv2d_bias_relu_setup(ctx, inputs, output):
     _conv2d_setup(ctx, inputs, output)
-    ctx.relu_mask = output > 0  # bool, an eighth of the output's memory in float64
+    # The output, not a mask of it: the next layer keeps it alive anyway, so no extra pass or memory.
+    ctx.save_for_backward(inputs[0], inputs[1], output)
 
 
 def _conv2d_bias_relu_backward(ctx, grad_output):
-    return _conv2d_backward(ctx, grad_output * ctx.relu_mask)
+    # ReLU's backward in one pass (grad where output > 0, else 0), differentiable for double backward.
+    output = ctx.saved_tensors[2]
+    return _conv2d_backward(ctx, torch.ops.aten.threshold_backward(grad_output, output, 0))
 
 
 torch.library.register_autograd("cuconv::conv2d_bias_relu", _conv2d_bias_relu_backward,
