@@ -67,6 +67,14 @@ def test_many_tiles_and_channel_tiles(runner):
     check(x, w, rand(70))
 
 
+@pytest.mark.parametrize("batch", [1, 9])
+def test_batches_in_chunks(batch):
+    # The CPU runner pools a few images at a time (cache-sized chunks of conv output, split across threads).
+    x = rand(batch, 8, 40, 39, grad=False)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        check(x.contiguous(memory_format=fmt), rand(16, 8, 3, 3, grad=False), rand(16, grad=False), padding=1)
+
+
 def test_float32(runner):
     x = torch.randn(2, 4, 10, 9)
     w = torch.randn(8, 4, 3, 3)

@@ -12,18 +12,20 @@ namespace cuconv::cpu {
 
 namespace {
 
-// Scratch bytes per thread: about half of a typical per-core L2.
-constexpr int64_t kScratchBytes = int64_t(512) << 10;
+// Scratch bytes per chunk: part of a per-core L2, which also holds the chunk's input and pooled output.
+constexpr int64_t kScratchBytes = int64_t(256) << 10;
 
 }  // namespace
 
 void conv2d_relu_max_pool2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                                     const at::Tensor& bias, const at::Tensor& output, const at::Tensor& indices) {
   const int64_t image_bytes = p.K * p.P * p.Q * int64_t(input.element_size());
-  // Images per chunk: as many as fit the scratch, but no more than an even share, so every thread has work.
+  // Chunks: enough that each one's conv output fits the scratch, a multiple of the thread count so the
+  // threads get even shares, and of equal size.
   const int64_t threads = at::get_num_threads();
-  const int64_t share = (p.N + threads - 1) / threads;
-  const int64_t per = std::max<int64_t>(1, std::min(share, kScratchBytes / std::max<int64_t>(1, image_bytes)));
+  const int64_t fit = (p.N * image_bytes + kScratchBytes - 1) / kScratchBytes;
+  const int64_t wanted = std::max<int64_t>(1, (fit + threads - 1) / threads) * threads;
+  const int64_t per = std::max<int64_t>(1, (p.N + wanted - 1) / wanted);
   const int64_t chunks = (p.N + per - 1) / per;
   const auto format = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   if (chunks < threads) {
