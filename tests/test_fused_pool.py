@@ -183,6 +183,30 @@ def test_simulated_float16_fused_kernel():
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
 
 
+def test_simulated_float16_tensor_cores():
+    # sm_80 (the simulator's default): 16-bit inputs take the tensor-core conv, then the pooling kernel, so the
+    # result is exactly cuconv's own unfused pair.
+    x, w, b = torch.randn(2, 4, 9, 10).half(), torch.randn(6, 4, 3, 3).half(), torch.randn(6).half()
+    with cuconv.simulate():
+        out, idx = conv2d_relu_max_pool2d(x, w, b, padding=1, return_indices=True)
+        ref, ref_idx = cuconv.max_pool2d(cuconv.conv2d_relu(x, w, b, padding=1), 2, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+
+
+@pytest.mark.skipif(not (cuconv._C.with_cuda and torch.cuda.is_available()), reason="needs a CUDA build and a GPU")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_cuda(dtype, fmt):
+    x = torch.randn(3, 8, 17, 14, device="cuda", dtype=dtype).contiguous(memory_format=fmt)
+    w, b = torch.randn(70, 8, 3, 3, device="cuda", dtype=dtype), torch.randn(70, device="cuda", dtype=dtype)
+    out, idx = conv2d_relu_max_pool2d(x, w, b, padding=1, return_indices=True)
+    ref, ref_idx = reference(x.double(), w.double(), b.double(), padding=1)
+    torch.testing.assert_close(out.double(), ref, **({} if dtype == torch.float64 else dict(atol=5e-2, rtol=1e-2)))
+    assert out.stride() == ref.stride()
+    if dtype == torch.float64:
+        assert torch.equal(idx, ref_idx)
+
+
 def test_opcheck():
     for fmt in (torch.contiguous_format, torch.channels_last):
         args = (rand(2, 3, 7, 6, fmt=fmt), rand(4, 3, 3, 3), rand(4), [1, 1], [1, 1], [1, 1], 1)
