@@ -3,6 +3,7 @@
 #include "checks.h"
 
 #include <tuple>
+#include <vector>
 
 #include <c10/util/Exception.h>
 
@@ -19,7 +20,35 @@ void check_pair(const char* op, const char* name, c10::IntArrayRef v) {
                     name, "=", v);
 }
 
+// max_pool2d's input must have non-empty planes (a batch of 0 is fine).
+void check_pool_input_size(c10::IntArrayRef sizes, bool channels_last) {
+  const size_t dim = sizes.size();
+  const bool ok = sizes[dim - 3] > 0 && sizes[dim - 2] > 0 && sizes[dim - 1] > 0;
+  if (channels_last) {
+    TORCH_CHECK(ok,
+                "Expected 4D (batch mode) tensor expected for input with channels_last layout with optional 0 dim "
+                "batch size for input, but got: ",
+                sizes);
+  } else {
+    TORCH_CHECK(ok, "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:", sizes);
+  }
+}
+
+void check_pooled_size(int64_t C, int64_t H, int64_t W, int64_t P, int64_t Q) {
+  TORCH_CHECK(P >= 1 && Q >= 1, "Given input size: (", C, "x", H, "x", W, "). Calculated output size: (", C, "x", P,
+              "x", Q, "). Output size is too small");
+}
+
 }  // namespace
+
+MaxPool2dParams check_relu_pool(const Conv2dParams& conv, bool batched) {
+  const MaxPool2dParams p = relu_pool_params(conv);
+  const std::vector<int64_t> batched_sizes{conv.N, conv.K, conv.P, conv.Q};
+  const c10::IntArrayRef sizes(batched_sizes);
+  check_pool_input_size(batched ? sizes : sizes.slice(1), conv.channels_last);
+  check_pooled_size(conv.K, conv.P, conv.Q, p.P, p.Q);
+  return p;
+}
 
 void check_runner_dtype(const char* op, const at::Tensor& t) {
   const auto st = t.scalar_type();
@@ -162,23 +191,13 @@ MaxPool2dParams check_max_pool2d(const at::Tensor& input, c10::IntArrayRef kerne
   const int64_t N = batched ? input.size(0) : 1;
   const int64_t C = input.size(dim - 3), H = input.size(dim - 2), W = input.size(dim - 1);
   const bool channels_last = batched && input.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  if (channels_last) {
-    TORCH_CHECK(C > 0 && H > 0 && W > 0,
-                "Expected 4D (batch mode) tensor expected for input with channels_last layout with optional 0 dim "
-                "batch size for input, but got: ",
-                input.sizes());
-  } else {
-    TORCH_CHECK(C > 0 && H > 0 && W > 0,
-                "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:",
-                input.sizes());
-  }
+  check_pool_input_size(input.sizes(), channels_last);
 
   MaxPool2dParams p{};
   p.N = N; p.C = C; p.H = H; p.W = W;
   p.P = pooled_size(H, kh, ph, sh, dh, ceil_mode);
   p.Q = pooled_size(W, kw, pw, sw, dw, ceil_mode);
-  TORCH_CHECK(p.P >= 1 && p.Q >= 1, "Given input size: (", C, "x", H, "x", W, "). Calculated output size: (", C, "x",
-              p.P, "x", p.Q, "). Output size is too small");
+  check_pooled_size(C, H, W, p.P, p.Q);
   p.kernel_h = kh; p.kernel_w = kw;
   p.stride_h = sh; p.stride_w = sw;
   p.pad_h = ph; p.pad_w = pw;

@@ -22,6 +22,10 @@ MaxPool2dParams check_max_pool2d(const at::Tensor& input, c10::IntArrayRef kerne
                                  c10::IntArrayRef stride, c10::IntArrayRef padding,
                                  c10::IntArrayRef dilation, bool ceil_mode);
 
+// The checks max_pool2d(kernel 2, stride 2) applies to a conv output of `conv`'s geometry (as the composition
+// max_pool2d(relu(conv2d(...)), 2) would report them), and that pooling's geometry.
+MaxPool2dParams check_relu_pool(const Conv2dParams& conv, bool batched);
+
 // The dtypes a runner supports for tensors on this device (with the simulator switch applied).
 void check_runner_dtype(const char* op, const at::Tensor& t);
 

@@ -30,6 +30,7 @@ struct Runner {
   decltype(&cpu::conv2d_backward_input) conv2d_backward_input;
   decltype(&cpu::conv2d_backward_weight) conv2d_backward_weight;
   decltype(&cpu::conv2d_backward_bias) conv2d_backward_bias;
+  decltype(&cpu::conv2d_relu_max_pool2d_forward) conv2d_relu_max_pool2d_forward;
   decltype(&cpu::max_pool2d_forward) max_pool2d_forward;
   decltype(&cpu::max_pool2d_backward) max_pool2d_backward;
 };
@@ -37,7 +38,8 @@ struct Runner {
 #define CUCONV_RUNNER_TABLE(ns)                                                                       \
   Runner {                                                                                            \
     &ns::conv2d_forward, &ns::conv2d_backward_input, &ns::conv2d_backward_weight,                     \
-        &ns::conv2d_backward_bias, &ns::max_pool2d_forward, &ns::max_pool2d_backward                  \
+        &ns::conv2d_backward_bias, &ns::conv2d_relu_max_pool2d_forward, &ns::max_pool2d_forward,      \
+        &ns::max_pool2d_backward                                                                      \
   }
 
 const Runner& runner_for(const at::Tensor& t) {
@@ -105,6 +107,32 @@ at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::
 at::Tensor conv2d_bias_relu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   return conv2d_impl(input, weight, bias, stride, padding, dilation, groups, /*relu=*/true);
+}
+
+// max_pool2d(relu(conv2d(...)), 2, 2) with its indices in one pass where a runner can: the same values and int64
+// indices (flat in the conv output plane) as the composition; an odd last row/column of the conv output is dropped.
+std::tuple<at::Tensor, at::Tensor> conv2d_bias_relu_max_pool2d(
+    const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const Conv2dParams p = check_conv2d(input, weight, bias, stride, padding, dilation, groups);
+  const bool batched = input.dim() == 4;
+  const MaxPool2dParams pool = check_relu_pool(p, batched);
+  const auto format = layout(p.channels_last);
+  at::Tensor output = new_output({p.N, p.K, pool.P, pool.Q}, input.options(), format);
+  at::Tensor indices = new_output({p.N, p.K, pool.P, pool.Q}, input.options().dtype(at::kLong), format);
+  if (output.numel() > 0) {
+    const bool has_bias = bias.has_value() && bias->defined();
+    if (p.C == 0) {
+      // No input channels: each plane is relu(bias), constant; the pooling decides the indices (NaN rules included).
+      at::Tensor conv_out = conv2d_impl(input, weight, bias, stride, padding, dilation, groups, /*relu=*/true);
+      runner_for(conv_out).max_pool2d_forward(pool, as_batched(conv_out, batched).contiguous(format), output, indices);
+    } else {
+      const at::Tensor x = as_batched(input, batched).contiguous(format);
+      const at::Tensor b = has_bias ? bias->contiguous() : at::Tensor();
+      runner_for(x).conv2d_relu_max_pool2d_forward(p, x, weight.contiguous(), b, output, indices);
+    }
+  }
+  return {as_given(output, batched), as_given(indices, batched)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
@@ -195,6 +223,8 @@ TORCH_LIBRARY(cuconv, m) {
         "int groups) -> Tensor");
   m.def("conv2d_bias_relu(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[] padding, int[2] dilation, "
         "int groups) -> Tensor");
+  m.def("conv2d_bias_relu_max_pool2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[] padding, "
+        "int[2] dilation, int groups) -> (Tensor output, Tensor indices)");
   m.def("conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[] padding, "
         "int[2] dilation, int groups, bool[3] output_mask) -> (Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
   m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
@@ -208,6 +238,7 @@ TORCH_LIBRARY(cuconv, m) {
   TORCH_LIBRARY_IMPL(cuconv, key, m) {                         \
     m.impl("conv2d", &conv2d);                                 \
     m.impl("conv2d_bias_relu", &conv2d_bias_relu);             \
+    m.impl("conv2d_bias_relu_max_pool2d", &conv2d_bias_relu_max_pool2d); \
     m.impl("conv2d_backward", &conv2d_backward);               \
     m.impl("max_pool2d", &max_pool2d);                         \
     m.impl("max_pool2d_backward", &max_pool2d_backward);       \

@@ -25,6 +25,10 @@ namespace cuconv {
                               const at::Tensor& input, const at::Tensor& grad_weight);         \
   void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output,              \
                             const at::Tensor& grad_bias);                                      \
+  /* output, indices = max_pool2d(relu(conv + bias), 2, 2) with indices: N x K x P/2 x Q/2 */  \
+  void conv2d_relu_max_pool2d_forward(const Conv2dParams& p, const at::Tensor& input,          \
+                                      const at::Tensor& weight, const at::Tensor& bias,        \
+                                      const at::Tensor& output, const at::Tensor& indices);    \
   void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input,                   \
                           const at::Tensor& output, const at::Tensor& indices);                \
   void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output,            \
@@ -50,6 +54,12 @@ void conv2d_forward_tensorcore(const Conv2dParams& p, const at::Tensor& input, c
                                const at::Tensor& bias, const at::Tensor& output, bool relu);
 }  // namespace cuda
 #endif
+
+// The 2x2, stride-2 max-pool that conv2d_relu_max_pool2d_forward applies to a conv output of p's
+// geometry (floor mode: an odd last row or column is dropped).
+inline MaxPool2dParams relu_pool_params(const Conv2dParams& p) {
+  return MaxPool2dParams{p.N, p.K, p.P, p.Q, p.P / 2, p.Q / 2, 2, 2, 2, 2, 0, 0, 1, 1, p.channels_last};
+}
 
 // Depthwise convolutions (one input channel per group) have a dedicated kernel; tensor-core tiles
 // would be almost empty for them.

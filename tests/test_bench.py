@@ -38,9 +38,10 @@ def test_cli_json_is_well_formed(tiny_run):
     assert report["ceiling"]["matmul_gflops"] > 0 and report["ceiling"]["copy_gbs"] > 0
     names = [r["name"] for r in report["rows"]]
     assert names == ["conv_fwd/seed.conv2/n2/float32/nchw", "conv_grad_weight/seed.conv2/n2/float32/nchw",
-                     "conv_bias_relu/seed.conv2/n2/float32/nchw", "pool_bwd/seed.pool2/n2/float32/nchw"]
+                     "conv_bias_relu/seed.conv2/n2/float32/nchw", "conv_bias_relu_pool/seed.conv2/n2/float32/nchw",
+                     "pool_bwd/seed.pool2/n2/float32/nchw"]
     timed = [r for r in report["rows"] if not r["skipped"]]
-    assert len(timed) >= 3
+    assert len(timed) >= 4
     for r in timed:
         for side in ("cuconv", "native"):
             s = r[side]
@@ -78,10 +79,12 @@ def test_case_filters():
     picked = bench.build_cases("cpu", batches=(32,), ops=["conv_grad"], shapes=[r"^r18\.sc"])
     assert {(c.op, c.shape) for c in picked} == {(op, f"r18.sc{i}") for op in ("conv_grad_input", "conv_grad_weight")
                                                  for i in (2, 3, 4)}
+    pooled = bench.build_cases("cpu", batches=(32,), ops=["conv_bias_relu_pool"])
+    assert {c.shape for c in pooled} == set(bench.CONV_RELU_POOL_SHAPES) == {"seed.conv1", "seed.conv2"}
 
 
 @pytest.mark.parametrize("name", ["conv_fwd/r18.l2.down", "conv_grad_input/r18.sc3", "conv_grad_weight/seed.conv2",
-                                  "pool_fwd/seed.pool2", "pool_bwd/seed.pool1"])
+                                  "conv_bias_relu_pool/seed.conv1", "pool_fwd/seed.pool2", "pool_bwd/seed.pool1"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_both_sides_compute_the_same(name, layout):
     # The ratio only means something if cuconv and native do the same work: compare in float64.

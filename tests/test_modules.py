@@ -84,7 +84,11 @@ def test_convert_keeps_weights_outputs_and_gradients():
     assert cuconv.convert(model) is model
     assert [id(p) for p in model.parameters()] == params_before  # optimizer still holds the live tensors
     kinds = [type(m) for m in model]
-    assert kinds.count(cuconv.nn.Conv2d) == 2 and kinds.count(cuconv.nn.MaxPool2d) == 2
+    # each Conv2d, ReLU, MaxPool2d(2) is one fused conv+bias+ReLU+pool; the ReLU and pool become Identity
+    assert kinds.count(cuconv.nn.Conv2d) == 2 and kinds.count(torch.nn.Identity) == 4
+    assert model[0].fused_pool and model[3].fused_pool
+    unfused = [type(m) for m in cuconv.convert(copy.deepcopy(ref), fuse_pool=False)]
+    assert unfused.count(cuconv.nn.MaxPool2d) == 2
     assert isinstance(model[0], torch.nn.Conv2d)  # still a torch.nn.Conv2d for isinstance checks
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     out, expect = model(x), ref(x)

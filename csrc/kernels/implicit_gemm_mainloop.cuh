@@ -8,14 +8,28 @@
 //   using Acc;  int64_t M, Ncols, Kdim, k_chunk, group_base;
 //   RowCtx a_row(g, m);  Acc a_load(const RowCtx&, kk);    // A[m, kk] of group g, 0 outside the input
 //   ColCtx b_col(g, n);  Acc b_load(const ColCtx&, kk);    // B[kk, n] of group g
-//   void store(g, split, m, n, Acc);                       // epilogue
+//   void store(g, split, m, n, Acc);                       // epilogue, one element at a time
+// or, instead of store, a column epilogue that sees all kTM rows a thread holds for one column:
+//   void store_column(g, split, m_first, n, const Acc (&col)[kTM]);  // rows m_first + i * kRowStep
+// It gets every column n < Ncols, and must itself skip rows past M (the fused pooling epilogue
+// reduces the kTM rows of a column to one output, so it bounds-checks that output instead).
 // Grid: x = M tiles, y = groups_in_launch * N tiles, z = split-K chunks of k_chunk (multiple of kBK).
+#include <type_traits>
+
 #include "launch.cuh"
 
 namespace cuconv::kern {
 
 constexpr int kGemmThreads = 256, kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4;
 static_assert((kBM / kTM) * (kBN / kTN) == kGemmThreads, "one 4x4 register tile per thread");
+// The rows of one thread's register tile are kRowStep apart: m0 + tx + i * kRowStep.
+constexpr int kRowStep = kBM / kTM;
+
+// Whether Problem has the column epilogue (store_column) rather than the per-element store.
+template <class Problem, class = void>
+struct has_column_epilogue : std::false_type {};
+template <class Problem>
+struct has_column_epilogue<Problem, std::void_t<decltype(&Problem::store_column)>> : std::true_type {};
 
 // A_M_FAST / B_N_FAST: neighbouring threads load neighbouring rows (columns) when true, neighbouring
 // kk otherwise; the launcher picks whichever is contiguous in memory, so loads coalesce.
@@ -27,7 +41,7 @@ __global__ void __launch_bounds__(kGemmThreads) implicit_gemm_kernel(const Probl
   CUCONV_SHARED(Acc, Bs, kBK * kBStride);
   constexpr int kALoads = kBK * kBM / kGemmThreads, kBLoads = kBK * kBN / kGemmThreads;
 
-  const int tid = int(threadIdx.x), tx = tid % (kBM / kTM), ty = tid / (kBM / kTM);
+  const int tid = int(threadIdx.x), tx = tid % kRowStep, ty = tid / kRowStep;
   const int64_t n_tiles = ceil_div<int64_t>(prob.Ncols, kBN);
   const int64_t g = prob.group_base + int64_t(blockIdx.y) / n_tiles;
   const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = (int64_t(blockIdx.y) % n_tiles) * kBN;
@@ -77,7 +91,7 @@ __global__ void __launch_bounds__(kGemmThreads) implicit_gemm_kernel(const Probl
     for (int kk = 0; kk < kBK; ++kk) {
       Acc a[kTM], b[kTN];
       CUCONV_UNROLL
-      for (int i = 0; i < kTM; ++i) a[i] = As[kk * kAStride + tx + i * (kBM / kTM)];
+      for (int i = 0; i < kTM; ++i) a[i] = As[kk * kAStride + tx + i * kRowStep];
       CUCONV_UNROLL
       for (int j = 0; j < kTN; ++j) b[j] = Bs[kk * kBStride + ty + j * (kBN / kTN)];
       CUCONV_UNROLL
@@ -88,15 +102,27 @@ __global__ void __launch_bounds__(kGemmThreads) implicit_gemm_kernel(const Probl
     __syncthreads();  // everyone is done reading before the next slice overwrites the tile
   }
 
-  // Thread tx owns rows tx, tx+16, ...: neighbouring threads store neighbouring rows (coalesced NCHW).
-  CUCONV_UNROLL
-  for (int i = 0; i < kTM; ++i) {
-    const int64_t m = m0 + tx + i * (kBM / kTM);
-    if (m >= prob.M) continue;
+  if constexpr (has_column_epilogue<Problem>::value) {
     CUCONV_UNROLL
     for (int j = 0; j < kTN; ++j) {
       const int64_t n = n0 + ty + j * (kBN / kTN);
-      if (n < prob.Ncols) prob.store(g, int64_t(blockIdx.z), m, n, acc[i][j]);
+      if (n >= prob.Ncols) continue;
+      Acc col[kTM];
+      CUCONV_UNROLL
+      for (int i = 0; i < kTM; ++i) col[i] = acc[i][j];
+      prob.store_column(g, int64_t(blockIdx.z), m0 + tx, n, col);
+    }
+  } else {
+    // Thread tx owns rows tx, tx+16, ...: neighbouring threads store neighbouring rows (coalesced NCHW).
+    CUCONV_UNROLL
+    for (int i = 0; i < kTM; ++i) {
+      const int64_t m = m0 + tx + i * kRowStep;
+      if (m >= prob.M) continue;
+      CUCONV_UNROLL
+      for (int j = 0; j < kTN; ++j) {
+        const int64_t n = n0 + ty + j * (kBN / kTN);
+        if (n < prob.Ncols) prob.store(g, int64_t(blockIdx.z), m, n, acc[i][j]);
+      }
     }
   }
 }

@@ -65,7 +65,9 @@ POOL_SHAPES = (
 # small local residual net so a residual model is always measured.
 TRAIN_MODELS = ("seed_cnn", "resnet_mini", "models.resnet")
 
-CONV_OPS = ("conv_fwd", "conv_grad_input", "conv_grad_weight", "conv_bias_relu")
+CONV_OPS = ("conv_fwd", "conv_grad_input", "conv_grad_weight", "conv_bias_relu", "conv_bias_relu_pool")
+# The conv layers followed by a ReLU and a 2x2 stride-2 max-pool (the conv_bias_relu_pool rows).
+CONV_RELU_POOL_SHAPES = ("seed.conv1", "seed.conv2")
 POOL_OPS = ("pool_fwd", "pool_bwd")
 TRAIN_OPS = ("train_step",)
 ALL_OPS = CONV_OPS + POOL_OPS + TRAIN_OPS
@@ -134,7 +136,8 @@ def build_cases(device="cpu", batches=None, dtypes=("float32",), layouts=("nchw"
     if batches is None:
         batches = (32,) if quick else ((32, 128) if device == "cpu" else (32, 128, 256))
     out = []
-    shape_names = [(op, s.name) for op in CONV_OPS for s in CONV_SHAPES] + \
+    shape_names = [(op, s.name) for op in CONV_OPS for s in CONV_SHAPES
+                   if op != "conv_bias_relu_pool" or s.name in CONV_RELU_POOL_SHAPES] + \
                   [(op, s.name) for op in POOL_OPS for s in POOL_SHAPES] + \
                   [(op, m) for op in TRAIN_OPS for m in TRAIN_MODELS]
     for op, shape in shape_names:
@@ -199,6 +202,13 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
             return Prepared(lambda: cu.conv2d_backward(gy, x, w, stride, pad, dil, 1, mask),
                             lambda: aten.convolution_backward(gy, x, w, None, stride, pad, dil, False, [0, 0], 1,
                                                               mask),
+                            flops, "GFLOP/s")
+        if case.op == "conv_bias_relu_pool":
+            two = [2, 2]
+            return Prepared(lambda: cu.conv2d_bias_relu_max_pool2d(x, w, b, stride, pad, dil, 1),
+                            lambda: aten.max_pool2d_with_indices(
+                                torch.relu_(aten.convolution(x, w, b, stride, pad, dil, False, [0, 0], 1)),
+                                two, two, [0, 0], [1, 1], False),
                             flops, "GFLOP/s")
         fused = _fused_op()
         if fused is None:

@@ -13,12 +13,17 @@ __all__ = ["Conv2d", "MaxPool2d"]
 
 class Conv2d(torch.nn.Conv2d):
     """torch.nn.Conv2d computed by cuconv.conv2d. With `fused_relu` set (cuconv.convert sets it for a
-    Conv2d followed by a ReLU) the module computes relu(conv2d(x)) in one pass."""
+    Conv2d followed by a ReLU) the module computes relu(conv2d(x)) in one pass; with `fused_pool` set
+    as well (a Conv2d, ReLU, 2x2 stride-2 MaxPool2d), max_pool2d(relu(conv2d(x)), 2, 2) in one pass."""
 
     fused_relu = False
+    fused_pool = False
 
     def _conv_forward(self, input, weight, bias):
-        conv = ops.conv2d_relu if self.fused_relu else ops.conv2d
+        if self.fused_pool:
+            conv = ops.conv2d_relu_max_pool2d
+        else:
+            conv = ops.conv2d_relu if self.fused_relu else ops.conv2d
         if self.padding_mode != "zeros":
             # reflect / replicate / circular: pad explicitly, then a valid convolution, as torch.
             return conv(F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode),
@@ -26,7 +31,8 @@ class Conv2d(torch.nn.Conv2d):
         return conv(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self):
-        return super().extra_repr() + (", fused_relu=True" if self.fused_relu else "")
+        return super().extra_repr() + (", fused_relu=True" if self.fused_relu else "") + \
+            (", fused_pool=True" if self.fused_pool else "")
 
     @classmethod
     def from_torch(cls, module: torch.nn.Conv2d) -> "Conv2d":

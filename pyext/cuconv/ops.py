@@ -64,6 +64,19 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     return out if batched else out.squeeze(0)
 
 
+@torch.library.register_fake("cuconv::conv2d_bias_relu_max_pool2d")
+def _conv2d_bias_relu_max_pool2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    top, left, bottom, right = _pads4(padding)
+    h, w = input.shape[-2:]
+    p = _conv_out(h, weight.shape[2], top + bottom, stride[0], dilation[0])
+    q = _conv_out(w, weight.shape[3], left + right, stride[1], dilation[1])
+    shape = (*input.shape[:-3], weight.shape[0], p // 2, q // 2)  # 2x2 windows, floor mode
+    # the conv output's layout, which the pooling keeps
+    cl = input.dim() == 4 and (_is_channels_last(input) or _is_channels_last(weight))
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    return _empty(shape, input, fmt), _empty(shape, input, fmt, dtype=torch.int64)
+
+
 @torch.library.register_fake("cuconv::conv2d_backward")
 def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
     cl = input.dim() == 4 and (_is_channels_last(input) or _is_channels_last(weight))
@@ -122,6 +135,34 @@ def _conv2d_bias_relu_backward(ctx, grad_output):
 
 torch.library.register_autograd("cuconv::conv2d_bias_relu", _conv2d_bias_relu_backward,
                                 setup_context=_conv2d_bias_relu_setup)
+
+
+_POOL_2X2 = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode
+
+
+def _conv2d_bias_relu_max_pool2d_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups = inputs
+    values, indices = output
+    ctx.mark_non_differentiable(indices)
+    # values > 0 is the ReLU's gradient: a window whose maximum is <= 0 passes none (its winner was clamped).
+    ctx.save_for_backward(input, weight, indices, values > 0)
+    ctx.conf = (list(stride), list(padding), list(dilation), groups)
+    ctx.has_bias = bias is not None
+
+
+def _conv2d_bias_relu_max_pool2d_backward(ctx, grad_output, grad_indices):
+    input, weight, indices, positive = ctx.saved_tensors
+    # The pooled gradient goes back to each window's winner in the conv output (max_pool2d_backward's
+    # scatter; `conv_like` only gives it the conv output's shape and layout), then through the conv.
+    conv_like = _conv2d_fake(input, weight, None, *ctx.conf)
+    grad_conv = _ops.max_pool2d_backward(grad_output * positive, conv_like, indices, *_POOL_2X2)
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    gi, gw, gb = _ops.conv2d_backward(grad_conv, input, weight, *ctx.conf, mask)
+    return (gi if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None, None)
+
+
+torch.library.register_autograd("cuconv::conv2d_bias_relu_max_pool2d", _conv2d_bias_relu_max_pool2d_backward,
+                                setup_context=_conv2d_bias_relu_max_pool2d_setup)
 
 
 def _conv2d_backward_setup(ctx, inputs, output):
@@ -228,6 +269,17 @@ def conv2d_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                 padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """relu(conv2d(...)) in one pass: the kernels apply bias and ReLU in their epilogue."""
     return _ops.conv2d_bias_relu(input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
+
+
+def conv2d_relu_max_pool2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                           stride: IntPair = 1, padding: Union[str, IntPair] = 0, dilation: IntPair = 1,
+                           groups: int = 1, return_indices: bool = False):
+    """F.max_pool2d(F.relu(F.conv2d(...)), 2, 2) in one pass: the kernels pool 2x2 windows of the
+    conv output in their epilogue. Indices (with return_indices) are torch's: flat in each conv output
+    plane; an odd last row/column of the conv output is dropped, as in floor mode."""
+    output, indices = _ops.conv2d_bias_relu_max_pool2d(input, weight, bias,
+                                                       *_conv_args(weight, stride, padding, dilation, groups))
+    return (output, indices) if return_indices else output
 
 
 def _conv_args(weight, stride, padding, dilation, groups):
