@@ -4,7 +4,7 @@ import torch  # noqa: F401  (loads libtorch, which _C links against)
 
 from . import _C
 from . import ops
-from .ops import conv2d, conv2d_relu, max_pool2d
+from .ops import conv2d, conv2d_relu, conv2d_relu_max_pool2d, max_pool2d
 from . import nn
 from .convert import convert
 from .simulate import simulate, _apply_environment
@@ -12,4 +12,4 @@ from .simulate import simulate, _apply_environment
 _apply_environment()
 
 __version__ = "0.1.0"
-__all__ = ["conv2d", "conv2d_relu", "max_pool2d", "nn", "convert", "simulate", "ops"]
+__all__ = ["conv2d", "conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d", "nn", "convert", "simulate", "ops"]

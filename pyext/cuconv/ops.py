@@ -145,17 +145,18 @@ def _conv2d_bias_relu_max_pool2d_setup(ctx, inputs, output):
     values, indices = output
     ctx.mark_non_differentiable(indices)
     # values > 0 is the ReLU's gradient: a window whose maximum is <= 0 passes none (its winner was clamped).
-    ctx.save_for_backward(input, weight, indices, values > 0)
+    ctx.save_for_backward(input, weight, indices, values)
     ctx.conf = (list(stride), list(padding), list(dilation), groups)
     ctx.has_bias = bias is not None
 
 
 def _conv2d_bias_relu_max_pool2d_backward(ctx, grad_output, grad_indices):
-    input, weight, indices, positive = ctx.saved_tensors
+    input, weight, indices, values = ctx.saved_tensors
     # The pooled gradient goes back to each window's winner in the conv output (max_pool2d_backward's
     # scatter; `conv_like` only gives it the conv output's shape and layout), then through the conv.
     conv_like = _conv2d_fake(input, weight, None, *ctx.conf)
-    grad_conv = _ops.max_pool2d_backward(grad_output * positive, conv_like, indices, *_POOL_2X2)
+    grad_pooled = torch.ops.aten.threshold_backward(grad_output, values, 0)  # one pass, differentiable
+    grad_conv = _ops.max_pool2d_backward(grad_pooled, conv_like, indices, *_POOL_2X2)
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
     gi, gw, gb = _ops.conv2d_backward(grad_conv, input, weight, *ctx.conf, mask)
     return (gi if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None, None)
