@@ -185,14 +185,6 @@ at::Tensor weight_rsc(const Conv2dParams& p, const T* w, bool k_major, int64_t l
   return out;
 }
 
-// The fused ReLU epilogue, on a GEMM's output block while it is still in cache.
-template <typename T>
-void relu_block(T* c, int64_t rows, int64_t cols, int64_t ldc) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j)
-      if (c[i * ldc + j] < T(0)) c[i * ldc + j] = T(0);  // NaN stays NaN, as torch.relu
-}
-
 // Work items for the outer parallel loop; when there are fewer than threads, the GEMMs split instead.
 bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
 
@@ -219,9 +211,9 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
         a.C = y + (n * p.K + g * Kg) * PQ, a.ldc = PQ;
         a.init = bias ? GemmInit::bias_row : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
+        a.relu = relu;  // applied in the micro-kernel's final store
         a.parallel = split;
         gemm(isa, a);
-        if (relu) relu_block(a.C, a.M, a.N, a.ldc);
       }
     });
   } else {
@@ -247,9 +239,9 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
         a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
         a.init = bias ? GemmInit::bias_col : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
+        a.relu = relu;
         a.parallel = split_b;
         gemm(isa, a);
-        if (relu) relu_block(a.C, a.M, a.N, a.ldc);
       }
     });
   }

@@ -1,6 +1,7 @@
 #pragma once
 // Cache blocking shared by the GEMM micro-kernels (included by gemm_*.cpp only). Kernel::run
-// computes one MR x NR tile of C over kc steps of K, handling partial tiles itself.
+// computes one MR x NR tile of C over kc steps of K, handling partial tiles itself, and applies
+// the ReLU to what it stores when told (last K block only).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@ void gemm_blocked(const GemmArgs<T>& g) {
     for (int64_t p0 = 0; p0 < g.K; p0 += KC) {
       const int64_t kc = std::min(KC, g.K - p0);
       const GemmInit init = p0 == 0 ? g.init : GemmInit::accumulate;
+      const bool relu = g.relu && p0 + kc == g.K;  // only the final sums are clamped
       for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
         const int64_t i1 = std::min(i0 + MC, g.M);
         for (int64_t t = t_begin; t < t_end; ++t) {
@@ -28,7 +30,7 @@ void gemm_blocked(const GemmArgs<T>& g) {
             const int mv = int(std::min(MR, g.M - i));
             const T* bias = init == GemmInit::bias_row ? g.bias + i : init == GemmInit::bias_col ? g.bias + j : nullptr;
             Kernel::run(kc, g.A + i * g.rsA + p0 * g.csA, g.rsA, g.csA, mv, g.B + p0 * g.ldb + j, g.ldb, nv,
-                        g.C + i * g.ldc + j, g.ldc, init, bias);
+                        g.C + i * g.ldc + j, g.ldc, init, bias, relu);
           }
         }
       }
