@@ -162,6 +162,10 @@ POOL_CASES = [
     (1, 4, 11, 17, (3, 3), (2, 2), (1, 1), (1, 1), False),   # overlapping, padded
     (2, 3, 9, 10, (3, 2), (1, 3), (1, 0), (2, 1), True),     # stride 3, dilation
     (1, 19, 8, 7, (2, 3), (1, 1), (0, 1), (1, 2), False),    # stride 1, many channels
+    (2, 16, 30, 30, (2, 2), (2, 2), (0, 0), (1, 1), False),  # 2x2/2 fast paths: NCHW rows of 15, NHWC C % 8 == 0
+    (1, 24, 13, 13, (2, 2), (2, 2), (0, 0), (1, 1), False),  # fast paths, odd input, rows of 6 (scalar NCHW)
+    (1, 8, 12, 34, (2, 2), (2, 2), (0, 0), (1, 1), True),    # ceil mode on even sizes: windows still inside
+    (1, 8, 9, 11, (2, 2), (2, 2), (0, 0), (1, 1), True),     # ceil mode, odd: the general path
 ]
 
 
