@@ -135,6 +135,26 @@ def test_conv2d_seed_cnn_layers_float32(isa, channels_last):
             _close(out, ref, torch.float32, what)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv2d_bias_relu_in_gemm_store(isa, channels_last, dtype):
+    """The ReLU lives in the micro-kernel's store of the last K block: with C*R*S = 360 the sums span
+    two K blocks (256 + 104), so clamping an intermediate block would show; partial tiles both ways;
+    NaN inputs must come out NaN (as torch.relu), not 0."""
+    x = torch.randn(3, 40, 9, 7, dtype=dtype)
+    x[1, 5, 4, 3] = float("nan")
+    x = _fmt(x, channels_last)
+    w, b = torch.randn(19, 40, 3, 3, dtype=dtype), torch.randn(19, dtype=dtype)
+    y = ops.conv2d_bias_relu(x, w, b, [1, 1], [1, 1], [1, 1], 1)
+    ref = torch.relu(F.conv2d(x.double(), w.double(), b.double(), 1, 1))
+    nan = torch.isnan(ref)
+    assert nan.any() and not nan.all()
+    assert torch.equal(torch.isnan(y), nan)
+    _close(y.double().masked_fill(nan, 0), ref.masked_fill(nan, 0), dtype, "fused forward")
+    assert (y.masked_fill(nan, 0) >= 0).all() and (y == 0).any() and (y > 0).any()
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 POOL_CASES = [
     (2, 3, 30, 30, (2, 2), (2, 2), (0, 0), (1, 1), False),   # the seed CNN's pool, even
@@ -142,6 +162,10 @@ POOL_CASES = [
     (1, 4, 11, 17, (3, 3), (2, 2), (1, 1), (1, 1), False),   # overlapping, padded
     (2, 3, 9, 10, (3, 2), (1, 3), (1, 0), (2, 1), True),     # stride 3, dilation
     (1, 19, 8, 7, (2, 3), (1, 1), (0, 1), (1, 2), False),    # stride 1, many channels
+    (2, 16, 30, 30, (2, 2), (2, 2), (0, 0), (1, 1), False),  # 2x2/2 fast paths: NCHW rows of 15, NHWC C % 8 == 0
+    (1, 24, 13, 13, (2, 2), (2, 2), (0, 0), (1, 1), False),  # fast paths, odd input, rows of 6 (scalar NCHW)
+    (1, 8, 12, 34, (2, 2), (2, 2), (0, 0), (1, 1), True),    # ceil mode on even sizes: windows still inside
+    (1, 8, 9, 11, (2, 2), (2, 2), (0, 0), (1, 1), True),     # ceil mode, odd: the general path
 ]
 
 

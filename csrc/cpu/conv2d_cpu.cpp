@@ -3,6 +3,9 @@
 //  - forward NHWC:  y_n[PQ, K]  = col_n[PQ, RSC] * Wt[RSC, K]  (+ bias per column)
 //  - grad input: dcol = W^T * grad_output, then col2im adds dcol into grad_input (measured faster
 //    here than a forward conv of grad_output with the flipped weight, even at stride 1).
+//  - small feature maps (deep layers) join several images into one GEMM (NHWC forward and grad
+//    input, NCHW grad input at 4x4 and below, grad weight), so the weight or the partial is
+//    streamed once per few hundred positions instead of once per image.
 //  - grad weight: per fixed batch chunk, partial[CRS, K] = sum_n col_n * grad_output_n^T, then a
 //    fixed-order sum of the chunk partials. The chunking depends on the shapes only, and every
 //    output element is summed by one thread in a fixed order, so all results are bitwise the
@@ -29,7 +32,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // for small layers. Each call site uses its own slot so buffers in use at once never alias.
 template <typename T>
 T* scratch(int slot, int64_t n) {
-  thread_local at::Tensor cache[3];
+  thread_local at::Tensor cache[4];
   const int64_t bytes = n * int64_t(sizeof(T));
   if (!cache[slot].defined() || cache[slot].numel() < bytes) cache[slot] = at::empty({bytes}, at::kByte);
   return reinterpret_cast<T*>(cache[slot].data_ptr());
@@ -185,13 +188,9 @@ at::Tensor weight_rsc(const Conv2dParams& p, const T* w, bool k_major, int64_t l
   return out;
 }
 
-// The fused ReLU epilogue, on a GEMM's output block while it is still in cache.
-template <typename T>
-void relu_block(T* c, int64_t rows, int64_t cols, int64_t ldc) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j)
-      if (c[i * ldc + j] < T(0)) c[i * ldc + j] = T(0);  // NaN stays NaN, as torch.relu
-}
+// Images joined into one GEMM when feature maps are small: about 256 positions per GEMM, so the
+// weight is read once per 256 instead of once per image. Depends on the shapes only.
+int64_t images_per_gemm(int64_t N, int64_t PQ) { return std::min(N, std::max<int64_t>(1, 256 / PQ)); }
 
 // Work items for the outer parallel loop; when there are fewer than threads, the GEMMs split instead.
 bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
@@ -202,9 +201,10 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
   const bool direct = reads_input_directly(p);
-  const bool split = gemm_should_split(p.N * G);
   if (!p.channels_last) {
+    // One image per GEMM: joining small maps side by side (as NHWC does) measured slower here.
     const int64_t ldcol = pitch(PQ);
+    const bool split = gemm_should_split(p.N * G);
     at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
       // Columns past PQ are never read (the GEMM masks its edge tiles), so no zeroing is needed.
       T* col = direct ? nullptr : scratch<T>(0, CRS * ldcol);
@@ -219,9 +219,9 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
         a.C = y + (n * p.K + g * Kg) * PQ, a.ldc = PQ;
         a.init = bias ? GemmInit::bias_row : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
+        a.relu = relu;  // applied in the micro-kernel's final store
         a.parallel = split;
         gemm(isa, a);
-        if (relu) relu_block(a.C, a.M, a.N, a.ldc);
       }
     });
   } else {
@@ -230,7 +230,7 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
     const T* wt_ptr = wt.const_data_ptr<T>();
     // Images per GEMM: NHWC rows of consecutive images are consecutive, so small feature maps
     // (deep layers) join images until a GEMM has ~256 rows and the weight is read once for all.
-    const int64_t per = std::min(p.N, std::max<int64_t>(1, 256 / PQ));
+    const int64_t per = images_per_gemm(p.N, PQ);
     const int64_t blocks = ceil_div(p.N, per);
     const bool split_b = gemm_should_split(blocks * G);
     at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
@@ -247,9 +247,9 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
         a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
         a.init = bias ? GemmInit::bias_col : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
+        a.relu = relu;
         a.parallel = split_b;
         gemm(isa, a);
-        if (relu) relu_block(a.C, a.M, a.N, a.ldc);
       }
     });
   }
@@ -260,42 +260,70 @@ void backward_input_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* w
                          const at::TensorOptions& opts) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
-  const bool split = gemm_should_split(p.N * G);
+  // Several images per GEMM when feature maps are small (see images_per_gemm); NCHW only for the
+  // smallest maps and real windows (measured: a gain for 3x3 at 4x4, a loss at 8x8 and for 1x1).
+  const int64_t per = p.channels_last || (PQ < 64 && p.R * p.S > 1) ? images_per_gemm(p.N, PQ) : 1;
+  const int64_t blocks = ceil_div(p.N, per);
   if (!p.channels_last) {
-    at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
-      T* dcol = scratch<T>(1, CRS * PQ);
+    // W^T per group, [g][c*R*S + rs][k]: the GEMM's A then runs along K in memory (no per-call packing).
+    at::Tensor wt_t = at::empty({G * CRS * Kg}, opts);
+    T* wt = wt_t.data_ptr<T>();
+    // In 16 x 16 blocks, so both the reads and the writes stay within a few cache lines.
+    const int64_t iblocks = ceil_div(CRS, 16);
+    at::parallel_for(0, G * iblocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t n = item / G, g = item % G;
+        const int64_t g = item / iblocks, i0 = (item % iblocks) * 16, i1 = std::min(i0 + 16, CRS);
+        for (int64_t k0 = 0; k0 < Kg; k0 += 16)
+          for (int64_t i = i0; i < i1; ++i)
+            for (int64_t k = k0; k < std::min(k0 + 16, Kg); ++k)
+              wt[(g * CRS + i) * Kg + k] = w[(g * Kg + k) * CRS + i];
+      }
+    });
+    const bool split = gemm_should_split(blocks * G);
+    at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
+      T* dcol = scratch<T>(1, CRS * per * PQ);
+      T* gyb = per > 1 ? scratch<T>(2, Kg * per * PQ) : nullptr;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
+        const T* gyg = gy + (n0 * p.K + g * Kg) * PQ;
+        if (per > 1)  // the images' [Kg][PQ] blocks side by side: gyb[k][i*PQ + j]
+          for (int64_t k = 0; k < Kg; ++k)
+            for (int64_t i = 0; i < nb; ++i)
+              std::memcpy(gyb + k * nb * PQ + i * PQ, gyg + (i * p.K + k) * PQ, PQ * sizeof(T));
         GemmArgs<T> a;
-        a.M = CRS, a.N = PQ, a.K = Kg;
-        a.A = w + g * Kg * CRS, a.rsA = 1, a.csA = CRS;
-        a.B = gy + (n * p.K + g * Kg) * PQ, a.ldb = PQ;
-        a.C = dcol, a.ldc = PQ;
+        a.M = CRS, a.N = nb * PQ, a.K = Kg;
+        a.A = wt + g * CRS * Kg, a.rsA = Kg, a.csA = 1;
+        a.B = per > 1 ? gyb : gyg, a.ldb = nb * PQ;
+        a.C = dcol, a.ldc = nb * PQ;
         a.parallel = split;
         gemm(isa, a);
-        T* gxg = gx + (n * p.C + g * Cg) * HW;
-        std::fill(gxg, gxg + Cg * HW, T(0));
-        col2im_nchw(p, dcol, PQ, gxg);
+        for (int64_t i = 0; i < nb; ++i) {
+          T* gxg = gx + ((n0 + i) * p.C + g * Cg) * HW;
+          std::fill(gxg, gxg + Cg * HW, T(0));
+          col2im_nchw(p, dcol + i * PQ, nb * PQ, gxg);
+        }
       }
     });
   } else {
     const int64_t ldw = pitch(CRS);
     const at::Tensor wk = weight_rsc(p, w, /*k_major=*/true, ldw, opts);
     const T* wk_ptr = wk.const_data_ptr<T>();
-    at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
-      T* dcol = scratch<T>(1, PQ * CRS);
-      for (int64_t n = begin; n < end; ++n) {
-        T* gxn = gx + n * HW * p.C;
-        std::fill(gxn, gxn + HW * p.C, T(0));
+    const bool split = gemm_should_split(blocks);
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      T* dcol = scratch<T>(1, per * PQ * CRS);
+      for (int64_t blk = begin; blk < end; ++blk) {
+        const int64_t n0 = blk * per, nb = std::min(per, p.N - n0);
+        T* gxn = gx + n0 * HW * p.C;
+        std::fill(gxn, gxn + nb * HW * p.C, T(0));
         for (int64_t g = 0; g < G; ++g) {
           GemmArgs<T> a;
-          a.M = PQ, a.N = CRS, a.K = Kg;
-          a.A = gy + n * PQ * p.K + g * Kg, a.rsA = p.K, a.csA = 1;
+          a.M = nb * PQ, a.N = CRS, a.K = Kg;
+          a.A = gy + n0 * PQ * p.K + g * Kg, a.rsA = p.K, a.csA = 1;
           a.B = wk_ptr + g * Kg * ldw, a.ldb = ldw;
           a.C = dcol, a.ldc = CRS;
-          a.parallel = gemm_should_split(p.N);
+          a.parallel = split;
           gemm(isa, a);
-          col2im_nhwc(p, dcol, g, gxn);
+          for (int64_t i = 0; i < nb; ++i) col2im_nhwc(p, dcol + i * PQ * CRS, g, gxn + i * HW * p.C);
         }
       }
     });
@@ -307,20 +335,22 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
                           const at::TensorOptions& opts) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S, RS = p.R * p.S;
-  const bool direct = reads_input_directly(p);
-  // Fixed split of the batch: up to 8 chunks, fewer when the partials would be large.
-  int64_t chunks = std::min<int64_t>(p.N, 8);
-  while (chunks > 1 && chunks * G * CRS * Kg > (int64_t(1) << 23)) --chunks;
-  T* part = scratch<T>(2, chunks * G * CRS * Kg);  // slot 2: the parallel chunks use 0 and 1
+  // Images per GEMM: their positions are concatenated along the GEMM's K, so small feature maps
+  // sum ~512 positions per pass over the partial instead of one image's few. Fixed by the shapes.
+  const int64_t per = std::max<int64_t>(1, 512 / PQ);
+  // NCHW images are not adjacent along K, so joined images go through im2col (a copy for 1x1).
+  const bool direct = reads_input_directly(p) && (p.channels_last || per == 1);
+  // Fixed split of the batch into 8, 4, 2 or 1 chunks (even work for 2, 4 or 8 threads), fewer when
+  // the partials would be large.
+  int64_t chunks = 8;
+  while (chunks > 1 && (chunks > p.N || chunks * G * CRS * Kg > (int64_t(1) << 23))) chunks /= 2;
+  T* part = scratch<T>(3, chunks * G * CRS * Kg);  // slot 3: the parallel chunks use 0 and 1
   const bool split = gemm_should_split(chunks);
-  const int64_t ldcol = pitch(PQ), ldg = pitch(Kg);
+  const int64_t most = std::min(per, ceil_div(p.N, chunks));  // images in one GEMM at most
+  const int64_t ldcol = pitch(most * PQ), ldg = pitch(Kg);
   // NHWC: grad_output rows are K apart; copy them to a better pitch when K is a bad one.
   const bool copy_gy = p.channels_last && !pitch_ok(p.K);
-  // NHWC: images per GEMM (their rows are consecutive), so small feature maps sum ~256 positions per
-  // pass over the partial instead of one image's few. Fixed by the shapes, like the chunks.
-  const int64_t per = p.channels_last ? std::max<int64_t>(1, 256 / PQ) : 1;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    const int64_t most = std::min(per, ceil_div(p.N, chunks));
     T* col = direct ? nullptr : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
     T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, most * PQ * ldg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
@@ -335,11 +365,12 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
           a.parallel = split;
           if (!p.channels_last) {
             const T* xg = x + (n * p.C + g * Cg) * HW;
-            if (!direct) im2col_nchw(p, xg, col, ldcol);
+            for (int64_t i = 0; i < nb && !direct; ++i) im2col_nchw(p, xg + i * p.C * HW, col + i * PQ, ldcol);
             a.A = direct ? xg : col, a.rsA = direct ? HW : ldcol, a.csA = 1;
-            const T* gyg = gy + (n * p.K + g * Kg) * PQ;  // [Kg][PQ] -> gyt[PQ][Kg]
-            for (int64_t k = 0; k < Kg; ++k)
-              for (int64_t i = 0; i < PQ; ++i) gyt[i * ldg + k] = gyg[k * PQ + i];
+            const T* gyg = gy + (n * p.K + g * Kg) * PQ;  // [nb][K][PQ] -> gyt[nb*PQ][Kg]
+            for (int64_t i = 0; i < nb; ++i)
+              for (int64_t k = 0; k < Kg; ++k)
+                for (int64_t j = 0; j < PQ; ++j) gyt[(i * PQ + j) * ldg + k] = gyg[(i * p.K + k) * PQ + j];
             a.B = gyt, a.ldb = ldg;
           } else {
             const T* xn = x + n * HW * p.C;
@@ -357,17 +388,27 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
         }
     }
   });
-  // gw[g*Kg + k][c][r][s] = sum over chunks in order of partial[chunk][g][i][k].
-  at::parallel_for(0, p.K, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t kk = begin; kk < end; ++kk) {
-      const int64_t g = kk / Kg, k = kk % Kg;
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t rs = 0; rs < RS; ++rs) {
-          const int64_t i = p.channels_last ? rs * Cg + c : c * RS + rs;
-          T acc = part[(0 * G + g) * CRS * Kg + i * Kg + k];
-          for (int64_t chunk = 1; chunk < chunks; ++chunk) acc += part[(chunk * G + g) * CRS * Kg + i * Kg + k];
-          gw[(kk * Cg + c) * RS + rs] = acc;
+  // gw[g*Kg + k][c][r][s] = sum over chunks in order of partial[chunk][g][i][k]. Walked in blocks of
+  // kBlock k's down all rows i, so each partial is read in contiguous runs (not one line per element)
+  // and the kBlock output rows being written stay in cache.
+  constexpr int64_t kBlock = 16;
+  const int64_t kblocks = ceil_div(Kg, kBlock);
+  at::parallel_for(0, G * kblocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t g = item / kblocks, k0 = (item % kblocks) * kBlock, kn = std::min(kBlock, Kg - k0);
+      const T* part_g = part + g * CRS * Kg + k0;
+      T* gw_g = gw + (g * Kg + k0) * CRS;
+      for (int64_t i = 0; i < CRS; ++i) {
+        T acc[kBlock];
+        for (int64_t k = 0; k < kn; ++k) acc[k] = part_g[i * Kg + k];
+        for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+          const T* src = part_g + chunk * G * CRS * Kg + i * Kg;
+          for (int64_t k = 0; k < kn; ++k) acc[k] += src[k];
         }
+        // Row i is (c, rs) = (i / RS, i % RS) in NCHW's im2col order, (i % Cg, i / Cg) in NHWC's.
+        const int64_t o = p.channels_last ? (i % Cg) * RS + i / Cg : i;
+        for (int64_t k = 0; k < kn; ++k) gw_g[k * CRS + o] = acc[k];
+      }
     }
   });
 }

@@ -29,7 +29,8 @@ struct Avx2Kernel6x16 {
   CUCONV_AVX2 static inline __attribute__((always_inline)) void tile(int64_t kc, const float* A, int64_t rsA,
                                                                       int64_t csA, int mv, const float* B, int64_t ldb,
                                                                       float* C, int64_t ldc, GemmInit init,
-                                                                      const float* bias, __m256i m0, __m256i m1) {
+                                                                      const float* bias, bool relu, __m256i m0,
+                                                                      __m256i m1) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
 #define CUCONV_INIT_ROW(i, r0, r1)                                       \
@@ -93,6 +94,17 @@ struct Avx2Kernel6x16 {
       off += csA;
       B += ldb;
     }
+    // max(0, x) returns its second operand when either is NaN, so a NaN sum stays NaN (and -0 stays
+    // -0), as torch.relu.
+    if (relu) {
+      const __m256 zero = _mm256_setzero_ps();
+      c00 = _mm256_max_ps(zero, c00), c01 = _mm256_max_ps(zero, c01);
+      c10 = _mm256_max_ps(zero, c10), c11 = _mm256_max_ps(zero, c11);
+      c20 = _mm256_max_ps(zero, c20), c21 = _mm256_max_ps(zero, c21);
+      c30 = _mm256_max_ps(zero, c30), c31 = _mm256_max_ps(zero, c31);
+      c40 = _mm256_max_ps(zero, c40), c41 = _mm256_max_ps(zero, c41);
+      c50 = _mm256_max_ps(zero, c50), c51 = _mm256_max_ps(zero, c51);
+    }
 #define CUCONV_STORE_ROW(i, r0, r1)                      \
     if (i < mv) {                                        \
       if (kMasked) {                                     \
@@ -113,13 +125,14 @@ struct Avx2Kernel6x16 {
   }
 
   CUCONV_AVX2 static void run(int64_t kc, const float* A, int64_t rsA, int64_t csA, int mv, const float* B,
-                              int64_t ldb, int nv, float* C, int64_t ldc, GemmInit init, const float* bias) {
+                              int64_t ldb, int nv, float* C, int64_t ldc, GemmInit init, const float* bias,
+                              bool relu) {
     __m256i m0 = _mm256_set1_epi32(-1), m1 = m0;
     if (nv < NR) {
       masks(nv, m0, m1);
-      tile<true>(kc, A, rsA, csA, mv, B, ldb, C, ldc, init, bias, m0, m1);
+      tile<true>(kc, A, rsA, csA, mv, B, ldb, C, ldc, init, bias, relu, m0, m1);
     } else {
-      tile<false>(kc, A, rsA, csA, mv, B, ldb, C, ldc, init, bias, m0, m1);
+      tile<false>(kc, A, rsA, csA, mv, B, ldb, C, ldc, init, bias, relu, m0, m1);
     }
   }
 };

@@ -5,7 +5,9 @@
 //   C(i,j) = C[i*ldc + j].
 // Each C element is summed over p in increasing order by exactly one thread, so results do not
 // depend on the thread count. Register-blocked micro-kernels (AVX2+FMA 6x16 for float, portable
-// C++ otherwise) walk K in cache-sized blocks; no operand is copied or packed.
+// C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed per block into
+// per-thread buffers (gemm_driver.h). An optional ReLU is
+// applied in the micro-kernel's store of the last K block, while the tile is still in registers.
 #include <cstdint>
 
 #include "cpu_isa.h"
@@ -30,6 +32,7 @@ struct GemmArgs {
   int64_t ldc;
   GemmInit init = GemmInit::zero;
   const T* bias = nullptr;
+  bool relu = false;      // C = max(C, 0) as the final result is stored (NaN stays NaN, as torch.relu)
   bool parallel = false;  // split the columns over threads (for calls not already inside a parallel region)
 };
 

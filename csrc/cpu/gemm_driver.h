@@ -1,34 +1,109 @@
 #pragma once
 // Cache blocking shared by the GEMM micro-kernels (included by gemm_*.cpp only). Kernel::run
-// computes one MR x NR tile of C over kc steps of K, handling partial tiles itself.
+// computes one MR x NR tile of C over kc steps of K, handling partial tiles itself, and applies
+// the ReLU to what it stores when told (last K block only).
+//
+// Operands are packed per cache block (Goto's scheme) into per-thread buffers:
+//  - B: a kc x NC block becomes NR-wide slivers, each kc x NR contiguous. Unpacked, a sliver's rows
+//    are ldb apart: for ldb of a few hundred floats its 256 rows span 100+ pages (more than the L1
+//    TLB holds) and map onto few L1 sets.
+//  - A: packed into MR-row panels (kc x MR contiguous) when its K stride is not 1 (a transposed
+//    weight, NHWC im2col columns): every K step would otherwise touch a new line and page.
+// Packing copies values only, so each C element is still summed over p in increasing order, by one
+// thread: results do not depend on the thread count or on whether a block was packed.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
+#include <vector>
 
 #include "gemm_cpu.h"
 
 namespace cuconv::cpu {
 
+// B[p0.., j0..] (kc rows, tiles NR-wide columns) into kc x NR slivers; columns past N are zero.
+template <typename T, int64_t NR>
+void pack_b(const T* B, int64_t ldb, int64_t kc, int64_t j0, int64_t tiles, int64_t N, T* out) {
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t j = j0 + t * NR, nv = std::min(NR, N - j);
+    T* dst = out + t * kc * NR;
+    const T* src = B + j;
+    if (nv == NR) {
+      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * NR, src + p * ldb, NR * sizeof(T));
+    } else {
+      for (int64_t p = 0; p < kc; ++p) {
+        for (int64_t c = 0; c < nv; ++c) dst[p * NR + c] = src[p * ldb + c];
+        for (int64_t c = nv; c < NR; ++c) dst[p * NR + c] = T(0);
+      }
+    }
+  }
+}
+
+// Rows i0..i1 of A (columns p0.., kc of them) into kc x MR panels; rows past i1 are zero.
+template <typename T, int64_t MR>
+void pack_a(const T* A, int64_t rsA, int64_t csA, int64_t kc, int64_t rows, T* out) {
+  for (int64_t i = 0; i < rows; i += MR) {
+    const int64_t mv = std::min(MR, rows - i);
+    T* dst = out + i * kc;
+    const T* src = A + i * rsA;
+    if (rsA == 1) {  // the MR rows of one K step are adjacent: contiguous MR-element copies
+      for (int64_t p = 0; p < kc; ++p) {
+        for (int64_t r = 0; r < mv; ++r) dst[p * MR + r] = src[p * csA + r];
+        for (int64_t r = mv; r < MR; ++r) dst[p * MR + r] = T(0);
+      }
+    } else {
+      for (int64_t p = 0; p < kc; ++p) {
+        for (int64_t r = 0; r < mv; ++r) dst[p * MR + r] = src[r * rsA + p * csA];
+        for (int64_t r = mv; r < MR; ++r) dst[p * MR + r] = T(0);
+      }
+    }
+  }
+}
+
+template <typename T>
+T* gemm_buffer(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
 template <class Kernel, typename T>
 void gemm_blocked(const GemmArgs<T>& g) {
   constexpr int64_t MR = Kernel::MR, NR = Kernel::NR;
-  constexpr int64_t KC = 256;       // a kc x NR sliver of B stays in L1
-  constexpr int64_t MC = MR * 16;   // an MC x kc block of A stays in L2
+  constexpr int64_t KC = 256;        // a kc x NR sliver of B stays in L1
+  constexpr int64_t MC = MR * 16;    // an MC x kc block of A stays in L2
+  constexpr int64_t NC_TILES = 16;   // a kc x NC block of packed B (NC = 16 NR) stays in L2
   const int64_t n_tiles = (g.N + NR - 1) / NR;
+  // Packing B pays off once its block is reused by more than one row tile; A only when strided in K.
+  const bool pack_B = g.M > MR;
+  const bool pack_A = g.csA != 1;
   auto run_columns = [&](int64_t t_begin, int64_t t_end) {
-    for (int64_t p0 = 0; p0 < g.K; p0 += KC) {
-      const int64_t kc = std::min(KC, g.K - p0);
-      const GemmInit init = p0 == 0 ? g.init : GemmInit::accumulate;
-      for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
-        const int64_t i1 = std::min(i0 + MC, g.M);
-        for (int64_t t = t_begin; t < t_end; ++t) {
-          const int64_t j = t * NR;
-          const int nv = int(std::min(NR, g.N - j));
-          for (int64_t i = i0; i < i1; i += MR) {
-            const int mv = int(std::min(MR, g.M - i));
-            const T* bias = init == GemmInit::bias_row ? g.bias + i : init == GemmInit::bias_col ? g.bias + j : nullptr;
-            Kernel::run(kc, g.A + i * g.rsA + p0 * g.csA, g.rsA, g.csA, mv, g.B + p0 * g.ldb + j, g.ldb, nv,
-                        g.C + i * g.ldc + j, g.ldc, init, bias);
+    thread_local std::vector<T> a_buf, b_buf;
+    T* bp = pack_B ? gemm_buffer(b_buf, size_t(KC * NC_TILES * NR)) : nullptr;
+    T* ap = pack_A ? gemm_buffer(a_buf, size_t(KC * MC)) : nullptr;
+    for (int64_t tb = t_begin; tb < t_end; tb += NC_TILES) {
+      const int64_t te = std::min(tb + NC_TILES, t_end);
+      for (int64_t p0 = 0; p0 < g.K; p0 += KC) {
+        const int64_t kc = std::min(KC, g.K - p0);
+        const GemmInit init = p0 == 0 ? g.init : GemmInit::accumulate;
+        const bool relu = g.relu && p0 + kc == g.K;  // only the final sums are clamped
+        if (pack_B) pack_b<T, NR>(g.B + p0 * g.ldb, g.ldb, kc, tb * NR, te - tb, g.N, bp);
+        for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
+          const int64_t i1 = std::min(i0 + MC, g.M);
+          if (pack_A) pack_a<T, MR>(g.A + i0 * g.rsA + p0 * g.csA, g.rsA, g.csA, kc, i1 - i0, ap);
+          for (int64_t t = tb; t < te; ++t) {
+            const int64_t j = t * NR;
+            const int nv = int(std::min(NR, g.N - j));
+            const T* b = pack_B ? bp + (t - tb) * kc * NR : g.B + p0 * g.ldb + j;
+            const int64_t ldb = pack_B ? NR : g.ldb;
+            for (int64_t i = i0; i < i1; i += MR) {
+              const int mv = int(std::min(MR, g.M - i));
+              const T* bias = init == GemmInit::bias_row ? g.bias + i : init == GemmInit::bias_col ? g.bias + j : nullptr;
+              if (pack_A)
+                Kernel::run(kc, ap + (i - i0) * kc, 1, MR, mv, b, ldb, nv, g.C + i * g.ldc + j, g.ldc, init, bias, relu);
+              else
+                Kernel::run(kc, g.A + i * g.rsA + p0 * g.csA, g.rsA, g.csA, mv, b, ldb, nv, g.C + i * g.ldc + j,
+                            g.ldc, init, bias, relu);
+            }
           }
         }
       }

@@ -13,7 +13,7 @@ struct PortableKernel {
   static constexpr int MR = MR_, NR = NR_;
 
   static void run(int64_t kc, const T* A, int64_t rsA, int64_t csA, int mv, const T* B, int64_t ldb, int nv, T* C,
-                  int64_t ldc, GemmInit init, const T* bias) {
+                  int64_t ldc, GemmInit init, const T* bias, bool relu) {
     T acc[MR][NR];
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
@@ -47,6 +47,9 @@ struct PortableKernel {
         }
       }
     }
+    if (relu)  // a select, not a branch; NaN < 0 is false, so NaN stays NaN (as torch.relu)
+      for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j) acc[i][j] = acc[i][j] < T(0) ? T(0) : acc[i][j];
     for (int i = 0; i < mv; ++i)
       for (int j = 0; j < nv; ++j) C[i * ldc + j] = acc[i][j];
   }

@@ -163,8 +163,75 @@ CUCONV_AVX2 CUCONV_INLINE void store8(int n, __m256 best, __m256i pos, float* y,
   }
 }
 
+// take v over best when v > best or v is NaN (the window's first element is taken unconditionally
+// by the caller, so no "nothing taken yet" test is needed).
+CUCONV_AVX2 CUCONV_INLINE void update8_taken(__m256 v, __m256i at, __m256& best, __m256i& pos) {
+  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  best = _mm256_blendv_ps(best, v, take);
+  pos = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(pos), _mm256_castsi256_ps(at), take));
+}
+
+// NCHW, 2x2 window, stride 2, no padding or dilation, every window inside the input: per output
+// row, 8 outputs from two 16-float loads per input row split into even and odd columns. A row's
+// last partial group is recomputed as the 8 outputs ending at Q (identical values, stored twice);
+// rows shorter than 8 load only their 2Q columns. Same visiting order and rules as the general path.
+CUCONV_AVX2 CUCONV_INLINE __m256 evens(__m256 a, __m256 b) {  // a0 a2 .. a6 b0 b2 .. b6
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+}
+CUCONV_AVX2 CUCONV_INLINE __m256 odds(__m256 a, __m256 b) {  // a1 a3 .. a7 b1 b3 .. b7
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
+}
+CUCONV_AVX2 void forward_planes_2x2_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+                                             int64_t begin, int64_t end) {
+  const int64_t W = p.W, Q = p.Q;
+  const __m256i lane2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i ma = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(2 * Q)), lane);      // Q < 8 rows only
+  const __m256i mb = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(2 * Q - 8)), lane);
+  for (int64_t nc = begin; nc < end; ++nc) {
+    const float* plane = x + nc * p.H * W;
+    for (int64_t oh = 0; oh < p.P; ++oh) {
+      const float* r0 = plane + 2 * oh * W;
+      const float* r1 = r0 + W;
+      float* yrow = y + (nc * p.P + oh) * Q;
+      int64_t* irow = idx + (nc * p.P + oh) * Q;
+      if (Q < 8) {  // one group: only the row's 2Q input columns are loaded, only Q outputs stored
+        const __m256i at0 = _mm256_add_epi32(_mm256_set1_epi32(int32_t(2 * oh * W)), lane2);
+        const __m256i at1 = _mm256_add_epi32(at0, _mm256_set1_epi32(int32_t(W)));
+        const __m256i one = _mm256_set1_epi32(1);
+        const __m256 a0 = _mm256_maskload_ps(r0, ma), b0 = _mm256_maskload_ps(r0 + 8, mb);
+        const __m256 a1 = _mm256_maskload_ps(r1, ma), b1 = _mm256_maskload_ps(r1 + 8, mb);
+        __m256 best = evens(a0, b0);
+        __m256i pos = at0;
+        update8_taken(odds(a0, b0), _mm256_add_epi32(at0, one), best, pos);
+        update8_taken(evens(a1, b1), at1, best, pos);
+        update8_taken(odds(a1, b1), _mm256_add_epi32(at1, one), best, pos);
+        store8(int(Q), best, pos, yrow, irow);
+        continue;
+      }
+      for (int64_t o = 0; o < Q; o += 8) {
+        const int64_t o0 = std::min(o, Q - 8);
+        const __m256i at0 = _mm256_add_epi32(_mm256_set1_epi32(int32_t(2 * oh * W + 2 * o0)), lane2);
+        const __m256i at1 = _mm256_add_epi32(at0, _mm256_set1_epi32(int32_t(W)));
+        const __m256i one = _mm256_set1_epi32(1);
+        const __m256 a0 = _mm256_loadu_ps(r0 + 2 * o0), b0 = _mm256_loadu_ps(r0 + 2 * o0 + 8);
+        const __m256 a1 = _mm256_loadu_ps(r1 + 2 * o0), b1 = _mm256_loadu_ps(r1 + 2 * o0 + 8);
+        __m256 best = evens(a0, b0);
+        __m256i pos = at0;
+        update8_taken(odds(a0, b0), _mm256_add_epi32(at0, one), best, pos);
+        update8_taken(evens(a1, b1), at1, best, pos);
+        update8_taken(odds(a1, b1), _mm256_add_epi32(at1, one), best, pos);
+        store8(8, best, pos, yrow + o0, irow + o0);
+      }
+    }
+  }
+}
+
 CUCONV_AVX2 void forward_planes_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                          int64_t begin, int64_t end) {
+  if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
+      p.dil_h == 1 && p.dil_w == 1 && 2 * p.P <= p.H && 2 * p.Q <= p.W)
+    return forward_planes_2x2_avx2_f32(p, x, y, idx, begin, end);
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i even = _mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0);
   const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
@@ -221,8 +288,41 @@ CUCONV_AVX2 void forward_planes_avx2_f32(const MaxPool2dParams& p, const float* 
   }
 }
 
+// NHWC, 2x2 window, stride 2, no padding or dilation, C a multiple of 8 (the CNN pooling layers):
+// every window of the P x Q outputs lies inside the input (floor mode, or ceil mode where the
+// sizes are even), so there are no bounds tests or masks. Same visiting order and rules as the
+// general path: (0,0), (0,1), (1,0), (1,1).
+CUCONV_AVX2 void forward_pixels_2x2_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+                                             int64_t begin, int64_t end) {
+  const int64_t C = p.C, rowC = p.W * p.C;
+  int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
+  for (int64_t npq = begin; npq < end; ++npq) {
+    if (++ow == p.Q) {
+      ow = 0;
+      if (++oh == p.P) oh = 0, ++n;
+    }
+    const int32_t at00 = int32_t(2 * oh * p.W + 2 * ow);
+    const float* s00 = x + n * p.H * rowC + at00 * C;
+    const __m256i a00 = _mm256_set1_epi32(at00), a01 = _mm256_set1_epi32(at00 + 1);
+    const __m256i a10 = _mm256_set1_epi32(at00 + int32_t(p.W)), a11 = _mm256_set1_epi32(at00 + int32_t(p.W) + 1);
+    float* yp = y + npq * C;
+    int64_t* ip = idx + npq * C;
+    for (int64_t c = 0; c < C; c += 8) {
+      __m256 best = _mm256_loadu_ps(s00 + c);
+      __m256i pos = a00;
+      update8_taken(_mm256_loadu_ps(s00 + C + c), a01, best, pos);
+      update8_taken(_mm256_loadu_ps(s00 + rowC + c), a10, best, pos);
+      update8_taken(_mm256_loadu_ps(s00 + rowC + C + c), a11, best, pos);
+      store8(8, best, pos, yp + c, ip + c);
+    }
+  }
+}
+
 CUCONV_AVX2 void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                          int64_t begin, int64_t end) {
+  if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
+      p.dil_h == 1 && p.dil_w == 1 && p.C % 8 == 0 && 2 * p.P <= p.H && 2 * p.Q <= p.W)
+    return forward_pixels_2x2_avx2_f32(p, x, y, idx, begin, end);
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   // (n, oh, ow) advance with npq: divisions per pixel would cost more than the pooling itself.
   int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
