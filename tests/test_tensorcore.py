@@ -322,8 +322,7 @@ def test_backward_tf32(which, shape):
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
-@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype,channels_last", [(torch.float16, True), (torch.float32, False)])
 def test_every_config_runs_every_op(config, dtype, channels_last):
     """Each table entry, forced, on a shape with a multi-slice reduction (wgrad: split-K) and partial tiles."""
     shape = (2, 16, 8, 8, 40, 3, 3, (1, 1), [1, 1], (1, 1), 1)
