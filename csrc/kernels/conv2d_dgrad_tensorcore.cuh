@@ -50,10 +50,13 @@ void conv2d_dgrad_tensorcore(const Conv2dParams& p, const T* gy, const T* w, T* 
     Problem prob{{gy, w, gx, p, p.N * p.H * p.W, p.C / p.groups, Kdim, 0, 0}};
     prob.k_chunk = ceil_div<int64_t>(Kdim, kTcBK) * kTcBK;
     constexpr TcLoad kAScalar = tc_scalar_load<T>(!CL), kBScalar = tc_scalar_load<T>(false);
-    if (CL && Kg % V == 0 && tc_aligned16(gy))
-      launch_implicit_gemm_tensorcore<TcLoad::cp16, kBScalar>(prob, gy, w, p.groups, 1, plan, stream);
-    else
-      launch_implicit_gemm_tensorcore<kAScalar, kBScalar>(prob, gy, w, p.groups, 1, plan, stream);
+    if constexpr (CL) {  // only channels_last has contiguous 16-byte runs of grad_output along k
+      if (Kg % V == 0 && tc_aligned16(gy)) {
+        launch_implicit_gemm_tensorcore<TcLoad::cp16, kBScalar>(prob, gy, w, p.groups, 1, plan, stream);
+        return;
+      }
+    }
+    launch_implicit_gemm_tensorcore<kAScalar, kBScalar>(prob, gy, w, p.groups, 1, plan, stream);
   };
   if (p.channels_last) run(std::true_type{});
   else run(std::false_type{});

@@ -71,10 +71,13 @@ void conv2d_wgrad_tensorcore(const Conv2dParams& p, const T* gy, const T* x, T* 
     // NCHW: neighbouring kk (output positions) are contiguous in grad_output; NHWC: neighbouring
     // rows (output channels) are.
     constexpr TcLoad kAScalar = tc_scalar_load<T>(CL), kBScalar = tc_scalar_load<T>(false);
-    if (!CL && (p.P * p.Q) % V == 0 && tc_aligned16(gy))
-      launch_implicit_gemm_tensorcore<TcLoad::cp16, kBScalar>(prob, gy, x, p.groups, plan.splits, plan.tile, stream);
-    else
-      launch_implicit_gemm_tensorcore<kAScalar, kBScalar>(prob, gy, x, p.groups, plan.splits, plan.tile, stream);
+    if constexpr (!CL) {  // only NCHW has contiguous 16-byte runs of grad_output along k
+      if ((p.P * p.Q) % V == 0 && tc_aligned16(gy)) {
+        launch_implicit_gemm_tensorcore<TcLoad::cp16, kBScalar>(prob, gy, x, p.groups, plan.splits, plan.tile, stream);
+        return;
+      }
+    }
+    launch_implicit_gemm_tensorcore<kAScalar, kBScalar>(prob, gy, x, p.groups, plan.splits, plan.tile, stream);
   };
   if (p.channels_last) run(std::true_type{});
   else run(std::false_type{});
