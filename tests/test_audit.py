@@ -52,7 +52,7 @@ def test_parse_sass_counts(sample):
     sass = audit.parse_sass(read(sample))
     assert {arch for arch, _ in sass} == {"sm_80"}
     tc = by_name(sass, "tc_sample")
-    assert tc == dict(hmma=1, ldg128=1, lds128=1, local_instructions=0)
+    assert tc == dict(hmma=1, ldgsts=0, ldsm=0, ldg128=1, lds128=1, local_instructions=0)
     local = by_name(sass, "local_sample")
     assert local["hmma"] == 0 and local["local_instructions"] == 65  # 64 STL.128 + 1 LDL
 
@@ -66,6 +66,37 @@ def test_parse_sass_tensorcore_kernels():
         assert counts["hmma"] == (8 if "ProblemIfLb" in name else 4), name
     gemm = {k: v for k, v in sass.items() if "implicit_gemm" in k[1]}
     assert gemm and all(v["hmma"] == 0 for v in gemm.values())
+
+
+PIPELINE_SASS = """
+	code for sm_80
+		Function : _Z31implicit_gemm_tensorcore_kernelI20Conv2dFpropTcProblemEvv
+        /*0100*/                   LDGSTS.E.BYPASS.LTC128B.128 [R5], [R2.64] ;
+        /*0110*/              @!P0 LDGSTS.E.BYPASS.LTC128B.128.ZFILL [R5+0x50], [R2.64+0x10] ;
+        /*0120*/                   LDGSTS.E [R7], [R8.64] ;
+        /*0130*/                   LDGDEPBAR ;
+        /*0140*/                   DEPBAR.LE SB0, 0x1 ;
+        /*0150*/                   LDSM.16.M88.4 R12, [R9] ;
+        /*0160*/                   LDSM.16.M88.4 R16, [R9+0x500] ;
+        /*0170*/                   HMMA.16816.F32 R20, R12, R16, R20 ;
+		Function : _Z31implicit_gemm_tensorcore_kernelI20Conv2dDgradTcProblemEvv
+        /*0100*/                   LDS R4, [R2] ;
+"""
+
+
+def test_parse_sass_pipeline_instructions():
+    sass = audit.parse_sass(PIPELINE_SASS)
+    fprop = by_name(sass, "Fprop")
+    assert fprop == dict(hmma=1, ldgsts=3, ldsm=2, ldg128=0, lds128=0, local_instructions=0)
+    assert by_name(sass, "Dgrad")["hmma"] == 0
+
+
+def test_check_requires_every_tensorcore_op():
+    reports = audit.audit_texts("", PIPELINE_SASS)
+    dgrad = next(r for r in reports if "Dgrad" in r.name)
+    assert dgrad.problems == ["tensor-core kernel without HMMA"]  # a tensor-core kernel that lost its MMAs
+    assert audit.missing_tensorcore_ops(reports, ["fprop", "dgrad", "wgrad"]) == ["wgrad"]
+    assert audit.missing_tensorcore_ops(reports, ["fprop"]) == []
 
 
 def test_parse_elf_max_threads():
@@ -126,6 +157,7 @@ def test_cli_on_cubin(sample_cubin, capsys):
     assert cli.main(["audit", "--check", sample_cubin]) == 0
     assert cli.main(["audit", "--check", "--hot", "local_sample", sample_cubin]) == 1
     assert cli.main(["audit", "--check", "--tensorcore", "sample", sample_cubin]) == 1
+    assert cli.main(["audit", "--check", "--require", "fprop", sample_cubin]) == 1  # no tensor-core fprop in it
 
 
 @pytest.mark.skipif(not getattr(cuconv._C, "with_cuda", False), reason="the extension was built without CUDA")
@@ -137,28 +169,38 @@ def test_cli_on_built_extension(capsys):
     for k in doc["kernels"]:
         assert k["registers"] > 0 and 0 < k["occupancy"] <= 1
         if "tensorcore" in k["name"]:
-            assert k["hmma"] > 0
+            assert k["hmma"] > 0 and k["ldsm"] > 0  # fragments by ldmatrix
+    assert doc["missing_tensorcore_ops"] == []
+    for op, problem in audit.TENSORCORE_OPS.items():  # every pass has pipelined (cp.async) tensor-core kernels
+        assert any(problem in k["name"] and k["ldgsts"] > 0 for k in doc["kernels"]), op
     assert rc == 0
 
 
 @pytest.mark.skipif(os.environ.get("CUCONV_NVCC_TESTS") != "1", reason="compiles the kernels with nvcc (minutes); set CUCONV_NVCC_TESTS=1")
 def test_tensorcore_kernels_compile_to_hmma_without_spills(tmp_path, capsys):
-    """The real tensor-core kernels, compiled for sm_80: HMMA present, no local memory."""
+    """The real tensor-core kernels (one tile and load mode per pass), compiled for sm_80: HMMA,
+    LDSM and (for the cp.async operands) LDGSTS present, no local memory."""
     nvcc = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")
     src = tmp_path / "tc.cu"
     src.write_text(
+        '#include "kernels/conv2d_dgrad_tensorcore.cuh"\n'
         '#include "kernels/conv2d_fprop_tensorcore.cuh"\n'
+        '#include "kernels/conv2d_wgrad_tensorcore.cuh"\n'
         "namespace cuconv::kern {\n"
         "void check_last_launch(const char*) {}\n"
-        "void instantiate(const Conv2dParams& p, const half_t* h, const bfloat16_t* b, const float* f, void* y) {\n"
-        "  conv2d_fprop_tensorcore<half_t>(p, h, h, h, (half_t*)y, false, 0);\n"
-        "  conv2d_fprop_tensorcore<bfloat16_t>(p, b, b, b, (bfloat16_t*)y, false, 0);\n"
-        "  conv2d_fprop_tensorcore<float>(p, f, f, f, (float*)y, false, 0);\n"
+        "template <class P, typename T> void one(const P& p, const T* a) {\n"
+        "  launch_implicit_gemm_tensorcore<TcLoad::cp16, tc_scalar_load<T>(false)>(p, a, a, 1, 1, TcPlan{kTcMedium, 3}, 0);\n"
+        "}\n"
+        "void instantiate(const Conv2dParams& p, const half_t* h, const float* f, float* ws) {\n"
+        "  one(Conv2dFpropTcProblem<half_t, true>{}, h);\n"
+        "  one(Conv2dDgradTcProblem<half_t, true>{}, h);\n"
+        "  one(Conv2dWgradTcProblem<float, false>{}, f);\n"
         "}\n}\n")
     csrc = os.path.join(os.path.dirname(__file__), "..", "csrc")
     obj = str(tmp_path / "tc.o")
     subprocess.run([nvcc, "-std=c++20", "-O3", "--expt-relaxed-constexpr", "-I", csrc, "-arch=sm_80", "-c", str(src),
                     "-o", obj], check=True)
-    assert cli.main(["audit", "--check", "--json", obj]) == 0
+    assert cli.main(["audit", "--check", "--json", "--require", "fprop,dgrad,wgrad", obj]) == 0
     kernels = json.loads(capsys.readouterr().out)["kernels"]
-    assert len(kernels) == 6 and all(k["hmma"] > 0 and k["local_instructions"] == 0 for k in kernels)
+    assert len(kernels) == 3
+    assert all(k["hmma"] > 0 and k["ldsm"] > 0 and k["ldgsts"] > 0 and k["local_instructions"] == 0 for k in kernels)

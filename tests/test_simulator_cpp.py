@@ -1,8 +1,10 @@
 """Builds the simulator's torch-free C++ test targets (tests/cpp/sim_tests.cmake) with cmake and
 runs them with ctest: the simulator's own checks, and the planted bugs that ThreadSanitizer
 (a missing __syncthreads), AddressSanitizer (an out-of-bounds shared read) and the simulator
-(threads at different barriers) must report."""
+(threads at different barriers; a cp.async pipeline that reads tiles before waiting for them) must
+report."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -35,7 +37,8 @@ def ctest(build, name):
 
 
 @pytest.mark.parametrize("name", ["sim_runtime_checks", "sim_tsan_clean", "sim_tsan_missing_syncthreads",
-                                  "sim_asan_clean", "sim_asan_shared_oob"])
+                                  "sim_asan_clean", "sim_asan_shared_oob", "sim_cp_async_clean",
+                                  "sim_cp_async_missing_wait"])
 def test_ctest_target(build_dir, name):
     code, out = ctest(build_dir, name)
     assert code == 0, out
@@ -45,5 +48,10 @@ def test_ctest_target(build_dir, name):
         assert "ThreadSanitizer: data race" in out and "tile" in out
     if name == "sim_asan_shared_oob":
         assert "global-buffer-overflow" in out and "'tile'" in out
+    if name == "sim_cp_async_clean":
+        assert "ok: wait_group 2 lands only the oldest group" in out
+        assert re.search(r"(^|\s)0 wrong values", out, re.M)  # ctest -V prefixes lines with "7: "
+    if name == "sim_cp_async_missing_wait":  # the planted bug: tiles read as poison, the results are wrong
+        assert "FAILED: tensor-core conv2d through the cp.async pipeline" in out
     if name in ("sim_tsan_clean", "sim_asan_clean"):
         assert "0 wrong values" in out and "Sanitizer" not in out.replace("sanitize", "")

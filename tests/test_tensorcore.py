@@ -1,11 +1,15 @@
-"""The tensor-core conv2d forward (csrc/kernels/conv2d_fprop_tensorcore.cuh) in the simulator, and
-the simulator's emulation of mma.sync (csrc/kernels/mma_sync.cuh) against the PTX ISA fragment
-layouts, which this file writes out independently ("Matrix Fragments for mma.m16n8k8 / m16n8k16")."""
+"""The tensor-core conv2d kernels (forward, grad input, grad weight: csrc/kernels/*_tensorcore.cuh on
+the main loop of implicit_gemm_tensorcore.cuh) in the simulator, their configuration table and
+chooser, and the simulator's emulation of mma.sync and ldmatrix (csrc/kernels/mma_sync.cuh,
+ldmatrix.cuh) against the PTX ISA layouts, which this file writes out independently ("Matrix
+Fragments for mma.m16n8k8 / m16n8k16", "ldmatrix")."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import cuconv
+from cuconv import _C
+from tolerance import assert_within_torch_error
 
 ops = torch.ops.cuconv
 
@@ -159,10 +163,10 @@ def make(shape, dtype, channels_last, with_bias=True):
     return x, w, b, (stride, padding, dilation, groups)
 
 
-def run_tc(x, w, b, geometry, tf32):
+def run_tc(x, w, b, geometry, tf32, config=-1):
     stride, padding, dilation, groups = geometry
     with cuconv.simulate():
-        return ops._conv2d_tensorcore(x, w, b, list(stride), padding, list(dilation), groups, tf32)
+        return ops._conv2d_tensorcore(x, w, b, list(stride), padding, list(dilation), groups, tf32, config)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -204,3 +208,230 @@ def test_conv_rejects_untyped_requests():
         run_tc(x, w, b, geometry, False)
     with pytest.raises(RuntimeError, match="simulate"):
         ops._conv2d_tensorcore(x.half(), w.half(), None, [1, 1], [1, 1], [1, 1], 1, False)
+
+
+# ----------------------------------------------------------------- ldmatrix
+
+
+def ldmatrix_reference(words, offsets, num):
+    """PTX ISA: lanes 8i..8i+7 address the rows of matrix i; lane l receives, in register i, the
+    32-bit word (l % 4) of row l // 4 of matrix i."""
+    out = torch.empty(32, num, dtype=torch.int32)
+    for lane in range(32):
+        for i in range(num):
+            row_byte = int(offsets[8 * i + lane // 4])
+            out[lane, i] = words[row_byte // 4 + lane % 4]
+    return out
+
+
+@pytest.mark.parametrize("num", [1, 2, 4])
+def test_ldmatrix_layout(num):
+    words = torch.randint(-2**31, 2**31 - 1, (512,), dtype=torch.int32)
+    offsets = torch.randperm(128)[:32].to(torch.int64) * 16  # 16-byte aligned rows anywhere in the buffer
+    got = ops._ldmatrix_sim(words, offsets, num)
+    assert torch.equal(got, ldmatrix_reference(words, offsets, num))
+    # A kernel that addresses the wrong rows (here lanes' addresses rotated) gets other data.
+    wrong = ops._ldmatrix_sim(words, offsets.roll(1), num)
+    assert not torch.equal(wrong, ldmatrix_reference(words, offsets, num))
+
+
+def test_ldmatrix_rejects_misaligned_and_foreign_rows():
+    words = torch.zeros(256, dtype=torch.int32)
+    offsets = torch.arange(32, dtype=torch.int64) * 16
+    offsets[3] += 4  # not 16-byte aligned
+    with pytest.raises(RuntimeError, match="misaligned ldmatrix row"):
+        ops._ldmatrix_sim(words, offsets, 4)
+    offsets = torch.arange(32, dtype=torch.int64) * 16
+    offsets[5] = 256 * 4  # one past the shared buffer
+    with pytest.raises(RuntimeError, match="not in the block's shared memory"):
+        ops._ldmatrix_sim(words, offsets, 4)
+    offsets[5] = 256 * 4
+    ops._ldmatrix_sim(words, torch.where(torch.arange(32) >= 8, offsets, torch.arange(32) * 16), 1)  # x1 ignores lanes 8+
+
+
+# ----------------------------------------------------------------- grad input / grad weight, configs
+
+CONFIGS = {"large": 0, "medium": 1, "narrow": 2, "small_channel": 3}
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, groups)
+BACKWARD_SHAPES = [
+    (2, 3, 9, 7, 5, 3, 3, (1, 1), [1, 1], (1, 1), 1),  # first-layer channels, partial tiles
+    (1, 8, 11, 10, 40, 3, 2, (2, 1), [1, 0, 2, 1], (2, 1), 1),  # stride 2 (dgrad's divisibility), dilation, asymmetric padding
+    (2, 16, 6, 6, 16, 1, 1, (1, 1), [0, 0], (1, 1), 2),  # groups of 8 channels (16-byte cp.async in channels_last)
+    (2, 16, 8, 8, 16, 3, 3, (1, 1), [1, 1], (1, 1), 1),  # 16 channels, P*Q = 64: 16-byte cp.async in both layouts
+]
+
+
+def pad4(padding):
+    return padding if len(padding) == 4 else padding * 2
+
+
+def grads(x, w, gy, geometry, dtype):
+    """torch's grad input and grad weight, computed in `dtype`."""
+    stride, padding, dilation, groups = geometry
+    pt, pl, pb, pr = pad4(padding)
+    xr = x.detach().to(dtype).requires_grad_()
+    wr = w.detach().to(dtype).requires_grad_()
+    y = F.conv2d(F.pad(xr, (pl, pr, pt, pb)), wr, None, stride, 0, dilation, groups)
+    return torch.autograd.grad(y, (xr, wr), gy.to(dtype))
+
+
+def make_backward(shape, dtype, channels_last):
+    x, w, _, geometry = make(shape, dtype, channels_last, with_bias=False)
+    stride, padding, dilation, groups = geometry
+    pt, pl, pb, pr = pad4(padding)
+    out = F.conv2d(F.pad(x.double(), (pl, pr, pt, pb)), w.double(), None, stride, 0, dilation, groups)
+    gy = torch.randn(out.shape).to(dtype)
+    if channels_last:
+        gy = gy.to(memory_format=torch.channels_last)
+    return x, w, gy, geometry
+
+
+def run_backward(which, gy, x, w, geometry, tf32=False, config=-1):
+    stride, padding, dilation, groups = geometry
+    op = ops._conv2d_backward_input_tensorcore if which == "input" else ops._conv2d_backward_weight_tensorcore
+    with cuconv.simulate():
+        return op(gy, x, w, list(stride), padding, list(dilation), groups, tf32, config)
+
+
+@pytest.mark.parametrize("which", ["input", "weight"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", BACKWARD_SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_backward_16bit_error_within_twice_torch(which, shape, dtype, channels_last):
+    x, w, gy, geometry = make_backward(shape, dtype, channels_last)
+    out = run_backward(which, gy, x, w, geometry)
+    idx = 0 if which == "input" else 1
+    ref = grads(x, w, gy, geometry, torch.float64)[idx]
+    theirs = grads(x, w, gy, geometry, dtype)[idx]
+    if which == "input":
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        assert out.is_contiguous(memory_format=fmt)
+    assert_within_torch_error(out, theirs, ref)
+
+
+@pytest.mark.parametrize("which", ["input", "weight"])
+@pytest.mark.parametrize("shape", BACKWARD_SHAPES)
+def test_backward_tf32(which, shape):
+    channels_last = shape[1] == 16  # the 16-channel shapes in channels_last: 16-byte float copies
+    x, w, gy, geometry = make_backward(shape, torch.float32, channels_last)
+    out = run_backward(which, gy, x, w, geometry, tf32=True)
+    ref = grads(x, w, gy, geometry, torch.float64)[0 if which == "input" else 1]
+    rel = ((out.double() - ref).norm() / ref.norm()).item()
+    assert 1e-6 < rel < 1e-3  # TF32 rounding, not float32 math
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("dtype,channels_last", [(torch.float16, True), (torch.float32, False)])
+def test_every_config_runs_every_op(config, dtype, channels_last):
+    """Each table entry, forced, on a shape with a multi-slice reduction (wgrad: split-K) and partial tiles."""
+    shape = (2, 16, 8, 8, 40, 3, 3, (1, 1), [1, 1], (1, 1), 1)
+    x, w, gy, geometry = make_backward(shape, dtype, channels_last)
+    stride, padding, dilation, groups = geometry
+    tf32 = dtype == torch.float32
+    with cuconv.simulate():
+        y = ops._conv2d_tensorcore(x, w, None, list(stride), padding, list(dilation), groups, tf32, CONFIGS[config])
+    outs = [y, run_backward("input", gy, x, w, geometry, tf32, CONFIGS[config]),
+            run_backward("weight", gy, x, w, geometry, tf32, CONFIGS[config])]
+    refs = [reference(x, w, None, *geometry), *grads(x, w, gy, geometry, torch.float64)]
+    for out, ref in zip(outs, refs):
+        rel = ((out.double() - ref).norm() / ref.norm()).item()
+        assert rel < (1e-3 if tf32 else 2e-3), (config, rel)
+
+
+@pytest.fixture
+def sim_device():
+    def set_props(**props):
+        _C._set_sim_device(props)
+    yield set_props
+    _C._set_sim_device({})
+
+
+def plan(x_shape, w_shape, op, dtype=torch.float16, stride=(1, 1), padding=(1, 1), groups=1):
+    x, w = torch.empty(x_shape, dtype=dtype), torch.empty(w_shape, dtype=dtype)
+    with cuconv.simulate():  # the simulated device's choice (16-bit CPU tensors are the simulator's)
+        return ops._conv2d_tensorcore_plan(x, w, list(stride), list(padding), [1, 1], groups, op)
+
+
+def test_chooser_picks_each_entry_for_its_shapes(sim_device):
+    sim_device(sm_count=108)  # an A100
+    # ResNet first layer (C_in = 3, 7x7 or 3x3: reductions 147 / 27): 27 fits one slice
+    assert plan((32, 3, 224, 224), (64, 3, 3, 3), "fprop")[0] == CONFIGS["small_channel"]
+    assert plan((32, 3, 224, 224), (64, 3, 3, 3), "fprop")[1] == 1  # no pipeline for one slice
+    # a big layer: plenty of 128x64 tiles
+    assert plan((32, 64, 56, 56), (64, 64, 3, 3), "fprop")[:2] == [CONFIGS["large"], 3]
+    assert plan((32, 64, 56, 56), (64, 64, 3, 3), "dgrad")[0] == CONFIGS["large"]
+    # a late layer at batch 1: too few large tiles to fill 108 SMs
+    assert plan((1, 256, 14, 14), (256, 256, 3, 3), "fprop")[0] == CONFIGS["medium"]
+    # few output channels: 32-wide tiles (fprop's columns are K; dgrad's are C)
+    assert plan((8, 64, 28, 28), (16, 64, 3, 3), "fprop")[0] == CONFIGS["narrow"]
+    assert plan((8, 16, 28, 28), (64, 16, 3, 3), "dgrad")[0] == CONFIGS["narrow"]
+    # grad weight: few output tiles, so the reduction is split
+    config, stages, splits = plan((32, 64, 56, 56), (64, 64, 3, 3), "wgrad")
+    assert splits > 1 and stages == 3
+
+
+def test_chooser_fits_stages_to_shared_memory(sim_device):
+    shape = ((32, 64, 56, 56), (64, 64, 3, 3))
+    sim_device(sm_count=108, smem_per_block_optin=48 * 1024)  # no opt-in beyond 48 KiB
+    # large tile: one stage is 192 rows x 80 B (half) = 15 KiB, or 192 x 144 B (float) = 27 KiB
+    assert plan(*shape, "fprop", torch.float16)[:2] == [CONFIGS["large"], 3]
+    assert plan(*shape, "fprop", torch.float32)[:2] == [CONFIGS["large"], 1]
+    sim_device(smem_per_block_optin=20 * 1024)  # even one large float stage does not fit: a smaller tile
+    assert plan(*shape, "fprop", torch.float32)[:2] == [CONFIGS["medium"], 1]
+    assert plan(*shape, "fprop", torch.float16)[:2] == [CONFIGS["large"], 1]
+
+
+def test_reduced_stages_and_opt_in_run_correctly(sim_device):
+    """With the default device (163 KiB opt-in) a 3-stage float large tile takes 81 KiB of dynamic
+    shared memory, legal only through the opt-in the launcher sets; with 48 KiB it runs 1 stage."""
+    shape = (1, 16, 12, 12, 64, 3, 3, (1, 1), [1, 1], (1, 1), 1)
+    x, w, b, geometry = make(shape, torch.float32, True, with_bias=False)
+    expected = reference(x, w, None, *geometry)
+    for optin in (None, 48 * 1024):
+        if optin:
+            sim_device(smem_per_block_optin=optin)
+        out = run_tc(x, w, None, geometry, True, config=CONFIGS["large"])
+        assert ((out.double() - expected).norm() / expected.norm()).item() < 1e-3
+
+
+def test_router_takes_tensor_cores_for_16bit_backward(sim_device):
+    """The simulator runners use the tensor-core kernels for 16-bit inputs on sm_80+: the router's
+    gradients are those of the test ops. The emulated MMA sums in the SIMT kernels' order, so the bits
+    cannot tell the paths apart; a device whose shared-memory opt-in is too small for any tensor-core
+    tile can: the routed backward fails there on sm_80 and runs (SIMT) on sm_75."""
+    shape = (2, 16, 8, 8, 16, 3, 3, (1, 1), [1, 1], (1, 1), 1)
+    x, w, gy, geometry = make_backward(shape, torch.float16, True)
+    with cuconv.simulate():
+        gx, gw, _ = ops.conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 1, [True, True, False])
+    assert torch.equal(gx, run_backward("input", gy, x, w, geometry))
+    assert torch.equal(gw, run_backward("weight", gy, x, w, geometry))
+    sim_device(smem_per_block_optin=4096)
+    for mask in ([True, False, False], [False, True, False]):
+        with cuconv.simulate(), pytest.raises(RuntimeError, match="tensor-core kernel needs"):
+            ops.conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 1, mask)
+    sim_device(cc_major=7, cc_minor=5)
+    with cuconv.simulate():
+        gx75, gw75, _ = ops.conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 1, [True, True, False])
+    ref_x, ref_w = grads(x, w, gy, geometry, torch.float64)
+    assert_within_torch_error(gx75, grads(x, w, gy, geometry, torch.float16)[0], ref_x)
+    assert_within_torch_error(gw75, grads(x, w, gy, geometry, torch.float16)[1], ref_w)
+
+
+def test_router_empty_batch_16bit():
+    x = torch.randn(0, 8, 5, 5).half()
+    w = torch.randn(4, 8, 3, 3).half()
+    gy = torch.randn(0, 4, 5, 5).half()
+    with cuconv.simulate():
+        gx, gw, gb = ops.conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 1, [True, True, True])
+    assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(w)) and torch.equal(gb, torch.zeros(4).half())
+
+
+def test_wgrad_split_k_is_deterministic():
+    shape = (2, 8, 12, 12, 8, 3, 3, (1, 1), [1, 1], (1, 1), 1)  # 288 output positions: 2 chunks
+    x, w, gy, geometry = make_backward(shape, torch.bfloat16, False)
+    assert plan(tuple(x.shape), tuple(w.shape), "wgrad", torch.bfloat16)[2] == 2
+    first = run_backward("weight", gy, x, w, geometry)
+    assert torch.equal(first, run_backward("weight", gy, x, w, geometry))
+    assert_within_torch_error(first, grads(x, w, gy, geometry, torch.bfloat16)[1],
+                              grads(x, w, gy, geometry, torch.float64)[1])

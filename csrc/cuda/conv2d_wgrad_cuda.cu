@@ -1,15 +1,23 @@
 // cuda:: conv2d grad-weight and grad-bias runners; grad weight uses a split-K workspace.
+#include <ATen/Context.h>
 #include <ATen/ops/empty.h>
 
 #include "../kernels/conv2d.cuh"
 #include "../runners.h"
 #include "cuda_dispatch.cuh"
+#include "tensorcore.h"
 
 namespace cuconv::cuda {
 
 void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                             const at::Tensor& grad_weight) {
   check_same_cuda_device("conv2d_backward", {&grad_output, &input, &grad_weight});
+  // Tensor cores under the forward's rule: 16-bit, or float32 as TF32 when allowed for convolutions.
+  if (!is_depthwise(p) &&
+      conv2d_tensorcore_eligible(grad_output, at::globalContext().allowTF32CuDNN(at::Float32Op::CONV))) {
+    conv2d_backward_weight_tensorcore(p, grad_output, input, grad_weight);
+    return;
+  }
   const c10::cuda::CUDAGuard guard(grad_output.device());
   dispatch_kernel_type(grad_output, "conv2d_backward", [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;

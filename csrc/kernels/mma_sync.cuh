@@ -3,7 +3,7 @@
 //   tf32: mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32   (A 16x8, B 8x8)
 //   f16 / bf16: mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32   (A 16x16, B 16x8)
 // Under nvcc these are the PTX instructions (sm_80+). Under the simulator the warp exchanges its
-// fragments with __shfl_sync, rebuilds A and B through the PTX ISA fragment layouts ("Matrix
+// fragments (a warp-collective exchange), rebuilds A and B through the PTX ISA fragment layouts ("Matrix
 // Fragments for mma.m16n8k8 / m16n8k16"), multiplies, and hands each lane the D elements the same
 // layout gives it; a kernel that places an element in the wrong register therefore gets a wrong
 // answer in the simulator, as it would on the GPU.
@@ -122,13 +122,11 @@ inline void mma_sync(FragC& d, const FragA& a, const FragB& b, const FragC& c) {
   constexpr int kK = K == Kind::tf32 ? 8 : 16;
   float A[16][kK], B[kK][8];
   const unsigned lane = (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32;
+  uint32_t mine[6] = {a.x[0], a.x[1], a.x[2], a.x[3], b.x[0], b.x[1]}, all[32][6];
+  ::cuconv_sim::warp_exchange(mine, sizeof(mine), all);  // every lane's registers, as the tensor core gathers them
   for (int src = 0; src < 32; ++src) {
-    // All of lane src's registers, two per 64-bit shuffle.
-    const uint64_t a01 = __shfl_sync(0xffffffffu, uint64_t(a.x[0]) | uint64_t(a.x[1]) << 32, src);
-    const uint64_t a23 = __shfl_sync(0xffffffffu, uint64_t(a.x[2]) | uint64_t(a.x[3]) << 32, src);
-    const uint64_t b01 = __shfl_sync(0xffffffffu, uint64_t(b.x[0]) | uint64_t(b.x[1]) << 32, src);
-    const uint32_t ar[4] = {uint32_t(a01), uint32_t(a01 >> 32), uint32_t(a23), uint32_t(a23 >> 32)};
-    const uint32_t br[2] = {uint32_t(b01), uint32_t(b01 >> 32)};
+    const uint32_t* ar = all[src];
+    const uint32_t* br = all[src] + 4;
     if constexpr (K == Kind::tf32) {
       for (int i = 0; i < 4; ++i) {
         const RowCol rc = a_coord_tf32(src, i);

@@ -27,6 +27,19 @@ namespace {
 
 constexpr size_t kMaxSharedBytes = 48 * 1024;  // static + dynamic without an opt-in attribute
 
+// Per kernel: the dynamic shared memory it opted in to (set_max_dynamic_shared).
+std::mutex optin_mu;
+std::vector<std::pair<const void*, size_t>>& optins() {
+  static std::vector<std::pair<const void*, size_t>> v;
+  return v;
+}
+size_t optin_of(const void* kernel) {
+  std::lock_guard<std::mutex> lock(optin_mu);
+  for (const auto& o : optins())
+    if (o.first == kernel) return o.second;
+  return 0;
+}
+
 // Thrown inside a CUDA thread to unwind it once its block has failed; never leaves the worker.
 struct Abort {};
 
@@ -53,6 +66,7 @@ struct Warp {
   int arg[32] = {};
   int width[32] = {};
   uint64_t result[32] = {};
+  unsigned char exchange[32 * 64] = {};  // warp_exchange's per-lane slots
   std::atomic<uint32_t> generation{0};
 };
 
@@ -176,6 +190,31 @@ struct Block {
 thread_local Block* tl_block = nullptr;
 thread_local int tl_tid = 0;
 
+// The running CUDA thread's cp.async copies that have not landed yet, in issue order.
+struct PendingCopy {
+  unsigned char* dst;
+  unsigned char data[16];  // the source bytes (read at issue: global memory does not change meanwhile)
+  size_t cp_size, src_size;
+  uint64_t group;          // index of the commit group the copy belongs to
+};
+struct AsyncCopies {
+  std::vector<PendingCopy> pending;
+  uint64_t committed = 0;  // groups committed so far; the open group has this index
+  void land_before(uint64_t group) {  // lands every copy of a group below `group`
+    size_t keep = 0;
+    for (PendingCopy& c : pending) {
+      if (c.group < group) {
+        std::memcpy(c.dst, c.data, c.src_size);
+        std::memset(c.dst + c.src_size, 0, c.cp_size - c.src_size);
+      } else {
+        pending[keep++] = c;
+      }
+    }
+    pending.resize(keep);
+  }
+};
+thread_local AsyncCopies tl_copies;
+
 Block& current_block() {
   if (!tl_block) throw SimError("cuconv simulator: a device function was called outside a kernel launch");
   return *tl_block;
@@ -248,8 +287,10 @@ class Pool {
     gridDim = grid_;
     tl_block = &b;
     tl_tid = tid;
+    tl_copies = AsyncCopies{};
     try {
       if (!b.abort.load()) body();
+      tl_copies.land_before(~uint64_t(0));  // copies still in flight at exit complete (PTX exit)
     } catch (const Abort&) {
     } catch (const std::exception& e) {
       std::lock_guard<std::mutex> lock(b.mu);
@@ -310,7 +351,7 @@ std::vector<uint64_t> block_order(uint64_t count) {
   return order;
 }
 
-void check_config(const char* name, dim3 grid, dim3 block, size_t smem) {
+void check_config(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem) {
   auto bad = [&](const std::string& why) {
     throw SimError(std::string("cuconv simulator: invalid launch configuration of ") + name + ": " + why);
   };
@@ -318,7 +359,8 @@ void check_config(const char* name, dim3 grid, dim3 block, size_t smem) {
   if (uint64_t(block.x) * block.y * block.z > 1024) bad("more than 1024 threads per block");
   if (block.x > 1024 || block.y > 1024 || block.z > 64) bad("blockDim exceeds (1024, 1024, 64)");
   if (grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) bad("gridDim exceeds (2^31-1, 65535, 65535)");
-  if (smem > kMaxSharedBytes) bad("dynamic shared memory above 48 KiB needs an opt-in attribute");
+  if (smem > kMaxSharedBytes && smem > optin_of(kernel))
+    bad("dynamic shared memory above 48 KiB needs an opt-in attribute (cudaFuncAttributeMaxDynamicSharedMemorySize)");
 }
 
 }  // namespace
@@ -392,8 +434,19 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, c
   return w.result[lane];  // written by the completing lane before its release
 }
 
+void warp_exchange(const void* mine, size_t bytes, void* all, const std::source_location& site) {
+  if (bytes > 64) throw SimError("cuconv simulator: warp_exchange moves at most 64 bytes per lane");
+  Block& b = current_block();
+  Warp& w = b.warps[tl_tid / 32];
+  std::memcpy(w.exchange + (tl_tid % 32) * 64, mine, bytes);
+  warp_op(WarpOp::sync, 0xffffffffu, 0, 0, 32, site);  // every lane has written its slot
+  for (int l = 0; l < 32; ++l) std::memcpy(static_cast<unsigned char*>(all) + l * bytes, w.exchange + l * 64, bytes);
+  warp_op(WarpOp::sync, 0xffffffffu, 0, 0, 32, site);  // every lane has read before any slot is reused
+}
+
 void note_static_shared(const void* ptr, size_t bytes) {
   if (tl_tid != 0 || !tl_block) return;
+  std::lock_guard<std::mutex> lock(tl_block->mu);  // check_shared reads the list from other threads
   auto& statics = tl_block->statics;
   for (const auto& s : statics)
     if (s.first == ptr) return;
@@ -413,9 +466,58 @@ void check_aligned(const void* ptr, size_t bytes, const char* what) {
   }
 }
 
-void launch_body(const char* kernel_name, dim3 grid, dim3 block, size_t dynamic_smem_bytes,
+void check_shared(const void* ptr, size_t bytes, const char* what) {
+  Block& b = current_block();
+  const auto* p = static_cast<const unsigned char*>(ptr);
+  auto inside = [&](const void* base, size_t size) {
+    const auto* lo = static_cast<const unsigned char*>(base);
+    return p >= lo && p + bytes <= lo + size;
+  };
+  if (!b.dynamic_smem.empty() && inside(b.dynamic_smem.data(), b.dynamic_smem.size())) return;
+  {
+    std::lock_guard<std::mutex> lock(b.mu);
+    for (const auto& s : b.statics)
+      if (inside(s.first, s.second)) return;
+  }
+  std::ostringstream os;
+  os << what << ": " << bytes << " bytes at " << ptr << " are not in the block's shared memory";
+  throw SimError(os.str());
+}
+
+void cp_async(void* dst, const void* src, size_t cp_size, size_t src_size) {
+  if (cp_size != 4 && cp_size != 8 && cp_size != 16) throw SimError("cp.async: cp-size must be 4, 8 or 16 bytes");
+  if (src_size > cp_size) throw SimError("cp.async: src-size larger than cp-size");
+  check_aligned(dst, cp_size, "cp.async shared destination");
+  check_shared(dst, cp_size, "cp.async destination");
+  if (src_size > 0) check_aligned(src, cp_size, "cp.async global source");
+  PendingCopy c{static_cast<unsigned char*>(dst), {}, cp_size, src_size, tl_copies.committed};
+  if (src_size > 0) std::memcpy(c.data, src, src_size);
+  std::memset(dst, 0xff, cp_size);  // undefined until the copy lands: poison
+  tl_copies.pending.push_back(c);
+}
+
+void cp_async_commit() { ++tl_copies.committed; }
+
+void cp_async_wait(int n) {
+  if (n < 0) throw SimError("cp.async.wait_group: N must be non-negative");
+  const uint64_t newest_kept = uint64_t(n) < tl_copies.committed ? tl_copies.committed - uint64_t(n) : 0;
+  tl_copies.land_before(newest_kept);
+}
+
+void set_max_dynamic_shared(const void* kernel, size_t bytes) {
+  std::lock_guard<std::mutex> lock(optin_mu);
+  for (auto& o : optins())
+    if (o.first == kernel) {
+      o.second = bytes;
+      return;
+    }
+  optins().emplace_back(kernel, bytes);
+}
+
+void launch_body(const char* kernel_name, const void* kernel, dim3 grid, dim3 block, size_t dynamic_smem_bytes,
                  const std::function<void()>& body) {
-  check_config(kernel_name, grid, block, dynamic_smem_bytes);
+  check_config(kernel_name, kernel, grid, block, dynamic_smem_bytes);
+  const size_t smem_limit = std::max(kMaxSharedBytes, optin_of(kernel));
   std::lock_guard<std::mutex> launch_lock(launch_mutex());
   const char* timeout_env = std::getenv("CUCONV_SIM_TIMEOUT_S");
   const std::chrono::seconds timeout(timeout_env ? std::atol(timeout_env) : 300);
@@ -462,10 +564,10 @@ void launch_body(const char* kernel_name, dim3 grid, dim3 block, size_t dynamic_
       static_bytes += s.second;
       std::memset(s.first, 0xff, s.second);  // the next block must not see this block's values
     }
-    if (b.error.empty() && static_bytes + dynamic_smem_bytes > kMaxSharedBytes)
+    if (b.error.empty() && static_bytes + dynamic_smem_bytes > smem_limit)
       b.error = "cuconv simulator: " + std::string(kernel_name) + " uses " + std::to_string(static_bytes) +
-                " bytes of static and " + std::to_string(dynamic_smem_bytes) +
-                " bytes of dynamic shared memory, above the 48 KiB limit";
+                " bytes of static and " + std::to_string(dynamic_smem_bytes) + " bytes of dynamic shared memory, above its " +
+                std::to_string(smem_limit) + "-byte limit";
     if (!b.error.empty()) throw SimError(b.error);
   }
 }

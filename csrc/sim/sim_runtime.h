@@ -43,19 +43,41 @@ enum class WarpOp : int { shfl, shfl_up, shfl_down, shfl_xor, ballot, sync };
 void syncthreads(const std::source_location& site);
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width, const std::source_location& site);
 void note_static_shared(const void* ptr, size_t bytes);
+// Warp-collective (all 32 lanes, converged): every lane contributes `bytes` (<= 64) from `mine` and
+// receives all 32 lanes' contributions in lane order in `all`. The simulator's fast path for the
+// emulated warp-wide instructions (mma.sync, ldmatrix): two warp rendezvous instead of a shuffle
+// per register, with the same checks that every lane takes part at the same call site.
+void warp_exchange(const void* mine, size_t bytes, void* all,
+                   const std::source_location& site = std::source_location::current());
 void* dynamic_shared_memory();
 void check_aligned(const void* ptr, size_t bytes, const char* what);
+// Throws unless [ptr, ptr + bytes) lies in the running block's shared memory (dynamic, or a static
+// array registered by CUCONV_SHARED).
+void check_shared(const void* ptr, size_t bytes, const char* what);
+
+// cp.async (sm_80): a copy of cp_size bytes, the first src_size of them from global `src` and the rest
+// zeros, into shared `dst`. Emulated per thread: `dst` holds poison (0xff bytes) from the issue until
+// a wait_group covering the copy's group lands it, so a kernel that reads the tile before waiting
+// reads NaN. commit_group closes the thread's open group; wait_group(n) lands every committed group
+// but the n newest. A thread's copies still pending when it exits land then.
+void cp_async(void* dst, const void* src, size_t cp_size, size_t src_size);
+void cp_async_commit();
+void cp_async_wait(int n);
+
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes): a launch of
+// `kernel` may use that much dynamic shared memory (without it, at most 48 KiB in all).
+void set_max_dynamic_shared(const void* kernel, size_t bytes);
 
 // Runs `body` once per CUDA thread of every block of the grid; throws SimError on a bad launch
 // configuration or anything the kernel did wrong.
-void launch_body(const char* kernel_name, dim3 grid, dim3 block, size_t dynamic_smem_bytes,
+void launch_body(const char* kernel_name, const void* kernel, dim3 grid, dim3 block, size_t dynamic_smem_bytes,
                  const std::function<void()>& body);
 
 template <typename... P, typename... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t dynamic_smem_bytes, A&&... args) {
   // Arguments are converted once and copied into each thread's call, as CUDA copies them.
   const std::tuple<std::decay_t<P>...> params(static_cast<P>(std::forward<A>(args))...);
-  launch_body(__PRETTY_FUNCTION__, grid, block, dynamic_smem_bytes, [&] { std::apply(kernel, params); });
+  launch_body(__PRETTY_FUNCTION__, reinterpret_cast<const void*>(kernel), grid, block, dynamic_smem_bytes, [&] { std::apply(kernel, params); });
 }
 
 }  // namespace cuconv_sim

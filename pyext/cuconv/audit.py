@@ -4,11 +4,14 @@ Reads the built extension (or given .so / .o / .cubin files) with cuobjdump and 
 triton package and reports, per kernel and architecture: registers, stack and local memory
 (cuobjdump -res-usage), local-memory instructions (LDL/STL: spills or local arrays; the binary
 cannot tell them apart), static shared memory, threads per block (__launch_bounds__, from the ELF
-attributes), theoretical occupancy, and the counts of tensor-core instructions (HMMA) and of
-128-bit global / shared loads (LDG.E.128 / LDS.128) in the SASS.
+attributes), theoretical occupancy, and the counts in the SASS of tensor-core instructions (HMMA),
+asynchronous global->shared copies (LDGSTS, from cp.async), shared-memory matrix loads (LDSM, from
+ldmatrix), and 128-bit global / shared loads (LDG.E.128 / LDS.128).
 
 `--check` exits non-zero when a hot kernel (regex `--hot`) touches local memory, or a tensor-core
-kernel (regex `--tensorcore`) has no HMMA, or there is no device code at all.
+kernel (regex `--tensorcore`) has no HMMA, or one of the required tensor-core ops (`--require`;
+by default fprop, dgrad and wgrad when auditing the built extension) has no tensor-core kernel at
+all, or there is no device code at all.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 # the demangled name.
 DEFAULT_HOT = r"^(?!.*\bdouble\b).*(implicit_gemm_kernel|conv2d_\w*(fprop|dgrad|wgrad)|tensorcore)"
 DEFAULT_TENSORCORE = r"tensorcore"
+# The tensor-core kernel of each convolution pass, by its Problem type (in the mangled name).
+TENSORCORE_OPS = {"fprop": r"Conv2dFpropTcProblem", "dgrad": r"Conv2dDgradTcProblem", "wgrad": r"Conv2dWgradTcProblem"}
 DEFAULT_THREADS = 256  # used when a kernel has no __launch_bounds__ (reported as assumed)
 
 # Per-SM limits (CUDA C Programming Guide, compute capabilities 8.0 and 9.0). Shared memory per
@@ -53,6 +58,8 @@ class KernelReport:
     threads_assumed: bool = True
     local_instructions: int = 0  # LDL / STL
     hmma: int = 0
+    ldgsts: int = 0  # cp.async
+    ldsm: int = 0  # ldmatrix
     ldg128: int = 0
     lds128: int = 0
     occupancy: float | None = None  # resident warps / max warps, None for an arch without limits here
@@ -102,7 +109,7 @@ def parse_sass(text: str) -> dict[tuple[str | None, str], dict]:
         m = _SASS_FUNC_RE.match(line) or _NVDISASM_FUNC_RE.match(line)
         if m:
             func = m.group(1)
-            out.setdefault((arch, func), dict(hmma=0, ldg128=0, lds128=0, local_instructions=0))
+            out.setdefault((arch, func), dict(hmma=0, ldgsts=0, ldsm=0, ldg128=0, lds128=0, local_instructions=0))
             continue
         if func is None or not (m := _INSN_RE.match(line)):
             continue
@@ -111,6 +118,10 @@ def parse_sass(text: str) -> dict[tuple[str | None, str], dict]:
         counts = out[(arch, func)]
         if parts[0] == "HMMA":
             counts["hmma"] += 1
+        elif parts[0] == "LDGSTS":
+            counts["ldgsts"] += 1
+        elif parts[0] == "LDSM":
+            counts["ldsm"] += 1
         elif parts[0] == "LDG" and "128" in parts:
             counts["ldg128"] += 1
         elif parts[0] == "LDS" and "128" in parts:
@@ -240,6 +251,13 @@ def audit_texts(res_text: str, sass_text: str, elf_text: str = "", hot: str = DE
     return reports
 
 
+def missing_tensorcore_ops(reports: list[KernelReport], required: list[str], tensorcore: str = DEFAULT_TENSORCORE) -> list[str]:
+    """The required ops (keys of TENSORCORE_OPS) that no tensor-core kernel in `reports` implements."""
+    tc_re = re.compile(tensorcore)
+    return [op for op in required
+            if not any(tc_re.search(r.name) and re.search(TENSORCORE_OPS[op], r.name) for r in reports)]
+
+
 def audit_file(path: str, hot: str = DEFAULT_HOT, tensorcore: str = DEFAULT_TENSORCORE) -> list[KernelReport]:
     cuobjdump = find_tool("cuobjdump")
     res_text = _run([cuobjdump, "-res-usage", path])
@@ -267,13 +285,15 @@ def _short(name: str, width: int = 70) -> str:
 
 
 def format_table(reports: list[KernelReport]) -> str:
-    head = f"{'kernel':70} {'arch':6} {'regs':>4} {'stack':>5} {'local':>5} {'smem':>6} {'thr':>4} {'occ':>5} {'HMMA':>5} {'LDG128':>6} {'LDS128':>6} {'LDL/STL':>7}"
+    head = (f"{'kernel':70} {'arch':6} {'regs':>4} {'stack':>5} {'local':>5} {'smem':>6} {'thr':>4} {'occ':>5} "
+            f"{'HMMA':>5} {'LDGSTS':>6} {'LDSM':>5} {'LDG128':>6} {'LDS128':>6} {'LDL/STL':>7}")
     rows = [head]
     for r in reports:
         occ = f"{r.occupancy:.2f}" if r.occupancy is not None else "-"
         thr = f"{r.threads}{'?' if r.threads_assumed else ''}"
         rows.append(f"{_short(r.demangled):70} {r.arch:6} {r.registers:>4} {r.stack_bytes:>5} {r.local_bytes:>5} "
-                    f"{r.shared_bytes:>6} {thr:>4} {occ:>5} {r.hmma:>5} {r.ldg128:>6} {r.lds128:>6} {r.local_instructions:>7}")
+                    f"{r.shared_bytes:>6} {thr:>4} {occ:>5} {r.hmma:>5} {r.ldgsts:>6} {r.ldsm:>5} {r.ldg128:>6} "
+                    f"{r.lds128:>6} {r.local_instructions:>7}")
         for p in r.problems:
             rows.append(f"    ! {p}")
     return "\n".join(rows)
@@ -285,14 +305,24 @@ def run(args) -> int:
     for path in paths:
         reports += audit_file(path, args.hot, args.tensorcore)
     failed = [r for r in reports if r.problems]
+    required = args.require.split(",") if args.require is not None else (list(TENSORCORE_OPS) if not args.paths else [])
+    required = [op for op in required if op]
+    unknown = [op for op in required if op not in TENSORCORE_OPS]
+    if unknown:
+        raise SystemExit(f"audit: --require takes {','.join(TENSORCORE_OPS)}; got {','.join(unknown)}")
+    missing = missing_tensorcore_ops(reports, required, args.tensorcore) if reports else []
     if args.json:
         print(json.dumps({"files": paths, "kernels": [asdict(r) for r in reports],
-                          "problems": sum(len(r.problems) for r in reports)}, indent=2))
+                          "missing_tensorcore_ops": missing,
+                          "problems": sum(len(r.problems) for r in reports) + len(missing)}, indent=2))
     else:
         print(format_table(reports) if reports else "no device code found in " + ", ".join(paths))
+        for op in missing:
+            print(f"    ! no tensor-core {op} kernel")
         if args.check and reports:
-            print(f"\n{len(failed)} kernel(s) with problems" if failed else "\ncheck passed")
-    if args.check and (failed or not reports):
+            print(f"\n{len(failed)} kernel(s) with problems, {len(missing)} tensor-core op(s) missing"
+                  if failed or missing else "\ncheck passed")
+    if args.check and (failed or missing or not reports):
         if not reports:
             print("audit --check: no device code (build with FORCE_CUDA=1)", file=sys.stderr)
         return 1
@@ -307,4 +337,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--hot", default=DEFAULT_HOT, help=f"regex of hot kernels (default: {DEFAULT_HOT})")
     p.add_argument("--tensorcore", default=DEFAULT_TENSORCORE, help=f"regex of tensor-core kernels (default: {DEFAULT_TENSORCORE})")
+    p.add_argument("--require", default=None,
+                   help="comma-separated ops (fprop,dgrad,wgrad) that must have a tensor-core kernel "
+                        "(default: all three for the built extension, none for given files)")
     p.set_defaults(func=run)

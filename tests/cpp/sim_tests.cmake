@@ -40,3 +40,13 @@ add_test(NAME sim_asan_shared_oob COMMAND sim_asan_shared_oob)
 set_tests_properties(sim_asan_shared_oob PROPERTIES
   PASS_REGULAR_EXPRESSION "AddressSanitizer: global-buffer-overflow.*global variable 'tile'")
 set_tests_properties(sim_asan_clean sim_asan_shared_oob PROPERTIES TIMEOUT 120)
+
+# cp.async: the emulation's group semantics and the tensor-core pipeline built on it are correct;
+# a pipeline that skips cp.async.wait_group reads its tiles as poison and is caught.
+cuconv_sim_test_exe(sim_cp_async_clean sim_cp_async_check.cpp)
+add_test(NAME sim_cp_async_clean COMMAND sim_cp_async_clean)
+cuconv_sim_test_exe(sim_cp_async_missing_wait sim_cp_async_check.cpp -DCUCONV_PLANT_MISSING_CP_ASYNC_WAIT)
+add_test(NAME sim_cp_async_missing_wait COMMAND sim_cp_async_missing_wait)
+set_tests_properties(sim_cp_async_missing_wait PROPERTIES PASS_REGULAR_EXPRESSION "[1-9][0-9]* wrong values")
+set_tests_properties(sim_cp_async_clean sim_cp_async_missing_wait PROPERTIES
+  ENVIRONMENT "CUCONV_SIM_TIMEOUT_S=120" TIMEOUT 300)

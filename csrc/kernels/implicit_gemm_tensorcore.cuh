@@ -1,0 +1,413 @@
+#pragma once
+// The tensor-core implicit-GEMM main loop shared by the tensor-core fprop, dgrad and wgrad kernels.
+// Same Problem interface as implicit_gemm_mainloop.cuh (a_row/a_load, b_col/b_load, store; grid x =
+// M tiles, y = groups x N tiles, z = split-K chunks of k_chunk), plus, for the operands loaded with
+// cp.async, `const T* a_src(row, kk)` / `b_src(col, kk)`: the address of A[m, kk] / B[kk, n], or
+// nullptr where the element is zero padding.
+//
+// Tiles: a block of WARPS_M x WARPS_N warps computes a BM x BN tile of C; each warp a (BM/WARPS_M) x
+// (BN/WARPS_N) sub-tile of 16x8 mma.sync tiles (m16n8k16 for float16/bfloat16, m16n8k8 for float as
+// TF32, float accumulation). The reduction runs in 32-deep slices through a ring of `stages` shared
+// memory buffers (a run-time pipeline depth: the device's shared memory may allow fewer than the
+// configuration asks for). Slices stages-1 ahead are in flight while the warps compute on the current
+// one: cp.async for operands whose elements are 4 bytes or whose 16-byte runs are contiguous and
+// aligned (zero padding by src-size 0), and register-staged loads otherwise (2-byte gathers, for
+// which cp.async has no size): loaded into registers before the MMAs, stored after them.
+//
+// Shared memory holds each operand row-major along k ([m][k] for A, [n][k] for B), as raw storage
+// bits (float is rounded to TF32 when fragments are loaded). Rows are padded to 80 bytes (16-bit) or
+// 144 bytes (float): 16-byte aligned for cp.async and ldmatrix, and the 8 rows an ldmatrix phase reads
+// fall on 8 disjoint groups of 4 banks. Fragments come from ldmatrix.x4 for every type (a tf32 word
+// is read as two 16-bit halves, which gives the tf32 fragment layout).
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "cp_async.cuh"
+#include "launch.cuh"
+#include "ldmatrix.cuh"
+#include "mma_sync.cuh"
+
+namespace cuconv::kern {
+
+constexpr int kTcBK = 32;  // reduction depth of one pipeline slice
+
+// How one operand's slice reaches shared memory.
+enum class TcLoad {
+  sync_k,    // register-staged, each thread a run of 8 consecutive k of one row
+  sync_row,  // register-staged, neighbouring threads take neighbouring rows (the contiguous direction)
+  cp4_k,     // cp.async of single 4-byte elements, runs of 8 consecutive k
+  cp4_row,   // cp.async of single 4-byte elements, neighbouring threads on neighbouring rows
+  cp16,      // cp.async of 16 bytes: the problem guarantees each aligned 16-byte run along k is contiguous
+};
+
+// The tensor-core kind for a storage type (float runs as TF32).
+template <typename T> constexpr mma::Kind tc_kind() {
+  if constexpr (std::is_same_v<T, half_t>) return mma::Kind::f16;
+  else if constexpr (std::is_same_v<T, bfloat16_t>) return mma::Kind::bf16;
+  else return mma::Kind::tf32;
+}
+// Shared-memory element: the storage bits of T.
+template <typename T> using tc_elem_t = std::conditional_t<sizeof(T) == 2, uint16_t, uint32_t>;
+// Row stride of a shared tile in elements: 32 + 8 (16-bit: 80 bytes) or 32 + 4 (float: 144 bytes).
+template <typename T> constexpr int tc_smem_stride() { return kTcBK + (sizeof(T) == 2 ? 8 : 4); }
+
+#if defined(__CUDACC__)
+CUCONV_DEVICE uint32_t tc_float_bits(float v) { return __float_as_uint(v); }
+CUCONV_DEVICE float tc_bits_float(uint32_t v) { return __uint_as_float(v); }
+#else
+inline uint32_t tc_float_bits(float v) { return std::bit_cast<uint32_t>(v); }
+inline float tc_bits_float(uint32_t v) { return std::bit_cast<float>(v); }
+#endif
+
+// A block tile: BM x BN outputs, WARPS_M x WARPS_N warps.
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_>
+struct TcTile {
+  static constexpr int BM = BM_, BN = BN_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_;
+  static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;  // warp tile
+  static constexpr int MI = WM / 16, NJ = WN / 8;             // 16x8 MMA tiles per warp
+  static_assert(WM % 16 == 0 && WN % 16 == 0, "warp tiles of whole m16 tiles and pairs of n8 tiles (ldmatrix.x4)");
+};
+
+// ------------------------------------------------------------------ the configuration table
+// Every entry is reached by tests (tests/test_tensorcore.py forces each one and checks the chooser).
+enum TcConfigId : int { kTcLarge = 0, kTcMedium = 1, kTcNarrow = 2, kTcSmallChannel = 3, kTcConfigCount = 4 };
+struct TcConfig {
+  const char* name;
+  int bm, bn, warps_m, warps_n, stages;  // stages: the pipeline depth asked for
+};
+inline constexpr TcConfig kTcConfigs[kTcConfigCount] = {
+    {"large", 128, 64, 4, 2, 3},          // many output tiles: big tiles, 3-deep pipeline
+    {"medium", 64, 64, 2, 2, 3},          // too few large tiles to fill the device
+    {"narrow", 64, 32, 2, 2, 3},          // at most 32 GEMM columns (few output channels)
+    {"small_channel", 128, 64, 4, 2, 1},  // reduction of one slice (C_in = 3 first layer: 27): no pipeline,
+                                          // half the shared memory of `large`, so more blocks per SM
+};
+
+// Bytes of one pipeline stage (A and B slices) for elements of `elem_bytes` bytes.
+inline int64_t tc_stage_bytes(int config, int elem_bytes) {
+  const TcConfig& c = kTcConfigs[config];
+  return int64_t(c.bm + c.bn) * (kTcBK + (elem_bytes == 2 ? 8 : 4)) * elem_bytes;
+}
+
+struct TcPlan {
+  int config, stages;
+};
+
+// The configuration for a GEMM of M x Ncols x Kdim run as `launches` independent GEMMs (groups, split-K
+// chunks) on device d; `forced` >= 0 picks a table entry (tests). Stages shrink to what the device's
+// per-block shared memory opt-in holds; a tile whose single stage does not fit gives way to a smaller one.
+inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, int elem_bytes, const DeviceProps& d,
+                      int forced = -1) {
+  int config = forced;
+  if (config < 0 || config >= kTcConfigCount) {
+    const int64_t large_blocks = launches * ceil_div<int64_t>(M, kTcConfigs[kTcLarge].bm) *
+                                 ceil_div<int64_t>(Ncols, kTcConfigs[kTcLarge].bn);
+    if (Kdim <= kTcBK) config = kTcSmallChannel;
+    else if (Ncols <= 32) config = kTcNarrow;
+    else if (large_blocks >= 2 * int64_t(d.sm_count)) config = kTcLarge;
+    else config = kTcMedium;
+  }
+  for (int c : {config, int(kTcMedium), int(kTcNarrow)}) {
+    const int64_t stage = tc_stage_bytes(c, elem_bytes);
+    if (stage > d.smem_per_block_optin) continue;
+    int stages = kTcConfigs[c].stages;
+    while (stages > 1 && stages * stage > d.smem_per_block_optin) --stages;
+    return {c, stages};
+  }
+  return {kTcNarrow, 1};  // below any tensor-core device's shared memory; the launch reports it
+}
+
+// ------------------------------------------------------------------ operand loading
+
+template <class Problem, bool IS_A>
+using TcCtx = std::conditional_t<IS_A, typename Problem::RowCtx, typename Problem::ColCtx>;
+
+// One operand's share of a slice for one thread: which rows and k it loads, its row contexts, and
+// the registers of register-staged loads.
+template <class Problem, typename T, bool IS_A, int ROWS, int THREADS, TcLoad L>
+struct TcOperand {
+  using Elem = tc_elem_t<T>;
+  static constexpr bool kAsync = L == TcLoad::cp4_k || L == TcLoad::cp4_row || L == TcLoad::cp16;
+  static constexpr bool kRowFast = L == TcLoad::sync_row || L == TcLoad::cp4_row;
+  static constexpr int kRun = L == TcLoad::cp16 ? 16 / int(sizeof(T)) : kRowFast ? 1 : 8;  // consecutive k
+  static constexpr int kRunsPerRow = kTcBK / kRun;
+  static constexpr int kChunks = ROWS * kTcBK / (THREADS * kRun);  // runs per thread
+  static constexpr int kCtx = kRowFast ? 1 : kChunks;                // distinct rows per thread
+  static constexpr int kStaged = kAsync ? 1 : kChunks * kRun;
+  static constexpr int kStride = tc_smem_stride<T>();
+  static_assert(ROWS * kTcBK % (THREADS * kRun) == 0, "whole runs per thread");
+  static_assert(kRowFast ? THREADS % ROWS == 0 : THREADS % kRunsPerRow == 0, "a fixed row set per thread");
+  static_assert(!(kAsync && L != TcLoad::cp16 && sizeof(T) != 4), "cp.async has no 2-byte size");
+
+  TcCtx<Problem, IS_A> ctx[kCtx];
+  bool ok[kCtx];
+  Elem staged[kStaged];
+
+  static CUCONV_DEVICE int row_of(int tid, int c) {
+    return kRowFast ? tid % ROWS : (tid + c * THREADS) / kRunsPerRow;
+  }
+  static CUCONV_DEVICE int k_of(int tid, int c) {
+    return kRowFast ? tid / ROWS + c * (THREADS / ROWS) : ((tid + c * THREADS) % kRunsPerRow) * kRun;
+  }
+
+  CUCONV_DEVICE void init(const Problem& prob, int64_t g, int64_t base, int64_t limit, int tid) {
+    CUCONV_UNROLL
+    for (int c = 0; c < kCtx; ++c) {
+      const int64_t r = base + row_of(tid, c);
+      ok[c] = r < limit;
+      if (ok[c]) {
+        if constexpr (IS_A) ctx[c] = prob.a_row(g, r);
+        else ctx[c] = prob.b_col(g, r);
+      }
+    }
+  }
+
+  static CUCONV_DEVICE Elem to_elem(float v) {
+    if constexpr (sizeof(T) == 2) return mma::bits16(from_float<T>(v));  // exact: v is a T widened
+    else return tc_float_bits(v);
+  }
+  CUCONV_DEVICE float value(const Problem& prob, int c, int64_t kk) const {
+    if constexpr (IS_A) return float(prob.a_load(ctx[c], kk));
+    else return float(prob.b_load(ctx[c], kk));
+  }
+  CUCONV_DEVICE const T* src(const Problem& prob, int c, int64_t kk) const {
+    if constexpr (IS_A) return prob.a_src(ctx[c], kk);
+    else return prob.b_src(ctx[c], kk);
+  }
+
+  // Starts the slice [k0, k0 + 32) ∩ [.., k_end) towards `tile` ([ROWS][kStride]): issues the
+  // cp.async copies, or loads the register-staged values. `any` is a valid global address for the
+  // zero-filling copies, which read nothing.
+  CUCONV_DEVICE void gather(const Problem& prob, Elem* tile, int tid, int64_t k0, int64_t k_end, const T* any) {
+    CUCONV_UNROLL
+    for (int c = 0; c < kChunks; ++c) {
+      const int cc = kRowFast ? 0 : c, row = row_of(tid, c), k = k_of(tid, c);
+      if constexpr (L == TcLoad::cp16) {
+        const int64_t kk = k0 + k;  // the problem keeps 16-byte runs inside [.., k_end) or wholly outside
+        const T* s = (ok[cc] && kk < k_end) ? src(prob, cc, kk) : nullptr;
+        async::copy<16>(tile + row * kStride + k, s ? s : any, s != nullptr);
+      } else {
+        CUCONV_UNROLL
+        for (int e = 0; e < kRun; ++e) {
+          const int64_t kk = k0 + k + e;
+          if constexpr (kAsync) {
+            const T* s = (ok[cc] && kk < k_end) ? src(prob, cc, kk) : nullptr;
+            async::copy<4>(tile + row * kStride + k + e, s ? s : any, s != nullptr);
+          } else {
+            staged[c * kRun + e] = to_elem((ok[cc] && kk < k_end) ? value(prob, cc, kk) : 0.f);
+          }
+        }
+      }
+    }
+  }
+  // Register-staged values to shared memory (nothing for cp.async operands).
+  CUCONV_DEVICE void scatter(Elem* tile, int tid) const {
+    if constexpr (!kAsync) {
+      CUCONV_UNROLL
+      for (int c = 0; c < kChunks; ++c) {
+        const int row = row_of(tid, c), k = k_of(tid, c);
+        CUCONV_UNROLL
+        for (int e = 0; e < kRun; ++e) tile[row * kStride + k + e] = staged[c * kRun + e];
+      }
+    }
+  }
+};
+
+// ------------------------------------------------------------------ the kernel
+// `Build` is the launch stream type: the nvcc and simulator builds of one kernel then differ in their
+// mangled names, so the two never collide at link time.
+template <class Problem, typename T, class Tile, TcLoad LA, TcLoad LB, class Build>
+__global__ void __launch_bounds__(Tile::kThreads) implicit_gemm_tensorcore_kernel(const Problem prob, const T* a_any,
+                                                                                   const T* b_any, int stages) {
+  constexpr mma::Kind K = tc_kind<T>();
+  constexpr bool kTf32 = K == mma::Kind::tf32;
+  constexpr int kStride = tc_smem_stride<T>(), kMmaK = kTf32 ? 8 : 16;
+  using Elem = tc_elem_t<T>;
+  constexpr int kPer16B = 16 / int(sizeof(Elem));  // elements per 16-byte ldmatrix row
+  constexpr int kStageElems = (Tile::BM + Tile::BN) * kStride;
+  Elem* smem = dynamic_smem<Elem>();
+
+  const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  const int wm = (warp % Tile::WARPS_M) * Tile::WM, wn = (warp / Tile::WARPS_M) * Tile::WN;
+  const int64_t n_tiles = ceil_div<int64_t>(prob.Ncols, Tile::BN);
+  const int64_t grp = prob.group_base + int64_t(blockIdx.y) / n_tiles;
+  const int64_t m0 = int64_t(blockIdx.x) * Tile::BM, n0 = (int64_t(blockIdx.y) % n_tiles) * Tile::BN;
+  const int64_t k_begin = int64_t(blockIdx.z) * prob.k_chunk;
+  const int64_t k_end = prob.Kdim < k_begin + prob.k_chunk ? prob.Kdim : k_begin + prob.k_chunk;
+  const int64_t slices = k_end > k_begin ? ceil_div<int64_t>(k_end - k_begin, kTcBK) : 0;
+
+  TcOperand<Problem, T, true, Tile::BM, Tile::kThreads, LA> a_op;
+  TcOperand<Problem, T, false, Tile::BN, Tile::kThreads, LB> b_op;
+  a_op.init(prob, grp, m0, prob.M, tid);
+  b_op.init(prob, grp, n0, prob.Ncols, tid);
+  auto a_tile = [&](int s) { return smem + s * kStageElems; };
+  auto b_tile = [&](int s) { return smem + s * kStageElems + Tile::BM * kStride; };
+  auto gather = [&](int s, int64_t slice) {
+    a_op.gather(prob, a_tile(s), tid, k_begin + slice * kTcBK, k_end, a_any);
+    b_op.gather(prob, b_tile(s), tid, k_begin + slice * kTcBK, k_end, b_any);
+  };
+  auto scatter = [&](int s) {
+    a_op.scatter(a_tile(s), tid);
+    b_op.scatter(b_tile(s), tid);
+  };
+
+  mma::FragC acc[Tile::MI][Tile::NJ];
+  CUCONV_UNROLL
+  for (int i = 0; i < Tile::MI; ++i)
+    CUCONV_UNROLL
+    for (int j = 0; j < Tile::NJ; ++j)
+      CUCONV_UNROLL
+      for (int e = 0; e < 4; ++e) acc[i][j].x[e] = 0.f;
+
+  // The MMAs of one slice, fragments by ldmatrix.x4: A matrices (rows 0-7 | 8-15) x (k lo | hi) from
+  // lanes 0-7, 8-15, 16-23, 24-31; B matrices (n 0-7, k lo), (n 0-7, k hi), (n 8-15, k lo), (n 8-15, k hi).
+  auto compute = [&](int s) {
+    const Elem* As = a_tile(s);
+    const Elem* Bs = b_tile(s);
+    CUCONV_UNROLL
+    for (int ks = 0; ks < kTcBK; ks += kMmaK) {
+      mma::FragA a[Tile::MI];
+      mma::FragB b[Tile::NJ];
+      CUCONV_UNROLL
+      for (int i = 0; i < Tile::MI; ++i)
+        ldmatrix<4>(a[i].x, As + (wm + 16 * i + lane % 16) * kStride + ks + (lane / 16) * kPer16B);
+      CUCONV_UNROLL
+      for (int j = 0; j < Tile::NJ; j += 2) {
+        uint32_t r[4];
+        ldmatrix<4>(r, Bs + (wn + 8 * j + lane % 8 + (lane / 16) * 8) * kStride + ks + ((lane / 8) % 2) * kPer16B);
+        b[j].x[0] = r[0];
+        b[j].x[1] = r[1];
+        b[j + 1].x[0] = r[2];
+        b[j + 1].x[1] = r[3];
+      }
+      if constexpr (kTf32) {  // cvt.rna.tf32.f32 of the raw float bits
+        CUCONV_UNROLL
+        for (int i = 0; i < Tile::MI; ++i)
+          CUCONV_UNROLL
+          for (int e = 0; e < 4; ++e) a[i].x[e] = mma::to_tf32(tc_bits_float(a[i].x[e]));
+        CUCONV_UNROLL
+        for (int j = 0; j < Tile::NJ; ++j)
+          CUCONV_UNROLL
+          for (int e = 0; e < 2; ++e) b[j].x[e] = mma::to_tf32(tc_bits_float(b[j].x[e]));
+      }
+      CUCONV_UNROLL
+      for (int i = 0; i < Tile::MI; ++i)
+        CUCONV_UNROLL
+        for (int j = 0; j < Tile::NJ; ++j) mma::mma_sync<K>(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+  };
+
+  if (stages == 1) {
+    for (int64_t kt = 0; kt < slices; ++kt) {
+      gather(0, kt);
+      scatter(0);
+      async::commit();
+      async::wait<0>();
+      __syncthreads();  // the slice is complete and visible
+      compute(0);
+      __syncthreads();  // every warp is done with it before the next overwrites it
+    }
+  } else {
+    // Prologue: slices 0 .. stages-2 in flight, one commit group each.
+    for (int s = 0; s < stages - 1; ++s) {
+      if (s < slices) {
+        gather(s, s);
+        scatter(s);
+      }
+      async::commit();
+    }
+    for (int64_t kt = 0; kt < slices; ++kt) {
+      async::wait_dynamic(stages - 2);  // this thread's copies of slice kt have landed ...
+      __syncthreads();  // ... everyone's are visible, and every warp is done with slice kt-1's buffer
+      const int64_t next = kt + stages - 1;
+      const int s_next = int(next % stages);  // the buffer of slice kt-1
+      if (next < slices) gather(s_next, next);
+      async::commit();  // possibly empty: one group per iteration keeps wait_group's count uniform
+      compute(int(kt % stages));
+      if (next < slices) scatter(s_next);  // register-staged stores land after the MMAs they overlapped
+    }
+  }
+
+  // c0, c1 at (g, 2t), (g, 2t+1); c2, c3 at (g+8, 2t), (g+8, 2t+1).
+  const int g = lane >> 2, t = lane & 3;
+  CUCONV_UNROLL
+  for (int i = 0; i < Tile::MI; ++i)
+    CUCONV_UNROLL
+    for (int j = 0; j < Tile::NJ; ++j)
+      CUCONV_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int64_t m = m0 + wm + 16 * i + g + ((e & 2) ? 8 : 0);
+        const int64_t n = n0 + wn + 8 * j + 2 * t + (e & 1);
+        if (m < prob.M && n < prob.Ncols) prob.store(grp, int64_t(blockIdx.z), m, n, acc[i][j].x[e]);
+      }
+}
+
+// ------------------------------------------------------------------ launching
+
+// cudaFuncSetAttribute(MaxDynamicSharedMemorySize) beyond 48 KiB; overloaded on the stream type (see
+// device_props.cuh: the nvcc and simulator bodies must not share a mangled name).
+#if defined(__CUDACC__)
+template <typename... P>
+void tc_allow_dynamic_smem(void (*kernel)(P...), size_t bytes, cudaStream_t) {
+  if (bytes > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  // an error here is sticky in cudaGetLastError: the launch check that follows reports it
+}
+#else
+template <typename... P>
+void tc_allow_dynamic_smem(void (*kernel)(P...), size_t bytes, std::nullptr_t) {
+  // cudaFuncSetAttribute fails beyond the device's opt-in limit, and so does the launch after it
+  if (int64_t(bytes) > simulated_device().smem_per_block_optin)
+    throw ::cuconv_sim::SimError("tensor-core kernel needs " + std::to_string(bytes) +
+                                 " bytes of shared memory, above the device's per-block opt-in limit of " +
+                                 std::to_string(simulated_device().smem_per_block_optin));
+  ::cuconv_sim::set_max_dynamic_shared(reinterpret_cast<const void*>(kernel), bytes);
+}
+#endif
+
+template <class Tile, TcLoad LA, TcLoad LB, class Problem, typename T>
+void launch_tensorcore_tile(Problem prob, const T* a_any, const T* b_any, int64_t groups, int64_t splits, int stages,
+                            stream_t stream) {
+  auto kernel = &implicit_gemm_tensorcore_kernel<Problem, T, Tile, LA, LB, stream_t>;
+  const size_t smem = size_t(stages) * (Tile::BM + Tile::BN) * tc_smem_stride<T>() * sizeof(tc_elem_t<T>);
+  tc_allow_dynamic_smem(kernel, smem, stream);
+  const int64_t m_tiles = ceil_div<int64_t>(prob.M, Tile::BM), n_tiles = ceil_div<int64_t>(prob.Ncols, Tile::BN);
+  const int64_t groups_per_launch = 65535 / n_tiles;  // gridDim.y <= 65535
+  for (int64_t g0 = 0; g0 < groups; g0 += groups_per_launch) {
+    const int64_t ng = groups - g0 < groups_per_launch ? groups - g0 : groups_per_launch;
+    prob.group_base = g0;
+    launch_kernel(kernel, dim3(unsigned(m_tiles), unsigned(ng * n_tiles), unsigned(splits)), dim3(Tile::kThreads), smem,
+                  stream, prob, a_any, b_any, stages);
+  }
+}
+
+// Runs `prob` (all groups, `splits` chunks of prob.k_chunk, a multiple of kTcBK) with the plan's tile
+// and pipeline depth. a_any / b_any: any valid address of each operand's tensor.
+template <TcLoad LA, TcLoad LB, class Problem, typename T>
+void launch_implicit_gemm_tensorcore(const Problem& prob, const T* a_any, const T* b_any, int64_t groups,
+                                     int64_t splits, const TcPlan& plan, stream_t stream) {
+  switch (plan.config) {
+    case kTcLarge:
+    case kTcSmallChannel:  // the large tile, one stage
+      return launch_tensorcore_tile<TcTile<128, 64, 4, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages, stream);
+    case kTcMedium:
+      return launch_tensorcore_tile<TcTile<64, 64, 2, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages, stream);
+    default:
+      return launch_tensorcore_tile<TcTile<64, 32, 2, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages, stream);
+  }
+}
+
+// The scalar load of a T operand: cp.async of 4-byte floats, register-staged for 16-bit types.
+template <typename T> constexpr TcLoad tc_scalar_load(bool row_fast) {
+  if constexpr (sizeof(T) == 4) return row_fast ? TcLoad::cp4_row : TcLoad::cp4_k;
+  else return row_fast ? TcLoad::sync_row : TcLoad::sync_k;
+}
+inline bool tc_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+static_assert(kTcConfigs[kTcLarge].bm == 128 && kTcConfigs[kTcLarge].bn == 64 && kTcConfigs[kTcSmallChannel].bm == 128 &&
+                  kTcConfigs[kTcSmallChannel].bn == 64 && kTcConfigs[kTcMedium].bm == 64 &&
+                  kTcConfigs[kTcMedium].bn == 64 && kTcConfigs[kTcNarrow].bm == 64 && kTcConfigs[kTcNarrow].bn == 32,
+              "the table's tiles are the ones launch_implicit_gemm_tensorcore instantiates");
+
+}  // namespace cuconv::kern
