@@ -14,21 +14,17 @@ struct Conv2dDgradTcProblem : Conv2dDgradProblem<T, CL> {
   using typename Base::ColCtx;
   using typename Base::RowCtx;
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
-    const Conv2dParams& p = this->p;
-    int64_t k, r, s;
+    const Conv2dIndexParams& p = this->p;
+    int64_t k, r, s, oh, ow;
     this->decode(kk, k, r, s);
-    const int64_t th = row.hp - r * p.dil_h, tw = row.wp - s * p.dil_w;
-    if (th < 0 || tw < 0 || th % p.stride_h || tw % p.stride_w) return nullptr;
-    const int64_t oh = th / p.stride_h, ow = tw / p.stride_w;
-    if (oh >= p.P || ow >= p.Q) return nullptr;
+    if (!this->source(row, r, s, oh, ow)) return nullptr;
     return this->gy + (CL ? row.gy_base + (oh * p.Q + ow) * p.K + k : row.gy_base + (k * p.P + oh) * p.Q + ow);
   }
   CUCONV_DEVICE const T* b_src(const ColCtx& col, int64_t kk) const {
-    const Conv2dParams& p = this->p;
+    const Conv2dIndexParams& p = this->p;
     int64_t k, r, s;
     this->decode(kk, k, r, s);
-    const int64_t Kg = p.K / p.groups, Cg = p.C / p.groups;
-    return this->w + (((col.g * Kg + k) * Cg + col.c) * p.R + r) * p.S + s;
+    return this->w + (((col.g * p.Kg + k) * p.Cg + col.c) * p.R + r) * p.S + s;
   }
 };
 

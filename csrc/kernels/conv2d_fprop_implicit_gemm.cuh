@@ -3,7 +3,7 @@
 // input[n, c, oh*stride-pad+r*dil, ...] * weight[k, c, r, s], plus a fused epilogue (bias, ReLU).
 // The reduction index kk runs over (c, r, s) for NCHW and over (r, s, c) for channels_last, so
 // neighbouring kk are neighbouring addresses of the input in either layout.
-#include "../conv2d_params.h"
+#include "conv2d_index.cuh"
 #include "implicit_gemm_mainloop.cuh"
 
 namespace cuconv::kern {
@@ -15,7 +15,7 @@ struct Conv2dFpropProblem {
   const T* w;
   const T* bias;  // nullptr: no bias
   T* y;
-  Conv2dParams p;
+  Conv2dIndexParams p;
   bool relu;
   int64_t M, Ncols, Kdim, k_chunk, group_base;
 
@@ -27,24 +27,19 @@ struct Conv2dFpropProblem {
   };
 
   CUCONV_DEVICE void decode(int64_t kk, int64_t& c, int64_t& r, int64_t& s) const {
-    const int64_t Cg = p.C / p.groups;
     int64_t rs;
-    if (CL) {
-      c = kk % Cg;
-      rs = kk / Cg;
-    } else {
-      c = kk / (p.R * p.S);
-      rs = kk % (p.R * p.S);
-    }
-    r = rs / p.S;
-    s = rs % p.S;
+    if (CL) p.div_cg.divmod(kk, rs, c);
+    else p.div_rs.divmod(kk, c, rs);
+    p.div_s.divmod(rs, r, s);
   }
   CUCONV_DEVICE RowCtx a_row(int64_t g, int64_t m) const {
-    const int64_t n = m / (p.P * p.Q), pq = m % (p.P * p.Q), Cg = p.C / p.groups;
+    int64_t n, pq, oh, ow;
+    p.div_pq.divmod(m, n, pq);
+    p.div_q.divmod(pq, oh, ow);
     RowCtx row;
-    row.h0 = (pq / p.Q) * p.stride_h - p.pad_h;
-    row.w0 = (pq % p.Q) * p.stride_w - p.pad_w;
-    row.x_base = CL ? n * p.H * p.W * p.C + g * Cg : (n * p.C + g * Cg) * p.H * p.W;
+    row.h0 = oh * p.stride_h - p.pad_h;
+    row.w0 = ow * p.stride_w - p.pad_w;
+    row.x_base = CL ? n * p.H * p.W * p.C + g * p.Cg : (n * p.C + g * p.Cg) * p.H * p.W;
     return row;
   }
   CUCONV_DEVICE Acc a_load(const RowCtx& row, int64_t kk) const {
@@ -56,7 +51,7 @@ struct Conv2dFpropProblem {
   }
   CUCONV_DEVICE ColCtx b_col(int64_t g, int64_t k) const {
     ColCtx col;
-    col.w_base = (g * (p.K / p.groups) + k) * (p.C / p.groups) * p.R * p.S;
+    col.w_base = (g * p.Kg + k) * p.Cg * p.R * p.S;
     return col;
   }
   CUCONV_DEVICE Acc b_load(const ColCtx& col, int64_t kk) const {
@@ -65,7 +60,9 @@ struct Conv2dFpropProblem {
     return to_acc(w[col.w_base + (c * p.R + r) * p.S + s]);
   }
   CUCONV_DEVICE void store(int64_t g, int64_t, int64_t m, int64_t k, Acc v) const {
-    const int64_t kabs = g * (p.K / p.groups) + k, n = m / (p.P * p.Q), pq = m % (p.P * p.Q);
+    const int64_t kabs = g * p.Kg + k;
+    int64_t n, pq;
+    p.div_pq.divmod(m, n, pq);
     if (bias) v += to_acc(bias[kabs]);
     if (relu && v < Acc(0)) v = Acc(0);
     y[CL ? (n * p.P * p.Q + pq) * p.K + kabs : (n * p.K + kabs) * p.P * p.Q + pq] = from_acc<T>(v);

@@ -16,7 +16,7 @@ struct Conv2dFpropTcProblem : Conv2dFpropProblem<T, CL> {
   using typename Base::ColCtx;
   using typename Base::RowCtx;
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
-    const Conv2dParams& p = this->p;
+    const Conv2dIndexParams& p = this->p;
     int64_t c, r, s;
     this->decode(kk, c, r, s);
     const int64_t h = row.h0 + r * p.dil_h, ww = row.w0 + s * p.dil_w;

@@ -4,7 +4,7 @@
 // and space is split into fixed chunks (split-K, blockIdx.z): each chunk writes its partial sums to
 // its own slice of a workspace, and a second kernel adds the slices in a fixed order. No float
 // atomics, so the result is bitwise reproducible.
-#include "../conv2d_params.h"
+#include "conv2d_index.cuh"
 #include "implicit_gemm_mainloop.cuh"
 
 namespace cuconv::kern {
@@ -15,7 +15,7 @@ struct Conv2dWgradProblem {
   const T* gy;
   const T* x;
   Acc* workspace;  // [splits][K][Cg*R*S]
-  Conv2dParams p;
+  Conv2dIndexParams p;
   int64_t M, Ncols, Kdim, k_chunk, group_base;
 
   struct RowCtx {
@@ -27,31 +27,42 @@ struct Conv2dWgradProblem {
 
   CUCONV_DEVICE RowCtx a_row(int64_t g, int64_t k) const {
     RowCtx row;
-    const int64_t kabs = g * (p.K / p.groups) + k;
+    const int64_t kabs = g * p.Kg + k;
     row.gy_base = CL ? kabs : kabs * p.P * p.Q;
     return row;
   }
   CUCONV_DEVICE Acc a_load(const RowCtx& row, int64_t kk) const {
-    const int64_t n = kk / (p.P * p.Q), pq = kk % (p.P * p.Q);
+    int64_t n, pq;
+    p.div_pq.divmod(kk, n, pq);
     return to_acc(gy[CL ? row.gy_base + (n * p.P * p.Q + pq) * p.K : row.gy_base + n * p.K * p.P * p.Q + pq]);
   }
   CUCONV_DEVICE ColCtx b_col(int64_t g, int64_t col_idx) const {
-    const int64_t crs = col_idx, s = crs % p.S, r = (crs / p.S) % p.R, c = crs / (p.S * p.R);
-    const int64_t cabs = g * (p.C / p.groups) + c;
+    int64_t c, rs, r, s;
+    p.div_rs.divmod(col_idx, c, rs);
+    p.div_s.divmod(rs, r, s);
+    const int64_t cabs = g * p.Cg + c;
     ColCtx col;
     col.x_base = CL ? cabs : cabs * p.H * p.W;
     col.roff = r * p.dil_h - p.pad_h;
     col.soff = s * p.dil_w - p.pad_w;
     return col;
   }
+  // Input row and column under output position pq's tap of column ctx col.
+  CUCONV_DEVICE void tap(const ColCtx& col, int64_t pq, int64_t& h, int64_t& ww) const {
+    int64_t oh, ow;
+    p.div_q.divmod(pq, oh, ow);
+    h = oh * p.stride_h + col.roff;
+    ww = ow * p.stride_w + col.soff;
+  }
   CUCONV_DEVICE Acc b_load(const ColCtx& col, int64_t kk) const {
-    const int64_t n = kk / (p.P * p.Q), pq = kk % (p.P * p.Q);
-    const int64_t h = (pq / p.Q) * p.stride_h + col.roff, ww = (pq % p.Q) * p.stride_w + col.soff;
+    int64_t n, pq, h, ww;
+    p.div_pq.divmod(kk, n, pq);
+    tap(col, pq, h, ww);
     if (h < 0 || h >= p.H || ww < 0 || ww >= p.W) return Acc(0);
     return to_acc(x[CL ? col.x_base + ((n * p.H + h) * p.W + ww) * p.C : col.x_base + n * p.C * p.H * p.W + h * p.W + ww]);
   }
   CUCONV_DEVICE void store(int64_t g, int64_t split, int64_t k, int64_t col, Acc v) const {
-    const int64_t kabs = g * (p.K / p.groups) + k;
+    const int64_t kabs = g * p.Kg + k;
     workspace[(split * p.K + kabs) * Ncols + col] = v;
   }
 };

@@ -16,14 +16,16 @@ struct Conv2dWgradTcProblem : Conv2dWgradProblem<T, CL> {
   using typename Base::ColCtx;
   using typename Base::RowCtx;
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
-    const Conv2dParams& p = this->p;
-    const int64_t n = kk / (p.P * p.Q), pq = kk % (p.P * p.Q);
+    const Conv2dIndexParams& p = this->p;
+    int64_t n, pq;
+    p.div_pq.divmod(kk, n, pq);
     return this->gy + (CL ? row.gy_base + (n * p.P * p.Q + pq) * p.K : row.gy_base + n * p.K * p.P * p.Q + pq);
   }
   CUCONV_DEVICE const T* b_src(const ColCtx& col, int64_t kk) const {
-    const Conv2dParams& p = this->p;
-    const int64_t n = kk / (p.P * p.Q), pq = kk % (p.P * p.Q);
-    const int64_t h = (pq / p.Q) * p.stride_h + col.roff, ww = (pq % p.Q) * p.stride_w + col.soff;
+    const Conv2dIndexParams& p = this->p;
+    int64_t n, pq, h, ww;
+    p.div_pq.divmod(kk, n, pq);
+    this->tap(col, pq, h, ww);
     if (h < 0 || h >= p.H || ww < 0 || ww >= p.W) return nullptr;
     return this->x + (CL ? col.x_base + ((n * p.H + h) * p.W + ww) * p.C : col.x_base + n * p.C * p.H * p.W + h * p.W + ww);
   }

@@ -42,9 +42,10 @@ __global__ void __launch_bounds__(kGemmThreads) implicit_gemm_kernel(const Probl
   constexpr int kALoads = kBK * kBM / kGemmThreads, kBLoads = kBK * kBN / kGemmThreads;
 
   const int tid = int(threadIdx.x), tx = tid % kRowStep, ty = tid / kRowStep;
-  const int64_t n_tiles = ceil_div<int64_t>(prob.Ncols, kBN);
-  const int64_t g = prob.group_base + int64_t(blockIdx.y) / n_tiles;
-  const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = (int64_t(blockIdx.y) % n_tiles) * kBN;
+  // 32-bit: a 64-bit division is a subroutine call on the GPU (see fast_divmod.cuh); gridDim.y < 2^16.
+  const uint32_t n_tiles = uint32_t(ceil_div<int64_t>(prob.Ncols, kBN));
+  const int64_t g = prob.group_base + int64_t(blockIdx.y / n_tiles);
+  const int64_t m0 = int64_t(blockIdx.x) * kBM, n0 = int64_t(blockIdx.y % n_tiles) * kBN;
   const int64_t k_begin = int64_t(blockIdx.z) * prob.k_chunk;
   const int64_t k_end = prob.Kdim < k_begin + prob.k_chunk ? prob.Kdim : k_begin + prob.k_chunk;
 

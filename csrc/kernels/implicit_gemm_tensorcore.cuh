@@ -85,6 +85,11 @@ inline constexpr TcConfig kTcConfigs[kTcConfigCount] = {
                                           // half the shared memory of `large`, so more blocks per SM
 };
 
+constexpr int kTcMaxStages = 3;  // the kernel's prologue is unrolled to this depth
+static_assert(kTcConfigs[kTcLarge].stages <= kTcMaxStages && kTcConfigs[kTcMedium].stages <= kTcMaxStages &&
+                  kTcConfigs[kTcNarrow].stages <= kTcMaxStages && kTcConfigs[kTcSmallChannel].stages <= kTcMaxStages,
+              "pipeline depths within the unrolled prologue");
+
 // Bytes of one pipeline stage (A and B slices) for elements of `elem_bytes` bytes.
 inline int64_t tc_stage_bytes(int config, int elem_bytes) {
   const TcConfig& c = kTcConfigs[config];
@@ -217,9 +222,11 @@ struct TcOperand {
 
 // ------------------------------------------------------------------ the kernel
 // `Build` is the launch stream type: the nvcc and simulator builds of one kernel then differ in their
-// mangled names, so the two never collide at link time.
+// mangled names, so the two never collide at link time. Launch bounds with a minimum of one block per
+// SM: without it ptxas caps some instantiations at an occupancy-driven register budget (128 or 168) and
+// spills 8-32 bytes to the stack; the audit (python -m cuconv audit --check) fails on any local memory.
 template <class Problem, typename T, class Tile, TcLoad LA, TcLoad LB, class Build>
-__global__ void __launch_bounds__(Tile::kThreads) implicit_gemm_tensorcore_kernel(const Problem prob, const T* a_any,
+__global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_kernel(const Problem prob, const T* a_any,
                                                                                    const T* b_any, int stages) {
   constexpr mma::Kind K = tc_kind<T>();
   constexpr bool kTf32 = K == mma::Kind::tf32;
@@ -231,9 +238,10 @@ __global__ void __launch_bounds__(Tile::kThreads) implicit_gemm_tensorcore_kerne
 
   const int tid = int(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int wm = (warp % Tile::WARPS_M) * Tile::WM, wn = (warp / Tile::WARPS_M) * Tile::WN;
-  const int64_t n_tiles = ceil_div<int64_t>(prob.Ncols, Tile::BN);
-  const int64_t grp = prob.group_base + int64_t(blockIdx.y) / n_tiles;
-  const int64_t m0 = int64_t(blockIdx.x) * Tile::BM, n0 = (int64_t(blockIdx.y) % n_tiles) * Tile::BN;
+  // 32-bit: a 64-bit division is a subroutine call on the GPU (see fast_divmod.cuh); gridDim.y < 2^16.
+  const uint32_t n_tiles = uint32_t(ceil_div<int64_t>(prob.Ncols, Tile::BN));
+  const int64_t grp = prob.group_base + int64_t(blockIdx.y / n_tiles);
+  const int64_t m0 = int64_t(blockIdx.x) * Tile::BM, n0 = int64_t(blockIdx.y % n_tiles) * Tile::BN;
   const int64_t k_begin = int64_t(blockIdx.z) * prob.k_chunk;
   const int64_t k_end = prob.Kdim < k_begin + prob.k_chunk ? prob.Kdim : k_begin + prob.k_chunk;
   const int64_t slices = k_end > k_begin ? ceil_div<int64_t>(k_end - k_begin, kTcBK) : 0;
@@ -310,23 +318,32 @@ __global__ void __launch_bounds__(Tile::kThreads) implicit_gemm_tensorcore_kerne
       __syncthreads();  // every warp is done with it before the next overwrites it
     }
   } else {
-    // Prologue: slices 0 .. stages-2 in flight, one commit group each.
-    for (int s = 0; s < stages - 1; ++s) {
-      if (s < slices) {
-        gather(s, s);
-        scatter(s);
+    // Prologue: slices 0 .. stages-2 in flight, one commit group each. Unrolled to the deepest
+    // pipeline: with a run-time trip count ptxas leaves this loop through a CALL, around which it
+    // keeps live values on the stack.
+    CUCONV_UNROLL
+    for (int s = 0; s < kTcMaxStages - 1; ++s) {
+      if (s < stages - 1) {
+        if (s < slices) {
+          gather(s, s);
+          scatter(s);
+        }
+        async::commit();
       }
-      async::commit();
     }
+    // Ring positions of slice kt and of slice kt + stages - 1 (the buffer slice kt-1 used), kept as
+    // counters: kt % stages would be a 64-bit division.
+    int s_cur = 0, s_next = stages - 1;
     for (int64_t kt = 0; kt < slices; ++kt) {
       async::wait_dynamic(stages - 2);  // this thread's copies of slice kt have landed ...
       __syncthreads();  // ... everyone's are visible, and every warp is done with slice kt-1's buffer
       const int64_t next = kt + stages - 1;
-      const int s_next = int(next % stages);  // the buffer of slice kt-1
       if (next < slices) gather(s_next, next);
       async::commit();  // possibly empty: one group per iteration keeps wait_group's count uniform
-      compute(int(kt % stages));
+      compute(s_cur);
       if (next < slices) scatter(s_next);  // register-staged stores land after the MMAs they overlapped
+      s_cur = s_cur + 1 == stages ? 0 : s_cur + 1;
+      s_next = s_next + 1 == stages ? 0 : s_next + 1;
     }
   }
 

@@ -50,3 +50,8 @@ add_test(NAME sim_cp_async_missing_wait COMMAND sim_cp_async_missing_wait)
 set_tests_properties(sim_cp_async_missing_wait PROPERTIES PASS_REGULAR_EXPRESSION "[1-9][0-9]* wrong values")
 set_tests_properties(sim_cp_async_clean sim_cp_async_missing_wait PROPERTIES
   ENVIRONMENT "CUCONV_SIM_TIMEOUT_S=120" TIMEOUT 300)
+
+# FastDivmod, the index decoding of the implicit-GEMM kernels, against `/` and `%`.
+cuconv_sim_test_exe(fast_divmod_check fast_divmod_check.cpp)
+add_test(NAME fast_divmod_check COMMAND fast_divmod_check)
+set_tests_properties(fast_divmod_check PROPERTIES PASS_REGULAR_EXPRESSION ", 0 failures")
