@@ -5,8 +5,7 @@
 // keeps the first maximum. Padding is never read (acts as -inf); a window that misses the input
 // entirely gives -inf and index -1. The same source is compiled for AVX2 (per-function target
 // attribute) and for the baseline ISA, picked at run time (cpu_isa.h).
-// Backward: each (n, c) plane (NCHW) or image (NHWC) is zeroed and scattered into by one thread in
-// a fixed order, with bounds-checked indices: deterministic.
+// Backward: max_pool2d_backward_cpu.cpp.
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -441,42 +440,6 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
         I* pos = scratch.data_ptr<I>();
         if (isa == Isa::avx2) forward_pixels_avx2(p, x, y, idx, pos, begin, end);
         else forward_pixels_portable(p, x, y, idx, pos, begin, end);
-      });
-    }
-  });
-}
-
-void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
-                         const at::Tensor& grad_input) {
-  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_max_pool2d_backward_cpu", [&] {
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    const int64_t* idx = indices.const_data_ptr<int64_t>();
-    scalar_t* gx = grad_input.data_ptr<scalar_t>();
-    const int64_t plane = p.H * p.W, PQ = p.P * p.Q;
-    if (!p.channels_last) {
-      const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, plane));
-      at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) {
-        for (int64_t nc = begin; nc < end; ++nc) {
-          scalar_t* g = gx + nc * plane;
-          std::fill(g, g + plane, scalar_t(0));
-          const int64_t* ix = idx + nc * PQ;
-          const scalar_t* go = gy + nc * PQ;
-          for (int64_t o = 0; o < PQ; ++o)
-            if (ix[o] >= 0 && ix[o] < plane) g[ix[o]] += go[o];
-        }
-      });
-    } else {
-      at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t n = begin; n < end; ++n) {
-          scalar_t* g = gx + n * plane * p.C;
-          std::fill(g, g + plane * p.C, scalar_t(0));
-          for (int64_t o = 0; o < PQ; ++o) {
-            const int64_t* ix = idx + (n * PQ + o) * p.C;
-            const scalar_t* go = gy + (n * PQ + o) * p.C;
-            for (int64_t c = 0; c < p.C; ++c)
-              if (ix[c] >= 0 && ix[c] < plane) g[ix[c] * p.C + c] += go[c];
-          }
-        }
       });
     }
   });
