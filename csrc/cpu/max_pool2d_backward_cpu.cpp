@@ -1,13 +1,13 @@
 // max_pool2d backward on the CPU: grad_input = zeros, then grad_input[indices[o]] += grad_output[o].
 //
 // 2x2 windows, stride 2, no padding or dilation, every window inside the input (the CNN pooling
-// layers): windows do not overlap, so each input element receives from at most one output and the
-// result is built by writes alone, with no zero-fill pass and no read-modify-write: for each output
-// its window's four elements are written, grad where the index points and 0 elsewhere; the rows and
-// columns no window covers are then zeroed. NCHW vectorises over the outputs of a row, NHWC over the
-// channels of a pixel and splits the work by (image, output row). An index outside its window (a
-// user's, not the forward's) makes the whole call start over on the general path, so such indices
-// behave exactly as before.
+// layers), float32 on AVX2: windows do not overlap, so each input element receives from at most one
+// output and the result is built by writes alone, with no zero-fill pass and no read-modify-write:
+// for each output its window's four elements are written, grad where the index points and 0
+// elsewhere; the rows and columns no window covers are then zeroed. NCHW (rows of 8 outputs or
+// more) vectorises over the outputs of a row; NHWC (C a multiple of 8) over the channels of a pixel,
+// split by (image, output row). An index outside its window (a user's, not the forward's) makes the
+// whole call start over on the general path, so such indices behave exactly as before.
 //
 // General path (any geometry, overlapping windows included): each (n, c) plane (NCHW) or image
 // (NHWC) is zeroed and scattered into by one thread in output order, so sums are taken in a fixed

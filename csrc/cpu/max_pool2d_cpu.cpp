@@ -187,6 +187,7 @@ CUCONV_AVX2 void forward_planes_2x2_avx2_f32(const MaxPool2dParams& p, const flo
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i ma = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(2 * Q)), lane);      // Q < 8 rows only
   const __m256i mb = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(2 * Q - 8)), lane);
+  const float* const x_end = x + p.N * p.C * p.H * W;
   for (int64_t nc = begin; nc < end; ++nc) {
     const float* plane = x + nc * p.H * W;
     for (int64_t oh = 0; oh < p.P; ++oh) {
@@ -198,14 +199,21 @@ CUCONV_AVX2 void forward_planes_2x2_avx2_f32(const MaxPool2dParams& p, const flo
         const __m256i at0 = _mm256_add_epi32(_mm256_set1_epi32(int32_t(2 * oh * W)), lane2);
         const __m256i at1 = _mm256_add_epi32(at0, _mm256_set1_epi32(int32_t(W)));
         const __m256i one = _mm256_set1_epi32(1);
-        const __m256 a0 = _mm256_maskload_ps(r0, ma), b0 = _mm256_maskload_ps(r0 + 8, mb);
-        const __m256 a1 = _mm256_maskload_ps(r1, ma), b1 = _mm256_maskload_ps(r1 + 8, mb);
+        // Masked loads are slow on some CPUs: plain ones where reading past the row stays inside
+        // the input (the extra lanes' outputs are never stored).
+        const bool plain = r1 + 16 <= x_end;
+        const __m256 a0 = plain ? _mm256_loadu_ps(r0) : _mm256_maskload_ps(r0, ma);
+        const __m256 b0 = plain ? _mm256_loadu_ps(r0 + 8) : _mm256_maskload_ps(r0 + 8, mb);
+        const __m256 a1 = plain ? _mm256_loadu_ps(r1) : _mm256_maskload_ps(r1, ma);
+        const __m256 b1 = plain ? _mm256_loadu_ps(r1 + 8) : _mm256_maskload_ps(r1 + 8, mb);
         __m256 best = evens(a0, b0);
         __m256i pos = at0;
         update8_taken(odds(a0, b0), _mm256_add_epi32(at0, one), best, pos);
         update8_taken(evens(a1, b1), at1, best, pos);
         update8_taken(odds(a1, b1), _mm256_add_epi32(at1, one), best, pos);
-        store8(int(Q), best, pos, yrow, irow);
+        // A full store runs into the plane's next output rows, which are written afterwards; near
+        // the plane's end only the row's Q outputs are stored.
+        store8((p.P - oh) * Q >= 8 ? 8 : int(Q), best, pos, yrow, irow);
         continue;
       }
       for (int64_t o = 0; o < Q; o += 8) {
