@@ -5,8 +5,7 @@
 // keeps the first maximum. Padding is never read (acts as -inf); a window that misses the input
 // entirely gives -inf and index -1. The same source is compiled for AVX2 (per-function target
 // attribute) and for the baseline ISA, picked at run time (cpu_isa.h).
-// Backward: each (n, c) plane (NCHW) or image (NHWC) is zeroed and scattered into by one thread in
-// a fixed order, with bounds-checked indices: deterministic.
+// Backward: max_pool2d_backward_cpu.cpp.
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -188,6 +187,7 @@ CUCONV_AVX2 void forward_planes_2x2_avx2_f32(const MaxPool2dParams& p, const flo
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i ma = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(2 * Q)), lane);      // Q < 8 rows only
   const __m256i mb = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(2 * Q - 8)), lane);
+  const float* const x_end = x + p.N * p.C * p.H * W;
   for (int64_t nc = begin; nc < end; ++nc) {
     const float* plane = x + nc * p.H * W;
     for (int64_t oh = 0; oh < p.P; ++oh) {
@@ -199,14 +199,21 @@ CUCONV_AVX2 void forward_planes_2x2_avx2_f32(const MaxPool2dParams& p, const flo
         const __m256i at0 = _mm256_add_epi32(_mm256_set1_epi32(int32_t(2 * oh * W)), lane2);
         const __m256i at1 = _mm256_add_epi32(at0, _mm256_set1_epi32(int32_t(W)));
         const __m256i one = _mm256_set1_epi32(1);
-        const __m256 a0 = _mm256_maskload_ps(r0, ma), b0 = _mm256_maskload_ps(r0 + 8, mb);
-        const __m256 a1 = _mm256_maskload_ps(r1, ma), b1 = _mm256_maskload_ps(r1 + 8, mb);
+        // Masked loads are slow on some CPUs: plain ones where reading past the row stays inside
+        // the input (the extra lanes' outputs are never stored).
+        const bool plain = r1 + 16 <= x_end;
+        const __m256 a0 = plain ? _mm256_loadu_ps(r0) : _mm256_maskload_ps(r0, ma);
+        const __m256 b0 = plain ? _mm256_loadu_ps(r0 + 8) : _mm256_maskload_ps(r0 + 8, mb);
+        const __m256 a1 = plain ? _mm256_loadu_ps(r1) : _mm256_maskload_ps(r1, ma);
+        const __m256 b1 = plain ? _mm256_loadu_ps(r1 + 8) : _mm256_maskload_ps(r1 + 8, mb);
         __m256 best = evens(a0, b0);
         __m256i pos = at0;
         update8_taken(odds(a0, b0), _mm256_add_epi32(at0, one), best, pos);
         update8_taken(evens(a1, b1), at1, best, pos);
         update8_taken(odds(a1, b1), _mm256_add_epi32(at1, one), best, pos);
-        store8(int(Q), best, pos, yrow, irow);
+        // A full store runs into the plane's next output rows, which are written afterwards; near
+        // the plane's end only the row's Q outputs are stored.
+        store8((p.P - oh) * Q >= 8 ? 8 : int(Q), best, pos, yrow, irow);
         continue;
       }
       for (int64_t o = 0; o < Q; o += 8) {
@@ -441,42 +448,6 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
         I* pos = scratch.data_ptr<I>();
         if (isa == Isa::avx2) forward_pixels_avx2(p, x, y, idx, pos, begin, end);
         else forward_pixels_portable(p, x, y, idx, pos, begin, end);
-      });
-    }
-  });
-}
-
-void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
-                         const at::Tensor& grad_input) {
-  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_max_pool2d_backward_cpu", [&] {
-    const scalar_t* gy = grad_output.const_data_ptr<scalar_t>();
-    const int64_t* idx = indices.const_data_ptr<int64_t>();
-    scalar_t* gx = grad_input.data_ptr<scalar_t>();
-    const int64_t plane = p.H * p.W, PQ = p.P * p.Q;
-    if (!p.channels_last) {
-      const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, plane));
-      at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) {
-        for (int64_t nc = begin; nc < end; ++nc) {
-          scalar_t* g = gx + nc * plane;
-          std::fill(g, g + plane, scalar_t(0));
-          const int64_t* ix = idx + nc * PQ;
-          const scalar_t* go = gy + nc * PQ;
-          for (int64_t o = 0; o < PQ; ++o)
-            if (ix[o] >= 0 && ix[o] < plane) g[ix[o]] += go[o];
-        }
-      });
-    } else {
-      at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t n = begin; n < end; ++n) {
-          scalar_t* g = gx + n * plane * p.C;
-          std::fill(g, g + plane * p.C, scalar_t(0));
-          for (int64_t o = 0; o < PQ; ++o) {
-            const int64_t* ix = idx + (n * PQ + o) * p.C;
-            const scalar_t* go = gy + (n * PQ + o) * p.C;
-            for (int64_t c = 0; c < p.C; ++c)
-              if (ix[c] >= 0 && ix[c] < plane) g[ix[c] * p.C + c] += go[c];
-          }
-        }
       });
     }
   });

@@ -1,0 +1,184 @@
+"""The CPU max_pool2d backward's paths (csrc/cpu/max_pool2d_backward_cpu.cpp) against torch:
+the 2x2 stride-2 AVX2 paths that write whole windows (float32; NCHW rows of 8 outputs or more,
+NHWC with C a multiple of 8) and the general scatter they fall back to. The backward only moves
+gradient values, so results must equal torch's exactly (float32 and float64, -0.0 signs included).
+Each shape says which path it reaches on an AVX2 CPU; every test also runs with the portable path
+forced, where everything takes the general path."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cuconv  # noqa: F401  (loads the operators)
+
+ops = torch.ops.cuconv
+
+
+def _cpu_has_avx2():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return " avx2" in flags and " fma" in flags
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["portable"] + (["avx2"] if _cpu_has_avx2() else []))
+def isa(request, monkeypatch):
+    monkeypatch.setenv("CUCONV_CPU_ISA", request.param)
+    return request.param
+
+
+def _fmt(t, channels_last):
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
+
+def _special(x):
+    """Ties (rounded values), -inf and NaNs, at fixed places so every window kind occurs."""
+    x = (x * 2).round()
+    flat = x.view(-1)
+    flat[torch.randperm(flat.numel())[: flat.numel() // 10]] = float("-inf")
+    flat[torch.randperm(flat.numel())[: flat.numel() // 20]] = float("nan")
+    return x
+
+
+def _grads(shape, dtype, channels_last):
+    gy = torch.randn(shape, dtype=dtype)
+    gy.view(-1)[::5] = -0.0  # torch's zero-fill-and-add gives +0.0 for these
+    return _fmt(gy, channels_last)
+
+
+def _check(x, k, s, pad, dil, ceil, channels_last):
+    y, idx = ops.max_pool2d(x, k, s, pad, dil, ceil)
+    ry, ridx = F.max_pool2d_with_indices(x.double(), k, s, pad, dil, ceil)
+    assert torch.equal(idx, ridx)
+    assert torch.equal(y.double().nan_to_num(7.5), ry.nan_to_num(7.5))
+    gy = _grads(y.shape, x.dtype, channels_last)
+    gx = ops.max_pool2d_backward(gy, x, idx, k, s, pad, dil, ceil)
+    rgx = torch.ops.aten.max_pool2d_with_indices_backward(gy.double(), x.double(), k, s, pad, dil, ceil, ridx)
+    assert gx.dtype == x.dtype and gx.shape == x.shape
+    assert torch.equal(gx.double(), rgx)
+    assert torch.equal(gx.signbit(), rgx.signbit())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert gx.is_contiguous(memory_format=fmt)
+
+
+# (N, C, H, W, ceil_mode, paths reached: NCHW / NHWC on AVX2 float32)
+TWO_BY_TWO = [
+    (2, 3, 30, 30, False),   # seed pool1 geometry: NCHW fast (rows of 15: two groups, the last overlapping) / NHWC general (C=3)
+    (2, 16, 30, 30, False),  # NCHW fast / NHWC fast (C=16)
+    (1, 8, 17, 35, False),   # odd sizes: fast paths zero the uncovered last row and column
+    (1, 24, 16, 20, True),   # ceil mode on even sizes: windows inside, fast paths
+    (3, 8, 4, 2, False),     # one output column: NCHW general (Q < 8) / NHWC fast
+    (2, 64, 13, 13, False),  # seed pool2 geometry: NCHW general (rows of 6) / NHWC fast
+    (1, 8, 9, 11, True),     # ceil mode with partial windows: general path both layouts
+    (2, 12, 19, 18, False),  # NCHW fast (rows of 9) / NHWC general (C % 8 != 0)
+]
+
+
+@pytest.mark.parametrize("special", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", TWO_BY_TWO, ids=[str(i) for i in range(len(TWO_BY_TWO))])
+def test_2x2_stride2_matches_torch(isa, case, channels_last, dtype, special):
+    N, C, H, W, ceil = case
+    x = torch.randn(N, C, H, W, dtype=dtype)
+    if special:
+        x = _special(x)
+    _check(_fmt(x, channels_last), [2, 2], [2, 2], [0, 0], [1, 1], ceil, channels_last)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_2x2_stride2_nan_tie_and_inf_windows(isa, channels_last):
+    """Rows of 8 windows (NCHW fast path), 8 channels (NHWC fast path): a NaN window (the last NaN
+    wins), a tie (the first maximum), an all -inf window (its first element) and a -0.0 grad."""
+    win = torch.tensor([[[1.0, float("nan")], [float("nan"), 2.0]],
+                        [[3.0, 3.0], [3.0, 1.0]],
+                        [[float("-inf")] * 2] * 2,
+                        [[0.0, -1.0], [5.0, 5.0]]])  # 4 windows
+    x = win.repeat(2, 1, 1).permute(1, 0, 2).reshape(2, 16)  # 8 windows side by side
+    x = x.reshape(1, 1, 2, 16).repeat(2, 8, 1, 1)
+    y, idx = ops.max_pool2d(_fmt(x, channels_last), [2, 2], [2, 2], [0, 0], [1, 1], False)
+    assert idx[0, 0, 0].tolist() == [16, 2, 4, 22, 24, 10, 12, 30]
+    _check(_fmt(x, channels_last), [2, 2], [2, 2], [0, 0], [1, 1], False, channels_last)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_other_geometries_take_the_general_path(isa, channels_last):
+    """Overlapping windows (sums: in float64, so that torch's sums in the same order match exactly),
+    padding, dilation, stride > kernel: never the 2x2 path."""
+    x = _fmt(_special(torch.randn(2, 8, 17, 19, dtype=torch.float64)), channels_last)
+    for k, s, pad, dil, ceil in [([3, 3], [2, 2], [1, 1], [1, 1], False), ([2, 2], [2, 2], [1, 1], [1, 1], True),
+                                 ([2, 2], [2, 2], [0, 0], [2, 2], False), ([2, 2], [3, 3], [0, 0], [1, 1], True),
+                                 ([2, 2], [1, 1], [0, 0], [1, 1], False)]:
+        _check(x, k, s, pad, dil, ceil, channels_last)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_non_contiguous_and_empty_batch(isa, channels_last):
+    base = torch.randn(2, 16, 34, 40)
+    x = _fmt(base, channels_last)[:, :, 1:31, ::2]  # 30 x 20, strided: the router copies it
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    y, idx = ops.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    gy = torch.randn(y.shape[0], y.shape[1], y.shape[2], 2 * y.shape[3])[..., ::2]
+    gx = ops.max_pool2d_backward(gy, x, idx, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    rgx = torch.ops.aten.max_pool2d_with_indices_backward(gy, x, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
+    assert torch.equal(gx, rgx)
+    empty = _fmt(torch.randn(0, 16, 30, 30), channels_last)
+    y, idx = ops.max_pool2d(empty, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    gx = ops.max_pool2d_backward(y, empty, idx, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    assert gx.shape == empty.shape
+
+
+def _scatter_reference(gy, idx, shape):
+    """grad_input[n, c, i] += gy[n, c, o] for the indices inside the plane, in output order."""
+    N, C, H, W = shape
+    ref = torch.zeros(N * C, H * W, dtype=torch.float64)
+    ii = idx.reshape(N * C, -1)
+    gg = gy.double().reshape(N * C, -1)
+    inside = (ii >= 0) & (ii < H * W)
+    for nc in range(N * C):
+        ref[nc].index_add_(0, ii[nc][inside[nc]], gg[nc][inside[nc]])
+    return ref.reshape(N, C, H, W)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_indices_outside_their_window(isa, channels_last):
+    """A user's indices that point outside their window (inside the plane: scattered there as
+    torch does; outside it or -1: skipped) make the fast paths fall back to the general scatter.
+    16 x 18 planes, 8 channels: both fast paths are tried first."""
+    x = _fmt(torch.randn(2, 8, 16, 18), channels_last)
+    y, idx = ops.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    gy = _fmt(torch.randn(y.shape), channels_last)
+    for edit in ["same plane", "minus one", "past the plane", "huge"]:
+        bad = idx.clone()
+        if edit == "same plane":
+            bad[1, 3, 4, 5] = 0
+            bad[0, 7, 7, 8] = 3  # several outputs into one element: summed
+        elif edit == "minus one":
+            bad[0, 5, 0, 0] = -1
+        elif edit == "past the plane":
+            bad[1, 1, 1, 1] = 16 * 18
+        else:
+            bad[1, 6, 2, 3] = 2**32 + bad[1, 6, 2, 3]  # same low 32 bits as the right index
+        gx = ops.max_pool2d_backward(gy, x, bad, [2, 2], [2, 2], [0, 0], [1, 1], False)
+        assert torch.equal(gx.double(), _scatter_reference(gy.contiguous(), bad.contiguous(), x.shape)), edit
+        if edit == "same plane":
+            rgx = torch.ops.aten.max_pool2d_with_indices_backward(gy, x, [2, 2], [2, 2], [0, 0], [1, 1], False, bad)
+            assert torch.equal(gx, rgx)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_2x2_stride2_deterministic_across_threads(isa, channels_last):
+    x = _fmt(torch.randn(5, 16, 31, 33), channels_last)
+    y, idx = ops.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    gy = _fmt(torch.randn(y.shape), channels_last)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            outs.append(ops.max_pool2d_backward(gy, x, idx, [2, 2], [2, 2], [0, 0], [1, 1], False))
+    finally:
+        torch.set_num_threads(threads)
+    for a in outs[1:]:
+        assert torch.equal(a, outs[0])
