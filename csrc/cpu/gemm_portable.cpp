@@ -53,6 +53,13 @@ struct PortableKernel {
     for (int i = 0; i < mv; ++i)
       for (int j = 0; j < nv; ++j) C[i * ldc + j] = acc[i][j];
   }
+
+  // B packed (kc x NR slivers); A packed (kc x MR panels) when a_packed, else rows rsA apart.
+  static void run_packed(int64_t kc, const T* A, int64_t rsA, bool a_packed, int mv, const T* B, int nv, T* C,
+                         int64_t ldc, GemmInit init, const T* bias, bool relu) {
+    if (a_packed) run(kc, A, 1, MR, mv, B, NR, nv, C, ldc, init, bias, relu);
+    else run(kc, A, rsA, 1, mv, B, NR, nv, C, ldc, init, bias, relu);
+  }
 };
 
 }  // namespace
