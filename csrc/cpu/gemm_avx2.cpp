@@ -1,5 +1,7 @@
 // AVX2+FMA GEMM micro-kernel for float: a 6x16 tile of C lives in 12 ymm registers; each K step
-// loads 2 vectors of B and broadcasts 6 elements of A. Compiled for AVX2 per function (target
+// loads 2 vectors of B and broadcasts 6 elements of A. run_packed (packed B, the common case) runs
+// its K loop as inline asm with fixed registers; run (unpacked B: GEMMs of at most 6 rows) is
+// intrinsics with lane masks. Compiled for AVX2 per function (target
 // attribute) and called only when the CPU has AVX2 and FMA (cpu_isa.h).
 #include <algorithm>
 
@@ -125,32 +127,40 @@ struct Avx2Kernel6x16 {
   }
 
   // One tile from packed B (a kc x 16 sliver, columns past nv zero) and either a packed A panel
-  // (kc x 6, rows past mv zero) or six A rows with unit K stride. The loop body has no masks and no
-  // edge logic: every address is a base register plus a constant, K unrolled by 4.
+  // (kc x 6, rows past mv zero) or six A row pointers with unit K stride (rows past mv repeat a
+  // valid row). The loop body has no masks and no edge logic: every address is a base register plus
+  // a constant, K unrolled by 4.
   template <bool kFull, bool kPackedA>
-  CUCONV_AVX2 static inline __attribute__((always_inline)) void tile_packed(int64_t kc, const float* A, int64_t rsA,
-                                                                             int mv, const float* B, float* C,
+  CUCONV_AVX2 static inline __attribute__((always_inline)) void tile_packed(int64_t kc, const float* A,
+                                                                             const float* const* rows, int mv,
+                                                                             const float* B, int nv, float* C,
                                                                              int64_t ldc, GemmInit init,
-                                                                             const float* bias, bool relu,
-                                                                             __m256i m0, __m256i m1) {
+                                                                             const float* bias, bool relu) {
     // The C tile is read (accumulate) or written at the end; start fetching its lines now.
     for (int i = 0; i < mv; ++i) {
       _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + 15), _MM_HINT_T0);
     }
+    // A partial tile goes through a full 6 x 16 staging copy instead of lane masks: masks held in
+    // two ymm registers across the loop would leave too few for 12 accumulators + 3 operands (spills).
+    alignas(32) float edge[MR * NR];
+    const bool load_c = init == GemmInit::accumulate, load_bias = init == GemmInit::bias_col;
+    if (!kFull && (load_c || load_bias)) {
+      for (int i = 0; i < mv; ++i)
+        for (int j = 0; j < NR; ++j) edge[i * NR + j] = j < nv ? (load_c ? C[i * ldc + j] : bias[j]) : 0.f;
+    }
+    const float* src = kFull ? (load_c ? C : bias) : edge;
+    const int64_t ld_src = kFull ? (load_c ? ldc : 0) : NR;
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
-#define CUCONV_INIT_ROW(i, r0, r1)                                                   \
-    if (i < mv) {                                                                    \
-      if (init == GemmInit::accumulate) {                                            \
-        r0 = kFull ? _mm256_loadu_ps(C + i * ldc) : _mm256_maskload_ps(C + i * ldc, m0);            \
-        r1 = kFull ? _mm256_loadu_ps(C + i * ldc + 8) : _mm256_maskload_ps(C + i * ldc + 8, m1);    \
-      } else if (init == GemmInit::bias_row) {                                       \
-        r0 = r1 = _mm256_set1_ps(bias[i]);                                           \
-      } else if (init == GemmInit::bias_col) {                                       \
-        r0 = kFull ? _mm256_loadu_ps(bias) : _mm256_maskload_ps(bias, m0);           \
-        r1 = kFull ? _mm256_loadu_ps(bias + 8) : _mm256_maskload_ps(bias + 8, m1);   \
-      }                                                                              \
+#define CUCONV_INIT_ROW(i, r0, r1)                                       \
+    if (i < mv) {                                                        \
+      if (load_c || load_bias) {                                         \
+        r0 = _mm256_loadu_ps(src + (kFull && load_bias ? 0 : i * ld_src));     \
+        r1 = _mm256_loadu_ps(src + (kFull && load_bias ? 0 : i * ld_src) + 8); \
+      } else if (init == GemmInit::bias_row) {                           \
+        r0 = r1 = _mm256_set1_ps(bias[i]);                               \
+      }                                                                  \
     }
     CUCONV_INIT_ROW(0, c00, c01)
     CUCONV_INIT_ROW(1, c10, c11)
@@ -159,12 +169,12 @@ struct Avx2Kernel6x16 {
     CUCONV_INIT_ROW(4, c40, c41)
     CUCONV_INIT_ROW(5, c50, c51)
 #undef CUCONV_INIT_ROW
-    // Unpacked A: rows past the edge recompute the last valid row (always readable), not stored.
-    const float* a1 = A + (kPackedA ? 0 : std::min(1, mv - 1) * rsA);
-    const float* a2 = A + (kPackedA ? 0 : std::min(2, mv - 1) * rsA);
-    const float* a3 = A + (kPackedA ? 0 : std::min(3, mv - 1) * rsA);
-    const float* a4 = A + (kPackedA ? 0 : std::min(4, mv - 1) * rsA);
-    const float* a5 = A + (kPackedA ? 0 : std::min(5, mv - 1) * rsA);
+    if (!kPackedA) A = rows[0];
+    const float* a1 = kPackedA ? A : rows[1];
+    const float* a2 = kPackedA ? A : rows[2];
+    const float* a3 = kPackedA ? A : rows[3];
+    const float* a4 = kPackedA ? A : rows[4];
+    const float* a5 = kPackedA ? A : rows[5];
     // Address of row r's A value at K step u of this group of steps.
 #define CUCONV_A(r, ar, u) (kPackedA ? A + (u) * MR + (r) : ar + (u))
 #define CUCONV_STEP(u)                                      \
@@ -191,17 +201,260 @@ struct Avx2Kernel6x16 {
       c51 = _mm256_fmadd_ps(av, b1, c51);                   \
     }
     // Each accumulator still takes its K steps in increasing order (one FMA chain per element).
-    int64_t p = kc;
-    for (; p >= 4; p -= 4) {
-      CUCONV_STEP(0) CUCONV_STEP(1) CUCONV_STEP(2) CUCONV_STEP(3)
-      B += 4 * NR;
+    // Groups of 4 K steps in inline asm, accumulators in ymm0-11, B in ymm12-13, the broadcast in
+    // ymm14: GCC's own schedule of the unrolled intrinsics interleaves the steps, then needs more
+    // than 16 ymm registers and spills accumulators inside the loop.
+    if (int64_t n4 = kc / 4; n4 > 0) {
+      alignas(32) float acc[12 * 8];
+      _mm256_store_ps(acc + 0, c00), _mm256_store_ps(acc + 8, c01), _mm256_store_ps(acc + 16, c10);
+      _mm256_store_ps(acc + 24, c11), _mm256_store_ps(acc + 32, c20), _mm256_store_ps(acc + 40, c21);
+      _mm256_store_ps(acc + 48, c30), _mm256_store_ps(acc + 56, c31), _mm256_store_ps(acc + 64, c40);
+      _mm256_store_ps(acc + 72, c41), _mm256_store_ps(acc + 80, c50), _mm256_store_ps(acc + 88, c51);
       if (kPackedA) {
-        A += 4 * MR;
+        asm volatile(
+          "vmovaps 0(%[acc]), %%ymm0\n\t"
+          "vmovaps 32(%[acc]), %%ymm1\n\t"
+          "vmovaps 64(%[acc]), %%ymm2\n\t"
+          "vmovaps 96(%[acc]), %%ymm3\n\t"
+          "vmovaps 128(%[acc]), %%ymm4\n\t"
+          "vmovaps 160(%[acc]), %%ymm5\n\t"
+          "vmovaps 192(%[acc]), %%ymm6\n\t"
+          "vmovaps 224(%[acc]), %%ymm7\n\t"
+          "vmovaps 256(%[acc]), %%ymm8\n\t"
+          "vmovaps 288(%[acc]), %%ymm9\n\t"
+          "vmovaps 320(%[acc]), %%ymm10\n\t"
+          "vmovaps 352(%[acc]), %%ymm11\n\t"
+          ".p2align 4\n\t"
+          "1:\n\t"
+          "vmovaps 0(%[b]), %%ymm12\n\t"
+          "vmovaps 32(%[b]), %%ymm13\n\t"
+          "vbroadcastss 0(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"
+          "vbroadcastss 4(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm2\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm3\n\t"
+          "vbroadcastss 8(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"
+          "vbroadcastss 12(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm6\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm7\n\t"
+          "vbroadcastss 16(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"
+          "vbroadcastss 20(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm10\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm11\n\t"
+          "vmovaps 64(%[b]), %%ymm12\n\t"
+          "vmovaps 96(%[b]), %%ymm13\n\t"
+          "vbroadcastss 24(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"
+          "vbroadcastss 28(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm2\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm3\n\t"
+          "vbroadcastss 32(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"
+          "vbroadcastss 36(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm6\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm7\n\t"
+          "vbroadcastss 40(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"
+          "vbroadcastss 44(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm10\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm11\n\t"
+          "vmovaps 128(%[b]), %%ymm12\n\t"
+          "vmovaps 160(%[b]), %%ymm13\n\t"
+          "vbroadcastss 48(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"
+          "vbroadcastss 52(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm2\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm3\n\t"
+          "vbroadcastss 56(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"
+          "vbroadcastss 60(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm6\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm7\n\t"
+          "vbroadcastss 64(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"
+          "vbroadcastss 68(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm10\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm11\n\t"
+          "vmovaps 192(%[b]), %%ymm12\n\t"
+          "vmovaps 224(%[b]), %%ymm13\n\t"
+          "vbroadcastss 72(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"
+          "vbroadcastss 76(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm2\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm3\n\t"
+          "vbroadcastss 80(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"
+          "vbroadcastss 84(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm6\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm7\n\t"
+          "vbroadcastss 88(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"
+          "vbroadcastss 92(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm10\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm11\n\t"
+          "add $256, %[b]\n\t"
+          "add $96, %[a0]\n\t"
+          "dec %[n]\n\t"
+          "jnz 1b\n\t"
+          "vmovaps %%ymm0, 0(%[acc])\n\t"
+          "vmovaps %%ymm1, 32(%[acc])\n\t"
+          "vmovaps %%ymm2, 64(%[acc])\n\t"
+          "vmovaps %%ymm3, 96(%[acc])\n\t"
+          "vmovaps %%ymm4, 128(%[acc])\n\t"
+          "vmovaps %%ymm5, 160(%[acc])\n\t"
+          "vmovaps %%ymm6, 192(%[acc])\n\t"
+          "vmovaps %%ymm7, 224(%[acc])\n\t"
+          "vmovaps %%ymm8, 256(%[acc])\n\t"
+          "vmovaps %%ymm9, 288(%[acc])\n\t"
+          "vmovaps %%ymm10, 320(%[acc])\n\t"
+          "vmovaps %%ymm11, 352(%[acc])\n\t"
+            : [a0] "+r"(A), [b] "+r"(B), [n] "+r"(n4)
+            : [acc] "r"(acc)
+            : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+            "xmm10", "xmm11", "xmm12", "xmm13", "xmm14");
       } else {
-        A += 4, a1 += 4, a2 += 4, a3 += 4, a4 += 4, a5 += 4;
+        asm volatile(
+          "vmovaps 0(%[acc]), %%ymm0\n\t"
+          "vmovaps 32(%[acc]), %%ymm1\n\t"
+          "vmovaps 64(%[acc]), %%ymm2\n\t"
+          "vmovaps 96(%[acc]), %%ymm3\n\t"
+          "vmovaps 128(%[acc]), %%ymm4\n\t"
+          "vmovaps 160(%[acc]), %%ymm5\n\t"
+          "vmovaps 192(%[acc]), %%ymm6\n\t"
+          "vmovaps 224(%[acc]), %%ymm7\n\t"
+          "vmovaps 256(%[acc]), %%ymm8\n\t"
+          "vmovaps 288(%[acc]), %%ymm9\n\t"
+          "vmovaps 320(%[acc]), %%ymm10\n\t"
+          "vmovaps 352(%[acc]), %%ymm11\n\t"
+          ".p2align 4\n\t"
+          "1:\n\t"
+          "vmovaps 0(%[b]), %%ymm12\n\t"
+          "vmovaps 32(%[b]), %%ymm13\n\t"
+          "vbroadcastss 0(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"
+          "vbroadcastss 0(%[a1]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm2\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm3\n\t"
+          "vbroadcastss 0(%[a2]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"
+          "vbroadcastss 0(%[a3]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm6\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm7\n\t"
+          "vbroadcastss 0(%[a4]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"
+          "vbroadcastss 0(%[a5]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm10\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm11\n\t"
+          "vmovaps 64(%[b]), %%ymm12\n\t"
+          "vmovaps 96(%[b]), %%ymm13\n\t"
+          "vbroadcastss 4(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"
+          "vbroadcastss 4(%[a1]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm2\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm3\n\t"
+          "vbroadcastss 4(%[a2]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"
+          "vbroadcastss 4(%[a3]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm6\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm7\n\t"
+          "vbroadcastss 4(%[a4]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"
+          "vbroadcastss 4(%[a5]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm10\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm11\n\t"
+          "vmovaps 128(%[b]), %%ymm12\n\t"
+          "vmovaps 160(%[b]), %%ymm13\n\t"
+          "vbroadcastss 8(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"
+          "vbroadcastss 8(%[a1]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm2\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm3\n\t"
+          "vbroadcastss 8(%[a2]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"
+          "vbroadcastss 8(%[a3]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm6\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm7\n\t"
+          "vbroadcastss 8(%[a4]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"
+          "vbroadcastss 8(%[a5]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm10\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm11\n\t"
+          "vmovaps 192(%[b]), %%ymm12\n\t"
+          "vmovaps 224(%[b]), %%ymm13\n\t"
+          "vbroadcastss 12(%[a0]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm0\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm1\n\t"
+          "vbroadcastss 12(%[a1]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm2\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm3\n\t"
+          "vbroadcastss 12(%[a2]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm4\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm5\n\t"
+          "vbroadcastss 12(%[a3]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm6\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm7\n\t"
+          "vbroadcastss 12(%[a4]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm8\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm9\n\t"
+          "vbroadcastss 12(%[a5]), %%ymm14\n\t"
+          "vfmadd231ps %%ymm12, %%ymm14, %%ymm10\n\t"
+          "vfmadd231ps %%ymm13, %%ymm14, %%ymm11\n\t"
+          "add $256, %[b]\n\t"
+          "add $16, %[a0]\n\t"
+          "add $16, %[a1]\n\t"
+          "add $16, %[a2]\n\t"
+          "add $16, %[a3]\n\t"
+          "add $16, %[a4]\n\t"
+          "add $16, %[a5]\n\t"
+          "dec %[n]\n\t"
+          "jnz 1b\n\t"
+          "vmovaps %%ymm0, 0(%[acc])\n\t"
+          "vmovaps %%ymm1, 32(%[acc])\n\t"
+          "vmovaps %%ymm2, 64(%[acc])\n\t"
+          "vmovaps %%ymm3, 96(%[acc])\n\t"
+          "vmovaps %%ymm4, 128(%[acc])\n\t"
+          "vmovaps %%ymm5, 160(%[acc])\n\t"
+          "vmovaps %%ymm6, 192(%[acc])\n\t"
+          "vmovaps %%ymm7, 224(%[acc])\n\t"
+          "vmovaps %%ymm8, 256(%[acc])\n\t"
+          "vmovaps %%ymm9, 288(%[acc])\n\t"
+          "vmovaps %%ymm10, 320(%[acc])\n\t"
+          "vmovaps %%ymm11, 352(%[acc])\n\t"
+            : [a0] "+r"(A), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [a4] "+r"(a4), [a5] "+r"(a5),
+              [b] "+r"(B), [n] "+r"(n4)
+            : [acc] "r"(acc)
+            : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+            "xmm10", "xmm11", "xmm12", "xmm13", "xmm14");
       }
+      c00 = _mm256_load_ps(acc + 0), c01 = _mm256_load_ps(acc + 8), c10 = _mm256_load_ps(acc + 16);
+      c11 = _mm256_load_ps(acc + 24), c20 = _mm256_load_ps(acc + 32), c21 = _mm256_load_ps(acc + 40);
+      c30 = _mm256_load_ps(acc + 48), c31 = _mm256_load_ps(acc + 56), c40 = _mm256_load_ps(acc + 64);
+      c41 = _mm256_load_ps(acc + 72), c50 = _mm256_load_ps(acc + 80), c51 = _mm256_load_ps(acc + 88);
     }
-    for (; p > 0; --p) {
+    for (int64_t p = kc % 4; p > 0; --p) {
       CUCONV_STEP(0)
       B += NR;
       if (kPackedA) {
@@ -221,15 +474,12 @@ struct Avx2Kernel6x16 {
       c40 = _mm256_max_ps(zero, c40), c41 = _mm256_max_ps(zero, c41);
       c50 = _mm256_max_ps(zero, c50), c51 = _mm256_max_ps(zero, c51);
     }
+    float* dst = kFull ? C : edge;
+    const int64_t ld_dst = kFull ? ldc : NR;
 #define CUCONV_STORE_ROW(i, r0, r1)                      \
     if (i < mv) {                                        \
-      if (!kFull) {                                      \
-        _mm256_maskstore_ps(C + i * ldc, m0, r0);        \
-        _mm256_maskstore_ps(C + i * ldc + 8, m1, r1);    \
-      } else {                                           \
-        _mm256_storeu_ps(C + i * ldc, r0);               \
-        _mm256_storeu_ps(C + i * ldc + 8, r1);           \
-      }                                                  \
+      _mm256_storeu_ps(dst + i * ld_dst, r0);            \
+      _mm256_storeu_ps(dst + i * ld_dst + 8, r1);        \
     }
     CUCONV_STORE_ROW(0, c00, c01)
     CUCONV_STORE_ROW(1, c10, c11)
@@ -237,6 +487,9 @@ struct Avx2Kernel6x16 {
     CUCONV_STORE_ROW(3, c30, c31)
     CUCONV_STORE_ROW(4, c40, c41)
     CUCONV_STORE_ROW(5, c50, c51)
+    if (!kFull)
+      for (int i = 0; i < mv; ++i)
+        for (int j = 0; j < nv; ++j) C[i * ldc + j] = edge[i * NR + j];
 #undef CUCONV_STORE_ROW
   }
 
@@ -252,18 +505,16 @@ struct Avx2Kernel6x16 {
     }
   }
 
-  // B packed (64-byte aligned slivers); A packed when a_packed, else rows rsA apart with unit K stride.
-  CUCONV_AVX2 static void run_packed(int64_t kc, const float* A, int64_t rsA, bool a_packed, int mv,
+  // B packed (64-byte aligned slivers); A a packed panel, or else six row pointers (panel null).
+  CUCONV_AVX2 static void run_packed(int64_t kc, const float* panel, const float* const* rows, int mv,
                                      const float* B, int nv, float* C, int64_t ldc, GemmInit init,
                                      const float* bias, bool relu) {
-    __m256i m0 = _mm256_set1_epi32(-1), m1 = m0;
     if (nv < NR) {
-      masks(nv, m0, m1);
-      if (a_packed) tile_packed<false, true>(kc, A, rsA, mv, B, C, ldc, init, bias, relu, m0, m1);
-      else tile_packed<false, false>(kc, A, rsA, mv, B, C, ldc, init, bias, relu, m0, m1);
+      if (panel) tile_packed<false, true>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
+      else tile_packed<false, false>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
     } else {
-      if (a_packed) tile_packed<true, true>(kc, A, rsA, mv, B, C, ldc, init, bias, relu, m0, m1);
-      else tile_packed<true, false>(kc, A, rsA, mv, B, C, ldc, init, bias, relu, m0, m1);
+      if (panel) tile_packed<true, true>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
+      else tile_packed<true, false>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
     }
   }
 };
