@@ -155,6 +155,44 @@ def test_conv2d_bias_relu_in_gemm_store(isa, channels_last, dtype):
     assert (y.masked_fill(nan, 0) >= 0).all() and (y == 0).any() and (y > 0).any()
     assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
+# GEMM blocking edges, reached through convolutions (N, C, H, W, K, kernel): the CPU GEMM walks K
+# in blocks of 256 (unrolled by 4 in the micro-kernel), rows in blocks of 96 (6-row tiles) and
+# columns in blocks of 256 (16-column tiles), packing B only for GEMMs of more than 6 rows.
+GEMM_EDGE_CASES = [
+    (1, 301, 17, 19, 101, 1),  # 1x1: K = 301 (256 + 45, 45 = 4*11 + 1); 101 rows (96 + 5); 323 columns
+                               # (256 + 67, last tile 3 wide); batch 1, so NCHW splits columns over threads
+    (3, 5, 7, 9, 4, 1),        # 4 output channels: NCHW GEMMs of 4 rows (B unpacked), K = 5
+    (1, 33, 5, 5, 6, 1),       # exactly one 6-row tile (B unpacked), K = 33
+    (2, 7, 13, 11, 23, 3),     # 3x3: K = 63 (4*15 + 3), 23 = 3*6 + 5 rows, 143-column maps
+    (2, 40, 6, 6, 17, 3),      # K = 360 (256 + 104); NHWC joins both images: 72 rows, 17 columns (16 + 1)
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("case", GEMM_EDGE_CASES, ids=[str(i) for i in range(len(GEMM_EDGE_CASES))])
+def test_gemm_blocking_edges_against_float64(isa, case, channels_last, dtype):
+    """Every GEMM init mode: zero (grad input), bias per row (NCHW forward) or per column (NHWC
+    forward), accumulate (grad weight over several images), each with partial tiles and K blocks;
+    the ReLU store; all against torch in float64."""
+    N, C, H, W, K, k = case
+    pad = k // 2
+    x = _fmt(torch.randn(N, C, H, W, dtype=dtype), channels_last)
+    w = torch.randn(K, C, k, k, dtype=dtype)
+    b = torch.randn(K, dtype=dtype)
+    y = ops.conv2d(x, w, b, [1, 1], [pad] * 4, [1, 1], 1)
+    gy = _fmt(torch.randn(y.shape, dtype=dtype), channels_last)
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, [1, 1], [pad] * 4, [1, 1], 1, [True, True, True])
+    ry, rgx, rgw, rgb = _conv_ref(x, w, b, (1, 1), [pad] * 4, (1, 1), 1, gy)
+    _close(y, ry, dtype, "forward")
+    _close(gx, rgx, dtype, "grad input")
+    _close(gw, rgw, dtype, "grad weight")
+    _close(gb, rgb, dtype, "grad bias")
+    yr = ops.conv2d_bias_relu(x, w, b, [1, 1], [pad, pad], [1, 1], 1)
+    assert (yr == 0).any() and (yr > 0).any()
+    _close(yr, torch.relu(ry), dtype, "forward + ReLU")
+
+
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 POOL_CASES = [
     (2, 3, 30, 30, (2, 2), (2, 2), (0, 0), (1, 1), False),   # the seed CNN's pool, even

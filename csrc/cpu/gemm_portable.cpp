@@ -14,6 +14,15 @@ struct PortableKernel {
 
   static void run(int64_t kc, const T* A, int64_t rsA, int64_t csA, int mv, const T* B, int64_t ldb, int nv, T* C,
                   int64_t ldc, GemmInit init, const T* bias, bool relu) {
+    // Rows past the edge recompute the last valid row (always readable); they are not stored.
+    const T* a[MR];
+    for (int i = 0; i < MR; ++i) a[i] = A + std::min(i, mv - 1) * rsA;
+    tile(kc, a, csA, B, ldb, nv, C, ldc, mv, init, bias, relu);
+  }
+
+  // The tile over rows a[0..MR) (K stride csA), with C's initial values per init.
+  static void tile(int64_t kc, const T* const* a, int64_t csA, const T* B, int64_t ldb, int nv, T* C, int64_t ldc,
+                   int mv, GemmInit init, const T* bias, bool relu) {
     T acc[MR][NR];
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
@@ -27,9 +36,6 @@ struct PortableKernel {
       for (int i = 0; i < MR; ++i)
         for (int j = 0; j < nv; ++j) acc[i][j] = bias[j];
     }
-    // Rows past the edge recompute row 0 (always readable); they are not stored.
-    const T* a[MR];
-    for (int i = 0; i < MR; ++i) a[i] = A + std::min(i, mv - 1) * rsA;
     if (nv == NR) {
       for (int64_t p = 0; p < kc; ++p) {
         const T* b = B + p * ldb;
@@ -52,6 +58,18 @@ struct PortableKernel {
         for (int j = 0; j < NR; ++j) acc[i][j] = acc[i][j] < T(0) ? T(0) : acc[i][j];
     for (int i = 0; i < mv; ++i)
       for (int j = 0; j < nv; ++j) C[i * ldc + j] = acc[i][j];
+  }
+
+  // B packed (kc x NR slivers); A a packed kc x MR panel, or else MR row pointers with unit K stride.
+  static void run_packed(int64_t kc, const T* panel, const T* const* rows, int mv, const T* B, int nv, T* C,
+                         int64_t ldc, GemmInit init, const T* bias, bool relu) {
+    if (panel) {
+      run(kc, panel, 1, MR, mv, B, NR, nv, C, ldc, init, bias, relu);
+      return;
+    }
+    const T* a[MR];
+    for (int i = 0; i < MR; ++i) a[i] = rows[i];
+    tile(kc, a, 1, B, NR, nv, C, ldc, mv, init, bias, relu);
   }
 };
 
