@@ -16,3 +16,23 @@ def poison_outputs():
 @pytest.fixture(autouse=True)
 def fixed_seed():
     torch.manual_seed(0)
+
+
+def _cpu_has_avx2():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return " avx2" in flags and " fma" in flags
+    except OSError:
+        return False
+
+
+# The CPU runner's code paths this machine can run (CUCONV_CPU_ISA forces one; csrc/cpu/cpu_isa.h).
+CPU_ISA_PATHS = ["portable"] + (["avx2"] if _cpu_has_avx2() else [])
+
+
+@pytest.fixture(params=CPU_ISA_PATHS)
+def isa(request, monkeypatch):
+    """Runs a test once per CPU code path, forced through CUCONV_CPU_ISA."""
+    monkeypatch.setenv("CUCONV_CPU_ISA", request.param)
+    return request.param

@@ -1,7 +1,6 @@
 """The CPU runner's fast kernels (csrc/cpu): every ISA path this machine can run, both layouts,
 odd sizes and partial tiles, stride/padding (asymmetric too)/dilation/groups, float32 and float64,
 against torch in float64; and determinism across runs and thread counts."""
-import os
 
 import pytest
 import torch
@@ -10,24 +9,6 @@ import torch.nn.functional as F
 import cuconv  # noqa: F401  (loads the operators)
 
 ops = torch.ops.cuconv
-
-
-def _cpu_has_avx2():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return " avx2" in flags and " fma" in flags
-    except OSError:
-        return False
-
-
-PATHS = ["portable"] + (["avx2"] if _cpu_has_avx2() else [])
-
-
-@pytest.fixture(params=PATHS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("CUCONV_CPU_ISA", request.param)
-    return request.param
 
 
 def _fmt(t, channels_last):

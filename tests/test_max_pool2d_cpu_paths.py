@@ -13,21 +13,6 @@ import cuconv  # noqa: F401  (loads the operators)
 ops = torch.ops.cuconv
 
 
-def _cpu_has_avx2():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return " avx2" in flags and " fma" in flags
-    except OSError:
-        return False
-
-
-@pytest.fixture(params=["portable"] + (["avx2"] if _cpu_has_avx2() else []))
-def isa(request, monkeypatch):
-    monkeypatch.setenv("CUCONV_CPU_ISA", request.param)
-    return request.param
-
-
 def _fmt(t, channels_last):
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
 

@@ -26,12 +26,9 @@ void conv2d_backward_input_tensorcore(const Conv2dParams& p, const at::Tensor& g
   });
 }
 
-namespace {
-
-at::Tensor backward_input_tensorcore_op(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-                                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                                        int64_t groups, bool tf32, int64_t config) {
-  const char* op = "_conv2d_backward_input_tensorcore";
+Conv2dParams check_tensorcore_backward_op(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
+                                          const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                          at::IntArrayRef dilation, int64_t groups, bool tf32, int64_t config) {
   TORCH_CHECK(input.dim() == 4, "cuconv::", op, ": expected 4-D input, got ", input.dim(), "-D");
   const Conv2dParams p = check_conv2d(input, weight, std::nullopt, stride, padding, dilation, groups);
   check_same_cuda_device(op, {&grad_output, &input, &weight});
@@ -41,6 +38,17 @@ at::Tensor backward_input_tensorcore_op(const at::Tensor& grad_output, const at:
   check_grad_output(op, grad_output, {p.N, p.K, p.P, p.Q});
   TORCH_CHECK(p.N * p.P * p.Q > 0 && p.C > 0 && p.K > 0, "cuconv::", op, ": empty reductions are the router's job");
   TORCH_CHECK(config >= -1 && config < kern::kTcConfigCount, "cuconv::", op, ": bad config ", config);
+  return p;
+}
+
+namespace {
+
+at::Tensor backward_input_tensorcore_op(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                        int64_t groups, bool tf32, int64_t config) {
+  const char* op = "_conv2d_backward_input_tensorcore";
+  const Conv2dParams p =
+      check_tensorcore_backward_op(op, grad_output, input, weight, stride, padding, dilation, groups, tf32, config);
   const auto format = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor grad_input = at::empty({p.N, p.C, p.H, p.W}, input.options().memory_format(format));
   if (poison_enabled()) grad_input.fill_(std::numeric_limits<double>::quiet_NaN());

@@ -36,15 +36,8 @@ at::Tensor backward_weight_tensorcore_op(const at::Tensor& grad_output, const at
                                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                          int64_t groups, bool tf32, int64_t config) {
   const char* op = "_conv2d_backward_weight_tensorcore";
-  TORCH_CHECK(input.dim() == 4, "cuconv::", op, ": expected 4-D input, got ", input.dim(), "-D");
-  const Conv2dParams p = check_conv2d(input, weight, std::nullopt, stride, padding, dilation, groups);
-  check_same_cuda_device(op, {&grad_output, &input, &weight});
-  TORCH_CHECK(conv2d_tensorcore_eligible(input, tf32), "cuconv::", op,
-              ": needs float16, bfloat16 or float32 with tf32=True on an sm_80+ GPU");
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), "cuconv::", op, ": grad_output must have the input's dtype");
-  check_grad_output(op, grad_output, {p.N, p.K, p.P, p.Q});
-  TORCH_CHECK(p.N * p.P * p.Q > 0 && p.C > 0 && p.K > 0, "cuconv::", op, ": empty reductions are the router's job");
-  TORCH_CHECK(config >= -1 && config < kern::kTcConfigCount, "cuconv::", op, ": bad config ", config);
+  const Conv2dParams p =
+      check_tensorcore_backward_op(op, grad_output, input, weight, stride, padding, dilation, groups, tf32, config);
   const auto format = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   at::Tensor grad_weight = at::empty(weight.sizes(), weight.options());
   if (poison_enabled()) grad_weight.fill_(std::numeric_limits<double>::quiet_NaN());

@@ -24,7 +24,7 @@ struct Conv2dIndexParams : Conv2dParams {
         div_pq(p.P * p.Q), div_hw(p.H * p.W) {
     const int64_t limit = int64_t(1) << 31;
     const int64_t largest = std::max({Cg * p.R * p.S, Kg * p.R * p.S, p.H * p.W, p.P * p.Q, p.H + p.pad_h,
-                                      p.W + p.pad_w, p.P * p.stride_h, p.Q * p.stride_w});
+                                      p.W + p.pad_w});
     if (largest >= limit)
       throw std::length_error("cuconv: conv2d with a filter or an image plane of 2^31 or more elements is not "
                               "supported by the CUDA kernels");
