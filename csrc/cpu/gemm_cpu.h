@@ -8,6 +8,7 @@
 // C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed per block into
 // per-thread buffers (gemm_driver.h). An optional ReLU is
 // applied in the micro-kernel's store of the last K block, while the tile is still in registers.
+#include <algorithm>
 #include <cstdint>
 
 #include "cpu_isa.h"
@@ -34,7 +35,20 @@ struct GemmArgs {
   const T* bias = nullptr;
   bool relu = false;      // C = max(C, 0) as the final result is stored (NaN stays NaN, as torch.relu)
   bool parallel = false;  // split the columns over threads (for calls not already inside a parallel region)
+  bool b_packed = false;  // B is already in the micro-kernel's packed layout (gemm_packed_b_offset); ldb unused
 };
+
+// The float micro-kernels' blocking: K in blocks of kGemmKC rows, B columns in slivers kGemmNR wide.
+// A B operand used by many GEMMs (a transformed weight) can be packed once by its producer: element
+// (p, j) of a K x N matrix then lives at gemm_packed_b_offset(p, j, K, N) of a 64-byte aligned
+// buffer of gemm_packed_b_size(K, N) floats whose columns N..round_up(N, 16) are zero.
+constexpr int64_t kGemmKC = 256, kGemmNR = 16;
+inline int64_t gemm_packed_b_size(int64_t K, int64_t N) { return K * ((N + kGemmNR - 1) / kGemmNR * kGemmNR); }
+inline int64_t gemm_packed_b_offset(int64_t p, int64_t j, int64_t K, int64_t N) {
+  const int64_t p0 = p / kGemmKC * kGemmKC, kc = std::min(kGemmKC, K - p0);
+  const int64_t n_pad = (N + kGemmNR - 1) / kGemmNR * kGemmNR;
+  return p0 * n_pad + (j / kGemmNR) * kc * kGemmNR + (p - p0) * kGemmNR + j % kGemmNR;
+}
 
 void gemm_portable(const GemmArgs<float>& g);
 void gemm_portable(const GemmArgs<double>& g);

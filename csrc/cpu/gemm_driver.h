@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "gemm_cpu.h"
@@ -75,19 +76,21 @@ T* gemm_buffer(std::vector<T>& v, size_t n) {
 template <class Kernel, typename T>
 void gemm_blocked(const GemmArgs<T>& g) {
   constexpr int64_t MR = Kernel::MR, NR = Kernel::NR;
-  constexpr int64_t KC = 256;        // a kc x NR sliver of B stays in L1
+  constexpr int64_t KC = kGemmKC;    // a kc x NR sliver of B stays in L1
   constexpr int64_t MC = MR * 16;    // an MC x kc block of A stays in L2
   constexpr int64_t NC_TILES = 16;   // a kc x NC block of packed B (NC = 16 NR) stays in L2
   const int64_t n_tiles = (g.N + NR - 1) / NR;
   // Packing B pays off once its block is reused by more than one row tile. A only when strided in K:
   // with unit K stride its six rows stream well from L2, and packing them measured 0-10% slower
   // (M=1024 N=64 K=576: 39 vs 44 GFLOP/s on one Zen 3 thread; N=256: no gain).
-  const bool pack_B = g.M > MR;
+  const bool pack_B = g.M > MR || g.b_packed;
+  const int64_t n_pad = n_tiles * NR;  // row length of a packed-by-the-caller B block
+  static_assert(!std::is_same_v<T, float> || (NR == kGemmNR && KC == kGemmKC), "gemm_packed_b_offset's layout");
   auto run_columns = [&](int64_t t_begin, int64_t t_end) {
     thread_local std::vector<T> a_buf, b_buf;
     thread_local std::vector<const T*> row_buf;
     const bool pack_A = g.csA != 1;
-    T* bp = pack_B ? gemm_buffer(b_buf, size_t(KC * NC_TILES * NR)) : nullptr;
+    T* bp = pack_B && !g.b_packed ? gemm_buffer(b_buf, size_t(KC * NC_TILES * NR)) : nullptr;
     T* ap = pack_A ? gemm_buffer(a_buf, size_t(KC * MC)) : nullptr;
     // Unpacked A with packed B: the rows of the current MC x kc block, padded to whole MR tiles with
     // the last row (rows past the edge are computed, never stored).
@@ -98,7 +101,8 @@ void gemm_blocked(const GemmArgs<T>& g) {
         const int64_t kc = std::min(KC, g.K - p0);
         const GemmInit init = p0 == 0 ? g.init : GemmInit::accumulate;
         const bool relu = g.relu && p0 + kc == g.K;  // only the final sums are clamped
-        if (pack_B) pack_b<T, NR>(g.B + p0 * g.ldb, g.ldb, kc, tb * NR, te - tb, g.N, bp);
+        if (g.b_packed) bp = const_cast<T*>(g.B) + p0 * n_pad + tb * kc * NR;
+        else if (pack_B) pack_b<T, NR>(g.B + p0 * g.ldb, g.ldb, kc, tb * NR, te - tb, g.N, bp);
         for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
           const int64_t i1 = std::min(i0 + MC, g.M);
           if (pack_A) pack_a<T, MR>(g.A + i0 * g.rsA + p0 * g.csA, g.rsA, g.csA, kc, i1 - i0, ap);

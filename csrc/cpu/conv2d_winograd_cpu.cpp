@@ -1,0 +1,422 @@
+// 3x3 stride-1 convolution (float32) as Winograd F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2016): each 2x2 output tile comes from a 4x4 input tile with 16
+// multiplies per (input channel, output channel) pair instead of 36, so 2.25x fewer FLOPs than the
+// im2col GEMM. The 16 elementwise products of a tile are 16 independent GEMMs over channels:
+//   V = B^T d B (input tile), U = G g G^T (filter), M_xi[tile][k] = sum_c V_xi[tile][c] U_xi[c][k],
+//   y = A^T M A (output tile).
+// B^T and A^T hold only 0 and +-1 and G only 0, +-1/2 and 1, so the transforms add a few roundings
+// to a float32 sum of C*9 products (tests bound the error against float64).
+// The grad input of a 3x3 stride-1 conv is the same correlation of grad_output with the filter
+// turned 180 degrees and its channel axes swapped (padding 2 - pad), expressed here by negative
+// weight strides. The grad weight is F(3x3, 2x2): a 4x4 input tile and a 2x2 grad_output tile give
+// the 3x3 filter gradient with 16 products per tile, summed over tiles by 16 GEMMs.
+//
+// Work is split over blocks of tiles; each tile is summed by one thread in a fixed order, and the
+// GEMMs sum over channels (over tiles, for grad weight) in increasing order, so results are bitwise
+// the same for any thread count. Transforms vectorise over 8 channels at a time (AVX2 when the CPU
+// has it, else whatever the compiler's baseline gives).
+#include "conv2d_winograd_cpu.h"
+
+#include <ATen/Functions.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "gemm_cpu.h"
+
+namespace cuconv::cpu {
+
+namespace {
+
+constexpr int64_t kLanes = 8;  // channels per transform step
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// A per-thread buffer kept between calls (fresh large allocations are page-faulted in on each call).
+float* scratch(int slot, int64_t n) {
+  thread_local at::Tensor cache[3];
+  if (!cache[slot].defined() || cache[slot].numel() < n) cache[slot] = at::empty({n}, at::kFloat);
+  return cache[slot].data_ptr<float>();
+}
+
+#define CUCONV_INLINE inline __attribute__((always_inline))
+#if defined(__x86_64__) || defined(__i386__)
+#define CUCONV_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define CUCONV_AVX2
+#endif
+
+// ---- transforms, on kLanes channels at once --------------------------------------------------
+
+// v = B^T d B for a 4x4 tile d. B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+CUCONV_INLINE void input_tile(const float (&d)[4][4][kLanes], float (&v)[16][kLanes]) {
+  float t[4][4][kLanes];
+  for (int j = 0; j < 4; ++j)
+    for (int l = 0; l < kLanes; ++l) {
+      t[0][j][l] = d[0][j][l] - d[2][j][l];
+      t[1][j][l] = d[1][j][l] + d[2][j][l];
+      t[2][j][l] = d[2][j][l] - d[1][j][l];
+      t[3][j][l] = d[1][j][l] - d[3][j][l];
+    }
+  for (int i = 0; i < 4; ++i)
+    for (int l = 0; l < kLanes; ++l) {
+      v[i * 4 + 0][l] = t[i][0][l] - t[i][2][l];
+      v[i * 4 + 1][l] = t[i][1][l] + t[i][2][l];
+      v[i * 4 + 2][l] = t[i][2][l] - t[i][1][l];
+      v[i * 4 + 3][l] = t[i][1][l] - t[i][3][l];
+    }
+}
+
+// y = A^T m A for F(2x2, 3x3). A^T = [1 1 1 0; 0 1 -1 -1].
+CUCONV_INLINE void output_tile(const float (&m)[16][kLanes], float (&y)[2][2][kLanes]) {
+  float s[2][4][kLanes];
+  for (int j = 0; j < 4; ++j)
+    for (int l = 0; l < kLanes; ++l) {
+      s[0][j][l] = m[0 + j][l] + m[4 + j][l] + m[8 + j][l];
+      s[1][j][l] = m[4 + j][l] - m[8 + j][l] - m[12 + j][l];
+    }
+  for (int i = 0; i < 2; ++i)
+    for (int l = 0; l < kLanes; ++l) {
+      y[i][0][l] = s[i][0][l] + s[i][1][l] + s[i][2][l];
+      y[i][1][l] = s[i][1][l] - s[i][2][l] - s[i][3][l];
+    }
+}
+
+// u = G g G^T for a 3x3 filter g. G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+CUCONV_INLINE void filter_tile(const float (&g)[3][3], float (&u)[16]) {
+  float t[4][3];
+  for (int j = 0; j < 3; ++j) {
+    t[0][j] = g[0][j];
+    t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+    t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+    t[3][j] = g[2][j];
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[i * 4 + 0] = t[i][0];
+    u[i * 4 + 1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+    u[i * 4 + 2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+    u[i * 4 + 3] = t[i][2];
+  }
+}
+
+// F(3x3, 2x2), for grad weight: the 2x2 grad_output tile g becomes Gw g Gw^T with
+// Gw = [1 0; 1/2 1/2; 1/2 -1/2; 0 1], and the 3x3 result is Aw^T m Aw with
+// Aw^T = [1 1 1 0; 0 1 -1 0; 0 1 1 -1]. The input tile uses the same B^T as F(2x2, 3x3).
+CUCONV_INLINE void grad_tile(const float (&g)[2][2][kLanes], float (&u)[16][kLanes]) {
+  float t[4][2][kLanes];
+  for (int j = 0; j < 2; ++j)
+    for (int l = 0; l < kLanes; ++l) {
+      t[0][j][l] = g[0][j][l];
+      t[1][j][l] = 0.5f * (g[0][j][l] + g[1][j][l]);
+      t[2][j][l] = 0.5f * (g[0][j][l] - g[1][j][l]);
+      t[3][j][l] = g[1][j][l];
+    }
+  for (int i = 0; i < 4; ++i)
+    for (int l = 0; l < kLanes; ++l) {
+      u[i * 4 + 0][l] = t[i][0][l];
+      u[i * 4 + 1][l] = 0.5f * (t[i][0][l] + t[i][1][l]);
+      u[i * 4 + 2][l] = 0.5f * (t[i][0][l] - t[i][1][l]);
+      u[i * 4 + 3][l] = t[i][1][l];
+    }
+}
+
+CUCONV_INLINE void weight_grad_tile(const float (&m)[16][kLanes], float (&y)[3][3][kLanes]) {
+  float s[3][4][kLanes];
+  for (int j = 0; j < 4; ++j)
+    for (int l = 0; l < kLanes; ++l) {
+      s[0][j][l] = m[0 + j][l] + m[4 + j][l] + m[8 + j][l];
+      s[1][j][l] = m[4 + j][l] - m[8 + j][l];
+      s[2][j][l] = m[4 + j][l] + m[8 + j][l] - m[12 + j][l];
+    }
+  for (int i = 0; i < 3; ++i)
+    for (int l = 0; l < kLanes; ++l) {
+      y[i][0][l] = s[i][0][l] + s[i][1][l] + s[i][2][l];
+      y[i][1][l] = s[i][1][l] - s[i][2][l];
+      y[i][2][l] = s[i][1][l] + s[i][2][l] - s[i][3][l];
+    }
+}
+
+// ---- tile geometry -----------------------------------------------------------------------------
+
+struct TileGrid {
+  int64_t th, tw;  // tiles per image: rows, columns
+  int64_t count(int64_t n) const { return n * th * tw; }
+  void locate(int64_t t, int64_t& n, int64_t& ty, int64_t& tx) const {
+    n = t / (th * tw);
+    const int64_t r = t % (th * tw);
+    ty = r / tw, tx = r % tw;
+  }
+};
+
+// d[i][j][l] = x(n, c0 + l, h0 + i, w0 + j), zero outside the image or past cn channels.
+// kContig: channels adjacent in memory (NHWC), so each (i, j) is one 8-float load.
+template <bool kContig, int kRows>
+CUCONV_INLINE void load_patch(const float* xn, const int64_t (&xs)[4], int64_t H, int64_t W, int64_t h0, int64_t w0,
+                              int64_t c0, int64_t cn, float (&d)[kRows][kRows][kLanes]) {
+  for (int i = 0; i < kRows; ++i) {
+    const int64_t h = h0 + i;
+    for (int j = 0; j < kRows; ++j) {
+      const int64_t w = w0 + j;
+      if (h < 0 || h >= H || w < 0 || w >= W) {
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = 0.f;
+        continue;
+      }
+      const float* src = xn + c0 * xs[1] + h * xs[2] + w * xs[3];
+      if (kContig && cn == kLanes) {
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = src[l];
+      } else {
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = l < cn ? src[l * xs[1]] : 0.f;
+      }
+    }
+  }
+}
+
+// ---- forward (and grad input) ------------------------------------------------------------------
+
+// V[xi][b][c] (rows ldv apart, matrices vstride apart) for tiles t0..t0+nb.
+template <bool kContig>
+CUCONV_INLINE void input_transform_body(const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0,
+                                        int64_t nb, float* V, int64_t ldv, int64_t vstride) {
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t n, ty, tx;
+    grid.locate(t0 + b, n, ty, tx);
+    const float* xn = x + n * s.xs[0];
+    const int64_t h0 = 2 * ty - s.pad_h, w0 = 2 * tx - s.pad_w;
+    for (int64_t c0 = 0; c0 < s.C; c0 += kLanes) {
+      float d[4][4][kLanes], v[16][kLanes];
+      load_patch<kContig>(xn, s.xs, s.H, s.W, h0, w0, c0, std::min(kLanes, s.C - c0), d);
+      input_tile(d, v);
+      for (int xi = 0; xi < 16; ++xi) std::memcpy(V + xi * vstride + b * ldv + c0, v[xi], sizeof(v[xi]));
+    }
+  }
+}
+
+// y(n, k, p, q) = bias[k] + A^T M A, clamped at 0 when relu (NaN stays NaN), for tiles t0..t0+nb.
+template <bool kContig>
+CUCONV_INLINE void output_transform_body(const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
+                                         const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu,
+                                         float* y) {
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t n, ty, tx;
+    grid.locate(t0 + b, n, ty, tx);
+    const int64_t p0 = 2 * ty, q0 = 2 * tx;
+    const int prows = int(std::min<int64_t>(2, s.P - p0)), qcols = int(std::min<int64_t>(2, s.Q - q0));
+    for (int64_t k0 = 0; k0 < s.K; k0 += kLanes) {
+      const int64_t kn = std::min(kLanes, s.K - k0);
+      float m[16][kLanes], out[2][2][kLanes];
+      for (int xi = 0; xi < 16; ++xi) std::memcpy(m[xi], M + xi * mstride + b * ldm + k0, sizeof(m[xi]));
+      output_tile(m, out);
+      float bv[kLanes];
+      for (int l = 0; l < kLanes; ++l) bv[l] = bias && l < kn ? bias[k0 + l] : 0.f;
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j)
+          for (int l = 0; l < kLanes; ++l) {
+            const float v = out[i][j][l] + bv[l];
+            out[i][j][l] = relu && v < 0.f ? 0.f : v;
+          }
+      for (int i = 0; i < prows; ++i)
+        for (int j = 0; j < qcols; ++j) {
+          float* dst = y + n * s.ys[0] + k0 * s.ys[1] + (p0 + i) * s.ys[2] + (q0 + j) * s.ys[3];
+          if (kContig && kn == kLanes) std::memcpy(dst, out[i][j], sizeof(out[i][j]));
+          else
+            for (int64_t l = 0; l < kn; ++l) dst[l * s.ys[1]] = out[i][j][l];
+        }
+    }
+  }
+}
+
+void input_transform(Isa isa, const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0, int64_t nb,
+                     float* V, int64_t ldv, int64_t vstride);
+CUCONV_AVX2 void input_transform_avx2(const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0,
+                                      int64_t nb, float* V, int64_t ldv, int64_t vstride) {
+  if (s.xs[1] == 1) input_transform_body<true>(s, x, grid, t0, nb, V, ldv, vstride);
+  else input_transform_body<false>(s, x, grid, t0, nb, V, ldv, vstride);
+}
+void input_transform(Isa isa, const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0, int64_t nb,
+                     float* V, int64_t ldv, int64_t vstride) {
+  if (isa == Isa::avx2) input_transform_avx2(s, x, grid, t0, nb, V, ldv, vstride);
+  else if (s.xs[1] == 1) input_transform_body<true>(s, x, grid, t0, nb, V, ldv, vstride);
+  else input_transform_body<false>(s, x, grid, t0, nb, V, ldv, vstride);
+}
+
+CUCONV_AVX2 void output_transform_avx2(const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
+                                       const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu,
+                                       float* y) {
+  if (s.ys[1] == 1) output_transform_body<true>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+  else output_transform_body<false>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+}
+void output_transform(Isa isa, const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
+                      const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu, float* y) {
+  if (isa == Isa::avx2) output_transform_avx2(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+  else if (s.ys[1] == 1) output_transform_body<true>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+  else output_transform_body<false>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+}
+
+// ---- grad weight ------------------------------------------------------------------------------
+
+// U[xi][b][k] = Gw g Gw^T of the 2x2 grad_output tiles (zero past P, Q) of tiles t0..t0+nb.
+template <bool kContig>
+CUCONV_INLINE void grad_transform_body(const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0,
+                                       int64_t nb, float* U, int64_t ldu, int64_t ustride) {
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t n, ty, tx;
+    grid.locate(t0 + b, n, ty, tx);
+    const float* gn = gy + n * s.ys[0];
+    for (int64_t k0 = 0; k0 < s.K; k0 += kLanes) {
+      float g[2][2][kLanes], u[16][kLanes];
+      load_patch<kContig>(gn, s.ys, s.P, s.Q, 2 * ty, 2 * tx, k0, std::min(kLanes, s.K - k0), g);
+      grad_tile(g, u);
+      for (int xi = 0; xi < 16; ++xi) std::memcpy(U + xi * ustride + b * ldu + k0, u[xi], sizeof(u[xi]));
+    }
+  }
+}
+
+CUCONV_AVX2 void grad_transform_avx2(const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0,
+                                     int64_t nb, float* U, int64_t ldu, int64_t ustride) {
+  if (s.ys[1] == 1) grad_transform_body<true>(s, gy, grid, t0, nb, U, ldu, ustride);
+  else grad_transform_body<false>(s, gy, grid, t0, nb, U, ldu, ustride);
+}
+void grad_transform(Isa isa, const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0, int64_t nb,
+                    float* U, int64_t ldu, int64_t ustride) {
+  if (isa == Isa::avx2) grad_transform_avx2(s, gy, grid, t0, nb, U, ldu, ustride);
+  else if (s.ys[1] == 1) grad_transform_body<true>(s, gy, grid, t0, nb, U, ldu, ustride);
+  else grad_transform_body<false>(s, gy, grid, t0, nb, U, ldu, ustride);
+}
+
+// gw[k][c][r][s] = Aw^T (sum over chunks, in order, of part[chunk][xi][c][k]) Aw, for channels c0..c1.
+CUCONV_INLINE void weight_output_body(const WinogradConv& s, const float* part, int64_t chunks, int64_t ldp,
+                                      int64_t c0, int64_t c1, float* gw) {
+  const int64_t pstride = s.C * ldp;  // one xi's [C][K] partial
+  for (int64_t c = c0; c < c1; ++c)
+    for (int64_t k0 = 0; k0 < s.K; k0 += kLanes) {
+      const int64_t kn = std::min(kLanes, s.K - k0);
+      float m[16][kLanes], out[3][3][kLanes];
+      for (int xi = 0; xi < 16; ++xi) {
+        std::memcpy(m[xi], part + xi * pstride + c * ldp + k0, sizeof(m[xi]));
+        for (int64_t ch = 1; ch < chunks; ++ch) {
+          const float* src = part + (ch * 16 + xi) * pstride + c * ldp + k0;
+          for (int l = 0; l < kLanes; ++l) m[xi][l] += src[l];
+        }
+      }
+      weight_grad_tile(m, out);
+      for (int64_t l = 0; l < kn; ++l)
+        for (int r = 0; r < 3; ++r)
+          for (int q = 0; q < 3; ++q) gw[(k0 + l) * s.C * 9 + c * 9 + r * 3 + q] = out[r][q][l];
+    }
+}
+CUCONV_AVX2 void weight_output_avx2(const WinogradConv& s, const float* part, int64_t chunks, int64_t ldp, int64_t c0,
+                                    int64_t c1, float* gw) {
+  weight_output_body(s, part, chunks, ldp, c0, c1, gw);
+}
+void weight_output(Isa isa, const WinogradConv& s, const float* part, int64_t chunks, int64_t ldp, int64_t c0,
+                   int64_t c1, float* gw) {
+  if (isa == Isa::avx2) weight_output_avx2(s, part, chunks, ldp, c0, c1, gw);
+  else weight_output_body(s, part, chunks, ldp, c0, c1, gw);
+}
+
+// Tiles per block: the GEMMs get nb rows (a multiple of the micro-kernel's 6) and a block's V and
+// M (16 x nb x channels each) stay about 2 MiB; small problems still give every thread a block.
+// (Measured on Zen 3 over budgets 4K-64K and minimums 12-48: 32K/24 was best or near it for
+// every r18 layer; the block size does not change any result.)
+int64_t tiles_per_block(int64_t tiles, int64_t C, int64_t K) {
+  const int64_t budget = std::max<int64_t>(24, (int64_t(1) << 15) / std::max(C, K));
+  const int64_t fair = ceil_div(tiles, std::max(1, at::get_num_threads()));
+  return round_up(std::max<int64_t>(1, std::min(budget, fair)), 6);
+}
+
+}  // namespace
+
+void winograd_conv3x3(Isa isa, const WinogradConv& s, const float* x, const float* w, const float* bias, float* y,
+                      bool relu) {
+  const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
+  const int64_t tiles = grid.count(s.N);
+  if (tiles == 0) return;
+  // U_xi[c][k], packed once for the micro-kernel (every block's GEMMs read it).
+  const int64_t ustride = gemm_packed_b_size(s.C, s.K);
+  at::Tensor u_t = at::zeros({16 * ustride}, at::kFloat);
+  float* U = u_t.data_ptr<float>();
+  at::parallel_for(0, s.K, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k)
+      for (int64_t c = 0; c < s.C; ++c) {
+        float g[3][3], u[16];
+        for (int r = 0; r < 3; ++r)
+          for (int q = 0; q < 3; ++q) g[r][q] = w[k * s.ws[0] + c * s.ws[1] + r * s.ws[2] + q * s.ws[3]];
+        filter_tile(g, u);
+        const int64_t off = gemm_packed_b_offset(c, k, s.C, s.K);
+        for (int xi = 0; xi < 16; ++xi) U[xi * ustride + off] = u[xi];
+      }
+  });
+  const int64_t nbmax = tiles_per_block(tiles, s.C, s.K);
+  const int64_t ldv = round_up(s.C, kLanes) + kLanes, ldm = round_up(s.K, kLanes) + kLanes;
+  const int64_t vstride = nbmax * ldv, mstride = nbmax * ldm;
+  at::parallel_for(0, ceil_div(tiles, nbmax), 1, [&](int64_t begin, int64_t end) {
+    float* V = scratch(0, 16 * vstride);
+    float* M = scratch(1, 16 * mstride);
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t t0 = blk * nbmax, nb = std::min(nbmax, tiles - t0);
+      input_transform(isa, s, x, grid, t0, nb, V, ldv, vstride);
+      for (int xi = 0; xi < 16; ++xi) {
+        GemmArgs<float> a;
+        a.M = nb, a.N = s.K, a.K = s.C;
+        a.A = V + xi * vstride, a.rsA = ldv, a.csA = 1;
+        a.B = U + xi * ustride, a.ldb = 0, a.b_packed = true;
+        a.C = M + xi * mstride, a.ldc = ldm;
+        gemm(isa, a);
+      }
+      output_transform(isa, s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+    }
+  });
+}
+
+void winograd_conv3x3_backward_weight(Isa isa, const WinogradConv& s, const float* gy, const float* x, float* gw) {
+  const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
+  const int64_t tiles = grid.count(s.N);
+  const int64_t ldp = round_up(s.K, kLanes) + kLanes;  // partial rows: K, padded for 8-wide reads
+  // A fixed split of the tiles into 8, 4, 2 or 1 chunks (fewer when the partials would be large):
+  // it depends on the shapes only, so the sums, and the bits, do not depend on the thread count.
+  int64_t chunks = 8;
+  while (chunks > 1 && (chunks > tiles || chunks * 16 * s.C * ldp > (int64_t(1) << 23))) chunks /= 2;
+  at::Tensor part_t = at::empty({chunks * 16 * s.C * ldp}, at::kFloat);
+  float* part = part_t.data_ptr<float>();
+  if (tiles == 0) part_t.zero_();
+  const int64_t nbmax = tiles_per_block(ceil_div(tiles, chunks), s.C, s.K);
+  const int64_t ldv = round_up(s.C, kLanes) + kLanes, ldu = round_up(s.K, kLanes) + kLanes;
+  const int64_t vstride = nbmax * ldv, ustride = nbmax * ldu;
+  const bool split = chunks < at::get_num_threads();
+  at::parallel_for(0, tiles ? chunks : 0, 1, [&](int64_t begin, int64_t end) {
+    float* V = scratch(0, 16 * vstride);
+    float* U = scratch(2, 16 * ustride);
+    for (int64_t ch = begin; ch < end; ++ch) {
+      const int64_t c_begin = ch * tiles / chunks, c_end = (ch + 1) * tiles / chunks;
+      for (int64_t t0 = c_begin; t0 < c_end; t0 += nbmax) {
+        const int64_t nb = std::min(nbmax, c_end - t0);
+        input_transform(isa, s, x, grid, t0, nb, V, ldv, vstride);
+        grad_transform(isa, s, gy, grid, t0, nb, U, ldu, ustride);
+        for (int xi = 0; xi < 16; ++xi) {
+          GemmArgs<float> a;  // part_xi[c][k] (+)= sum_b V_xi[b][c] U_xi[b][k]
+          a.M = s.C, a.N = s.K, a.K = nb;
+          a.A = V + xi * vstride, a.rsA = 1, a.csA = ldv;
+          a.B = U + xi * ustride, a.ldb = ldu;
+          a.C = part + (ch * 16 + xi) * s.C * ldp, a.ldc = ldp;
+          a.init = t0 == c_begin ? GemmInit::zero : GemmInit::accumulate;
+          a.parallel = split;
+          gemm(isa, a);
+        }
+      }
+    }
+  });
+  at::parallel_for(0, s.C, 1, [&](int64_t begin, int64_t end) { weight_output(isa, s, part, chunks, ldp, begin, end, gw); });
+}
+
+WinogradAlgo winograd_algo() {
+  const char* env = std::getenv("CUCONV_CPU_CONV_ALGO");
+  if (!env || !*env || std::strcmp(env, "auto") == 0) return WinogradAlgo::automatic;
+  if (std::strcmp(env, "gemm") == 0) return WinogradAlgo::never;
+  if (std::strcmp(env, "winograd") == 0) return WinogradAlgo::always;
+  TORCH_CHECK(false, "CUCONV_CPU_CONV_ALGO must be auto, gemm or winograd, got '", env, "'");
+}
+
+}  // namespace cuconv::cpu
