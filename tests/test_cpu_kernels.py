@@ -174,6 +174,37 @@ def test_gemm_blocking_edges_against_float64(isa, case, channels_last, dtype):
     _close(yr, torch.relu(ry), dtype, "forward + ReLU")
 
 
+# NHWC forward reading input rows in place (no im2col; csrc/cpu/conv2d_cpu.cpp, forward_nhwc_in_place):
+# (N, C, H, W, K, R, S, stride, padding [top, left, bottom, right], dilation, groups)
+IN_PLACE_CASES = [
+    (3, 16, 11, 11, 20, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),  # stride 2, padded copy
+    (2, 40, 9, 8, 33, 1, 1, (2, 2), [0, 0, 0, 0], (1, 1), 1),    # 1x1 stride 2 (shortcut): rows read straight
+    (2, 12, 10, 9, 7, 3, 3, (1, 1), [0, 2, 3, 1], (2, 1), 1),    # asymmetric padding past bottom/right, dilation_h
+    (2, 64, 5, 6, 10, 1, 1, (1, 2), [0, 0, 0, 0], (1, 1), 2),    # grouped 1x1: 32 channels per group
+    (1, 11, 7, 9, 5, 5, 3, (1, 1), [2, 1, 2, 1], (1, 1), 1),     # 5x3 kernel
+    (1, 100, 6, 7, 9, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),    # 300 values per kernel row: two K blocks
+    (13, 16, 3, 3, 18, 3, 3, (1, 1), [0, 0, 0, 0], (1, 1), 1),   # 1x1 outputs: many images per GEMM
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", IN_PLACE_CASES, ids=[str(i) for i in range(len(IN_PLACE_CASES))])
+def test_conv2d_nhwc_forward_in_place(isa, monkeypatch, case, dtype):
+    """One GEMM per kernel row with A rows pointing into the input (or its padded copy): values,
+    bias, and the ReLU applied only after the last kernel row's sums, against float64."""
+    monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "gemm")  # 3x3 stride-1 cases would go to Winograd
+    N, C, H, W, K, R, S, stride, pad, dil, groups = case
+    x = _fmt(torch.randn(N, C, H, W, dtype=dtype), True)
+    w, b = torch.randn(K, C // groups, R, S, dtype=dtype), torch.randn(K, dtype=dtype)
+    y = ops.conv2d(x, w, b, stride, pad, dil, groups)
+    ry = _conv_ref(x, w, b, stride, pad, dil, groups, torch.zeros(y.shape, dtype=dtype))[0]
+    _close(y, ry, dtype, "forward")
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    yr = ops.conv2d_bias_relu(x, w, b, stride, pad, dil, groups)
+    assert (yr == 0).any() and (yr > 0).any()
+    _close(yr, torch.relu(ry), dtype, "forward + ReLU")
+
+
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 POOL_CASES = [
     (2, 3, 30, 30, (2, 2), (2, 2), (0, 0), (1, 1), False),   # the seed CNN's pool, even

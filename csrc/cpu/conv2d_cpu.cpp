@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "../runners.h"
 #include "conv2d_winograd_cpu.h"
@@ -211,6 +212,92 @@ int64_t images_per_gemm(int64_t N, int64_t PQ) { return std::min(N, std::max<int
 // Work items for the outer parallel loop; when there are fewer than threads, the GEMMs split instead.
 bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
 
+// NHWC forward without im2col: with an undilated kernel row and whole pixels per group, the S*Cg
+// values one output position reads from input row h are one contiguous run, so each kernel row r is
+// a GEMM whose A rows are pointers into the (zero-padded, when the window leaves the image) input.
+// Worth it from 32 values per run; below that (3-channel first layers) the im2col GEMM's longer K wins.
+bool nhwc_reads_rows_in_place(const Conv2dParams& p) {
+  return p.channels_last && p.dil_w == 1 && (p.groups == 1 || p.S == 1) && p.S * p.C_per_group() >= 32;
+}
+
+template <typename T>
+void forward_nhwc_in_place(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
+                           const at::TensorOptions& opts) {
+  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
+  const int64_t SC = p.S * Cg, CRS = p.R * SC;
+  // The input rows and columns the windows cover, from -pad; a padded copy only when they leave the image.
+  const int64_t Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wp = (p.Q - 1) * p.stride_w + p.S;
+  const bool padded = p.pad_h > 0 || p.pad_w > 0 || Hp > p.H || Wp > p.W;
+  const int64_t Hb = padded ? Hp : p.H, Wb = padded ? Wp : p.W;
+  // The weight as [g][r][s*Cg + c][k]: one GEMM B operand per (g, r), packed once for float.
+  const int64_t ldw = pitch(Kg);
+  const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, ldw, opts);
+  const T* wt_ptr = wt.const_data_ptr<T>();
+  at::Tensor packed;
+  const int64_t pstride = gemm_packed_b_size(SC, Kg);
+  if constexpr (std::is_same_v<T, float>) {
+    packed = at::zeros({G * p.R * pstride}, opts);
+    float* pk = packed.data_ptr<float>();
+    at::parallel_for(0, G * p.R, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t gr = begin; gr < end; ++gr)
+        for (int64_t i = 0; i < SC; ++i)
+          for (int64_t k = 0; k < Kg; ++k)
+            pk[gr * pstride + gemm_packed_b_offset(i, k, SC, Kg)] = wt_ptr[(gr * SC + i) * ldw + k];
+    });
+  }
+  const int64_t per = images_per_gemm(p.N, PQ);
+  const int64_t blocks = ceil_div(p.N, per);
+  const bool split = gemm_should_split(blocks * G);
+  at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<const T*> rows;
+    rows.resize(per * PQ);
+    T* xpad = padded ? scratch<T>(0, per * Hb * Wb * p.C) : nullptr;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
+      const T* base = x + n0 * HW * p.C;
+      if (padded) {
+        for (int64_t i = 0; i < nb; ++i)
+          for (int64_t hb = 0; hb < Hb; ++hb) {
+            T* dst = xpad + (i * Hb + hb) * Wb * p.C;
+            const int64_t h = hb - p.pad_h;
+            if (h < 0 || h >= p.H) {
+              std::fill(dst, dst + Wb * p.C, T(0));
+              continue;
+            }
+            // Columns wb = w + pad_w: zeros left of the image, the row, zeros right of it.
+            const int64_t lo = std::min(p.pad_w, Wb), hi = std::min(Wb, p.pad_w + p.W);
+            std::fill(dst, dst + lo * p.C, T(0));
+            if (hi > lo) std::memcpy(dst + lo * p.C, base + ((i * p.H + h) * p.W + lo - p.pad_w) * p.C,
+                                     (hi - lo) * p.C * sizeof(T));
+            std::fill(dst + std::max(lo, hi) * p.C, dst + Wb * p.C, T(0));
+          }
+        base = xpad;
+      }
+      for (int64_t r = 0; r < p.R; ++r) {
+        for (int64_t i = 0, m = 0; i < nb; ++i)
+          for (int64_t oh = 0; oh < p.P; ++oh) {
+            const T* row = base + ((i * Hb + oh * p.stride_h + r * p.dil_h) * Wb) * p.C + g * Cg;
+            for (int64_t ow = 0; ow < p.Q; ++ow, ++m) rows[m] = row + ow * p.stride_w * p.C;
+          }
+        GemmArgs<T> a;
+        a.M = nb * PQ, a.N = Kg, a.K = SC;
+        a.a_rows = rows.data();
+        if constexpr (std::is_same_v<T, float>) {
+          a.B = packed.const_data_ptr<float>() + (g * p.R + r) * pstride, a.b_packed = true;
+        } else {
+          a.B = wt_ptr + (g * CRS + r * SC) * ldw, a.ldb = ldw;
+        }
+        a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
+        a.init = r > 0 ? GemmInit::accumulate : bias ? GemmInit::bias_col : GemmInit::zero;
+        a.bias = bias ? bias + g * Kg : nullptr;
+        a.relu = relu && r == p.R - 1;  // only the final sums are clamped
+        a.parallel = split;
+        gemm(isa, a);
+      }
+    }
+  });
+}
+
 // Winograd F(2x2, 3x3) for float32 3x3 stride-1 ungrouped convs (conv2d_winograd_cpu.cpp): 2.25x
 // fewer FLOPs. Automatic when the correlation has at least 16 input and output channels and 32 on
 // one side: below that the transforms cost about what the products save (measured on Zen 3, batch
@@ -289,6 +376,8 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
         gemm(isa, a);
       }
     });
+  } else if (nhwc_reads_rows_in_place(p)) {
+    forward_nhwc_in_place(isa, p, x, w, bias, y, relu, opts);
   } else {
     const int64_t ldw = pitch(Kg);
     const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, ldw, opts);

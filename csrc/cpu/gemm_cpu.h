@@ -1,6 +1,7 @@
 #pragma once
 // The CPU runner's matrix product: C[M,N] = init + A[M,K] * B[K,N], with
 //   A(i,p) = A[i*rsA + p*csA]  (any strides: plain rows, a transposed matrix, im2col columns),
+//            or a_rows[i][p]     (row pointers),
 //   B(p,j) = B[p*ldb + j]      (rows contiguous in j),
 //   C(i,j) = C[i*ldc + j].
 // Each C element is summed over p in increasing order by exactly one thread, so results do not
@@ -36,6 +37,9 @@ struct GemmArgs {
   bool relu = false;      // C = max(C, 0) as the final result is stored (NaN stays NaN, as torch.relu)
   bool parallel = false;  // split the columns over threads (for calls not already inside a parallel region)
   bool b_packed = false;  // B is already in the micro-kernel's packed layout (gemm_packed_b_offset); ldb unused
+  // A given as M row pointers instead: A(i, p) = a_rows[i][p] (A, rsA and csA unused). Lets a conv
+  // read its input rows in place where an im2col copy would otherwise gather them.
+  const T* const* a_rows = nullptr;
 };
 
 // The float micro-kernels' blocking: K in blocks of kGemmKC rows, B columns in slivers kGemmNR wide.

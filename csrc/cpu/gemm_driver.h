@@ -83,13 +83,13 @@ void gemm_blocked(const GemmArgs<T>& g) {
   // Packing B pays off once its block is reused by more than one row tile. A only when strided in K:
   // with unit K stride its six rows stream well from L2, and packing them measured 0-10% slower
   // (M=1024 N=64 K=576: 39 vs 44 GFLOP/s on one Zen 3 thread; N=256: no gain).
-  const bool pack_B = g.M > MR || g.b_packed;
+  const bool pack_B = g.M > MR || g.b_packed || g.a_rows;
   const int64_t n_pad = n_tiles * NR;  // row length of a packed-by-the-caller B block
   static_assert(!std::is_same_v<T, float> || (NR == kGemmNR && KC == kGemmKC), "gemm_packed_b_offset's layout");
   auto run_columns = [&](int64_t t_begin, int64_t t_end) {
     thread_local std::vector<T> a_buf, b_buf;
     thread_local std::vector<const T*> row_buf;
-    const bool pack_A = g.csA != 1;
+    const bool pack_A = g.csA != 1 && !g.a_rows;
     T* bp = pack_B && !g.b_packed ? gemm_buffer(b_buf, size_t(KC * NC_TILES * NR)) : nullptr;
     T* ap = pack_A ? gemm_buffer(a_buf, size_t(KC * MC)) : nullptr;
     // Unpacked A with packed B: the rows of the current MC x kc block, padded to whole MR tiles with
@@ -107,7 +107,7 @@ void gemm_blocked(const GemmArgs<T>& g) {
           const int64_t i1 = std::min(i0 + MC, g.M);
           if (pack_A) pack_a<T, MR>(g.A + i0 * g.rsA + p0 * g.csA, g.rsA, g.csA, kc, i1 - i0, ap);
           if (rows) {
-            for (int64_t i = i0; i < i1; ++i) rows[i - i0] = g.A + i * g.rsA + p0;
+            for (int64_t i = i0; i < i1; ++i) rows[i - i0] = (g.a_rows ? g.a_rows[i] : g.A + i * g.rsA) + p0;
             for (int64_t i = i1; i < i0 + (i1 - i0 + MR - 1) / MR * MR; ++i) rows[i - i0] = rows[i1 - 1 - i0];
           }
           for (int64_t t = tb; t < te; ++t) {
