@@ -174,9 +174,10 @@ def test_gemm_blocking_edges_against_float64(isa, case, channels_last, dtype):
     _close(yr, torch.relu(ry), dtype, "forward + ReLU")
 
 
-# NHWC forward reading input rows in place (no im2col; csrc/cpu/conv2d_cpu.cpp, forward_nhwc_in_place):
+# NHWC forward without im2col (csrc/cpu/conv2d_cpu.cpp): rows read in place from 32 values per kernel
+# row, the row-interleaved buffer below that.
 # (N, C, H, W, K, R, S, stride, padding [top, left, bottom, right], dilation, groups)
-IN_PLACE_CASES = [
+NO_IM2COL_CASES = [
     (3, 16, 11, 11, 20, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),  # stride 2, padded copy
     (2, 40, 9, 8, 33, 1, 1, (2, 2), [0, 0, 0, 0], (1, 1), 1),    # 1x1 stride 2 (shortcut): rows read straight
     (2, 12, 10, 9, 7, 3, 3, (1, 1), [0, 2, 3, 1], (2, 1), 1),    # asymmetric padding past bottom/right, dilation_h
@@ -184,21 +185,29 @@ IN_PLACE_CASES = [
     (1, 11, 7, 9, 5, 5, 3, (1, 1), [2, 1, 2, 1], (1, 1), 1),     # 5x3 kernel
     (1, 100, 6, 7, 9, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),    # 300 values per kernel row: two K blocks
     (13, 16, 3, 3, 18, 3, 3, (1, 1), [0, 0, 0, 0], (1, 1), 1),   # 1x1 outputs: many images per GEMM
+    (2, 3, 13, 12, 8, 3, 3, (2, 3), [1, 2, 0, 1], (2, 1), 1),    # interleaved: 3 channels, strides, dilation_h
+    (2, 6, 9, 9, 4, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 2),      # interleaved per group (3 channels each)
+    (3, 3, 32, 32, 32, 3, 3, (1, 1), [0, 0, 0, 0], (1, 1), 1),   # interleaved: the seed CNN's first layer
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", IN_PLACE_CASES, ids=[str(i) for i in range(len(IN_PLACE_CASES))])
-def test_conv2d_nhwc_forward_in_place(isa, monkeypatch, case, dtype):
-    """One GEMM per kernel row with A rows pointing into the input (or its padded copy): values,
-    bias, and the ReLU applied only after the last kernel row's sums, against float64."""
+@pytest.mark.parametrize("case", NO_IM2COL_CASES, ids=[str(i) for i in range(len(NO_IM2COL_CASES))])
+def test_conv2d_nhwc_without_im2col(isa, monkeypatch, case, dtype):
+    """GEMM A rows as pointers, into the input (one GEMM per kernel row) or into the row-interleaved
+    buffer (also grad weight's A columns): values, bias, and the ReLU applied only to the final sums,
+    against float64."""
     monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "gemm")  # 3x3 stride-1 cases would go to Winograd
     N, C, H, W, K, R, S, stride, pad, dil, groups = case
     x = _fmt(torch.randn(N, C, H, W, dtype=dtype), True)
     w, b = torch.randn(K, C // groups, R, S, dtype=dtype), torch.randn(K, dtype=dtype)
     y = ops.conv2d(x, w, b, stride, pad, dil, groups)
-    ry = _conv_ref(x, w, b, stride, pad, dil, groups, torch.zeros(y.shape, dtype=dtype))[0]
+    gy = _fmt(torch.randn(y.shape, dtype=dtype), True)
+    gx, gw, _ = ops.conv2d_backward(gy, x, w, stride, pad, dil, groups, [True, True, False])
+    ry, rgx, rgw, _ = _conv_ref(x, w, b, stride, pad, dil, groups, gy)
     _close(y, ry, dtype, "forward")
+    _close(gx, rgx, dtype, "grad input")
+    _close(gw, rgw, dtype, "grad weight")
     assert y.is_contiguous(memory_format=torch.channels_last)
     yr = ops.conv2d_bias_relu(x, w, b, stride, pad, dil, groups)
     assert (yr == 0).any() and (yr > 0).any()

@@ -212,39 +212,60 @@ int64_t images_per_gemm(int64_t N, int64_t PQ) { return std::min(N, std::max<int
 // Work items for the outer parallel loop; when there are fewer than threads, the GEMMs split instead.
 bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
 
-// NHWC forward without im2col: with an undilated kernel row and whole pixels per group, the S*Cg
-// values one output position reads from input row h are one contiguous run, so each kernel row r is
-// a GEMM whose A rows are pointers into the (zero-padded, when the window leaves the image) input.
-// Worth it from 32 values per run; below that (3-channel first layers) the im2col GEMM's longer K wins.
+// A GEMM B operand per block b (a group, or a group and kernel row): Kd x N, element (i, k) =
+// value(b, i, k). float is packed once for the micro-kernel (every GEMM of the call reads it as is);
+// double (the portable kernel's other sliver width) stays dense, rows N apart.
+template <typename T, class Value>
+at::Tensor weight_operand(int64_t blocks, int64_t Kd, int64_t N, const at::TensorOptions& opts, int64_t& stride,
+                          Value value) {
+  constexpr bool packed = std::is_same_v<T, float>;
+  stride = packed ? gemm_packed_b_size(Kd, N) : Kd * N;
+  at::Tensor out = packed ? at::zeros({blocks * stride}, opts) : at::empty({blocks * stride}, opts);
+  T* o = out.data_ptr<T>();
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b)
+      for (int64_t i = 0; i < Kd; ++i)
+        for (int64_t k = 0; k < N; ++k)
+          o[b * stride + (packed ? gemm_packed_b_offset(i, k, Kd, N) : i * N + k)] = value(b, i, k);
+  });
+  return out;
+}
+template <typename T>
+void set_weight_operand(GemmArgs<T>& a, const T* block) {
+  a.B = block;
+  if constexpr (std::is_same_v<T, float>) a.b_packed = true;
+  else a.ldb = a.N;
+}
+
+// NHWC forward without im2col, two ways (both need an undilated kernel row):
+//  - in place: the S*Cg values one output position reads from input row h are one contiguous run,
+//    so each kernel row r is a GEMM whose A rows point into the input (or a zero-padded copy when
+//    the windows leave it). Used from 32 values per run (whole pixels per group).
+//  - interleaved, for few channels (3-channel first layers): a buffer Z[oh][wb][r][c] holds, for
+//    each output row and input column, the R input rows it reads; the window of position (oh, ow)
+//    is then the contiguous run of S*R*Cg values from Z[oh][ow*stride_w], so one GEMM with K =
+//    S*R*Cg covers it (the weight in (s, r, c) order). Z is R times one padded input row per output
+//    row, where im2col would be R*S times.
 bool nhwc_reads_rows_in_place(const Conv2dParams& p) {
   return p.channels_last && p.dil_w == 1 && (p.groups == 1 || p.S == 1) && p.S * p.C_per_group() >= 32;
 }
+bool nhwc_interleaved(const Conv2dParams& p) { return p.channels_last && p.dil_w == 1 && !nhwc_reads_rows_in_place(p); }
 
 template <typename T>
 void forward_nhwc_in_place(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
                            const at::TensorOptions& opts) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
-  const int64_t SC = p.S * Cg, CRS = p.R * SC;
+  const int64_t SC = p.S * Cg, RS = p.R * p.S;
   // The input rows and columns the windows cover, from -pad; a padded copy only when they leave the image.
   const int64_t Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wp = (p.Q - 1) * p.stride_w + p.S;
   const bool padded = p.pad_h > 0 || p.pad_w > 0 || Hp > p.H || Wp > p.W;
   const int64_t Hb = padded ? Hp : p.H, Wb = padded ? Wp : p.W;
-  // The weight as [g][r][s*Cg + c][k]: one GEMM B operand per (g, r), packed once for float.
-  const int64_t ldw = pitch(Kg);
-  const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, ldw, opts);
-  const T* wt_ptr = wt.const_data_ptr<T>();
-  at::Tensor packed;
-  const int64_t pstride = gemm_packed_b_size(SC, Kg);
-  if constexpr (std::is_same_v<T, float>) {
-    packed = at::zeros({G * p.R * pstride}, opts);
-    float* pk = packed.data_ptr<float>();
-    at::parallel_for(0, G * p.R, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t gr = begin; gr < end; ++gr)
-        for (int64_t i = 0; i < SC; ++i)
-          for (int64_t k = 0; k < Kg; ++k)
-            pk[gr * pstride + gemm_packed_b_offset(i, k, SC, Kg)] = wt_ptr[(gr * SC + i) * ldw + k];
-    });
-  }
+  // The weight per (g, r) as [s*Cg + c][k].
+  int64_t wstride = 0;
+  const at::Tensor wop = weight_operand<T>(G * p.R, SC, Kg, opts, wstride, [&](int64_t gr, int64_t i, int64_t k) {
+    const int64_t g = gr / p.R, r = gr % p.R, s = i / Cg, c = i % Cg;
+    return w[((g * Kg + k) * Cg + c) * RS + r * p.S + s];
+  });
   const int64_t per = images_per_gemm(p.N, PQ);
   const int64_t blocks = ceil_div(p.N, per);
   const bool split = gemm_should_split(blocks * G);
@@ -282,11 +303,7 @@ void forward_nhwc_in_place(Isa isa, const Conv2dParams& p, const T* x, const T* 
         GemmArgs<T> a;
         a.M = nb * PQ, a.N = Kg, a.K = SC;
         a.a_rows = rows.data();
-        if constexpr (std::is_same_v<T, float>) {
-          a.B = packed.const_data_ptr<float>() + (g * p.R + r) * pstride, a.b_packed = true;
-        } else {
-          a.B = wt_ptr + (g * CRS + r * SC) * ldw, a.ldb = ldw;
-        }
+        set_weight_operand(a, wop.const_data_ptr<T>() + (g * p.R + r) * wstride);
         a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
         a.init = r > 0 ? GemmInit::accumulate : bias ? GemmInit::bias_col : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
@@ -344,6 +361,76 @@ void winograd_backward_weight(Isa isa, const Conv2dParams& p, const float* gy, c
   winograd_conv3x3_backward_weight(isa, s, gy, x, gw);
 }
 
+// The row-interleaved buffer of nb NHWC images x (group g): z[i][oh][wb][r][c] = x(i, oh*stride_h -
+// pad_h + r*dil_h, wb - pad_w, g*Cg + c), zero outside the image, wb < (Q-1)*stride_w + S; and
+// rows[(i*P + oh)*Q + ow] = the start of position (oh, ow)'s window, S*R*Cg contiguous values.
+template <typename T>
+void interleave_rows(const Conv2dParams& p, const T* x, int64_t nb, int64_t g, T* z, const T** rows) {
+  const int64_t Cg = p.C_per_group(), RC = p.R * Cg, HW = p.H * p.W;
+  const int64_t Wp = (p.Q - 1) * p.stride_w + p.S;
+  // Columns wb = w + pad_w inside the image: [lo, hi).
+  const int64_t lo = std::min(p.pad_w, Wp), hi = std::max(lo, std::min(Wp, p.pad_w + p.W));
+  for (int64_t i = 0; i < nb; ++i) {
+    const T* xi = x + i * HW * p.C + g * Cg;
+    for (int64_t oh = 0; oh < p.P; ++oh) {
+      T* zrow = z + (i * p.P + oh) * Wp * RC;
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
+        const bool inside = h >= 0 && h < p.H;
+        const T* src = inside ? xi + (h * p.W + lo - p.pad_w) * p.C : xi;  // column lo's pixel
+        T* dst = zrow + r * Cg;
+        for (int64_t wb = 0; wb < Wp; ++wb, dst += RC) {
+          if (!inside || wb < lo || wb >= hi) {
+            for (int64_t c = 0; c < Cg; ++c) dst[c] = T(0);
+          } else if (Cg == 3) {  // first layers: a fixed-size copy the compiler unrolls
+            const T* px = src + (wb - lo) * p.C;
+            dst[0] = px[0], dst[1] = px[1], dst[2] = px[2];
+          } else {
+            const T* px = src + (wb - lo) * p.C;
+            for (int64_t c = 0; c < Cg; ++c) dst[c] = px[c];
+          }
+        }
+      }
+      for (int64_t ow = 0; ow < p.Q; ++ow) rows[(i * p.P + oh) * p.Q + ow] = zrow + ow * p.stride_w * RC;
+    }
+  }
+}
+
+template <typename T>
+void forward_nhwc_interleaved(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
+                              const at::TensorOptions& opts) {
+  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
+  const int64_t RC = p.R * Cg, SRC = p.S * RC, RS = p.R * p.S;
+  const int64_t Wp = (p.Q - 1) * p.stride_w + p.S;  // input columns the windows cover, from -pad_w
+  int64_t wstride = 0;  // the weight per group as [(s*R + r)*Cg + c][k]
+  const at::Tensor wop = weight_operand<T>(G, SRC, Kg, opts, wstride, [&](int64_t g, int64_t i, int64_t k) {
+    const int64_t s = i / RC, r = (i / Cg) % p.R, c = i % Cg;
+    return w[((g * Kg + k) * Cg + c) * RS + r * p.S + s];
+  });
+  const int64_t per = images_per_gemm(p.N, PQ);
+  const int64_t blocks = ceil_div(p.N, per);
+  const bool split = gemm_should_split(blocks * G);
+  at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<const T*> rows;
+    rows.resize(per * PQ);
+    T* z = scratch<T>(0, per * p.P * Wp * RC);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
+      interleave_rows(p, x + n0 * HW * p.C, nb, g, z, rows.data());
+      GemmArgs<T> a;
+      a.M = nb * PQ, a.N = Kg, a.K = SRC;
+      a.a_rows = rows.data();
+      set_weight_operand(a, wop.const_data_ptr<T>() + g * wstride);
+      a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
+      a.init = bias ? GemmInit::bias_col : GemmInit::zero;
+      a.bias = bias ? bias + g * Kg : nullptr;
+      a.relu = relu;
+      a.parallel = split;
+      gemm(isa, a);
+    }
+  });
+}
+
 template <typename T>
 void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
                   const at::TensorOptions& opts) {
@@ -378,6 +465,8 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
     });
   } else if (nhwc_reads_rows_in_place(p)) {
     forward_nhwc_in_place(isa, p, x, w, bias, y, relu, opts);
+  } else if (nhwc_interleaved(p)) {
+    forward_nhwc_interleaved(isa, p, x, w, bias, y, relu, opts);
   } else {
     const int64_t ldw = pitch(Kg);
     const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, ldw, opts);
@@ -510,8 +599,16 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   const int64_t ldcol = pitch(most * PQ), ldg = pitch(Kg);
   // NHWC: grad_output rows are K apart; copy them to a better pitch when K is a bad one.
   const bool copy_gy = p.channels_last && !pitch_ok(p.K);
+  // NHWC: the row-interleaved buffer (R copies of the input, not R*S) as the GEMM's A columns; its
+  // rows are then in (s, r, c) order instead of im2col's (r, s, c).
+  const bool interleaved = !direct && nhwc_interleaved(p);
+  const int64_t Wp = (p.Q - 1) * p.stride_w + p.S;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    T* col = direct ? nullptr : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
+    thread_local std::vector<const T*> pos;
+    if (interleaved) pos.resize(most * PQ);
+    T* col = direct ? nullptr
+             : interleaved ? scratch<T>(0, most * p.P * Wp * p.R * Cg)
+                           : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
     T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, most * PQ * ldg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t n0 = chunk * p.N / chunks, n1 = (chunk + 1) * p.N / chunks;
@@ -534,9 +631,14 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
             a.B = gyt, a.ldb = ldg;
           } else {
             const T* xn = x + n * HW * p.C;
-            if (!direct)
-              for (int64_t i = 0; i < nb; ++i) im2col_nhwc(p, xn + i * HW * p.C, g, col + i * PQ * CRS);
-            a.A = direct ? xn + g * Cg : col, a.rsA = 1, a.csA = direct ? p.C : CRS;
+            if (interleaved) {
+              interleave_rows(p, xn, nb, g, col, pos.data());
+              a.a_cols = pos.data();
+            } else {
+              if (!direct)
+                for (int64_t i = 0; i < nb; ++i) im2col_nhwc(p, xn + i * HW * p.C, g, col + i * PQ * CRS);
+              a.A = direct ? xn + g * Cg : col, a.rsA = 1, a.csA = direct ? p.C : CRS;
+            }
             const T* gyg = gy + n * PQ * p.K + g * Kg;
             if (copy_gy) {
               for (int64_t i = 0; i < nb * PQ; ++i)
@@ -565,8 +667,11 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
           const T* src = part_g + chunk * G * CRS * Kg + i * Kg;
           for (int64_t k = 0; k < kn; ++k) acc[k] += src[k];
         }
-        // Row i is (c, rs) = (i / RS, i % RS) in NCHW's im2col order, (i % Cg, i / Cg) in NHWC's.
-        const int64_t o = p.channels_last ? (i % Cg) * RS + i / Cg : i;
+        // Row i is (c, rs) = (i / RS, i % RS) in NCHW's im2col order, (i % Cg, i / Cg) in NHWC's,
+        // and (c, r, s) = (i % Cg, (i / Cg) % R, i / (R*Cg)) in the row-interleaved order.
+        const int64_t o = interleaved      ? (i % Cg) * RS + ((i / Cg) % p.R) * p.S + i / (p.R * Cg)
+                          : p.channels_last ? (i % Cg) * RS + i / Cg
+                                            : i;
         for (int64_t k = 0; k < kn; ++k) gw_g[k * CRS + o] = acc[k];
       }
     }

@@ -1,7 +1,7 @@
 #pragma once
 // The CPU runner's matrix product: C[M,N] = init + A[M,K] * B[K,N], with
 //   A(i,p) = A[i*rsA + p*csA]  (any strides: plain rows, a transposed matrix, im2col columns),
-//            or a_rows[i][p]     (row pointers),
+//            or a_rows[i][p]     (row pointers), or a_cols[p][i] (column pointers),
 //   B(p,j) = B[p*ldb + j]      (rows contiguous in j),
 //   C(i,j) = C[i*ldc + j].
 // Each C element is summed over p in increasing order by exactly one thread, so results do not
@@ -40,6 +40,9 @@ struct GemmArgs {
   // A given as M row pointers instead: A(i, p) = a_rows[i][p] (A, rsA and csA unused). Lets a conv
   // read its input rows in place where an im2col copy would otherwise gather them.
   const T* const* a_rows = nullptr;
+  // Or as K column pointers: A(i, p) = a_cols[p][i] (a GEMM that reduces over positions whose
+  // values sit in per-position runs). Mutually exclusive with a_rows.
+  const T* const* a_cols = nullptr;
 };
 
 // The float micro-kernels' blocking: K in blocks of kGemmKC rows, B columns in slivers kGemmNR wide.

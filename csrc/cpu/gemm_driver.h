@@ -63,6 +63,20 @@ void pack_a(const T* A, int64_t rsA, int64_t csA, int64_t kc, int64_t rows, T* o
   }
 }
 
+// Rows i0..i0+rows of A(i, p) = cols[p][i] (columns p0.., kc of them) into kc x MR panels.
+template <typename T, int64_t MR>
+void pack_a_cols(const T* const* cols, int64_t i0, int64_t p0, int64_t kc, int64_t rows, T* out) {
+  for (int64_t i = 0; i < rows; i += MR) {
+    const int64_t mv = std::min(MR, rows - i);
+    T* dst = out + i * kc;
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = cols[p0 + p] + i0 + i;
+      for (int64_t r = 0; r < mv; ++r) dst[p * MR + r] = src[r];
+      for (int64_t r = mv; r < MR; ++r) dst[p * MR + r] = T(0);
+    }
+  }
+}
+
 // A per-thread buffer of at least n elements, 64-byte aligned: each row of a packed sliver (16
 // floats) is then one cache line, and the micro-kernel's aligned loads never split lines.
 template <typename T>
@@ -89,7 +103,7 @@ void gemm_blocked(const GemmArgs<T>& g) {
   auto run_columns = [&](int64_t t_begin, int64_t t_end) {
     thread_local std::vector<T> a_buf, b_buf;
     thread_local std::vector<const T*> row_buf;
-    const bool pack_A = g.csA != 1 && !g.a_rows;
+    const bool pack_A = (g.csA != 1 && !g.a_rows) || g.a_cols;
     T* bp = pack_B && !g.b_packed ? gemm_buffer(b_buf, size_t(KC * NC_TILES * NR)) : nullptr;
     T* ap = pack_A ? gemm_buffer(a_buf, size_t(KC * MC)) : nullptr;
     // Unpacked A with packed B: the rows of the current MC x kc block, padded to whole MR tiles with
@@ -105,7 +119,8 @@ void gemm_blocked(const GemmArgs<T>& g) {
         else if (pack_B) pack_b<T, NR>(g.B + p0 * g.ldb, g.ldb, kc, tb * NR, te - tb, g.N, bp);
         for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
           const int64_t i1 = std::min(i0 + MC, g.M);
-          if (pack_A) pack_a<T, MR>(g.A + i0 * g.rsA + p0 * g.csA, g.rsA, g.csA, kc, i1 - i0, ap);
+          if (g.a_cols) pack_a_cols<T, MR>(g.a_cols, i0, p0, kc, i1 - i0, ap);
+          else if (pack_A) pack_a<T, MR>(g.A + i0 * g.rsA + p0 * g.csA, g.rsA, g.csA, kc, i1 - i0, ap);
           if (rows) {
             for (int64_t i = i0; i < i1; ++i) rows[i - i0] = (g.a_rows ? g.a_rows[i] : g.A + i * g.rsA) + p0;
             for (int64_t i = i1; i < i0 + (i1 - i0 + MR - 1) / MR * MR; ++i) rows[i - i0] = rows[i1 - 1 - i0];
