@@ -23,6 +23,7 @@
 #include "../runners.h"
 #include "conv2d_winograd_cpu.h"
 #include "gemm_cpu.h"
+#include "transpose_cpu.h"
 
 namespace cuconv::cpu {
 
@@ -626,8 +627,7 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
             a.A = direct ? xg : col, a.rsA = direct ? HW : ldcol, a.csA = 1;
             const T* gyg = gy + (n * p.K + g * Kg) * PQ;  // [nb][K][PQ] -> gyt[nb*PQ][Kg]
             for (int64_t i = 0; i < nb; ++i)
-              for (int64_t k = 0; k < Kg; ++k)
-                for (int64_t j = 0; j < PQ; ++j) gyt[(i * PQ + j) * ldg + k] = gyg[(i * p.K + k) * PQ + j];
+              transpose(isa, gyg + i * p.K * PQ, PQ, gyt + i * PQ * ldg, ldg, Kg, PQ);
             a.B = gyt, a.ldb = ldg;
           } else {
             const T* xn = x + n * HW * p.C;
