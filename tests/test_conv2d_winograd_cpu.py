@@ -183,3 +183,23 @@ def test_bad_algo_setting_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "fast")
     with pytest.raises(RuntimeError, match="CUCONV_CPU_CONV_ALGO must be auto, gemm or winograd"):
         ops.conv2d(torch.randn(1, 16, 6, 6), torch.randn(16, 16, 3, 3), None, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_input(monkeypatch, value):
+    """Both paths put non-finite values exactly where the direct sum does (a 4x4 patch value that lies
+    outside an output's 3x3 window has a structural zero in the transforms, so a NaN does not leak
+    into the other outputs of its tile), and the finite outputs stay right. gemm also keeps the direct
+    sum's +-inf; Winograd may turn them into NaN (inf - inf inside the transforms)."""
+    x, w = torch.randn(1, 16, 10, 10), torch.randn(16, 16, 3, 3)
+    x[0, 5, 4, 7] = value
+    ref = F.conv2d(x.double(), w.double(), None, 1, 1)
+    finite = ref.isfinite()
+    assert (~finite).any()
+    for algo in ("gemm", "winograd"):
+        monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", algo)
+        y = ops.conv2d(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+        assert torch.equal(y.isfinite(), finite), algo
+        _close(y[finite], ref[finite], f"{algo}: finite outputs")
+        if algo == "gemm" or value != value:
+            assert torch.equal(y.isnan(), ref.isnan()), algo
