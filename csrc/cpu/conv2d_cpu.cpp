@@ -1,8 +1,13 @@
-// conv2d on the CPU as matrix products (gemm_cpu.h) over per-image im2col workspaces.
-//  - forward NCHW:  y_n[K, PQ]  = W[K, CRS] * col_n[CRS, PQ]   (+ bias per row)
-//  - forward NHWC:  y_n[PQ, K]  = col_n[PQ, RSC] * Wt[RSC, K]  (+ bias per column)
+// conv2d on the CPU as matrix products (gemm_cpu.h).
+//  - float32 3x3 stride-1 ungrouped convs with enough channels: Winograd in all three passes
+//    (conv2d_winograd_cpu.cpp; use_winograd below says when).
+//  - forward NCHW:  y_n[K, PQ]  = W[K, CRS] * col_n[CRS, PQ]   (+ bias per row), im2col per image.
+//  - forward NHWC:  y[PQ, K] = A[PQ, RSC] * Wt[RSC, K] (+ bias per column) with A's rows read in
+//    place (one GEMM per kernel row) or from a row-interleaved buffer (few channels); im2col only
+//    for dilated kernel rows.
 //  - grad input: dcol = W^T * grad_output, then col2im adds dcol into grad_input (measured faster
-//    here than a forward conv of grad_output with the flipped weight, even at stride 1).
+//    here than a forward conv of grad_output with the flipped weight, even at stride 1; Winograd's
+//    flipped correlation is faster still where it applies).
 //  - small feature maps (deep layers) join several images into one GEMM (NHWC forward and grad
 //    input, NCHW grad input at 4x4 and below, grad weight), so the weight or the partial is
 //    streamed once per few hundred positions instead of once per image.

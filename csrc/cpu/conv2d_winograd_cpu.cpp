@@ -385,16 +385,19 @@ void winograd_conv3x3(Isa isa, const WinogradConv& s, const float* x, const floa
   const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
   const int64_t tiles = grid.count(s.N);
   if (tiles == 0) return;
-  // U_xi[c][k], packed once for the micro-kernel (every block's GEMMs read it).
-  const int64_t ustride = gemm_packed_b_size(s.C, s.K);
-  at::Tensor u_t = at::zeros({16 * ustride}, at::kFloat);
-  float* U = u_t.data_ptr<float>();
-  at::parallel_for(0, s.K, 1, [&](int64_t begin, int64_t end) {
+  // U_xi[c][k], packed once for the micro-kernel (every block's GEMMs read it), in a buffer of the
+  // calling thread kept between calls; the sliver columns k >= K are written as zeros.
+  const int64_t ustride = gemm_packed_b_size(s.C, s.K), k_pad = round_up(s.K, kGemmNR);
+  thread_local at::Tensor u_cache;
+  if (!u_cache.defined() || u_cache.numel() < 16 * ustride) u_cache = at::empty({16 * ustride}, at::kFloat);
+  float* U = u_cache.data_ptr<float>();
+  at::parallel_for(0, k_pad, 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k)
       for (int64_t c = 0; c < s.C; ++c) {
-        float g[3][3], u[16];
-        for (int r = 0; r < 3; ++r)
-          for (int q = 0; q < 3; ++q) g[r][q] = w[k * s.ws[0] + c * s.ws[1] + r * s.ws[2] + q * s.ws[3]];
+        float g[3][3] = {}, u[16];
+        if (k < s.K)
+          for (int r = 0; r < 3; ++r)
+            for (int q = 0; q < 3; ++q) g[r][q] = w[k * s.ws[0] + c * s.ws[1] + r * s.ws[2] + q * s.ws[3]];
         filter_tile(g, u);
         const int64_t off = gemm_packed_b_offset(c, k, s.C, s.K);
         for (int xi = 0; xi < 16; ++xi) U[xi * ustride + off] = u[xi];
