@@ -52,6 +52,12 @@ def _conv_ref(x, w, b, stride, pad, dil, groups, gy):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
 def test_conv2d_matches_torch_float64(isa, case, channels_last, dtype):
+    _check_all_passes(case, channels_last, dtype)
+
+
+def _check_all_passes(case, channels_last, dtype):
+    """Forward and the three grads of one CONV_CASES-style case against float64; returns the inputs
+    and the reference forward."""
     N, C, H, W, K, R, S, stride, pad, dil, groups = case
     x = _fmt(torch.randn(N, C, H, W, dtype=dtype), channels_last)
     w = torch.randn(K, C // groups, R, S, dtype=dtype)
@@ -65,6 +71,7 @@ def test_conv2d_matches_torch_float64(isa, case, channels_last, dtype):
     _close(gw, rgw, dtype, "grad weight")
     _close(gb, rgb, dtype, "grad bias")
     assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return x, w, b, ry
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -198,17 +205,8 @@ def test_conv2d_nhwc_without_im2col(isa, monkeypatch, case, dtype):
     buffer (also grad weight's A columns): values, bias, and the ReLU applied only to the final sums,
     against float64."""
     monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "gemm")  # 3x3 stride-1 cases would go to Winograd
-    N, C, H, W, K, R, S, stride, pad, dil, groups = case
-    x = _fmt(torch.randn(N, C, H, W, dtype=dtype), True)
-    w, b = torch.randn(K, C // groups, R, S, dtype=dtype), torch.randn(K, dtype=dtype)
-    y = ops.conv2d(x, w, b, stride, pad, dil, groups)
-    gy = _fmt(torch.randn(y.shape, dtype=dtype), True)
-    gx, gw, _ = ops.conv2d_backward(gy, x, w, stride, pad, dil, groups, [True, True, False])
-    ry, rgx, rgw, _ = _conv_ref(x, w, b, stride, pad, dil, groups, gy)
-    _close(y, ry, dtype, "forward")
-    _close(gx, rgx, dtype, "grad input")
-    _close(gw, rgw, dtype, "grad weight")
-    assert y.is_contiguous(memory_format=torch.channels_last)
+    x, w, b, ry = _check_all_passes(case, True, dtype)
+    _, _, _, _, _, _, _, stride, pad, dil, groups = case
     yr = ops.conv2d_bias_relu(x, w, b, stride, pad, dil, groups)
     assert (yr == 0).any() and (yr > 0).any()
     _close(yr, torch.relu(ry), dtype, "forward + ReLU")

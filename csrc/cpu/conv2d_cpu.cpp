@@ -29,23 +29,11 @@
 #include "conv2d_winograd_cpu.h"
 #include "gemm_cpu.h"
 #include "transpose_cpu.h"
+#include "workspace.h"
 
 namespace cuconv::cpu {
 
 namespace {
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// A per-thread scratch buffer of at least n elements, kept between calls: fresh large allocations
-// are page-faulted in (and zeroed by the kernel) on every call, which costs as much as the GEMM
-// for small layers. Each call site uses its own slot so buffers in use at once never alias.
-template <typename T>
-T* scratch(int slot, int64_t n) {
-  thread_local at::Tensor cache[4];
-  const int64_t bytes = n * int64_t(sizeof(T));
-  if (!cache[slot].defined() || cache[slot].numel() < bytes) cache[slot] = at::empty({bytes}, at::kByte);
-  return reinterpret_cast<T*>(cache[slot].data_ptr());
-}
 
 // The outputs o in [lo, hi) of a count-long row whose input position o*stride + offset lies in [0, limit).
 void valid_range(int64_t offset, int64_t stride, int64_t limit, int64_t count, int64_t& lo, int64_t& hi) {
@@ -257,70 +245,6 @@ bool nhwc_reads_rows_in_place(const Conv2dParams& p) {
 }
 bool nhwc_interleaved(const Conv2dParams& p) { return p.channels_last && p.dil_w == 1 && !nhwc_reads_rows_in_place(p); }
 
-template <typename T>
-void forward_nhwc_in_place(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
-                           const at::TensorOptions& opts) {
-  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
-  const int64_t SC = p.S * Cg, RS = p.R * p.S;
-  // The input rows and columns the windows cover, from -pad; a padded copy only when they leave the image.
-  const int64_t Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wp = (p.Q - 1) * p.stride_w + p.S;
-  const bool padded = p.pad_h > 0 || p.pad_w > 0 || Hp > p.H || Wp > p.W;
-  const int64_t Hb = padded ? Hp : p.H, Wb = padded ? Wp : p.W;
-  // The weight per (g, r) as [s*Cg + c][k].
-  int64_t wstride = 0;
-  const at::Tensor wop = weight_operand<T>(G * p.R, SC, Kg, opts, wstride, [&](int64_t gr, int64_t i, int64_t k) {
-    const int64_t g = gr / p.R, r = gr % p.R, s = i / Cg, c = i % Cg;
-    return w[((g * Kg + k) * Cg + c) * RS + r * p.S + s];
-  });
-  const int64_t per = images_per_gemm(p.N, PQ);
-  const int64_t blocks = ceil_div(p.N, per);
-  const bool split = gemm_should_split(blocks * G);
-  at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<const T*> rows;
-    rows.resize(per * PQ);
-    T* xpad = padded ? scratch<T>(0, per * Hb * Wb * p.C) : nullptr;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
-      const T* base = x + n0 * HW * p.C;
-      if (padded) {
-        for (int64_t i = 0; i < nb; ++i)
-          for (int64_t hb = 0; hb < Hb; ++hb) {
-            T* dst = xpad + (i * Hb + hb) * Wb * p.C;
-            const int64_t h = hb - p.pad_h;
-            if (h < 0 || h >= p.H) {
-              std::fill(dst, dst + Wb * p.C, T(0));
-              continue;
-            }
-            // Columns wb = w + pad_w: zeros left of the image, the row, zeros right of it.
-            const int64_t lo = std::min(p.pad_w, Wb), hi = std::min(Wb, p.pad_w + p.W);
-            std::fill(dst, dst + lo * p.C, T(0));
-            if (hi > lo) std::memcpy(dst + lo * p.C, base + ((i * p.H + h) * p.W + lo - p.pad_w) * p.C,
-                                     (hi - lo) * p.C * sizeof(T));
-            std::fill(dst + std::max(lo, hi) * p.C, dst + Wb * p.C, T(0));
-          }
-        base = xpad;
-      }
-      for (int64_t r = 0; r < p.R; ++r) {
-        for (int64_t i = 0, m = 0; i < nb; ++i)
-          for (int64_t oh = 0; oh < p.P; ++oh) {
-            const T* row = base + ((i * Hb + oh * p.stride_h + r * p.dil_h) * Wb) * p.C + g * Cg;
-            for (int64_t ow = 0; ow < p.Q; ++ow, ++m) rows[m] = row + ow * p.stride_w * p.C;
-          }
-        GemmArgs<T> a;
-        a.M = nb * PQ, a.N = Kg, a.K = SC;
-        a.a_rows = rows.data();
-        set_weight_operand(a, wop.const_data_ptr<T>() + (g * p.R + r) * wstride);
-        a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
-        a.init = r > 0 ? GemmInit::accumulate : bias ? GemmInit::bias_col : GemmInit::zero;
-        a.bias = bias ? bias + g * Kg : nullptr;
-        a.relu = relu && r == p.R - 1;  // only the final sums are clamped
-        a.parallel = split;
-        gemm(isa, a);
-      }
-    }
-  });
-}
-
 // Winograd F(2x2, 3x3) for float32 3x3 stride-1 ungrouped convs (conv2d_winograd_cpu.cpp): 2.25x
 // fewer FLOPs. Automatic when the correlation has at least 16 input and output channels and 32 on
 // one side: below that the transforms cost about what the products save (measured on Zen 3, batch
@@ -402,15 +326,44 @@ void interleave_rows(const Conv2dParams& p, const T* x, int64_t nb, int64_t g, T
   }
 }
 
+// Zero-padded copy of nb NHWC images: dst[i][hb][wb][c] = x(i, hb - pad_h, wb - pad_w, c), Hb x Wb.
 template <typename T>
-void forward_nhwc_interleaved(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
-                              const at::TensorOptions& opts) {
+void pad_nhwc(const Conv2dParams& p, const T* x, int64_t nb, int64_t Hb, int64_t Wb, T* dst) {
+  // Columns wb = w + pad_w inside the image: [lo, hi).
+  const int64_t lo = std::min(p.pad_w, Wb), hi = std::max(lo, std::min(Wb, p.pad_w + p.W));
+  for (int64_t i = 0; i < nb; ++i)
+    for (int64_t hb = 0; hb < Hb; ++hb, dst += Wb * p.C) {
+      const int64_t h = hb - p.pad_h;
+      if (h < 0 || h >= p.H) {
+        std::fill(dst, dst + Wb * p.C, T(0));
+        continue;
+      }
+      std::fill(dst, dst + lo * p.C, T(0));
+      if (hi > lo) std::memcpy(dst + lo * p.C, x + ((i * p.H + h) * p.W + lo - p.pad_w) * p.C, (hi - lo) * p.C * sizeof(T));
+      std::fill(dst + hi * p.C, dst + Wb * p.C, T(0));
+    }
+}
+
+// The NHWC forward of nhwc_reads_rows_in_place / nhwc_interleaved: GEMMs whose A rows are pointers,
+// one per kernel row into the input in place, or one over the row-interleaved buffer.
+template <typename T>
+void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
+                       const at::TensorOptions& opts) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
-  const int64_t RC = p.R * Cg, SRC = p.S * RC, RS = p.R * p.S;
-  const int64_t Wp = (p.Q - 1) * p.stride_w + p.S;  // input columns the windows cover, from -pad_w
-  int64_t wstride = 0;  // the weight per group as [(s*R + r)*Cg + c][k]
-  const at::Tensor wop = weight_operand<T>(G, SRC, Kg, opts, wstride, [&](int64_t g, int64_t i, int64_t k) {
-    const int64_t s = i / RC, r = (i / Cg) % p.R, c = i % Cg;
+  const int64_t RS = p.R * p.S, RC = p.R * Cg;
+  const bool in_place = nhwc_reads_rows_in_place(p);
+  const int64_t passes = in_place ? p.R : 1, Kd = in_place ? p.S * Cg : p.S * RC;  // GEMMs per item, their K
+  // The input rows and columns the windows cover, from -pad; in place needs a padded copy only when
+  // they leave the image.
+  const int64_t Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wp = (p.Q - 1) * p.stride_w + p.S;
+  const bool padded = in_place && (p.pad_h > 0 || p.pad_w > 0 || Hp > p.H || Wp > p.W);
+  const int64_t Hb = padded ? Hp : p.H, Wb = padded ? Wp : p.W;
+  // The weight per (g, pass): [s*Cg + c][k] for kernel row r = pass in place, [(s*R + r)*Cg + c][k]
+  // interleaved.
+  int64_t wstride = 0;
+  const at::Tensor wop = weight_operand<T>(G * passes, Kd, Kg, opts, wstride, [&](int64_t b, int64_t i, int64_t k) {
+    const int64_t g = b / passes, c = i % Cg;
+    const int64_t r = in_place ? b % passes : (i / Cg) % p.R, s = in_place ? i / Cg : i / RC;
     return w[((g * Kg + k) * Cg + c) * RS + r * p.S + s];
   });
   const int64_t per = images_per_gemm(p.N, PQ);
@@ -419,20 +372,30 @@ void forward_nhwc_interleaved(Isa isa, const Conv2dParams& p, const T* x, const 
   at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<const T*> rows;
     rows.resize(per * PQ);
-    T* z = scratch<T>(0, per * p.P * Wp * RC);
+    T* buf = !in_place ? scratch<T>(0, per * p.P * Wp * RC) : padded ? scratch<T>(0, per * Hb * Wb * p.C) : nullptr;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
-      interleave_rows(p, x + n0 * HW * p.C, nb, g, z, rows.data());
-      GemmArgs<T> a;
-      a.M = nb * PQ, a.N = Kg, a.K = SRC;
-      a.a_rows = rows.data();
-      set_weight_operand(a, wop.const_data_ptr<T>() + g * wstride);
-      a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
-      a.init = bias ? GemmInit::bias_col : GemmInit::zero;
-      a.bias = bias ? bias + g * Kg : nullptr;
-      a.relu = relu;
-      a.parallel = split;
-      gemm(isa, a);
+      const T* base = x + n0 * HW * p.C;
+      if (!in_place) interleave_rows(p, base, nb, g, buf, rows.data());
+      if (padded) pad_nhwc(p, base, nb, Hb, Wb, buf), base = buf;
+      for (int64_t r = 0; r < passes; ++r) {
+        if (in_place)
+          for (int64_t i = 0, m = 0; i < nb; ++i)
+            for (int64_t oh = 0; oh < p.P; ++oh) {
+              const T* row = base + ((i * Hb + oh * p.stride_h + r * p.dil_h) * Wb) * p.C + g * Cg;
+              for (int64_t ow = 0; ow < p.Q; ++ow, ++m) rows[m] = row + ow * p.stride_w * p.C;
+            }
+        GemmArgs<T> a;
+        a.M = nb * PQ, a.N = Kg, a.K = Kd;
+        a.a_rows = rows.data();
+        set_weight_operand(a, wop.const_data_ptr<T>() + (g * passes + r) * wstride);
+        a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
+        a.init = r > 0 ? GemmInit::accumulate : bias ? GemmInit::bias_col : GemmInit::zero;
+        a.bias = bias ? bias + g * Kg : nullptr;
+        a.relu = relu && r == passes - 1;  // only the final sums are clamped
+        a.parallel = split;
+        gemm(isa, a);
+      }
     }
   });
 }
@@ -469,10 +432,8 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
         gemm(isa, a);
       }
     });
-  } else if (nhwc_reads_rows_in_place(p)) {
-    forward_nhwc_in_place(isa, p, x, w, bias, y, relu, opts);
-  } else if (nhwc_interleaved(p)) {
-    forward_nhwc_interleaved(isa, p, x, w, bias, y, relu, opts);
+  } else if (nhwc_reads_rows_in_place(p) || nhwc_interleaved(p)) {
+    forward_nhwc_rows(isa, p, x, w, bias, y, relu, opts);
   } else {
     const int64_t ldw = pitch(Kg);
     const at::Tensor wt = weight_rsc(p, w, /*k_major=*/false, ldw, opts);

@@ -29,6 +29,7 @@
 #endif
 
 #include "gemm_cpu.h"
+#include "workspace.h"
 
 namespace cuconv::cpu {
 
@@ -36,22 +37,7 @@ namespace {
 
 constexpr int64_t kLanes = 8;  // channels per transform step
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// A per-thread buffer kept between calls (fresh large allocations are page-faulted in on each call).
-float* scratch(int slot, int64_t n) {
-  thread_local at::Tensor cache[3];
-  if (!cache[slot].defined() || cache[slot].numel() < n) cache[slot] = at::empty({n}, at::kFloat);
-  return cache[slot].data_ptr<float>();
-}
-
-#define CUCONV_INLINE inline __attribute__((always_inline))
-#if defined(__x86_64__) || defined(__i386__)
-#define CUCONV_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define CUCONV_AVX2
-#endif
 
 // ---- transforms, on kLanes channels at once --------------------------------------------------
 
@@ -385,12 +371,10 @@ void winograd_conv3x3(Isa isa, const WinogradConv& s, const float* x, const floa
   const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
   const int64_t tiles = grid.count(s.N);
   if (tiles == 0) return;
-  // U_xi[c][k], packed once for the micro-kernel (every block's GEMMs read it), in a buffer of the
-  // calling thread kept between calls; the sliver columns k >= K are written as zeros.
+  // U_xi[c][k], packed once for the micro-kernel (every block's GEMMs read it), in the calling
+  // thread's slot-3 workspace; the sliver columns k >= K are written as zeros.
   const int64_t ustride = gemm_packed_b_size(s.C, s.K), k_pad = round_up(s.K, kGemmNR);
-  thread_local at::Tensor u_cache;
-  if (!u_cache.defined() || u_cache.numel() < 16 * ustride) u_cache = at::empty({16 * ustride}, at::kFloat);
-  float* U = u_cache.data_ptr<float>();
+  float* U = scratch<float>(3, 16 * ustride);
   at::parallel_for(0, k_pad, 1, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k)
       for (int64_t c = 0; c < s.C; ++c) {
@@ -407,8 +391,8 @@ void winograd_conv3x3(Isa isa, const WinogradConv& s, const float* x, const floa
   const int64_t ldv = round_up(s.C, kLanes) + kLanes, ldm = round_up(s.K, kLanes) + kLanes;
   const int64_t vstride = nbmax * ldv, mstride = nbmax * ldm;
   at::parallel_for(0, ceil_div(tiles, nbmax), 1, [&](int64_t begin, int64_t end) {
-    float* V = scratch(0, 16 * vstride);
-    float* M = scratch(1, 16 * mstride);
+    float* V = scratch<float>(0, 16 * vstride);
+    float* M = scratch<float>(1, 16 * mstride);
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t t0 = blk * nbmax, nb = std::min(nbmax, tiles - t0);
       input_transform(isa, s, x, grid, t0, nb, V, ldv, vstride);
@@ -433,16 +417,15 @@ void winograd_conv3x3_backward_weight(Isa isa, const WinogradConv& s, const floa
   // it depends on the shapes only, so the sums, and the bits, do not depend on the thread count.
   int64_t chunks = 8;
   while (chunks > 1 && (chunks > tiles || chunks * 16 * s.C * ldp > (int64_t(1) << 23))) chunks /= 2;
-  at::Tensor part_t = at::empty({chunks * 16 * s.C * ldp}, at::kFloat);
-  float* part = part_t.data_ptr<float>();
-  if (tiles == 0) part_t.zero_();
+  float* part = scratch<float>(3, chunks * 16 * s.C * ldp);  // the parallel chunks use slots 0-2
+  if (tiles == 0) std::fill(part, part + chunks * 16 * s.C * ldp, 0.f);
   const int64_t nbmax = tiles_per_block(ceil_div(tiles, chunks), s.C, s.K, true);
   const int64_t ldv = round_up(s.C, kLanes) + kLanes, ldu = round_up(s.K, kLanes) + kLanes;
   const int64_t vstride = nbmax * ldv, ustride = nbmax * ldu;
   const bool split = chunks < at::get_num_threads();
   at::parallel_for(0, tiles ? chunks : 0, 1, [&](int64_t begin, int64_t end) {
-    float* V = scratch(0, 16 * vstride);
-    float* U = scratch(2, 16 * ustride);
+    float* V = scratch<float>(0, 16 * vstride);
+    float* U = scratch<float>(2, 16 * ustride);
     for (int64_t ch = begin; ch < end; ++ch) {
       const int64_t c_begin = ch * tiles / chunks, c_end = (ch + 1) * tiles / chunks;
       for (int64_t t0 = c_begin; t0 < c_end; t0 += nbmax) {

@@ -10,6 +10,15 @@
 #include <cstdlib>
 #include <cstring>
 
+// CUCONV_AVX2 marks a function compiled for AVX2+FMA (called only when active_isa() says so);
+// CUCONV_INLINE forces inlining of small vector helpers into such functions.
+#if defined(__x86_64__) || defined(__i386__)
+#define CUCONV_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define CUCONV_AVX2
+#endif
+#define CUCONV_INLINE inline __attribute__((always_inline))
+
 namespace cuconv::cpu {
 
 enum class Isa { portable, avx2 };

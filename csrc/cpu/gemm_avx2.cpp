@@ -14,8 +14,6 @@ namespace cuconv::cpu {
 
 namespace {
 
-#define CUCONV_AVX2 __attribute__((target("avx2,fma")))
-
 struct Avx2Kernel6x16 {
   static constexpr int MR = 6, NR = 16;
 

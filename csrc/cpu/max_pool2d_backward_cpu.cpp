@@ -33,7 +33,6 @@ namespace cuconv::cpu {
 
 namespace {
 
-#define CUCONV_INLINE inline __attribute__((always_inline))
 
 bool is_2x2_stride2_inside(const MaxPool2dParams& p) {
   return p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
@@ -76,8 +75,6 @@ void backward_scatter(const MaxPool2dParams& p, const T* gy, const int64_t* idx,
 
 // ------------------------------------------------------------------- 2x2 stride 2: float, AVX2
 #if defined(__x86_64__) || defined(__i386__)
-#define CUCONV_AVX2 __attribute__((target("avx2,fma")))
-
 // Indices are compared as int32 (planes under 2^31 elements): 8 of them are loaded as their low
 // halves, and high collects the bits from 31 up so that a negative or huge index is still caught.
 CUCONV_AVX2 CUCONV_INLINE __m256i load_idx8(const int64_t* src, __m256i& high) {

@@ -30,7 +30,6 @@ namespace {
 template <typename T>
 using PoolIndex = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
 
-#define CUCONV_INLINE inline __attribute__((always_inline))
 
 // best[o], pos[o] for o in [lo, hi) against the window element at src[o * stride], flat base + o * stride.
 template <int kStride, typename T, typename I>
@@ -131,8 +130,6 @@ void forward_pixels_portable(const MaxPool2dParams& p, const T* x, T* y, int64_t
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-#define CUCONV_AVX2 __attribute__((target("avx2,fma")))
-
 // float, AVX2: 8 outputs (NCHW: along a row; NHWC: along channels) held in registers while the
 // window is scanned. Lanes outside the input are masked out of the loads and of the update.
 CUCONV_AVX2 CUCONV_INLINE void update8(__m256 v, __m256i at, __m256i valid, __m256& best, __m256i& pos) {

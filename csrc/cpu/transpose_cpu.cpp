@@ -23,7 +23,7 @@ void transpose_blocked(const T* src, int64_t lds, T* dst, int64_t ldd, int64_t r
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("avx2,fma"))) void transpose_avx2(const float* src, int64_t lds, float* dst, int64_t ldd,
+CUCONV_AVX2 void transpose_avx2(const float* src, int64_t lds, float* dst, int64_t ldd,
                                                          int64_t rows, int64_t cols) {
   const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
   for (int64_t j = 0; j < c8; j += 8)

@@ -1,0 +1,25 @@
+#pragma once
+// Small helpers shared by the CPU conv kernels: integer rounding and per-thread workspaces.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace cuconv::cpu {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// A per-thread scratch buffer of at least n elements, kept between calls: fresh large allocations
+// are page-faulted in (and zeroed by the kernel) on every call, which costs as much as the GEMM
+// for small layers. Buffers in use at once must have different slots: inside a parallel region
+// the kernels use 0-2 on every thread (the calling thread included), so a buffer the calling
+// thread fills before the region and the workers read during it uses slot 3.
+template <typename T>
+T* scratch(int slot, int64_t n) {
+  thread_local at::Tensor cache[4];
+  const int64_t bytes = n * int64_t(sizeof(T));
+  if (!cache[slot].defined() || cache[slot].numel() < bytes) cache[slot] = at::empty({bytes}, at::kByte);
+  return reinterpret_cast<T*>(cache[slot].data_ptr());
+}
+
+}  // namespace cuconv::cpu
