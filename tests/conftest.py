@@ -18,17 +18,21 @@ def fixed_seed():
     torch.manual_seed(0)
 
 
-def _cpu_has_avx2():
+def _cpu_flags():
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return " avx2" in flags and " fma" in flags
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
-        return False
+        pass
+    return set()
 
 
+_FLAGS = _cpu_flags()
 # The CPU runner's code paths this machine can run (CUCONV_CPU_ISA forces one; csrc/cpu/cpu_isa.h).
-CPU_ISA_PATHS = ["portable"] + (["avx2"] if _cpu_has_avx2() else [])
+CPU_ISA_PATHS = (["portable"] + (["avx2"] if {"avx2", "fma"} <= _FLAGS else [])
+                 + (["avx512"] if {"avx2", "fma", "avx512f"} <= _FLAGS else []))
 
 
 @pytest.fixture(params=CPU_ISA_PATHS)

@@ -43,15 +43,6 @@ void valid_range(int64_t offset, int64_t stride, int64_t limit, int64_t count, i
   hi = std::max(lo, std::min(hi, count));
 }
 
-// Row pitch (elements) for a GEMM's B operand: the micro-kernel reads a 16-wide column strip down
-// up to 256 rows, and a pitch of an even number of 16-element blocks (e.g. 1 KiB, 4 KiB) maps those
-// rows onto few L1 sets, which then thrash. pitch_ok tells whether a given pitch avoids that.
-int64_t pitch(int64_t n) {
-  const int64_t blocks = ceil_div(n, 16);
-  return (blocks % 2 ? blocks : blocks + 1) * 16;
-}
-bool pitch_ok(int64_t ld) { return ld % 32 != 0; }
-
 bool reads_input_directly(const Conv2dParams& p) {
   return pitch_ok(p.H * p.W) && p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 && p.P == p.H &&
          p.Q == p.W;
@@ -291,33 +282,36 @@ void winograd_backward_weight(Isa isa, const Conv2dParams& p, const float* gy, c
   winograd_conv3x3_backward_weight(isa, s, gy, x, gw);
 }
 
-// The row-interleaved buffer of nb NHWC images x (group g): z[i][oh][wb][r][c] = x(i, oh*stride_h -
-// pad_h + r*dil_h, wb - pad_w, g*Cg + c), zero outside the image, wb < (Q-1)*stride_w + S; and
-// rows[(i*P + oh)*Q + ow] = the start of position (oh, ow)'s window, S*R*Cg contiguous values.
+// The row-interleaved buffer of nb images x (group g; NHWC, or NCHW for a grad weight):
+// z[i][oh][wb][r][c] = x(i, oh*stride_h - pad_h + r*dil_h, wb - pad_w, g*Cg + c), zero outside the
+// image, wb < (Q-1)*stride_w + S; and rows[(i*P + oh)*Q + ow] = the start of position (oh, ow)'s
+// window, S*R*Cg contiguous values.
 template <typename T>
 void interleave_rows(const Conv2dParams& p, const T* x, int64_t nb, int64_t g, T* z, const T** rows) {
   const int64_t Cg = p.C_per_group(), RC = p.R * Cg, HW = p.H * p.W;
   const int64_t Wp = (p.Q - 1) * p.stride_w + p.S;
+  // Element strides of a channel and of a pixel.
+  const int64_t cs = p.channels_last ? 1 : HW, ps = p.channels_last ? p.C : 1;
   // Columns wb = w + pad_w inside the image: [lo, hi).
   const int64_t lo = std::min(p.pad_w, Wp), hi = std::max(lo, std::min(Wp, p.pad_w + p.W));
   for (int64_t i = 0; i < nb; ++i) {
-    const T* xi = x + i * HW * p.C + g * Cg;
+    const T* xi = x + i * HW * p.C + g * Cg * cs;
     for (int64_t oh = 0; oh < p.P; ++oh) {
       T* zrow = z + (i * p.P + oh) * Wp * RC;
       for (int64_t r = 0; r < p.R; ++r) {
         const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
         const bool inside = h >= 0 && h < p.H;
-        const T* src = inside ? xi + (h * p.W + lo - p.pad_w) * p.C : xi;  // column lo's pixel
+        const T* src = inside ? xi + (h * p.W + lo - p.pad_w) * ps : xi;  // column lo's pixel
         T* dst = zrow + r * Cg;
         for (int64_t wb = 0; wb < Wp; ++wb, dst += RC) {
           if (!inside || wb < lo || wb >= hi) {
             for (int64_t c = 0; c < Cg; ++c) dst[c] = T(0);
           } else if (Cg == 3) {  // first layers: a fixed-size copy the compiler unrolls
-            const T* px = src + (wb - lo) * p.C;
-            dst[0] = px[0], dst[1] = px[1], dst[2] = px[2];
+            const T* px = src + (wb - lo) * ps;
+            dst[0] = px[0], dst[1] = px[cs], dst[2] = px[2 * cs];
           } else {
-            const T* px = src + (wb - lo) * p.C;
-            for (int64_t c = 0; c < Cg; ++c) dst[c] = px[c];
+            const T* px = src + (wb - lo) * ps;
+            for (int64_t c = 0; c < Cg; ++c) dst[c] = px[c * cs];
           }
         }
       }
@@ -564,11 +558,19 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   const bool split = gemm_should_split(chunks);
   const int64_t most = std::min(per, ceil_div(p.N, chunks));  // images in one GEMM at most
   const int64_t ldcol = pitch(most * PQ), ldg = pitch(Kg);
-  // NHWC: grad_output rows are K apart; copy them to a better pitch when K is a bad one.
-  const bool copy_gy = p.channels_last && !pitch_ok(p.K);
-  // NHWC: the row-interleaved buffer (R copies of the input, not R*S) as the GEMM's A columns; its
-  // rows are then in (s, r, c) order instead of im2col's (r, s, c).
-  const bool interleaved = !direct && nhwc_interleaved(p);
+  // NHWC: grad_output rows are K apart; copy them to a better pitch when K is a bad one for the
+  // packed GEMM (the small-output path reads them row by row, in place).
+  bool small_output = false;
+  if constexpr (std::is_same_v<T, float>) {
+    GemmArgs<float> probe;
+    probe.M = CRS, probe.N = Kg, probe.K = most * PQ, probe.rsA = 1, probe.parallel = split;
+    small_output = gemm_small_output(isa, probe);
+  }
+  const bool copy_gy = p.channels_last && !pitch_ok(p.K) && !small_output;
+  // The row-interleaved buffer (R copies of the input, not R*S) as the GEMM's A columns, for NHWC
+  // with few channels, and for NCHW where the small-output GEMM runs (which reads A by columns);
+  // its rows are then in (s, r, c) order instead of im2col's (r, s, c).
+  const bool interleaved = !direct && (nhwc_interleaved(p) || (!p.channels_last && small_output && p.dil_w == 1));
   const int64_t Wp = (p.Q - 1) * p.stride_w + p.S;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<const T*> pos;
@@ -589,8 +591,13 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
           a.parallel = split;
           if (!p.channels_last) {
             const T* xg = x + (n * p.C + g * Cg) * HW;
-            for (int64_t i = 0; i < nb && !direct; ++i) im2col_nchw(p, xg + i * p.C * HW, col + i * PQ, ldcol);
-            a.A = direct ? xg : col, a.rsA = direct ? HW : ldcol, a.csA = 1;
+            if (interleaved) {
+              interleave_rows(p, x + n * p.C * HW, nb, g, col, pos.data());
+              a.a_cols = pos.data();
+            } else {
+              for (int64_t i = 0; i < nb && !direct; ++i) im2col_nchw(p, xg + i * p.C * HW, col + i * PQ, ldcol);
+              a.A = direct ? xg : col, a.rsA = direct ? HW : ldcol, a.csA = 1;
+            }
             const T* gyg = gy + (n * p.K + g * Kg) * PQ;  // [nb][K][PQ] -> gyt[nb*PQ][Kg]
             for (int64_t i = 0; i < nb; ++i)
               transpose(isa, gyg + i * p.K * PQ, PQ, gyt + i * PQ * ldg, ldg, Kg, PQ);

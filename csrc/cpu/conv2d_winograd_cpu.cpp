@@ -21,6 +21,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -75,21 +76,24 @@ CUCONV_INLINE void output_tile(const float (&m)[16][kLanes], float (&y)[2][2][kL
     }
 }
 
-// u = G g G^T for a 3x3 filter g. G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
-CUCONV_INLINE void filter_tile(const float (&g)[3][3], float (&u)[16]) {
-  float t[4][3];
-  for (int j = 0; j < 3; ++j) {
-    t[0][j] = g[0][j];
-    t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
-    t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
-    t[3][j] = g[2][j];
-  }
-  for (int i = 0; i < 4; ++i) {
-    u[i * 4 + 0] = t[i][0];
-    u[i * 4 + 1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-    u[i * 4 + 2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-    u[i * 4 + 3] = t[i][2];
-  }
+// u = G g G^T for kN 3x3 filters g side by side. G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
+template <int kN>
+CUCONV_INLINE void filter_tile(const float (&g)[3][3][kN], float (&u)[16][kN]) {
+  float t[4][3][kN];
+  for (int j = 0; j < 3; ++j)
+    for (int l = 0; l < kN; ++l) {
+      t[0][j][l] = g[0][j][l];
+      t[1][j][l] = 0.5f * (g[0][j][l] + g[1][j][l] + g[2][j][l]);
+      t[2][j][l] = 0.5f * (g[0][j][l] - g[1][j][l] + g[2][j][l]);
+      t[3][j][l] = g[2][j][l];
+    }
+  for (int i = 0; i < 4; ++i)
+    for (int l = 0; l < kN; ++l) {
+      u[i * 4 + 0][l] = t[i][0][l];
+      u[i * 4 + 1][l] = 0.5f * (t[i][0][l] + t[i][1][l] + t[i][2][l]);
+      u[i * 4 + 2][l] = 0.5f * (t[i][0][l] - t[i][1][l] + t[i][2][l]);
+      u[i * 4 + 3][l] = t[i][2][l];
+    }
 }
 
 // F(3x3, 2x2), for grad weight: the 2x2 grad_output tile g becomes Gw g Gw^T with
@@ -268,7 +272,7 @@ CUCONV_AVX2 void input_transform_avx2(const WinogradConv& s, const float* x, con
 }
 void input_transform(Isa isa, const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0, int64_t nb,
                      float* V, int64_t ldv, int64_t vstride) {
-  if (isa == Isa::avx2) input_transform_avx2(s, x, grid, t0, nb, V, ldv, vstride);
+  if (uses_avx2(isa)) input_transform_avx2(s, x, grid, t0, nb, V, ldv, vstride);
   else if (s.xs[1] == 1) input_transform_body<true, false>(s, x, grid, t0, nb, V, ldv, vstride);
   else input_transform_body<false, false>(s, x, grid, t0, nb, V, ldv, vstride);
 }
@@ -281,9 +285,107 @@ CUCONV_AVX2 void output_transform_avx2(const WinogradConv& s, const float* M, in
 }
 void output_transform(Isa isa, const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
                       const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu, float* y) {
-  if (isa == Isa::avx2) output_transform_avx2(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+  if (uses_avx2(isa)) output_transform_avx2(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
   else if (s.ys[1] == 1) output_transform_body<true>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
   else output_transform_body<false>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+}
+
+// U_xi[c][k] (packed for the micro-kernel, matrices ustride apart) for the 16-wide slivers j0..j1
+// of k: per (sliver, c) the 16 filters' transforms side by side, each xi's row one 64-byte store.
+// (Filter by filter, the 16 values of one filter go to 16 matrices a sliver row apart: 16 partial
+// lines per filter, which took 40% of a 512-channel layer's forward.)
+CUCONV_INLINE void filter_transform_body(const WinogradConv& s, const float* w, int64_t j0, int64_t j1, float* U,
+                                         int64_t ustride) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t k0 = j * kGemmNR, kn = std::min(kGemmNR, s.K - k0);
+    for (int64_t c = 0; c < s.C; ++c) {
+      float g[3][3][kGemmNR], u[16][kGemmNR];
+      for (int l = 0; l < kGemmNR; ++l) {
+        const float* src = w + (k0 + l) * s.ws[0] + c * s.ws[1];
+        for (int r = 0; r < 3; ++r)
+          for (int q = 0; q < 3; ++q) g[r][q][l] = l < kn ? src[r * s.ws[2] + q * s.ws[3]] : 0.f;
+      }
+      filter_tile(g, u);
+      const int64_t off = gemm_packed_b_offset(c, k0, s.C, s.K);
+      for (int xi = 0; xi < 16; ++xi) std::memcpy(U + xi * ustride + off, u[xi], sizeof(u[xi]));
+    }
+  }
+}
+#if defined(__x86_64__) || defined(__i386__)
+// The 3x3 transform of 8 filters in the lanes of 9 registers, T[m] = tap m of each filter in memory
+// order, stored as 8 lanes of each xi's sliver row at dst (rows ustride apart). flip: the taps run
+// backwards in memory (grad input's turned filter), so tap (r, q) is T[8 - 3r - q].
+CUCONV_AVX2 CUCONV_INLINE void filter_tile_8(const __m256 (&T)[9], bool flip, float* dst, int64_t ustride) {
+  const __m256 half = _mm256_set1_ps(0.5f);
+  __m256 t[4][3];
+  for (int q = 0; q < 3; ++q) {
+    const __m256 g0 = T[flip ? 8 - q : q], g1 = T[flip ? 5 - q : 3 + q], g2 = T[flip ? 2 - q : 6 + q];
+    t[0][q] = g0;
+    t[1][q] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(g0, g1), g2));
+    t[2][q] = _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(g0, g1), g2));
+    t[3][q] = g2;
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_store_ps(dst + (i * 4 + 0) * ustride, t[i][0]);
+    _mm256_store_ps(dst + (i * 4 + 1) * ustride,
+                    _mm256_mul_ps(half, _mm256_add_ps(_mm256_add_ps(t[i][0], t[i][1]), t[i][2])));
+    _mm256_store_ps(dst + (i * 4 + 2) * ustride,
+                    _mm256_mul_ps(half, _mm256_add_ps(_mm256_sub_ps(t[i][0], t[i][1]), t[i][2])));
+    _mm256_store_ps(dst + (i * 4 + 3) * ustride, t[i][2]);
+  }
+}
+
+// The same for 16 filters: each filter's 9 taps are contiguous in memory (forwards or backwards),
+// so 8 filters are 8 row loads and an 8x8 register transpose, plus the ninth taps. (Gathers, or
+// scalar loads into lane arrays, measured several times slower: gathers are slow on Zen 4, and
+// scalar stores followed by a vector load of them stall on store forwarding.)
+CUCONV_AVX2 void filter_transform_avx2(const WinogradConv& s, const float* w, int64_t j0, int64_t j1, float* U,
+                                       int64_t ustride) {
+  const bool flip = s.ws[3] == -1 && s.ws[2] == -3;
+  if (!flip && !(s.ws[3] == 1 && s.ws[2] == 3)) return filter_transform_body(s, w, j0, j1, U, ustride);
+  const int64_t first = flip ? -8 : 0;  // the lowest tap's offset from the (0, 0) tap
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t k0 = j * kGemmNR, kn = std::min(kGemmNR, s.K - k0);
+    for (int64_t c = 0; c < s.C; ++c) {
+      float* dst = U + gemm_packed_b_offset(c, k0, s.C, s.K);
+      for (int64_t h = 0; h < kGemmNR; h += 8) {
+        const int64_t n = std::min<int64_t>(8, kn - h);  // filters in this half; lanes past K stay zero
+        const float* src = w + (k0 + h) * s.ws[0] + c * s.ws[1] + first;
+        __m256 r[8];
+        float ninth[8];  // the ninth taps, gathered in registers (through memory they would stall the load)
+        for (int l = 0; l < 8; ++l) {
+          r[l] = l < n ? _mm256_loadu_ps(src + l * s.ws[0]) : _mm256_setzero_ps();
+          ninth[l] = l < n ? src[l * s.ws[0] + 8] : 0.f;
+        }
+        const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
+        const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
+        const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
+        const __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
+        const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+        const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+        const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+        const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+        const __m256 T[9] = {_mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
+                             _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
+                             _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
+                             _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31),
+                             _mm256_setr_ps(ninth[0], ninth[1], ninth[2], ninth[3], ninth[4], ninth[5],
+                                            ninth[6], ninth[7])};
+        filter_tile_8(T, flip, dst + h, ustride);
+      }
+    }
+  }
+}
+#else
+void filter_transform_avx2(const WinogradConv& s, const float* w, int64_t j0, int64_t j1, float* U, int64_t ustride) {
+  filter_transform_body(s, w, j0, j1, U, ustride);
+}
+#endif
+
+void filter_transform(Isa isa, const WinogradConv& s, const float* w, int64_t j0, int64_t j1, float* U,
+                      int64_t ustride) {
+  if (uses_avx2(isa)) filter_transform_avx2(s, w, j0, j1, U, ustride);
+  else filter_transform_body(s, w, j0, j1, U, ustride);
 }
 
 // ---- grad weight ------------------------------------------------------------------------------
@@ -312,7 +414,7 @@ CUCONV_AVX2 void grad_transform_avx2(const WinogradConv& s, const float* gy, con
 }
 void grad_transform(Isa isa, const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0, int64_t nb,
                     float* U, int64_t ldu, int64_t ustride) {
-  if (isa == Isa::avx2) grad_transform_avx2(s, gy, grid, t0, nb, U, ldu, ustride);
+  if (uses_avx2(isa)) grad_transform_avx2(s, gy, grid, t0, nb, U, ldu, ustride);
   else if (s.ys[1] == 1) grad_transform_body<true>(s, gy, grid, t0, nb, U, ldu, ustride);
   else grad_transform_body<false>(s, gy, grid, t0, nb, U, ldu, ustride);
 }
@@ -344,11 +446,11 @@ CUCONV_AVX2 void weight_output_avx2(const WinogradConv& s, const float* part, in
 }
 void weight_output(Isa isa, const WinogradConv& s, const float* part, int64_t chunks, int64_t ldp, int64_t c0,
                    int64_t c1, float* gw) {
-  if (isa == Isa::avx2) weight_output_avx2(s, part, chunks, ldp, c0, c1, gw);
+  if (uses_avx2(isa)) weight_output_avx2(s, part, chunks, ldp, c0, c1, gw);
   else weight_output_body(s, part, chunks, ldp, c0, c1, gw);
 }
 
-// Tiles per block (a multiple of the micro-kernel's 6 rows; small problems still give every thread a
+// Tiles per block (a multiple of the micro-kernel's rows; small problems still give every thread a
 // block). The block size never changes a result. Measured on Zen 3 (2 threads, batch 32):
 //  - forward / grad input: a block's V and M (16 x nb x (C + K) floats) kept within about 384 KiB
 //    of L2 was 3-24% faster than 2 MiB blocks, unless the transformed weight (16*C*K floats) is
@@ -356,13 +458,19 @@ void weight_output(Isa isa, const WinogradConv& s, const float* part, int64_t ch
 //    32768 / channels tiles were 10% faster than L2-sized ones.
 //  - grad weight: each block re-reads and re-writes the 16 C x K partials, so blocks are larger
 //    (32768 / channels tiles, at least 24).
-int64_t tiles_per_block(int64_t tiles, int64_t C, int64_t K, bool partial_per_block) {
+int64_t tiles_per_block(Isa isa, int64_t tiles, int64_t C, int64_t K, bool partial_per_block) {
   const bool weight_beyond_l3 = 16 * C * K * int64_t(sizeof(float)) > (int64_t(8) << 20);
   const int64_t budget = partial_per_block || weight_beyond_l3 ? std::max<int64_t>(24, 32768 / std::max(C, K))
                                                                : std::max<int64_t>(24, 6144 / (C + K + 16));
   const int64_t fair = ceil_div(tiles, std::max(1, at::get_num_threads()));
-  return round_up(std::max<int64_t>(1, std::min(budget, fair)), 6);
+  return round_up(std::max<int64_t>(1, std::min(budget, fair)), gemm_mr(isa));
 }
+
+// Distance between the 16 per-xi matrices of a block (rows of ld floats): one cache line more than
+// their size. The transforms write the 16 at once; at a multiple of 4 KiB apart (256 tiles of 136
+// floats, say) all 16 streams fall into one L1 set, which holds 8 lines (measured: the transforms
+// took 1.6-1.8x longer).
+int64_t matrix_stride(int64_t rows, int64_t ld) { return rows * ld + 16; }
 
 }  // namespace
 
@@ -373,23 +481,13 @@ void winograd_conv3x3(Isa isa, const WinogradConv& s, const float* x, const floa
   if (tiles == 0) return;
   // U_xi[c][k], packed once for the micro-kernel (every block's GEMMs read it), in the calling
   // thread's slot-3 workspace; the sliver columns k >= K are written as zeros.
-  const int64_t ustride = gemm_packed_b_size(s.C, s.K), k_pad = round_up(s.K, kGemmNR);
+  const int64_t ustride = gemm_packed_b_size(s.C, s.K);
   float* U = scratch<float>(3, 16 * ustride);
-  at::parallel_for(0, k_pad, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k)
-      for (int64_t c = 0; c < s.C; ++c) {
-        float g[3][3] = {}, u[16];
-        if (k < s.K)
-          for (int r = 0; r < 3; ++r)
-            for (int q = 0; q < 3; ++q) g[r][q] = w[k * s.ws[0] + c * s.ws[1] + r * s.ws[2] + q * s.ws[3]];
-        filter_tile(g, u);
-        const int64_t off = gemm_packed_b_offset(c, k, s.C, s.K);
-        for (int xi = 0; xi < 16; ++xi) U[xi * ustride + off] = u[xi];
-      }
-  });
-  const int64_t nbmax = tiles_per_block(tiles, s.C, s.K, false);
-  const int64_t ldv = round_up(s.C, kLanes) + kLanes, ldm = round_up(s.K, kLanes) + kLanes;
-  const int64_t vstride = nbmax * ldv, mstride = nbmax * ldm;
+  at::parallel_for(0, ceil_div(s.K, kGemmNR), 1,
+                   [&](int64_t begin, int64_t end) { filter_transform(isa, s, w, begin, end, U, ustride); });
+  const int64_t nbmax = tiles_per_block(isa, tiles, s.C, s.K, false);
+  const int64_t ldv = round_up(s.C, kLanes) + kLanes, ldm = pitch(s.K);
+  const int64_t vstride = matrix_stride(nbmax, ldv), mstride = matrix_stride(nbmax, ldm);
   at::parallel_for(0, ceil_div(tiles, nbmax), 1, [&](int64_t begin, int64_t end) {
     float* V = scratch<float>(0, 16 * vstride);
     float* M = scratch<float>(1, 16 * mstride);
@@ -412,16 +510,16 @@ void winograd_conv3x3(Isa isa, const WinogradConv& s, const float* x, const floa
 void winograd_conv3x3_backward_weight(Isa isa, const WinogradConv& s, const float* gy, const float* x, float* gw) {
   const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
   const int64_t tiles = grid.count(s.N);
-  const int64_t ldp = round_up(s.K, kLanes) + kLanes;  // partial rows: K, padded for 8-wide reads
+  const int64_t ldp = pitch(s.K);  // partial rows: K, padded to whole lines (and 8-wide reads)
   // A fixed split of the tiles into 8, 4, 2 or 1 chunks (fewer when the partials would be large):
   // it depends on the shapes only, so the sums, and the bits, do not depend on the thread count.
   int64_t chunks = 8;
   while (chunks > 1 && (chunks > tiles || chunks * 16 * s.C * ldp > (int64_t(1) << 23))) chunks /= 2;
   float* part = scratch<float>(3, chunks * 16 * s.C * ldp);  // the parallel chunks use slots 0-2
   if (tiles == 0) std::fill(part, part + chunks * 16 * s.C * ldp, 0.f);
-  const int64_t nbmax = tiles_per_block(ceil_div(tiles, chunks), s.C, s.K, true);
+  const int64_t nbmax = tiles_per_block(isa, ceil_div(tiles, chunks), s.C, s.K, true);
   const int64_t ldv = round_up(s.C, kLanes) + kLanes, ldu = round_up(s.K, kLanes) + kLanes;
-  const int64_t vstride = nbmax * ldv, ustride = nbmax * ldu;
+  const int64_t vstride = matrix_stride(nbmax, ldv), ustride = matrix_stride(nbmax, ldu);
   const bool split = chunks < at::get_num_threads();
   at::parallel_for(0, tiles ? chunks : 0, 1, [&](int64_t begin, int64_t end) {
     float* V = scratch<float>(0, 16 * vstride);

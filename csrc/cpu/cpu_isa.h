@@ -2,26 +2,32 @@
 // Which instruction set the CPU runner's fast kernels use, picked at run time (no global -march
 // flags: the AVX2 code is compiled per function with __attribute__((target("avx2,fma"))).
 //
+// The best path the CPU and OS support runs by default: AVX-512 (the GEMM micro-kernel; the other
+// vector code is AVX2, which every AVX-512 CPU has), else AVX2+FMA, else "portable": plain C++ that
+// the compiler auto-vectorises (every other CPU, aarch64 included). float64 always runs the
+// portable kernels.
 // CUCONV_CPU_ISA=avx512|avx2|portable forces a path; it is read on every call, so tests can switch
-// paths within one process. A forced path this CPU cannot run falls back to the best one it can.
-// There is no AVX-512 kernel yet: "avx512" selects the AVX2 path where the CPU has AVX2.
-// "portable" is plain C++ that the compiler auto-vectorises (every other CPU, aarch64 included).
-// float64 always runs the portable kernels.
+// paths within one process. A forced path this CPU cannot run falls back to the best one it can;
+// any other value is an error.
+#include <c10/util/Exception.h>
+
 #include <cstdlib>
 #include <cstring>
 
-// CUCONV_AVX2 marks a function compiled for AVX2+FMA (called only when active_isa() says so);
-// CUCONV_INLINE forces inlining of small vector helpers into such functions.
+// CUCONV_AVX2 / CUCONV_AVX512 mark a function compiled for AVX2+FMA / AVX-512F (called only when
+// active_isa() says so); CUCONV_INLINE forces inlining of small vector helpers into such functions.
 #if defined(__x86_64__) || defined(__i386__)
 #define CUCONV_AVX2 __attribute__((target("avx2,fma")))
+#define CUCONV_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #else
 #define CUCONV_AVX2
+#define CUCONV_AVX512
 #endif
 #define CUCONV_INLINE inline __attribute__((always_inline))
 
 namespace cuconv::cpu {
 
-enum class Isa { portable, avx2 };
+enum class Isa { portable, avx2, avx512 };
 
 inline bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -32,10 +38,26 @@ inline bool cpu_has_avx2() {
 #endif
 }
 
+// AVX-512 Foundation with the OS saving zmm state (libgcc's check reads XCR0 as well as CPUID).
+inline bool cpu_has_avx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+#else
+  return false;
+#endif
+}
+
 inline Isa active_isa() {
   const char* forced = std::getenv("CUCONV_CPU_ISA");
-  if (forced && std::strcmp(forced, "portable") == 0) return Isa::portable;
-  return cpu_has_avx2() ? Isa::avx2 : Isa::portable;
+  const Isa best = cpu_has_avx2() && cpu_has_avx512() ? Isa::avx512 : cpu_has_avx2() ? Isa::avx2 : Isa::portable;
+  if (!forced || !*forced || std::strcmp(forced, "avx512") == 0) return best;
+  if (std::strcmp(forced, "avx2") == 0) return best == Isa::portable ? Isa::portable : Isa::avx2;
+  if (std::strcmp(forced, "portable") == 0) return Isa::portable;
+  TORCH_CHECK(false, "CUCONV_CPU_ISA must be avx512, avx2 or portable, got '", forced, "'");
 }
+
+// Whether the AVX2 code (transforms, pooling, transposes) runs: on both vector paths.
+inline bool uses_avx2(Isa isa) { return isa != Isa::portable; }
 
 }  // namespace cuconv::cpu

@@ -5,8 +5,8 @@
 //   B(p,j) = B[p*ldb + j]      (rows contiguous in j),
 //   C(i,j) = C[i*ldc + j].
 // Each C element is summed over p in increasing order by exactly one thread, so results do not
-// depend on the thread count. Register-blocked micro-kernels (AVX2+FMA 6x16 for float, portable
-// C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed per block into
+// depend on the thread count. Register-blocked micro-kernels (AVX-512 8x16 or AVX2+FMA 6x16 for
+// float, portable C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed per block into
 // per-thread buffers (gemm_driver.h). An optional ReLU is
 // applied in the micro-kernel's store of the last K block, while the tile is still in registers.
 #include <algorithm>
@@ -60,11 +60,18 @@ inline int64_t gemm_packed_b_offset(int64_t p, int64_t j, int64_t K, int64_t N) 
 void gemm_portable(const GemmArgs<float>& g);
 void gemm_portable(const GemmArgs<double>& g);
 void gemm_avx2(const GemmArgs<float>& g);
+void gemm_avx512(const GemmArgs<float>& g);
+// Whether gemm(isa, g) takes the small-output path: C (M <= 32, N <= 64) kept in registers over
+// a long K, A's columns and B's rows read in place without packing (AVX-512 only).
+bool gemm_small_output(Isa isa, const GemmArgs<float>& g);
 
 inline void gemm(Isa isa, const GemmArgs<float>& g) {
-  if (isa == Isa::avx2) gemm_avx2(g);
+  if (isa == Isa::avx512) gemm_avx512(g);
+  else if (isa == Isa::avx2) gemm_avx2(g);
   else gemm_portable(g);
 }
+// Rows of the float micro-kernel's tile on this path (work split into multiples of it wastes none).
+inline int64_t gemm_mr(Isa isa) { return isa == Isa::avx512 ? 8 : 6; }
 inline void gemm(Isa, const GemmArgs<double>& g) { gemm_portable(g); }
 
 }  // namespace cuconv::cpu

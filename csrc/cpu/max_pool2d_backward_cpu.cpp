@@ -212,7 +212,7 @@ bool backward_2x2_avx2_f32(const MaxPool2dParams& p, const float* gy, const int6
 void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
                          const at::Tensor& grad_input) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (grad_output.scalar_type() == at::kFloat && active_isa() == Isa::avx2 && use_2x2_path(p) &&
+  if (grad_output.scalar_type() == at::kFloat && uses_avx2(active_isa()) && use_2x2_path(p) &&
       backward_2x2_avx2_f32(p, grad_output.const_data_ptr<float>(), indices.const_data_ptr<int64_t>(),
                             grad_input.data_ptr<float>()))
     return;

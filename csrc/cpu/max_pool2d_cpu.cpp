@@ -435,7 +435,7 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
       at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) {
         at::Tensor scratch = at::empty({p.Q}, index_opts);
         I* pos = scratch.data_ptr<I>();
-        if (isa == Isa::avx2) forward_planes_avx2(p, x, y, idx, pos, begin, end);
+        if (uses_avx2(isa)) forward_planes_avx2(p, x, y, idx, pos, begin, end);
         else forward_planes_portable(p, x, y, idx, pos, begin, end);
       });
     } else {
@@ -443,7 +443,7 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
       at::parallel_for(0, p.N * p.P * p.Q, grain, [&](int64_t begin, int64_t end) {
         at::Tensor scratch = at::empty({p.C}, index_opts);
         I* pos = scratch.data_ptr<I>();
-        if (isa == Isa::avx2) forward_pixels_avx2(p, x, y, idx, pos, begin, end);
+        if (uses_avx2(isa)) forward_pixels_avx2(p, x, y, idx, pos, begin, end);
         else forward_pixels_portable(p, x, y, idx, pos, begin, end);
       });
     }

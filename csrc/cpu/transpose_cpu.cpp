@@ -26,8 +26,11 @@ void transpose_blocked(const T* src, int64_t lds, T* dst, int64_t ldd, int64_t r
 CUCONV_AVX2 void transpose_avx2(const float* src, int64_t lds, float* dst, int64_t ldd,
                                                          int64_t rows, int64_t cols) {
   const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
-  for (int64_t j = 0; j < c8; j += 8)
-    for (int64_t i = 0; i < r8; i += 8) {
+  // Eight source rows at a time across all columns: source rows are often a power of two apart
+  // (a 32x32 feature map: 4 KiB) and then share L1 sets; eight of them fit, while walking down
+  // all rows per column block re-read every line from L2 (measured 2x slower).
+  for (int64_t i = 0; i < r8; i += 8)
+    for (int64_t j = 0; j < c8; j += 8) {
       __m256 r[8], t[8];
       for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * lds + j);
       for (int k = 0; k < 8; k += 2) {
@@ -56,7 +59,7 @@ CUCONV_AVX2 void transpose_avx2(const float* src, int64_t lds, float* dst, int64
 
 void transpose(Isa isa, const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (isa == Isa::avx2) return transpose_avx2(src, lds, dst, ldd, rows, cols);
+  if (uses_avx2(isa)) return transpose_avx2(src, lds, dst, ldd, rows, cols);
 #endif
   transpose_blocked(src, lds, dst, ldd, rows, cols);
 }
