@@ -81,6 +81,8 @@ void im2col_nchw(const Conv2dParams& p, const T* x, T* col, int64_t ldcol) {
           for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
           if (p.stride_w == 1)
             copy_run(dst + lo, src + lo, hi - lo);
+          else if (p.stride_w == 2)  // a constant stride the compiler vectorises (even-lane shuffles)
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[2 * ow];
           else
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * p.stride_w];
           for (int64_t ow = hi; ow < p.Q; ++ow) dst[ow] = T(0);
@@ -104,7 +106,10 @@ void col2im_nchw(const Conv2dParams& p, const T* col, int64_t ldcol, T* gx) {
         for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
           const T* src = row + oh * p.Q;
           T* dst = gx + (c * p.H + oh * p.stride_h - p.pad_h + r * p.dil_h) * p.W + woff;
-          for (int64_t ow = lo; ow < hi; ++ow) dst[ow * p.stride_w] += src[ow];
+          if (p.stride_w == 2)
+            for (int64_t ow = lo; ow < hi; ++ow) dst[2 * ow] += src[ow];
+          else
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * p.stride_w] += src[ow];
         }
       }
 }
@@ -551,9 +556,13 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   // NCHW images are not adjacent along K, so joined images go through im2col (a copy for 1x1).
   const bool direct = reads_input_directly(p) && (p.channels_last || per == 1);
   // Fixed split of the batch into 8, 4, 2 or 1 chunks (even work for 2, 4 or 8 threads), fewer when
-  // the partials would be large.
+  // the partials would be large or a chunk would sum fewer than 256 positions (each partial is
+  // written, then read by the final sum: with 16 positions per image, 8 chunks of 4 images moved
+  // more partial bytes than the products needed; measured 0.65x -> see BENCHMARKS.md, r18.sc4).
   int64_t chunks = 8;
-  while (chunks > 1 && (chunks > p.N || chunks * G * CRS * Kg > (int64_t(1) << 23))) chunks /= 2;
+  while (chunks > 1 &&
+         (chunks > p.N || chunks * G * CRS * Kg > (int64_t(1) << 23) || p.N / chunks * PQ < 256))
+    chunks /= 2;
   T* part = scratch<T>(3, chunks * G * CRS * Kg);  // slot 3: the parallel chunks use 0 and 1
   const bool split = gemm_should_split(chunks);
   const int64_t most = std::min(per, ceil_div(p.N, chunks));  // images in one GEMM at most
