@@ -178,30 +178,8 @@ CUCONV_INLINE void load_patch(const float* xn, const int64_t (&xs)[4], int64_t H
 
 // ---- forward (and grad input) ------------------------------------------------------------------
 
-#if defined(__x86_64__) || defined(__i386__)
-// d[i][j][l] = src[l*plane + i*row + j] for 8 planes (NCHW channels): each 4-float patch row of a
-// plane is one 128-bit load, and 4x4 transposes in each 128-bit half put the planes in the lanes.
-// Replaces 128 scalar loads per 8 channels of an interior tile.
-// (A plain call from the shared transform body: GCC will not inline an AVX2 function there.)
-CUCONV_AVX2 void load_patch_planes(const float* src, int64_t plane, int64_t row, float (&d)[4][4][kLanes]) {
-  for (int i = 0; i < 4; ++i) {
-    const float* r = src + i * row;
-    __m256 q[4];
-    for (int l = 0; l < 4; ++l)  // planes l and l + 4 in the two halves
-      q[l] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(r + l * plane)), _mm_loadu_ps(r + (l + 4) * plane), 1);
-    const __m256 t0 = _mm256_unpacklo_ps(q[0], q[1]), t1 = _mm256_unpackhi_ps(q[0], q[1]);
-    const __m256 t2 = _mm256_unpacklo_ps(q[2], q[3]), t3 = _mm256_unpackhi_ps(q[2], q[3]);
-    _mm256_storeu_ps(d[i][0], _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)));
-    _mm256_storeu_ps(d[i][1], _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)));
-    _mm256_storeu_ps(d[i][2], _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)));
-    _mm256_storeu_ps(d[i][3], _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)));
-  }
-}
-#endif
-
-// V[xi][b][c] (rows ldv apart, matrices vstride apart) for tiles t0..t0+nb. kPlanes: called from
-// the AVX2 function, so interior NCHW tiles may use load_patch_planes.
-template <bool kContig, bool kPlanes>
+// V[xi][b][c] (rows ldv apart, matrices vstride apart) for tiles t0..t0+nb.
+template <bool kContig>
 CUCONV_INLINE void input_transform_body(const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0,
                                         int64_t nb, float* V, int64_t ldv, int64_t vstride) {
   for (int64_t b = 0; b < nb; ++b) {
@@ -209,25 +187,88 @@ CUCONV_INLINE void input_transform_body(const WinogradConv& s, const float* x, c
     grid.locate(t0 + b, n, ty, tx);
     const float* xn = x + n * s.xs[0];
     const int64_t h0 = 2 * ty - s.pad_h, w0 = 2 * tx - s.pad_w;
-    const bool planes = kPlanes && !kContig && s.xs[3] == 1 && h0 >= 0 && h0 + 4 <= s.H && w0 >= 0 && w0 + 4 <= s.W;
     for (int64_t c0 = 0; c0 < s.C; c0 += kLanes) {
       float d[4][4][kLanes], v[16][kLanes];
-      const int64_t cn = std::min(kLanes, s.C - c0);
-      bool loaded = false;
-#if defined(__x86_64__) || defined(__i386__)
-      if constexpr (kPlanes) {
-        if (planes && cn == kLanes) {
-          load_patch_planes(xn + c0 * s.xs[1] + h0 * s.xs[2] + w0, s.xs[1], s.xs[2], d);
-          loaded = true;
-        }
-      }
-#endif
-      if (!loaded) load_patch<kContig>(xn, s.xs, s.H, s.W, h0, w0, c0, cn, d);
+      load_patch<kContig>(xn, s.xs, s.H, s.W, h0, w0, c0, std::min(kLanes, s.C - c0), d);
       input_tile(d, v);
       for (int xi = 0; xi < 16; ++xi) std::memcpy(V + xi * vstride + b * ldv + c0, v[xi], sizeof(v[xi]));
     }
   }
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+// d[i][j] = src[l*plane + i*row + j] in lane l, for 8 planes (NCHW channels): each 4-float patch
+// row of a plane is one 128-bit load, and 4x4 transposes in each 128-bit half put the planes in
+// the lanes. Replaces 128 scalar loads per 8 channels of an interior tile.
+CUCONV_AVX2 CUCONV_INLINE void load_patch_planes(const float* src, int64_t plane, int64_t row, __m256 (&d)[4][4]) {
+  for (int i = 0; i < 4; ++i) {
+    const float* r = src + i * row;
+    __m256 q[4];
+    for (int l = 0; l < 4; ++l)  // planes l and l + 4 in the two halves
+      q[l] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(r + l * plane)), _mm_loadu_ps(r + (l + 4) * plane), 1);
+    const __m256 t0 = _mm256_unpacklo_ps(q[0], q[1]), t1 = _mm256_unpackhi_ps(q[0], q[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(q[2], q[3]), t3 = _mm256_unpackhi_ps(q[2], q[3]);
+    d[i][0] = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    d[i][1] = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    d[i][2] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    d[i][3] = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  }
+}
+
+// input_transform_body on registers: the patch is loaded straight into ymm registers (NHWC: one
+// 8-channel load per position, zero outside the image; NCHW interior tiles: load_patch_planes)
+// and V written by 8-float stores. Through the lane arrays, GCC moved each row as 16-byte halves
+// that the 32-byte reads after them cannot forward from. Same sums in the same order as
+// input_tile. Tiles that are neither (NCHW edges, a last group of fewer than 8 channels) take the
+// portable loads.
+CUCONV_AVX2 void input_transform_avx2(const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0,
+                                      int64_t nb, float* V, int64_t ldv, int64_t vstride) {
+  const bool contig = s.xs[1] == 1;
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t n, ty, tx;
+    grid.locate(t0 + b, n, ty, tx);
+    const float* xn = x + n * s.xs[0];
+    const int64_t h0 = 2 * ty - s.pad_h, w0 = 2 * tx - s.pad_w;
+    const bool inside = h0 >= 0 && h0 + 4 <= s.H && w0 >= 0 && w0 + 4 <= s.W;
+    for (int64_t c0 = 0; c0 < s.C; c0 += kLanes) {
+      const int64_t cn = std::min(kLanes, s.C - c0);
+      __m256 d[4][4];
+      if (contig && cn == kLanes) {
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t h = h0 + i, w = w0 + j;
+            d[i][j] = inside || (h >= 0 && h < s.H && w >= 0 && w < s.W)
+                          ? _mm256_loadu_ps(xn + c0 + h * s.xs[2] + w * s.xs[3])
+                          : _mm256_setzero_ps();
+          }
+      } else if (!contig && inside && s.xs[3] == 1 && cn == kLanes) {
+        load_patch_planes(xn + c0 * s.xs[1] + h0 * s.xs[2] + w0, s.xs[1], s.xs[2], d);
+      } else {
+        alignas(32) float dl[4][4][kLanes];
+        if (contig) load_patch<true>(xn, s.xs, s.H, s.W, h0, w0, c0, cn, dl);
+        else load_patch<false>(xn, s.xs, s.H, s.W, h0, w0, c0, cn, dl);
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) d[i][j] = _mm256_load_ps(dl[i][j]);
+      }
+      // B^T d B, as input_tile.
+      __m256 t[4][4];
+      for (int j = 0; j < 4; ++j) {
+        t[0][j] = _mm256_sub_ps(d[0][j], d[2][j]);
+        t[1][j] = _mm256_add_ps(d[1][j], d[2][j]);
+        t[2][j] = _mm256_sub_ps(d[2][j], d[1][j]);
+        t[3][j] = _mm256_sub_ps(d[1][j], d[3][j]);
+      }
+      float* vb = V + b * ldv + c0;
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(vb + (i * 4 + 0) * vstride, _mm256_sub_ps(t[i][0], t[i][2]));
+        _mm256_storeu_ps(vb + (i * 4 + 1) * vstride, _mm256_add_ps(t[i][1], t[i][2]));
+        _mm256_storeu_ps(vb + (i * 4 + 2) * vstride, _mm256_sub_ps(t[i][2], t[i][1]));
+        _mm256_storeu_ps(vb + (i * 4 + 3) * vstride, _mm256_sub_ps(t[i][1], t[i][3]));
+      }
+    }
+  }
+}
+#endif
 
 // y(n, k, p, q) = bias[k] + A^T M A, clamped at 0 when relu (NaN stays NaN), for tiles t0..t0+nb.
 template <bool kContig>
@@ -264,25 +305,89 @@ CUCONV_INLINE void output_transform_body(const WinogradConv& s, const float* M, 
 }
 
 void input_transform(Isa isa, const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0, int64_t nb,
-                     float* V, int64_t ldv, int64_t vstride);
-CUCONV_AVX2 void input_transform_avx2(const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0,
-                                      int64_t nb, float* V, int64_t ldv, int64_t vstride) {
-  if (s.xs[1] == 1) input_transform_body<true, true>(s, x, grid, t0, nb, V, ldv, vstride);
-  else input_transform_body<false, true>(s, x, grid, t0, nb, V, ldv, vstride);
-}
-void input_transform(Isa isa, const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0, int64_t nb,
                      float* V, int64_t ldv, int64_t vstride) {
-  if (uses_avx2(isa)) input_transform_avx2(s, x, grid, t0, nb, V, ldv, vstride);
-  else if (s.xs[1] == 1) input_transform_body<true, false>(s, x, grid, t0, nb, V, ldv, vstride);
-  else input_transform_body<false, false>(s, x, grid, t0, nb, V, ldv, vstride);
+#if defined(__x86_64__) || defined(__i386__)
+  if (uses_avx2(isa)) return input_transform_avx2(s, x, grid, t0, nb, V, ldv, vstride);
+#endif
+  if (s.xs[1] == 1) input_transform_body<true>(s, x, grid, t0, nb, V, ldv, vstride);
+  else input_transform_body<false>(s, x, grid, t0, nb, V, ldv, vstride);
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+// The same sums as output_tile and output_transform_body, in the same order, on registers loaded
+// straight from M: through the lane arrays, GCC copies each 8-float row as two 16-byte moves that
+// the 32-byte reads after them cannot forward from (a stall per row; 15-21% of a 64-channel layer's
+// forward). NCHW outputs leave as 64-bit pairs (a tile row of one channel) instead of 32 scalars.
 CUCONV_AVX2 void output_transform_avx2(const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
                                        const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu,
                                        float* y) {
+  const bool nhwc = s.ys[1] == 1, pairs = s.ys[3] == 1;
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t n, ty, tx;
+    grid.locate(t0 + b, n, ty, tx);
+    const int64_t p0 = 2 * ty, q0 = 2 * tx;
+    const int prows = int(std::min<int64_t>(2, s.P - p0)), qcols = int(std::min<int64_t>(2, s.Q - q0));
+    float* yt = y + n * s.ys[0] + p0 * s.ys[2] + q0 * s.ys[3];
+    for (int64_t k0 = 0; k0 < s.K; k0 += kLanes) {
+      const int kn = int(std::min(kLanes, s.K - k0));
+      const float* mp = M + b * ldm + k0;  // rows are padded: 8 floats from k0 < K are readable
+      __m256 m[16];
+      for (int xi = 0; xi < 16; ++xi) m[xi] = _mm256_loadu_ps(mp + xi * mstride);
+      __m256 s0[4], s1[4];
+      for (int j = 0; j < 4; ++j) {
+        s0[j] = _mm256_add_ps(_mm256_add_ps(m[j], m[4 + j]), m[8 + j]);
+        s1[j] = _mm256_sub_ps(_mm256_sub_ps(m[4 + j], m[8 + j]), m[12 + j]);
+      }
+      __m256 out[2][2] = {{_mm256_add_ps(_mm256_add_ps(s0[0], s0[1]), s0[2]),
+                           _mm256_sub_ps(_mm256_sub_ps(s0[1], s0[2]), s0[3])},
+                          {_mm256_add_ps(_mm256_add_ps(s1[0], s1[1]), s1[2]),
+                           _mm256_sub_ps(_mm256_sub_ps(s1[1], s1[2]), s1[3])}};
+      const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(kn), lane);
+      const __m256 bv = bias ? _mm256_maskload_ps(bias + k0, valid) : zero;
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) {
+          out[i][j] = _mm256_add_ps(out[i][j], bv);
+          if (relu) out[i][j] = _mm256_max_ps(zero, out[i][j]);  // max(0, NaN) is NaN; -0 stays -0
+        }
+      float* dst = yt + k0 * s.ys[1];
+      if (nhwc) {
+        for (int i = 0; i < prows; ++i)
+          for (int j = 0; j < qcols; ++j) _mm256_maskstore_ps(dst + i * s.ys[2] + j * s.ys[3], valid, out[i][j]);
+      } else if (pairs && qcols == 2 && kn == kLanes) {
+        for (int i = 0; i < prows; ++i) {
+          const __m256 lo = _mm256_unpacklo_ps(out[i][0], out[i][1]);  // channel pairs 0 1 | 4 5
+          const __m256 hi = _mm256_unpackhi_ps(out[i][0], out[i][1]);  // 2 3 | 6 7
+          float* row = dst + i * s.ys[2];
+          for (int h = 0; h < 2; ++h) {  // 128-bit halves: channels 4h .. 4h + 3
+            const __m128 l = h ? _mm256_extractf128_ps(lo, 1) : _mm256_castps256_ps128(lo);
+            const __m128 u = h ? _mm256_extractf128_ps(hi, 1) : _mm256_castps256_ps128(hi);
+            float* c = row + 4 * h * s.ys[1];
+            _mm_storel_pi(reinterpret_cast<__m64*>(c), l);
+            _mm_storeh_pi(reinterpret_cast<__m64*>(c + s.ys[1]), l);
+            _mm_storel_pi(reinterpret_cast<__m64*>(c + 2 * s.ys[1]), u);
+            _mm_storeh_pi(reinterpret_cast<__m64*>(c + 3 * s.ys[1]), u);
+          }
+        }
+      } else {
+        alignas(32) float o[2][2][kLanes];
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < 2; ++j) _mm256_store_ps(o[i][j], out[i][j]);
+        for (int i = 0; i < prows; ++i)
+          for (int j = 0; j < qcols; ++j)
+            for (int l = 0; l < kn; ++l) dst[l * s.ys[1] + i * s.ys[2] + j * s.ys[3]] = o[i][j][l];
+      }
+    }
+  }
+}
+#else
+void output_transform_avx2(const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride, const TileGrid& grid,
+                           int64_t t0, int64_t nb, const float* bias, bool relu, float* y) {
   if (s.ys[1] == 1) output_transform_body<true>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
   else output_transform_body<false>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
 }
+#endif
 void output_transform(Isa isa, const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
                       const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu, float* y) {
   if (uses_avx2(isa)) output_transform_avx2(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
