@@ -512,11 +512,60 @@ CUCONV_INLINE void grad_transform_body(const WinogradConv& s, const float* gy, c
   }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+// grad_transform_body on registers (as input_transform_avx2): NHWC positions are 8-channel loads,
+// NCHW ones 8 scalar loads inserted into a register; the sums and their order are grad_tile's.
 CUCONV_AVX2 void grad_transform_avx2(const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0,
                                      int64_t nb, float* U, int64_t ldu, int64_t ustride) {
+  const bool contig = s.ys[1] == 1;
+  const __m256 half = _mm256_set1_ps(0.5f);
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t n, ty, tx;
+    grid.locate(t0 + b, n, ty, tx);
+    const float* gn = gy + n * s.ys[0];
+    for (int64_t k0 = 0; k0 < s.K; k0 += kLanes) {
+      const int64_t kn = std::min(kLanes, s.K - k0);
+      __m256 g[2][2];
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j) {
+          const int64_t h = 2 * ty + i, w = 2 * tx + j;
+          if (h >= s.P || w >= s.Q) {
+            g[i][j] = _mm256_setzero_ps();
+            continue;
+          }
+          const float* src = gn + k0 * s.ys[1] + h * s.ys[2] + w * s.ys[3];
+          if (contig && kn == kLanes) {
+            g[i][j] = _mm256_loadu_ps(src);
+          } else {
+            float v[kLanes];
+            for (int l = 0; l < kLanes; ++l) v[l] = l < kn ? src[l * s.ys[1]] : 0.f;
+            g[i][j] = _mm256_setr_ps(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+          }
+        }
+      __m256 t[4][2];
+      for (int j = 0; j < 2; ++j) {
+        t[0][j] = g[0][j];
+        t[1][j] = _mm256_mul_ps(half, _mm256_add_ps(g[0][j], g[1][j]));
+        t[2][j] = _mm256_mul_ps(half, _mm256_sub_ps(g[0][j], g[1][j]));
+        t[3][j] = g[1][j];
+      }
+      float* ub = U + b * ldu + k0;
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(ub + (i * 4 + 0) * ustride, t[i][0]);
+        _mm256_storeu_ps(ub + (i * 4 + 1) * ustride, _mm256_mul_ps(half, _mm256_add_ps(t[i][0], t[i][1])));
+        _mm256_storeu_ps(ub + (i * 4 + 2) * ustride, _mm256_mul_ps(half, _mm256_sub_ps(t[i][0], t[i][1])));
+        _mm256_storeu_ps(ub + (i * 4 + 3) * ustride, t[i][1]);
+      }
+    }
+  }
+}
+#else
+void grad_transform_avx2(const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0, int64_t nb,
+                         float* U, int64_t ldu, int64_t ustride) {
   if (s.ys[1] == 1) grad_transform_body<true>(s, gy, grid, t0, nb, U, ldu, ustride);
   else grad_transform_body<false>(s, gy, grid, t0, nb, U, ldu, ustride);
 }
+#endif
 void grad_transform(Isa isa, const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0, int64_t nb,
                     float* U, int64_t ldu, int64_t ustride) {
   if (uses_avx2(isa)) grad_transform_avx2(s, gy, grid, t0, nb, U, ldu, ustride);
@@ -545,10 +594,62 @@ CUCONV_INLINE void weight_output_body(const WinogradConv& s, const float* part, 
           for (int q = 0; q < 3; ++q) gw[(k0 + l) * s.C * 9 + c * 9 + r * 3 + q] = out[r][q][l];
     }
 }
+#if defined(__x86_64__) || defined(__i386__)
+// weight_output_body on registers: the partials are summed in the same order, Aw^T m Aw as in
+// weight_grad_tile, and the 9 taps of 8 output channels leave through an 8x8 transpose (8
+// contiguous taps per channel) plus the ninth, instead of 72 scalar stores.
 CUCONV_AVX2 void weight_output_avx2(const WinogradConv& s, const float* part, int64_t chunks, int64_t ldp, int64_t c0,
                                     int64_t c1, float* gw) {
+  const int64_t pstride = s.C * ldp;
+  for (int64_t c = c0; c < c1; ++c)
+    for (int64_t k0 = 0; k0 < s.K; k0 += kLanes) {
+      const int64_t kn = std::min(kLanes, s.K - k0);
+      __m256 m[16];
+      for (int xi = 0; xi < 16; ++xi) {  // rows are padded: 8 floats from k0 < K are readable
+        m[xi] = _mm256_loadu_ps(part + xi * pstride + c * ldp + k0);
+        for (int64_t ch = 1; ch < chunks; ++ch)
+          m[xi] = _mm256_add_ps(m[xi], _mm256_loadu_ps(part + (ch * 16 + xi) * pstride + c * ldp + k0));
+      }
+      __m256 sm[3][4];
+      for (int j = 0; j < 4; ++j) {
+        sm[0][j] = _mm256_add_ps(_mm256_add_ps(m[j], m[4 + j]), m[8 + j]);
+        sm[1][j] = _mm256_sub_ps(m[4 + j], m[8 + j]);
+        sm[2][j] = _mm256_sub_ps(_mm256_add_ps(m[4 + j], m[8 + j]), m[12 + j]);
+      }
+      __m256 o[9];  // tap r*3 + q
+      for (int i = 0; i < 3; ++i) {
+        o[i * 3 + 0] = _mm256_add_ps(_mm256_add_ps(sm[i][0], sm[i][1]), sm[i][2]);
+        o[i * 3 + 1] = _mm256_sub_ps(sm[i][1], sm[i][2]);
+        o[i * 3 + 2] = _mm256_sub_ps(_mm256_add_ps(sm[i][1], sm[i][2]), sm[i][3]);
+      }
+      // Transpose taps 0..7 of the 8 channels: row l = channel k0 + l's first 8 taps.
+      const __m256 a0 = _mm256_unpacklo_ps(o[0], o[1]), a1 = _mm256_unpackhi_ps(o[0], o[1]);
+      const __m256 a2 = _mm256_unpacklo_ps(o[2], o[3]), a3 = _mm256_unpackhi_ps(o[2], o[3]);
+      const __m256 a4 = _mm256_unpacklo_ps(o[4], o[5]), a5 = _mm256_unpackhi_ps(o[4], o[5]);
+      const __m256 a6 = _mm256_unpacklo_ps(o[6], o[7]), a7 = _mm256_unpackhi_ps(o[6], o[7]);
+      const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+      const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+      const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+      const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+      const __m256 rows[8] = {_mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
+                              _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
+                              _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
+                              _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31)};
+      alignas(32) float ninth[kLanes];
+      _mm256_store_ps(ninth, o[8]);
+      for (int64_t l = 0; l < kn; ++l) {
+        float* dst = gw + (k0 + l) * s.C * 9 + c * 9;
+        _mm256_storeu_ps(dst, rows[l]);
+        dst[8] = ninth[l];
+      }
+    }
+}
+#else
+void weight_output_avx2(const WinogradConv& s, const float* part, int64_t chunks, int64_t ldp, int64_t c0, int64_t c1,
+                        float* gw) {
   weight_output_body(s, part, chunks, ldp, c0, c1, gw);
 }
+#endif
 void weight_output(Isa isa, const WinogradConv& s, const float* part, int64_t chunks, int64_t ldp, int64_t c0,
                    int64_t c1, float* gw) {
   if (uses_avx2(isa)) weight_output_avx2(s, part, chunks, ldp, c0, c1, gw);
