@@ -47,7 +47,8 @@ def _check(x, k, s, pad, dil, ceil, channels_last):
     assert gx.is_contiguous(memory_format=fmt)
 
 
-# (N, C, H, W, ceil_mode, paths reached: NCHW / NHWC on AVX2 float32)
+# (N, C, H, W, ceil_mode, paths reached: NCHW / NHWC on AVX2 float32; NHWC fast with C % 16 == 0 is
+# the AVX-512 kernel on the avx512 path)
 TWO_BY_TWO = [
     (2, 3, 30, 30, False),   # seed pool1 geometry: NCHW fast (rows of 15: two groups, the last overlapping) / NHWC general (C=3)
     (2, 16, 30, 30, False),  # NCHW fast / NHWC fast (C=16)
@@ -72,16 +73,18 @@ def test_2x2_stride2_matches_torch(isa, case, channels_last, dtype, special):
     _check(_fmt(x, channels_last), [2, 2], [2, 2], [0, 0], [1, 1], ceil, channels_last)
 
 
+@pytest.mark.parametrize("channels", [8, 16])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_2x2_stride2_nan_tie_and_inf_windows(isa, channels_last):
-    """Rows of 8 windows (NCHW fast path), 8 channels (NHWC fast path): a NaN window (the last NaN
-    wins), a tie (the first maximum), an all -inf window (its first element) and a -0.0 grad."""
+def test_2x2_stride2_nan_tie_and_inf_windows(isa, channels_last, channels):
+    """Rows of 8 windows (NCHW fast path), 8 or 16 channels (NHWC fast path; 16 take the AVX-512
+    one on the avx512 path): a NaN window (the last NaN wins), a tie (the first maximum), an all
+    -inf window (its first element) and a -0.0 grad."""
     win = torch.tensor([[[1.0, float("nan")], [float("nan"), 2.0]],
                         [[3.0, 3.0], [3.0, 1.0]],
                         [[float("-inf")] * 2] * 2,
                         [[0.0, -1.0], [5.0, 5.0]]])  # 4 windows
     x = win.repeat(2, 1, 1).permute(1, 0, 2).reshape(2, 16)  # 8 windows side by side
-    x = x.reshape(1, 1, 2, 16).repeat(2, 8, 1, 1)
+    x = x.reshape(1, 1, 2, 16).repeat(2, channels, 1, 1)
     y, idx = ops.max_pool2d(_fmt(x, channels_last), [2, 2], [2, 2], [0, 0], [1, 1], False)
     assert idx[0, 0, 0].tolist() == [16, 2, 4, 22, 24, 10, 12, 30]
     _check(_fmt(x, channels_last), [2, 2], [2, 2], [0, 0], [1, 1], False, channels_last)

@@ -322,6 +322,42 @@ CUCONV_AVX2 void forward_pixels_2x2_avx2_f32(const MaxPool2dParams& p, const flo
   }
 }
 
+// The same 2x2 NHWC forward with AVX-512 (C a multiple of 16): 16 channels per step, the take
+// masks in mask registers, and the int32 positions widened to int64 16 at a time.
+CUCONV_AVX512 void forward_pixels_2x2_avx512_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+                                                 int64_t begin, int64_t end) {
+  const int64_t C = p.C, rowC = p.W * p.C;
+  int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
+  for (int64_t npq = begin; npq < end; ++npq) {
+    if (++ow == p.Q) {
+      ow = 0;
+      if (++oh == p.P) oh = 0, ++n;
+    }
+    const int32_t at00 = int32_t(2 * oh * p.W + 2 * ow);
+    const float* s00 = x + n * p.H * rowC + at00 * C;
+    const __m512i a00 = _mm512_set1_epi32(at00), a01 = _mm512_set1_epi32(at00 + 1);
+    const __m512i a10 = _mm512_set1_epi32(at00 + int32_t(p.W)), a11 = _mm512_set1_epi32(at00 + int32_t(p.W) + 1);
+    float* yp = y + npq * C;
+    int64_t* ip = idx + npq * C;
+    for (int64_t c = 0; c < C; c += 16) {
+      __m512 best = _mm512_loadu_ps(s00 + c);
+      __m512i pos = a00;
+      // take v over best when v > best or v is NaN (visiting order (0,0), (0,1), (1,0), (1,1)).
+      const __m512 v01 = _mm512_loadu_ps(s00 + C + c), v10 = _mm512_loadu_ps(s00 + rowC + c);
+      const __m512 v11 = _mm512_loadu_ps(s00 + rowC + C + c);
+      __mmask16 take = _mm512_cmp_ps_mask(v01, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v01, v01, _CMP_UNORD_Q);
+      best = _mm512_mask_mov_ps(best, take, v01), pos = _mm512_mask_mov_epi32(pos, take, a01);
+      take = _mm512_cmp_ps_mask(v10, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v10, v10, _CMP_UNORD_Q);
+      best = _mm512_mask_mov_ps(best, take, v10), pos = _mm512_mask_mov_epi32(pos, take, a10);
+      take = _mm512_cmp_ps_mask(v11, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v11, v11, _CMP_UNORD_Q);
+      best = _mm512_mask_mov_ps(best, take, v11), pos = _mm512_mask_mov_epi32(pos, take, a11);
+      _mm512_storeu_ps(yp + c, best);
+      _mm512_storeu_si512(ip + c, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(pos)));
+      _mm512_storeu_si512(ip + c + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(pos, 1)));
+    }
+  }
+}
+
 CUCONV_AVX2 void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                          int64_t begin, int64_t end) {
   if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
@@ -365,9 +401,15 @@ void forward_planes_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* id
 }
 
 template <typename T>
-void forward_pixels_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
+void forward_pixels_avx2(Isa isa, const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
                          int64_t begin, int64_t end) {
-  if constexpr (std::is_same_v<T, float>) forward_pixels_avx2_f32(p, x, y, idx, begin, end);
+  if constexpr (std::is_same_v<T, float>) {
+    if (isa == Isa::avx512 && p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 &&
+        p.pad_h == 0 && p.pad_w == 0 && p.dil_h == 1 && p.dil_w == 1 && p.C % 16 == 0 && 2 * p.P <= p.H &&
+        2 * p.Q <= p.W)
+      return forward_pixels_2x2_avx512_f32(p, x, y, idx, begin, end);
+    forward_pixels_avx2_f32(p, x, y, idx, begin, end);
+  }
   else forward_pixels_portable(p, x, y, idx, pos, begin, end);
 }
 #else
@@ -377,8 +419,8 @@ void forward_planes_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* id
   forward_planes_portable(p, x, y, idx, pos, begin, end);
 }
 template <typename T>
-void forward_pixels_avx2(const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos, int64_t begin,
-                         int64_t end) {
+void forward_pixels_avx2(Isa, const MaxPool2dParams& p, const T* x, T* y, int64_t* idx, PoolIndex<T>* pos,
+                         int64_t begin, int64_t end) {
   forward_pixels_portable(p, x, y, idx, pos, begin, end);
 }
 #endif
@@ -443,7 +485,7 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
       at::parallel_for(0, p.N * p.P * p.Q, grain, [&](int64_t begin, int64_t end) {
         at::Tensor scratch = at::empty({p.C}, index_opts);
         I* pos = scratch.data_ptr<I>();
-        if (uses_avx2(isa)) forward_pixels_avx2(p, x, y, idx, pos, begin, end);
+        if (uses_avx2(isa)) forward_pixels_avx2(isa, p, x, y, idx, pos, begin, end);
         else forward_pixels_portable(p, x, y, idx, pos, begin, end);
       });
     }
