@@ -579,14 +579,18 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   // The row-interleaved buffer (R copies of the input, not R*S) as the GEMM's A columns, for NHWC
   // with few channels, and for NCHW where the small-output GEMM runs (which reads A by columns);
   // its rows are then in (s, r, c) order instead of im2col's (r, s, c).
-  const bool interleaved = !direct && (nhwc_interleaved(p) || (!p.channels_last && small_output && p.dil_w == 1));
+  // NHWC 1x1 without padding but strided (ResNet shortcuts): each position's Cg values are one
+  // run of the input, so the GEMM's A columns point into it (no im2col copy).
+  const bool pixel_cols = !direct && p.channels_last && p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0;
+  const bool interleaved =
+      !direct && !pixel_cols && (nhwc_interleaved(p) || (!p.channels_last && small_output && p.dil_w == 1));
   const int64_t Wp = (p.Q - 1) * p.stride_w + p.S;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<const T*> pos;
-    if (interleaved) pos.resize(most * PQ);
-    T* col = direct ? nullptr
-             : interleaved ? scratch<T>(0, most * p.P * Wp * p.R * Cg)
-                           : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
+    if (interleaved || pixel_cols) pos.resize(most * PQ);
+    T* col = direct || pixel_cols ? nullptr
+             : interleaved        ? scratch<T>(0, most * p.P * Wp * p.R * Cg)
+                                  : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
     T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, most * PQ * ldg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t n0 = chunk * p.N / chunks, n1 = (chunk + 1) * p.N / chunks;
@@ -615,6 +619,12 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
             const T* xn = x + n * HW * p.C;
             if (interleaved) {
               interleave_rows(p, xn, nb, g, col, pos.data());
+              a.a_cols = pos.data();
+            } else if (pixel_cols) {
+              for (int64_t i = 0, m = 0; i < nb; ++i)
+                for (int64_t oh = 0; oh < p.P; ++oh)
+                  for (int64_t ow = 0; ow < p.Q; ++ow, ++m)
+                    pos[m] = xn + ((i * p.H + oh * p.stride_h) * p.W + ow * p.stride_w) * p.C + g * Cg;
               a.a_cols = pos.data();
             } else {
               if (!direct)
