@@ -61,9 +61,11 @@ POOL_SHAPES = (
     PoolShape("seed.pool1", 32, 30),
     PoolShape("seed.pool2", 64, 13),
 )
-# Training-step models: the seed CNN, the ResNet of cuconv.models when that module exists, and a
-# small local residual net so a residual model is always measured.
-TRAIN_MODELS = ("seed_cnn", "resnet_mini", "models.resnet")
+# Training-step models: the seed CNN as `cuconv train` builds it (cuconv.models.cifar_cnn, an
+# nn.Sequential, so `convert` fuses conv+ReLU+pool), the same layers with functional ReLUs and a
+# shared pool module (nothing to fuse: convert swaps the layers only), the ResNet of cuconv.models
+# when that module exists, and a small local residual net so a residual model is always measured.
+TRAIN_MODELS = ("seed_cnn", "seed_cnn_functional", "resnet_mini", "models.resnet")
 
 CONV_OPS = ("conv_fwd", "conv_grad_input", "conv_grad_weight", "conv_bias_relu", "conv_bias_relu_pool")
 # The conv layers followed by a ReLU and a 2x2 stride-2 max-pool (the conv_bias_relu_pool rows).
@@ -259,7 +261,8 @@ def _train_step(model, x, labels):
 
 
 class SeedCNN(torch.nn.Module):
-    """The project's seed CIFAR-10 net: conv 3->32, ReLU, pool 2, conv 32->64, ReLU, pool 2, linear."""
+    """The seed CIFAR-10 net's layers (conv 3->32, ReLU, pool 2, conv 32->64, ReLU, pool 2, linear)
+    with F.relu in forward and one pool module used twice: `convert` cannot fuse anything here."""
 
     def __init__(self, num_classes=10):
         super().__init__()
@@ -309,6 +312,9 @@ class ResNetMini(torch.nn.Module):
 
 def make_train_model(name: str) -> torch.nn.Module:
     if name == "seed_cnn":
+        from cuconv import models
+        return models.cifar_cnn()
+    if name == "seed_cnn_functional":
         return SeedCNN()
     if name == "resnet_mini":
         return ResNetMini()

@@ -44,8 +44,9 @@ def _suggest_format(t: torch.Tensor):
 
 
 def _empty(shape, like, fmt, dtype=None):
-    out = like.new_empty(shape, dtype=dtype)
-    return out.contiguous(memory_format=fmt) if fmt is torch.channels_last else out
+    # Allocated in its layout: an empty NCHW tensor made channels_last afterwards is a full copy
+    # (the fused op's backward builds one of these per call).
+    return torch.empty(shape, dtype=like.dtype if dtype is None else dtype, device=like.device, memory_format=fmt)
 
 
 # ------------------------------------------------------------------------------------ fake kernels
@@ -144,6 +145,9 @@ def _conv2d_bias_relu_max_pool2d_setup(ctx, inputs, output):
     input, weight, bias, stride, padding, dilation, groups = inputs
     values, indices = output
     ctx.mark_non_differentiable(indices)
+    # No zero-filled gradient for the indices (the backward ignores it; materialising it was a fill
+    # of the pooled output's size per call).
+    ctx.set_materialize_grads(False)
     # values > 0 is the ReLU's gradient: a window whose maximum is <= 0 passes none (its winner was clamped).
     ctx.save_for_backward(input, weight, indices, values)
     ctx.conf = (list(stride), list(padding), list(dilation), groups)
@@ -151,6 +155,8 @@ def _conv2d_bias_relu_max_pool2d_setup(ctx, inputs, output):
 
 
 def _conv2d_bias_relu_max_pool2d_backward(ctx, grad_output, grad_indices):
+    if grad_output is None:  # only reached when no gradient flows into the pooled values
+        return (None,) * 7
     input, weight, indices, values = ctx.saved_tensors
     # The pooled gradient goes back to each window's winner in the conv output (max_pool2d_backward's
     # scatter; `conv_like` only gives it the conv output's shape and layout), then through the conv.
