@@ -116,3 +116,23 @@ def test_pytest_benchmark_suite_runs():
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("model", ["seed_cnn", "seed_cnn_functional"])
+def test_seed_cnn_train_steps_agree(model):
+    # Both seed-CNN rows train the same function on both sides: the first step's loss (before any
+    # update) must match between cuconv's converted model and torch.nn's.
+    prepared = bench.prepare(bench.Case("train_step", model, 4, "float32", "nchw", "cpu"))
+    a, b = prepared.cuconv(), prepared.native()
+    assert abs(a.item() - b.item()) <= 1e-4 * max(1.0, abs(b.item()))
+
+
+def test_cpu_isa_compare_script_runs():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PYEXT, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "benchmarks/cpu_isa_compare.py", "--paths", "portable,avx2",
+                           "--ops", "pool_fwd", "--shapes", "seed.pool2", "--batch", "2", "--layout", "nchw",
+                           "--target-time", "0.01"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("pool_fwd/seed.pool2/n2/")]
+    assert len(rows) == 1 and "ratio" in rows[0], proc.stdout
