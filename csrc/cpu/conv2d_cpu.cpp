@@ -287,6 +287,10 @@ void winograd_backward_weight(Isa isa, const Conv2dParams& p, const float* gy, c
   winograd_conv3x3_backward_weight(isa, s, gy, x, gw);
 }
 
+// Values past its end that interleave_rows may write (and later overwrite) in a buffer.
+constexpr int64_t interleave_slack = 4;
+constexpr int64_t kMaxInterleaveRows = 16;  // kernel rows of interleave_rows' three-channel path
+
 // The row-interleaved buffer of nb images x (group g; NHWC, or NCHW for a grad weight):
 // z[i][oh][wb][r][c] = x(i, oh*stride_h - pad_h + r*dil_h, wb - pad_w, g*Cg + c), zero outside the
 // image, wb < (Q-1)*stride_w + S; and rows[(i*P + oh)*Q + ow] = the start of position (oh, ow)'s
@@ -299,10 +303,44 @@ void interleave_rows(const Conv2dParams& p, const T* x, int64_t nb, int64_t g, T
   const int64_t cs = p.channels_last ? 1 : HW, ps = p.channels_last ? p.C : 1;
   // Columns wb = w + pad_w inside the image: [lo, hi).
   const int64_t lo = std::min(p.pad_w, Wp), hi = std::max(lo, std::min(Wp, p.pad_w + p.W));
+  // Three channels, NHWC (first layers): position by position, each kernel row's 3 values as one
+  // 4-value move whose 4th value lands on the next slot and is overwritten by the move that fills
+  // it (so the buffer has one value of slack at its end; see interleave_slack). The last pixel of
+  // an input row is copied value by value, so no read passes the input's end.
+  const bool three = Cg == 3 && p.channels_last && p.R <= kMaxInterleaveRows;
   for (int64_t i = 0; i < nb; ++i) {
     const T* xi = x + i * HW * p.C + g * Cg * cs;
     for (int64_t oh = 0; oh < p.P; ++oh) {
       T* zrow = z + (i * p.P + oh) * Wp * RC;
+      if (three) {
+        // Column lo's pixel of each kernel row's input row, or null outside the image (the
+        // geometry in locals: the byte copies below could otherwise alias p and force reloads).
+        const T* src[kMaxInterleaveRows];
+        const int64_t R = p.R;
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
+          src[r] = h >= 0 && h < p.H && hi > lo ? xi + (h * p.W + lo - p.pad_w) * ps : nullptr;
+        }
+        std::fill(zrow, zrow + lo * RC, T(0));
+        for (int64_t wb = lo; wb < hi; ++wb) {
+          T* dst = zrow + wb * RC;
+          const int64_t off = (wb - lo) * ps;
+          for (int64_t r = 0; r < R; ++r, dst += 3) {
+            if (!src[r]) {
+              dst[0] = dst[1] = dst[2] = T(0);
+            } else if (wb + 1 < hi) {
+              T v[4];
+              std::memcpy(v, src[r] + off, sizeof(v));
+              std::memcpy(dst, v, sizeof(v));
+            } else {
+              dst[0] = src[r][off], dst[1] = src[r][off + 1], dst[2] = src[r][off + 2];
+            }
+          }
+        }
+        std::fill(zrow + hi * RC, zrow + Wp * RC, T(0));
+        for (int64_t ow = 0; ow < p.Q; ++ow) rows[(i * p.P + oh) * p.Q + ow] = zrow + ow * p.stride_w * RC;
+        continue;
+      }
       for (int64_t r = 0; r < p.R; ++r) {
         const int64_t h = oh * p.stride_h - p.pad_h + r * p.dil_h;
         const bool inside = h >= 0 && h < p.H;
@@ -371,7 +409,7 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
   at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<const T*> rows;
     rows.resize(per * PQ);
-    T* buf = !in_place ? scratch<T>(0, per * p.P * Wp * RC) : padded ? scratch<T>(0, per * Hb * Wb * p.C) : nullptr;
+    T* buf = !in_place ? scratch<T>(0, per * p.P * Wp * RC + interleave_slack) : padded ? scratch<T>(0, per * Hb * Wb * p.C) : nullptr;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
       const T* base = x + n0 * HW * p.C;
@@ -589,7 +627,7 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
     thread_local std::vector<const T*> pos;
     if (interleaved || pixel_cols) pos.resize(most * PQ);
     T* col = direct || pixel_cols ? nullptr
-             : interleaved        ? scratch<T>(0, most * p.P * Wp * p.R * Cg)
+             : interleaved        ? scratch<T>(0, most * p.P * Wp * p.R * Cg + interleave_slack)
                                   : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
     T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, most * PQ * ldg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
