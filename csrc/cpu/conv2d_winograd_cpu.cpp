@@ -417,6 +417,22 @@ CUCONV_INLINE void filter_transform_body(const WinogradConv& s, const float* w, 
   }
 }
 #if defined(__x86_64__) || defined(__i386__)
+// out[j] lane i = in[i] lane j, for 8 registers in and 8 out.
+CUCONV_AVX2 CUCONV_INLINE void transpose8x8(const __m256* in, __m256* out) {
+  const __m256 a0 = _mm256_unpacklo_ps(in[0], in[1]), a1 = _mm256_unpackhi_ps(in[0], in[1]);
+  const __m256 a2 = _mm256_unpacklo_ps(in[2], in[3]), a3 = _mm256_unpackhi_ps(in[2], in[3]);
+  const __m256 a4 = _mm256_unpacklo_ps(in[4], in[5]), a5 = _mm256_unpackhi_ps(in[4], in[5]);
+  const __m256 a6 = _mm256_unpacklo_ps(in[6], in[7]), a7 = _mm256_unpackhi_ps(in[6], in[7]);
+  const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+  const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+  const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+  const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+  out[0] = _mm256_permute2f128_ps(b0, b4, 0x20), out[1] = _mm256_permute2f128_ps(b1, b5, 0x20);
+  out[2] = _mm256_permute2f128_ps(b2, b6, 0x20), out[3] = _mm256_permute2f128_ps(b3, b7, 0x20);
+  out[4] = _mm256_permute2f128_ps(b0, b4, 0x31), out[5] = _mm256_permute2f128_ps(b1, b5, 0x31);
+  out[6] = _mm256_permute2f128_ps(b2, b6, 0x31), out[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
+}
+
 // The 3x3 transform of 8 filters in the lanes of 9 registers, T[m] = tap m of each filter in memory
 // order, stored as 8 lanes of each xi's sliver row at dst (rows ustride apart). flip: the taps run
 // backwards in memory (grad input's turned filter), so tap (r, q) is T[8 - 3r - q].
@@ -462,20 +478,9 @@ CUCONV_AVX2 void filter_transform_avx2(const WinogradConv& s, const float* w, in
           r[l] = l < n ? _mm256_loadu_ps(src + l * s.ws[0]) : _mm256_setzero_ps();
           ninth[l] = l < n ? src[l * s.ws[0] + 8] : 0.f;
         }
-        const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
-        const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
-        const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
-        const __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
-        const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
-        const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
-        const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
-        const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
-        const __m256 T[9] = {_mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
-                             _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
-                             _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
-                             _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31),
-                             _mm256_setr_ps(ninth[0], ninth[1], ninth[2], ninth[3], ninth[4], ninth[5],
-                                            ninth[6], ninth[7])};
+        __m256 T[9];
+        transpose8x8(r, T);
+        T[8] = _mm256_setr_ps(ninth[0], ninth[1], ninth[2], ninth[3], ninth[4], ninth[5], ninth[6], ninth[7]);
         filter_tile_8(T, flip, dst + h, ustride);
       }
     }
@@ -623,18 +628,8 @@ CUCONV_AVX2 void weight_output_avx2(const WinogradConv& s, const float* part, in
         o[i * 3 + 2] = _mm256_sub_ps(_mm256_add_ps(sm[i][1], sm[i][2]), sm[i][3]);
       }
       // Transpose taps 0..7 of the 8 channels: row l = channel k0 + l's first 8 taps.
-      const __m256 a0 = _mm256_unpacklo_ps(o[0], o[1]), a1 = _mm256_unpackhi_ps(o[0], o[1]);
-      const __m256 a2 = _mm256_unpacklo_ps(o[2], o[3]), a3 = _mm256_unpackhi_ps(o[2], o[3]);
-      const __m256 a4 = _mm256_unpacklo_ps(o[4], o[5]), a5 = _mm256_unpackhi_ps(o[4], o[5]);
-      const __m256 a6 = _mm256_unpacklo_ps(o[6], o[7]), a7 = _mm256_unpackhi_ps(o[6], o[7]);
-      const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
-      const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
-      const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
-      const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
-      const __m256 rows[8] = {_mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
-                              _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
-                              _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
-                              _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31)};
+      __m256 rows[8];
+      transpose8x8(o, rows);
       alignas(32) float ninth[kLanes];
       _mm256_store_ps(ninth, o[8]);
       for (int64_t l = 0; l < kn; ++l) {

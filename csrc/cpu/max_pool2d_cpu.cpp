@@ -292,6 +292,23 @@ CUCONV_AVX2 void forward_planes_avx2_f32(const MaxPool2dParams& p, const float* 
   }
 }
 
+// The output pixels begin, begin + 1, ... of an NHWC 2x2 stride-2 pool: (n, oh, ow) advanced one
+// pixel at a time (divisions per pixel would cost more than the pooling itself).
+struct Pixels2x2 {
+  const MaxPool2dParams& p;
+  int64_t n, oh, ow;
+  Pixels2x2(const MaxPool2dParams& params, int64_t begin)
+      : p(params), n(begin / (p.P * p.Q)), oh((begin / p.Q) % p.P), ow(begin % p.Q - 1) {}
+  // Moves to the next pixel; returns the flat position 2*oh*W + 2*ow of its window's first element.
+  int32_t next() {
+    if (++ow == p.Q) {
+      ow = 0;
+      if (++oh == p.P) oh = 0, ++n;
+    }
+    return int32_t(2 * oh * p.W + 2 * ow);
+  }
+};
+
 // NHWC, 2x2 window, stride 2, no padding or dilation, C a multiple of 8 (the CNN pooling layers):
 // every window of the P x Q outputs lies inside the input (floor mode, or ceil mode where the
 // sizes are even), so there are no bounds tests or masks. Same visiting order and rules as the
@@ -299,14 +316,10 @@ CUCONV_AVX2 void forward_planes_avx2_f32(const MaxPool2dParams& p, const float* 
 CUCONV_AVX2 void forward_pixels_2x2_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                              int64_t begin, int64_t end) {
   const int64_t C = p.C, rowC = p.W * p.C;
-  int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
+  Pixels2x2 px(p, begin);
   for (int64_t npq = begin; npq < end; ++npq) {
-    if (++ow == p.Q) {
-      ow = 0;
-      if (++oh == p.P) oh = 0, ++n;
-    }
-    const int32_t at00 = int32_t(2 * oh * p.W + 2 * ow);
-    const float* s00 = x + n * p.H * rowC + at00 * C;
+    const int32_t at00 = px.next();
+    const float* s00 = x + px.n * p.H * rowC + at00 * C;
     const __m256i a00 = _mm256_set1_epi32(at00), a01 = _mm256_set1_epi32(at00 + 1);
     const __m256i a10 = _mm256_set1_epi32(at00 + int32_t(p.W)), a11 = _mm256_set1_epi32(at00 + int32_t(p.W) + 1);
     float* yp = y + npq * C;
@@ -327,14 +340,10 @@ CUCONV_AVX2 void forward_pixels_2x2_avx2_f32(const MaxPool2dParams& p, const flo
 CUCONV_AVX512 void forward_pixels_2x2_avx512_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                                  int64_t begin, int64_t end) {
   const int64_t C = p.C, rowC = p.W * p.C;
-  int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
+  Pixels2x2 px(p, begin);
   for (int64_t npq = begin; npq < end; ++npq) {
-    if (++ow == p.Q) {
-      ow = 0;
-      if (++oh == p.P) oh = 0, ++n;
-    }
-    const int32_t at00 = int32_t(2 * oh * p.W + 2 * ow);
-    const float* s00 = x + n * p.H * rowC + at00 * C;
+    const int32_t at00 = px.next();
+    const float* s00 = x + px.n * p.H * rowC + at00 * C;
     const __m512i a00 = _mm512_set1_epi32(at00), a01 = _mm512_set1_epi32(at00 + 1);
     const __m512i a10 = _mm512_set1_epi32(at00 + int32_t(p.W)), a11 = _mm512_set1_epi32(at00 + int32_t(p.W) + 1);
     float* yp = y + npq * C;
