@@ -287,8 +287,6 @@ void winograd_backward_weight(Isa isa, const Conv2dParams& p, const float* gy, c
   winograd_conv3x3_backward_weight(isa, s, gy, x, gw);
 }
 
-// Values past its end that interleave_rows may write (and later overwrite) in a buffer.
-constexpr int64_t interleave_slack = 4;
 constexpr int64_t kMaxInterleaveRows = 16;  // kernel rows of interleave_rows' three-channel path
 
 // The row-interleaved buffer of nb images x (group g; NHWC, or NCHW for a grad weight):
@@ -304,9 +302,9 @@ void interleave_rows(const Conv2dParams& p, const T* x, int64_t nb, int64_t g, T
   // Columns wb = w + pad_w inside the image: [lo, hi).
   const int64_t lo = std::min(p.pad_w, Wp), hi = std::max(lo, std::min(Wp, p.pad_w + p.W));
   // Three channels, NHWC (first layers): position by position, each kernel row's 3 values as one
-  // 4-value move whose 4th value lands on the next slot and is overwritten by the move that fills
-  // it (so the buffer has one value of slack at its end; see interleave_slack). The last pixel of
-  // an input row is copied value by value, so no read passes the input's end.
+  // 4-value move whose 4th value lands on the next slot of the same buffer row and is overwritten
+  // by the move that fills it. The last pixel of an input row is copied value by value, so no read
+  // passes the input's end and no write passes the row's last slot.
   const bool three = Cg == 3 && p.channels_last && p.R <= kMaxInterleaveRows;
   for (int64_t i = 0; i < nb; ++i) {
     const T* xi = x + i * HW * p.C + g * Cg * cs;
@@ -409,7 +407,9 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
   at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<const T*> rows;
     rows.resize(per * PQ);
-    T* buf = !in_place ? scratch<T>(0, per * p.P * Wp * RC + interleave_slack) : padded ? scratch<T>(0, per * Hb * Wb * p.C) : nullptr;
+    T* buf = !in_place ? scratch<T>(0, per * p.P * Wp * RC)
+             : padded  ? scratch<T>(0, per * Hb * Wb * p.C)
+                       : nullptr;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
       const T* base = x + n0 * HW * p.C;
@@ -627,7 +627,7 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
     thread_local std::vector<const T*> pos;
     if (interleaved || pixel_cols) pos.resize(most * PQ);
     T* col = direct || pixel_cols ? nullptr
-             : interleaved        ? scratch<T>(0, most * p.P * Wp * p.R * Cg + interleave_slack)
+             : interleaved        ? scratch<T>(0, most * p.P * Wp * p.R * Cg)
                                   : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
     T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, most * PQ * ldg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {

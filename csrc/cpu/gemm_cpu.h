@@ -6,9 +6,10 @@
 //   C(i,j) = C[i*ldc + j].
 // Each C element is summed over p in increasing order by exactly one thread, so results do not
 // depend on the thread count. Register-blocked micro-kernels (AVX-512 8x16 or AVX2+FMA 6x16 for
-// float, portable C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed per block into
-// per-thread buffers (gemm_driver.h). An optional ReLU is
-// applied in the micro-kernel's store of the last K block, while the tile is still in registers.
+// float, portable C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed
+// per block into per-thread buffers (gemm_driver.h); small outputs over a long K skip the packing
+// on AVX-512 (gemm_small_output). An optional ReLU is applied in the micro-kernel's store of the
+// last K block, while the tile is still in registers.
 #include <algorithm>
 #include <cstdint>
 
