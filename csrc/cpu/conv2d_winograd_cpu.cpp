@@ -21,7 +21,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -30,6 +29,7 @@
 #endif
 
 #include "gemm_cpu.h"
+#include "transpose_cpu.h"
 #include "workspace.h"
 
 namespace cuconv::cpu {
@@ -405,11 +405,10 @@ CUCONV_INLINE void filter_transform_body(const WinogradConv& s, const float* w, 
     const int64_t k0 = j * kGemmNR, kn = std::min(kGemmNR, s.K - k0);
     for (int64_t c = 0; c < s.C; ++c) {
       float g[3][3][kGemmNR], u[16][kGemmNR];
-      for (int l = 0; l < kGemmNR; ++l) {
-        const float* src = w + (k0 + l) * s.ws[0] + c * s.ws[1];
+      for (int l = 0; l < kGemmNR; ++l)
         for (int r = 0; r < 3; ++r)
-          for (int q = 0; q < 3; ++q) g[r][q][l] = l < kn ? src[r * s.ws[2] + q * s.ws[3]] : 0.f;
-      }
+          for (int q = 0; q < 3; ++q)
+            g[r][q][l] = l < kn ? w[(k0 + l) * s.ws[0] + c * s.ws[1] + r * s.ws[2] + q * s.ws[3]] : 0.f;
       filter_tile(g, u);
       const int64_t off = gemm_packed_b_offset(c, k0, s.C, s.K);
       for (int xi = 0; xi < 16; ++xi) std::memcpy(U + xi * ustride + off, u[xi], sizeof(u[xi]));
@@ -417,22 +416,6 @@ CUCONV_INLINE void filter_transform_body(const WinogradConv& s, const float* w, 
   }
 }
 #if defined(__x86_64__) || defined(__i386__)
-// out[j] lane i = in[i] lane j, for 8 registers in and 8 out.
-CUCONV_AVX2 CUCONV_INLINE void transpose8x8(const __m256* in, __m256* out) {
-  const __m256 a0 = _mm256_unpacklo_ps(in[0], in[1]), a1 = _mm256_unpackhi_ps(in[0], in[1]);
-  const __m256 a2 = _mm256_unpacklo_ps(in[2], in[3]), a3 = _mm256_unpackhi_ps(in[2], in[3]);
-  const __m256 a4 = _mm256_unpacklo_ps(in[4], in[5]), a5 = _mm256_unpackhi_ps(in[4], in[5]);
-  const __m256 a6 = _mm256_unpacklo_ps(in[6], in[7]), a7 = _mm256_unpackhi_ps(in[6], in[7]);
-  const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
-  const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
-  const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
-  const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
-  out[0] = _mm256_permute2f128_ps(b0, b4, 0x20), out[1] = _mm256_permute2f128_ps(b1, b5, 0x20);
-  out[2] = _mm256_permute2f128_ps(b2, b6, 0x20), out[3] = _mm256_permute2f128_ps(b3, b7, 0x20);
-  out[4] = _mm256_permute2f128_ps(b0, b4, 0x31), out[5] = _mm256_permute2f128_ps(b1, b5, 0x31);
-  out[6] = _mm256_permute2f128_ps(b2, b6, 0x31), out[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
-}
-
 // The 3x3 transform of 8 filters in the lanes of 9 registers, T[m] = tap m of each filter in memory
 // order, stored as 8 lanes of each xi's sliver row at dst (rows ustride apart). flip: the taps run
 // backwards in memory (grad input's turned filter), so tap (r, q) is T[8 - 3r - q].

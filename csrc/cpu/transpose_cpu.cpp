@@ -4,10 +4,6 @@
 
 #include <algorithm>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 namespace cuconv::cpu {
 
 namespace {
@@ -23,8 +19,8 @@ void transpose_blocked(const T* src, int64_t lds, T* dst, int64_t ldd, int64_t r
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-CUCONV_AVX2 void transpose_avx2(const float* src, int64_t lds, float* dst, int64_t ldd,
-                                                         int64_t rows, int64_t cols) {
+CUCONV_AVX2 void transpose_avx2(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows,
+                                int64_t cols) {
   const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
   // Eight source rows at a time across all columns: source rows are often a power of two apart
   // (a 32x32 feature map: 4 KiB) and then share L1 sets; eight of them fit, while walking down
@@ -33,20 +29,7 @@ CUCONV_AVX2 void transpose_avx2(const float* src, int64_t lds, float* dst, int64
     for (int64_t j = 0; j < c8; j += 8) {
       __m256 r[8], t[8];
       for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * lds + j);
-      for (int k = 0; k < 8; k += 2) {
-        t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
-        t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
-      }
-      for (int k = 0; k < 8; k += 4) {
-        r[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
-      }
-      for (int k = 0; k < 4; ++k) {
-        t[k] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x20);
-        t[k + 4] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x31);
-      }
+      transpose8x8(r, t);
       for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * ldd + i, t[k]);
     }
   // The edges: the last rows % 8 rows, then the last cols % 8 columns.
