@@ -135,18 +135,12 @@ std::tuple<at::Tensor, at::Tensor> conv2d_bias_relu_max_pool2d(
   return {as_given(output, batched), as_given(indices, batched)};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
-  const Conv2dParams p = check_conv2d(input, weight, std::nullopt, stride, padding, dilation, groups);
-  const bool batched = input.dim() == 4;
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
-              "cuconv::conv2d_backward: grad_output must have the input's dtype and device, but got ",
-              grad_output.scalar_type(), " on ", grad_output.device());
-  const auto out_size = conv2d_output_size(p);
-  check_grad_output("conv2d_backward", as_batched(grad_output, batched), out_size);
+// The gradients of a conv of geometry p from gy, its output's gradient (batched, laid out in p's format).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward_impl(const Conv2dParams& p, bool batched,
+                                                                    const at::Tensor& gy, const at::Tensor& input,
+                                                                    const at::Tensor& weight,
+                                                                    std::array<bool, 3> output_mask) {
   const auto format = layout(p.channels_last);
-
   // Masked-off gradients come back as empty tensors (a custom op cannot return None).
   at::Tensor grad_input = output_mask[0] ? new_output({p.N, p.C, p.H, p.W}, input.options(), format)
                                          : at::empty({0}, input.options());
@@ -155,7 +149,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   at::Tensor grad_bias = output_mask[2] ? new_output({p.K}, weight.options(), at::MemoryFormat::Contiguous)
                                         : at::empty({0}, weight.options());
 
-  const at::Tensor gy = as_batched(grad_output, batched).contiguous(format);
   const bool empty_sum = p.N == 0 || p.P * p.Q == 0 || p.K == 0;
   const bool no_channels = p.C == 0;
   if (output_mask[0] && grad_input.numel() > 0) {
@@ -174,6 +167,71 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   // Gradients keep their parameter's layout.
   if (output_mask[1]) grad_weight = grad_weight.contiguous(weight.suggest_memory_format());
   return {grad_input, grad_weight, grad_bias};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
+  const Conv2dParams p = check_conv2d(input, weight, std::nullopt, stride, padding, dilation, groups);
+  const bool batched = input.dim() == 4;
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() && grad_output.device() == input.device(),
+              "cuconv::conv2d_backward: grad_output must have the input's dtype and device, but got ",
+              grad_output.scalar_type(), " on ", grad_output.device());
+  check_grad_output("conv2d_backward", as_batched(grad_output, batched), conv2d_output_size(p));
+  const at::Tensor gy = as_batched(grad_output, batched).contiguous(layout(p.channels_last));
+  return conv2d_backward_impl(p, batched, gy, input, weight, output_mask);
+}
+
+// The conv output's gradient inside the fused backward. On the CPU it is a per-thread buffer kept
+// between calls (the size of the largest conv output seen): a fresh one of a first layer's size
+// (3.7 MB at batch 32) is page-faulted in on every training step, which took ten times as long as
+// the scatter that fills it. The runners write every element, so it is never read stale.
+at::Tensor conv_output_grad_buffer(const Conv2dParams& p, const at::TensorOptions& options) {
+  const auto format = layout(p.channels_last);
+  if (options.device().is_cuda()) return new_output(conv2d_output_size(p), options, format);
+  thread_local at::Tensor cache;
+  const int64_t numel = p.N * p.K * p.P * p.Q;
+  if (!cache.defined() || cache.scalar_type() != options.dtype().toScalarType() || cache.numel() < numel)
+    cache = at::empty({numel}, options.memory_format(at::MemoryFormat::Contiguous));
+  const std::vector<int64_t> sizes = conv2d_output_size(p);
+  const std::vector<int64_t> strides = p.channels_last
+      ? std::vector<int64_t>{p.P * p.Q * p.K, 1, p.Q * p.K, p.K}
+      : std::vector<int64_t>{p.K * p.P * p.Q, p.P * p.Q, p.Q, 1};
+  at::Tensor t = cache.as_strided(sizes, strides, 0);
+  if (poison_enabled() && t.numel() > 0) t.fill_(std::numeric_limits<double>::quiet_NaN());
+  return t;
+}
+
+// The backward of conv2d_bias_relu_max_pool2d without double-backward support (autograd uses it
+// when no graph of the backward is built): the pooled gradient passes where the pooled value is > 0
+// (the ReLU), goes to each window's winner in the conv output, then back through the conv.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_bias_relu_max_pool2d_backward(
+    const at::Tensor& grad_output, const at::Tensor& output, const at::Tensor& indices, const at::Tensor& input,
+    const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+    int64_t groups, std::array<bool, 3> output_mask) {
+  constexpr const char* op = "conv2d_bias_relu_max_pool2d_backward";
+  const Conv2dParams p = check_conv2d(input, weight, std::nullopt, stride, padding, dilation, groups);
+  const bool batched = input.dim() == 4;
+  const MaxPool2dParams pool = check_relu_pool(p, batched);
+  for (const at::Tensor* t : {&grad_output, &output})
+    TORCH_CHECK(t->scalar_type() == input.scalar_type() && t->device() == input.device(), "cuconv::", op,
+                ": grad_output and output must have the input's dtype and device, but got ", t->scalar_type(),
+                " on ", t->device());
+  TORCH_CHECK(indices.scalar_type() == at::kLong && indices.device() == input.device(), "cuconv::", op,
+              ": indices must be int64 on the input's device, but got ", indices.scalar_type(), " on ",
+              indices.device());
+  const std::vector<int64_t> pooled{p.N, p.K, pool.P, pool.Q};
+  for (const at::Tensor* t : {&grad_output, &output, &indices}) check_grad_output(op, as_batched(*t, batched), pooled);
+
+  const auto format = layout(p.channels_last);
+  at::Tensor grad_conv = conv_output_grad_buffer(p, input.options());
+  if (grad_conv.numel() > 0) {
+    const at::Tensor g = as_batched(grad_output, batched).contiguous(format);
+    const at::Tensor gy = at::threshold_backward(g, as_batched(output, batched), 0).contiguous(format);
+    if (gy.numel() == 0) grad_conv.zero_();  // no window: the conv output gets no gradient
+    else runner_for(gy).max_pool2d_backward(pool, gy, as_batched(indices, batched).contiguous(format), grad_conv);
+  }
+  return conv2d_backward_impl(p, batched, grad_conv, input, weight, output_mask);
 }
 
 // -------------------------------------------------------------------------------------- max_pool2d
@@ -227,6 +285,9 @@ TORCH_LIBRARY(cuconv, m) {
         "int[2] dilation, int groups) -> (Tensor output, Tensor indices)");
   m.def("conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, int[2] stride, int[] padding, "
         "int[2] dilation, int groups, bool[3] output_mask) -> (Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
+  m.def("conv2d_bias_relu_max_pool2d_backward(Tensor grad_output, Tensor output, Tensor indices, Tensor input, "
+        "Tensor weight, int[2] stride, int[] padding, int[2] dilation, int groups, bool[3] output_mask) -> "
+        "(Tensor grad_input, Tensor grad_weight, Tensor grad_bias)");
   m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
         "bool ceil_mode) -> (Tensor output, Tensor indices)");
   m.def("max_pool2d_backward(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, int[2] stride, "
@@ -240,6 +301,7 @@ TORCH_LIBRARY(cuconv, m) {
     m.impl("conv2d_bias_relu", &conv2d_bias_relu);             \
     m.impl("conv2d_bias_relu_max_pool2d", &conv2d_bias_relu_max_pool2d); \
     m.impl("conv2d_backward", &conv2d_backward);               \
+    m.impl("conv2d_bias_relu_max_pool2d_backward", &conv2d_bias_relu_max_pool2d_backward); \
     m.impl("max_pool2d", &max_pool2d);                         \
     m.impl("max_pool2d_backward", &max_pool2d_backward);       \
   }

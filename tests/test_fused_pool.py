@@ -169,6 +169,84 @@ def test_argument_errors_as_conv2d():
         conv2d_relu_max_pool2d(x, w, None, stride=0)
 
 
+# ------------------------------------------------------------- the first-order backward operator
+
+class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_backward_op_and_double_backward_path_agree(runner, fmt):
+    # A plain backward takes the one-op path (cuconv::conv2d_bias_relu_max_pool2d_backward); one that
+    # builds a graph (create_graph) takes the differentiable composition. Both are checked against torch.
+    x, w, b = rand(3, 4, 11, 9, fmt=fmt), rand(5, 4, 3, 3), rand(5)
+    out = conv2d_relu_max_pool2d(x, w, b, padding=1)
+    ref = reference(x, w, b, padding=1)[0]
+    g = torch.randn_like(ref)
+    with _OpLog() as log:
+        plain = torch.autograd.grad(out, (x, w, b), g, retain_graph=True)
+    assert "cuconv.conv2d_bias_relu_max_pool2d_backward" in log.names
+    assert "cuconv.max_pool2d_backward" not in log.names
+    with _OpLog() as log:
+        graph = torch.autograd.grad(out, (x, w, b), g, create_graph=True)
+    assert "cuconv.conv2d_bias_relu_max_pool2d_backward" not in log.names
+    assert "cuconv.max_pool2d_backward" in log.names
+    expected = torch.autograd.grad(ref, (x, w, b), g)
+    for a, c, e in zip(plain, graph, expected):
+        torch.testing.assert_close(a, e)
+        torch.testing.assert_close(c, e)
+    assert plain[0].stride() == graph[0].stride() == expected[0].stride()
+
+
+def test_backward_buffer_reused_across_sizes_and_dtypes(runner):
+    # The CPU keeps the conv output's gradient in a per-thread buffer between calls: a large layer,
+    # then a smaller one, a float32 one and a channels_last one must each see only their own values.
+    cases = [((4, 3, 14, 14), (6, 3, 3, 3), torch.float64, torch.contiguous_format),
+             ((2, 2, 8, 7), (3, 2, 3, 3), torch.float64, torch.contiguous_format),
+             ((3, 3, 10, 10), (4, 3, 3, 3), torch.float32, torch.contiguous_format),
+             ((2, 5, 9, 12), (7, 5, 3, 3), torch.float64, torch.channels_last),
+             ((4, 3, 14, 14), (6, 3, 3, 3), torch.float64, torch.contiguous_format)]
+    for xs, ws, dtype, fmt in cases:
+        x = torch.randn(xs, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+        w = torch.randn(ws, dtype=dtype, requires_grad=True)
+        b = torch.randn(ws[0], dtype=dtype, requires_grad=True)
+        out, ref = conv2d_relu_max_pool2d(x, w, b), reference(x, w, b)[0]
+        g = torch.randn_like(ref)
+        for a, e in zip(torch.autograd.grad(out, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g)):
+            torch.testing.assert_close(a, e)
+
+
+def test_backward_op_opcheck_and_errors():
+    op = torch.ops.cuconv.conv2d_bias_relu_max_pool2d_backward.default
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x, w = rand(2, 3, 7, 6, fmt=fmt, grad=False), rand(4, 3, 3, 3, grad=False)
+        out, idx = conv2d_relu_max_pool2d(x, w, None, padding=1, return_indices=True)
+        args = (torch.randn_like(out), out, idx, x, w, [1, 1], [1, 1], [1, 1], 1, [True, True, False])
+        torch.library.opcheck(op, args)
+        gi, gw, gb = op(*args)
+        assert gi.shape == x.shape and gw.shape == w.shape and gb.numel() == 0
+    x, w = rand(3, 7, 6, grad=False), rand(4, 3, 2, 2, grad=False)  # unbatched
+    out, idx = conv2d_relu_max_pool2d(x, w, None, return_indices=True)
+    torch.library.opcheck(op, (torch.randn_like(out), out, idx, x, w, [1, 1], [0, 0], [1, 1], 1, [True, True, True]))
+    # Bad arguments: a clear error before any kernel runs.
+    x, w = rand(2, 3, 8, 8, grad=False), rand(4, 3, 3, 3, grad=False)
+    out, idx = conv2d_relu_max_pool2d(x, w, None, return_indices=True)
+    g, conf, mask = torch.randn_like(out), ([1, 1], [0, 0], [1, 1], 1), [True, True, True]
+    for args, message in [((g, out, idx.int(), x, w), "indices must be int64"),
+                          ((g.float(), out, idx, x, w), "must have the input's dtype"),
+                          ((g[:, :, :2], out, idx, x, w), "expected grad_output of size"),
+                          ((g, out, idx[:1], x, w), "expected grad_output of size"),
+                          ((g, out, idx, x, rand(4, 2, 3, 3, grad=False)), "expected input")]:
+        with pytest.raises(RuntimeError, match=message):
+            op(*args, *conf, mask)
+
+
 def test_simulated_float16_fused_kernel():
     # sm_75: no tensor cores, so 16-bit inputs take the fused kernel too.
     x, w, b = torch.randn(2, 4, 9, 10), torch.randn(6, 4, 3, 3), torch.randn(6)

@@ -88,6 +88,12 @@ def _conv2d_backward_fake(grad_output, input, weight, stride, padding, dilation,
     return gi, gw, gb
 
 
+@torch.library.register_fake("cuconv::conv2d_bias_relu_max_pool2d_backward")
+def _conv2d_bias_relu_max_pool2d_backward_fake(grad_output, output, indices, input, weight, stride, padding,
+                                               dilation, groups, output_mask):
+    return _conv2d_backward_fake(None, input, weight, stride, padding, dilation, groups, output_mask)
+
+
 @torch.library.register_fake("cuconv::max_pool2d")
 def _max_pool2d_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
     h, w = input.shape[-2:]
@@ -158,13 +164,20 @@ def _conv2d_bias_relu_max_pool2d_backward(ctx, grad_output, grad_indices):
     if grad_output is None:  # only reached when no gradient flows into the pooled values
         return (None,) * 7
     input, weight, indices, values = ctx.saved_tensors
-    # The pooled gradient goes back to each window's winner in the conv output (max_pool2d_backward's
-    # scatter; `conv_like` only gives it the conv output's shape and layout), then through the conv.
-    conv_like = _conv2d_fake(input, weight, None, *ctx.conf)
-    grad_pooled = torch.ops.aten.threshold_backward(grad_output, values, 0)  # one pass, differentiable
-    grad_conv = _ops.max_pool2d_backward(grad_pooled, conv_like, indices, *_POOL_2X2)
     mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    gi, gw, gb = _ops.conv2d_backward(grad_conv, input, weight, *ctx.conf, mask)
+    if not torch.is_grad_enabled():
+        # The usual case (no graph of the backward): one op, which on the CPU keeps the conv output's
+        # gradient in a buffer reused between calls instead of a fresh tensor per step.
+        gi, gw, gb = _ops.conv2d_bias_relu_max_pool2d_backward(grad_output, values, indices, input, weight,
+                                                              *ctx.conf, mask)
+    else:
+        # Double backward: the same steps as differentiable ops. The pooled gradient goes back to
+        # each window's winner in the conv output (max_pool2d_backward's scatter; `conv_like` only
+        # gives it the conv output's shape and layout), then through the conv.
+        conv_like = _conv2d_fake(input, weight, None, *ctx.conf)
+        grad_pooled = torch.ops.aten.threshold_backward(grad_output, values, 0)  # one pass, differentiable
+        grad_conv = _ops.max_pool2d_backward(grad_pooled, conv_like, indices, *_POOL_2X2)
+        gi, gw, gb = _ops.conv2d_backward(grad_conv, input, weight, *ctx.conf, mask)
     return (gi if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None, None)
 
 
