@@ -225,13 +225,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_bias_relu_max_pool2d_backw
 
   const auto format = layout(p.channels_last);
   at::Tensor grad_conv = conv_output_grad_buffer(p, input.options());
+  const at::Tensor g = as_batched(grad_output, batched).contiguous(format);
+  const at::Tensor gy = at::threshold_backward(g, as_batched(output, batched), 0).contiguous(format);
   if (grad_conv.numel() > 0) {
-    const at::Tensor g = as_batched(grad_output, batched).contiguous(format);
-    const at::Tensor gy = at::threshold_backward(g, as_batched(output, batched), 0).contiguous(format);
     if (gy.numel() == 0) grad_conv.zero_();  // no window: the conv output gets no gradient
     else runner_for(gy).max_pool2d_backward(pool, gy, as_batched(indices, batched).contiguous(format), grad_conv);
   }
-  return conv2d_backward_impl(p, batched, grad_conv, input, weight, output_mask);
+  // The bias gradient sums the conv output's gradient, which is zero outside the window winners: the
+  // same sum over the pooled gradient reads a quarter of the values.
+  auto [grad_input, grad_weight, unused] =
+      conv2d_backward_impl(p, batched, grad_conv, input, weight, {output_mask[0], output_mask[1], false});
+  at::Tensor grad_bias = at::empty({0}, weight.options());
+  if (output_mask[2]) {
+    grad_bias = new_output({p.K}, weight.options(), at::MemoryFormat::Contiguous);
+    Conv2dParams pooled_p = p;
+    pooled_p.P = pool.P, pooled_p.Q = pool.Q;
+    if (gy.numel() == 0) grad_bias.zero_();
+    else runner_for(gy).conv2d_backward_bias(pooled_p, gy, grad_bias);
+  }
+  return {grad_input, grad_weight, grad_bias};
 }
 
 // -------------------------------------------------------------------------------------- max_pool2d

@@ -1,7 +1,9 @@
 """The CPU runner's AVX-512 path (csrc/cpu/gemm_avx512.cpp) against the AVX2 path and float64:
 the 8x16 micro-kernel, the small-output GEMM of first-layer grad weights (C in registers over all
-positions), and the ISA switch itself. The AVX-512 kernels sum every output element in the same
-order as the AVX2 ones, so the two paths must agree bit for bit, not just within a tolerance.
+positions), the row-vectorised grad weight of few-channel NCHW layers, and the ISA switch itself.
+The AVX-512 GEMM kernels sum every output element in the same order as the AVX2 ones, so the two
+paths must agree bit for bit, not just within a tolerance; only the row-vectorised grad weight
+(conv2d_wgrad_rows_avx512.cpp) sums in another order, and is held to the float64 bound.
 On a CPU without AVX-512 these tests are skipped; the other ISA paths are covered by every test
 that takes the `isa` fixture (tests/conftest.py)."""
 
@@ -50,6 +52,13 @@ CASES = [
 ]
 
 
+def _rows_grad_weight(case, channels_last, Q):
+    """Whether the AVX-512 grad weight runs conv2d_wgrad_rows_avx512 (wgrad_rows_eligible)."""
+    N, C, H, W, K, R, S, stride, pad, dil, groups = case
+    return (not channels_last and groups == 1 and stride == (1, 1) and dil == (1, 1) and C * R * S <= 32
+            and Q >= 16)
+
+
 @needs_avx512
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
@@ -69,20 +78,28 @@ def test_avx512_matches_avx2_bitwise_and_float64(case, channels_last, monkeypatc
     ref = _reference(x, w, b, stride, pad, dil, groups, gy)
     for what, r in ref.items():
         a2, a5 = out["avx2"][what], out["avx512"][what]
-        assert torch.equal(a2, a5), f"{what}: AVX-512 and AVX2 differ (max {(a2 - a5).abs().max().item():.3e})"
+        if not (what == "grad weight" and _rows_grad_weight(case, channels_last, Q)):
+            assert torch.equal(a2, a5), f"{what}: AVX-512 and AVX2 differ (max {(a2 - a5).abs().max().item():.3e})"
         err = (a5.double() - r).abs().max().item() if r.numel() else 0.0
         scale = max(r.abs().max().item(), 1e-30) if r.numel() else 1.0
         assert err <= 1e-5 * scale, f"{what}: max error {err:.3e}, scale {scale:.3e}"
 
 
+def test_rows_grad_weight_runs_on_the_first_layers():
+    # The cases above must include the row-vectorised kernel's shapes (seed CNN and ResNet stems).
+    assert _rows_grad_weight(CASES[0], False, 30) and _rows_grad_weight(CASES[1], False, 19)
+    assert not _rows_grad_weight(CASES[0], True, 30)
+
+
 @needs_avx512
-def test_small_output_grad_weight_is_deterministic_across_thread_counts(monkeypatch):
-    # The first-layer grad weight reduces over fixed batch chunks; the bits must not depend on how
-    # many threads ran them.
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_first_layer_grad_weight_is_deterministic_across_thread_counts(fmt, monkeypatch):
+    # The first-layer grad weight (small-output GEMM over fixed batch chunks in NHWC, the row
+    # kernel over whole output-channel blocks in NCHW): the bits must not depend on the thread count.
     monkeypatch.setenv("CUCONV_CPU_ISA", "avx512")
-    x = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(16, 3, 32, 32).contiguous(memory_format=fmt)
     w = torch.randn(32, 3, 3, 3)
-    gy = torch.randn(16, 32, 30, 30).contiguous(memory_format=torch.channels_last)
+    gy = torch.randn(16, 32, 30, 30).contiguous(memory_format=fmt)
     threads = torch.get_num_threads()
     results = []
     try:
@@ -109,3 +126,33 @@ def test_forced_path_falls_back_when_the_cpu_lacks_it(monkeypatch):
         monkeypatch.setenv("CUCONV_CPU_ISA", path)
         y = ops.conv2d(x, w, None, [1, 1], [0, 0, 0, 0], [1, 1], 1)
         assert (y.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+
+
+# The row-vectorised NCHW grad weight at its edges: output channels past a block of 4 (K = 1, 5, 33),
+# taps past a block of 6 (C*R*S = 1, 7, 32), rows of exactly one vector, one lane past it and the
+# widest masked step (Q = 16, 17, 31, 32, 33), padding on one side only, and a batch of 1.
+ROWS_CASES = [
+    (1, 1, 16, 16, 1, 1, 1, [0, 0, 0, 0]),      # Q = 16, one tap, one channel
+    (2, 1, 9, 17, 5, 1, 7, [0, 0, 0, 0]),       # 7 taps in one row (6 + 1), Q = 11 -> not eligible
+    (2, 1, 9, 23, 5, 1, 7, [0, 0, 0, 0]),       # Q = 17
+    (3, 2, 12, 33, 33, 4, 4, [0, 0, 0, 0]),     # 32 taps, K = 33, Q = 30
+    (2, 3, 10, 31, 17, 3, 3, [1, 0, 0, 2]),     # padding bottom/left only, Q = 31
+    (2, 3, 10, 32, 9, 3, 3, [0, 1, 2, 1]),      # Q = 32
+    (2, 3, 11, 33, 4, 3, 3, [1, 1, 1, 1]),      # Q = 33: two whole vectors and one lane
+]
+
+
+@needs_avx512
+@pytest.mark.parametrize("case", ROWS_CASES, ids=[str(i) for i in range(len(ROWS_CASES))])
+def test_rows_grad_weight_edges_against_float64(case, monkeypatch):
+    N, C, H, W, K, R, S, pad = case
+    monkeypatch.setenv("CUCONV_CPU_ISA", "avx512")
+    x = torch.randn(N, C, H, W + 3)[..., 1:W + 1]  # a row pitch that is not the width
+    w = torch.randn(K, C, R, S)
+    P, Q = H + pad[0] + pad[2] - R + 1, W + pad[1] + pad[3] - S + 1
+    gy = torch.randn(N, K, P, Q)
+    gw = ops.conv2d_backward(gy, x, w, [1, 1], pad, [1, 1], 1, [False, True, False])[1]
+    ref = _reference(x, w, torch.zeros(K), (1, 1), pad, (1, 1), 1, gy)["grad weight"]
+    assert (gw.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+    again = ops.conv2d_backward(gy, x, w, [1, 1], pad, [1, 1], 1, [False, True, False])[1]
+    assert torch.equal(gw, again)
