@@ -1,9 +1,10 @@
 """The CPU runner's AVX-512 path (csrc/cpu/gemm_avx512.cpp) against the AVX2 path and float64:
 the 8x16 micro-kernel, the small-output GEMM of first-layer grad weights (C in registers over all
-positions), the row-vectorised grad weight of few-channel NCHW layers, and the ISA switch itself.
-The AVX-512 GEMM kernels sum every output element in the same order as the AVX2 ones, so the two
-paths must agree bit for bit, not just within a tolerance; only the row-vectorised grad weight
-(conv2d_wgrad_rows_avx512.cpp) sums in another order, and is held to the float64 bound.
+positions), the row-vectorised forward and grad weight of few-channel NCHW layers, and the ISA
+switch itself. The AVX-512 kernels sum every output element in the same order as the AVX2 ones (the
+row-vectorised forward too), so the two paths must agree bit for bit, not just within a tolerance;
+only the row-vectorised grad weight (conv2d_wgrad_rows_avx512.cpp) sums in another order, and is
+held to the float64 bound.
 On a CPU without AVX-512 these tests are skipped; the other ISA paths are covered by every test
 that takes the `isa` fixture (tests/conftest.py)."""
 
@@ -53,7 +54,7 @@ CASES = [
 
 
 def _rows_grad_weight(case, channels_last, Q):
-    """Whether the AVX-512 grad weight runs conv2d_wgrad_rows_avx512 (wgrad_rows_eligible)."""
+    """Whether the AVX-512 path runs the row-vectorised kernels (rows_avx512_eligible)."""
     N, C, H, W, K, R, S, stride, pad, dil, groups = case
     return (not channels_last and groups == 1 and stride == (1, 1) and dil == (1, 1) and C * R * S <= 32
             and Q >= 16)
@@ -128,9 +129,10 @@ def test_forced_path_falls_back_when_the_cpu_lacks_it(monkeypatch):
         assert (y.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
 
 
-# The row-vectorised NCHW grad weight at its edges: output channels past a block of 4 (K = 1, 5, 33),
-# taps past a block of 6 (C*R*S = 1, 7, 32), rows of exactly one vector, one lane past it and the
-# widest masked step (Q = 16, 17, 31, 32, 33), padding on one side only, and a batch of 1.
+# The row-vectorised NCHW kernels at their edges: output channels past a block (grad weight: 4,
+# forward: 12; K = 1, 4, 5, 9, 13, 17, 33), taps past a grad-weight block of 6 (C*R*S = 1, 7, 32),
+# rows of exactly one vector, one lane past it, the widest masked step and past one 32-wide chunk
+# (Q = 16, 17, 31, 32, 33), padding on one side only, and a batch of 1.
 ROWS_CASES = [
     (1, 1, 16, 16, 1, 1, 1, [0, 0, 0, 0]),      # Q = 16, one tap, one channel
     (2, 1, 9, 17, 5, 1, 7, [0, 0, 0, 0]),       # 7 taps in one row (6 + 1), Q = 11 -> not eligible
@@ -139,20 +141,29 @@ ROWS_CASES = [
     (2, 3, 10, 31, 17, 3, 3, [1, 0, 0, 2]),     # padding bottom/left only, Q = 31
     (2, 3, 10, 32, 9, 3, 3, [0, 1, 2, 1]),      # Q = 32
     (2, 3, 11, 33, 4, 3, 3, [1, 1, 1, 1]),      # Q = 33: two whole vectors and one lane
+    (1, 3, 9, 47, 13, 3, 3, [1, 0, 1, 0]),      # Q = 45: a 32-wide chunk and a 13-wide one; K = 12 + 1
 ]
 
 
 @needs_avx512
 @pytest.mark.parametrize("case", ROWS_CASES, ids=[str(i) for i in range(len(ROWS_CASES))])
-def test_rows_grad_weight_edges_against_float64(case, monkeypatch):
+def test_rows_kernels_edges_against_float64(case, monkeypatch):
     N, C, H, W, K, R, S, pad = case
-    monkeypatch.setenv("CUCONV_CPU_ISA", "avx512")
     x = torch.randn(N, C, H, W + 3)[..., 1:W + 1]  # a row pitch that is not the width
     w = torch.randn(K, C, R, S)
+    b = torch.randn(K)
     P, Q = H + pad[0] + pad[2] - R + 1, W + pad[1] + pad[3] - S + 1
     gy = torch.randn(N, K, P, Q)
-    gw = ops.conv2d_backward(gy, x, w, [1, 1], pad, [1, 1], 1, [False, True, False])[1]
-    ref = _reference(x, w, torch.zeros(K), (1, 1), pad, (1, 1), 1, gy)["grad weight"]
-    assert (gw.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+    ref = _reference(x, w, b, (1, 1), pad, (1, 1), 1, gy)
+    out = {}
+    for path in ("avx2", "avx512"):
+        monkeypatch.setenv("CUCONV_CPU_ISA", path)
+        out[path] = (ops.conv2d(x, w, b, [1, 1], pad, [1, 1], 1), ops.conv2d_bias_relu(x, w, b, [1, 1], pad, [1, 1], 1),
+                     ops.conv2d_backward(gy, x, w, [1, 1], pad, [1, 1], 1, [False, True, False])[1])
+    y, y_relu, gw = out["avx512"]
+    assert torch.equal(y, out["avx2"][0]) and torch.equal(y_relu, out["avx2"][1])  # same sums, same order
+    assert torch.equal(y_relu, y.clamp_min(0))
+    for got, r in ((y, ref["forward"]), (gw, ref["grad weight"])):
+        assert (got.double() - r).abs().max().item() <= 1e-5 * r.abs().max().item()
     again = ops.conv2d_backward(gy, x, w, [1, 1], pad, [1, 1], 1, [False, True, False])[1]
     assert torch.equal(gw, again)

@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "../runners.h"
-#include "conv2d_wgrad_rows.h"
+#include "conv2d_rows_avx512.h"
 #include "conv2d_winograd_cpu.h"
 #include "gemm_cpu.h"
 #include "transpose_cpu.h"
@@ -443,6 +443,7 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
                   const at::TensorOptions& opts) {
   if constexpr (std::is_same_v<T, float>) {
     if (use_winograd<T>(p, p.C, p.K)) return winograd_forward(isa, p, x, w, bias, y, relu);
+    if (rows_avx512_eligible(isa, p)) return conv2d_fprop_rows_avx512(p, x, w, bias, y, relu);
   }
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
@@ -586,7 +587,7 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
                           const at::TensorOptions& opts) {
   if constexpr (std::is_same_v<T, float>) {
     if (use_winograd<T>(p, p.C, p.K)) return winograd_backward_weight(isa, p, gy, x, gw);
-    if (wgrad_rows_eligible(isa, p)) return conv2d_wgrad_rows_avx512(p, gy, x, gw);
+    if (rows_avx512_eligible(isa, p)) return conv2d_wgrad_rows_avx512(p, gy, x, gw);
   }
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S, RS = p.R * p.S;

@@ -22,15 +22,10 @@
 #include <immintrin.h>
 #endif
 
-#include "conv2d_wgrad_rows.h"
+#include "conv2d_rows_avx512.h"
 #include "workspace.h"
 
 namespace cuconv::cpu {
-
-bool wgrad_rows_eligible(Isa isa, const Conv2dParams& p) {
-  return isa == Isa::avx512 && !p.channels_last && p.groups == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-         p.dil_h == 1 && p.dil_w == 1 && p.C * p.R * p.S <= 32 && p.Q >= 16;
-}
 
 #if defined(__x86_64__) || defined(__i386__)
 
