@@ -2,10 +2,10 @@
 // Which instruction set the CPU runner's fast kernels use, picked at run time (no global -march
 // flags: the AVX2 code is compiled per function with __attribute__((target("avx2,fma"))).
 //
-// The best path the CPU and OS support runs by default: AVX-512 (the GEMM micro-kernel; the other
-// vector code is AVX2, which every AVX-512 CPU has), else AVX2+FMA, else "portable": plain C++ that
-// the compiler auto-vectorises (every other CPU, aarch64 included). float64 always runs the
-// portable kernels.
+// The best path the CPU and OS support runs by default: AVX-512 (the GEMM micro-kernels, the NCHW
+// first-layer row kernels and the NHWC 2x2 pool forward; the other vector code is AVX2, which every
+// AVX-512 CPU has), else AVX2+FMA, else "portable": plain C++ that the compiler auto-vectorises
+// (every other CPU, aarch64 included). float64 always runs the portable kernels.
 // CUCONV_CPU_ISA=avx512|avx2|portable forces a path; it is read on every call, so tests can switch
 // paths within one process. A forced path this CPU cannot run falls back to the best one it can;
 // any other value is an error.
