@@ -136,3 +136,15 @@ def test_cpu_isa_compare_script_runs():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("pool_fwd/seed.pool2/n2/")]
     assert len(rows) == 1 and "ratio" in rows[0], proc.stdout
+
+
+@pytest.mark.parametrize("after_matmul", [False, True])
+def test_train_step_fresh_script_runs(after_matmul):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PYEXT, os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, "benchmarks/train_step_fresh.py", "--batch", "2", "--layout", "nchw", "--reps", "2"]
+    proc = subprocess.run(cmd + (["--after-matmul"] if after_matmul else []),
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("matmul first" in proc.stdout) == after_matmul
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("train_step/seed_cnn/n2/float32/nchw")]
+    assert len(rows) == 1 and "ratio" in rows[0], proc.stdout
