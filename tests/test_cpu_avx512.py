@@ -53,7 +53,7 @@ CASES = [
 ]
 
 
-def _rows_grad_weight(case, channels_last, Q):
+def _runs_row_kernels(case, channels_last, Q):
     """Whether the AVX-512 path runs the row-vectorised kernels (rows_avx512_eligible)."""
     N, C, H, W, K, R, S, stride, pad, dil, groups = case
     return (not channels_last and groups == 1 and stride == (1, 1) and dil == (1, 1) and C * R * S <= 32
@@ -79,17 +79,17 @@ def test_avx512_matches_avx2_bitwise_and_float64(case, channels_last, monkeypatc
     ref = _reference(x, w, b, stride, pad, dil, groups, gy)
     for what, r in ref.items():
         a2, a5 = out["avx2"][what], out["avx512"][what]
-        if not (what == "grad weight" and _rows_grad_weight(case, channels_last, Q)):
+        if not (what == "grad weight" and _runs_row_kernels(case, channels_last, Q)):
             assert torch.equal(a2, a5), f"{what}: AVX-512 and AVX2 differ (max {(a2 - a5).abs().max().item():.3e})"
         err = (a5.double() - r).abs().max().item() if r.numel() else 0.0
         scale = max(r.abs().max().item(), 1e-30) if r.numel() else 1.0
         assert err <= 1e-5 * scale, f"{what}: max error {err:.3e}, scale {scale:.3e}"
 
 
-def test_rows_grad_weight_runs_on_the_first_layers():
+def test_row_kernels_run_on_the_first_layers():
     # The cases above must include the row-vectorised kernel's shapes (seed CNN and ResNet stems).
-    assert _rows_grad_weight(CASES[0], False, 30) and _rows_grad_weight(CASES[1], False, 19)
-    assert not _rows_grad_weight(CASES[0], True, 30)
+    assert _runs_row_kernels(CASES[0], False, 30) and _runs_row_kernels(CASES[1], False, 19)
+    assert not _runs_row_kernels(CASES[0], True, 30)
 
 
 @needs_avx512

@@ -222,6 +222,18 @@ def test_backward_buffer_reused_across_sizes_and_dtypes(runner):
             torch.testing.assert_close(a, e)
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_backward_op_empty_batch_and_no_windows(runner, fmt):
+    # Batch 0: every gradient has its shape, and the weight and bias gradients are zeros.
+    op = torch.ops.cuconv.conv2d_bias_relu_max_pool2d_backward.default
+    w = rand(4, 3, 3, 3, grad=False)
+    x = rand(0, 3, 8, 8, fmt=fmt, grad=False)
+    out, idx = conv2d_relu_max_pool2d(x, w, None, return_indices=True)
+    gi, gw, gb = op(torch.zeros_like(out), out, idx, x, w, [1, 1], [0, 0], [1, 1], 1, [True, True, True])
+    assert gi.shape == x.shape
+    assert gw.shape == w.shape and not gw.any() and gb.shape == (4,) and not gb.any()
+
+
 def test_backward_op_opcheck_and_errors():
     op = torch.ops.cuconv.conv2d_bias_relu_max_pool2d_backward.default
     for fmt in (torch.contiguous_format, torch.channels_last):

@@ -14,9 +14,7 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <utility>
-#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -35,7 +33,7 @@ namespace cuconv::cpu {
 namespace {
 
 constexpr int kKB = 12;  // output channels per register block
-constexpr int kMaxTaps = 32;
+constexpr int kMaxTaps = 32;  // rows_avx512_eligible: C*R*S <= 32
 
 // Outputs q0 .. q0 + 16*NV of row p for NK output channels; m0/m1 mask the two 16-wide halves.
 template <int NK, int NV>
@@ -88,29 +86,17 @@ __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mma
 
 void conv2d_fprop_rows_avx512(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
                               bool relu) {
-  const int64_t RS = p.R * p.S, CRS = p.C * RS, PQ = p.P * p.Q, HW = p.H * p.W;
-  const int64_t Hp = p.P + p.R - 1, Wp = p.Q + p.S - 1;  // the padded input (stride 1, no dilation)
-  const bool padded = Hp != p.H || Wp != p.W;
+  const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q;
   const int64_t kblocks = ceil_div(p.K, kKB);
   // Items are (image, block of output channels), image-major, so a thread's consecutive items
   // mostly share the image (and its padded copy).
   at::parallel_for(0, p.N * kblocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> xp_buf(padded ? size_t(p.C * Hp * Wp) : 0, 0.f);
-    int64_t copied = -1;
+    RowsInput in(p);
     const float* tap[kMaxTaps];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / kblocks, k0 = (item % kblocks) * kKB, nk = std::min<int64_t>(kKB, p.K - k0);
-      const float* xn = x + n * p.C * HW;
-      if (padded) {  // the image inside a zero border (the border was zeroed once)
-        if (copied != n)
-          for (int64_t c = 0; c < p.C; ++c)
-            for (int64_t h = 0; h < p.H; ++h)
-              std::memcpy(xp_buf.data() + (c * Hp + h + p.pad_h) * Wp + p.pad_w, xn + (c * p.H + h) * p.W,
-                          size_t(p.W) * sizeof(float));
-        copied = n;
-        xn = xp_buf.data();
-      }
-      for (int64_t t = 0; t < CRS; ++t) tap[t] = xn + ((t / RS) * Hp + (t % RS) / p.S) * Wp + t % p.S;
+      const float* xn = in.image(x, n);
+      for (int64_t t = 0; t < CRS; ++t) tap[t] = in.tap(xn, t);
       const float* wk = w + k0 * CRS;
       const float* bk = bias ? bias + k0 : nullptr;
       float* yk = y + (n * p.K + k0) * PQ;
@@ -120,7 +106,7 @@ void conv2d_fprop_rows_avx512(const Conv2dParams& p, const float* x, const float
         const RowChunkFn fn = row_chunk_fn(int(nk), nv);
         const __mmask16 m0 = lanes(left), m1 = lanes(left - 16);
         for (int64_t row = 0; row < p.P; ++row)
-          fn(CRS, tap, row * Wp + q0, wk, bk, yk + row * p.Q + q0, PQ, m0, m1, relu);
+          fn(CRS, tap, row * in.row_pitch() + q0, wk, bk, yk + row * p.Q + q0, PQ, m0, m1, relu);
       }
     }
   });

@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -96,35 +95,23 @@ float lane_sum(const float* v) {
 }  // namespace
 
 void conv2d_wgrad_rows_avx512(const Conv2dParams& p, const float* gy, const float* x, float* gw) {
-  const int64_t RS = p.R * p.S, CRS = p.C * RS, PQ = p.P * p.Q, HW = p.H * p.W;
-  const int64_t Hp = p.P + p.R - 1, Wp = p.Q + p.S - 1;  // the padded input (stride 1, no dilation)
-  const bool padded = Hp != p.H || Wp != p.W;
+  const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q;
   const int64_t kblocks = ceil_div(p.K, kKB), tblocks = ceil_div(CRS, kTB);
   at::parallel_for(0, kblocks, 1, [&](int64_t begin, int64_t end) {
     // Per (k block, tap block): 4 x 6 sums of 16 lanes, kept across the images.
     std::vector<float> acc(size_t((end - begin) * tblocks * kKB * kTB * 16), 0.f);
-    std::vector<float> xp_buf(padded ? size_t(p.C * Hp * Wp) : 0, 0.f);
+    RowsInput in(p);
     for (int64_t n = 0; n < p.N; ++n) {
-      const float* xn = x + n * p.C * HW;
-      if (padded) {  // the image inside a zero border (the border was zeroed once)
-        for (int64_t c = 0; c < p.C; ++c)
-          for (int64_t h = 0; h < p.H; ++h)
-            std::memcpy(xp_buf.data() + (c * Hp + h + p.pad_h) * Wp + p.pad_w, xn + (c * p.H + h) * p.W,
-                        size_t(p.W) * sizeof(float));
-        xn = xp_buf.data();
-      }
+      const float* xn = in.image(x, n);
       for (int64_t kb = begin; kb < end; ++kb) {
         const int64_t k0 = kb * kKB, nk = std::min<int64_t>(kKB, p.K - k0);
         const float* gyk = gy + (n * p.K + k0) * PQ;
         for (int64_t tb = 0; tb < tblocks; ++tb) {
           const int64_t t0 = tb * kTB, nt = std::min<int64_t>(kTB, CRS - t0);
           const float* taps[kTB];
-          for (int64_t t = 0; t < nt; ++t) {
-            const int64_t c = (t0 + t) / RS, r = (t0 + t) % RS / p.S, s = (t0 + t) % p.S;
-            taps[t] = xn + (c * Hp + r) * Wp + s;
-          }
+          for (int64_t t = 0; t < nt; ++t) taps[t] = in.tap(xn, t0 + t);
           float* a = acc.data() + ((kb - begin) * tblocks + tb) * kKB * kTB * 16;
-          rows_block_fn(int(nk), int(nt))(p.P, p.Q, PQ, Wp, gyk, taps, a);
+          rows_block_fn(int(nk), int(nt))(p.P, p.Q, PQ, in.row_pitch(), gyk, taps, a);
         }
       }
     }
