@@ -1,7 +1,7 @@
 """The CPU runner's AVX-512 path (csrc/cpu/gemm_avx512.cpp) against the AVX2 path and float64:
 the 8x16 micro-kernel, the small-output GEMM of first-layer grad weights (C in registers over all
 positions), the row-vectorised forward and grad weight of few-channel NCHW layers, and the ISA
-switch itself. The AVX-512 kernels sum every output element in the same order as the AVX2 ones (the
+switch itself, and the AVX-512 Winograd transforms (NHWC, 16 channels per step). The AVX-512 kernels sum every output element in the same order as the AVX2 ones (the
 row-vectorised forward too), so the two paths must agree bit for bit, not just within a tolerance;
 only the row-vectorised grad weight (conv2d_wgrad_rows_avx512.cpp) sums in another order, and is
 held to the float64 bound.
@@ -22,8 +22,9 @@ needs_avx512 = pytest.mark.skipif("avx512" not in CPU_ISA_PATHS, reason="this CP
 
 def _all_passes(x, w, b, stride, pad, dil, groups, gy):
     y = ops.conv2d(x, w, b, stride, pad, dil, groups)
+    y_relu = ops.conv2d_bias_relu(x, w, b, stride, pad, dil, groups)
     gx, gw, gb = ops.conv2d_backward(gy, x, w, stride, pad, dil, groups, [True, True, True])
-    return {"forward": y, "grad input": gx, "grad weight": gw, "grad bias": gb}
+    return {"forward": y, "forward + ReLU": y_relu, "grad input": gx, "grad weight": gw, "grad bias": gb}
 
 
 def _reference(x, w, b, stride, pad, dil, groups, gy):
@@ -32,7 +33,8 @@ def _reference(x, w, b, stride, pad, dil, groups, gy):
     b = b.detach().double().requires_grad_()
     y = F.conv2d(F.pad(x, (pad[1], pad[3], pad[0], pad[2])), w, b, stride, 0, dil, groups)
     y.backward(gy.double())
-    return {"forward": y.detach(), "grad input": x.grad, "grad weight": w.grad, "grad bias": b.grad}
+    return {"forward": y.detach(), "forward + ReLU": y.detach().relu(), "grad input": x.grad, "grad weight": w.grad,
+            "grad bias": b.grad}
 
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups): the small-output grad weight (rows
@@ -48,6 +50,7 @@ CASES = [
     (2, 4, 10, 10, 12, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 2),    # groups: 18 x 6 per group
     (2, 19, 12, 11, 33, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),   # 8-row tiles, partial both ways
     (2, 32, 9, 10, 40, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),    # Winograd (auto), blocks of 8 tiles
+    (3, 20, 7, 9, 36, 3, 3, (1, 1), [1, 0, 2, 1], (1, 1), 1),     # Winograd: 16 + 4 and 16 + 16 + 4 channel lanes
     (2, 13, 11, 11, 21, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),   # stride 2: im2col GEMMs
     (0, 3, 8, 8, 16, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),      # batch 0
 ]
