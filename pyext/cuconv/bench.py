@@ -77,10 +77,6 @@ ALL_OPS = CONV_OPS + POOL_OPS + TRAIN_OPS
 # --quick: the seed CNN's layers and its training step, batch 32.
 QUICK_SHAPES = ("seed.conv1", "seed.conv2", "seed.pool1", "seed.pool2", "seed_cnn")
 
-# The fused conv+bias+ReLU operator does not exist yet; when it is added under this name with
-# conv2d's schema, the conv_bias_relu rows start measuring it.
-FUSED_CONV_BIAS_RELU = "conv2d_bias_relu"
-
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 
@@ -165,13 +161,6 @@ def _conv_out(size, k, stride, pad):
     return (size + 2 * pad - k) // stride + 1
 
 
-def _fused_op():
-    try:
-        return getattr(torch.ops.cuconv, FUSED_CONV_BIAS_RELU)
-    except (AttributeError, RuntimeError):
-        return None
-
-
 def prepare(case: Case, seed: int = 0) -> Prepared:
     """Allocate the tensors/models of `case` and return its two callables."""
     import cuconv  # noqa: F401  (registers torch.ops.cuconv)
@@ -212,10 +201,7 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
                                 torch.relu_(aten.convolution(x, w, b, stride, pad, dil, False, [0, 0], 1)),
                                 two, two, [0, 0], [1, 1], False),
                             flops, "GFLOP/s")
-        fused = _fused_op()
-        if fused is None:
-            raise Skip(f"torch.ops.cuconv.{FUSED_CONV_BIAS_RELU} does not exist yet")
-        return Prepared(lambda: fused(x, w, b, stride, pad, dil, 1),
+        return Prepared(lambda: cu.conv2d_bias_relu(x, w, b, stride, pad, dil, 1),
                         lambda: torch.relu_(aten.convolution(x, w, b, stride, pad, dil, False, [0, 0], 1)),
                         flops, "GFLOP/s")
 
