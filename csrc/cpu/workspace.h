@@ -24,10 +24,11 @@ inline bool pitch_ok(int64_t ld) { return ld % 32 != 0; }
 // are page-faulted in (and zeroed by the kernel) on every call, which costs as much as the GEMM
 // for small layers. Buffers in use at once must have different slots: inside a parallel region
 // the kernels use 0-2 on every thread (the calling thread included), so a buffer the calling
-// thread fills before the region and the workers read during it uses slot 3.
+// thread fills before the region and the workers read during it uses slot 3, or slot 4 when 3 is
+// taken too (Winograd's channels-last copy of its input, beside its transformed filter in 3).
 template <typename T>
 T* scratch(int slot, int64_t n) {
-  thread_local at::Tensor cache[4];
+  thread_local at::Tensor cache[5];
   const int64_t bytes = n * int64_t(sizeof(T));
   if (!cache[slot].defined() || cache[slot].numel() < bytes) cache[slot] = at::empty({bytes}, at::kByte);
   return reinterpret_cast<T*>(cache[slot].data_ptr());
