@@ -389,10 +389,11 @@ void output_transform_avx2(const WinogradConv& s, const float* M, int64_t ldm, i
 // order per lane, so the bits equal the AVX2 path's. A tile takes half the instructions, and each
 // of the 16 V (or M) rows it writes (or reads) per step is one whole 64-byte line instead of half
 // of one. On Zen 4 the AVX2 transforms took 29% of seed.conv2's grad input (channels_last, batch
-// 128); these made the NHWC Winograd passes 3-24% faster. Lanes past C (K) load as zeros (V's rows
-// are padded to round_up(C, 8) + 8 >= round_up(C, 16) floats, M's to pitch(K)). NCHW keeps the
-// AVX2 transforms: 16 planes built from two 8-plane halves measured no faster, as its loads,
-// transposes and 64-bit stores cost what they cost per channel.
+// 128); these made the NHWC Winograd passes up to 24% faster (none slower beyond noise). Lanes past
+// C (K) load as zeros (V's rows are padded to round_up(C, 8) + 8 >= round_up(C, 16) floats, M's to
+// pitch(K)). NCHW outputs keep the AVX2 transform: 16 planes stored per 8-channel half measured no
+// faster, as its 64-bit stores cost what they cost per channel. NCHW inputs are copied
+// channels-last first (channels_last_copy, below).
 CUCONV_AVX512 inline __mmask16 lanes16(int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
 }
