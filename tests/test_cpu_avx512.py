@@ -38,7 +38,7 @@ def _reference(x, w, b, stride, pad, dil, groups, gy):
 
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups): the small-output grad weight (rows
-# C*R*S = 1..32 in panels of at most 14, columns 1..64 in one or two vectors, over >= 64
+# C*R*S = 1..64 in panels of at most 14, columns 1..128 in blocks of one or two vectors, over >= 64
 # positions), the 8-row tiles with partial rows and columns, Winograd, grouped and strided convs.
 CASES = [
     (2, 3, 32, 32, 32, 3, 3, (1, 1), [0, 0, 0, 0], (1, 1), 1),    # seed CNN first layer: 27 x 32
@@ -51,7 +51,9 @@ CASES = [
     (2, 19, 12, 11, 33, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),   # 8-row tiles, partial both ways
     (2, 32, 9, 10, 40, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),    # Winograd (auto), blocks of 8 tiles
     (3, 20, 7, 9, 36, 3, 3, (1, 1), [1, 0, 2, 1], (1, 1), 1),     # Winograd: 16 + 4 and 16 + 16 + 4 channel lanes
-    (2, 13, 11, 11, 21, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),   # stride 2: im2col GEMMs
+    (2, 13, 11, 11, 21, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),   # stride 2: im2col GEMMs, NHWC grad input by phases
+    (3, 40, 12, 10, 100, 1, 1, (2, 2), [0, 0, 0, 0], (1, 1), 1),  # 1x1 shortcut: 40 x 100 small-output grad weight (NHWC)
+    (17, 9, 8, 8, 20, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),     # phases over several images: uneven C rows
     (0, 3, 8, 8, 16, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),      # batch 0
 ]
 

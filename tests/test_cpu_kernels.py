@@ -35,6 +35,12 @@ CONV_CASES = [
     (1, 4, 6, 6, 4, 5, 5, (3, 2), [2, 1, 0, 3], (1, 1), 4),       # depthwise, kernel > stride
     (2, 3, 5, 5, 4, 3, 3, (1, 1), [4, 4, 4, 4], (1, 1), 1),       # padding larger than the kernel
     (4, 19, 12, 11, 33, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),   # more than one tile both ways
+    # Strided, one group, no dilation: NHWC grad input by phases (backward_input_nhwc_phases)
+    (2, 19, 13, 11, 21, 3, 3, (2, 2), [1, 0, 2, 1], (1, 1), 1),   # phases of 2x2/2x1/1x2/1x1 taps, odd sizes
+    (2, 6, 13, 10, 5, 5, 4, (3, 2), [2, 1, 0, 3], (1, 1), 1),     # 2 or 1 taps per phase row, 2 per column
+    (2, 4, 10, 8, 6, 2, 2, (3, 3), [1, 1, 1, 1], (1, 1), 1),      # kernel < stride: untapped phases
+    (20, 8, 8, 8, 12, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),     # 4x4 maps, 16 images per GEMM: uneven C rows
+    (2, 3, 1, 5, 5, 1, 3, (2, 2), [0, 1, 0, 1], (1, 1), 1),       # a one-row input: phases with no pixels
 ]
 
 

@@ -6,7 +6,9 @@
 //   gemm_bench --check        (what ctest runs: odd shapes on every ISA path this CPU has)
 //
 // --rows gives A as row pointers and B packed once (gemm_packed_b_offset), as the NHWC forward
-// and the Winograd GEMMs call it; the default is plain row-major A and B.
+// and the Winograd GEMMs call it; the default is plain row-major A and B. The check also gives C
+// as row pointers spaced unevenly (as the strided NHWC grad input writes every other pixel), so
+// tiles run both in place and through the staging tile.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -42,19 +44,32 @@ std::vector<Isa> isa_paths() {
   return paths;
 }
 
+enum class Mode { plain, rows, c_rows };
+const char* mode_name(Mode m) { return m == Mode::plain ? "plain" : m == Mode::rows ? "rows" : "c_rows"; }
+
 struct Problem {
   int64_t M, N, K;
-  bool rows;
+  bool rows, crows;
   std::vector<float> A, B, Bp, C;
   std::vector<const float*> a_rows;
+  std::vector<float*> c_rows;
   float* bp = nullptr;
 
-  Problem(int64_t m, int64_t n, int64_t k, bool use_rows, unsigned seed) : M(m), N(n), K(k), rows(use_rows) {
+  // c_rows: row i at i*(N + 3) + (i / 5)*7, so runs of up to 5 rows are evenly spaced and longer
+  // ones are not; the gaps stay poisoned.
+  static int64_t c_offset(int64_t i, int64_t N, bool crows) { return crows ? i * (N + 3) + (i / 5) * 7 : i * N; }
+  float c_at(int64_t i, int64_t j) const { return C[c_offset(i, N, crows) + j]; }
+
+  Problem(int64_t m, int64_t n, int64_t k, Mode mode, unsigned seed)
+      : M(m), N(n), K(k), rows(mode == Mode::rows), crows(mode == Mode::c_rows) {
     std::mt19937 gen(seed);
     std::uniform_real_distribution<float> dist(-1.f, 1.f);
-    A.resize(M * K), B.resize(K * N), C.assign(M * N, std::nanf(""));  // poisoned: unwritten fails
+    A.resize(M * K), B.resize(K * N);
+    C.assign(c_offset(M, N, crows), std::nanf(""));  // poisoned: unwritten fails
     for (float& v : A) v = dist(gen);
     for (float& v : B) v = dist(gen);
+    if (crows)
+      for (int64_t i = 0; i < M; ++i) c_rows.push_back(C.data() + c_offset(i, N, true));
     if (rows) {
       a_rows.resize(M);
       for (int64_t i = 0; i < M; ++i) a_rows[i] = A.data() + i * K;
@@ -73,6 +88,7 @@ struct Problem {
     g.C = C.data(), g.ldc = N;
     g.parallel = parallel;
     if (rows) g.a_rows = a_rows.data(), g.B = bp, g.b_packed = true;
+    if (crows) g.c_rows = c_rows.data();
     return g;
   }
 
@@ -88,10 +104,17 @@ struct Problem {
           mag += std::fabs(double(A[i * K + p]) * B[p * N + j]);
         }
         const double bound = double(K) * 1.1920929e-7 * mag + 1e-30;
-        const double err = std::fabs(double(C[i * N + j]) - ref);
-        worst = std::isnan(C[i * N + j]) ? INFINITY : std::max(worst, err / bound);
+        const double err = std::fabs(double(c_at(i, j)) - ref);
+        worst = std::isnan(c_at(i, j)) ? INFINITY : std::max(worst, err / bound);
       }
     return worst;
+  }
+
+  // Whether anything outside C's rows was written (the gaps between c_rows).
+  bool gaps_written() const {
+    int64_t written = 0;
+    for (float v : C) written += !std::isnan(v);
+    return written != M * N;
   }
 };
 
@@ -141,26 +164,27 @@ double fma_peak_gflops(Isa isa) {
 double fma_peak_gflops(Isa) { return 0.0; }
 #endif
 
-// Odd shapes around the tile edges (8x16, 6x16, 4x16 tiles; K blocks of 256), both operand modes,
+// Odd shapes around the tile edges (8x16, 6x16, 4x16 tiles; K blocks of 256), every operand mode,
 // every ISA path, and 1 against 2 threads (the bits must not change). Returns the failure count.
 int check() {
   const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {9, 17, 64}, {67, 45, 300}, {33, 70, 257}, {256, 96, 128}};
   int failures = 0;
   for (Isa isa : isa_paths())
-    for (bool rows : {false, true})
+    for (Mode mode : {Mode::plain, Mode::rows, Mode::c_rows})
       for (const auto& s : shapes) {
-        Problem one(s[0], s[1], s[2], rows, 7), two(s[0], s[1], s[2], rows, 7);
+        Problem one(s[0], s[1], s[2], mode, 7), two(s[0], s[1], s[2], mode, 7);
         at::set_num_threads(1);
         gemm(isa, one.args(false));
         at::set_num_threads(2);
         gemm(isa, two.args(true));
         const double share = one.worst_error_share();
         const bool same = std::memcmp(one.C.data(), two.C.data(), one.C.size() * sizeof(float)) == 0;
-        const bool ok = share <= 1.0 && same;
+        const bool gaps = one.gaps_written() || two.gaps_written();
+        const bool ok = share <= 1.0 && same && !gaps;
         failures += !ok;
-        std::printf("%-8s %-5s M=%-4ld N=%-4ld K=%-4ld error/bound %.2e, 1 vs 2 threads %s  %s\n", isa_name(isa),
-                    rows ? "rows" : "plain", long(s[0]), long(s[1]), long(s[2]), share, same ? "same bits" : "DIFFER",
-                    ok ? "ok" : "FAIL");
+        std::printf("%-8s %-6s M=%-4ld N=%-4ld K=%-4ld error/bound %.2e, 1 vs 2 threads %s%s  %s\n", isa_name(isa),
+                    mode_name(mode), long(s[0]), long(s[1]), long(s[2]), share, same ? "same bits" : "DIFFER",
+                    gaps ? ", wrote outside C" : "", ok ? "ok" : "FAIL");
       }
   return failures;
 }
@@ -196,7 +220,7 @@ int main(int argc, char** argv) {
     const double peak = fma_peak_gflops(isa);
     std::printf("%s: FMA loop %.1f GFLOP/s per thread\n", isa_name(isa), peak);
     for (size_t d = 0; d < dims.size(); d += 3) {
-      Problem pr(dims[d], dims[d + 1], dims[d + 2], rows, 1);
+      Problem pr(dims[d], dims[d + 1], dims[d + 2], rows ? Mode::rows : Mode::plain, 1);
       const GemmArgs<float> g = pr.args(threads > 1);
       gemm(isa, g);
       const double share = pr.worst_error_share();

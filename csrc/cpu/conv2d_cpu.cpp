@@ -7,7 +7,9 @@
 //    for dilated kernel rows.
 //  - grad input: dcol = W^T * grad_output, then col2im adds dcol into grad_input (measured faster
 //    here than a forward conv of grad_output with the flipped weight, even at stride 1; Winograd's
-//    flipped correlation is faster still where it applies).
+//    flipped correlation is faster still where it applies). NHWC strided convs instead split
+//    grad_input into stride_h x stride_w phases, each a stride-1 correlation written in place
+//    (backward_input_nhwc_phases).
 //  - small feature maps (deep layers) join several images into one GEMM (NHWC forward and grad
 //    input, NCHW grad input at 4x4 and below, grad weight), so the weight or the partial is
 //    streamed once per few hundred positions instead of once per image.
@@ -504,12 +506,105 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
   }
 }
 
+// NHWC grad input of a strided conv by phases (one group, no dilation), with no col2im: the
+// grad_input pixels (h, w) with (h + pad_h) % stride_h == a and (w + pad_w) % stride_w == b receive
+// only the taps r = a + j*stride_h, s = b + i*stride_w, each from grad_output pixel (u - j, v - i)
+// where u = (h + pad_h) / stride_h, v = (w + pad_w) / stride_w. So each phase (a, b) is a stride-1
+// correlation of grad_output with its sub-kernel: per j one GEMM whose A rows are runs of Sb whole
+// pixels of a zero-padded grad_output copy (read in place, as the NHWC forward reads its input) and
+// whose C rows are the phase's pixels of grad_input (row pointers). col2im instead wrote R*S values
+// per position and added them back (r18.l2.down: 590 KB per image).
+bool backward_input_by_phases(const Conv2dParams& p) {
+  return p.channels_last && (p.stride_h > 1 || p.stride_w > 1) && p.dil_h == 1 && p.dil_w == 1 && p.groups == 1;
+}
+
+template <typename T>
+void backward_input_nhwc_phases(Isa isa, const Conv2dParams& p, const T* gy, const T* w, T* gx,
+                                const at::TensorOptions& opts) {
+  const int64_t sh = p.stride_h, sw = p.stride_w, PQ = p.P * p.Q;
+  const int64_t Rm = ceil_div(p.R, sh), Sm = ceil_div(p.S, sw);  // taps per phase, at most
+  // Phase a's taps along one axis (0 when a >= R), and its pixels u in [first, end) (v likewise).
+  auto taps = [](int64_t a, int64_t R, int64_t s) { return a < R ? ceil_div(R - a, s) : int64_t(0); };
+  auto first = [](int64_t a, int64_t pad, int64_t s) { return a >= pad ? int64_t(0) : ceil_div(pad - a, s); };
+  auto end = [](int64_t a, int64_t pad, int64_t s, int64_t H) {
+    return H - 1 + pad - a < 0 ? int64_t(0) : (H - 1 + pad - a) / s + 1;
+  };
+  // grad_output zero-padded by Rm - 1 rows on top and Sm - 1 columns on the left, and down and to the
+  // right as far as the phases' last pixels read.
+  Conv2dParams q = p;
+  q.H = p.P, q.W = p.Q, q.C = p.K, q.pad_h = Rm - 1, q.pad_w = Sm - 1;
+  const int64_t Hb = Rm - 1 + std::max(p.P, end(0, p.pad_h, sh, p.H));
+  const int64_t Wb = Sm - 1 + std::max(p.Q, end(0, p.pad_w, sw, p.W));
+  const bool padded = Hb != p.P || Wb != p.Q;  // else grad_output is read in place (1x1 shortcuts)
+  const bool untapped = p.R < sh || p.S < sw;
+  // The weight per phase, one block per j: [i*K + k][c] = w(k, c, a + j*sh, b + (Sb - 1 - i)*sw), so
+  // the Sb pixels of an A row (leftmost first) meet their taps.
+  std::vector<at::Tensor> wops(sh * sw);
+  std::vector<int64_t> wstrides(sh * sw);
+  for (int64_t a = 0; a < sh; ++a)
+    for (int64_t b = 0; b < sw; ++b) {
+      const int64_t Ra = taps(a, p.R, sh), Sb = taps(b, p.S, sw);
+      if (Ra == 0 || Sb == 0) continue;
+      auto value = [&](int64_t j, int64_t i, int64_t c) {
+        const int64_t k = i % p.K, s = b + (Sb - 1 - i / p.K) * sw;
+        return w[((k * p.C + c) * p.R + a + j * sh) * p.S + s];
+      };
+      wops[a * sw + b] = weight_operand<T>(Ra, Sb * p.K, p.C, opts, wstrides[a * sw + b], value);
+    }
+  const int64_t per = images_per_gemm(p.N, PQ);
+  const int64_t blocks = ceil_div(p.N, per);
+  const bool split = gemm_should_split(blocks);
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end_block) {
+    thread_local std::vector<const T*> arows;
+    thread_local std::vector<T*> crows;
+    T* buf = padded ? scratch<T>(0, per * Hb * Wb * p.K) : nullptr;
+    for (int64_t blk = begin; blk < end_block; ++blk) {
+      const int64_t n0 = blk * per, nb = std::min(per, p.N - n0);
+      const T* gyb = gy + n0 * PQ * p.K;
+      if (padded) pad_nhwc(q, gyb, nb, Hb, Wb, buf), gyb = buf;
+      // Phases without taps (stride > kernel: the 1x1 shortcuts' odd rows and columns) are zeros;
+      // one fill of the images, since a fill per pixel (256 B) costs a memset call each.
+      if (untapped) std::fill(gx + n0 * p.H * p.W * p.C, gx + (n0 + nb) * p.H * p.W * p.C, T(0));
+      for (int64_t a = 0; a < sh; ++a)
+        for (int64_t b = 0; b < sw; ++b) {
+          const int64_t Ra = taps(a, p.R, sh), Sb = taps(b, p.S, sw);
+          const int64_t u0 = first(a, p.pad_h, sh), u1 = end(a, p.pad_h, sh, p.H);
+          const int64_t v0 = first(b, p.pad_w, sw), v1 = end(b, p.pad_w, sw, p.W);
+          if (u1 <= u0 || v1 <= v0) continue;
+          const int64_t M = nb * (u1 - u0) * (v1 - v0);
+          crows.resize(M);
+          for (int64_t i = 0, m = 0; i < nb; ++i)
+            for (int64_t u = u0; u < u1; ++u)
+              for (int64_t v = v0; v < v1; ++v, ++m)
+                crows[m] = gx + (((n0 + i) * p.H + u * sh + a - p.pad_h) * p.W + v * sw + b - p.pad_w) * p.C;
+          if (Ra == 0 || Sb == 0) continue;  // no tap lands on these pixels: zeroed above
+          arows.resize(M);
+          for (int64_t j = 0; j < Ra; ++j) {
+            for (int64_t i = 0, m = 0; i < nb; ++i)
+              for (int64_t u = u0; u < u1; ++u)
+                for (int64_t v = v0; v < v1; ++v, ++m)
+                  arows[m] = gyb + ((i * Hb + u - j + Rm - 1) * Wb + v - (Sb - 1) + Sm - 1) * p.K;
+            GemmArgs<T> g;
+            g.M = M, g.N = p.C, g.K = Sb * p.K;
+            g.a_rows = arows.data();
+            set_weight_operand(g, wops[a * sw + b].template const_data_ptr<T>() + j * wstrides[a * sw + b]);
+            g.c_rows = crows.data();
+            g.init = j == 0 ? GemmInit::zero : GemmInit::accumulate;
+            g.parallel = split;
+            gemm(isa, g);
+          }
+        }
+    }
+  });
+}
+
 template <typename T>
 void backward_input_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* w, T* gx,
                          const at::TensorOptions& opts) {
   if constexpr (std::is_same_v<T, float>) {
     if (use_winograd<T>(p, p.K, p.C)) return winograd_backward_input(isa, p, gy, w, gx);
   }
+  if (backward_input_by_phases(p)) return backward_input_nhwc_phases(isa, p, gy, w, gx, opts);
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
   // Several images per GEMM when feature maps are small (see images_per_gemm); NCHW only for the
@@ -623,8 +718,10 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   // NHWC 1x1 without padding but strided (ResNet shortcuts): each position's Cg values are one
   // run of the input, so the GEMM's A columns point into it (no im2col copy).
   const bool pixel_cols = !direct && p.channels_last && p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0;
-  const bool interleaved =
-      !direct && !pixel_cols && (nhwc_interleaved(p) || (!p.channels_last && small_output && p.dil_w == 1));
+  // (NCHW only for a first layer's few rows: at 64 x 128, a 1x1 shortcut, the buffer ran 0.44x.)
+  const bool interleaved = !direct && !pixel_cols &&
+                           (nhwc_interleaved(p) ||
+                            (!p.channels_last && small_output && CRS <= 32 && Kg <= 64 && p.dil_w == 1));
   const int64_t Wp = (p.Q - 1) * p.stride_w + p.S;
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<const T*> pos;

@@ -3,7 +3,7 @@
 //   A(i,p) = A[i*rsA + p*csA]  (any strides: plain rows, a transposed matrix, im2col columns),
 //            or a_rows[i][p]     (row pointers), or a_cols[p][i] (column pointers),
 //   B(p,j) = B[p*ldb + j]      (rows contiguous in j),
-//   C(i,j) = C[i*ldc + j].
+//   C(i,j) = C[i*ldc + j]      (or c_rows[i][j]).
 // Each C element is summed over p in increasing order by exactly one thread, so results do not
 // depend on the thread count. Register-blocked micro-kernels (AVX-512 8x16 or AVX2+FMA 6x16 for
 // float, portable C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed
@@ -44,6 +44,9 @@ struct GemmArgs {
   // Or as K column pointers: A(i, p) = a_cols[p][i] (a GEMM that reduces over positions whose
   // values sit in per-position runs). Mutually exclusive with a_rows.
   const T* const* a_cols = nullptr;
+  // C given as M row pointers: C(i, j) = c_rows[i][j] (C and ldc unused). Lets a conv write an
+  // output whose rows are not evenly spaced (every other pixel of every other row) in place.
+  T* const* c_rows = nullptr;
 };
 
 // The float micro-kernels' blocking: K in blocks of kGemmKC rows, B columns in slivers kGemmNR wide.
@@ -62,8 +65,8 @@ void gemm_portable(const GemmArgs<float>& g);
 void gemm_portable(const GemmArgs<double>& g);
 void gemm_avx2(const GemmArgs<float>& g);
 void gemm_avx512(const GemmArgs<float>& g);
-// Whether gemm(isa, g) takes the small-output path: C (M <= 32, N <= 64) kept in registers over
-// a long K, A's columns and B's rows read in place without packing (AVX-512 only).
+// Whether gemm(isa, g) takes the small-output path: C (M <= 64, N <= 128) kept in registers, 14 x 32
+// at a time, over a long K, A's columns and B's rows read in place without packing (AVX-512 only).
 bool gemm_small_output(Isa isa, const GemmArgs<float>& g);
 
 inline void gemm(Isa isa, const GemmArgs<float>& g) {

@@ -87,6 +87,24 @@ T* gemm_buffer(std::vector<T>& v, size_t n) {
   return reinterpret_cast<T*>((addr + 63) & ~uintptr_t(63));
 }
 
+// Calls kernel(c, ldc) for the C tile of rows i..i+mv, columns j..j+nv: in place when its rows are
+// evenly spaced (always, unless C is given as row pointers), else on a staging tile whose rows are
+// copied in first (when accumulating) and out after.
+template <int64_t MR, int64_t NR, typename T, class F>
+inline void on_c_tile(const GemmArgs<T>& g, int64_t i, int mv, int64_t j, int nv, GemmInit init, F kernel) {
+  if (!g.c_rows) return kernel(g.C + i * g.ldc + j, g.ldc);
+  T* const* r = g.c_rows + i;
+  const int64_t ld = mv > 1 ? r[1] - r[0] : 0;
+  bool even = true;
+  for (int k = 2; k < mv; ++k) even &= r[k] == r[0] + k * ld;
+  if (even) return kernel(r[0] + j, ld);
+  alignas(64) T tile[MR * NR];
+  if (init == GemmInit::accumulate)
+    for (int k = 0; k < mv; ++k) std::copy(r[k] + j, r[k] + j + nv, tile + k * NR);
+  kernel(tile, NR);
+  for (int k = 0; k < mv; ++k) std::copy(tile + k * NR, tile + k * NR + nv, r[k] + j);
+}
+
 template <class Kernel, typename T>
 void gemm_blocked(const GemmArgs<T>& g) {
   constexpr int64_t MR = Kernel::MR, NR = Kernel::NR;
@@ -135,8 +153,9 @@ void gemm_blocked(const GemmArgs<T>& g) {
                 const int mv = int(std::min(MR, g.M - i));
                 const T* bias = init == GemmInit::bias_row ? g.bias + i : bias_col;
                 const T* panel = pack_A ? ap + (i - i0) * kc : nullptr;
-                Kernel::run_packed(kc, panel, rows ? rows + (i - i0) : nullptr, mv, b, nv, g.C + i * g.ldc + j, g.ldc,
-                                   init, bias, relu);
+                on_c_tile<MR, NR>(g, i, mv, j, nv, init, [&](T* c, int64_t ldc) {
+                  Kernel::run_packed(kc, panel, rows ? rows + (i - i0) : nullptr, mv, b, nv, c, ldc, init, bias, relu);
+                });
               }
               continue;
             }
@@ -144,12 +163,12 @@ void gemm_blocked(const GemmArgs<T>& g) {
             for (int64_t i = i0; i < i1; i += MR) {
               const int mv = int(std::min(MR, g.M - i));
               const T* bias = init == GemmInit::bias_row ? g.bias + i : bias_col;
-              if (pack_A)
-                Kernel::run(kc, ap + (i - i0) * kc, 1, MR, mv, b, g.ldb, nv, g.C + i * g.ldc + j, g.ldc, init, bias,
-                            relu);
-              else
-                Kernel::run(kc, g.A + i * g.rsA + p0 * g.csA, g.rsA, g.csA, mv, b, g.ldb, nv, g.C + i * g.ldc + j,
-                            g.ldc, init, bias, relu);
+              on_c_tile<MR, NR>(g, i, mv, j, nv, init, [&](T* c, int64_t ldc) {
+                if (pack_A) Kernel::run(kc, ap + (i - i0) * kc, 1, MR, mv, b, g.ldb, nv, c, ldc, init, bias, relu);
+                else
+                  Kernel::run(kc, g.A + i * g.rsA + p0 * g.csA, g.rsA, g.csA, mv, b, g.ldb, nv, c, ldc, init, bias,
+                              relu);
+              });
             }
           }
         }
