@@ -688,7 +688,10 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   const int64_t CRS = Cg * p.R * p.S, RS = p.R * p.S;
   // Images per GEMM: their positions are concatenated along the GEMM's K, so small feature maps
   // sum ~512 positions per pass over the partial instead of one image's few. Fixed by the shapes.
-  const int64_t per = std::max<int64_t>(1, 512 / PQ);
+  // Fewer when the GEMM's A block (CRS x positions) would pass 512 KiB, half a Zen 4 core's L2:
+  // with one image instead of two, r18.l2.down's NCHW im2col block (576 x 256, not 1.2 MB) ran 1.01-1.03x.
+  int64_t per = std::max<int64_t>(1, 512 / PQ);
+  while (per > 1 && CRS * per * PQ * int64_t(sizeof(T)) > (int64_t(512) << 10)) per /= 2;
   // NCHW images are not adjacent along K, so joined images go through im2col (a copy for 1x1).
   const bool direct = reads_input_directly(p) && (p.channels_last || per == 1);
   // Fixed split of the batch into 8, 4, 2 or 1 chunks (even work for 2, 4 or 8 threads), fewer when
