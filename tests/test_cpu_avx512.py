@@ -51,6 +51,7 @@ CASES = [
     (2, 19, 12, 11, 33, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),   # 8-row tiles, partial both ways
     (2, 32, 9, 10, 40, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),    # Winograd (auto), blocks of 8 tiles
     (3, 20, 7, 9, 36, 3, 3, (1, 1), [1, 0, 2, 1], (1, 1), 1),     # Winograd: 16 + 4 and 16 + 16 + 4 channel lanes
+    (2, 48, 6, 7, 72, 3, 3, (1, 1), [1, 1, 1, 1], (1, 1), 1),     # Winograd grad weight 48 x 72: small-output GEMM
     (2, 13, 11, 11, 21, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),   # stride 2: im2col GEMMs, NHWC grad input by phases
     (3, 40, 12, 10, 100, 1, 1, (2, 2), [0, 0, 0, 0], (1, 1), 1),  # 1x1 shortcut: 40 x 100 small-output grad weight (NHWC)
     (17, 9, 8, 8, 20, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),     # phases over several images: uneven C rows

@@ -196,9 +196,10 @@ void gemm_small_output_avx512(const GemmArgs<float>& g) {
 
 }  // namespace
 
-// Up to 64 x 128 (5 row panels x 4 column blocks, each streaming K): a 1x1 shortcut's grad weight
-// (64 x 128 over 512 positions) ran 1.13x faster this way than blocked, where packing B and A per
-// K block copies about one value per 11 FMAs; at 128 x 256 and 256 x 512 it was 1.02x and 0.99x.
+// Up to 64 x 128 (5 row panels x 4 column blocks, each streaming K), where packing B and A per K
+// block costs more than re-reading them: a 1x1 shortcut's grad weight (64 x 128 over 512
+// positions) ran 1.13x faster this way than blocked, r18.l1's Winograd grad weight (64 x 64 per
+// tile position) 1.12-1.14x. Larger is slower: 128 x 128 (r18.l2) 0.98x, 256 x 256 (r18.l3) 0.84x.
 bool gemm_small_output(Isa isa, const GemmArgs<float>& g) {
   return isa == Isa::avx512 && !g.parallel && !g.a_rows && !g.c_rows && !g.b_packed && (g.a_cols || g.rsA == 1) &&
          g.M <= 64 && g.N <= 128 && g.K >= 64;
