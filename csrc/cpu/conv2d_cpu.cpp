@@ -523,18 +523,15 @@ void backward_input_nhwc_phases(Isa isa, const Conv2dParams& p, const T* gy, con
                                 const at::TensorOptions& opts) {
   const int64_t sh = p.stride_h, sw = p.stride_w, PQ = p.P * p.Q;
   const int64_t Rm = ceil_div(p.R, sh), Sm = ceil_div(p.S, sw);  // taps per phase, at most
-  // Phase a's taps along one axis (0 when a >= R), and its pixels u in [first, end) (v likewise).
+  // Phase a's taps along one axis (0 when a >= R). Its pixels are u in [0, U) (phase 0 has the
+  // most) with h = u*stride + a - pad inside the image: valid_range.
   auto taps = [](int64_t a, int64_t R, int64_t s) { return a < R ? ceil_div(R - a, s) : int64_t(0); };
-  auto first = [](int64_t a, int64_t pad, int64_t s) { return a >= pad ? int64_t(0) : ceil_div(pad - a, s); };
-  auto end = [](int64_t a, int64_t pad, int64_t s, int64_t H) {
-    return H - 1 + pad - a < 0 ? int64_t(0) : (H - 1 + pad - a) / s + 1;
-  };
+  const int64_t Uh = (p.H - 1 + p.pad_h) / sh + 1, Uw = (p.W - 1 + p.pad_w) / sw + 1;
   // grad_output zero-padded by Rm - 1 rows on top and Sm - 1 columns on the left, and down and to the
   // right as far as the phases' last pixels read.
   Conv2dParams q = p;
   q.H = p.P, q.W = p.Q, q.C = p.K, q.pad_h = Rm - 1, q.pad_w = Sm - 1;
-  const int64_t Hb = Rm - 1 + std::max(p.P, end(0, p.pad_h, sh, p.H));
-  const int64_t Wb = Sm - 1 + std::max(p.Q, end(0, p.pad_w, sw, p.W));
+  const int64_t Hb = Rm - 1 + std::max(p.P, Uh), Wb = Sm - 1 + std::max(p.Q, Uw);
   const bool padded = Hb != p.P || Wb != p.Q;  // else grad_output is read in place (1x1 shortcuts)
   const bool untapped = p.R < sh || p.S < sw;
   // The weight per phase, one block per j: [i*K + k][c] = w(k, c, a + j*sh, b + (Sb - 1 - i)*sw), so
@@ -554,11 +551,11 @@ void backward_input_nhwc_phases(Isa isa, const Conv2dParams& p, const T* gy, con
   const int64_t per = images_per_gemm(p.N, PQ);
   const int64_t blocks = ceil_div(p.N, per);
   const bool split = gemm_should_split(blocks);
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end_block) {
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<const T*> arows;
     thread_local std::vector<T*> crows;
     T* buf = padded ? scratch<T>(0, per * Hb * Wb * p.K) : nullptr;
-    for (int64_t blk = begin; blk < end_block; ++blk) {
+    for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t n0 = blk * per, nb = std::min(per, p.N - n0);
       const T* gyb = gy + n0 * PQ * p.K;
       if (padded) pad_nhwc(q, gyb, nb, Hb, Wb, buf), gyb = buf;
@@ -568,8 +565,9 @@ void backward_input_nhwc_phases(Isa isa, const Conv2dParams& p, const T* gy, con
       for (int64_t a = 0; a < sh; ++a)
         for (int64_t b = 0; b < sw; ++b) {
           const int64_t Ra = taps(a, p.R, sh), Sb = taps(b, p.S, sw);
-          const int64_t u0 = first(a, p.pad_h, sh), u1 = end(a, p.pad_h, sh, p.H);
-          const int64_t v0 = first(b, p.pad_w, sw), v1 = end(b, p.pad_w, sw, p.W);
+          int64_t u0, u1, v0, v1;
+          valid_range(a - p.pad_h, sh, p.H, Uh, u0, u1);
+          valid_range(b - p.pad_w, sw, p.W, Uw, v0, v1);
           if (u1 <= u0 || v1 <= v0) continue;
           const int64_t M = nb * (u1 - u0) * (v1 - v0);
           crows.resize(M);
