@@ -41,6 +41,11 @@ CONV_CASES = [
     (2, 4, 10, 8, 6, 2, 2, (3, 3), [1, 1, 1, 1], (1, 1), 1),      # kernel < stride: untapped phases
     (20, 8, 8, 8, 12, 3, 3, (2, 2), [1, 1, 1, 1], (1, 1), 1),     # 4x4 maps, 16 images per GEMM: uneven C rows
     (2, 3, 1, 5, 5, 1, 3, (2, 2), [0, 1, 0, 1], (1, 1), 1),       # a one-row input: phases with no pixels
+    # NCHW forward on a transposed NHWC copy (nchw_forward_via_nhwc): at least 64 outputs, S*C >= 32
+    (3, 13, 17, 19, 21, 3, 3, (2, 2), [1, 0, 2, 1], (1, 1), 1),   # padded: rows below the image read as zeros
+    (2, 11, 18, 20, 9, 3, 3, (2, 2), [0, 0, 0, 0], (1, 1), 1),    # windows stop short of the last row/column
+    (2, 16, 15, 10, 18, 3, 2, (2, 1), [0, 1, 1, 0], (1, 1), 1),   # stride (2, 1), 2-wide kernel
+    (1, 7, 12, 13, 10, 5, 5, (1, 1), [2, 2, 2, 2], (1, 1), 1),    # 5x5 stride 1, one image (split GEMMs)
 ]
 
 

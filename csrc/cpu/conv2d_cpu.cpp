@@ -1,7 +1,9 @@
 // conv2d on the CPU as matrix products (gemm_cpu.h).
 //  - float32 3x3 stride-1 ungrouped convs with enough channels: Winograd in all three passes
 //    (conv2d_winograd_cpu.cpp; use_winograd below says when).
-//  - forward NCHW:  y_n[K, PQ]  = W[K, CRS] * col_n[CRS, PQ]   (+ bias per row), im2col per image.
+//  - forward NCHW:  y_n[K, PQ]  = W[K, CRS] * col_n[CRS, PQ]   (+ bias per row), im2col per image;
+//    where whole pixels make a kernel row's run, the NHWC GEMMs below on a transposed copy of each
+//    image instead (nchw_forward_via_nhwc).
 //  - forward NHWC:  y[PQ, K] = A[PQ, RSC] * Wt[RSC, K] (+ bias per column) with A's rows read in
 //    place (one GEMM per kernel row) or from a row-interleaved buffer (few channels); im2col only
 //    for dilated kernel rows.
@@ -382,13 +384,27 @@ void pad_nhwc(const Conv2dParams& p, const T* x, int64_t nb, int64_t Hb, int64_t
     }
 }
 
+// The weight as forward_nhwc_rows' GEMMs read it, per (g, pass): [s*Cg + c][k] for kernel row
+// r = pass in place, [(s*R + r)*Cg + c][k] interleaved.
+template <typename T>
+at::Tensor nhwc_rows_weight(const Conv2dParams& p, const T* w, const at::TensorOptions& opts, int64_t& wstride) {
+  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), RS = p.R * p.S, RC = p.R * Cg;
+  const bool in_place = nhwc_reads_rows_in_place(p);
+  const int64_t passes = in_place ? p.R : 1, Kd = in_place ? p.S * Cg : p.S * RC;
+  return weight_operand<T>(p.groups * passes, Kd, Kg, opts, wstride, [&](int64_t b, int64_t i, int64_t k) {
+    const int64_t g = b / passes, c = i % Cg;
+    const int64_t r = in_place ? b % passes : (i / Cg) % p.R, s = in_place ? i / Cg : i / RC;
+    return w[((g * Kg + k) * Cg + c) * RS + r * p.S + s];
+  });
+}
+
 // The NHWC forward of nhwc_reads_rows_in_place / nhwc_interleaved: GEMMs whose A rows are pointers,
 // one per kernel row into the input in place, or one over the row-interleaved buffer.
 template <typename T>
 void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
                        const at::TensorOptions& opts) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
-  const int64_t RS = p.R * p.S, RC = p.R * Cg;
+  const int64_t RC = p.R * Cg;
   const bool in_place = nhwc_reads_rows_in_place(p);
   const int64_t passes = in_place ? p.R : 1, Kd = in_place ? p.S * Cg : p.S * RC;  // GEMMs per item, their K
   // The input rows and columns the windows cover, from -pad; in place needs a padded copy only when
@@ -396,14 +412,8 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
   const int64_t Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wp = (p.Q - 1) * p.stride_w + p.S;
   const bool padded = in_place && (p.pad_h > 0 || p.pad_w > 0 || Hp > p.H || Wp > p.W);
   const int64_t Hb = padded ? Hp : p.H, Wb = padded ? Wp : p.W;
-  // The weight per (g, pass): [s*Cg + c][k] for kernel row r = pass in place, [(s*R + r)*Cg + c][k]
-  // interleaved.
   int64_t wstride = 0;
-  const at::Tensor wop = weight_operand<T>(G * passes, Kd, Kg, opts, wstride, [&](int64_t b, int64_t i, int64_t k) {
-    const int64_t g = b / passes, c = i % Cg;
-    const int64_t r = in_place ? b % passes : (i / Cg) % p.R, s = in_place ? i / Cg : i / RC;
-    return w[((g * Kg + k) * Cg + c) * RS + r * p.S + s];
-  });
+  const at::Tensor wop = nhwc_rows_weight(p, w, opts, wstride);
   const int64_t per = images_per_gemm(p.N, PQ);
   const int64_t blocks = ceil_div(p.N, per);
   const bool split = gemm_should_split(blocks * G);
@@ -440,6 +450,83 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
   });
 }
 
+// NCHW convs with whole pixels per kernel row and no Winograd (r18.l2.down: 64 -> 128, 3x3,
+// stride 2) through forward_nhwc_rows' GEMMs, one image at a time: the image is transposed into a
+// zero-padded NHWC copy (279 KB for r18.l2.down, where im2col wrote 590 KB that the GEMM then
+// packed again), each kernel row is a GEMM whose A rows point into it, and the PQ x K result, still
+// in L2, is transposed into y. Measured against im2col (batch 32, interleaved): r18.l2.down 1.10-1.19x;
+// forced off Winograd, 3x3 stride 1 at 32x32 to 8x8 1.09-1.23x, 5x5 16 -> 32 1.43x (float64
+// 1.03-1.22x). Not for 4x4 maps (PQ 16: 0.80x, the GEMMs too short; NCHW does not join images),
+// 1x1 strided convs (0.72-0.82x: the transposes cost what the GEMM does), or padded images past
+// 1 MiB (float64 at 56x56: 0.98x). The choice depends on the shapes only, never the thread count.
+bool nchw_forward_via_nhwc(const Conv2dParams& p, int64_t elem_size) {
+  Conv2dParams q = p;
+  q.channels_last = true;
+  const int64_t Hb = (p.P - 1) * p.stride_h + p.R, Wb = (p.Q - 1) * p.stride_w + p.S;
+  return !p.channels_last && p.groups == 1 && p.dil_h == 1 && p.R * p.S > 1 && p.P * p.Q >= 64 &&
+         nhwc_reads_rows_in_place(q) && Hb * Wb * p.C * elem_size <= (int64_t(1) << 20);
+}
+
+template <typename T>
+void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
+                           const at::TensorOptions& opts) {
+  Conv2dParams q = p;
+  q.channels_last = true;
+  const int64_t C = p.C, K = p.K, PQ = p.P * p.Q, HW = p.H * p.W;
+  // The input rows and columns the windows read, from -pad; [lo, hi) of the columns are inside.
+  const int64_t Hb = (p.P - 1) * p.stride_h + p.R, Wb = (p.Q - 1) * p.stride_w + p.S;
+  int64_t lo = 0, hi = 0;
+  valid_range(-p.pad_w, 1, p.W, Wb, lo, hi);
+  int64_t wstride = 0;
+  const at::Tensor wop = nhwc_rows_weight(q, w, opts, wstride);
+  const int64_t ldo = pitch(K);
+  const bool split = gemm_should_split(p.N);  // same bits: every C element is one thread's FMA chain
+  at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<const T*> rows;
+    rows.resize(PQ);
+    T* in = scratch<T>(0, Hb * Wb * C);
+    T* out = scratch<T>(1, PQ * ldo);
+    for (int64_t n = begin; n < end; ++n) {
+      const T* xn = x + n * C * HW;
+      for (int64_t hb = 0; hb < Hb; ++hb) {
+        T* dst = in + hb * Wb * C;
+        const int64_t h = hb - p.pad_h;
+        if (h < 0 || h >= p.H) {
+          std::fill(dst, dst + Wb * C, T(0));
+          continue;
+        }
+        std::fill(dst, dst + lo * C, T(0));
+        std::fill(dst + hi * C, dst + Wb * C, T(0));
+      }
+      // 16 channel planes at a time, row after row: 16 input streams, where all C planes at once
+      // (4 KiB apart for 32 x 32 maps) measured as slow as im2col.
+      const int64_t h_end = std::min(p.H, Hb - p.pad_h);  // the rows read
+      if (hi > lo)
+        for (int64_t c0 = 0; c0 < C; c0 += 16)
+          for (int64_t h = 0; h < h_end; ++h)
+            transpose(isa, xn + c0 * HW + h * p.W + lo - p.pad_w, HW, in + ((h + p.pad_h) * Wb + lo) * C + c0, C,
+                      std::min<int64_t>(16, C - c0), hi - lo);
+      for (int64_t r = 0; r < p.R; ++r) {
+        for (int64_t oh = 0, m = 0; oh < p.P; ++oh) {
+          const T* row = in + (oh * p.stride_h + r) * Wb * C;
+          for (int64_t ow = 0; ow < p.Q; ++ow, ++m) rows[m] = row + ow * p.stride_w * C;
+        }
+        GemmArgs<T> a;
+        a.M = PQ, a.N = K, a.K = p.S * C;
+        a.a_rows = rows.data();
+        set_weight_operand(a, wop.const_data_ptr<T>() + r * wstride);
+        a.C = out, a.ldc = ldo;
+        a.init = r > 0 ? GemmInit::accumulate : bias ? GemmInit::bias_col : GemmInit::zero;
+        a.bias = bias;
+        a.relu = relu && r == p.R - 1;  // only the final sums are clamped
+        a.parallel = split;
+        gemm(isa, a);
+      }
+      transpose(isa, out, ldo, y + n * K * PQ, PQ, PQ, K);
+    }
+  });
+}
+
 template <typename T>
 void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
                   const at::TensorOptions& opts) {
@@ -450,7 +537,9 @@ void forward_impl(Isa isa, const Conv2dParams& p, const T* x, const T* w, const 
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
   const bool direct = reads_input_directly(p);
-  if (!p.channels_last) {
+  if (nchw_forward_via_nhwc(p, sizeof(T))) {
+    forward_nchw_via_nhwc(isa, p, x, w, bias, y, relu, opts);
+  } else if (!p.channels_last) {
     // One image per GEMM: joining small maps side by side (as NHWC does) measured slower here.
     const int64_t ldcol = pitch(PQ);
     const bool split = gemm_should_split(p.N * G);
