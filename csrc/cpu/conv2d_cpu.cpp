@@ -847,23 +847,26 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
           a.C = part + (chunk * G + g) * CRS * Kg, a.ldc = Kg;
           a.init = n == n0 ? GemmInit::zero : GemmInit::accumulate;
           a.parallel = split;
+          // B: grad_output as [positions][Kg], NCHW transposed (8x8 register blocks), NHWC in place
+          // or copied to a better pitch.
+          if (!p.channels_last) {
+            const T* gyg = gy + (n * p.K + g * Kg) * PQ;  // [nb][K][PQ] -> gyt[nb*PQ][Kg]
+            for (int64_t i = 0; i < nb; ++i)
+              transpose(isa, gyg + i * p.K * PQ, PQ, gyt + i * PQ * ldg, ldg, Kg, PQ);
+            a.B = gyt, a.ldb = ldg;
+          } else {
+            const T* gyg = gy + n * PQ * p.K + g * Kg;
+            if (copy_gy) {
+              for (int64_t i = 0; i < nb * PQ; ++i)
+                for (int64_t k = 0; k < Kg; ++k) gyt[i * ldg + k] = gyg[i * p.K + k];
+            }
+            a.B = copy_gy ? gyt : gyg, a.ldb = copy_gy ? ldg : p.K;
+          }
           if (row_cols) {
             for (int64_t i = 0; i < nb; ++i) {
               T* img = col + i * Hb * Wp * p.C;
               if (p.channels_last) pad_nhwc(p, x + (n + i) * HW * p.C, 1, Hb, Wp, img);
               else pad_nchw_to_nhwc(isa, p, x + (n + i) * p.C * HW, Hb, Wp, img);
-            }
-            if (p.channels_last) {
-              a.B = gy + n * PQ * p.K, a.ldb = p.K;
-              if (copy_gy) {
-                for (int64_t i = 0; i < nb * PQ; ++i)
-                  for (int64_t k = 0; k < Kg; ++k) gyt[i * ldg + k] = gy[(n * PQ + i) * p.K + k];
-                a.B = gyt, a.ldb = ldg;
-              }
-            } else {
-              for (int64_t i = 0; i < nb; ++i)
-                transpose(isa, gy + (n + i) * p.K * PQ, PQ, gyt + i * PQ * ldg, ldg, Kg, PQ);
-              a.B = gyt, a.ldb = ldg;
             }
             a.M = p.S * p.C;
             T* const part_rows = a.C;
@@ -888,10 +891,6 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
               for (int64_t i = 0; i < nb && !direct; ++i) im2col_nchw(p, xg + i * p.C * HW, col + i * PQ, ldcol);
               a.A = direct ? xg : col, a.rsA = direct ? HW : ldcol, a.csA = 1;
             }
-            const T* gyg = gy + (n * p.K + g * Kg) * PQ;  // [nb][K][PQ] -> gyt[nb*PQ][Kg]
-            for (int64_t i = 0; i < nb; ++i)
-              transpose(isa, gyg + i * p.K * PQ, PQ, gyt + i * PQ * ldg, ldg, Kg, PQ);
-            a.B = gyt, a.ldb = ldg;
           } else {
             const T* xn = x + n * HW * p.C;
             if (interleaved) {
@@ -908,12 +907,6 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
                 for (int64_t i = 0; i < nb; ++i) im2col_nhwc(p, xn + i * HW * p.C, g, col + i * PQ * CRS);
               a.A = direct ? xn + g * Cg : col, a.rsA = 1, a.csA = direct ? p.C : CRS;
             }
-            const T* gyg = gy + n * PQ * p.K + g * Kg;
-            if (copy_gy) {
-              for (int64_t i = 0; i < nb * PQ; ++i)
-                for (int64_t k = 0; k < Kg; ++k) gyt[i * ldg + k] = gyg[i * p.K + k];
-            }
-            a.B = copy_gy ? gyt : gyg, a.ldb = copy_gy ? ldg : p.K;
           }
           gemm(isa, a);
         }
@@ -936,8 +929,8 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
           const T* src = part_g + chunk * G * CRS * Kg + i * Kg;
           for (int64_t k = 0; k < kn; ++k) acc[k] += src[k];
         }
-        // Row i is (c, rs) = (i / RS, i % RS) in NCHW's im2col order, (i % Cg, i / Cg) in NHWC's,
-        // and (c, r, s) = (i % Cg, (i / Cg) % R, i / (R*Cg)) in the row-interleaved order.
+        // Row i is (c, rs) = (i / RS, i % RS) in NCHW's im2col order, (i % Cg, i / Cg) in NHWC's
+        // (and row_cols'), and (c, r, s) = (i % Cg, (i / Cg) % R, i / (R*Cg)) in the row-interleaved order.
         const int64_t o = interleaved ? (i % Cg) * RS + ((i / Cg) % p.R) * p.S + i / (p.R * Cg)
                           : nhwc_order ? (i % Cg) * RS + i / Cg
                                        : i;
