@@ -8,7 +8,8 @@
 // --rows gives A as row pointers and B packed once (gemm_packed_b_offset), as the NHWC forward
 // and the Winograd GEMMs call it; the default is plain row-major A and B. The check also gives C
 // as row pointers spaced unevenly (as the strided NHWC grad input writes every other pixel), so
-// tiles run both in place and through the staging tile.
+// tiles run both in place and through the staging tile, and A as column pointers whose values lie
+// in runs (GemmArgs::a_run, as the few-channel NHWC grad weight reads a window's kernel rows).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -44,24 +45,27 @@ std::vector<Isa> isa_paths() {
   return paths;
 }
 
-enum class Mode { plain, rows, c_rows };
-const char* mode_name(Mode m) { return m == Mode::plain ? "plain" : m == Mode::rows ? "rows" : "c_rows"; }
+enum class Mode { plain, rows, c_rows, col_runs };
+const char* mode_name(Mode m) {
+  return m == Mode::plain ? "plain" : m == Mode::rows ? "rows" : m == Mode::c_rows ? "c_rows" : "runs";
+}
 
 struct Problem {
   int64_t M, N, K;
-  bool rows, crows;
-  std::vector<float> A, B, Bp, C;
-  std::vector<const float*> a_rows;
+  bool rows, crows, runs;
+  std::vector<float> A, B, Bp, C, Acols;
+  std::vector<const float*> a_rows, a_cols;
   std::vector<float*> c_rows;
   float* bp = nullptr;
 
   // c_rows: row i at i*(N + 3) + (i / 5)*7, so runs of up to 5 rows are evenly spaced and longer
   // ones are not; the gaps stay poisoned.
+  static constexpr int64_t kRun = 5, kRunStride = 7;
   static int64_t c_offset(int64_t i, int64_t N, bool crows) { return crows ? i * (N + 3) + (i / 5) * 7 : i * N; }
   float c_at(int64_t i, int64_t j) const { return C[c_offset(i, N, crows) + j]; }
 
   Problem(int64_t m, int64_t n, int64_t k, Mode mode, unsigned seed)
-      : M(m), N(n), K(k), rows(mode == Mode::rows), crows(mode == Mode::c_rows) {
+      : M(m), N(n), K(k), rows(mode == Mode::rows), crows(mode == Mode::c_rows), runs(mode == Mode::col_runs) {
     std::mt19937 gen(seed);
     std::uniform_real_distribution<float> dist(-1.f, 1.f);
     A.resize(M * K), B.resize(K * N);
@@ -70,6 +74,14 @@ struct Problem {
     for (float& v : B) v = dist(gen);
     if (crows)
       for (int64_t i = 0; i < M; ++i) c_rows.push_back(C.data() + c_offset(i, N, true));
+    if (runs) {  // column p: runs of kRun values kRunStride apart (a conv window's kernel rows)
+      const int64_t col = (M + kRun - 1) / kRun * kRunStride;
+      Acols.assign(K * col, std::nanf(""));
+      for (int64_t p = 0; p < K; ++p) {
+        for (int64_t i = 0; i < M; ++i) Acols[p * col + i / kRun * kRunStride + i % kRun] = A[i * K + p];
+        a_cols.push_back(Acols.data() + p * col);
+      }
+    }
     if (rows) {
       a_rows.resize(M);
       for (int64_t i = 0; i < M; ++i) a_rows[i] = A.data() + i * K;
@@ -89,6 +101,7 @@ struct Problem {
     g.parallel = parallel;
     if (rows) g.a_rows = a_rows.data(), g.B = bp, g.b_packed = true;
     if (crows) g.c_rows = c_rows.data();
+    if (runs) g.a_cols = a_cols.data(), g.a_run = kRun, g.a_run_stride = kRunStride;
     return g;
   }
 
@@ -170,7 +183,7 @@ int check() {
   const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {9, 17, 64}, {67, 45, 300}, {33, 70, 257}, {256, 96, 128}};
   int failures = 0;
   for (Isa isa : isa_paths())
-    for (Mode mode : {Mode::plain, Mode::rows, Mode::c_rows})
+    for (Mode mode : {Mode::plain, Mode::rows, Mode::c_rows, Mode::col_runs})
       for (const auto& s : shapes) {
         Problem one(s[0], s[1], s[2], mode, 7), two(s[0], s[1], s[2], mode, 7);
         at::set_num_threads(1);

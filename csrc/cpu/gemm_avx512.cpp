@@ -144,16 +144,35 @@ CUCONV_AVX512 void small_output_panel(const GemmArgs<float>& g, int64_t i0, int6
                                                 : _mm512_setzero_ps();
     }
   const float* B = g.B + j0;
-  for (int64_t p = 0; p < g.K; ++p, B += g.ldb) {
-    const float* a = (kCols ? g.a_cols[p] : g.A + p * g.csA) + i0;
-    __m512 b[NV];
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_maskz_loadu_ps(v ? m1 : m0, B + 16 * v);
+  if (kCols && g.a_run > 0) {
+    // Column values in runs: row i0 + i sits at off[i] from the column's start.
+    int64_t off[MR];
 #pragma GCC unroll 14
-    for (int i = 0; i < MR; ++i) {
-      const __m512 ai = _mm512_set1_ps(a[i]);
+    for (int i = 0; i < MR; ++i) off[i] = (i0 + i) / g.a_run * g.a_run_stride + (i0 + i) % g.a_run;
+    for (int64_t p = 0; p < g.K; ++p, B += g.ldb) {
+      const float* a = g.a_cols[p];
+      __m512 b[NV];
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(ai, b[v], c[i][v]);
+      for (int v = 0; v < NV; ++v) b[v] = _mm512_maskz_loadu_ps(v ? m1 : m0, B + 16 * v);
+#pragma GCC unroll 14
+      for (int i = 0; i < MR; ++i) {
+        const __m512 ai = _mm512_set1_ps(a[off[i]]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(ai, b[v], c[i][v]);
+      }
+    }
+  } else {
+    for (int64_t p = 0; p < g.K; ++p, B += g.ldb) {
+      const float* a = (kCols ? g.a_cols[p] : g.A + p * g.csA) + i0;
+      __m512 b[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) b[v] = _mm512_maskz_loadu_ps(v ? m1 : m0, B + 16 * v);
+#pragma GCC unroll 14
+      for (int i = 0; i < MR; ++i) {
+        const __m512 ai = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(ai, b[v], c[i][v]);
+      }
     }
   }
   const __m512 zero = _mm512_setzero_ps();

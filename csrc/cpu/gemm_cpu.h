@@ -44,6 +44,9 @@ struct GemmArgs {
   // Or as K column pointers: A(i, p) = a_cols[p][i] (a GEMM that reduces over positions whose
   // values sit in per-position runs). Mutually exclusive with a_rows.
   const T* const* a_cols = nullptr;
+  // With a_cols, a column's values may lie in runs of a_run, a_run_stride apart: A(i, p) =
+  // a_cols[p][(i / a_run) * a_run_stride + i % a_run] (a conv window's kernel rows in an NHWC image).
+  int64_t a_run = 0, a_run_stride = 0;
   // C given as M row pointers: C(i, j) = c_rows[i][j] (C and ldc unused). Lets a conv write an
   // output whose rows are not evenly spaced (every other pixel of every other row) in place.
   T* const* c_rows = nullptr;

@@ -64,14 +64,21 @@ void pack_a(const T* A, int64_t rsA, int64_t csA, int64_t kc, int64_t rows, T* o
 }
 
 // Rows i0..i0+rows of A(i, p) = cols[p][i] (columns p0.., kc of them) into kc x MR panels.
+// With runs (run > 0), A(i, p) = cols[p][(i / run) * run_stride + i % run].
 template <typename T, int64_t MR>
-void pack_a_cols(const T* const* cols, int64_t i0, int64_t p0, int64_t kc, int64_t rows, T* out) {
+void pack_a_cols(const T* const* cols, int64_t run, int64_t run_stride, int64_t i0, int64_t p0, int64_t kc,
+                 int64_t rows, T* out) {
   for (int64_t i = 0; i < rows; i += MR) {
     const int64_t mv = std::min(MR, rows - i);
     T* dst = out + i * kc;
+    int64_t off[MR];
+    for (int64_t r = 0; r < mv; ++r) {
+      const int64_t row = i0 + i + r;
+      off[r] = run > 0 ? row / run * run_stride + row % run : row;
+    }
     for (int64_t p = 0; p < kc; ++p) {
-      const T* src = cols[p0 + p] + i0 + i;
-      for (int64_t r = 0; r < mv; ++r) dst[p * MR + r] = src[r];
+      const T* src = cols[p0 + p];
+      for (int64_t r = 0; r < mv; ++r) dst[p * MR + r] = src[off[r]];
       for (int64_t r = mv; r < MR; ++r) dst[p * MR + r] = T(0);
     }
   }
@@ -137,7 +144,7 @@ void gemm_blocked(const GemmArgs<T>& g) {
         else if (pack_B) pack_b<T, NR>(g.B + p0 * g.ldb, g.ldb, kc, tb * NR, te - tb, g.N, bp);
         for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
           const int64_t i1 = std::min(i0 + MC, g.M);
-          if (g.a_cols) pack_a_cols<T, MR>(g.a_cols, i0, p0, kc, i1 - i0, ap);
+          if (g.a_cols) pack_a_cols<T, MR>(g.a_cols, g.a_run, g.a_run_stride, i0, p0, kc, i1 - i0, ap);
           else if (pack_A) pack_a<T, MR>(g.A + i0 * g.rsA + p0 * g.csA, g.rsA, g.csA, kc, i1 - i0, ap);
           if (rows) {
             for (int64_t i = i0; i < i1; ++i) rows[i - i0] = (g.a_rows ? g.a_rows[i] : g.A + i * g.rsA) + p0;
