@@ -384,6 +384,25 @@ void pad_nhwc(const Conv2dParams& p, const T* x, int64_t nb, int64_t Hb, int64_t
     }
 }
 
+// The input rows and columns the windows cover, from -pad (undilated kernel rows): the size of a
+// zero-padded copy inside which every window reads.
+void window_extent(const Conv2dParams& p, int64_t& Hb, int64_t& Wb) {
+  Hb = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1;
+  Wb = (p.Q - 1) * p.stride_w + p.S;
+}
+
+// Where kernel row r of every window starts in nb NHWC images of Hb x Wb pixels (zero-padded copies,
+// or the input itself when no window leaves it), from channel c0: out[(i*P + oh)*Q + ow].
+template <typename T>
+void window_row_starts(const Conv2dParams& p, const T* img, int64_t nb, int64_t Hb, int64_t Wb, int64_t r,
+                       int64_t c0, const T** out) {
+  for (int64_t i = 0, m = 0; i < nb; ++i)
+    for (int64_t oh = 0; oh < p.P; ++oh) {
+      const T* row = img + ((i * Hb + oh * p.stride_h + r * p.dil_h) * Wb) * p.C + c0;
+      for (int64_t ow = 0; ow < p.Q; ++ow, ++m) out[m] = row + ow * p.stride_w * p.C;
+    }
+}
+
 // The weight as forward_nhwc_rows' GEMMs read it, per (g, pass): [s*Cg + c][k] for kernel row
 // r = pass in place, [(s*R + r)*Cg + c][k] interleaved.
 template <typename T>
@@ -435,7 +454,8 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
   const int64_t passes = in_place ? p.R : 1, Kd = in_place ? p.S * Cg : p.S * RC;  // GEMMs per item, their K
   // The input rows and columns the windows cover, from -pad; in place needs a padded copy only when
   // they leave the image.
-  const int64_t Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wp = (p.Q - 1) * p.stride_w + p.S;
+  int64_t Hp = 0, Wp = 0;
+  window_extent(p, Hp, Wp);
   const bool padded = in_place && (p.pad_h > 0 || p.pad_w > 0 || Hp > p.H || Wp > p.W);
   const int64_t Hb = padded ? Hp : p.H, Wb = padded ? Wp : p.W;
   int64_t wstride = 0;
@@ -455,12 +475,7 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
       if (!in_place) interleave_rows(p, base, nb, g, buf, rows.data());
       if (padded) pad_nhwc(p, base, nb, Hb, Wb, buf), base = buf;
       for (int64_t r = 0; r < passes; ++r) {
-        if (in_place)
-          for (int64_t i = 0, m = 0; i < nb; ++i)
-            for (int64_t oh = 0; oh < p.P; ++oh) {
-              const T* row = base + ((i * Hb + oh * p.stride_h + r * p.dil_h) * Wb) * p.C + g * Cg;
-              for (int64_t ow = 0; ow < p.Q; ++ow, ++m) rows[m] = row + ow * p.stride_w * p.C;
-            }
+        if (in_place) window_row_starts(p, base, nb, Hb, Wb, r, g * Cg, rows.data());
         GemmArgs<T> a;
         a.M = nb * PQ, a.N = Kg, a.K = Kd;
         a.a_rows = rows.data();
@@ -488,7 +503,8 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
 bool nchw_forward_via_nhwc(const Conv2dParams& p, int64_t elem_size) {
   Conv2dParams q = p;
   q.channels_last = true;
-  const int64_t Hb = (p.P - 1) * p.stride_h + p.R, Wb = (p.Q - 1) * p.stride_w + p.S;
+  int64_t Hb = 0, Wb = 0;
+  window_extent(p, Hb, Wb);
   return !p.channels_last && p.groups == 1 && p.dil_h == 1 && p.R * p.S > 1 && p.P * p.Q >= 64 &&
          nhwc_reads_rows_in_place(q) && Hb * Wb * p.C * elem_size <= (int64_t(1) << 20);
 }
@@ -499,8 +515,8 @@ void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* 
   Conv2dParams q = p;
   q.channels_last = true;
   const int64_t C = p.C, K = p.K, PQ = p.P * p.Q, HW = p.H * p.W;
-  // The input rows and columns the windows read, from -pad.
-  const int64_t Hb = (p.P - 1) * p.stride_h + p.R, Wb = (p.Q - 1) * p.stride_w + p.S;
+  int64_t Hb = 0, Wb = 0;
+  window_extent(p, Hb, Wb);
   int64_t wstride = 0;
   const at::Tensor wop = nhwc_rows_weight(q, w, opts, wstride);
   const int64_t ldo = pitch(K);
@@ -513,10 +529,7 @@ void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* 
     for (int64_t n = begin; n < end; ++n) {
       pad_nchw_to_nhwc(isa, p, x + n * C * HW, Hb, Wb, in);
       for (int64_t r = 0; r < p.R; ++r) {
-        for (int64_t oh = 0, m = 0; oh < p.P; ++oh) {
-          const T* row = in + (oh * p.stride_h + r) * Wb * C;
-          for (int64_t ow = 0; ow < p.Q; ++ow, ++m) rows[m] = row + ow * p.stride_w * C;
-        }
+        window_row_starts(p, in, 1, Hb, Wb, r, 0, rows.data());
         GemmArgs<T> a;
         a.M = PQ, a.N = K, a.K = p.S * C;
         a.a_rows = rows.data();
@@ -824,14 +837,14 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   const bool interleaved = !direct && !pixel_cols && !col_runs &&
                            (nhwc_interleaved(p) ||
                             (!p.channels_last && small_output && CRS <= 32 && Kg <= 64 && p.dil_w == 1));
-  const int64_t Wp = (p.Q - 1) * p.stride_w + p.S;
   // Whole pixels per kernel row (S*C values in a row of a zero-padded NHWC copy, transposed from
-  // NCHW): one GEMM per kernel row r whose A columns point into the copy, for partial rows
+  // NCHW; or of the NHWC input when no window leaves it): one GEMM per kernel row r whose A columns point into the copy, for partial rows
   // ((r*S + s)*C + c), NHWC's im2col order. Same products in the same order as im2col's GEMM, without
   // writing R*S values per position: measured (batch 32, interleaved) r18.l2.down 1.03x in both
   // layouts; forced off Winograd, 3x3 and 5x5 float32 0.97-1.15x (most 1.02-1.07x), float64 NCHW
   // 1.39-1.45x, NHWC 0.97-1.07x.
-  const int64_t Hb = (p.P - 1) * p.stride_h + p.R;
+  int64_t Hb = 0, Wb = 0;  // the zero-padded copy of row_cols and col_runs (undilated)
+  window_extent(p, Hb, Wb);
   const bool row_cols = !direct && !pixel_cols && !interleaved && !small_output && G == 1 && p.dil_h == 1 &&
                         p.dil_w == 1 && p.R * p.S > 1 && p.S * p.C >= 32;
   const bool nhwc_order = p.channels_last || row_cols;  // the partial's row order
@@ -839,8 +852,8 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
     thread_local std::vector<const T*> pos;
     if (interleaved || pixel_cols || row_cols || col_runs) pos.resize(most * PQ);
     T* col = direct || pixel_cols ? nullptr
-             : interleaved        ? scratch<T>(0, most * p.P * Wp * p.R * Cg)
-             : row_cols || col_runs ? scratch<T>(0, most * Hb * Wp * p.C)
+             : interleaved        ? scratch<T>(0, most * p.P * Wb * p.R * Cg)
+             : row_cols || col_runs ? scratch<T>(0, most * Hb * Wb * p.C)
                                   : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
     T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, most * PQ * ldg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
@@ -869,31 +882,26 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
             a.B = copy_gy ? gyt : gyg, a.ldb = copy_gy ? ldg : p.K;
           }
           if (row_cols || col_runs) {
-            for (int64_t i = 0; i < nb; ++i) {
-              T* img = col + i * Hb * Wp * p.C;
-              if (p.channels_last) pad_nhwc(p, x + (n + i) * HW * p.C, 1, Hb, Wp, img);
-              else pad_nchw_to_nhwc(isa, p, x + (n + i) * p.C * HW, Hb, Wp, img);
+            // NHWC reads its input in place when no window leaves it, as the forward does.
+            const bool copy = !p.channels_last || p.pad_h > 0 || p.pad_w > 0 || Hb > p.H || Wb > p.W;
+            const int64_t ih = copy ? Hb : p.H, iw = copy ? Wb : p.W;
+            const T* imgs = copy ? col : x + n * HW * p.C;
+            for (int64_t i = 0; i < nb && copy; ++i) {
+              T* img = col + i * Hb * Wb * p.C;
+              if (p.channels_last) pad_nhwc(p, x + (n + i) * HW * p.C, 1, Hb, Wb, img);
+              else pad_nchw_to_nhwc(isa, p, x + (n + i) * p.C * HW, Hb, Wb, img);
             }
-            if (col_runs) {
-              for (int64_t i = 0, m = 0; i < nb; ++i)
-                for (int64_t oh = 0; oh < p.P; ++oh) {
-                  const T* row = col + ((i * Hb + oh * p.stride_h) * Wp) * p.C;
-                  for (int64_t ow = 0; ow < p.Q; ++ow, ++m) pos[m] = row + ow * p.stride_w * p.C;
-                }
-              a.a_cols = pos.data();
-              a.a_run = p.S * p.C, a.a_run_stride = Wp * p.C;
+            a.a_cols = pos.data();
+            if (col_runs) {  // one GEMM, each column the window's R runs of S*C values
+              window_row_starts(p, imgs, nb, ih, iw, 0, 0, pos.data());
+              a.a_run = p.S * p.C, a.a_run_stride = iw * p.C;
               gemm(isa, a);
               continue;
             }
-            a.M = p.S * p.C;
+            a.M = p.S * p.C;  // row_cols: one GEMM per kernel row, into its rows of the partial
             T* const part_rows = a.C;
             for (int64_t r = 0; r < p.R; ++r) {
-              for (int64_t i = 0, m = 0; i < nb; ++i)
-                for (int64_t oh = 0; oh < p.P; ++oh) {
-                  const T* row = col + ((i * Hb + oh * p.stride_h + r) * Wp) * p.C;
-                  for (int64_t ow = 0; ow < p.Q; ++ow, ++m) pos[m] = row + ow * p.stride_w * p.C;
-                }
-              a.a_cols = pos.data();
+              window_row_starts(p, imgs, nb, ih, iw, r, 0, pos.data());
               a.C = part_rows + r * p.S * p.C * Kg;
               gemm(isa, a);
             }
