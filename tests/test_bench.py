@@ -47,6 +47,7 @@ def test_cli_json_is_well_formed(tiny_run):
             s = r[side]
             assert s["reps"] == 3
             assert 0 < s["min_s"] <= s["q1_s"] <= s["median_s"] <= s["q3_s"] <= s["max_s"]
+            assert isinstance(s["faults"], float) and s["faults"] >= 0
         assert r["ratio"] == pytest.approx(r["native"]["median_s"] / r["cuconv"]["median_s"])
         scale = 1e9 if r["unit"] != "img/s" else 1.0
         assert r["cuconv_rate"] == pytest.approx(r["work"] / r["cuconv"]["median_s"] / scale)
@@ -58,6 +59,33 @@ def test_cli_json_is_well_formed(tiny_run):
     assert pool["unit"] == "GB/s" and pool["work"] == 2 * 64 * 13 * 13 * 4 + 2 * 64 * 6 * 6 * (4 + 8)
     fused = report["rows"][2]
     assert fused["op"] == "conv_bias_relu" and fused["ratio"] > 0
+
+
+def test_header_names_the_allocator_policy(tiny_run):
+    _, report, _ = tiny_run
+    assert report["settings"]["malloc"] == "glibc defaults"
+    header = bench.format_header(report)
+    assert "malloc: glibc defaults" in header and "faults = page faults per call" in header
+
+
+def test_page_faults_are_charged_to_the_call_that_made_them():
+    import mmap
+    pages = 64
+
+    def touch_fresh_pages():  # a new anonymous mapping each call: every page faults in once
+        m = mmap.mmap(-1, pages * mmap.PAGESIZE)
+        for i in range(pages):
+            m[i * mmap.PAGESIZE] = 1
+        m.close()
+
+    a, b = bench.time_pair(bench.CpuTimer(), touch_fresh_pages, lambda: None, warmup=1, min_reps=5, max_reps=5)
+    assert a.faults >= pages and b.faults < pages / 2
+
+
+def test_malloc_mode_rejects_unknown_names():
+    assert bench.set_malloc_mode("default") == "glibc defaults"
+    with pytest.raises(ValueError, match="unknown malloc mode"):
+        bench.set_malloc_mode("fast")
 
 
 def test_plot_is_a_png(tiny_run):
@@ -137,13 +165,15 @@ def test_cpu_isa_compare_script_runs():
     assert len(rows) == 1 and "ratio" in rows[0], proc.stdout
 
 
-@pytest.mark.parametrize("after_matmul", [False, True])
-def test_train_step_fresh_script_runs(after_matmul):
+@pytest.mark.parametrize("after_matmul,malloc", [(False, "default"), (True, "default"), (False, "steady")])
+def test_train_step_fresh_script_runs(after_matmul, malloc):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PYEXT, os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "benchmarks/train_step_fresh.py", "--batch", "2", "--layout", "nchw", "--reps", "2"]
+    cmd = [sys.executable, "benchmarks/train_step_fresh.py", "--batch", "2", "--layout", "nchw", "--reps", "2",
+           "--malloc", malloc]
     proc = subprocess.run(cmd + (["--after-matmul"] if after_matmul else []),
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ("matmul first" in proc.stdout) == after_matmul
+    assert ("malloc: steady" in proc.stdout) == (malloc == "steady")
     rows = [line for line in proc.stdout.splitlines() if line.startswith("train_step/seed_cnn/n2/float32/nchw")]
-    assert len(rows) == 1 and "ratio" in rows[0], proc.stdout
+    assert len(rows) == 1 and "ratio" in rows[0] and "faults" in rows[0], proc.stdout

@@ -323,15 +323,51 @@ class Stats:
     min_s: float
     max_s: float
     reps: int
+    faults: Optional[float] = None  # page faults per call (CPU), counted outside the timed calls
 
     @classmethod
-    def of(cls, times):
+    def of(cls, times, faults=None):
         ts = sorted(times)
         if len(ts) >= 2:
             q1, _, q3 = statistics.quantiles(ts, n=4, method="inclusive")
         else:
             q1 = q3 = ts[0]
-        return cls(statistics.median(ts), q1, q3, ts[0], ts[-1], len(ts))
+        per_call = None if faults is None else faults / len(ts)
+        return cls(statistics.median(ts), q1, q3, ts[0], ts[-1], len(ts), per_call)
+
+
+def page_faults() -> int:
+    """The process's page faults so far (all threads; minor and major), from getrusage."""
+    import resource
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_minflt + use.ru_majflt
+
+
+# mallopt parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def set_malloc_mode(mode: str) -> str:
+    """The C allocator's policy for this process, as the bench header reports it.
+
+    "default" leaves glibc alone: blocks above its mmap threshold (128 KiB at first, raised up to
+    32 MiB each time a larger mmap'd block is freed) are mmap'd, and their pages are faulted in and
+    zeroed on every use; the heap's top is returned to the OS once more than twice that is free.
+    Either way a step that allocates and frees large temporaries can fault in all of them on every
+    call, so a time can include ~1 us per 4 KiB page of what a kernel allocates.
+    "steady" fixes the threshold at its 32 MiB maximum and never trims the heap: blocks up to 32
+    MiB are reused as they are, as in a long-running process whose threshold has risen."""
+    if mode == "default":
+        return "glibc defaults"
+    if mode != "steady":
+        raise ValueError(f"unknown malloc mode {mode!r}; choose default or steady")
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        raise SystemExit("bench: --malloc steady needs glibc (Linux)")
+    import ctypes
+    libc = ctypes.CDLL(None)
+    if not (libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)):
+        raise SystemExit("bench: mallopt refused the steady settings")
+    return "steady (glibc: mmap threshold 32 MiB, heap never trimmed)"
 
 
 class CpuTimer:
@@ -345,6 +381,9 @@ class CpuTimer:
         t0 = time.perf_counter()
         fn()
         return time.perf_counter() - t0
+
+    def faults(self) -> Optional[int]:
+        return page_faults()
 
     def sync(self):
         pass
@@ -366,23 +405,34 @@ class CudaTimer:
         end.synchronize()
         return start.elapsed_time(end) / 1e3
 
+    def faults(self) -> Optional[int]:
+        return None  # host page faults say little about GPU kernels
+
     def sync(self):
         torch.cuda.synchronize()
 
 
 def time_pair(timer, fn_a, fn_b, warmup=2, min_reps=3, max_reps=50, target_s=1.0):
     """Warm both up, then time A,B,A,B,...: as many pairs as fit in `target_s` per side (within
-    [min_reps, max_reps]). Returns (Stats of A, Stats of B)."""
+    [min_reps, max_reps]). Returns (Stats of A, Stats of B). Page faults are read between the
+    calls, outside the timed region, and charged to the call they follow."""
     first = [0.0, 0.0]
     for _ in range(max(1, warmup)):
         first = [timer.once(fn_a), timer.once(fn_b)]
     per_pair = max(first[0], first[1], 1e-6)
     reps = int(min(max_reps, max(min_reps, target_s / per_pair)))
     ta, tb = [], []
+    fa = fb = 0
+    f0 = timer.faults()
     for _ in range(reps):
         ta.append(timer.once(fn_a))
+        f1 = timer.faults()
         tb.append(timer.once(fn_b))
-    return Stats.of(ta), Stats.of(tb)
+        f2 = timer.faults()
+        if f0 is not None:
+            fa, fb, f0 = fa + f1 - f0, fb + f2 - f1, f2
+    counted = f0 is not None
+    return Stats.of(ta, fa if counted else None), Stats.of(tb, fb if counted else None)
 
 
 # ------------------------------------------------------------------------------------------ ceiling
@@ -525,20 +575,21 @@ def format_header(report: dict) -> str:
         f"{c['copy']} = {c['copy_gbs']:.1f} GB/s"
         + (f"  [better of start/end medians: matmul {c['matmul_gflops_start']:.1f}/{c['matmul_gflops_end']:.1f}, "
            f"copy {c['copy_gbs_start']:.1f}/{c['copy_gbs_end']:.1f}]" if "matmul_gflops_end" in c else ""),
-        f"timing: {st['method']}",
+        f"timing: {st['method']}" + (f"; malloc: {st['malloc']}" if "malloc" in st else ""),
         "ratio = native time / cuconv time (>1 means cuconv is faster); times are medians in ms with [IQR]; "
-        "rate = GFLOP/s (conv), GB/s (pool), img/s (train step); %ceil = rate / ceiling above",
+        "rate = GFLOP/s (conv), GB/s (pool), img/s (train step); %ceil = rate / ceiling above"
+        + ("; faults = page faults per call, cuconv/native" if st.get("device") == "cpu" else ""),
     ]
     return "\n".join(lines)
 
 
 def format_table(rows) -> str:
     head = ("case", "cuconv ms [q1-q3]", "native ms [q1-q3]", "ratio", "cuconv rate", "%ceil", "native rate",
-            "%ceil")
+            "%ceil", "faults")
     body = []
     for r in rows:
         if r.get("skipped"):
-            body.append((r["name"], "skipped: " + r["skipped"], "", "", "", "", "", ""))
+            body.append((r["name"], "skipped: " + r["skipped"], "", "", "", "", "", "", ""))
             continue
         a, b = r["cuconv"], r["native"]
 
@@ -547,7 +598,7 @@ def format_table(rows) -> str:
         body.append((r["name"], f"{_ms(a['median_s'])} [{_ms(a['q1_s'])}-{_ms(a['q3_s'])}]",
                      f"{_ms(b['median_s'])} [{_ms(b['q1_s'])}-{_ms(b['q3_s'])}]", f"{r['ratio']:.2f}",
                      f"{r['cuconv_rate']:.2f} {r['unit']}", share(r["cuconv_share"]),
-                     f"{r['native_rate']:.2f} {r['unit']}", share(r["native_share"])))
+                     f"{r['native_rate']:.2f} {r['unit']}", share(r["native_share"]), _faults(r)))
     timed = [row for row in body if row[2]]
     widths = [max([len(h)] + [len(row[i]) for row in timed]) for i, h in enumerate(head)]
     fmt_row = lambda row: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
@@ -557,19 +608,25 @@ def format_table(rows) -> str:
     return "\n".join(out)
 
 
+def _faults(row) -> str:
+    """Page faults per call as cuconv/native, whole numbers ("-" where not counted)."""
+    a, b = row["cuconv"].get("faults"), row["native"].get("faults")
+    return "-" if a is None or b is None else f"{a:.0f}/{b:.0f}"
+
+
 def format_markdown(rows) -> str:
-    out = ["| case | cuconv ms [IQR] | native ms [IQR] | ratio | cuconv rate | % ceil | native rate | % ceil |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| case | cuconv ms [IQR] | native ms [IQR] | ratio | cuconv rate | % ceil | native rate | % ceil | faults |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("skipped"):
-            out.append(f"| {r['name']} | skipped: {r['skipped']} | | | | | | |")
+            out.append(f"| {r['name']} | skipped: {r['skipped']} | | | | | | | |")
             continue
         a, b = r["cuconv"], r["native"]
         sh = lambda v: f"{100 * v:.1f}%" if v is not None else "-"
         out.append(f"| {r['name']} | {_ms(a['median_s'])} [{_ms(a['q1_s'])}-{_ms(a['q3_s'])}] | "
                    f"{_ms(b['median_s'])} [{_ms(b['q1_s'])}-{_ms(b['q3_s'])}] | {r['ratio']:.2f} | "
                    f"{r['cuconv_rate']:.2f} {r['unit']} | {sh(r['cuconv_share'])} | "
-                   f"{r['native_rate']:.2f} {r['unit']} | {sh(r['native_share'])} |")
+                   f"{r['native_rate']:.2f} {r['unit']} | {sh(r['native_share'])} | {_faults(r)} |")
     return "\n".join(out)
 
 
@@ -610,6 +667,7 @@ def run(args) -> dict:
         raise SystemExit("bench: --device cuda but no GPU is available")
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
+    malloc = set_malloc_mode(args.malloc)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
@@ -631,7 +689,7 @@ def run(args) -> dict:
         "settings": {"device": device, "threads": threads, "dtypes": dtypes, "layouts": list(layouts),
                      "batches": sorted({c.batch for c in cases}), "tf32": bool(args.tf32) if device == "cuda" else "n/a",
                      "cudnn_benchmark": device == "cuda", "quick": args.quick, "method": method,
-                     "native": "cuDNN/ATen" if device == "cuda" else "oneDNN/ATen",
+                     "native": "cuDNN/ATen" if device == "cuda" else "oneDNN/ATen", "malloc": malloc,
                      "argv": sys.argv[1:]},
         "ceiling": ceiling_start,
         "rows": [],
@@ -692,6 +750,9 @@ def register(subparsers) -> None:
     p.add_argument("--min-reps", type=int, default=None)
     p.add_argument("--max-reps", type=int, default=None)
     p.add_argument("--target-time", type=float, default=None, help="seconds of timing per side per case")
+    p.add_argument("--malloc", choices=("default", "steady"), default="default",
+                   help="C allocator policy: glibc's defaults, or steady (blocks up to 32 MiB come from a "
+                        "heap that is never trimmed, so freeing and reallocating them faults no pages in)")
     p.add_argument("--ceiling-n", type=int, default=None,
                    help="matmul size of the ceiling measurement (default 2048 on the CPU, 8192 on a GPU)")
     p.add_argument("--json", metavar="PATH")
