@@ -9,7 +9,9 @@
 // and the Winograd GEMMs call it; the default is plain row-major A and B. The check also gives C
 // as row pointers spaced unevenly (as the strided NHWC grad input writes every other pixel), so
 // tiles run both in place and through the staging tile, and A as column pointers whose values lie
-// in runs (GemmArgs::a_run, as the few-channel NHWC grad weight reads a window's kernel rows).
+// in runs (GemmArgs::a_run, as the NHWC grad weight reads a window's kernel rows): runs of 5, which
+// split every tile of rows, and of 24, whose tiles of 4, 6 or 8 rows lie within one run (packed by
+// vector copies).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -45,9 +47,9 @@ std::vector<Isa> isa_paths() {
   return paths;
 }
 
-enum class Mode { plain, rows, c_rows, col_runs };
+enum class Mode { plain, rows, c_rows, col_runs, col_runs_long };
 const char* mode_name(Mode m) {
-  return m == Mode::plain ? "plain" : m == Mode::rows ? "rows" : m == Mode::c_rows ? "c_rows" : "runs";
+  return m == Mode::plain ? "plain" : m == Mode::rows ? "rows" : m == Mode::c_rows ? "c_rows" : m == Mode::col_runs ? "runs" : "runs24";
 }
 
 struct Problem {
@@ -60,12 +62,13 @@ struct Problem {
 
   // c_rows: row i at i*(N + 3) + (i / 5)*7, so runs of up to 5 rows are evenly spaced and longer
   // ones are not; the gaps stay poisoned.
-  static constexpr int64_t kRun = 5, kRunStride = 7;
+  int64_t run = 0, run_stride = 0;  // col_runs: 5 values 7 apart; col_runs_long: 24 values 29 apart
   static int64_t c_offset(int64_t i, int64_t N, bool crows) { return crows ? i * (N + 3) + (i / 5) * 7 : i * N; }
   float c_at(int64_t i, int64_t j) const { return C[c_offset(i, N, crows) + j]; }
 
   Problem(int64_t m, int64_t n, int64_t k, Mode mode, unsigned seed)
-      : M(m), N(n), K(k), rows(mode == Mode::rows), crows(mode == Mode::c_rows), runs(mode == Mode::col_runs) {
+      : M(m), N(n), K(k), rows(mode == Mode::rows), crows(mode == Mode::c_rows), runs(mode == Mode::col_runs || mode == Mode::col_runs_long) {
+    if (runs) run = mode == Mode::col_runs ? 5 : 24, run_stride = mode == Mode::col_runs ? 7 : 29;
     std::mt19937 gen(seed);
     std::uniform_real_distribution<float> dist(-1.f, 1.f);
     A.resize(M * K), B.resize(K * N);
@@ -74,11 +77,11 @@ struct Problem {
     for (float& v : B) v = dist(gen);
     if (crows)
       for (int64_t i = 0; i < M; ++i) c_rows.push_back(C.data() + c_offset(i, N, true));
-    if (runs) {  // column p: runs of kRun values kRunStride apart (a conv window's kernel rows)
-      const int64_t col = (M + kRun - 1) / kRun * kRunStride;
+    if (runs) {  // column p: runs of `run` values run_stride apart (a conv window's kernel rows)
+      const int64_t col = (M + run - 1) / run * run_stride;
       Acols.assign(K * col, std::nanf(""));
       for (int64_t p = 0; p < K; ++p) {
-        for (int64_t i = 0; i < M; ++i) Acols[p * col + i / kRun * kRunStride + i % kRun] = A[i * K + p];
+        for (int64_t i = 0; i < M; ++i) Acols[p * col + i / run * run_stride + i % run] = A[i * K + p];
         a_cols.push_back(Acols.data() + p * col);
       }
     }
@@ -101,7 +104,7 @@ struct Problem {
     g.parallel = parallel;
     if (rows) g.a_rows = a_rows.data(), g.B = bp, g.b_packed = true;
     if (crows) g.c_rows = c_rows.data();
-    if (runs) g.a_cols = a_cols.data(), g.a_run = kRun, g.a_run_stride = kRunStride;
+    if (runs) g.a_cols = a_cols.data(), g.a_run = run, g.a_run_stride = run_stride;
     return g;
   }
 
@@ -183,7 +186,7 @@ int check() {
   const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {9, 17, 64}, {67, 45, 300}, {33, 70, 257}, {256, 96, 128}};
   int failures = 0;
   for (Isa isa : isa_paths())
-    for (Mode mode : {Mode::plain, Mode::rows, Mode::c_rows, Mode::col_runs})
+    for (Mode mode : {Mode::plain, Mode::rows, Mode::c_rows, Mode::col_runs, Mode::col_runs_long})
       for (const auto& s : shapes) {
         Problem one(s[0], s[1], s[2], mode, 7), two(s[0], s[1], s[2], mode, 7);
         at::set_num_threads(1);

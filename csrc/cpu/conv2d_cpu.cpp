@@ -838,11 +838,13 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
                            (nhwc_interleaved(p) ||
                             (!p.channels_last && small_output && CRS <= 32 && Kg <= 64 && p.dil_w == 1));
   // Whole pixels per kernel row (S*C values in a row of a zero-padded NHWC copy, transposed from
-  // NCHW; or of the NHWC input when no window leaves it): one GEMM per kernel row r whose A columns point into the copy, for partial rows
-  // ((r*S + s)*C + c), NHWC's im2col order. Same products in the same order as im2col's GEMM, without
-  // writing R*S values per position: measured (batch 32, interleaved) r18.l2.down 1.03x in both
-  // layouts; forced off Winograd, 3x3 and 5x5 float32 0.97-1.15x (most 1.02-1.07x), float64 NCHW
-  // 1.39-1.45x, NHWC 0.97-1.07x.
+  // NCHW; or of the NHWC input when no window leaves it): as col_runs, but for the blocked GEMM, whose
+  // A packing copies the runs (8 rows of a run per vector copy). Partial rows ((r*S + s)*C + c),
+  // NHWC's im2col order; same products in the same order as im2col's GEMM, without writing R*S
+  // values per position: measured (batch 32, interleaved) r18.l2.down 1.03x in both layouts; forced
+  // off Winograd, 3x3 and 5x5 float32 0.97-1.15x (most 1.02-1.07x), float64 NCHW 1.39-1.45x, NHWC
+  // 0.97-1.07x. (Round 9 ran one GEMM per kernel row; one GEMM over all R runs packs grad_output
+  // once instead of R times: r18.l2.down 1.02x, AVX-512 and AVX2.)
   int64_t Hb = 0, Wb = 0;  // the zero-padded copy of row_cols and col_runs (undilated)
   window_extent(p, Hb, Wb);
   const bool row_cols = !direct && !pixel_cols && !interleaved && !small_output && G == 1 && p.dil_h == 1 &&
@@ -891,20 +893,10 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
               if (p.channels_last) pad_nhwc(p, x + (n + i) * HW * p.C, 1, Hb, Wb, img);
               else pad_nchw_to_nhwc(isa, p, x + (n + i) * p.C * HW, Hb, Wb, img);
             }
-            a.a_cols = pos.data();
-            if (col_runs) {  // one GEMM, each column the window's R runs of S*C values
-              window_row_starts(p, imgs, nb, ih, iw, 0, 0, pos.data());
-              a.a_run = p.S * p.C, a.a_run_stride = iw * p.C;
-              gemm(isa, a);
-              continue;
-            }
-            a.M = p.S * p.C;  // row_cols: one GEMM per kernel row, into its rows of the partial
-            T* const part_rows = a.C;
-            for (int64_t r = 0; r < p.R; ++r) {
-              window_row_starts(p, imgs, nb, ih, iw, r, 0, pos.data());
-              a.C = part_rows + r * p.S * p.C * Kg;
-              gemm(isa, a);
-            }
+            // One GEMM, each A column the window's R runs of S*C values.
+            window_row_starts(p, imgs, nb, ih, iw, 0, 0, pos.data());
+            a.a_cols = pos.data(), a.a_run = p.S * p.C, a.a_run_stride = iw * p.C;
+            gemm(isa, a);
             continue;
           }
           if (!p.channels_last) {

@@ -72,9 +72,18 @@ void pack_a_cols(const T* const* cols, int64_t run, int64_t run_stride, int64_t 
     const int64_t mv = std::min(MR, rows - i);
     T* dst = out + i * kc;
     int64_t off[MR];
+    // When the MR rows are adjacent in every column (no run boundary among them), each column's
+    // part is one copy of MR values, which compiles to a vector move: r18.l4's grad weight (1536
+    // rows per run) ran 1.6x faster than with the element-by-element gather below.
+    bool adjacent = mv == MR;
     for (int64_t r = 0; r < mv; ++r) {
       const int64_t row = i0 + i + r;
       off[r] = run > 0 ? row / run * run_stride + row % run : row;
+      adjacent &= off[r] == off[0] + r;
+    }
+    if (adjacent) {
+      for (int64_t p = 0; p < kc; ++p) std::memcpy(dst + p * MR, cols[p0 + p] + off[0], MR * sizeof(T));
+      continue;
     }
     for (int64_t p = 0; p < kc; ++p) {
       const T* src = cols[p0 + p];
