@@ -849,13 +849,16 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
   window_extent(p, Hb, Wb);
   const bool row_cols = !direct && !pixel_cols && !interleaved && !small_output && G == 1 && p.dil_h == 1 &&
                         p.dil_w == 1 && p.R * p.S > 1 && p.S * p.C >= 32;
+  // Both read each window's R kernel rows as runs of S*C values (of a zero-padded copy, or of the
+  // NHWC input in place), in one GEMM; they differ in which GEMM path runs (small_output).
+  const bool window_runs = row_cols || col_runs;
   const bool nhwc_order = p.channels_last || row_cols;  // the partial's row order
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<const T*> pos;
-    if (interleaved || pixel_cols || row_cols || col_runs) pos.resize(most * PQ);
+    if (interleaved || pixel_cols || window_runs) pos.resize(most * PQ);
     T* col = direct || pixel_cols ? nullptr
              : interleaved        ? scratch<T>(0, most * p.P * Wb * p.R * Cg)
-             : row_cols || col_runs ? scratch<T>(0, most * Hb * Wb * p.C)
+             : window_runs        ? scratch<T>(0, most * Hb * Wb * p.C)
                                   : scratch<T>(0, CRS * (p.channels_last ? most * PQ : ldcol));
     T* gyt = p.channels_last && !copy_gy ? nullptr : scratch<T>(1, most * PQ * ldg);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
@@ -883,7 +886,7 @@ void backward_weight_impl(Isa isa, const Conv2dParams& p, const T* gy, const T* 
             }
             a.B = copy_gy ? gyt : gyg, a.ldb = copy_gy ? ldg : p.K;
           }
-          if (row_cols || col_runs) {
+          if (window_runs) {
             // NHWC reads its input in place when no window leaves it, as the forward does.
             const bool copy = !p.channels_last || p.pad_h > 0 || p.pad_w > 0 || Hb > p.H || Wb > p.W;
             const int64_t ih = copy ? Hb : p.H, iw = copy ? Wb : p.W;
