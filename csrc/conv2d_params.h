@@ -21,4 +21,7 @@ struct Conv2dParams {
   double macs() const { return double(N) * K * P * Q * C_per_group() * R * S; }
 };
 
+// The three passes of a convolution: forward, grad input, grad weight.
+enum class Conv2dPass { fprop, dgrad, wgrad };
+
 }  // namespace cuconv

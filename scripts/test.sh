@@ -9,7 +9,10 @@ bash scripts/install.sh --test
 "$PY" -m pytest -q -ra tests
 # The C++ library and its tests, built with AddressSanitizer and UndefinedBehaviorSanitizer
 # (the simulator's own targets add ThreadSanitizer builds of theirs).
+# CUDA off here: the sanitizers instrument the CPU and simulator code, and the pip build above has
+# compiled the CUDA sources already.
 cmake -S . -B build/cmake -DPython3_EXECUTABLE="$(command -v "$PY")" -DCUCONV_SANITIZE=address,undefined \
+  -DCUCONV_WITH_CUDA=OFF \
   > build-cmake.log 2>&1 || { cat build-cmake.log; exit 1; }
 cmake --build build/cmake -j"$(nproc)" >> build-cmake.log 2>&1 || { tail -50 build-cmake.log; exit 1; }
 ctest --test-dir build/cmake --output-on-failure

@@ -22,7 +22,7 @@ PYEXT = os.path.dirname(os.path.dirname(os.path.abspath(cuconv.__file__)))
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     js, png = str(out / "bench.json"), str(out / "bench.png")
-    cuconv._C.set_poison_enabled(False)  # module-scoped: the autouse poison fixture is not active yet
+    cuconv.config.set(poison=False)  # module-scoped: the autouse poison fixture is not active yet
     rc = main(["bench", "--device", "cpu", "--ops", "conv_fwd,conv_grad_weight,conv_bias_relu,pool_bwd",
                "--shapes", "seed.conv2,seed.pool2", "--batch", "2", "--quick", "--warmup", "1",
                "--min-reps", "3", "--max-reps", "3", "--threads", "1", "--ceiling-n", "512", "--json", js, "--plot", png])

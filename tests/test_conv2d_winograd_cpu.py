@@ -1,14 +1,15 @@
-"""The CPU runner's Winograd F(2x2, 3x3) path (csrc/cpu/conv2d_winograd_cpu.cpp) for float32 3x3
-stride-1 convs, all three passes: forced on and off through CUCONV_CPU_CONV_ALGO, on every ISA path
-this machine runs, against torch in float64 (odd sizes, partial tiles, every padding, channel counts
-off the 8-lane and 256-row blocks, batch 0, both layouts), within torch's own float32 error, bitwise
-deterministic across thread counts, and chosen automatically where the rule says."""
+"""The CPU runner's Winograd F(2x2, 3x3) path (csrc/cpu/conv2d/winograd.cpp) for float32 3x3
+stride-1 convs, all three passes: the shared Winograd cases (tests/cases.py) with the algorithm
+forced on and off through cuconv.config's cpu_conv_algo, on every ISA path this machine runs,
+against torch in float64; within torch's own float32 error; bitwise deterministic across thread
+counts; the automatic choice running what the plan names; non-finite inputs."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import cuconv  # noqa: F401  (loads the operators)
+from cases import CONV, layout
 from tolerance import assert_within_torch_error
 
 ops = torch.ops.cuconv
@@ -16,7 +17,7 @@ ops = torch.ops.cuconv
 
 @pytest.fixture(params=["gemm", "winograd"])
 def algo(request, monkeypatch):
-    monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", request.param)
+    cuconv.config.set(cpu_conv_algo=request.param)
     return request.param
 
 
@@ -42,37 +43,22 @@ def _reference(x, w, b, pad, gy, relu=False):
     return y.detach(), x.grad, w.grad, b.grad
 
 
-# (N, C, H, W, K, padding [top, left, bottom, right])
-CASES = [
-    (2, 16, 8, 8, 16, [1, 1, 1, 1]),     # whole tiles
-    (3, 17, 13, 11, 19, [0, 0, 0, 0]),   # odd output sizes (partial tiles), channels off the 8 lanes
-    (2, 20, 5, 6, 24, [2, 2, 2, 2]),     # padding 2: grad input reads with padding 0
-    (2, 9, 5, 6, 7, [3, 3, 3, 3]),       # padding 3: grad input's padding is negative
-    (1, 12, 9, 10, 10, [1, 0, 2, 1]),    # asymmetric padding
-    (4, 8, 3, 3, 5, [0, 0, 0, 0]),       # a 1x1 output: one tile, three quarters of it past the edge
-    (1, 3, 2, 2, 1, [1, 1, 1, 1]),       # one output channel, map smaller than a tile
-    (2, 300, 4, 5, 33, [1, 1, 1, 1]),    # reduction over two of the GEMM's 256-row K blocks
-    (2, 40, 6, 6, 270, [1, 1, 1, 1]),    # output channels over 256 (grad input reduces over them)
-    (37, 8, 4, 4, 8, [1, 1, 1, 1]),      # many images: tile blocks and grad-weight chunks cross images
-]
+# The shared cases Winograd runs (tests/cases.py), with the algorithm forced both ways on every ISA
+# path: the GEMM on the same shapes is the other half of the comparison.
+WINOGRAD_CASES = [c for c in CONV if "winograd" in c.plan or c.algo == "winograd"]
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
-def test_all_passes_match_float64(isa, algo, case, channels_last):
-    N, C, H, W, K, pad = case
-    x = _fmt(torch.randn(N, C, H, W), channels_last)
-    w, b = torch.randn(K, C, 3, 3), torch.randn(K)
-    y = ops.conv2d(x, w, b, [1, 1], pad, [1, 1], 1)
-    gy = _fmt(torch.randn(y.shape), channels_last)
-    gx, gw, gb = ops.conv2d_backward(gy, x, w, [1, 1], pad, [1, 1], 1, [True, True, True])
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: c.name)
+def test_winograd_shapes_both_ways_match_float64(isa, algo, case):
+    x, w, b = case.tensors()
+    stride, pad, dil, groups = case.args()
+    y = ops.conv2d(x, w, b, stride, pad, dil, groups)
+    gy = torch.randn(y.shape).contiguous(memory_format=layout(x))
+    gx, gw, gb = ops.conv2d_backward(gy, x, w, stride, pad, dil, groups, [True, True, True])
     ry, rgx, rgw, rgb = _reference(x, w, b, pad, gy)
-    _close(y, ry, "forward")
-    _close(gx, rgx, "grad input")
-    _close(gw, rgw, "grad weight")
-    _close(gb, rgb, "grad bias")
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    assert y.is_contiguous(memory_format=fmt) and gx.is_contiguous(memory_format=fmt)
+    for out, ref, what in ((y, ry, "forward"), (gx, rgx, "grad input"), (gw, rgw, "grad weight"), (gb, rgb, "grad bias")):
+        _close(out, ref, what)
+    assert ("winograd" in ops._cpu_conv2d_plan(x, w, stride, pad, dil, groups)) == (algo == "winograd")
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -98,7 +84,7 @@ def test_batch_zero(algo, channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_within_twice_torch_float32_error(monkeypatch, channels_last):
     """A ResNet-sized layer: each pass's error against float64 at most 2x torch's own float32 error."""
-    monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "winograd")
+    cuconv.config.set(cpu_conv_algo="winograd")
     x = _fmt(torch.randn(4, 128, 16, 16), channels_last)
     w = torch.randn(128, 128, 3, 3) * 0.03
     pad = [1, 1, 1, 1]
@@ -116,7 +102,7 @@ def test_within_twice_torch_float32_error(monkeypatch, channels_last):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_deterministic_across_threads(isa, monkeypatch, channels_last):
-    monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "winograd")
+    cuconv.config.set(cpu_conv_algo="winograd")
     x = _fmt(torch.randn(11, 24, 13, 9), channels_last)
     w, b = torch.randn(40, 24, 3, 3), torch.randn(40)
     gy = _fmt(torch.randn(11, 40, 13, 9), channels_last)
@@ -145,27 +131,33 @@ def _passes(x, w, gy):
 
 @pytest.mark.parametrize("channels", [(16, 16), (16, 32), (64, 32), (8, 64), (64, 8)])
 def test_automatic_choice(monkeypatch, channels):
-    """auto (the default) gives Winograd's bits where both channel counts are 16 or more and one
-    is 32 or more, and the GEMM's elsewhere: the two paths round differently, so the bits tell
-    which one ran (grad input is the correlation with the channel counts swapped)."""
+    """auto (the default) runs, pass by pass, the algorithm the plan names: the two round
+    differently, so the bits tell which one ran."""
     C, K = channels
     x, w, gy = torch.randn(2, C, 10, 10), torch.randn(K, C, 3, 3), torch.randn(2, K, 10, 10)
-    monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "gemm")
+    cuconv.config.set(cpu_conv_algo="gemm")
     gemm = _passes(x, w, gy)
-    monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "winograd")
+    cuconv.config.set(cpu_conv_algo="winograd")
     wino = _passes(x, w, gy)
-    monkeypatch.delenv("CUCONV_CPU_CONV_ALGO")
+    cuconv.config.set(cpu_conv_algo="auto")
     auto = _passes(x, w, gy)
-    expect = wino if min(C, K) >= 16 and max(C, K) >= 32 else gemm
-    for a, e, g, what in zip(auto, expect, gemm, ["forward", "grad input", "grad weight"]):
-        assert torch.equal(a, e), what
+    plan = ops._cpu_conv2d_plan(x, w, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+    for a, g, wi, chosen, what in zip(auto, gemm, wino, plan, ["forward", "grad input", "grad weight"]):
+        assert torch.equal(a, wi if chosen == "winograd" else g), what
     assert any(not torch.equal(a, b) for a, b in zip(wino, gemm))
+
+
+def test_default_is_winograd_for_wide_layers_and_the_gemm_for_thin_ones():
+    plan = lambda C, K: ops._cpu_conv2d_plan(torch.empty(2, C, 16, 16), torch.empty(K, C, 3, 3), [1, 1], [1, 1, 1, 1],
+                                             [1, 1], 1)
+    assert plan(64, 64) == ["winograd"] * 3 and plan(128, 256) == ["winograd"] * 3
+    assert "winograd" not in plan(3, 32) and "winograd" not in plan(4, 4)
 
 
 @pytest.mark.parametrize("conv", [dict(stride=2), dict(dilation=2), dict(groups=2), dict(kernel=5)])
 def test_other_convs_keep_the_gemm(monkeypatch, conv):
     """Forcing Winograd leaves convs it does not cover (stride, dilation, groups, other kernels) exact."""
-    monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "winograd")
+    cuconv.config.set(cpu_conv_algo="winograd")
     k, s, d, g = conv.get("kernel", 3), conv.get("stride", 1), conv.get("dilation", 1), conv.get("groups", 1)
     x, w = torch.randn(2, 16, 11, 11), torch.randn(16, 16 // g, k, k)
     y = ops.conv2d(x, w, None, [s, s], [1, 1, 1, 1], [d, d], g)
@@ -173,16 +165,15 @@ def test_other_convs_keep_the_gemm(monkeypatch, conv):
 
 
 def test_float64_never_uses_winograd(monkeypatch):
-    monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "winograd")
+    cuconv.config.set(cpu_conv_algo="winograd")
     x, w = torch.randn(2, 16, 8, 8, dtype=torch.float64), torch.randn(16, 16, 3, 3, dtype=torch.float64)
     y = ops.conv2d(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1)
     _close(y, F.conv2d(x, w, None, 1, 1), "forward", tol=1e-12)
 
 
-def test_bad_algo_setting_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", "fast")
-    with pytest.raises(RuntimeError, match="CUCONV_CPU_CONV_ALGO must be auto, gemm or winograd"):
-        ops.conv2d(torch.randn(1, 16, 6, 6), torch.randn(16, 16, 3, 3), None, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+def test_bad_algo_setting_is_a_clear_error():
+    with pytest.raises(ValueError, match="cpu_conv_algo .CUCONV_CPU_CONV_ALGO. must be one of auto, gemm, winograd"):
+        cuconv.config.set(cpu_conv_algo="fast")
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
@@ -197,7 +188,7 @@ def test_non_finite_input(monkeypatch, value):
     finite = ref.isfinite()
     assert (~finite).any()
     for algo in ("gemm", "winograd"):
-        monkeypatch.setenv("CUCONV_CPU_CONV_ALGO", algo)
+        cuconv.config.set(cpu_conv_algo=algo)
         y = ops.conv2d(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1)
         assert torch.equal(y.isfinite(), finite), algo
         _close(y[finite], ref[finite], f"{algo}: finite outputs")

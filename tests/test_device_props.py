@@ -1,4 +1,4 @@
-"""Launch choices made from the device's properties (issue 3): under the simulator the device is a
+"""Launch choices made from the device's properties: under the simulator the device is a
 simulated one whose properties tests can change, so every property-driven choice is exercised on
 more than one device, and the results must not depend on it beyond float rounding."""
 import pytest
@@ -34,8 +34,9 @@ def test_setting_unknown_or_bad_property_raises(sim_device):
 
 def _splits(x_shape, w_shape, **kw):
     x, w = torch.empty(x_shape), torch.empty(w_shape)
-    return _C._conv2d_wgrad_splits(x, w, kw.get("stride", [1, 1]), kw.get("padding", [0, 0]),
-                                   kw.get("dilation", [1, 1]), kw.get("groups", 1))
+    with cuconv.simulate():
+        return torch.ops.cuconv._gpu_conv2d_plan(x, w, kw.get("stride", [1, 1]), kw.get("padding", [0, 0]),
+                                                 kw.get("dilation", [1, 1]), kw.get("groups", 1), "wgrad")[3]
 
 
 def test_wgrad_split_grows_with_the_device(sim_device):

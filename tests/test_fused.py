@@ -8,10 +8,10 @@ import torch.nn.functional as F
 import cuconv
 
 
-@pytest.fixture(params=["cpu", "simulator"])
-def runner(request):
-    with cuconv.simulate(request.param == "simulator"):
-        yield request.param
+@pytest.fixture
+def runner(op_runner):
+    """The best CPU path, the simulator, and CUDA when present (tests/conftest.py)."""
+    return op_runner
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])

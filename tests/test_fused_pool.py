@@ -13,10 +13,10 @@ import cuconv.models
 from cuconv.ops import conv2d_relu_max_pool2d
 
 
-@pytest.fixture(params=["cpu", "simulator"])
-def runner(request):
-    with cuconv.simulate(request.param == "simulator"):
-        yield request.param
+@pytest.fixture
+def runner(op_runner):
+    """The best CPU path, the simulator, and CUDA when present (tests/conftest.py)."""
+    return op_runner
 
 
 def reference(x, w, b, **kw):

@@ -1,9 +1,8 @@
-"""The CPU max_pool2d backward's paths (csrc/cpu/max_pool2d_backward_cpu.cpp) against torch:
-the 2x2 stride-2 AVX2 paths that write whole windows (float32; NCHW rows of 8 outputs or more,
-NHWC with C a multiple of 8) and the general scatter they fall back to. The backward only moves
-gradient values, so results must equal torch's exactly (float32 and float64, -0.0 signs included).
-Each shape says which path it reaches on an AVX2 CPU; every test also runs with the portable path
-forced, where everything takes the general path."""
+"""The CPU max_pool2d's mechanisms beyond the shared cases (tests/cases.py, run on every ISA path
+by test_max_pool2d_cases.py): the 2x2 stride-2 kernels on NaN, tie and all -inf windows, other
+geometries on the general loops, strided and empty inputs, user indices outside their window (the
+whole-window backward falls back to the scatter), and determinism across thread counts. Results
+must equal torch's exactly (max-pool moves values; -0.0 signs included)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,32 +46,6 @@ def _check(x, k, s, pad, dil, ceil, channels_last):
     assert gx.is_contiguous(memory_format=fmt)
 
 
-# (N, C, H, W, ceil_mode, paths reached: NCHW / NHWC on AVX2 float32; NHWC fast with C % 16 == 0 is
-# the AVX-512 kernel on the avx512 path)
-TWO_BY_TWO = [
-    (2, 3, 30, 30, False),   # seed pool1 geometry: NCHW fast (rows of 15: two groups, the last overlapping) / NHWC general (C=3)
-    (2, 16, 30, 30, False),  # NCHW fast / NHWC fast (C=16)
-    (1, 8, 17, 35, False),   # odd sizes: fast paths zero the uncovered last row and column
-    (1, 24, 16, 20, True),   # ceil mode on even sizes: windows inside, fast paths
-    (3, 8, 4, 2, False),     # one output column: NCHW general (Q < 8) / NHWC fast
-    (2, 64, 13, 13, False),  # seed pool2 geometry: NCHW general (rows of 6) / NHWC fast
-    (1, 8, 9, 11, True),     # ceil mode with partial windows: general path both layouts
-    (2, 12, 19, 18, False),  # NCHW fast (rows of 9) / NHWC general (C % 8 != 0)
-]
-
-
-@pytest.mark.parametrize("special", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("case", TWO_BY_TWO, ids=[str(i) for i in range(len(TWO_BY_TWO))])
-def test_2x2_stride2_matches_torch(isa, case, channels_last, dtype, special):
-    N, C, H, W, ceil = case
-    x = torch.randn(N, C, H, W, dtype=dtype)
-    if special:
-        x = _special(x)
-    _check(_fmt(x, channels_last), [2, 2], [2, 2], [0, 0], [1, 1], ceil, channels_last)
-
-
 @pytest.mark.parametrize("channels", [8, 16])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_2x2_stride2_nan_tie_and_inf_windows(isa, channels_last, channels):
@@ -99,6 +72,7 @@ def test_other_geometries_take_the_general_path(isa, channels_last):
                                  ([2, 2], [2, 2], [0, 0], [2, 2], False), ([2, 2], [3, 3], [0, 0], [1, 1], True),
                                  ([2, 2], [1, 1], [0, 0], [1, 1], False)]:
         _check(x, k, s, pad, dil, ceil, channels_last)
+        assert ops._cpu_max_pool2d_plan(x, k, s, pad, dil, ceil)[1] == "scatter"
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -135,6 +109,8 @@ def test_indices_outside_their_window(isa, channels_last):
     torch does; outside it or -1: skipped) make the fast paths fall back to the general scatter.
     16 x 18 planes, 8 channels: both fast paths are tried first."""
     x = _fmt(torch.randn(2, 8, 16, 18), channels_last)
+    expected = "scatter" if isa == "portable" else "windows_2x2_avx2"
+    assert ops._cpu_max_pool2d_plan(x, [2, 2], [2, 2], [0, 0], [1, 1], False)[1] == expected
     y, idx = ops.max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], False)
     gy = _fmt(torch.randn(y.shape), channels_last)
     for edit in ["same plane", "minus one", "past the plane", "huge"]:

@@ -21,7 +21,6 @@ settings.register_profile("dev", max_examples=2000, deadline=None, derandomize=T
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 D = torch.float64
-RUNNERS = ["cpu", "simulator"]
 ACCEPTED_ERRORS = (RuntimeError, ValueError, TypeError, NotImplementedError)
 
 
@@ -65,12 +64,12 @@ def make_conv_args(c):
     return x, w, b, dict(stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
 
 
-@pytest.fixture(params=RUNNERS)
-def runner(request):
-    """The CPU fallback, or the CUDA kernel source under the simulator (the switch holds for all of
-    a test's generated examples, which is what function_scoped_fixture is suppressed for)."""
-    with cuconv.simulate(request.param == "simulator"):
-        yield request.param
+@pytest.fixture
+def runner(op_runner):
+    """The best CPU path, the simulator, and CUDA when present (tests/conftest.py); the runner
+    holds for all of a test's generated examples, which is what function_scoped_fixture is
+    suppressed for."""
+    return op_runner
 
 
 @given(c=conv_configs())

@@ -1,24 +1,13 @@
-"""Every CUDA kernel of csrc/kernels, run on the CPU by the simulator (`with cuconv.simulate():`),
-checked against torch: float64 for exactness, float16/bfloat16 against torch's own rounding error."""
+"""The CUDA kernels' mechanisms under the simulator (`with cuconv.simulate():`) beyond the shared
+cases (which run under the simulator in test_conv2d_cases.py and test_max_pool2d_cases.py): batch 0
+and no bias, the grad weight's determinism, float16/bfloat16 against torch's own rounding error,
+max-pool in 16-bit, and a whole CNN."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import cuconv
 import cuconv.nn
-
-# (N, C, H, W, K, R, S, stride, padding, dilation, groups)
-CONV_CASES = [
-    (2, 4, 9, 7, 6, 3, 3, 1, 0, 1, 1),          # partial M tile, small K and reduction
-    (1, 3, 11, 10, 70, 3, 2, 1, 1, 1, 1),       # two N tiles (K > 64), non-square kernel
-    (2, 20, 5, 6, 8, 3, 3, 2, 1, 1, 1),         # reduction > one k-slice, stride 2
-    (1, 4, 12, 9, 6, 3, 3, (2, 1), (2, 1), (2, 3), 2),  # groups, mixed stride/pad/dilation
-    (1, 2, 41, 40, 3, 3, 3, 1, 1, 1, 1),        # N*P*Q > 1024: grad weight split-K over 2 chunks
-    (1, 5, 7, 7, 5, 3, 3, 1, 1, 1, 5),          # depthwise
-    (2, 3, 8, 6, 6, 3, 2, 2, (1, 0), (1, 2), 3),  # depthwise with channel multiplier 2
-    (1, 3, 4, 5, 4, 1, 1, 1, 0, 1, 1),          # 1x1
-]
-
 
 def run_conv(x, w, b, stride, padding, dilation, groups, gy, simulate):
     x = x.detach().clone().requires_grad_()
@@ -33,25 +22,6 @@ def run_conv(x, w, b, stride, padding, dilation, groups, gy, simulate):
         if gy is not None:
             y.backward(gy)
     return y.detach(), x.grad, w.grad, b.grad
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_forward_backward_float64(case, channels_last):
-    N, C, H, W, K, R, S, stride, padding, dilation, groups = case
-    x = torch.randn(N, C, H, W, dtype=torch.float64)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    w = torch.randn(K, C // groups, R, S, dtype=torch.float64)
-    b = torch.randn(K, dtype=torch.float64)
-    ref = run_conv(x, w, b, stride, padding, dilation, groups, None, False)
-    gy = torch.randn_like(ref[0])
-    ref = run_conv(x, w, b, stride, padding, dilation, groups, gy, False)
-    got = run_conv(x, w, b, stride, padding, dilation, groups, gy, True)
-    for name, g, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref):
-        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
-    if channels_last:
-        assert got[0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_conv2d_batch_zero_and_no_bias():
@@ -115,40 +85,6 @@ def test_conv2d_half_precision_error_within_twice_torch(dtype, groups):
     for got, r, t in zip((gx, gw, gb), (x32.grad, w32.grad, b32.grad), torch_grads):
         torch_grad_err = (t.float() - r).abs().max().item()
         assert (got.float() - r).abs().max().item() <= 2 * torch_grad_err + 1e-6
-
-
-# (kernel, stride, padding, dilation, ceil_mode)
-POOL_CASES = [
-    (2, 2, 0, 1, False),
-    (3, 2, 1, 1, False),
-    (3, 1, 1, 1, False),        # heavily overlapping windows
-    ((3, 2), (2, 1), (1, 1), (2, 2), True),
-    (2, 3, 0, 1, True),
-]
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("case", POOL_CASES)
-def test_max_pool2d_values_indices_and_grad(case, channels_last):
-    kernel, stride, padding, dilation, ceil_mode = case
-    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
-    x[0, 0, 2:5, 2:5] = 1.5  # ties: the first maximum wins
-    x[1, 2, 3, 3] = float("nan")
-    x[1, 2, 3, 4] = float("nan")  # the last NaN is reported
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    xs = x.clone().requires_grad_()
-    xr = x.clone().requires_grad_()
-    with cuconv.simulate():
-        y, idx = cuconv.max_pool2d(xs, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True)
-    yr, idxr = F.max_pool2d(xr, kernel, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True)
-    torch.testing.assert_close(y, yr, rtol=0, atol=0, equal_nan=True)
-    assert torch.equal(idx, idxr)
-    gy = torch.randn_like(yr)
-    with cuconv.simulate():
-        y.backward(gy)
-    yr.backward(gy)
-    torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-12, atol=1e-12)
 
 
 def test_max_pool2d_empty_window_and_batch_zero():

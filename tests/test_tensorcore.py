@@ -350,7 +350,8 @@ def sim_device():
 def plan(x_shape, w_shape, op, dtype=torch.float16, stride=(1, 1), padding=(1, 1), groups=1):
     x, w = torch.empty(x_shape, dtype=dtype), torch.empty(w_shape, dtype=dtype)
     with cuconv.simulate():  # the simulated device's choice (16-bit CPU tensors are the simulator's)
-        return ops._conv2d_tensorcore_plan(x, w, list(stride), list(padding), [1, 1], groups, op)
+        kernel, *config_stages_splits = ops._gpu_conv2d_plan(x, w, list(stride), list(padding), [1, 1], groups, op, True)
+        return config_stages_splits
 
 
 def test_chooser_picks_each_entry_for_its_shapes(sim_device):

@@ -9,7 +9,7 @@
 // and the Winograd GEMMs call it; the default is plain row-major A and B. The check also gives C
 // as row pointers spaced unevenly (as the strided NHWC grad input writes every other pixel), so
 // tiles run both in place and through the staging tile, and A as column pointers whose values lie
-// in runs (GemmArgs::a_run, as the NHWC grad weight reads a window's kernel rows): runs of 5, which
+// in runs (GemmA::cols with runs, as the NHWC grad weight reads a window's kernel rows): runs of 5, which
 // split every tile of rows, and of 24, whose tiles of 4, 6 or 8 rows lie within one run (packed by
 // vector copies).
 #include <ATen/Parallel.h>
@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "gemm_cpu.h"
+#include "cpu/gemm/gemm.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -38,7 +38,6 @@ using namespace cuconv::cpu;
 
 namespace {
 
-const char* isa_name(Isa isa) { return isa == Isa::avx512 ? "avx512" : isa == Isa::avx2 ? "avx2" : "portable"; }
 
 std::vector<Isa> isa_paths() {
   std::vector<Isa> paths{Isa::portable};
@@ -98,13 +97,13 @@ struct Problem {
   GemmArgs<float> args(bool parallel) {
     GemmArgs<float> g;
     g.M = M, g.N = N, g.K = K;
-    g.A = A.data(), g.rsA = K, g.csA = 1;
+    g.a = GemmA<float>::strided(A.data(), K, 1);
     g.B = B.data(), g.ldb = N;
     g.C = C.data(), g.ldc = N;
     g.parallel = parallel;
-    if (rows) g.a_rows = a_rows.data(), g.B = bp, g.b_packed = true;
+    if (rows) g.a = GemmA<float>::rows(a_rows.data()), g.B = bp, g.b_packed = true;
     if (crows) g.c_rows = c_rows.data();
-    if (runs) g.a_cols = a_cols.data(), g.a_run = run, g.a_run_stride = run_stride;
+    if (runs) g.a = GemmA<float>::cols(a_cols.data(), run, run_stride);
     return g;
   }
 

@@ -7,7 +7,7 @@
 // (the implicit GEMM's zero padding). commit() closes this thread's group of copies; wait<N>()
 // blocks until at most the N newest committed groups are still in flight. A wait covers only the
 // calling thread's copies: a __syncthreads after it makes every thread's landed copies visible.
-// Under the simulator (csrc/sim/sim_runtime.cpp) the destination is poison until the wait that
+// Under the simulator (csrc/sim/runtime.cpp) the destination is poison until the wait that
 // covers its group, so a kernel that reads a tile before waiting for it fails its tests.
 #include "portable.cuh"
 

@@ -37,11 +37,11 @@ template <typename V> CUCONV_DEVICE V load_vec(const V* p) { return *p; }
 template <typename V> CUCONV_DEVICE void store_vec(V* p, V v) { *p = v; }
 }  // namespace cuconv::kern
 
-#else  // the simulator: plain C++ on top of csrc/sim/sim_runtime.h
+#else  // the simulator: plain C++ on top of csrc/sim/runtime.h
 #include <bit>
 #include <cstring>
 
-#include "../sim/sim_runtime.h"
+#include "../sim/runtime.h"
 
 #define __global__
 #define __device__

@@ -3,13 +3,14 @@ runs the CUDA source on the CPU) as PyTorch custom operators and drop-in nn modu
 import torch  # noqa: F401  (loads libtorch, which _C links against)
 
 from . import _C
+from . import config
 from . import ops
 from .ops import conv2d, conv2d_relu, conv2d_relu_max_pool2d, max_pool2d
 from . import nn
 from .convert import convert
-from .simulate import simulate, _apply_environment
+from .simulate import simulate
 
-_apply_environment()
+config.get()  # a bad CUCONV_* environment variable is reported here, at import
 
 __version__ = "0.1.0"
-__all__ = ["conv2d", "conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d", "nn", "convert", "simulate", "ops"]
+__all__ = ["conv2d", "conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d", "nn", "convert", "simulate", "config", "ops"]

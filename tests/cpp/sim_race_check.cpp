@@ -36,7 +36,7 @@ int main() {
   std::vector<float> x(p.N * p.C * p.H * p.W), w(p.K * p.C * p.R * p.S), y(p.N * p.K * p.P * p.Q);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 5) - 2.f;
   for (size_t i = 0; i < w.size(); ++i) w[i] = float(i % 3) - 1.f;
-  conv2d_fprop<float>(p, x.data(), w.data(), nullptr, y.data(), false, nullptr);
+  conv2d_fprop_implicit_gemm<float>(p, x.data(), w.data(), nullptr, y.data(), false, nullptr);
   for (int k = 0; k < p.K; ++k)
     for (int oh = 0; oh < p.P; ++oh)
       for (int ow = 0; ow < p.Q; ++ow) {

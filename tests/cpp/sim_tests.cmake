@@ -6,7 +6,7 @@ find_package(Threads REQUIRED)
 
 # cuconv_sim_test_exe(<target> <source> [compile options...]): one test driver plus the runtime.
 function(cuconv_sim_test_exe target source)
-  add_executable(${target} "${CMAKE_CURRENT_LIST_DIR}/${source}" "${CUCONV_SIM_ROOT}/csrc/sim/sim_runtime.cpp")
+  add_executable(${target} "${CMAKE_CURRENT_LIST_DIR}/${source}" "${CUCONV_SIM_ROOT}/csrc/sim/runtime.cpp")
   target_compile_features(${target} PRIVATE cxx_std_20)
   target_include_directories(${target} PRIVATE "${CUCONV_SIM_ROOT}/csrc")
   target_compile_options(${target} PRIVATE -O1 -g ${ARGN})
@@ -20,7 +20,7 @@ set(CUCONV_ASAN -fsanitize=address -fno-omit-frame-pointer)
 # The simulator's own checks: divergent barriers, deadlocks, launch limits, alignment, warp rules.
 cuconv_sim_test_exe(sim_runtime_checks sim_runtime_checks.cpp)
 add_test(NAME sim_runtime_checks COMMAND sim_runtime_checks)
-set_tests_properties(sim_runtime_checks PROPERTIES ENVIRONMENT "CUCONV_SIM_TIMEOUT_S=60" TIMEOUT 120)
+set_tests_properties(sim_runtime_checks PROPERTIES TIMEOUT 120)
 
 # ThreadSanitizer: the correct kernels are race-free; a removed __syncthreads is a reported race.
 cuconv_sim_test_exe(sim_tsan_clean sim_race_check.cpp ${CUCONV_TSAN})
@@ -48,8 +48,7 @@ add_test(NAME sim_cp_async_clean COMMAND sim_cp_async_clean)
 cuconv_sim_test_exe(sim_cp_async_missing_wait sim_cp_async_check.cpp -DCUCONV_PLANT_MISSING_CP_ASYNC_WAIT)
 add_test(NAME sim_cp_async_missing_wait COMMAND sim_cp_async_missing_wait)
 set_tests_properties(sim_cp_async_missing_wait PROPERTIES PASS_REGULAR_EXPRESSION "[1-9][0-9]* wrong values")
-set_tests_properties(sim_cp_async_clean sim_cp_async_missing_wait PROPERTIES
-  ENVIRONMENT "CUCONV_SIM_TIMEOUT_S=120" TIMEOUT 300)
+set_tests_properties(sim_cp_async_clean sim_cp_async_missing_wait PROPERTIES TIMEOUT 300)
 
 # FastDivmod, the index decoding of the implicit-GEMM kernels, against `/` and `%`.
 cuconv_sim_test_exe(fast_divmod_check fast_divmod_check.cpp)

@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <string>
 
-#include "runners.h"
+#include "ops/config.h"
 
 namespace {
 
@@ -89,7 +89,7 @@ int main() {
   // Both CPU runners: the fallback, then the CUDA kernel source under the simulator (under the
   // sanitizers, this is where an out-of-bounds access in a kernel shows up).
   for (bool simulate : {false, true}) {
-    cuconv::set_simulate_enabled(simulate);
+    cuconv::config::set("simulate", simulate ? "1" : "0");
     std::printf("-- %s\n", simulate ? "simulator" : "CPU fallback");
     for (bool cl : {false, true}) {
       check_conv2d(cl);

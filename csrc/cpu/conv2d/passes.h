@@ -1,0 +1,26 @@
+#pragma once
+// The CPU conv passes for float and double (fprop.cpp, dgrad.cpp, wgrad.cpp, bias.cpp), each a
+// switch over its plan (plan.h). All tensors are contiguous in the layouts of ops/runner.h;
+// `opts` allocates the packed weights.
+#include <ATen/core/TensorBody.h>
+
+#include "cpu/conv2d/plan.h"
+
+namespace cuconv::cpu {
+
+// y = conv(x, w) + bias (bias may be null), then max(., 0) when relu.
+template <typename T>
+void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y,
+                  bool relu, const at::TensorOptions& opts);
+// gx = the grad input from gy and w.
+template <typename T>
+void conv2d_dgrad(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T* gy, const T* w, T* gx,
+                  const at::TensorOptions& opts);
+// gw = the grad weight from gy and x (OIHW).
+template <typename T>
+void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T* gy, const T* x, T* gw);
+// gb[k] = sum of gy over images and positions of channel k.
+template <typename T>
+void conv2d_bias_grad(const Conv2dParams& p, const T* gy, T* gb);
+
+}  // namespace cuconv::cpu

@@ -1,0 +1,201 @@
+// Every strategy threshold of the CPU conv, each with its reason (the measurements behind them are
+// in docs/experiments.md and docs/design-cpu.md). The choices depend on the shapes, dtype, ISA path
+// and cuconv.config; only the grad weight's small-output GEMM also depends on the thread count.
+#include "cpu/conv2d/plan.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "cpu/gemm/gemm.h"
+#include "cpu/sizes.h"
+#include "ops/config.h"
+
+namespace cuconv::cpu {
+namespace {
+
+bool is_float(at::ScalarType t) { return t == at::kFloat; }
+
+bool winograd_shape(const Conv2dParams& p) {
+  return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && p.groups == 1;
+}
+
+// Winograd F(2x2, 3x3) does 2.25x fewer FLOPs; by shape it runs when the correlation has at least 16
+// input and output channels and 32 on one side: below that its transforms cost about what the
+// products save. cpu_conv_algo forces either way.
+bool use_winograd(const Conv2dParams& p, at::ScalarType dtype, int64_t c_in, int64_t c_out) {
+  const config::CpuConvAlgo algo = config::cpu_conv_algo();
+  if (!is_float(dtype) || !winograd_shape(p) || algo == config::CpuConvAlgo::gemm) return false;
+  return algo == config::CpuConvAlgo::winograd || (std::min(c_in, c_out) >= 16 && std::max(c_in, c_out) >= 32);
+}
+
+// Few-channel NCHW stride-1 layers (C*R*S <= 32: a first layer's 27) on AVX-512: output rows of at
+// least 16 fill a vector, and the input rows under them are read in place with no GEMM at all.
+bool use_rows_avx512(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
+  return is_float(dtype) && isa == Isa::avx512 && !p.channels_last && p.groups == 1 && p.stride_h == 1 &&
+         p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && p.C * p.R * p.S <= 32 && p.Q >= 16;
+}
+
+// The input rows and columns the windows cover, from -pad (undilated kernel rows).
+int64_t padded_image_values(const Conv2dParams& p) {
+  const int64_t Hb = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wb = (p.Q - 1) * p.stride_w + p.S;
+  return Hb * Wb * p.C;
+}
+
+// NCHW convs with whole pixels per kernel row run the NHWC row GEMMs on a transposed, zero-padded
+// copy of each image, where im2col would write R*S values per position that the GEMM then packs
+// again. Not for maps of fewer than 64 positions (the GEMMs are too short; NCHW joins no images),
+// 1x1 strided convs (the transposes cost what the GEMM does), or padded images past 1 MiB (the
+// copy leaves L2).
+bool use_nchw_via_nhwc(const Conv2dParams& p, at::ScalarType dtype) {
+  Conv2dParams q = p;
+  q.channels_last = true;
+  return !p.channels_last && p.groups == 1 && p.dil_h == 1 && p.R * p.S > 1 && p.P * p.Q >= 64 &&
+         nhwc_reads_rows_in_place(q) && padded_image_values(p) * int64_t(c10::elementSize(dtype)) <= (int64_t(1) << 20);
+}
+
+}  // namespace
+
+bool reads_input_directly(const Conv2dParams& p) {
+  return pitch_ok(p.H * p.W) && p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
+         p.pad_w == 0 && p.P == p.H && p.Q == p.W;
+}
+
+// In place from 32 values per kernel row (whole pixels per group): shorter rows make GEMMs with a
+// K too short to pay for a pass each; those take the row-interleaved buffer instead.
+bool nhwc_reads_rows_in_place(const Conv2dParams& p) {
+  return p.channels_last && p.dil_w == 1 && (p.groups == 1 || p.S == 1) && p.S * p.C_per_group() >= 32;
+}
+
+int64_t images_per_gemm(int64_t N, int64_t PQ) { return std::min(N, std::max<int64_t>(1, 256 / PQ)); }
+
+bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
+
+FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
+  if (use_winograd(p, dtype, p.C, p.K)) return {FpropStrategy::winograd};
+  if (use_rows_avx512(p, isa, dtype)) return {FpropStrategy::rows_avx512};
+  if (use_nchw_via_nhwc(p, dtype)) return {FpropStrategy::nchw_via_nhwc};
+  const bool direct = reads_input_directly(p);
+  // NCHW joins no images: side by side, small maps ran slower than one GEMM per image.
+  if (!p.channels_last) return {direct ? FpropStrategy::nchw_direct : FpropStrategy::nchw_im2col};
+  if (nhwc_reads_rows_in_place(p)) return {FpropStrategy::nhwc_rows};
+  if (p.dil_w == 1) return {FpropStrategy::nhwc_interleaved};  // R copies of the input, where im2col makes R*S
+  return {direct ? FpropStrategy::nhwc_direct : FpropStrategy::nhwc_im2col};
+}
+
+DgradPlan plan_dgrad(const Conv2dParams& p, Isa, at::ScalarType dtype) {
+  const int64_t PQ = p.P * p.Q;
+  if (use_winograd(p, dtype, p.K, p.C)) return {DgradStrategy::winograd, 1};
+  // NHWC strided: each phase is a stride-1 correlation written in place, where col2im writes R*S
+  // values per position and adds them back.
+  if (p.channels_last && (p.stride_h > 1 || p.stride_w > 1) && p.dil_h == 1 && p.dil_w == 1 && p.groups == 1)
+    return {DgradStrategy::nhwc_phases, images_per_gemm(p.N, PQ)};
+  // Joined images: NCHW only for the smallest maps with real windows (a gain for 3x3 at 4x4, a loss
+  // at 8x8 and for 1x1).
+  if (!p.channels_last)
+    return {DgradStrategy::nchw_col2im, PQ < 64 && p.R * p.S > 1 ? images_per_gemm(p.N, PQ) : 1};
+  return {DgradStrategy::nhwc_col2im, images_per_gemm(p.N, PQ)};
+}
+
+WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64_t threads) {
+  WgradPlan plan{};
+  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q;
+  const int64_t CRS = Cg * p.R * p.S, elem = int64_t(c10::elementSize(dtype));
+  plan.rows = p.channels_last ? WgradPlan::Rows::rsc : WgradPlan::Rows::crs;
+  if (use_winograd(p, dtype, p.C, p.K)) return plan.strategy = WgradStrategy::winograd, plan;
+  if (use_rows_avx512(p, isa, dtype)) return plan.strategy = WgradStrategy::rows_avx512, plan;
+  // Images per GEMM, their positions concatenated along the GEMM's K: small maps sum ~512 positions
+  // per pass over the partial instead of one image's few. Fewer when the GEMM's A block (CRS x
+  // positions) would pass 512 KiB, half a core's L2 on the machines measured.
+  int64_t per = std::max<int64_t>(1, 512 / PQ);
+  while (per > 1 && CRS * per * PQ * elem > (int64_t(512) << 10)) per /= 2;
+  plan.images_per_gemm = per;
+  // A fixed split of the batch into 8, 4, 2 or 1 chunks (even work for 2, 4 or 8 threads), fewer
+  // when the partials would be large or a chunk would sum fewer than 256 positions: each partial is
+  // written, then read by the final sum, which for small maps moved more bytes than the products.
+  int64_t chunks = 8;
+  while (chunks > 1 && (chunks > p.N || chunks * G * CRS * Kg > (int64_t(1) << 23) || p.N / chunks * PQ < 256))
+    chunks /= 2;
+  plan.chunks = chunks;
+  if (is_float(dtype)) {
+    GemmArgs<float> probe;  // the GEMM the chunks run, as far as the small-output rule looks at it
+    probe.M = CRS, probe.N = Kg, probe.K = std::min(per, ceil_div(p.N, chunks)) * PQ;
+    probe.a = GemmA<float>::strided(nullptr, 1, 1);
+    probe.parallel = chunks < threads;
+    plan.small_output = gemm_small_output(isa, probe);
+  }
+  // NHWC grad_output rows are K apart: copied to a better pitch when K is a bad one for the packed
+  // GEMM (the small-output GEMM reads them row by row, in place).
+  plan.copy_grad_output = p.channels_last && !pitch_ok(p.K) && !plan.small_output;
+  // NCHW images are not adjacent along K, so joined images go through im2col (a copy for 1x1).
+  if (reads_input_directly(p) && (p.channels_last || per == 1)) return plan.strategy = WgradStrategy::direct, plan;
+  // NHWC 1x1 unpadded but strided (shortcuts): each position's channels are one run of the input.
+  if (p.channels_last && p.R == 1 && p.S == 1 && p.pad_h == 0 && p.pad_w == 0)
+    return plan.strategy = WgradStrategy::pixel_cols, plan;
+  const bool undilated = p.dil_h == 1 && p.dil_w == 1;
+  // NHWC where the small-output GEMM runs (few channels: first layers): A's columns point at each
+  // window's kernel rows, runs of S*C values, in a zero-padded copy (no interleaved buffer).
+  if (p.channels_last && plan.small_output && G == 1 && undilated && p.R > 1)
+    return plan.strategy = WgradStrategy::window_runs, plan.rows = WgradPlan::Rows::rsc, plan;
+  // The row-interleaved buffer (R copies of the input, not R*S): NHWC with few channels, and NCHW
+  // where the small-output GEMM runs, which reads A by columns (only for a first layer's few rows:
+  // for a 64 x 128 shortcut the buffer was slower).
+  if (nhwc_reads_rows_in_place(p) == false && p.channels_last && p.dil_w == 1)
+    return plan.strategy = WgradStrategy::interleaved, plan.rows = WgradPlan::Rows::src, plan;
+  if (!p.channels_last && plan.small_output && CRS <= 32 && Kg <= 64 && p.dil_w == 1)
+    return plan.strategy = WgradStrategy::interleaved, plan.rows = WgradPlan::Rows::src, plan;
+  // Whole pixels per kernel row, for the blocked GEMM: A's columns are the windows' runs of S*C
+  // values in a zero-padded NHWC copy (transposed from NCHW), packed 8 rows per vector copy, where
+  // im2col would write R*S values per position.
+  if (!plan.small_output && G == 1 && undilated && p.R * p.S > 1 && p.S * p.C >= 32)
+    return plan.strategy = WgradStrategy::window_runs, plan.rows = WgradPlan::Rows::rsc, plan;
+  return plan.strategy = WgradStrategy::im2col, plan;
+}
+
+std::vector<std::string> all_conv2d_strategies() {
+  std::vector<std::string> out;
+  for (int i = 0; i <= int(FpropStrategy::nhwc_direct); ++i) out.push_back(std::string("fprop:") + name(FpropStrategy(i)));
+  for (int i = 0; i <= int(DgradStrategy::nhwc_col2im); ++i) out.push_back(std::string("dgrad:") + name(DgradStrategy(i)));
+  for (int i = 0; i <= int(WgradStrategy::im2col); ++i) out.push_back(std::string("wgrad:") + name(WgradStrategy(i)));
+  return out;
+}
+
+const char* name(FpropStrategy s) {
+  switch (s) {
+    case FpropStrategy::winograd: return "winograd";
+    case FpropStrategy::rows_avx512: return "rows_avx512";
+    case FpropStrategy::nchw_via_nhwc: return "nchw_via_nhwc";
+    case FpropStrategy::nchw_im2col: return "nchw_im2col";
+    case FpropStrategy::nchw_direct: return "nchw_direct";
+    case FpropStrategy::nhwc_rows: return "nhwc_rows";
+    case FpropStrategy::nhwc_interleaved: return "nhwc_interleaved";
+    case FpropStrategy::nhwc_im2col: return "nhwc_im2col";
+    case FpropStrategy::nhwc_direct: return "nhwc_direct";
+  }
+  return "?";
+}
+
+const char* name(DgradStrategy s) {
+  switch (s) {
+    case DgradStrategy::winograd: return "winograd";
+    case DgradStrategy::nhwc_phases: return "nhwc_phases";
+    case DgradStrategy::nchw_col2im: return "nchw_col2im";
+    case DgradStrategy::nhwc_col2im: return "nhwc_col2im";
+  }
+  return "?";
+}
+
+const char* name(WgradStrategy s) {
+  switch (s) {
+    case WgradStrategy::winograd: return "winograd";
+    case WgradStrategy::rows_avx512: return "rows_avx512";
+    case WgradStrategy::direct: return "direct";
+    case WgradStrategy::pixel_cols: return "pixel_cols";
+    case WgradStrategy::window_runs: return "window_runs";
+    case WgradStrategy::interleaved: return "interleaved";
+    case WgradStrategy::im2col: return "im2col";
+  }
+  return "?";
+}
+
+}  // namespace cuconv::cpu

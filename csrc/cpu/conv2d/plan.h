@@ -1,0 +1,95 @@
+#pragma once
+// The CPU conv's strategy for each pass, chosen in one place (plan.cpp) from the shapes, the dtype,
+// the ISA path, cuconv.config's cpu_conv_algo and, where a GEMM path depends on it, the thread
+// count. The passes (fprop.cpp, dgrad.cpp, wgrad.cpp) switch over these; `_cpu_conv2d_plan`
+// reports them by name so tests assert the strategy a case reaches. Choices never change results'
+// bits across thread counts: every strategy sums each output in a fixed order.
+#include <ATen/core/ScalarType.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "conv2d_params.h"
+#include "cpu/isa.h"
+
+namespace cuconv::cpu {
+
+enum class FpropStrategy {
+  winograd,          // F(2x2, 3x3), float32 3x3 stride 1 (winograd.cpp)
+  rows_avx512,       // few-channel NCHW first layers vectorised along output rows (fprop_rows_avx512.cpp)
+  nchw_via_nhwc,     // NCHW through the NHWC row GEMMs on a transposed, zero-padded copy per image
+  nchw_im2col,       // NCHW: W[K, CRS] * im2col[CRS, PQ] per image
+  nchw_direct,       // NCHW 1x1 stride 1 unpadded: the input is the GEMM's B as it is
+  nhwc_rows,         // NHWC: one GEMM per kernel row, A rows pointing into the input (or a padded copy)
+  nhwc_interleaved,  // NHWC few channels: one GEMM over a row-interleaved copy (R rows per output row)
+  nhwc_im2col,       // NHWC: im2col[PQ, RSC] * W[RSC, K] (dilated kernel rows)
+  nhwc_direct,       // NHWC 1x1 stride 1 unpadded: the input is the GEMM's A as it is (the last: see
+                     // all_conv2d_strategies)
+};
+
+enum class DgradStrategy {
+  winograd,     // the flipped-filter correlation as F(2x2, 3x3)
+  nhwc_phases,  // NHWC strided: stride_h x stride_w stride-1 correlations written in place
+  nchw_col2im,  // W^T * grad_output, then col2im adds the columns into grad_input
+  nhwc_col2im,
+};
+
+enum class WgradStrategy {
+  winograd,     // F(3x3, 2x2)
+  rows_avx512,  // few-channel NCHW first layers (wgrad_rows_avx512.cpp)
+  direct,       // 1x1 stride 1 unpadded: the input is the GEMM's A as it is
+  pixel_cols,   // NHWC 1x1 strided (shortcuts): A's columns point at each position's channels
+  window_runs,  // whole pixels per kernel row: A's columns are each window's R runs of S*C values
+                // in a zero-padded NHWC copy (or the NHWC input in place)
+  interleaved,  // few channels: A's columns point into a row-interleaved copy
+  im2col,       // im2col columns
+};
+
+struct FpropPlan {
+  FpropStrategy strategy;
+};
+
+struct DgradPlan {
+  DgradStrategy strategy;
+  int64_t images_per_gemm;  // images joined along the GEMM's M (col2im strategies)
+};
+
+struct WgradPlan {
+  WgradStrategy strategy;
+  int64_t images_per_gemm;  // images whose positions one GEMM sums over
+  int64_t chunks;           // fixed split of the batch; the chunk partials are summed in order
+  bool small_output;        // the AVX-512 small-output GEMM (C in registers over a long K) runs
+  bool copy_grad_output;    // NHWC grad_output is copied to a better row pitch first
+  // The order of the partial's rows: NCHW im2col's (c, r, s), NHWC's (r, s, c), or the
+  // row-interleaved buffer's (s, r, c).
+  enum class Rows { crs, rsc, src } rows;
+};
+
+FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
+DgradPlan plan_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
+// `threads`: the GEMM may split across threads only when the chunks do not, which decides whether
+// the small-output GEMM can run (it is single-threaded).
+WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64_t threads);
+
+const char* name(FpropStrategy s);
+const char* name(DgradStrategy s);
+const char* name(WgradStrategy s);
+// Every strategy of every pass as "fprop:<name>", "dgrad:<name>", "wgrad:<name>" (for the test that
+// every strategy is reached by some case).
+std::vector<std::string> all_conv2d_strategies();
+
+// Shared blocking rules of the GEMM strategies:
+// images joined into one NHWC GEMM when feature maps are small (about 256 positions per GEMM), so
+// the weight is read once per 256 positions instead of once per image;
+int64_t images_per_gemm(int64_t N, int64_t PQ);
+// a GEMM splits its columns over the threads when the outer loop has fewer items than threads.
+bool gemm_should_split(int64_t outer_items);
+
+// Convs that read their input in place (1x1, stride 1, no padding, output the input's size).
+bool reads_input_directly(const Conv2dParams& p);
+// NHWC convs whose kernel rows are whole pixels of at least 32 values (one GEMM per kernel row,
+// A rows in place) or, with fewer channels, the row-interleaved GEMM (both undilated along W).
+bool nhwc_reads_rows_in_place(const Conv2dParams& p);
+
+}  // namespace cuconv::cpu

@@ -1,0 +1,64 @@
+// The CPU runner's conv2d entry points (ops/runner.h): the ISA path and dtype of the call, its plan
+// (plan.h), then the pass.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+
+#include "cpu/conv2d/passes.h"
+#include "cpu/max_pool2d/plan.h"
+#include "ops/runner.h"
+
+namespace cuconv::cpu {
+
+void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                    const at::Tensor& output, bool relu) {
+  const Isa isa = active_isa();
+  const FpropPlan plan = plan_fprop(p, isa, input.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cuconv_conv2d_cpu", [&] {
+    conv2d_fprop<scalar_t>(isa, plan, p, input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                           bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(),
+                           relu, input.options());
+  });
+}
+
+void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                           const at::Tensor& grad_input) {
+  const Isa isa = active_isa();
+  const DgradPlan plan = plan_dgrad(p, isa, grad_output.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_input_cpu", [&] {
+    conv2d_dgrad<scalar_t>(isa, plan, p, grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                           grad_input.data_ptr<scalar_t>(), grad_output.options());
+  });
+}
+
+void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                            const at::Tensor& grad_weight) {
+  const Isa isa = active_isa();
+  const WgradPlan plan = plan_wgrad(p, isa, grad_output.scalar_type(), at::get_num_threads());
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_weight_cpu", [&] {
+    conv2d_wgrad<scalar_t>(isa, plan, p, grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
+                           grad_weight.data_ptr<scalar_t>());
+  });
+}
+
+void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& grad_bias) {
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_bias_cpu", [&] {
+    conv2d_bias_grad<scalar_t>(p, grad_output.const_data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>());
+  });
+}
+
+std::vector<std::string> conv2d_plan(const Conv2dParams& p, const at::Tensor& input) {
+  const Isa isa = active_isa();
+  const at::ScalarType t = input.scalar_type();
+  return {name(plan_fprop(p, isa, t).strategy), name(plan_dgrad(p, isa, t).strategy),
+          name(plan_wgrad(p, isa, t, at::get_num_threads()).strategy)};
+}
+
+std::vector<std::string> plan_strategies() {
+  std::vector<std::string> out;
+  for (const std::string& s : all_conv2d_strategies()) out.push_back("conv2d." + s);
+  for (const std::string& s : all_max_pool2d_strategies()) out.push_back("max_pool2d." + s);
+  return out;
+}
+
+}  // namespace cuconv::cpu

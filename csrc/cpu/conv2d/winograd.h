@@ -1,0 +1,34 @@
+#pragma once
+// Winograd convolution for 3x3 stride-1 float32 convs on the CPU (winograd.cpp). The plan
+// (cpu/conv2d/plan.h) picks it per pass; cuconv.config's cpu_conv_algo overrides the choice.
+#include <cstdint>
+
+#include "conv2d_params.h"
+#include "cpu/isa.h"
+
+namespace cuconv::cpu {
+
+// One correlation y(n,k,p,q) = sum_{c,r,s} x(n, c, p - pad_h + r, q - pad_w + s) w(k, c, r, s),
+// r, s in 0..2, over arbitrary element strides (n, c, h, w for x; n, k, p, q for y; k, c, r, s
+// for w, which may be negative to read a flipped or transposed filter). Reads outside the image are zero.
+struct WinogradConv {
+  int64_t N, C, H, W, K, P, Q, pad_h, pad_w;
+  int64_t xs[4], ys[4], ws[4];
+};
+
+// y = conv(x, w) + bias, then max(., 0) when relu. Every output element is written.
+void winograd_conv3x3(Isa isa, const WinogradConv& s, const float* x, const float* w, const float* bias, float* y,
+                      bool relu);
+
+// gw(k, c, r, s) = sum_{n,p,q} gy(n, k, p, q) x(n, c, p - pad_h + r, q - pad_w + s), written whole
+// (OIHW, contiguous). s.ys are gy's strides; s.ws is unused.
+void winograd_conv3x3_backward_weight(Isa isa, const WinogradConv& s, const float* gy, const float* x, float* gw);
+
+// The three passes of a float32 3x3 stride-1 ungrouped conv (contiguous tensors in p's layout) as
+// the correlations above.
+void winograd_conv2d_fprop(Isa isa, const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
+                           bool relu);
+void winograd_conv2d_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* w, float* gx);
+void winograd_conv2d_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* x, float* gw);
+
+}  // namespace cuconv::cpu

@@ -1,0 +1,245 @@
+// AVX-512 GEMM micro-kernel for float: an 8x16 tile of C lives in 8 zmm registers; each K step
+// loads one 16-float row of B and multiplies it by 8 elements of A, each broadcast from memory as
+// part of the FMA itself (the {1to16} operand), so a K step is 1 load and 8 FMAs. Partial columns
+// use lane masks (no staging copies). With 32 vector registers the K loop stays in intrinsics
+// without spills. Compiled for AVX-512 per function (target attribute) and called only when the
+// CPU and OS support it (cpu_isa.h).
+//
+// Why 8 x 16 and not wider: B is packed in 16-wide slivers of kGemmKC = 256 rows (16 KiB, which
+// stays in a 32 KiB L1 while MC rows of A stream past it); a 32-wide tile would need two slivers
+// in L1 at once. 8 rows make 8 independent FMA chains, enough to hide the FMA latency on CPUs with
+// one or two 512-bit FMA pipes, and divide the channel counts conv layers use (32, 64, ...), so a
+// 32-row GEMM has no padded rows (the 6-row AVX2 tile computes 36).
+//
+// Each C element is summed over K in increasing order by one FMA chain, as in the AVX2 kernel, so
+// the two kernels give the same bits.
+#include <algorithm>
+
+#include "cpu/gemm/driver.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+// GCC 12's _mm512_max_ps passes a deliberately uninitialised placeholder (_mm512_undefined_ps),
+// which -Wmaybe-uninitialized reports once per use.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace cuconv::cpu {
+
+namespace {
+
+struct Avx512Kernel8x16 {
+  static constexpr int MR = 8, NR = 16;
+
+  // C's starting values for rows < mv (columns under mask m), per init.
+  CUCONV_AVX512 static inline void init_tile(__m512 (&c)[MR], int mv, __mmask16 m, const float* C, int64_t ldc,
+                                             GemmInit init, const float* bias) {
+    const __m512 bcol = init == GemmInit::bias_col ? _mm512_maskz_loadu_ps(m, bias) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      c[i] = bcol;
+      if (i < mv) {
+        if (init == GemmInit::accumulate) c[i] = _mm512_maskz_loadu_ps(m, C + i * ldc);
+        else if (init == GemmInit::bias_row) c[i] = _mm512_set1_ps(bias[i]);
+      }
+    }
+  }
+
+  // max(0, x) returns its second operand when either is NaN, so a NaN sum stays NaN (and -0 stays
+  // -0), as torch.relu and the AVX2 kernel.
+  CUCONV_AVX512 static inline void store_tile(__m512 (&c)[MR], int mv, __mmask16 m, float* C, int64_t ldc,
+                                              bool relu) {
+    const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      if (i >= mv) break;
+      const __m512 v = relu ? _mm512_max_ps(zero, c[i]) : c[i];
+      if (m == 0xFFFF) _mm512_storeu_ps(C + i * ldc, v);
+      else _mm512_mask_storeu_ps(C + i * ldc, m, v);
+    }
+  }
+
+  static __mmask16 mask(int nv) { return nv <= 0 ? 0 : nv >= NR ? __mmask16(0xFFFF) : __mmask16((1u << nv) - 1); }
+
+  // Unpacked B (rows ldb apart; GEMMs of at most 8 rows) and A with any strides. Rows past mv
+  // recompute the last valid row (always readable); they are not stored.
+  CUCONV_AVX512 static void run(int64_t kc, const float* A, int64_t rsA, int64_t csA, int mv, const float* B,
+                                int64_t ldb, int nv, float* C, int64_t ldc, GemmInit init, const float* bias,
+                                bool relu) {
+    const __mmask16 m = mask(nv);
+    __m512 c[MR];
+    init_tile(c, mv, m, C, ldc, init, bias);
+    const float* a[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) a[i] = A + std::min(i, mv - 1) * rsA;
+    int64_t off = 0;
+    for (int64_t p = 0; p < kc; ++p, off += csA, B += ldb) {
+      const __m512 b = _mm512_maskz_loadu_ps(m, B);  // masked-off lanes are never read
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i][off]), b, c[i]);
+    }
+    store_tile(c, mv, m, C, ldc, relu);
+  }
+
+  // The K loop over a packed B sliver (kc x 16, 64-byte aligned, columns past nv zero) and A as a
+  // packed panel (kc x 8, rows past mv zero) or 8 row pointers with unit K stride (rows past mv
+  // repeat a valid row). Unrolled by 4 so every address is a base register plus a constant.
+  template <bool kPackedA>
+  CUCONV_AVX512 static inline __attribute__((always_inline)) void k_loop(__m512 (&c)[MR], int64_t kc,
+                                                                          const float* panel,
+                                                                          const float* const* rows,
+                                                                          const float* B) {
+    const float* a[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) a[i] = kPackedA ? panel + i : rows[i];
+    constexpr int64_t kStep = kPackedA ? MR : 1;  // A's K stride
+    int64_t p = 0;
+    for (; p + 4 <= kc; p += 4) {
+#pragma GCC unroll 4
+      for (int u = 0; u < 4; ++u) {
+        const __m512 b = _mm512_load_ps(B + (p + u) * NR);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; ++i) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i][(p + u) * kStep]), b, c[i]);
+      }
+    }
+    for (; p < kc; ++p) {
+      const __m512 b = _mm512_load_ps(B + p * NR);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i][p * kStep]), b, c[i]);
+    }
+  }
+
+  // B packed (64-byte aligned slivers); A a packed panel, or else 8 row pointers (panel null).
+  CUCONV_AVX512 static void run_packed(int64_t kc, const float* panel, const float* const* rows, int mv,
+                                       const float* B, int nv, float* C, int64_t ldc, GemmInit init,
+                                       const float* bias, bool relu) {
+    const __mmask16 m = mask(nv);
+    __m512 c[MR];
+    init_tile(c, mv, m, C, ldc, init, bias);
+    if (panel) k_loop<true>(c, kc, panel, rows, B);
+    else k_loop<false>(c, kc, panel, rows, B);
+    store_tile(c, mv, m, C, ldc, relu);
+  }
+};
+
+// Small C, long K (a first layer's grad weight: 27 x 32 summed over ~1000 positions per image):
+// packing A and B per K block would copy about as many values as the FMAs use, so here the C tile
+// (up to 14 x 32 in 28 zmm registers) stays in registers over the whole of K while A's columns
+// (unit row stride: column pointers, or a strided A with unit row stride) and B's rows (ldb apart) are read in place. Each C
+// element is still one FMA chain over K in increasing order, so the bits equal the blocked path's.
+template <int MR, int NV, bool kCols>
+CUCONV_AVX512 void small_output_panel(const GemmArgs<float>& g, int64_t i0, int64_t j0, int nv) {
+  const __mmask16 m0 = Avx512Kernel8x16::mask(nv), m1 = Avx512Kernel8x16::mask(nv - 16);
+  __m512 c[MR][NV];
+  const float* bias_col = g.init == GemmInit::bias_col ? g.bias + j0 : nullptr;
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 m = v ? m1 : m0;
+      float* row = g.C + (i0 + i) * g.ldc + j0 + 16 * v;
+      c[i][v] = g.init == GemmInit::accumulate ? _mm512_maskz_loadu_ps(m, row)
+                : g.init == GemmInit::bias_row ? _mm512_set1_ps(g.bias[i0 + i])
+                : bias_col                      ? _mm512_maskz_loadu_ps(m, bias_col + 16 * v)
+                                                : _mm512_setzero_ps();
+    }
+  const float* B = g.B + j0;
+  if (kCols && g.a.run > 0) {
+    // Column values in runs: row i0 + i sits at off[i] from the column's start.
+    int64_t off[MR];
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; ++i) off[i] = (i0 + i) / g.a.run * g.a.run_stride + (i0 + i) % g.a.run;
+    for (int64_t p = 0; p < g.K; ++p, B += g.ldb) {
+      const float* a = g.a.ptrs[p];
+      __m512 b[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) b[v] = _mm512_maskz_loadu_ps(v ? m1 : m0, B + 16 * v);
+#pragma GCC unroll 14
+      for (int i = 0; i < MR; ++i) {
+        const __m512 ai = _mm512_set1_ps(a[off[i]]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(ai, b[v], c[i][v]);
+      }
+    }
+  } else {
+    for (int64_t p = 0; p < g.K; ++p, B += g.ldb) {
+      const float* a = (kCols ? g.a.ptrs[p] : g.a.data + p * g.a.cs) + i0;
+      __m512 b[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) b[v] = _mm512_maskz_loadu_ps(v ? m1 : m0, B + 16 * v);
+#pragma GCC unroll 14
+      for (int i = 0; i < MR; ++i) {
+        const __m512 ai = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(ai, b[v], c[i][v]);
+      }
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v)
+      _mm512_mask_storeu_ps(g.C + (i0 + i) * g.ldc + j0 + 16 * v, v ? m1 : m0,
+                            g.relu ? _mm512_max_ps(zero, c[i][v]) : c[i][v]);
+}
+
+template <int MR, int NV, bool kCols>
+void small_output_rows(const GemmArgs<float>& g, int64_t i0, int64_t j0, int nv, int rows) {
+  if constexpr (MR > 1) {
+    if (rows < MR) return small_output_rows<MR - 1, NV, kCols>(g, i0, j0, nv, rows);
+  }
+  small_output_panel<MR, NV, kCols>(g, i0, j0, nv);
+}
+
+template <int NV, bool kCols>
+void small_output_columns(const GemmArgs<float>& g, int64_t j0, int nv) {
+  // Row panels of at most 14, as even as possible (27 rows: 14 + 13), each size compiled, so no
+  // row is computed twice and every panel keeps many FMA chains in flight.
+  const int64_t panels = (g.M + 13) / 14;
+  for (int64_t k = 0, i0 = 0; k < panels; ++k) {
+    const int64_t i1 = (k + 1) * g.M / panels;
+    small_output_rows<14, NV, kCols>(g, i0, j0, nv, int(i1 - i0));
+    i0 = i1;
+  }
+}
+
+template <bool kCols>
+void gemm_small_output_avx512(const GemmArgs<float>& g) {
+  for (int64_t j0 = 0; j0 < g.N; j0 += 32) {
+    const int nv = int(std::min<int64_t>(32, g.N - j0));
+    if (nv > 16) small_output_columns<2, kCols>(g, j0, nv);
+    else small_output_columns<1, kCols>(g, j0, nv);
+  }
+}
+
+}  // namespace
+
+// Up to 64 x 128 (5 row panels x 4 column blocks, each streaming K), where packing B and A per K
+// block costs more than re-reading them (a 1x1 shortcut's or a Winograd grad weight); larger C
+// tiles re-read A and B too often and run slower than the blocked GEMM (docs/experiments.md).
+bool gemm_small_output(Isa isa, const GemmArgs<float>& g) {
+  return isa == Isa::avx512 && !g.parallel && !g.c_rows && !g.b_packed &&
+         (g.a.is_cols() || (g.a.form == GemmA<float>::Form::strided && g.a.rs == 1)) &&
+         g.M <= 64 && g.N <= 128 && g.K >= 64;
+}
+
+void gemm_avx512(const GemmArgs<float>& g) {
+  if (gemm_small_output(Isa::avx512, g)) {
+    if (g.a.is_cols()) gemm_small_output_avx512<true>(g);
+    else gemm_small_output_avx512<false>(g);
+    return;
+  }
+  gemm_blocked<Avx512Kernel8x16>(g);
+}
+
+}  // namespace cuconv::cpu
+
+#else  // not x86: active_isa() never picks AVX-512 here
+
+namespace cuconv::cpu {
+bool gemm_small_output(Isa, const GemmArgs<float>&) { return false; }
+void gemm_avx512(const GemmArgs<float>& g) { gemm_portable(g); }
+}  // namespace cuconv::cpu
+
+#endif

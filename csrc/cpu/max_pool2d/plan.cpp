@@ -1,0 +1,77 @@
+// Every threshold of the CPU max-pool's kernel choice, each with its reason.
+#include "cpu/max_pool2d/plan.h"
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "ops/runner.h"
+
+namespace cuconv::cpu {
+
+bool is_2x2_stride2_inside(const MaxPool2dParams& p) {
+  return p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 && p.pad_w == 0 &&
+         p.dil_h == 1 && p.dil_w == 1 && 2 * p.P <= p.H && 2 * p.Q <= p.W && p.H * p.W < (int64_t(1) << 31);
+}
+
+MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType dtype) {
+  const bool vector_f32 = dtype == at::kFloat && uses_avx2(isa);  // double runs the portable loops
+  const bool two_by_two = is_2x2_stride2_inside(p);
+  MaxPool2dPlan plan{};
+  // Flat positions are tracked in int32 lanes next to float: planes past 2^31 elements need int64.
+  if (dtype == at::kFloat && !(p.H * p.W < (int64_t(1) << 31) && p.Q < (int64_t(1) << 31)))
+    plan.forward = PoolFpropStrategy::large_planes;
+  else if (!p.channels_last)
+    plan.forward = !vector_f32 ? PoolFpropStrategy::planes
+                   : two_by_two ? PoolFpropStrategy::planes_2x2_avx2
+                                : PoolFpropStrategy::planes_avx2;
+  else if (!vector_f32)
+    plan.forward = PoolFpropStrategy::pixels;
+  else if (two_by_two && isa == Isa::avx512 && p.C % 16 == 0)  // whole zmm registers of channels
+    plan.forward = PoolFpropStrategy::pixels_2x2_avx512;
+  else if (two_by_two && p.C % 8 == 0)  // whole ymm registers of channels
+    plan.forward = PoolFpropStrategy::pixels_2x2_avx2;
+  else
+    plan.forward = PoolFpropStrategy::pixels_avx2;
+  // The windows-written-whole backward needs NCHW rows of 8 outputs or more, or NHWC C a multiple of
+  // 8; shorter rows, float64 and the portable path scatter, which is as fast there (a plane that
+  // small is zeroed and scattered into within L1).
+  plan.backward = vector_f32 && two_by_two && (p.channels_last ? p.C % 8 == 0 : p.Q >= 8)
+                      ? PoolBpropStrategy::windows_2x2_avx2
+                      : PoolBpropStrategy::scatter;
+  return plan;
+}
+
+std::vector<std::string> all_max_pool2d_strategies() {
+  std::vector<std::string> out;
+  for (int i = 0; i <= int(PoolFpropStrategy::pixels_2x2_avx512); ++i)
+    out.push_back(std::string("forward:") + name(PoolFpropStrategy(i)));
+  for (int i = 0; i <= int(PoolBpropStrategy::windows_2x2_avx2); ++i)
+    out.push_back(std::string("backward:") + name(PoolBpropStrategy(i)));
+  return out;
+}
+
+const char* name(PoolFpropStrategy s) {
+  switch (s) {
+    case PoolFpropStrategy::large_planes: return "large_planes";
+    case PoolFpropStrategy::planes: return "planes";
+    case PoolFpropStrategy::planes_avx2: return "planes_avx2";
+    case PoolFpropStrategy::planes_2x2_avx2: return "planes_2x2_avx2";
+    case PoolFpropStrategy::pixels: return "pixels";
+    case PoolFpropStrategy::pixels_avx2: return "pixels_avx2";
+    case PoolFpropStrategy::pixels_2x2_avx2: return "pixels_2x2_avx2";
+    case PoolFpropStrategy::pixels_2x2_avx512: return "pixels_2x2_avx512";
+  }
+  return "?";
+}
+
+const char* name(PoolBpropStrategy s) {
+  return s == PoolBpropStrategy::windows_2x2_avx2 ? "windows_2x2_avx2" : "scatter";
+}
+
+std::vector<std::string> max_pool2d_plan(const MaxPool2dParams& p, const at::Tensor& input) {
+  const MaxPool2dPlan plan = plan_max_pool2d(p, active_isa(), input.scalar_type());
+  return {name(plan.forward), name(plan.backward)};
+}
+
+}  // namespace cuconv::cpu

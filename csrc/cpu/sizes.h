@@ -1,0 +1,21 @@
+#pragma once
+// Integer rounding and the row pitch of the matrices the CPU GEMM walks.
+#include <cstdint>
+
+namespace cuconv::cpu {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Row pitch (elements) of a matrix the GEMM reads or writes down its rows: an odd number of
+// 16-element blocks. The micro-kernel walks a 16-wide column strip down up to 256 rows, and a
+// pitch of an even number of blocks (e.g. 1 KiB, 4 KiB) maps those rows onto few L1 sets, which
+// then thrash; whole blocks keep 64-byte rows of float on one cache line each (an AVX-512 load or
+// store across two lines costs two). pitch_ok tells whether a given pitch avoids the set conflicts.
+inline int64_t pitch(int64_t n) {
+  const int64_t blocks = ceil_div(n, 16);
+  return (blocks % 2 ? blocks : blocks + 1) * 16;
+}
+inline bool pitch_ok(int64_t ld) { return ld % 32 != 0; }
+
+}  // namespace cuconv::cpu

@@ -1,0 +1,54 @@
+// Out-of-place matrix transpose for the CPU runner (grad weight's grad_output in NCHW): AVX2 8x8
+// register blocks where the CPU has them, a cache-blocked scalar loop otherwise.
+#include "cpu/transpose.h"
+
+#include <algorithm>
+
+namespace cuconv::cpu {
+
+namespace {
+
+template <typename T>
+void transpose_blocked(const T* src, int64_t lds, T* dst, int64_t ldd, int64_t rows, int64_t cols) {
+  // 16 x 16 blocks: the 16 destination rows being filled stay in L1 (row by row, each write would
+  // land on a new line).
+  for (int64_t j0 = 0; j0 < cols; j0 += 16)
+    for (int64_t i0 = 0; i0 < rows; i0 += 16)
+      for (int64_t i = i0; i < std::min(i0 + 16, rows); ++i)
+        for (int64_t j = j0; j < std::min(j0 + 16, cols); ++j) dst[j * ldd + i] = src[i * lds + j];
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+CUCONV_AVX2 void transpose_avx2(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows,
+                                int64_t cols) {
+  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  // Eight source rows at a time across all columns: source rows are often a power of two apart
+  // (a 32x32 feature map: 4 KiB) and then share L1 sets; eight of them fit, while walking down
+  // all rows per column block re-reads every line from L2.
+  for (int64_t i = 0; i < r8; i += 8)
+    for (int64_t j = 0; j < c8; j += 8) {
+      __m256 r[8], t[8];
+      for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * lds + j);
+      transpose8x8(r, t);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * ldd + i, t[k]);
+    }
+  // The edges: the last rows % 8 rows, then the last cols % 8 columns.
+  if (r8 < rows) transpose_blocked(src + r8 * lds, lds, dst + r8, ldd, rows - r8, c8);
+  if (c8 < cols) transpose_blocked(src + c8, lds, dst + c8 * ldd, ldd, rows, cols - c8);
+}
+#endif
+
+}  // namespace
+
+void transpose(Isa isa, const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (uses_avx2(isa)) return transpose_avx2(src, lds, dst, ldd, rows, cols);
+#endif
+  transpose_blocked(src, lds, dst, ldd, rows, cols);
+}
+
+void transpose(Isa, const double* src, int64_t lds, double* dst, int64_t ldd, int64_t rows, int64_t cols) {
+  transpose_blocked(src, lds, dst, ldd, rows, cols);
+}
+
+}  // namespace cuconv::cpu

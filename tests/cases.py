@@ -1,0 +1,396 @@
+"""The shared cases of the behaviour tests: conv2d and max_pool2d geometries, each in a layout and
+tagged with the CPU plan it reaches (the strategy of each pass, as `_cpu_conv2d_plan` and
+`_cpu_max_pool2d_plan` report it) on a stated ISA path with cuconv.config's cpu_conv_algo, at 2
+threads. tests/test_plans.py checks every tag and that every strategy is reached by some case;
+the behaviour tests run every case on every runner (tests/conftest.py: the CPU fallback on each ISA
+path this machine has, the simulator, CUDA when present).
+
+A layout given for a tensor whose layouts coincide (one channel, or an empty batch) is the one
+torch reports: such an "nhwc" case runs as NCHW, and its tag says so."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import torch
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    id: str
+    x: Tuple[int, int, int, int]       # N, C, H, W
+    w: Tuple[int, int, int]            # K, R, S (the weight is K x C/groups x R x S)
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilation: Tuple[int, int] = (1, 1)
+    groups: int = 1
+    channels_last: bool = False
+    isa: str = "avx2"                  # the ISA path the plan tag is for
+    algo: str = "auto"                 # cuconv.config's cpu_conv_algo for this case
+    plan: Tuple[str, str, str] = ("", "", "")  # forward, grad input, grad weight
+    note: str = ""
+
+    @property
+    def name(self):
+        return f"{self.id}-{'nhwc' if self.channels_last else 'nchw'}"
+
+    @property
+    def macs(self):
+        N, C, H, W = self.x
+        K, R, S = self.w
+        P = (H + self.padding[0] + self.padding[2] - self.dilation[0] * (R - 1) - 1) // self.stride[0] + 1
+        Q = (W + self.padding[1] + self.padding[3] - self.dilation[1] * (S - 1) - 1) // self.stride[1] + 1
+        return N * K * P * Q * (C // self.groups) * R * S
+
+    def tensors(self, dtype=torch.float32, device="cpu", bias=True):
+        """Random input, weight and bias for this case, the input in the case's layout."""
+        N, C, H, W = self.x
+        K, R, S = self.w
+        x = torch.randn(N, C, H, W, dtype=dtype, device=device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        w = torch.randn(K, C // self.groups, R, S, dtype=dtype, device=device)
+        b = torch.randn(K, dtype=dtype, device=device) if bias else None
+        return x, w, b
+
+    def args(self):
+        """The operators' geometry arguments: stride, padding, dilation, groups."""
+        return list(self.stride), list(self.padding), list(self.dilation), self.groups
+
+
+@dataclass(frozen=True)
+class PoolCase:
+    id: str
+    x: Tuple[int, int, int, int]
+    kernel: Tuple[int, int]
+    stride: Tuple[int, int]
+    padding: Tuple[int, int] = (0, 0)
+    dilation: Tuple[int, int] = (1, 1)
+    ceil_mode: bool = False
+    channels_last: bool = False
+    isa: str = "avx2"
+    plan: Tuple[str, str] = ("", "")   # forward, backward
+    note: str = ""
+
+    @property
+    def name(self):
+        return f"{self.id}-{'nhwc' if self.channels_last else 'nchw'}"
+
+    def input(self, dtype=torch.float32, device="cpu"):
+        x = torch.randn(*self.x, dtype=dtype, device=device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def args(self):
+        return list(self.kernel), list(self.stride), list(self.padding), list(self.dilation), self.ceil_mode
+
+
+def layout(t: torch.Tensor):
+    """The memory format torch suggests for t (channels_last only where it differs from NCHW)."""
+    cl = t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+def conv(id, x, w, nchw=None, nhwc=None, **options):
+    """One ConvCase per layout given, each with its plan tag ("forward grad-input grad-weight")."""
+    return [ConvCase(id, x, w, channels_last=layout == "nhwc", plan=tuple(tag.split()), **options)
+            for layout, tag in (("nchw", nchw), ("nhwc", nhwc)) if tag]
+
+
+def pool(id, x, nchw=None, nhwc=None, **options):
+    """One PoolCase per layout given, each with its plan tag ("forward backward")."""
+    return [PoolCase(id, x, channels_last=layout == "nhwc", plan=tuple(tag.split()), **options)
+            for layout, tag in (("nchw", nchw), ("nhwc", nhwc)) if tag]
+
+
+CONV = [
+    *conv('odd', (2, 3, 11, 13), (7, 3, 3),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='odd sizes, partial tiles'),
+    *conv('asym_pad_stride_dil', (1, 5, 9, 10), (17, 3, 2), stride=(2, 1), padding=(1, 0, 2, 1), dilation=(1, 2),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
+          note='asymmetric padding, stride, dilation'),
+    *conv('1x1', (3, 8, 7, 7), (20, 1, 1),
+          nchw='nchw_direct nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im direct',
+          note='1x1 read in place'),
+    *conv('1x1_stride2', (2, 8, 9, 9), (12, 1, 1), stride=(2, 2),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_phases pixel_cols',
+          note='1x1 stride 2 (shortcut)'),
+    *conv('groups_stride2', (2, 6, 10, 9), (9, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1), groups=3,
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='groups, stride 2'),
+    *conv('depthwise_x2_dil', (2, 6, 8, 8), (12, 3, 3), padding=(2, 2, 2, 2), dilation=(2, 2), groups=6,
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
+          note='depthwise multiplier 2, dilation'),
+    *conv('depthwise_5x5', (1, 4, 6, 6), (4, 5, 5), stride=(3, 2), padding=(2, 1, 0, 3), groups=4,
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='depthwise, kernel > stride'),
+    *conv('pad_past_kernel', (2, 3, 5, 5), (4, 3, 3), padding=(4, 4, 4, 4),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='padding larger than the kernel'),
+    *conv('tiles_both_ways', (4, 19, 12, 11), (33, 3, 3), padding=(1, 1, 1, 1), algo='gemm',
+          nchw='nchw_via_nhwc nchw_col2im window_runs', nhwc='nhwc_rows nhwc_col2im window_runs',
+          note='more than one tile both ways'),
+    *conv('phases', (2, 19, 13, 11), (21, 3, 3), stride=(2, 2), padding=(1, 0, 2, 1),
+          nchw='nchw_im2col nchw_col2im window_runs', nhwc='nhwc_rows nhwc_phases window_runs',
+          note='stride 2: phases of 2x2/2x1/1x2/1x1 taps, odd sizes'),
+    *conv('phases_5x4', (2, 6, 13, 10), (5, 5, 4), stride=(3, 2), padding=(2, 1, 0, 3),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_phases interleaved',
+          note='2 or 1 taps per phase row, 2 per column'),
+    *conv('phases_untapped', (2, 4, 10, 8), (6, 2, 2), stride=(3, 3), padding=(1, 1, 1, 1),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_phases interleaved',
+          note='kernel < stride: untapped phases'),
+    *conv('phases_many_images', (20, 8, 8, 8), (12, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_phases interleaved',
+          note='4x4 maps, 16 images per GEMM'),
+    *conv('one_row_input', (2, 3, 1, 5), (5, 1, 3), stride=(2, 2), padding=(0, 1, 0, 1),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_phases interleaved',
+          note='a one-row input: phases with no pixels'),
+    *conv('via_nhwc_padded', (3, 13, 17, 19), (21, 3, 3), stride=(2, 2), padding=(1, 0, 2, 1),
+          nchw='nchw_via_nhwc nchw_col2im window_runs', nhwc='nhwc_rows nhwc_phases window_runs',
+          note='NCHW on a padded NHWC copy'),
+    *conv('via_nhwc_short', (2, 11, 18, 20), (9, 3, 3), stride=(2, 2),
+          nchw='nchw_via_nhwc nchw_col2im window_runs', nhwc='nhwc_rows nhwc_phases window_runs',
+          note='windows stop short of the last row/column'),
+    *conv('via_nhwc_2x1', (2, 16, 15, 10), (18, 3, 2), stride=(2, 1), padding=(0, 1, 1, 0),
+          nchw='nchw_via_nhwc nchw_col2im window_runs', nhwc='nhwc_rows nhwc_phases window_runs',
+          note='stride (2, 1), 2-wide kernel'),
+    *conv('5x5_one_image', (1, 7, 12, 13), (10, 5, 5), padding=(2, 2, 2, 2),
+          nchw='nchw_via_nhwc nchw_col2im window_runs', nhwc='nhwc_rows nhwc_col2im window_runs',
+          note='5x5 stride 1, one image (split GEMMs)'),
+    *conv('gemm_k301', (1, 301, 17, 19), (101, 1, 1),
+          nchw='nchw_direct nchw_col2im direct', nhwc='nhwc_rows nhwc_col2im direct',
+          note='K = 256 + 45, 101 rows, 323 columns, batch 1'),
+    *conv('gemm_4rows', (3, 5, 7, 9), (4, 1, 1),
+          nchw='nchw_direct nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im direct',
+          note='4-row GEMMs (B unpacked), K = 5'),
+    *conv('gemm_6rows', (1, 33, 5, 5), (6, 1, 1),
+          nchw='nchw_direct nchw_col2im im2col', nhwc='nhwc_rows nhwc_col2im direct',
+          note='one 6-row tile, K = 33'),
+    *conv('gemm_k63', (2, 7, 13, 11), (23, 3, 3), padding=(1, 1, 1, 1), algo='gemm',
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='K = 63, 23 rows, 143-column maps'),
+    *conv('gemm_k360', (2, 40, 6, 6), (17, 3, 3), padding=(1, 1, 1, 1), algo='gemm',
+          nchw='nchw_im2col nchw_col2im window_runs', nhwc='nhwc_rows nhwc_col2im window_runs',
+          note='K = 360 (two K blocks), 17 columns'),
+    *conv('rows_padded_s2', (3, 16, 11, 11), (20, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1),
+          nchw='nchw_im2col nchw_col2im window_runs', nhwc='nhwc_rows nhwc_phases window_runs',
+          note='rows in place, padded copy, stride 2'),
+    *conv('rows_s2_1x1', (2, 40, 9, 8), (33, 1, 1), stride=(2, 2),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_rows nhwc_phases pixel_cols',
+          note='1x1 stride 2: rows read straight'),
+    *conv('rows_asym_dil', (2, 12, 10, 9), (7, 3, 3), padding=(0, 2, 3, 1), dilation=(2, 1),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_rows nhwc_col2im im2col',
+          note='asymmetric padding past bottom/right, dilation_h'),
+    *conv('rows_grouped_1x1', (2, 64, 5, 6), (10, 1, 1), stride=(1, 2), groups=2,
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_rows nhwc_col2im pixel_cols',
+          note='grouped 1x1, 32 channels per group'),
+    *conv('rows_5x3', (1, 11, 7, 9), (5, 5, 3), padding=(2, 1, 2, 1),
+          nchw='nchw_im2col nchw_col2im window_runs', nhwc='nhwc_rows nhwc_col2im window_runs',
+          note='5x3 kernel'),
+    *conv('rows_two_kblocks', (1, 100, 6, 7), (9, 3, 3), padding=(1, 1, 1, 1), algo='gemm',
+          nchw='nchw_im2col nchw_col2im window_runs', nhwc='nhwc_rows nhwc_col2im window_runs',
+          note='300 values per kernel row: two K blocks'),
+    *conv('rows_many_images', (13, 16, 3, 3), (18, 3, 3), algo='gemm',
+          nchw='nchw_im2col nchw_col2im window_runs', nhwc='nhwc_rows nhwc_col2im window_runs',
+          note='1x1 outputs: many images per GEMM'),
+    *conv('interleaved_s23', (2, 3, 13, 12), (8, 3, 3), stride=(2, 3), padding=(1, 2, 0, 1), dilation=(2, 1),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='interleaved: 3 channels, strides, dilation_h'),
+    *conv('interleaved_groups', (2, 6, 9, 9), (4, 3, 3), padding=(1, 1, 1, 1), groups=2,
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='interleaved per group'),
+    *conv('seed_conv1', (3, 3, 32, 32), (32, 3, 3),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note="the seed CNN's first layer"),
+    *conv('sim_partial_m', (2, 4, 9, 7), (6, 3, 3),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='partial M tile, small reduction'),
+    *conv('sim_two_n_tiles', (1, 3, 11, 10), (70, 3, 2), padding=(1, 1, 1, 1),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='two N tiles, non-square kernel'),
+    *conv('sim_stride2', (2, 20, 5, 6), (8, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1),
+          nchw='nchw_im2col nchw_col2im window_runs', nhwc='nhwc_rows nhwc_phases window_runs',
+          note='reduction past one k-slice, stride 2'),
+    *conv('sim_groups_mixed', (1, 4, 12, 9), (6, 3, 3), stride=(2, 1), padding=(2, 1, 2, 1), dilation=(2, 3), groups=2,
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
+          note='groups, mixed stride/pad/dilation'),
+    *conv('sim_split_k', (1, 2, 41, 40), (3, 3, 3), padding=(1, 1, 1, 1),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='N*P*Q > 1024: split-K over 2 chunks'),
+    *conv('depthwise', (1, 5, 7, 7), (5, 3, 3), padding=(1, 1, 1, 1), groups=5,
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='depthwise'),
+    *conv('depthwise_x2', (2, 3, 8, 6), (6, 3, 2), stride=(2, 2), padding=(1, 0, 1, 0), dilation=(1, 2), groups=3,
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
+          note='depthwise with channel multiplier 2'),
+    *conv('1x1_small', (1, 3, 4, 5), (4, 1, 1),
+          nchw='nchw_direct nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im direct',
+          note='1x1 on a small map'),
+    *conv('1x1_dilated', (2, 6, 5, 7), (9, 1, 1), dilation=(2, 2),
+          nchw='nchw_direct nchw_col2im im2col', nhwc='nhwc_direct nhwc_col2im direct',
+          note="1x1 with dilation: NHWC reads the input as the GEMM's A"),
+    *conv('small_output_nchw_interleaved', (16, 3, 12, 12), (16, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1), isa='avx512',
+          nchw='nchw_im2col nchw_col2im interleaved',
+          note='NCHW first layer, stride 2: the small-output GEMM over the row-interleaved buffer'),
+    *conv('small_output_27x32', (2, 3, 32, 32), (32, 3, 3), isa='avx512',
+          nchw='rows_avx512 nchw_col2im rows_avx512', nhwc='nhwc_interleaved nhwc_col2im window_runs',
+          note='27 x 32 small-output grad weight'),
+    *conv('small_output_27x64', (3, 3, 17, 19), (64, 3, 3), padding=(1, 1, 1, 1), isa='avx512',
+          nchw='rows_avx512 nchw_col2im rows_avx512', nhwc='nhwc_interleaved nhwc_col2im window_runs',
+          note='ResNet stem: 27 x 64'),
+    *conv('small_output_1x5', (2, 1, 12, 13), (5, 1, 1), isa='avx512',
+          nchw='nchw_direct nchw_col2im im2col', nhwc='nchw_direct nchw_col2im im2col',
+          note='1 x 5'),
+    *conv('small_output_18x17', (2, 2, 11, 9), (17, 3, 3), padding=(1, 0, 1, 2), isa='avx512',
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='18 x 17: 14 + 4 rows, 16 + 1 columns'),
+    *conv('small_output_27x33', (2, 3, 14, 15), (33, 3, 3), stride=(2, 1), padding=(1, 1, 0, 0), dilation=(2, 1), isa='avx512',
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='27 x 33: columns past one vector pair'),
+    *conv('small_output_32x15', (2, 32, 9, 9), (15, 1, 1), isa='avx512',
+          nchw='nchw_direct nchw_col2im im2col', nhwc='nhwc_rows nhwc_col2im direct',
+          note='32 x 15, read in place'),
+    *conv('small_output_groups', (2, 4, 10, 10), (12, 3, 3), padding=(1, 1, 1, 1), groups=2, isa='avx512',
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          note='groups: 18 x 6 per group'),
+    *conv('avx512_partial_tiles', (2, 19, 12, 11), (33, 3, 3), padding=(1, 1, 1, 1), isa='avx512', algo='gemm',
+          nchw='nchw_via_nhwc nchw_col2im window_runs', nhwc='nhwc_rows nhwc_col2im window_runs',
+          note='8-row tiles, partial both ways'),
+    *conv('avx512_winograd', (2, 32, 9, 10), (40, 3, 3), padding=(1, 1, 1, 1), isa='avx512',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='Winograd, blocks of 8 tiles'),
+    *conv('avx512_winograd_lanes', (3, 20, 7, 9), (36, 3, 3), padding=(1, 0, 2, 1), isa='avx512',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='Winograd: 16 + 4 channel lanes'),
+    *conv('avx512_winograd_48x72', (2, 48, 6, 7), (72, 3, 3), padding=(1, 1, 1, 1), isa='avx512',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='Winograd grad weight 48 x 72: small-output GEMM'),
+    *conv('avx512_stride2', (2, 13, 11, 11), (21, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1), isa='avx512',
+          nchw='nchw_im2col nchw_col2im window_runs', nhwc='nhwc_rows nhwc_phases window_runs',
+          note='stride 2: im2col GEMMs, NHWC phases'),
+    *conv('small_output_shortcut', (3, 40, 12, 10), (100, 1, 1), stride=(2, 2), isa='avx512',
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_rows nhwc_phases pixel_cols',
+          note='1x1 shortcut: 40 x 100 small-output grad weight'),
+    *conv('avx512_phases_images', (17, 9, 8, 8), (20, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1), isa='avx512',
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_phases interleaved',
+          note='phases over several images: uneven C rows'),
+    *conv('batch0', (0, 3, 8, 8), (16, 3, 3), padding=(1, 1, 1, 1), isa='avx512',
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nchw_im2col nchw_col2im im2col',
+          note='batch 0'),
+    *conv('rows512_q16', (1, 1, 16, 16), (1, 1, 1), isa='avx512', nchw='rows_avx512 nchw_col2im rows_avx512',
+          note='Q = 16, one tap, one channel'),
+    *conv('rows512_q11', (2, 1, 9, 17), (5, 1, 7), isa='avx512', nchw='nchw_im2col nchw_col2im im2col',
+          note='7 taps in one row, Q = 11: not row kernels'),
+    *conv('rows512_q17', (2, 1, 9, 23), (5, 1, 7), isa='avx512', nchw='rows_avx512 nchw_col2im rows_avx512',
+          note='Q = 17'),
+    *conv('rows512_32taps', (3, 2, 12, 33), (33, 4, 4), isa='avx512', nchw='rows_avx512 nchw_col2im rows_avx512',
+          note='32 taps, K = 33, Q = 30'),
+    *conv('rows512_q31', (2, 3, 10, 31), (17, 3, 3), padding=(1, 0, 0, 2), isa='avx512',
+          nchw='rows_avx512 nchw_col2im rows_avx512',
+          note='padding bottom/left only, Q = 31'),
+    *conv('rows512_q32', (2, 3, 10, 32), (9, 3, 3), padding=(0, 1, 2, 1), isa='avx512',
+          nchw='rows_avx512 nchw_col2im rows_avx512',
+          note='Q = 32'),
+    *conv('rows512_q33', (2, 3, 11, 33), (4, 3, 3), padding=(1, 1, 1, 1), isa='avx512',
+          nchw='rows_avx512 nchw_col2im rows_avx512',
+          note='Q = 33: two vectors and one lane'),
+    *conv('rows512_q45', (1, 3, 9, 47), (13, 3, 3), padding=(1, 0, 1, 0), isa='avx512',
+          nchw='rows_avx512 nchw_col2im rows_avx512',
+          note='Q = 45: 32 + 13, K = 12 + 1'),
+    *conv('wino_whole_tiles', (2, 16, 8, 8), (16, 3, 3), padding=(1, 1, 1, 1), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='whole tiles'),
+    *conv('wino_odd', (3, 17, 13, 11), (19, 3, 3), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='odd output sizes, channels off the 8 lanes'),
+    *conv('wino_pad2', (2, 20, 5, 6), (24, 3, 3), padding=(2, 2, 2, 2), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='padding 2: grad input reads with padding 0'),
+    *conv('wino_pad3', (2, 9, 5, 6), (7, 3, 3), padding=(3, 3, 3, 3), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note="padding 3: grad input's padding is negative"),
+    *conv('wino_asym', (1, 12, 9, 10), (10, 3, 3), padding=(1, 0, 2, 1), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='asymmetric padding'),
+    *conv('wino_1x1_out', (4, 8, 3, 3), (5, 3, 3), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='a 1x1 output: three quarters of the tile past the edge'),
+    *conv('wino_tiny', (1, 3, 2, 2), (1, 3, 3), padding=(1, 1, 1, 1), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='one output channel, map smaller than a tile'),
+    *conv('wino_k_blocks', (2, 300, 4, 5), (33, 3, 3), padding=(1, 1, 1, 1), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='reduction over two 256-row K blocks'),
+    *conv('wino_270_out', (2, 40, 6, 6), (270, 3, 3), padding=(1, 1, 1, 1), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='output channels over 256'),
+    *conv('wino_many_images', (37, 8, 4, 4), (8, 3, 3), padding=(1, 1, 1, 1), algo='winograd',
+          nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
+          note='tile blocks and chunks cross images'),
+]
+
+POOL = [
+    *pool('seed_pool1', (2, 3, 30, 30), kernel=(2, 2), stride=(2, 2),
+          nchw='planes_2x2_avx2 windows_2x2_avx2', nhwc='pixels_avx2 scatter',
+          note="the seed CNN's first pool (C = 3)"),
+    *pool('odd_ceil', (2, 5, 13, 13), kernel=(2, 2), stride=(2, 2), ceil_mode=True,
+          nchw='planes_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note='odd size, ceil mode: partial windows'),
+    *pool('overlap_padded', (1, 4, 11, 17), kernel=(3, 3), stride=(2, 2), padding=(1, 1),
+          nchw='planes_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note="overlapping, padded (ResNet's 3x3 stride 2)"),
+    *pool('stride3_dil', (2, 3, 9, 10), kernel=(3, 2), stride=(1, 3), padding=(1, 0), dilation=(2, 1), ceil_mode=True,
+          nchw='planes_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note='stride 3, dilation, ceil mode'),
+    *pool('stride1_many_channels', (1, 19, 8, 7), kernel=(2, 3), stride=(1, 1), padding=(0, 1), dilation=(1, 2),
+          nchw='planes_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note='stride 1, many channels'),
+    *pool('two_by_two_c16', (2, 16, 30, 30), kernel=(2, 2), stride=(2, 2),
+          nchw='planes_2x2_avx2 windows_2x2_avx2', nhwc='pixels_2x2_avx2 windows_2x2_avx2',
+          note='2x2/2: NCHW rows of 15, NHWC C % 8 == 0'),
+    *pool('two_by_two_odd', (1, 24, 13, 13), kernel=(2, 2), stride=(2, 2),
+          nchw='planes_2x2_avx2 scatter', nhwc='pixels_2x2_avx2 windows_2x2_avx2',
+          note='odd input, rows of 6'),
+    *pool('ceil_even_inside', (1, 8, 12, 34), kernel=(2, 2), stride=(2, 2), ceil_mode=True,
+          nchw='planes_2x2_avx2 windows_2x2_avx2', nhwc='pixels_2x2_avx2 windows_2x2_avx2',
+          note='ceil mode on even sizes: windows still inside'),
+    *pool('ceil_odd_partial', (1, 8, 9, 11), kernel=(2, 2), stride=(2, 2), ceil_mode=True,
+          nchw='planes_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note='ceil mode, odd: partial windows'),
+    *pool('two_by_two_c8_odd', (1, 8, 17, 35), kernel=(2, 2), stride=(2, 2),
+          nchw='planes_2x2_avx2 windows_2x2_avx2', nhwc='pixels_2x2_avx2 windows_2x2_avx2',
+          note='odd sizes: the uncovered last row and column'),
+    *pool('ceil_even_c24', (1, 24, 16, 20), kernel=(2, 2), stride=(2, 2), ceil_mode=True,
+          nchw='planes_2x2_avx2 windows_2x2_avx2', nhwc='pixels_2x2_avx2 windows_2x2_avx2',
+          note='ceil mode on even sizes, C = 24'),
+    *pool('one_output_column', (3, 8, 4, 2), kernel=(2, 2), stride=(2, 2),
+          nchw='planes_2x2_avx2 scatter', nhwc='pixels_2x2_avx2 windows_2x2_avx2',
+          note='one output column'),
+    *pool('seed_pool2', (2, 64, 13, 13), kernel=(2, 2), stride=(2, 2),
+          nchw='planes_2x2_avx2 scatter', nhwc='pixels_2x2_avx2 windows_2x2_avx2',
+          note="the seed CNN's second pool: rows of 6"),
+    *pool('c12_rows9', (2, 12, 19, 18), kernel=(2, 2), stride=(2, 2),
+          nchw='planes_2x2_avx2 windows_2x2_avx2', nhwc='pixels_avx2 scatter',
+          note='rows of 9, C % 8 != 0'),
+    *pool('avx512_c16', (2, 16, 30, 30), kernel=(2, 2), stride=(2, 2), isa='avx512',
+          nhwc='pixels_2x2_avx512 windows_2x2_avx2',
+          note='C % 16 == 0 on AVX-512'),
+    *pool('sim_2x2', (2, 3, 9, 8), kernel=(2, 2), stride=(2, 2),
+          nchw='planes_2x2_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note='2x2, odd width'),
+    *pool('sim_3x3_s2', (2, 3, 9, 8), kernel=(3, 3), stride=(2, 2), padding=(1, 1),
+          nchw='planes_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note='3x3 stride 2 padded'),
+    *pool('sim_3x3_s1', (2, 3, 9, 8), kernel=(3, 3), stride=(1, 1), padding=(1, 1),
+          nchw='planes_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note='heavily overlapping windows'),
+    *pool('sim_dil_ceil', (2, 3, 9, 8), kernel=(3, 2), stride=(2, 1), padding=(1, 1), dilation=(2, 2), ceil_mode=True,
+          nchw='planes_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note='dilation, ceil mode'),
+    *pool('sim_s3_ceil', (2, 3, 9, 8), kernel=(2, 2), stride=(3, 3), ceil_mode=True,
+          nchw='planes_avx2 scatter', nhwc='pixels_avx2 scatter',
+          note='stride past the kernel, ceil mode'),
+    *pool('portable_2x2', (2, 16, 12, 12), kernel=(2, 2), stride=(2, 2), isa='portable',
+          nchw='planes scatter', nhwc='pixels scatter',
+          note='the portable loops'),
+]
