@@ -61,9 +61,9 @@ POOL_SHAPES = (
     PoolShape("seed.pool1", 32, 30),
     PoolShape("seed.pool2", 64, 13),
 )
-# Training-step models: the seed CNN as `cuconv train` builds it (cuconv.models.cifar_cnn, an
+# Training-step models: the seed CNN as `cuconv train` builds it (cuconv.apps.models.cifar_cnn, an
 # nn.Sequential, so `convert` fuses conv+ReLU+pool), the same layers with functional ReLUs and a
-# shared pool module (nothing to fuse: convert swaps the layers only), the ResNet of cuconv.models
+# shared pool module (nothing to fuse: convert swaps the layers only), the ResNet of cuconv.apps.models
 # when that module exists, and a small local residual net so a residual model is always measured.
 TRAIN_MODELS = ("seed_cnn", "seed_cnn_functional", "resnet_mini", "models.resnet")
 
@@ -282,7 +282,7 @@ class _Block(torch.nn.Module):
 
 class ResNetMini(torch.nn.Module):
     """A small residual CIFAR net (stem 3->32, blocks 32, 64/2, 128/2, max-pool, linear) so the
-    benchmark has a residual training step even without cuconv.models."""
+    benchmark has a residual training step even without cuconv.apps.models."""
 
     def __init__(self, num_classes=10):
         super().__init__()
@@ -298,7 +298,7 @@ class ResNetMini(torch.nn.Module):
 
 def make_train_model(name: str) -> torch.nn.Module:
     if name == "seed_cnn":
-        from cuconv import models
+        from . import models
         return models.cifar_cnn()
     if name == "seed_cnn_functional":
         return SeedCNN()
@@ -306,9 +306,9 @@ def make_train_model(name: str) -> torch.nn.Module:
         return ResNetMini()
     if name == "models.resnet":
         try:
-            from cuconv import models
+            from . import models
         except ImportError:
-            raise Skip("cuconv.models is not available") from None
+            raise Skip("cuconv.apps.models is not available") from None
         return models.ResNetCifar()  # ResNet-18 for CIFAR, torch.nn layers (converted like the others)
     raise ValueError(f"unknown model {name}")
 
