@@ -17,7 +17,7 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     if "bench_case" not in metafunc.fixturenames:
         return
-    from cuconv.bench import build_cases
+    from cuconv.apps.bench import build_cases
 
     opt = metafunc.config.getoption
     layout = opt("--bench-layout")

@@ -1,6 +1,6 @@
 """cuconv against itself under two CPU code paths (CUCONV_CPU_ISA, read on every call), interleaved
 in one process so a change in the machine's speed hits both: what the AVX-512 kernels buy over the
-AVX2 ones on this CPU. Same cases as `python -m cuconv bench` (cuconv.bench.build_cases).
+AVX2 ones on this CPU. Same cases as `python -m cuconv bench` (cuconv.apps.bench.build_cases).
 
     PYTHONPATH=pyext python3 benchmarks/cpu_isa_compare.py [--paths avx2,avx512] [--ops conv]
         [--shapes 'seed|r18'] [--batch 32] [--layout both] [--threads 2] [--target-time 1.0]
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from cuconv import bench
+from cuconv.apps import bench
 
 
 def main():
@@ -37,10 +37,7 @@ def main():
           f"ratio = {first} time / {second} time")
     try:
         for case in cases:
-            try:
-                fn = bench.prepare(case).cuconv
-            except bench.Skip:
-                continue
+            fn = bench.prepare(case).cuconv
             times = {first: [], second: []}
             for path in (first, second, first, second):  # warm-up
                 os.environ["CUCONV_CPU_ISA"] = path

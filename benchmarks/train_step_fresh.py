@@ -19,7 +19,7 @@ import argparse
 
 import torch
 
-from cuconv import bench
+from cuconv.apps import bench
 
 
 def main():

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import cuconv
-from cuconv import audit, cli
+from cuconv.apps import audit, cli
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "audit")
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import cuconv
-from cuconv import bench
-from cuconv.cli import main
+from cuconv.apps import bench
+from cuconv.apps.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYEXT = os.path.dirname(os.path.dirname(os.path.abspath(cuconv.__file__)))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cuconv import data as cdata
-from cuconv.metrics import classification_report, confusion_matrix, format_report
+from cuconv.apps import data as cdata
+from cuconv.apps.metrics import classification_report, confusion_matrix, format_report
 
 CLASSES = cdata.CIFAR10_CLASSES
 

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from cuconv import train as ctrain
-from cuconv.cli import build_parser
-from cuconv.models import build_model
+from cuconv.apps import train as ctrain
+from cuconv.apps.cli import build_parser
+from cuconv.apps.models import build_model
 
 from test_data import CLASSES, write_image_folder, write_python_batches
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("CUCONV_REAL_DATA", REPO.parent / "shared" / "data" / "cifar10-jpg"))
 # `python -m cuconv` in a fresh interpreter, with torch loaded before cuconv's extension.
-LAUNCHER = "import sys, torch; from cuconv.cli import main; sys.exit(main())"
+LAUNCHER = "import sys, torch; from cuconv.apps.cli import main; sys.exit(main())"
 
 
 @pytest.fixture(autouse=True)

@@ -38,10 +38,14 @@ class BasicBlock(nn.Module):
 
 class ResNetCifar(nn.Module):
     """ResNet-18 for 32x32 inputs (He et al. 2016, the CIFAR variant commonly used: a 3x3 stem
-    without max-pooling, four stages of two BasicBlocks, 64-128-256-512 channels)."""
+    without max-pooling, four stages of two BasicBlocks, 64-128-256-512 channels). `blocks` and
+    `widths` give other depths; `pool="max"` ends in a 2x2 max-pool of the last stage's map
+    instead of a global average, and the linear layer reads the whole pooled map."""
 
-    def __init__(self, num_classes: int = 10, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512)):
+    def __init__(self, num_classes: int = 10, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), pool: str = "avg"):
         super().__init__()
+        if pool not in ("avg", "max"):
+            raise ValueError(f"unknown pool {pool!r}; choose avg or max")
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
         layers, cin = [], widths[0]
@@ -50,8 +54,12 @@ class ResNetCifar(nn.Module):
                 layers.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
                 cin = cout
         self.layers = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
+        if pool == "avg":
+            self.pool, features = nn.AdaptiveAvgPool2d(1), cin
+        else:
+            side = 32 // 2 ** (len(widths) - 1) // 2  # each stage after the first halves 32x32
+            self.pool, features = nn.MaxPool2d(2), cin * side * side
+        self.fc = nn.Linear(features, num_classes)
 
     def forward(self, x):
         return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))

@@ -11,15 +11,15 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import DataError, Normalizer, Split, load_cifar10, random_crop_flip, require
+from .data import DataError, Dataset, Normalizer, Split, load_cifar10, random_crop_flip, require
 from .metrics import classification_report, format_report
 from .models import BACKENDS, MODELS, RECIPES, build_model
 
@@ -238,7 +238,7 @@ def evaluate_split(model, split: Split, normalize: Normalizer, device, num_class
     return float(loss_sum) / n, cm.view(num_classes, num_classes).cpu()
 
 
-# ---------------------------------------------------------------------------------------- training
+# ---------------------------------------------------------------------------------- training: setup
 
 def _resolve_config(args) -> Dict:
     """The run's configuration: the model's recipe, overridden by the options given."""
@@ -251,11 +251,296 @@ def _resolve_config(args) -> Dict:
     return config
 
 
+def _config_and_checkpoint(args) -> Tuple[Dict, Optional[Dict]]:
+    """The run's configuration and the checkpoint it resumes (None for a new run). A resumed run
+    takes the checkpoint's configuration, with only RESUME_OVERRIDES changed by the options."""
+    if not args.resume:
+        config = _resolve_config(args)
+        config["out"] = config["out"] or "runs/train"
+        return config, None
+    ckpt = load_checkpoint(args.resume)
+    config = dict(ckpt["config"])
+    given = vars(args)
+    for key in RESUME_OVERRIDES:
+        if given.get(key) is not None:
+            config[key] = given[key]
+    config["resume"] = args.resume
+    if args.out is None:
+        config["out"] = str(resolve_checkpoint(args.resume).parent)
+    return config, ckpt
+
+
+def _load_data(config: Dict, ctx: DistContext, progress: bool, log) -> Dataset:
+    # Rank 0 decodes (and caches) an image-folder tree first; the others then read the cache.
+    if ctx.is_main:
+        data = load_cifar10(config["data"], workers=config["workers"], progress=progress, log=log)
+    _barrier(ctx)
+    if not ctx.is_main:
+        data = load_cifar10(config["data"], workers=config["workers"], log=log)
+    return data
+
+
+def _seeded_model(config: Dict, num_classes: int, ckpt: Optional[Dict], device: torch.device) -> torch.nn.Module:
+    random.seed(config["seed"])
+    np.random.seed(config["seed"])
+    torch.manual_seed(config["seed"])  # the same initial weights for both backends
+    model = build_model(config["model"], config["backend"], num_classes)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(device)
+    if config["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _optimizer_and_scheduler(config: Dict, model: torch.nn.Module, total_steps: int):
+    if config["optimizer"] == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
+                                    nesterov=config["momentum"] > 0, weight_decay=config["weight_decay"])
+    if config["schedule"] == "cosine":
+        lr_lambda = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
+    else:
+        lr_lambda = lambda step: 1.0  # noqa: E731
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
+def _wrap_for_training(model: torch.nn.Module, config: Dict, ctx: DistContext, device: torch.device,
+                       train_size: int):
+    """The module the training steps call (DistributedDataParallel under torchrun, then
+    torch.compile with --compile) and the sampler that shards each epoch's order (None in one
+    process)."""
+    sampler = None
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data import DistributedSampler
+        sampler = DistributedSampler(range(train_size), num_replicas=ctx.world_size, rank=ctx.rank,
+                                     shuffle=True, seed=config["seed"])
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config["compile"]:
+        model = torch.compile(model)
+    return model, sampler
+
+
+@dataclass
+class TrainingRun:
+    """What a training run holds from its setup to its last epoch."""
+    config: Dict
+    ctx: DistContext
+    device: torch.device
+    out: Path
+    log: Callable
+    data: Dataset
+    train_split: Split
+    test_split: Split
+    raw_model: torch.nn.Module  # evaluated and checkpointed
+    model: torch.nn.Module  # what the training steps call: raw_model, wrapped by _wrap_for_training
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    normalize: Normalizer
+    data_gen: torch.Generator  # the epochs' shuffles
+    aug_gen: torch.Generator  # the augmentation's crops and flips
+    sampler: object  # DistributedSampler under torchrun, else None
+    tqdm: object  # the tqdm module when a progress bar is shown, else None
+    history: List[Dict] = field(default_factory=list)
+    start_epoch: int = 0
+
+    @property
+    def classes(self) -> List[str]:
+        return self.data.classes
+
+    @property
+    def say(self):
+        # Under a progress bar, tqdm.write keeps the printed line clear of the bar.
+        return self.tqdm.tqdm.write if self.tqdm else self.log
+
+
+def restore_training_state(run: TrainingRun, ckpt: Dict) -> None:
+    """Continue from `ckpt`: the optimizer, schedule, history and epoch, and this rank's random
+    streams when the checkpoint was written by as many processes as this run has."""
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.history = list(ckpt["history"])
+    run.start_epoch = int(ckpt["epoch"])
+    states = ckpt["rng"]
+    if len(states) == run.ctx.world_size:
+        set_rng_state(states[run.ctx.rank], run.data_gen, run.aug_gen, run.device)
+    else:
+        run.log(f"warning: the checkpoint was written by {len(states)} process(es), this run has "
+                f"{run.ctx.world_size}: random streams restart from the seed")
+
+
+def setup_run(args, ctx: DistContext, device: torch.device) -> TrainingRun:
+    """Configuration, output directory, data, model, optimizer and schedule, random streams, the
+    resumed state and the DDP/compile wrapping, in the order that fixes what each random stream
+    draws."""
+    log = print if ctx.is_main else (lambda *a, **k: None)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config, ckpt = _config_and_checkpoint(args)
+    out = Path(config["out"])
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    progress = bool(config["progress"]) and ctx.is_main
+    data = _load_data(config, ctx, progress, log)
+    train_split = data.train.subset(config["limit_train"])
+    test_split = data.test.subset(config["limit_test"])
+
+    model = _seeded_model(config, len(data.classes), ckpt, device)
+    steps_per_epoch = math.ceil(len(train_split) / ctx.world_size / config["batch_size"])
+    optimizer, scheduler = _optimizer_and_scheduler(config, model, max(1, config["epochs"] * steps_per_epoch))
+    run = TrainingRun(config=config, ctx=ctx, device=device, out=out, log=log, data=data,
+                      train_split=train_split, test_split=test_split, raw_model=model, model=model,
+                      optimizer=optimizer, scheduler=scheduler, normalize=Normalizer(config["normalize"]),
+                      data_gen=torch.Generator().manual_seed(config["seed"]),
+                      aug_gen=torch.Generator().manual_seed(config["seed"] * 1000 + 1 + ctx.rank),
+                      sampler=None, tqdm=None)
+    if ckpt is not None:
+        restore_training_state(run, ckpt)
+    run.model, run.sampler = _wrap_for_training(model, config, ctx, device, len(train_split))
+    run.tqdm = require("tqdm", "for the progress bar (or pass --no-progress)") if progress else None
+    return run
+
+
+def _announce(run: TrainingRun) -> None:
+    config, ctx = run.config, run.ctx
+    if not ctx.is_main:
+        return
+    run.log(f"{config['model']} on {config['backend']} kernels, {run.device}, {ctx.world_size} process(es), "
+            f"{torch.get_num_threads()} thread(s); {run.data.source}; train {len(run.train_split)}, "
+            f"test {len(run.test_split)} images; {config['optimizer']} lr {config['lr']}, batch "
+            f"{config['batch_size']}, epochs {config['epochs']}, augment {config['augment']}")
+    if run.start_epoch:
+        run.log(f"resuming from {config['resume']} after epoch {run.start_epoch}")
+
+
+# ------------------------------------------------------------------------------ training: one epoch
+
 def _epoch_indices(n: int, epoch: int, data_gen: torch.Generator, sampler) -> torch.Tensor:
     if sampler is not None:
         sampler.set_epoch(epoch)  # DistributedSampler shuffles with seed + epoch
         return torch.tensor(list(iter(sampler)), dtype=torch.int64)
     return torch.randperm(n, generator=data_gen)
+
+
+def _training_batch(run: TrainingRun, b: torch.Tensor):
+    """Images (augmented, normalized, in the run's memory format) and labels of the indices `b`."""
+    x = run.train_split.images[b].to(run.device, non_blocking=True)
+    if run.config["augment"]:
+        x = random_crop_flip(x, run.aug_gen)
+    x = run.normalize(x)
+    if run.config["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, run.train_split.labels[b].to(run.device, non_blocking=True)
+
+
+@dataclass
+class EpochTraining:
+    loss: float
+    accuracy: float
+    images: float  # over all processes
+    seconds: float
+
+
+def train_epoch(run: TrainingRun, epoch: int) -> EpochTraining:
+    """One pass over the shuffled training split (this rank's shard of it under DDP); the loss
+    and accuracy are over every process's images."""
+    config, ctx, device = run.config, run.ctx, run.device
+    run.model.train()
+    order = _epoch_indices(len(run.train_split), epoch, run.data_gen, run.sampler)
+    batches = order.split(config["batch_size"])
+    bar = run.tqdm.tqdm(total=len(order) * ctx.world_size, desc=f"epoch {epoch}/{config['epochs']}",
+                        unit="img", leave=False, dynamic_ncols=True) if run.tqdm else None
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    start = time.perf_counter()
+    for step, b in enumerate(batches):
+        x, y = _training_batch(run, b)
+        logits = run.model(x)
+        loss = F.cross_entropy(logits, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        loss_sum += loss.detach().double() * len(b)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(b)
+        if bar is not None:
+            bar.update(len(b) * ctx.world_size)
+            if step % 10 == 0 or step == len(batches) - 1:  # .item() syncs a GPU: not every step
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{100 * int(correct) / seen:.2f}%",
+                                img_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.0f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
+    if ctx.enabled:
+        torch.distributed.all_reduce(totals)
+    return EpochTraining(float(totals[0] / totals[2]), float(totals[1] / totals[2]), float(totals[2]), seconds)
+
+
+def evaluate(run: TrainingRun) -> Tuple[float, Dict, float]:
+    """The test split's loss and classification report for the model as it is now, and the
+    seconds that took."""
+    start = time.perf_counter()
+    loss, cm = evaluate_split(run.raw_model, run.test_split, run.normalize, run.device, len(run.classes),
+                              run.config["eval_batch_size"], run.config["channels_last"], run.ctx)
+    seconds = time.perf_counter() - start
+    return loss, classification_report(cm, run.classes), seconds
+
+
+def epoch_record(epoch: int, trained: EpochTraining, test_loss: float, report: Dict, eval_seconds: float,
+                 lr: float) -> Dict:
+    """One line of metrics.jsonl."""
+    return {"epoch": epoch, "train_loss": trained.loss, "train_accuracy": trained.accuracy,
+            "test_loss": test_loss, "test_accuracy": report["accuracy"],
+            "macro_precision": report["macro_precision"], "macro_recall": report["macro_recall"],
+            "macro_f1": report["macro_f1"], "lr": lr,
+            "train_seconds": trained.seconds, "eval_seconds": eval_seconds,
+            "images_per_second": trained.images / trained.seconds,
+            "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"]}
+
+
+def _epoch_line(record: Dict, epochs: int) -> str:
+    return (f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} "
+            f"acc {100 * record['train_accuracy']:.2f}%  test loss {record['test_loss']:.4f} "
+            f"acc {100 * record['test_accuracy']:.2f}% macro-F1 {record['macro_f1']:.4f}  "
+            f"{record['train_seconds']:.1f} s ({record['images_per_second']:.0f} img/s), "
+            f"eval {record['eval_seconds']:.1f} s")
+
+
+# ------------------------------------------------------------------- training: checkpoint and logs
+
+def training_checkpoint(run: TrainingRun, epoch: int, rng_states: List[Dict]) -> Dict:
+    """What `restore_training_state` and `evaluate`/`predict` read back (see load_checkpoint)."""
+    config = run.config
+    return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": run.raw_model.state_dict(),
+            "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
+            "classes": list(run.classes), "normalize": run.normalize.state(),
+            "history": run.history, "rng": rng_states, "world_size": run.ctx.world_size}
+
+
+def save_epoch(run: TrainingRun, epoch: int) -> None:
+    """The checkpoint, config.json, metrics.jsonl and plots after `epoch`, written by rank 0."""
+    ctx = run.ctx
+    # Every rank's random streams go into the checkpoint, so a resumed DDP run continues each.
+    local_rng = rng_state(run.data_gen, run.aug_gen, run.device)
+    if ctx.enabled:
+        states = [None] * ctx.world_size
+        torch.distributed.all_gather_object(states, local_rng)
+    else:
+        states = [local_rng]
+    if ctx.is_main:
+        save_checkpoint(training_checkpoint(run, epoch, states), run.out / CHECKPOINT_NAME)
+        _write_logs(run.out, run.config, run.history, run.classes, run.config["plots"], run.log)
+    _barrier(ctx)
 
 
 def _write_logs(out: Path, config: Dict, history: List[Dict], classes, plots: bool, log):
@@ -274,6 +559,8 @@ def _write_logs(out: Path, config: Dict, history: List[Dict], classes, plots: bo
                        f"Test confusion matrix, epoch {last['epoch']} (accuracy {100 * last['test_accuracy']:.2f}%)")
 
 
+# ----------------------------------------------------------------------------- training: the loop
+
 def train(args) -> Dict:
     """Run the training described by `args` (the `train` sub-command's namespace); returns the
     last epoch's record (or {} when there was nothing left to train)."""
@@ -286,186 +573,29 @@ def train(args) -> Dict:
 
 
 def _train(args, ctx: DistContext, device: torch.device) -> Dict:
-    log = print if ctx.is_main else (lambda *a, **k: None)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ckpt = None
-    if args.resume:
-        ckpt = load_checkpoint(args.resume)
-        config = dict(ckpt["config"])
-        given = vars(args)
-        for key in RESUME_OVERRIDES:
-            if given.get(key) is not None:
-                config[key] = given[key]
-        config["resume"] = args.resume
-        if args.out is None:
-            config["out"] = str(resolve_checkpoint(args.resume).parent)
-    else:
-        config = _resolve_config(args)
-        config["out"] = config["out"] or "runs/train"
-    out = Path(config["out"])
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-
-    # Rank 0 decodes (and caches) an image-folder tree first; the others then read the cache.
-    progress = bool(config["progress"]) and ctx.is_main
-    if ctx.is_main:
-        data = load_cifar10(config["data"], workers=config["workers"], progress=progress, log=log)
-    _barrier(ctx)
-    if not ctx.is_main:
-        data = load_cifar10(config["data"], workers=config["workers"], log=log)
-    classes = data.classes
-    train_split = data.train.subset(config["limit_train"])
-    test_split = data.test.subset(config["limit_test"])
-    num_classes = len(classes)
-
-    random.seed(config["seed"])
-    np.random.seed(config["seed"])
-    torch.manual_seed(config["seed"])  # the same initial weights for both backends
-    model = build_model(config["model"], config["backend"], num_classes)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    model.to(device)
-    if config["channels_last"]:
-        model.to(memory_format=torch.channels_last)
-    raw_model = model
-
-    steps_per_epoch = math.ceil(len(train_split) / ctx.world_size / config["batch_size"])
-    total_steps = max(1, config["epochs"] * steps_per_epoch)
-    if config["optimizer"] == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
-                                    nesterov=config["momentum"] > 0, weight_decay=config["weight_decay"])
-    if config["schedule"] == "cosine":
-        lr_lambda = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
-    else:
-        lr_lambda = lambda step: 1.0  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-
-    data_gen = torch.Generator().manual_seed(config["seed"])
-    aug_gen = torch.Generator().manual_seed(config["seed"] * 1000 + 1 + ctx.rank)
-    history: List[Dict] = []
-    start_epoch = 0
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        history = list(ckpt["history"])
-        start_epoch = int(ckpt["epoch"])
-        states = ckpt["rng"]
-        if len(states) == ctx.world_size:
-            set_rng_state(states[ctx.rank], data_gen, aug_gen, device)
-        else:
-            log(f"warning: the checkpoint was written by {len(states)} process(es), this run has "
-                f"{ctx.world_size}: random streams restart from the seed")
-
-    sampler = None
-    if ctx.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-        from torch.utils.data import DistributedSampler
-        sampler = DistributedSampler(range(len(train_split)), num_replicas=ctx.world_size, rank=ctx.rank,
-                                     shuffle=True, seed=config["seed"])
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config["compile"]:
-        model = torch.compile(model)
-
-    normalize = Normalizer(config["normalize"])
-    tqdm = require("tqdm", "for the progress bar (or pass --no-progress)") if progress else None
-    say = tqdm.tqdm.write if tqdm else log
-    if ctx.is_main:
-        log(f"{config['model']} on {config['backend']} kernels, {device}, {ctx.world_size} process(es), "
-            f"{torch.get_num_threads()} thread(s); {data.source}; train {len(train_split)}, "
-            f"test {len(test_split)} images; {config['optimizer']} lr {config['lr']}, batch "
-            f"{config['batch_size']}, epochs {config['epochs']}, augment {config['augment']}")
-        if start_epoch:
-            log(f"resuming from {args.resume} after epoch {start_epoch}")
-
+    run = setup_run(args, ctx, device)
+    _announce(run)
+    epochs = run.config["epochs"]
     record: Dict = {}
-    if start_epoch >= config["epochs"]:
-        log(f"the checkpoint is at epoch {start_epoch}: nothing to train for --epochs {config['epochs']}")
-    for epoch in range(start_epoch + 1, config["epochs"] + 1):
-        model.train()
-        order = _epoch_indices(len(train_split), epoch, data_gen, sampler)
-        batches = order.split(config["batch_size"])
-        bar = tqdm.tqdm(total=len(order) * ctx.world_size, desc=f"epoch {epoch}/{config['epochs']}",
-                        unit="img", leave=False, dynamic_ncols=True) if tqdm else None
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        start = time.perf_counter()
-        for step, b in enumerate(batches):
-            x = train_split.images[b].to(device, non_blocking=True)
-            if config["augment"]:
-                x = random_crop_flip(x, aug_gen)
-            x = normalize(x)
-            if config["channels_last"]:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = train_split.labels[b].to(device, non_blocking=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach().double() * len(b)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(b)
-            if bar is not None:
-                bar.update(len(b) * ctx.world_size)
-                if step % 10 == 0 or step == len(batches) - 1:  # .item() syncs a GPU: not every step
-                    elapsed = time.perf_counter() - start
-                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{100 * int(correct) / seen:.2f}%",
-                                    img_s=f"{seen * ctx.world_size / max(elapsed, 1e-9):.0f}")
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - start
-        if bar is not None:
-            bar.close()
-        totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64,
-                                                                       device=device)])
-        if ctx.enabled:
-            torch.distributed.all_reduce(totals)
-        train_loss, train_acc = float(totals[0] / totals[2]), float(totals[1] / totals[2])
-
-        eval_start = time.perf_counter()
-        test_loss, cm = evaluate_split(raw_model, test_split, normalize, device, num_classes,
-                                       config["eval_batch_size"], config["channels_last"], ctx)
-        eval_seconds = time.perf_counter() - eval_start
-        report = classification_report(cm, classes)
-        record = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                  "test_loss": test_loss, "test_accuracy": report["accuracy"],
-                  "macro_precision": report["macro_precision"], "macro_recall": report["macro_recall"],
-                  "macro_f1": report["macro_f1"], "lr": optimizer.param_groups[0]["lr"],
-                  "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-                  "images_per_second": float(totals[2]) / train_seconds,
-                  "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"]}
-        history.append(record)
-        say(f"epoch {epoch}/{config['epochs']}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}%  "
-            f"test loss {test_loss:.4f} acc {100 * report['accuracy']:.2f}% macro-F1 {report['macro_f1']:.4f}  "
-            f"{train_seconds:.1f} s ({record['images_per_second']:.0f} img/s), eval {eval_seconds:.1f} s")
-
-        # Every rank's random streams go into the checkpoint, so a resumed DDP run continues each.
-        local_rng = rng_state(data_gen, aug_gen, device)
-        if ctx.enabled:
-            states = [None] * ctx.world_size
-            torch.distributed.all_gather_object(states, local_rng)
-        else:
-            states = [local_rng]
-        if ctx.is_main:
-            save_checkpoint({"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": raw_model.state_dict(),
-                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
-                             "classes": list(classes), "normalize": normalize.state(),
-                             "history": history, "rng": states, "world_size": ctx.world_size},
-                            out / CHECKPOINT_NAME)
-            _write_logs(out, config, history, classes, config["plots"], log)
-        _barrier(ctx)
-
+    if run.start_epoch >= epochs:
+        run.log(f"the checkpoint is at epoch {run.start_epoch}: nothing to train for --epochs {epochs}")
+    for epoch in range(run.start_epoch + 1, epochs + 1):
+        trained = train_epoch(run, epoch)
+        test_loss, report, eval_seconds = evaluate(run)
+        record = epoch_record(epoch, trained, test_loss, report, eval_seconds, run.optimizer.param_groups[0]["lr"])
+        run.history.append(record)
+        run.say(_epoch_line(record, epochs))
+        save_epoch(run, epoch)
     if ctx.is_main and record:
-        log(format_report(classification_report(torch.tensor(record["confusion_matrix"]), classes)))
-        log(f"wrote {out / 'metrics.jsonl'}, {out / CHECKPOINT_NAME}"
-            + (f", {out / 'curves.png'}, {out / 'confusion.png'}" if config["plots"] else ""))
+        _final_report(run, record)
     return record
+
+
+def _final_report(run: TrainingRun, record: Dict) -> None:
+    run.log(format_report(classification_report(torch.tensor(record["confusion_matrix"]), run.classes)))
+    out = run.out
+    run.log(f"wrote {out / 'metrics.jsonl'}, {out / CHECKPOINT_NAME}"
+            + (f", {out / 'curves.png'}, {out / 'confusion.png'}" if run.config["plots"] else ""))
 
 
 def cmd_train(args) -> int:

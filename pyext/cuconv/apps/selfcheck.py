@@ -6,8 +6,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from . import _C, ops
-from .simulate import simulate
+from .. import _C, ops
+from ..simulate import simulate
 
 CONV_CASES = [
     ((2, 3, 9, 8), (4, 3, 3, 3), dict(stride=1, padding=1)),

@@ -1,27 +1,21 @@
 """`python -m cuconv COMMAND` (also the `cuconv` console script). Each command lives in its own
-module, which adds its sub-parser through `register(subparsers)`; modules are imported only when
-the command line is parsed, so the kernel library needs none of the extras."""
+module, which adds its sub-parser through `register(subparsers)`."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from . import audit, bench, selfcheck, train
+
 # Modules that contribute commands, in the order `--help` lists them.
-COMMAND_MODULES = ("cuconv.train", "cuconv.bench", "cuconv.selfcheck", "cuconv.audit")
+COMMAND_MODULES = (train, bench, selfcheck, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cuconv", description="cuconv: our own conv2d and max_pool2d kernels.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # the module is not part of this build
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(subparsers)
     return parser
 

@@ -20,6 +20,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ..ops import _conv_out
+from . import models
+
 # ---------------------------------------------------------------------------------------- the cases
 
 @dataclass(frozen=True)
@@ -61,10 +64,10 @@ POOL_SHAPES = (
     PoolShape("seed.pool1", 32, 30),
     PoolShape("seed.pool2", 64, 13),
 )
-# Training-step models: the seed CNN as `cuconv train` builds it (cuconv.models.cifar_cnn, an
-# nn.Sequential, so `convert` fuses conv+ReLU+pool), the same layers with functional ReLUs and a
-# shared pool module (nothing to fuse: convert swaps the layers only), the ResNet of cuconv.models
-# when that module exists, and a small local residual net so a residual model is always measured.
+# Training-step models, all built from cuconv.apps.models: the seed CNN as `cuconv train` builds it
+# (cifar_cnn, an nn.Sequential, so `convert` fuses conv+ReLU+pool), the same layers with functional
+# ReLUs and a shared pool module (nothing to fuse: convert swaps the layers only), a small ResNet
+# with a max-pool head (residual blocks and cuconv's pooling in one step), and ResNet-18.
 TRAIN_MODELS = ("seed_cnn", "seed_cnn_functional", "resnet_mini", "models.resnet")
 
 CONV_OPS = ("conv_fwd", "conv_grad_input", "conv_grad_weight", "conv_bias_relu", "conv_bias_relu_pool")
@@ -102,10 +105,6 @@ class Prepared:
     native: Callable[[], object]
     work: float  # FLOPs, or bytes for pooling, or images for a training step
     unit: str  # "GFLOP/s" | "GB/s" | "img/s"
-
-
-class Skip(Exception):
-    """The case cannot run in this build (e.g. the fused operator is missing)."""
 
 
 _CONV_BY_NAME = {s.name: s for s in CONV_SHAPES}
@@ -157,10 +156,6 @@ def _fmt(layout):
     return torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
 
-def _conv_out(size, k, stride, pad):
-    return (size + 2 * pad - k) // stride + 1
-
-
 def prepare(case: Case, seed: int = 0) -> Prepared:
     """Allocate the tensors/models of `case` and return its two callables."""
     import cuconv  # noqa: F401  (registers torch.ops.cuconv)
@@ -180,7 +175,7 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
         w = w.contiguous(memory_format=fmt)
         b = torch.randn(s.cout, generator=gen).to(dev, dtype)
         stride, pad, dil = [s.stride] * 2, [s.pad] * 2, [1, 1]
-        p = _conv_out(s.size, s.kernel, s.stride, s.pad)
+        p = _conv_out(s.size, s.kernel, 2 * s.pad, s.stride, 1)
         gy = rand(case.batch, s.cout, p, p)
         flops = 2.0 * case.batch * s.cout * s.cin * s.kernel * s.kernel * p * p
         cu, aten = torch.ops.cuconv, torch.ops.aten
@@ -246,16 +241,14 @@ def _train_step(model, x, labels):
     return step
 
 
-class SeedCNN(torch.nn.Module):
-    """The seed CIFAR-10 net's layers (conv 3->32, ReLU, pool 2, conv 32->64, ReLU, pool 2, linear)
-    with F.relu in forward and one pool module used twice: `convert` cannot fuse anything here."""
+class FunctionalSeedCNN(torch.nn.Module):
+    """models.cifar_cnn's layers called with F.relu in forward and one pool module used twice:
+    `convert` swaps the layers but cannot fuse anything here."""
 
     def __init__(self, num_classes=10):
         super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 32, 3)
-        self.conv2 = torch.nn.Conv2d(32, 64, 3)
-        self.pool = torch.nn.MaxPool2d(2)
-        self.fc = torch.nn.Linear(64 * 6 * 6, num_classes)
+        conv1, _, pool, conv2, _, _, _, fc = models.cifar_cnn(num_classes)
+        self.conv1, self.conv2, self.pool, self.fc = conv1, conv2, pool, fc
 
     def forward(self, x):
         x = self.pool(F.relu(self.conv1(x)))
@@ -263,53 +256,15 @@ class SeedCNN(torch.nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-class _Block(torch.nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = torch.nn.BatchNorm2d(cout)
-        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = torch.nn.BatchNorm2d(cout)
-        self.shortcut = torch.nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                                torch.nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
-
-
-class ResNetMini(torch.nn.Module):
-    """A small residual CIFAR net (stem 3->32, blocks 32, 64/2, 128/2, max-pool, linear) so the
-    benchmark has a residual training step even without cuconv.models."""
-
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(32),
-                                        torch.nn.ReLU())
-        self.blocks = torch.nn.Sequential(_Block(32, 32, 1), _Block(32, 64, 2), _Block(64, 128, 2))
-        self.pool = torch.nn.MaxPool2d(2)
-        self.fc = torch.nn.Linear(128 * 4 * 4, num_classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
-
-
 def make_train_model(name: str) -> torch.nn.Module:
     if name == "seed_cnn":
-        from cuconv import models
         return models.cifar_cnn()
     if name == "seed_cnn_functional":
-        return SeedCNN()
-    if name == "resnet_mini":
-        return ResNetMini()
+        return FunctionalSeedCNN()
+    if name == "resnet_mini":  # stem 3->32, one block each of 32, 64/2, 128/2, max-pool 2, linear
+        return models.ResNetCifar(blocks=(1, 1, 1), widths=(32, 64, 128), pool="max")
     if name == "models.resnet":
-        try:
-            from cuconv import models
-        except ImportError:
-            raise Skip("cuconv.models is not available") from None
-        return models.ResNetCifar()  # ResNet-18 for CIFAR, torch.nn layers (converted like the others)
+        return models.ResNetCifar()  # ResNet-18 for CIFAR
     raise ValueError(f"unknown model {name}")
 
 
@@ -524,9 +479,6 @@ def run_case(case: Case, timer, ceiling: Optional[dict] = None, **timing) -> dic
     try:
         prep = prepare(case)
         a, b = time_pair(timer, prep.cuconv, prep.native, **timing)
-    except Skip as e:
-        row["skipped"] = str(e)
-        return row
     except (RuntimeError, NotImplementedError, TypeError) as e:  # e.g. a dtype a kernel lacks
         row["skipped"] = f"error: {str(e).splitlines()[0]}"
         return row
