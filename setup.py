@@ -50,7 +50,7 @@ def extension():
     with_cuda = want_cuda()
     debug = os.environ.get("CUCONV_DEBUG", "0") == "1"
     srcs = sources(BUILD["cxx_sources"])
-    cxx = BUILD["cxx_flags"] + (BUILD["cxx_debug_flags"] if debug else BUILD["cxx_release_flags"])
+    cxx = BUILD["cxx_flags"] + BUILD["python_module_cxx_flags"] + (BUILD["cxx_debug_flags"] if debug else BUILD["cxx_release_flags"])
     include_dirs = [os.path.join(ROOT, d) for d in BUILD["include_dirs"]]
     kwargs = dict(name="cuconv._C", include_dirs=include_dirs, extra_link_args=BUILD["link_flags"])
     if with_cuda:

@@ -1,4 +1,4 @@
-"""cuconv against itself under two CPU code paths (CUCONV_CPU_ISA, read on every call), interleaved
+"""cuconv against itself under two CPU code paths (cuconv.config's cpu_isa), interleaved
 in one process so a change in the machine's speed hits both: what the AVX-512 kernels buy over the
 AVX2 ones on this CPU. Same cases as `python -m cuconv bench` (cuconv.apps.bench.build_cases).
 
@@ -8,12 +8,12 @@ AVX2 ones on this CPU. Same cases as `python -m cuconv bench` (cuconv.apps.bench
 Prints one row per case: median ms under each path and the ratio (first / second, > 1 means the
 second path is faster)."""
 import argparse
-import os
 import statistics
 import time
 
 import torch
 
+import cuconv
 from cuconv.apps import bench
 
 
@@ -32,32 +32,24 @@ def main():
     layouts = ("nchw", "channels_last") if args.layout == "both" else (args.layout,)
     cases = bench.build_cases("cpu", [args.batch], ("float32",), layouts, args.ops.split(","),
                               args.shapes.split(",") if args.shapes else None)
-    before = os.environ.get("CUCONV_CPU_ISA")
-    print(f"cuconv under CUCONV_CPU_ISA={first} vs {second}, {args.threads} threads, interleaved; "
+    print(f"cuconv under cpu_isa={first} vs {second}, {args.threads} threads, interleaved; "
           f"ratio = {first} time / {second} time")
-    try:
-        for case in cases:
-            fn = bench.prepare(case).cuconv
-            times = {first: [], second: []}
-            for path in (first, second, first, second):  # warm-up
-                os.environ["CUCONV_CPU_ISA"] = path
+    for case in cases:
+        fn = bench.prepare(case).cuconv
+        times = {first: [], second: []}
+        for path in (first, second, first, second):  # warm-up
+            with cuconv.config.flags(cpu_isa=path):
                 fn()
-            end = time.perf_counter() + 2 * args.target_time
-            while time.perf_counter() < end or len(times[first]) < 5:
-                for path in (first, second):
-                    os.environ["CUCONV_CPU_ISA"] = path
+        end = time.perf_counter() + 2 * args.target_time
+        while time.perf_counter() < end or len(times[first]) < 5:
+            for path in (first, second):
+                with cuconv.config.flags(cpu_isa=path):
                     t = time.perf_counter()
                     fn()
                     times[path].append(time.perf_counter() - t)
-            a, b = statistics.median(times[first]), statistics.median(times[second])
-            print(f"{case.name:58s} {first} {a * 1e3:9.3f} ms  {second} {b * 1e3:9.3f} ms  ratio {a / b:5.2f}",
-                  flush=True)
-    finally:
-        if before is None:
-            os.environ.pop("CUCONV_CPU_ISA", None)
-        else:
-            os.environ["CUCONV_CPU_ISA"] = before
-
+        a, b = statistics.median(times[first]), statistics.median(times[second])
+        print(f"{case.name:58s} {first} {a * 1e3:9.3f} ms  {second} {b * 1e3:9.3f} ms  ratio {a / b:5.2f}",
+              flush=True)
 
 if __name__ == "__main__":
     main()

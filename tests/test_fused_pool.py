@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import cuconv
-import cuconv.models
+import cuconv.apps.models
 from cuconv.ops import conv2d_relu_max_pool2d
 
 
@@ -321,7 +321,7 @@ def test_compile_fullgraph():
 # ---------------------------------------------------------------------------------------- convert()
 
 def seed_cnn():
-    return cuconv.models.cifar_cnn()
+    return cuconv.apps.models.cifar_cnn()
 
 
 def test_convert_fuses_conv_relu_pool():

@@ -85,7 +85,7 @@ target_compile_options(cuconv_cute_truth PRIVATE -O1)
 # runtime and CuTe's tables.
 function(cuconv_cute_test_exe target)
   add_executable(${target} "${CMAKE_CURRENT_FUNCTION_LIST_DIR}/cute_fragments_check.cpp"
-                 "${CUCONV_CUTE_ROOT}/csrc/sim/sim_runtime.cpp" $<TARGET_OBJECTS:cuconv_cute_truth>)
+                 "${CUCONV_CUTE_ROOT}/csrc/sim/runtime.cpp" $<TARGET_OBJECTS:cuconv_cute_truth>)
   target_compile_features(${target} PRIVATE cxx_std_20)
   target_include_directories(${target} PRIVATE ${ARGN} "${CUCONV_CUTE_ROOT}/csrc")
   target_compile_options(${target} PRIVATE -O1 -g)
