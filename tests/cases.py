@@ -90,6 +90,15 @@ def layout(t: torch.Tensor):
     return torch.channels_last if cl else torch.contiguous_format
 
 
+def special_values(x: torch.Tensor) -> torch.Tensor:
+    """x with ties (rounded values), -inf and NaNs scattered over it, for max-pool's rules."""
+    x = (x * 2).round()
+    flat = x.view(-1)
+    flat[torch.randperm(flat.numel())[: flat.numel() // 10]] = float("-inf")
+    flat[torch.randperm(flat.numel())[: flat.numel() // 20]] = float("nan")
+    return x
+
+
 def conv(id, x, w, nchw=None, nhwc=None, **options):
     """One ConvCase per layout given, each with its plan tag ("forward grad-input grad-weight")."""
     return [ConvCase(id, x, w, channels_last=layout == "nhwc", plan=tuple(tag.split()), **options)

@@ -8,18 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import cuconv  # noqa: F401  (loads the operators)
-from cases import POOL, layout
+from cases import POOL, layout, special_values
 
 ops = torch.ops.cuconv
-
-
-def special_values(x):
-    """Ties (rounded values), -inf and NaNs scattered over the input."""
-    x = (x * 2).round()
-    flat = x.view(-1)
-    flat[torch.randperm(flat.numel())[: flat.numel() // 10]] = float("-inf")
-    flat[torch.randperm(flat.numel())[: flat.numel() // 20]] = float("nan")
-    return x
 
 
 @pytest.mark.parametrize("special", [False, True], ids=["plain", "special"])

@@ -8,21 +8,13 @@ import torch
 import torch.nn.functional as F
 
 import cuconv  # noqa: F401  (loads the operators)
+from cases import special_values
 
 ops = torch.ops.cuconv
 
 
 def _fmt(t, channels_last):
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
-
-
-def _special(x):
-    """Ties (rounded values), -inf and NaNs, at fixed places so every window kind occurs."""
-    x = (x * 2).round()
-    flat = x.view(-1)
-    flat[torch.randperm(flat.numel())[: flat.numel() // 10]] = float("-inf")
-    flat[torch.randperm(flat.numel())[: flat.numel() // 20]] = float("nan")
-    return x
 
 
 def _grads(shape, dtype, channels_last):
@@ -67,7 +59,7 @@ def test_2x2_stride2_nan_tie_and_inf_windows(isa, channels_last, channels):
 def test_other_geometries_take_the_general_path(isa, channels_last):
     """Overlapping windows (sums: in float64, so that torch's sums in the same order match exactly),
     padding, dilation, stride > kernel: never the 2x2 path."""
-    x = _fmt(_special(torch.randn(2, 8, 17, 19, dtype=torch.float64)), channels_last)
+    x = _fmt(special_values(torch.randn(2, 8, 17, 19, dtype=torch.float64)), channels_last)
     for k, s, pad, dil, ceil in [([3, 3], [2, 2], [1, 1], [1, 1], False), ([2, 2], [2, 2], [1, 1], [1, 1], True),
                                  ([2, 2], [2, 2], [0, 0], [2, 2], False), ([2, 2], [3, 3], [0, 0], [1, 1], True),
                                  ([2, 2], [1, 1], [0, 0], [1, 1], False)]:

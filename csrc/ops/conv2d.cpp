@@ -247,19 +247,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_bias_relu_max_pool2d_backw
 }  // namespace cuconv
 
 // One router serves both keys; it picks the runner from the tensors' device.
-TORCH_LIBRARY_IMPL(cuconv, CPU, m) {
+namespace {
+void register_conv2d_ops(torch::Library& m) {
   m.impl("conv2d", &cuconv::conv2d);
   m.impl("conv2d_bias_relu", &cuconv::conv2d_bias_relu);
   m.impl("conv2d_bias_relu_max_pool2d", &cuconv::conv2d_bias_relu_max_pool2d);
   m.impl("conv2d_backward", &cuconv::conv2d_backward_op);
   m.impl("conv2d_bias_relu_max_pool2d_backward", &cuconv::conv2d_bias_relu_max_pool2d_backward);
 }
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cuconv, CPU, m) { register_conv2d_ops(m); }
 #ifdef CUCONV_WITH_CUDA
-TORCH_LIBRARY_IMPL(cuconv, CUDA, m) {
-  m.impl("conv2d", &cuconv::conv2d);
-  m.impl("conv2d_bias_relu", &cuconv::conv2d_bias_relu);
-  m.impl("conv2d_bias_relu_max_pool2d", &cuconv::conv2d_bias_relu_max_pool2d);
-  m.impl("conv2d_backward", &cuconv::conv2d_backward_op);
-  m.impl("conv2d_bias_relu_max_pool2d_backward", &cuconv::conv2d_bias_relu_max_pool2d_backward);
-}
+TORCH_LIBRARY_IMPL(cuconv, CUDA, m) { register_conv2d_ops(m); }
 #endif

@@ -65,6 +65,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 }  // namespace
 }  // namespace cuconv
 
+// One router serves both keys (see ops/conv2d.cpp).
 TORCH_LIBRARY_IMPL(cuconv, CPU, m) {
   m.impl("max_pool2d", &cuconv::max_pool2d);
   m.impl("max_pool2d_backward", &cuconv::max_pool2d_backward);

@@ -33,20 +33,15 @@ at::Tensor conv2d_tensorcore(const at::Tensor& input, const at::Tensor& weight, 
   return conv2d_forward(input, weight, bias, stride, padding, dilation, groups, /*relu=*/false, force);
 }
 
-at::Tensor conv2d_backward_input_tensorcore(const at::Tensor& grad_output, const at::Tensor& input,
-                                            const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
-                                            at::IntArrayRef dilation, int64_t groups, bool tf32, int64_t config) {
-  const KernelOverride force = tensor_cores("_conv2d_backward_input_tensorcore", input, tf32, config);
-  return std::get<0>(
-      conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups, {true, false, false}, force));
-}
-
-at::Tensor conv2d_backward_weight_tensorcore(const at::Tensor& grad_output, const at::Tensor& input,
-                                             const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
-                                             at::IntArrayRef dilation, int64_t groups, bool tf32, int64_t config) {
-  const KernelOverride force = tensor_cores("_conv2d_backward_weight_tensorcore", input, tf32, config);
-  return std::get<1>(
-      conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups, {false, true, false}, force));
+// One gradient (0: input, 1: weight) of conv2d_backward with the tensor cores forced.
+template <int kGrad>
+at::Tensor conv2d_backward_tensorcore(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                      int64_t groups, bool tf32, int64_t config) {
+  const char* op = kGrad == 0 ? "_conv2d_backward_input_tensorcore" : "_conv2d_backward_weight_tensorcore";
+  const KernelOverride force = tensor_cores(op, input, tf32, config);
+  return std::get<kGrad>(conv2d_backward(grad_output, input, weight, stride, padding, dilation, groups,
+                                         {kGrad == 0, kGrad == 1, false}, force));
 }
 
 Conv2dPass pass_named(c10::string_view pass) {
@@ -90,19 +85,21 @@ TORCH_LIBRARY_IMPL(cuconv, CompositeExplicitAutograd, m) {
   m.impl("_cpu_plan_strategies", &cuconv::cpu::plan_strategies);
 }
 
-TORCH_LIBRARY_IMPL(cuconv, CPU, m) {
+namespace {
+// The ops that run on either device's tensors.
+void register_device_ops(torch::Library& m) {
   m.impl("_conv2d_tensorcore", &cuconv::conv2d_tensorcore);
-  m.impl("_conv2d_backward_input_tensorcore", &cuconv::conv2d_backward_input_tensorcore);
-  m.impl("_conv2d_backward_weight_tensorcore", &cuconv::conv2d_backward_weight_tensorcore);
+  m.impl("_conv2d_backward_input_tensorcore", &cuconv::conv2d_backward_tensorcore<0>);
+  m.impl("_conv2d_backward_weight_tensorcore", &cuconv::conv2d_backward_tensorcore<1>);
   m.impl("_gpu_conv2d_plan", &cuconv::gpu_conv2d_plan);
+}
+}  // namespace
+
+TORCH_LIBRARY_IMPL(cuconv, CPU, m) {
+  register_device_ops(m);
   m.impl("_cpu_conv2d_plan", &cuconv::cpu_conv2d_plan);
   m.impl("_cpu_max_pool2d_plan", &cuconv::cpu_max_pool2d_plan);
 }
 #ifdef CUCONV_WITH_CUDA
-TORCH_LIBRARY_IMPL(cuconv, CUDA, m) {
-  m.impl("_conv2d_tensorcore", &cuconv::conv2d_tensorcore);
-  m.impl("_conv2d_backward_input_tensorcore", &cuconv::conv2d_backward_input_tensorcore);
-  m.impl("_conv2d_backward_weight_tensorcore", &cuconv::conv2d_backward_weight_tensorcore);
-  m.impl("_gpu_conv2d_plan", &cuconv::gpu_conv2d_plan);
-}
+TORCH_LIBRARY_IMPL(cuconv, CUDA, m) { register_device_ops(m); }
 #endif

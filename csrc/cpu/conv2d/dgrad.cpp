@@ -99,14 +99,22 @@ void backward_input_nhwc_phases(Isa isa, const DgradPlan& plan, const Conv2dPara
   });
 }
 
+// The sizes both col2im strategies work with: per group, the columns' CRS rows, and blocks of
+// `per` images.
+struct Col2imSizes {
+  int64_t G, Cg, Kg, PQ, HW, CRS, per, blocks;
+  Col2imSizes(const Conv2dParams& p, const DgradPlan& plan)
+      : G(p.groups), Cg(p.C_per_group()), Kg(p.K_per_group()), PQ(p.P * p.Q), HW(p.H * p.W),
+        CRS(Cg * p.R * p.S), per(plan.images_per_gemm), blocks(ceil_div(p.N, per)) {}
+};
+
 // nchw_col2im: dcol = W^T * grad_output, then col2im adds dcol into grad_input (faster here than
 // a forward conv of grad_output with the flipped weight, even at stride 1).
 template <typename T>
 void backward_input_nchw_col2im(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T* gy, const T* w, T* gx,
                                  const at::TensorOptions& opts) {
-  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
-  const int64_t CRS = Cg * p.R * p.S;
-  const int64_t per = plan.images_per_gemm, blocks = ceil_div(p.N, per);
+  const Col2imSizes z(p, plan);
+  const int64_t G = z.G, Cg = z.Cg, Kg = z.Kg, PQ = z.PQ, HW = z.HW, CRS = z.CRS, per = z.per, blocks = z.blocks;
   // W^T per group, [g][c*R*S + rs][k]: the GEMM's A then runs along K in memory (no per-call packing).
   at::Tensor wt_t = at::empty({G * CRS * Kg}, opts);
   T* wt = wt_t.data_ptr<T>();
@@ -152,9 +160,8 @@ void backward_input_nchw_col2im(Isa isa, const DgradPlan& plan, const Conv2dPara
 template <typename T>
 void backward_input_nhwc_col2im(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T* gy, const T* w, T* gx,
                                  const at::TensorOptions& opts) {
-  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
-  const int64_t CRS = Cg * p.R * p.S;
-  const int64_t per = plan.images_per_gemm, blocks = ceil_div(p.N, per);
+  const Col2imSizes z(p, plan);
+  const int64_t G = z.G, Cg = z.Cg, Kg = z.Kg, PQ = z.PQ, HW = z.HW, CRS = z.CRS, per = z.per, blocks = z.blocks;
   const int64_t ldw = pitch(CRS);
   const at::Tensor wk = weight_rsc(p, w, /*k_major=*/true, ldw, opts);
   const T* wk_ptr = wk.const_data_ptr<T>();

@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <iterator>
 
 #include "cpu/gemm/gemm.h"
 #include "cpu/sizes.h"
@@ -152,50 +153,30 @@ WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64
   return plan.strategy = WgradStrategy::im2col, plan;
 }
 
+namespace {
+// The names of plan.h's enums, in their order (what _cpu_conv2d_plan reports).
+constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_via_nhwc",
+                                       "nchw_im2col", "nchw_direct",      "nhwc_rows",
+                                       "nhwc_interleaved", "nhwc_im2col", "nhwc_direct"};
+constexpr const char* kDgradNames[] = {"winograd", "nhwc_phases", "nchw_col2im", "nhwc_col2im"};
+constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct", "pixel_cols",
+                                       "window_runs", "interleaved", "im2col"};
+static_assert(std::size(kFpropNames) == size_t(FpropStrategy::nhwc_direct) + 1 &&
+                  std::size(kDgradNames) == size_t(DgradStrategy::nhwc_col2im) + 1 &&
+                  std::size(kWgradNames) == size_t(WgradStrategy::im2col) + 1,
+              "a name for every strategy");
+}  // namespace
+
+const char* name(FpropStrategy s) { return kFpropNames[int(s)]; }
+const char* name(DgradStrategy s) { return kDgradNames[int(s)]; }
+const char* name(WgradStrategy s) { return kWgradNames[int(s)]; }
+
 std::vector<std::string> all_conv2d_strategies() {
   std::vector<std::string> out;
-  for (int i = 0; i <= int(FpropStrategy::nhwc_direct); ++i) out.push_back(std::string("fprop:") + name(FpropStrategy(i)));
-  for (int i = 0; i <= int(DgradStrategy::nhwc_col2im); ++i) out.push_back(std::string("dgrad:") + name(DgradStrategy(i)));
-  for (int i = 0; i <= int(WgradStrategy::im2col); ++i) out.push_back(std::string("wgrad:") + name(WgradStrategy(i)));
+  for (const char* n : kFpropNames) out.push_back(std::string("fprop:") + n);
+  for (const char* n : kDgradNames) out.push_back(std::string("dgrad:") + n);
+  for (const char* n : kWgradNames) out.push_back(std::string("wgrad:") + n);
   return out;
-}
-
-const char* name(FpropStrategy s) {
-  switch (s) {
-    case FpropStrategy::winograd: return "winograd";
-    case FpropStrategy::rows_avx512: return "rows_avx512";
-    case FpropStrategy::nchw_via_nhwc: return "nchw_via_nhwc";
-    case FpropStrategy::nchw_im2col: return "nchw_im2col";
-    case FpropStrategy::nchw_direct: return "nchw_direct";
-    case FpropStrategy::nhwc_rows: return "nhwc_rows";
-    case FpropStrategy::nhwc_interleaved: return "nhwc_interleaved";
-    case FpropStrategy::nhwc_im2col: return "nhwc_im2col";
-    case FpropStrategy::nhwc_direct: return "nhwc_direct";
-  }
-  return "?";
-}
-
-const char* name(DgradStrategy s) {
-  switch (s) {
-    case DgradStrategy::winograd: return "winograd";
-    case DgradStrategy::nhwc_phases: return "nhwc_phases";
-    case DgradStrategy::nchw_col2im: return "nchw_col2im";
-    case DgradStrategy::nhwc_col2im: return "nhwc_col2im";
-  }
-  return "?";
-}
-
-const char* name(WgradStrategy s) {
-  switch (s) {
-    case WgradStrategy::winograd: return "winograd";
-    case WgradStrategy::rows_avx512: return "rows_avx512";
-    case WgradStrategy::direct: return "direct";
-    case WgradStrategy::pixel_cols: return "pixel_cols";
-    case WgradStrategy::window_runs: return "window_runs";
-    case WgradStrategy::interleaved: return "interleaved";
-    case WgradStrategy::im2col: return "im2col";
-  }
-  return "?";
 }
 
 }  // namespace cuconv::cpu

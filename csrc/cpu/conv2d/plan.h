@@ -24,8 +24,7 @@ enum class FpropStrategy {
   nhwc_rows,         // NHWC: one GEMM per kernel row, A rows pointing into the input (or a padded copy)
   nhwc_interleaved,  // NHWC few channels: one GEMM over a row-interleaved copy (R rows per output row)
   nhwc_im2col,       // NHWC: im2col[PQ, RSC] * W[RSC, K] (dilated kernel rows)
-  nhwc_direct,       // NHWC 1x1 stride 1 unpadded: the input is the GEMM's A as it is (the last: see
-                     // all_conv2d_strategies)
+  nhwc_direct,       // NHWC 1x1 stride 1 unpadded: the input is the GEMM's A as it is
 };
 
 enum class DgradStrategy {

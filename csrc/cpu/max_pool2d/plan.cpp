@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <iterator>
 
 #include "ops/runner.h"
 
@@ -42,31 +43,24 @@ MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType 
   return plan;
 }
 
+namespace {
+// The names of plan.h's enums, in their order (what _cpu_max_pool2d_plan reports).
+constexpr const char* kForwardNames[] = {"large_planes", "planes",          "planes_avx2",     "planes_2x2_avx2",
+                                         "pixels",       "pixels_avx2",     "pixels_2x2_avx2", "pixels_2x2_avx512"};
+constexpr const char* kBackwardNames[] = {"scatter", "windows_2x2_avx2"};
+static_assert(std::size(kForwardNames) == size_t(PoolFpropStrategy::pixels_2x2_avx512) + 1 &&
+                  std::size(kBackwardNames) == size_t(PoolBpropStrategy::windows_2x2_avx2) + 1,
+              "a name for every strategy");
+}  // namespace
+
+const char* name(PoolFpropStrategy s) { return kForwardNames[int(s)]; }
+const char* name(PoolBpropStrategy s) { return kBackwardNames[int(s)]; }
+
 std::vector<std::string> all_max_pool2d_strategies() {
   std::vector<std::string> out;
-  for (int i = 0; i <= int(PoolFpropStrategy::pixels_2x2_avx512); ++i)
-    out.push_back(std::string("forward:") + name(PoolFpropStrategy(i)));
-  for (int i = 0; i <= int(PoolBpropStrategy::windows_2x2_avx2); ++i)
-    out.push_back(std::string("backward:") + name(PoolBpropStrategy(i)));
+  for (const char* n : kForwardNames) out.push_back(std::string("forward:") + n);
+  for (const char* n : kBackwardNames) out.push_back(std::string("backward:") + n);
   return out;
-}
-
-const char* name(PoolFpropStrategy s) {
-  switch (s) {
-    case PoolFpropStrategy::large_planes: return "large_planes";
-    case PoolFpropStrategy::planes: return "planes";
-    case PoolFpropStrategy::planes_avx2: return "planes_avx2";
-    case PoolFpropStrategy::planes_2x2_avx2: return "planes_2x2_avx2";
-    case PoolFpropStrategy::pixels: return "pixels";
-    case PoolFpropStrategy::pixels_avx2: return "pixels_avx2";
-    case PoolFpropStrategy::pixels_2x2_avx2: return "pixels_2x2_avx2";
-    case PoolFpropStrategy::pixels_2x2_avx512: return "pixels_2x2_avx512";
-  }
-  return "?";
-}
-
-const char* name(PoolBpropStrategy s) {
-  return s == PoolBpropStrategy::windows_2x2_avx2 ? "windows_2x2_avx2" : "scatter";
 }
 
 std::vector<std::string> max_pool2d_plan(const MaxPool2dParams& p, const at::Tensor& input) {
