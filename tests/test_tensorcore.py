@@ -1,5 +1,6 @@
 """The tensor-core conv2d kernels (forward, grad input, grad weight: csrc/kernels/*_tensorcore.cuh on
-the main loop of implicit_gemm_tensorcore.cuh) in the simulator, their configuration table and
+the main loop of implicit_gemm_tensorcore.cuh) under the simulator and on the GPU when present
+(the gpu_runner fixture: every configuration, dtype and 16-byte copy path), their configuration table and
 chooser, and the simulator's emulation of mma.sync and ldmatrix (csrc/kernels/mma_sync.cuh,
 ldmatrix.cuh) against the PTX ISA layouts, which this file writes out independently ("Matrix
 Fragments for mma.m16n8k8 / m16n8k16", "ldmatrix")."""
@@ -155,26 +156,35 @@ def torch_in_dtype(x, w, b, stride, padding, dilation, groups):
 
 def make(shape, dtype, channels_last, with_bias=True):
     N, C, H, W, K, R, S, stride, padding, dilation, groups = shape
-    x = torch.randn(N, C, H, W).to(dtype)
+    # On the CPU even when a CUDA runner made CUDA the default device: the references are CPU float64.
+    x = torch.randn(N, C, H, W, device="cpu").to(dtype)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    w = (torch.randn(K, C // groups, R, S) / (C // groups * R * S) ** 0.5).to(dtype)
-    b = torch.randn(K).to(dtype) if with_bias else None
+    w = (torch.randn(K, C // groups, R, S, device="cpu") / (C // groups * R * S) ** 0.5).to(dtype)
+    b = torch.randn(K, device="cpu").to(dtype) if with_bias else None
     return x, w, b, (stride, padding, dilation, groups)
 
 
-def run_tc(x, w, b, geometry, tf32, config=-1):
-    stride, padding, dilation, groups = geometry
+def on_runner(runner, fn, *tensors):
+    """fn(*tensors) on the GPU runner named (the simulator on CPU tensors, or CUDA), result on the CPU."""
+    if runner == "cuda":
+        return fn(*(t.cuda() if t is not None else None for t in tensors)).cpu()
     with cuconv.simulate():
-        return ops._conv2d_tensorcore(x, w, b, list(stride), padding, list(dilation), groups, tf32, config)
+        return fn(*tensors)
+
+
+def run_tc(x, w, b, geometry, tf32, config=-1, runner="sim"):
+    stride, padding, dilation, groups = geometry
+    return on_runner(runner, lambda x, w, b: ops._conv2d_tensorcore(x, w, b, list(stride), padding, list(dilation),
+                                                                     groups, tf32, config), x, w, b)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", SHAPES[:3])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_conv_16bit_error_within_twice_torch(shape, dtype, channels_last):
+def test_conv_16bit_error_within_twice_torch(gpu_runner, shape, dtype, channels_last):
     x, w, b, geometry = make(shape, dtype, channels_last)
-    out = run_tc(x, w, b, geometry, False)
+    out = run_tc(x, w, b, geometry, False, runner=gpu_runner.name)
     assert out.dtype == dtype
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     ref = reference(x, w, b, *geometry)
@@ -184,19 +194,19 @@ def test_conv_16bit_error_within_twice_torch(shape, dtype, channels_last):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_conv_tf32(shape):
+def test_conv_tf32(gpu_runner, shape):
     x, w, b, geometry = make(shape, torch.float32, False)
-    out = run_tc(x, w, b, geometry, True)
+    out = run_tc(x, w, b, geometry, True, runner=gpu_runner.name)
     ref = reference(x, w, b, *geometry)
     rel = ((out.double() - ref).norm() / ref.norm()).item()
     assert rel < 1e-3
 
 
-def test_conv_tf32_really_rounds():
+def test_conv_tf32_really_rounds(gpu_runner):
     """TF32 has 10 mantissa bits: the result differs from float32 math by far more than float
     rounding (a kernel that skipped the tensor-core path would not)."""
     x, w, b, geometry = make(SHAPES[3], torch.float32, True, with_bias=False)
-    out = run_tc(x, w, b, geometry, True)
+    out = run_tc(x, w, b, geometry, True, runner=gpu_runner.name)
     ref = reference(x, w, b, *geometry)
     rel = ((out.double() - ref).norm() / ref.norm()).item()
     assert 1e-5 < rel < 1e-3
@@ -281,26 +291,26 @@ def make_backward(shape, dtype, channels_last):
     stride, padding, dilation, groups = geometry
     pt, pl, pb, pr = pad4(padding)
     out = F.conv2d(F.pad(x.double(), (pl, pr, pt, pb)), w.double(), None, stride, 0, dilation, groups)
-    gy = torch.randn(out.shape).to(dtype)
+    gy = torch.randn(out.shape, device="cpu").to(dtype)
     if channels_last:
         gy = gy.to(memory_format=torch.channels_last)
     return x, w, gy, geometry
 
 
-def run_backward(which, gy, x, w, geometry, tf32=False, config=-1):
+def run_backward(which, gy, x, w, geometry, tf32=False, config=-1, runner="sim"):
     stride, padding, dilation, groups = geometry
     op = ops._conv2d_backward_input_tensorcore if which == "input" else ops._conv2d_backward_weight_tensorcore
-    with cuconv.simulate():
-        return op(gy, x, w, list(stride), padding, list(dilation), groups, tf32, config)
+    return on_runner(runner, lambda gy, x, w: op(gy, x, w, list(stride), padding, list(dilation), groups, tf32, config),
+                     gy, x, w)
 
 
 @pytest.mark.parametrize("which", ["input", "weight"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", BACKWARD_SHAPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_backward_16bit_error_within_twice_torch(which, shape, dtype, channels_last):
+def test_backward_16bit_error_within_twice_torch(gpu_runner, which, shape, dtype, channels_last):
     x, w, gy, geometry = make_backward(shape, dtype, channels_last)
-    out = run_backward(which, gy, x, w, geometry)
+    out = run_backward(which, gy, x, w, geometry, runner=gpu_runner.name)
     idx = 0 if which == "input" else 1
     ref = grads(x, w, gy, geometry, torch.float64)[idx]
     theirs = grads(x, w, gy, geometry, dtype)[idx]
@@ -312,10 +322,10 @@ def test_backward_16bit_error_within_twice_torch(which, shape, dtype, channels_l
 
 @pytest.mark.parametrize("which", ["input", "weight"])
 @pytest.mark.parametrize("shape", BACKWARD_SHAPES)
-def test_backward_tf32(which, shape):
+def test_backward_tf32(gpu_runner, which, shape):
     channels_last = shape[1] == 16  # the 16-channel shapes in channels_last: 16-byte float copies
     x, w, gy, geometry = make_backward(shape, torch.float32, channels_last)
-    out = run_backward(which, gy, x, w, geometry, tf32=True)
+    out = run_backward(which, gy, x, w, geometry, tf32=True, runner=gpu_runner.name)
     ref = grads(x, w, gy, geometry, torch.float64)[0 if which == "input" else 1]
     rel = ((out.double() - ref).norm() / ref.norm()).item()
     assert 1e-6 < rel < 1e-3  # TF32 rounding, not float32 math
@@ -323,16 +333,13 @@ def test_backward_tf32(which, shape):
 
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("dtype,channels_last", [(torch.float16, True), (torch.float32, False)])
-def test_every_config_runs_every_op(config, dtype, channels_last):
+def test_every_config_runs_every_op(gpu_runner, config, dtype, channels_last):
     """Each table entry, forced, on a shape with a multi-slice reduction (wgrad: split-K) and partial tiles."""
     shape = (2, 16, 8, 8, 40, 3, 3, (1, 1), [1, 1], (1, 1), 1)
     x, w, gy, geometry = make_backward(shape, dtype, channels_last)
-    stride, padding, dilation, groups = geometry
-    tf32 = dtype == torch.float32
-    with cuconv.simulate():
-        y = ops._conv2d_tensorcore(x, w, None, list(stride), padding, list(dilation), groups, tf32, CONFIGS[config])
-    outs = [y, run_backward("input", gy, x, w, geometry, tf32, CONFIGS[config]),
-            run_backward("weight", gy, x, w, geometry, tf32, CONFIGS[config])]
+    tf32, c, r = dtype == torch.float32, CONFIGS[config], gpu_runner.name
+    outs = [run_tc(x, w, None, geometry, tf32, c, runner=r), run_backward("input", gy, x, w, geometry, tf32, c, runner=r),
+            run_backward("weight", gy, x, w, geometry, tf32, c, runner=r)]
     refs = [reference(x, w, None, *geometry), *grads(x, w, gy, geometry, torch.float64)]
     for out, ref in zip(outs, refs):
         rel = ((out.double() - ref).norm() / ref.norm()).item()
