@@ -55,15 +55,10 @@ void check_runner_dtype(const char* op, const at::Tensor& t) {
   const auto st = t.scalar_type();
   const bool is_float = st == at::kFloat || st == at::kDouble;
   const bool is_half = st == at::kHalf || st == at::kBFloat16;
-  if (t.is_cuda() || (t.is_cpu() && config::simulate())) {
-    TORCH_CHECK_NOT_IMPLEMENTED(is_float || is_half, "cuconv::", op, ": dtype ", st,
-                                " is not supported (float32, float64, float16 and bfloat16 are)");
-  } else {
-    TORCH_CHECK_NOT_IMPLEMENTED(t.is_cpu(), "cuconv::", op, ": tensors on ", t.device(),
-                                " are not supported (CPU and CUDA are)");
-    TORCH_CHECK_NOT_IMPLEMENTED(is_float, "cuconv::", op, ": dtype ", st,
-                                " is not supported on the CPU (float32 and float64 are)");
-  }
+  TORCH_CHECK_NOT_IMPLEMENTED(t.is_cpu() || t.is_cuda(), "cuconv::", op, ": tensors on ", t.device(),
+                              " are not supported (CPU and CUDA are)");
+  TORCH_CHECK_NOT_IMPLEMENTED(is_float || is_half, "cuconv::", op, ": dtype ", st,
+                              " is not supported (float32, float64, float16 and bfloat16 are)");
 }
 
 void check_grad_output(const char* op, const at::Tensor& grad_output, c10::IntArrayRef expected) {

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "cpu/conv2d/passes.h"
+#include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/plan.h"
 #include "ops/runner.h"
 
@@ -12,6 +13,11 @@ namespace cuconv::cpu {
 
 void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                     const at::Tensor& output, bool relu) {
+  if (is_16bit(input.scalar_type())) {
+    const at::Tensor out32 = float32_like(output);
+    conv2d_forward(p, float32_copy(input), float32_copy(weight), float32_copy(bias), out32, relu);
+    return round_into(output, out32);
+  }
   const Isa isa = active_isa();
   const FpropPlan plan = plan_fprop(p, isa, input.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cuconv_conv2d_cpu", [&] {
@@ -23,6 +29,11 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
 
 void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                            const at::Tensor& grad_input) {
+  if (is_16bit(grad_output.scalar_type())) {
+    const at::Tensor gx32 = float32_like(grad_input);
+    conv2d_backward_input(p, float32_copy(grad_output), float32_copy(weight), gx32);
+    return round_into(grad_input, gx32);
+  }
   const Isa isa = active_isa();
   const DgradPlan plan = plan_dgrad(p, isa, grad_output.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_input_cpu", [&] {
@@ -33,6 +44,11 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
 
 void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                             const at::Tensor& grad_weight) {
+  if (is_16bit(grad_output.scalar_type())) {
+    const at::Tensor gw32 = float32_like(grad_weight);
+    conv2d_backward_weight(p, float32_copy(grad_output), float32_copy(input), gw32);
+    return round_into(grad_weight, gw32);
+  }
   const Isa isa = active_isa();
   const WgradPlan plan = plan_wgrad(p, isa, grad_output.scalar_type(), at::get_num_threads());
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_weight_cpu", [&] {
@@ -42,6 +58,11 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
 }
 
 void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& grad_bias) {
+  if (is_16bit(grad_output.scalar_type())) {
+    const at::Tensor gb32 = float32_like(grad_bias);
+    conv2d_backward_bias(p, float32_copy(grad_output), gb32);
+    return round_into(grad_bias, gb32);
+  }
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_bias_cpu", [&] {
     conv2d_bias_grad<scalar_t>(p, grad_output.const_data_ptr<scalar_t>(), grad_bias.data_ptr<scalar_t>());
   });
@@ -49,7 +70,7 @@ void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, 
 
 std::vector<std::string> conv2d_plan(const Conv2dParams& p, const at::Tensor& input) {
   const Isa isa = active_isa();
-  const at::ScalarType t = input.scalar_type();
+  const at::ScalarType t = is_16bit(input.scalar_type()) ? at::kFloat : input.scalar_type();  // float32_copies.h
   return {name(plan_fprop(p, isa, t).strategy), name(plan_dgrad(p, isa, t).strategy),
           name(plan_wgrad(p, isa, t, at::get_num_threads()).strategy)};
 }

@@ -20,6 +20,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/plan.h"
 #include "ops/runner.h"
 
@@ -454,6 +455,11 @@ bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const 
 
 void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const at::Tensor& output,
                         const at::Tensor& indices) {
+  if (is_16bit(input.scalar_type())) {  // exact: every 16-bit value is a float32 value
+    const at::Tensor out32 = float32_like(output);
+    max_pool2d_forward(p, float32_copy(input), out32, indices);
+    return round_into(output, out32);
+  }
   const PoolFpropStrategy strategy = plan_max_pool2d(p, active_isa(), input.scalar_type()).forward;
   if (strategy == PoolFpropStrategy::large_planes) {
     forward_large_planes(p, input.const_data_ptr<float>(), output.data_ptr<float>(), indices.data_ptr<int64_t>());

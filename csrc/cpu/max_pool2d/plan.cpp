@@ -64,7 +64,9 @@ std::vector<std::string> all_max_pool2d_strategies() {
 }
 
 std::vector<std::string> max_pool2d_plan(const MaxPool2dParams& p, const at::Tensor& input) {
-  const MaxPool2dPlan plan = plan_max_pool2d(p, active_isa(), input.scalar_type());
+  const at::ScalarType t = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16 ? at::kFloat
+                                                                                                  : input.scalar_type();
+  const MaxPool2dPlan plan = plan_max_pool2d(p, active_isa(), t);  // 16-bit runs on float32 copies
   return {name(plan.forward), name(plan.backward)};
 }
 

@@ -1,0 +1,70 @@
+"""float16 and bfloat16 on the CPU fallback: every pass of the shared conv cases (tests/cases.py)
+on each ISA path, each within twice torch's own error in the same dtype (both against float64 of
+the same 16-bit inputs); max-pool exact; outputs in the input's dtype and layout; the plan of a
+16-bit call is the float32 plan its float32 copies run."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cuconv  # noqa: F401  (loads the operators)
+from cases import CONV, POOL, layout
+from tolerance import assert_within_torch_error
+
+ops = torch.ops.cuconv
+DTYPES = [torch.float16, torch.bfloat16]
+# torch's own 16-bit CPU convolutions (the comparison) are slow for float16: the smaller cases.
+SMALL = [c for c in CONV if c.macs <= 60_000]
+
+
+def passes(fn_conv, fn_backward, x, w, b, args, gy):
+    y = fn_conv(x, w, b, *args)
+    gx, gw, gb = fn_backward(gy, x, w, args)
+    return y, gx, gw, gb
+
+
+def torch_passes(x, w, b, args, gy):
+    stride, pad, dil, groups = args
+    xt, wt, bt = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    y = F.conv2d(F.pad(xt, (pad[1], pad[3], pad[0], pad[2])), wt, bt, stride, 0, dil, groups)
+    y.backward(gy)
+    return y.detach(), xt.grad, wt.grad, bt.grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+@pytest.mark.parametrize("case", SMALL, ids=lambda c: c.name)
+def test_conv2d_16bit_within_twice_torch(isa, case, dtype):
+    x, w, b = case.tensors(dtype)
+    w = (w.float() / (w.shape[1] * w.shape[2] * w.shape[3]) ** 0.5).to(dtype)
+    args = case.args()
+    y = ops.conv2d(x, w, b, *args)
+    gy = torch.randn(y.shape).to(dtype).contiguous(memory_format=layout(x))
+    ours = (y, *ops.conv2d_backward(gy, x, w, *args, [True, True, True]))
+    theirs = torch_passes(x, w, b, args, gy)
+    exact = torch_passes(x.double(), w.double(), b.double(), args, gy.double())
+    for what, o, t, r in zip(("forward", "grad input", "grad weight", "grad bias"), ours, theirs, exact):
+        assert o.dtype == dtype, what
+        assert_within_torch_error(o, t.to(dtype), r)
+    assert y.is_contiguous(memory_format=layout(x)) and ours[1].is_contiguous(memory_format=layout(x))
+    assert torch.equal(ops.conv2d_bias_relu(x, w, b, *args), y.clamp_min(0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+@pytest.mark.parametrize("case", POOL, ids=lambda c: c.name)
+def test_max_pool2d_16bit_exact(isa, case, dtype):
+    x = case.input(dtype)
+    args = case.args()
+    y, idx = ops.max_pool2d(x, *args)
+    ry, ridx = F.max_pool2d_with_indices(x.double(), *args)
+    assert y.dtype == dtype and torch.equal(y.double(), ry) and torch.equal(idx, ridx)
+    gy = torch.randn(y.shape).to(dtype).contiguous(memory_format=layout(x))
+    gx = ops.max_pool2d_backward(gy, x, idx, *args)
+    rgx = torch.ops.aten.max_pool2d_with_indices_backward(gy.double(), x.double(), *args, ridx)
+    # each element's gradients summed in float32 (exact for the few 16-bit values that overlapping
+    # windows add) and rounded once: torch's result
+    assert gx.dtype == dtype and torch.equal(gx, rgx.to(dtype))
+
+
+def test_16bit_reports_the_float32_plan():
+    case = next(c for c in CONV if c.plan[0] == "nhwc_rows")
+    x, w, _ = case.tensors()
+    assert ops._cpu_conv2d_plan(x.half(), w.half(), *case.args()) == ops._cpu_conv2d_plan(x, w, *case.args())
