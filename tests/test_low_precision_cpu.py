@@ -68,3 +68,27 @@ def test_16bit_reports_the_float32_plan():
     case = next(c for c in CONV if c.plan[0] == "nhwc_rows")
     x, w, _ = case.tensors()
     assert ops._cpu_conv2d_plan(x.half(), w.half(), *case.args()) == ops._cpu_conv2d_plan(x, w, *case.args())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+def test_autocast_runs_convolutions_in_its_dtype(op_runner, dtype):
+    """Native conv2d's autocast policy: the convolutions (plain, fused with ReLU, fused with ReLU
+    and pool) run in the autocast dtype, float64 is left alone, max-pool keeps its input's dtype,
+    and float32 parameters get float32 gradients through the casts."""
+    device = op_runner.device
+    x = torch.randn(2, 3, 12, 12, device=device, requires_grad=True)
+    conv = cuconv.nn.Conv2d(3, 8, 3, padding=1).to(device)
+    with torch.autocast(device, dtype=dtype):
+        y = conv(x)
+        fused = cuconv.conv2d_relu_max_pool2d(x, conv.weight, conv.bias)
+        relu = cuconv.conv2d_relu(x, conv.weight, conv.bias)
+        pooled = cuconv.max_pool2d(x, 2)
+        native = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+        double = cuconv.conv2d(x.double(), conv.weight.double())
+    assert (y.dtype, fused.dtype, relu.dtype, pooled.dtype, double.dtype) == (dtype, dtype, dtype, torch.float32,
+                                                                              torch.float64)
+    assert native.dtype == dtype
+    exact = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+    assert_within_torch_error(y, native, exact)
+    (y.float().sum() + fused.float().sum()).backward()
+    assert x.grad.dtype == conv.weight.grad.dtype == conv.bias.grad.dtype == torch.float32

@@ -233,3 +233,24 @@ def test_compile_trains_like_eager(batches, tmp_path):
     assert list(ka) == list(kb)
     for key in ka:
         torch.testing.assert_close(kb[key], ka[key], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_trains_on_16bit_convolutions(batches, tmp_path, amp, monkeypatch):
+    """--amp runs the model under torch.autocast: cuconv's convolutions in the 16-bit dtype (fp16
+    with a gradient scaler), the run learns, and its scaler state is checkpointed."""
+    seen = []  # the dtype of every fused conv+ReLU+pool output (autocast casts inside the op's dispatch)
+    real = torch.ops.cuconv.conv2d_bias_relu_max_pool2d
+
+    def recording(*args):
+        out = real(*args)
+        seen.append(out[0].dtype)
+        return out
+    monkeypatch.setattr(torch.ops.cuconv, "conv2d_bias_relu_max_pool2d", recording)
+    out = tmp_path / amp
+    assert run_cli(tiny(batches, out, "--epochs", "2", "--no-plots", "--amp", amp)) == 0
+    assert set(seen) == {ctrain.AMP_DTYPES[amp]}
+    metrics = read_metrics(out)
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] or metrics[-1]["test_accuracy"] > 0.1
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert (ckpt["scaler"] is not None) == (amp == "fp16")

@@ -5,6 +5,7 @@ DistributedDataParallel (gloo on CPU, nccl on GPU); only rank 0 writes logs, plo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -73,6 +74,8 @@ def register(subparsers) -> None:
                    help=f"continue from a checkpoint (a file, or a directory holding {CHECKPOINT_NAME})")
     p.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                   help="mixed precision: torch.autocast to bfloat16 or float16 (fp16 with a gradient scaler)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads decoding an image-folder tree (once; then it is cached)")
@@ -211,9 +214,20 @@ def save_checkpoint(ckpt: Dict, path: Path) -> None:
 
 # -------------------------------------------------------------------------------------- evaluation
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(amp: Optional[str], device: torch.device):
+    """torch.autocast to the run's 16-bit dtype (convolutions in it, on either backend), or nothing."""
+    if amp in (None, "none"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
 @torch.no_grad()
 def evaluate_split(model, split: Split, normalize: Normalizer, device, num_classes: int,
-                   batch_size: int = 500, channels_last: bool = False, ctx: DistContext = DistContext()):
+                   batch_size: int = 500, channels_last: bool = False, ctx: DistContext = DistContext(),
+                   amp: Optional[str] = None):
     """Loss and confusion matrix over `split`; under DDP each rank takes every world_size-th
     image and the sums are all-reduced, so every rank gets the whole-split result."""
     was_training = model.training
@@ -227,8 +241,9 @@ def evaluate_split(model, split: Split, normalize: Normalizer, device, num_class
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = split.labels[b].to(device)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        with autocast(amp, device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         cm += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes * num_classes)
     if ctx.enabled:
         torch.distributed.all_reduce(cm)
@@ -343,6 +358,7 @@ class TrainingRun:
     aug_gen: torch.Generator  # the augmentation's crops and flips
     sampler: object  # DistributedSampler under torchrun, else None
     tqdm: object  # the tqdm module when a progress bar is shown, else None
+    scaler: object = None  # the float16 gradient scaler (--amp fp16), else None
     history: List[Dict] = field(default_factory=list)
     start_epoch: int = 0
 
@@ -361,6 +377,8 @@ def restore_training_state(run: TrainingRun, ckpt: Dict) -> None:
     streams when the checkpoint was written by as many processes as this run has."""
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.scaler is not None and ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
     run.history = list(ckpt["history"])
     run.start_epoch = int(ckpt["epoch"])
     states = ckpt["rng"]
@@ -397,6 +415,8 @@ def setup_run(args, ctx: DistContext, device: torch.device) -> TrainingRun:
                       data_gen=torch.Generator().manual_seed(config["seed"]),
                       aug_gen=torch.Generator().manual_seed(config["seed"] * 1000 + 1 + ctx.rank),
                       sampler=None, tqdm=None)
+    if config.get("amp") == "fp16":  # float16 gradients underflow without loss scaling
+        run.scaler = torch.amp.GradScaler(device.type)
     if ckpt is not None:
         restore_training_state(run, ckpt)
     run.model, run.sampler = _wrap_for_training(model, config, ctx, device, len(train_split))
@@ -411,7 +431,8 @@ def _announce(run: TrainingRun) -> None:
     run.log(f"{config['model']} on {config['backend']} kernels, {run.device}, {ctx.world_size} process(es), "
             f"{torch.get_num_threads()} thread(s); {run.data.source}; train {len(run.train_split)}, "
             f"test {len(run.test_split)} images; {config['optimizer']} lr {config['lr']}, batch "
-            f"{config['batch_size']}, epochs {config['epochs']}, augment {config['augment']}")
+            f"{config['batch_size']}, epochs {config['epochs']}, augment {config['augment']}"
+            + (f", autocast {config['amp']}" if config.get("amp", "none") != "none" else ""))
     if run.start_epoch:
         run.log(f"resuming from {config['resume']} after epoch {run.start_epoch}")
 
@@ -459,11 +480,17 @@ def train_epoch(run: TrainingRun, epoch: int) -> EpochTraining:
     start = time.perf_counter()
     for step, b in enumerate(batches):
         x, y = _training_batch(run, b)
-        logits = run.model(x)
-        loss = F.cross_entropy(logits, y)
+        with autocast(config.get("amp"), device):
+            logits = run.model(x)
+            loss = F.cross_entropy(logits, y)
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        if run.scaler is None:
+            loss.backward()
+            run.optimizer.step()
+        else:
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
         run.scheduler.step()
         loss_sum += loss.detach().double() * len(b)
         correct += (logits.detach().argmax(1) == y).sum()
@@ -490,7 +517,8 @@ def evaluate(run: TrainingRun) -> Tuple[float, Dict, float]:
     seconds that took."""
     start = time.perf_counter()
     loss, cm = evaluate_split(run.raw_model, run.test_split, run.normalize, run.device, len(run.classes),
-                              run.config["eval_batch_size"], run.config["channels_last"], run.ctx)
+                              run.config["eval_batch_size"], run.config["channels_last"], run.ctx,
+                              run.config.get("amp"))
     seconds = time.perf_counter() - start
     return loss, classification_report(cm, run.classes), seconds
 
@@ -522,6 +550,7 @@ def training_checkpoint(run: TrainingRun, epoch: int, rng_states: List[Dict]) ->
     config = run.config
     return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": run.raw_model.state_dict(),
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler is not None else None,
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in config.items()},
             "classes": list(run.classes), "normalize": run.normalize.state(),
             "history": run.history, "rng": rng_states, "world_size": run.ctx.world_size}
