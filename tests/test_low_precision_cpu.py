@@ -92,3 +92,26 @@ def test_autocast_runs_convolutions_in_its_dtype(op_runner, dtype):
     assert_within_torch_error(y, native, exact)
     (y.float().sum() + fused.float().sum()).backward()
     assert x.grad.dtype == conv.weight.grad.dtype == conv.bias.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+def test_16bit_values_round_trip_and_round_to_nearest_even(isa, dtype):
+    """A 1x1 max-pool returns its 16-bit input bit for bit (NaNs, infinities, -0, subnormals
+    included: the float32 copy and the rounding back are exact for them); a conv's float32 sums are
+    rounded to nearest even, as torch's conversion does for finite values."""
+    x = torch.randn(1, 1, 1, 4099) * 1000
+    x.view(-1)[::97] = float("nan")
+    x.view(-1)[1::89] = float("inf")
+    x.view(-1)[2::83] = -0.0
+    x.view(-1)[3::79] = 1e-40
+    x16 = x.to(dtype)
+    y = ops.max_pool2d(x16, [1, 1], [1, 1], [0, 0], [1, 1], False)[0]
+    assert torch.equal(y.view(torch.int16), x16.view(torch.int16))
+    # Two 16-bit channels of different magnitudes: their float32 sum (exact) mostly falls between
+    # 16-bit values, and the conv rounds it once.
+    a = torch.randn(1, 2, 1, 4099).to(dtype)
+    a[:, 1] *= 1e-3
+    y = ops.conv2d(a, torch.ones(1, 2, 1, 1, dtype=dtype), None, [1, 1], [0, 0], [1, 1], 1)
+    exact = a[:, :1].float() + a[:, 1:].float()
+    assert not torch.equal(exact, exact.to(dtype).float())  # the rounding is exercised
+    assert torch.equal(y, exact.to(dtype))

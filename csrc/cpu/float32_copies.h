@@ -2,22 +2,25 @@
 // float16 and bfloat16 on the CPU: the float32 kernels run on float32 copies of the inputs, and each
 // output is rounded to the 16-bit type once, from float32 sums (the precision of native's 16-bit
 // convolutions, which accumulate in float32 too). The results are as deterministic as float32's.
+// The copies live in per-thread buffers kept between calls (scratch.h), and the conversions are
+// vector loops (a shift for bfloat16, F16C for float16; rounding to nearest even; a NaN keeps its
+// bits through a round trip).
 #include <ATen/ATen.h>
+
+#include "cpu/scratch.h"
 
 namespace cuconv::cpu {
 
 inline bool is_16bit(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
 
-// A float32 copy in the same layout (undefined stays undefined).
-inline at::Tensor float32_copy(const at::Tensor& t) {
-  return t.defined() ? t.to(at::kFloat, /*non_blocking=*/false, /*copy=*/false, at::MemoryFormat::Preserve) : t;
-}
+// A float32 copy of t (contiguous in its layout, as the runners' tensors are), in `slot`;
+// undefined stays undefined.
+at::Tensor float32_copy(const at::Tensor& t, Scratch slot);
 
-// A float32 tensor shaped and laid out as `out`, for a kernel to write before round_into(out).
-inline at::Tensor float32_like(const at::Tensor& out) {
-  return at::empty_like(out, out.options().dtype(at::kFloat), at::MemoryFormat::Preserve);
-}
+// A float32 tensor shaped and laid out as `out`, in `slot`, for a kernel to write before round_into.
+at::Tensor float32_like(const at::Tensor& out, Scratch slot);
 
-inline void round_into(const at::Tensor& out, const at::Tensor& out32) { out.copy_(out32); }
+// out (16-bit) = out32 rounded to nearest even.
+void round_into(const at::Tensor& out, const at::Tensor& out32);
 
 }  // namespace cuconv::cpu

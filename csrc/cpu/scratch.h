@@ -18,12 +18,19 @@ enum class Scratch : int {
   // The calling thread's buffers that a whole parallel region shares, so never a worker's slot:
   call,        // the grad weight's chunk partials, Winograd's transformed filter
   call_input,  // Winograd's channels-last copy of its input, beside `call`
+  // The float32 copies of a 16-bit call's tensors (float32_copies.h), around the float32 call that
+  // uses the slots above:
+  wide_a,    // its first input
+  wide_b,    // its second input
+  wide_c,    // its bias
+  wide_out,  // its output, before rounding
+  kCount,
 };
 
 // A buffer of at least n elements in this thread's slot.
 template <typename T>
 T* scratch(Scratch slot, int64_t n) {
-  thread_local at::Tensor cache[5];
+  thread_local at::Tensor cache[int(Scratch::kCount)];
   at::Tensor& buf = cache[int(slot)];
   const int64_t bytes = n * int64_t(sizeof(T));
   if (!buf.defined() || buf.numel() < bytes) buf = at::empty({bytes}, at::kByte);

@@ -14,8 +14,9 @@ namespace cuconv::cpu {
 void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                     const at::Tensor& output, bool relu) {
   if (is_16bit(input.scalar_type())) {
-    const at::Tensor out32 = float32_like(output);
-    conv2d_forward(p, float32_copy(input), float32_copy(weight), float32_copy(bias), out32, relu);
+    const at::Tensor out32 = float32_like(output, Scratch::wide_out);
+    conv2d_forward(p, float32_copy(input, Scratch::wide_a), float32_copy(weight, Scratch::wide_b),
+                   float32_copy(bias, Scratch::wide_c), out32, relu);
     return round_into(output, out32);
   }
   const Isa isa = active_isa();
@@ -30,8 +31,8 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
 void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                            const at::Tensor& grad_input) {
   if (is_16bit(grad_output.scalar_type())) {
-    const at::Tensor gx32 = float32_like(grad_input);
-    conv2d_backward_input(p, float32_copy(grad_output), float32_copy(weight), gx32);
+    const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
+    conv2d_backward_input(p, float32_copy(grad_output, Scratch::wide_a), float32_copy(weight, Scratch::wide_b), gx32);
     return round_into(grad_input, gx32);
   }
   const Isa isa = active_isa();
@@ -45,8 +46,8 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
 void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                             const at::Tensor& grad_weight) {
   if (is_16bit(grad_output.scalar_type())) {
-    const at::Tensor gw32 = float32_like(grad_weight);
-    conv2d_backward_weight(p, float32_copy(grad_output), float32_copy(input), gw32);
+    const at::Tensor gw32 = float32_like(grad_weight, Scratch::wide_out);
+    conv2d_backward_weight(p, float32_copy(grad_output, Scratch::wide_a), float32_copy(input, Scratch::wide_b), gw32);
     return round_into(grad_weight, gw32);
   }
   const Isa isa = active_isa();
@@ -59,8 +60,8 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
 
 void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& grad_bias) {
   if (is_16bit(grad_output.scalar_type())) {
-    const at::Tensor gb32 = float32_like(grad_bias);
-    conv2d_backward_bias(p, float32_copy(grad_output), gb32);
+    const at::Tensor gb32 = float32_like(grad_bias, Scratch::wide_out);
+    conv2d_backward_bias(p, float32_copy(grad_output, Scratch::wide_a), gb32);
     return round_into(grad_bias, gb32);
   }
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_bias_cpu", [&] {

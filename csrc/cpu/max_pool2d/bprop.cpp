@@ -199,8 +199,8 @@ bool backward_2x2_avx2_f32(const MaxPool2dParams& p, const float* gy, const int6
 void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
                          const at::Tensor& grad_input) {
   if (is_16bit(grad_output.scalar_type())) {  // overlapping windows' gradients summed in float32
-    const at::Tensor gx32 = float32_like(grad_input);
-    max_pool2d_backward(p, float32_copy(grad_output), indices, gx32);
+    const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
+    max_pool2d_backward(p, float32_copy(grad_output, Scratch::wide_a), indices, gx32);
     return round_into(grad_input, gx32);
   }
 #if defined(__x86_64__) || defined(__i386__)

@@ -456,8 +456,8 @@ bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const 
 void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const at::Tensor& output,
                         const at::Tensor& indices) {
   if (is_16bit(input.scalar_type())) {  // exact: every 16-bit value is a float32 value
-    const at::Tensor out32 = float32_like(output);
-    max_pool2d_forward(p, float32_copy(input), out32, indices);
+    const at::Tensor out32 = float32_like(output, Scratch::wide_out);
+    max_pool2d_forward(p, float32_copy(input, Scratch::wide_a), out32, indices);
     return round_into(output, out32);
   }
   const PoolFpropStrategy strategy = plan_max_pool2d(p, active_isa(), input.scalar_type()).forward;
