@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -367,6 +368,50 @@ CUCONV_AVX512 void forward_pixels_2x2_avx512_f32(const MaxPool2dParams& p, const
   }
 }
 
+// NHWC, any window, AVX-512: each output pixel's window elements inside the input are listed once
+// (offset and flat position), then every 16-channel block scans the list with its best values and
+// positions in registers: the first element taken as it is, each next one where it is greater or
+// NaN (the rules of the other paths, so the same values and indices).
+CUCONV_AVX512 void forward_pixels_avx512_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+                                             int64_t begin, int64_t end) {
+  std::vector<int64_t> offsets(p.kernel_h * p.kernel_w);
+  std::vector<int32_t> flats(p.kernel_h * p.kernel_w);
+  int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
+  for (int64_t npq = begin; npq < end; ++npq) {
+    if (++ow == p.Q) {
+      ow = 0;
+      if (++oh == p.P) oh = 0, ++n;
+    }
+    int64_t count = 0;
+    for (int64_t i = 0; i < p.kernel_h; ++i) {
+      const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
+      if (h < 0 || h >= p.H) continue;
+      for (int64_t j = 0; j < p.kernel_w; ++j) {
+        const int64_t w = ow * p.stride_w - p.pad_w + j * p.dil_w;
+        if (w < 0 || w >= p.W) continue;
+        offsets[count] = ((n * p.H + h) * p.W + w) * p.C;
+        flats[count++] = int32_t(h * p.W + w);
+      }
+    }
+    float* yp = y + npq * p.C;
+    int64_t* ip = idx + npq * p.C;
+    for (int64_t c = 0; c < p.C; c += 16) {
+      const __mmask16 m = p.C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (p.C - c)) - 1);
+      __m512 best = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+      __m512i pos = _mm512_set1_epi32(-1);
+      if (count > 0) best = _mm512_maskz_loadu_ps(m, x + offsets[0] + c), pos = _mm512_set1_epi32(flats[0]);
+      for (int64_t e = 1; e < count; ++e) {
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + offsets[e] + c);
+        const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        best = _mm512_mask_mov_ps(best, take, v), pos = _mm512_mask_mov_epi32(pos, take, _mm512_set1_epi32(flats[e]));
+      }
+      _mm512_mask_storeu_ps(yp + c, m, best);
+      _mm512_mask_storeu_epi64(ip + c, __mmask8(m), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(pos)));
+      _mm512_mask_storeu_epi64(ip + c + 8, __mmask8(m >> 8), _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(pos, 1)));
+    }
+  }
+}
+
 CUCONV_AVX2 void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                          int64_t begin, int64_t end) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -444,6 +489,7 @@ bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const 
       case PoolFpropStrategy::pixels_2x2_avx2: return forward_pixels_2x2_avx2_f32(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_2x2_avx512:
         return forward_pixels_2x2_avx512_f32(p, x, y, idx, begin, end), true;
+      case PoolFpropStrategy::pixels_avx512: return forward_pixels_avx512_f32(p, x, y, idx, begin, end), true;
       default: break;
     }
   }

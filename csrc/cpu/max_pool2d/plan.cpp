@@ -32,6 +32,8 @@ MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType 
     plan.forward = PoolFpropStrategy::pixels_2x2_avx512;
   else if (two_by_two && p.C % 8 == 0)  // whole ymm registers of channels
     plan.forward = PoolFpropStrategy::pixels_2x2_avx2;
+  else if (isa == Isa::avx512 && p.C >= 16)  // twice the channels per step; fewer are one masked step
+    plan.forward = PoolFpropStrategy::pixels_avx512;
   else
     plan.forward = PoolFpropStrategy::pixels_avx2;
   // The windows-written-whole backward needs NCHW rows of 8 outputs or more, or NHWC C a multiple of
@@ -45,10 +47,11 @@ MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType 
 
 namespace {
 // The names of plan.h's enums, in their order (what _cpu_max_pool2d_plan reports).
-constexpr const char* kForwardNames[] = {"large_planes", "planes",          "planes_avx2",     "planes_2x2_avx2",
-                                         "pixels",       "pixels_avx2",     "pixels_2x2_avx2", "pixels_2x2_avx512"};
+constexpr const char* kForwardNames[] = {"large_planes", "planes",          "planes_avx2",       "planes_2x2_avx2",
+                                         "pixels",       "pixels_avx2",     "pixels_2x2_avx2",   "pixels_2x2_avx512",
+                                         "pixels_avx512"};
 constexpr const char* kBackwardNames[] = {"scatter", "windows_2x2_avx2"};
-static_assert(std::size(kForwardNames) == size_t(PoolFpropStrategy::pixels_2x2_avx512) + 1 &&
+static_assert(std::size(kForwardNames) == size_t(PoolFpropStrategy::pixels_avx512) + 1 &&
                   std::size(kBackwardNames) == size_t(PoolBpropStrategy::windows_2x2_avx2) + 1,
               "a name for every strategy");
 }  // namespace

@@ -21,6 +21,7 @@ enum class PoolFpropStrategy {
   pixels_avx2,        // NHWC float on AVX2: 8 channels in registers
   pixels_2x2_avx2,    // NHWC float 2x2 stride 2 inside the input, C a multiple of 8: no bounds tests
   pixels_2x2_avx512,  // the same on AVX-512, C a multiple of 16
+  pixels_avx512,      // NHWC float on AVX-512, any window: 16 channels in registers, the window listed once
 };
 
 enum class PoolBpropStrategy {
