@@ -1,6 +1,7 @@
 """CI smoke of `python -m cuconv bench --models`: a tiny run of one small torchvision model through the
 CLI (both views, its JSON and Markdown), the layer grouping, and that whatever cuconv rejects or gets
 wrong shows up in the report instead of stopping the run. Speed is never asserted."""
+import copy
 import json
 
 import pytest
@@ -185,3 +186,22 @@ def test_googlenet_training_loss_sums_its_heads():
     single = torch.nn.functional.cross_entropy(out[0], labels)
     assert bench_models.model_loss(out, labels) == pytest.approx(3 * single.item())
     assert bench_models.model_loss(out[0], labels) == pytest.approx(single.item())
+
+
+def test_the_check_looks_past_a_head_that_hides_the_features():
+    # An untrained head whose bias dwarfs its input (googlenet's at init) gives the same logits
+    # whatever the convolutions computed: the check compares the head's input too.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    with torch.no_grad():
+        model[2].weight.mul_(1e-12)
+        model[2].bias.fill_(1.0)
+    wrong = cuconv.convert(copy.deepcopy(model))
+    with torch.no_grad():
+        wrong[0].weight.mul_(2.0)
+        x = torch.randn(2, 3, 8, 8)
+        (out_a, feat_a), (out_b, feat_b) = (bench_models.outputs_and_features(m, x) for m in (wrong, model))
+    assert bench_models.max_rel_diff(out_a, out_b) < 1e-6
+    assert bench_models.max_rel_diff(feat_a, feat_b) > 0.5
+    out, feat = bench_models.outputs_and_features(torch.nn.Conv2d(3, 4, 3), x)
+    assert feat is None and out.shape == (2, 4, 6, 6)
