@@ -87,6 +87,9 @@ def test_markdown_and_text_tables(tiny_run):
     text = bench_models.format_layers(report, top=2)
     assert len(text.splitlines()) == 2 + 2 * 2
     assert MODEL in bench_models.format_models(report)
+    lost = bench_models.sorted_layers([r for r in report["layers"] if r["layout"] == "nchw"], "lost")
+    assert lost[0]["weighted_delta_s"] == max(r["weighted_delta_s"] for r in lost)
+    assert lost[0]["layer"] in bench_models.format_layers(report, top=1, sort="lost").splitlines()[2]
 
 
 def test_resnet18_groups_identical_layers():

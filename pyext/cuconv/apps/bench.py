@@ -2,7 +2,8 @@
 on a GPU), per layer and per training step, with the machine's own ceiling measured in the same run.
 
 The case list (CONV_SHAPES, POOL_SHAPES, TRAIN_MODELS, `build_cases`) is shared with the
-pytest-benchmark suite in benchmarks/, so both time exactly the same calls."""
+pytest-benchmark suite in benchmarks/, so both time exactly the same calls. `--models` runs the
+real-model benchmark of bench_models instead, on this module's timing, ceiling and header."""
 from __future__ import annotations
 
 import copy
@@ -637,7 +638,7 @@ def resolve_device(device: str) -> str:
 
 def open_run(args, layouts, batches) -> tuple:
     """The setup every bench run shares: device, threads, allocator and GPU flags as `args` asks, the
-    ceiling measured (first: see below), and the report's machine and settings. Returns (report, timer)."""
+    ceiling (measured before any case), and the report's machine and settings. Returns (report, timer)."""
     import cuconv  # noqa: F401
 
     device = resolve_device(args.device)
@@ -723,7 +724,7 @@ def main(args) -> int:
             if args.models:
                 from .bench_models import LEGEND, format_markdown as models_markdown
                 f.write(format_header(report).rsplit("\n", 1)[0] + "\n" + LEGEND + "\n\n"
-                        + models_markdown(report, args.top or 5) + "\n")
+                        + models_markdown(report, args.top or 5, args.sort) + "\n")
             else:
                 f.write(format_header(report) + "\n\n" + format_markdown(report["rows"]) + "\n")
         print(f"wrote {args.markdown}")
@@ -755,7 +756,10 @@ def register(subparsers) -> None:
     p.add_argument("--view", choices=("models", "layers", "both"), default="both",
                    help="--models: whole models (training step, inference), every distinct conv/pool layer, or both")
     p.add_argument("--top", type=int, default=0,
-                   help="--models: print only the N lowest-ratio layer passes per model and layout (Markdown: 5)")
+                   help="--models: print only the first N layer passes per model and layout (Markdown: 5)")
+    p.add_argument("--sort", choices=("ratio", "lost"), default="ratio",
+                   help="--models: layer passes by ratio (lowest first) or by the time the model loses there, "
+                        "calls x (cuconv - native) (largest first)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default torch.get_num_threads())")
     p.add_argument("--tf32", action="store_true", help="allow TF32 on a GPU (both sides); default off")
     p.add_argument("--quick", action="store_true", help="few shapes, batch 32, short timing")

@@ -480,12 +480,20 @@ def layer_ceiling_shares(row) -> tuple:
     return row[f"cuconv_{key}"], row[f"native_{key}"]
 
 
-def sorted_layers(rows):
-    """Skipped rows first (they need a look), then by ratio, lowest first."""
+SORTS = ("ratio", "lost")
+
+
+def sorted_layers(rows, sort: str = "ratio"):
+    """Skipped rows first (they need a look), then by ratio, lowest first, or ("lost") by the time the
+    model loses there per forward, calls x (cuconv - native), largest first."""
+    if sort not in SORTS:
+        raise ValueError(f"unknown sort {sort!r}; choose from {', '.join(SORTS)}")
+    if sort == "lost":
+        return sorted(rows, key=lambda r: (not r.get("skipped"), -(r.get("weighted_delta_s") or 0.0)))
     return sorted(rows, key=lambda r: (not r.get("skipped"), r.get("ratio") or 0.0))
 
 
-def format_layers(report, top: int = 0) -> str:
+def format_layers(report, top: int = 0, sort: str = "ratio") -> str:
     head = ["model", "layout", "pass", "layer", "first module", "calls", "cuconv ms", "native ms", "ratio", "bound",
             "%ceil cu/nat", "share cu/nat", "calls x diff ms"]
     body, skipped = [], []
@@ -493,7 +501,7 @@ def format_layers(report, top: int = 0) -> str:
     for r in report.get("layers", []):
         groups.setdefault((r["model"], r["layout"]), []).append(r)
     for (model, layout), rows in groups.items():
-        ordered = sorted_layers(rows)
+        ordered = sorted_layers(rows, sort)
         for r in ordered[:top] if top else ordered:
             if r.get("skipped"):
                 skipped.append(f"{model} {_short_layout(layout)} {PASS_NAMES.get(r['pass'], '-')} "
@@ -516,14 +524,15 @@ LEGEND = ("ratio = native time / cuconv time (>1: cuconv faster); ms = medians; 
           "entering the last Linear layer (the larger), untimed. Layers: "
           "calls = how many times the geometry runs in one forward; bound = memory where FLOPs/bytes is below the "
           "ceiling's matmul/copy balance; %ceil = bytes/time of the copy ceiling (mem) or FLOP/s of the matmul "
-          "ceiling (flop), above 100% where a layer's data stays in cache; share = calls x time / the model's "
+          "ceiling (flop; FLOPs of the direct convolution), above 100% where the data stays in cache or Winograd "
+          "saves multiplications; share = calls x time / the model's "
           "training step, same side and layout; calls x diff ms = calls x (cuconv - native) ms, > 0 where cuconv "
-          "loses time; "
-          "sorted by ratio, lowest first")
+          "loses time")
 
 
-def format_markdown(report, top: int = 5) -> str:
-    """The models table and, per model and layout, the `top` lowest-ratio layer passes, as Markdown."""
+def format_markdown(report, top: int = 5, sort: str = "ratio") -> str:
+    """The models table and, per model and layout, the first `top` layer passes in `sort` order, as
+    Markdown."""
     out = []
     if report.get("models"):
         cols = _model_columns(report)
@@ -544,7 +553,7 @@ def format_markdown(report, top: int = 5) -> str:
         for r in report["layers"]:
             groups.setdefault((r["model"], r["layout"]), []).append(r)
         for (model, layout), rows in groups.items():
-            for r in sorted_layers(rows)[:top]:
+            for r in sorted_layers(rows, sort)[:top]:
                 if r.get("skipped"):
                     out.append(f"| {model} | {_short_layout(layout)} | {PASS_NAMES.get(r['pass'], '-')} | "
                                f"{r.get('layer')} | {r['skipped']} | | | |")
@@ -600,7 +609,7 @@ def run(args) -> dict:
         print(format_models(report))
         print(format_summary(report))
     if report["layers"]:
-        print(format_layers(report, args.top))
+        print(format_layers(report, args.top, args.sort))
     print(f"load average at end: {report['machine']['loadavg_end']}")
     return report
 
