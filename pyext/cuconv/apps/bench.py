@@ -2,7 +2,8 @@
 on a GPU), per layer and per training step, with the machine's own ceiling measured in the same run.
 
 The case list (CONV_SHAPES, POOL_SHAPES, TRAIN_MODELS, `build_cases`) is shared with the
-pytest-benchmark suite in benchmarks/, so both time exactly the same calls."""
+pytest-benchmark suite in benchmarks/, so both time exactly the same calls. `--models` runs the
+real-model benchmark of bench_models instead, on this module's timing, ceiling and header."""
 from __future__ import annotations
 
 import copy
@@ -178,17 +179,10 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
         p = _conv_out(s.size, s.kernel, 2 * s.pad, s.stride, 1)
         gy = rand(case.batch, s.cout, p, p)
         flops = 2.0 * case.batch * s.cout * s.cin * s.kernel * s.kernel * p * p
+        if case.op in ("conv_fwd", "conv_grad_input", "conv_grad_weight"):
+            cu_fn, native_fn = conv_pass(case.op, x, w, gy, stride, pad, dil, 1)
+            return Prepared(cu_fn, native_fn, flops, "GFLOP/s")
         cu, aten = torch.ops.cuconv, torch.ops.aten
-        if case.op == "conv_fwd":
-            return Prepared(lambda: cu.conv2d(x, w, None, stride, pad, dil, 1),
-                            lambda: aten.convolution(x, w, None, stride, pad, dil, False, [0, 0], 1),
-                            flops, "GFLOP/s")
-        if case.op in ("conv_grad_input", "conv_grad_weight"):
-            mask = [case.op == "conv_grad_input", case.op == "conv_grad_weight", False]
-            return Prepared(lambda: cu.conv2d_backward(gy, x, w, stride, pad, dil, 1, mask),
-                            lambda: aten.convolution_backward(gy, x, w, None, stride, pad, dil, False, [0, 0], 1,
-                                                              mask),
-                            flops, "GFLOP/s")
         if case.op == "conv_bias_relu_pool":
             two = [2, 2]
             return Prepared(lambda: cu.conv2d_bias_relu_max_pool2d(x, w, b, stride, pad, dil, 1),
@@ -204,19 +198,10 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
         s = _POOL_BY_NAME[case.shape]
         x = rand(case.batch, s.channels, s.size, s.size)
         k, st, pad, dil = [s.kernel] * 2, [s.stride] * 2, [0, 0], [1, 1]
-        cu, aten = torch.ops.cuconv, torch.ops.aten
-        y, idx = aten.max_pool2d_with_indices(x, k, st, pad, dil, False)
+        y, idx = torch.ops.aten.max_pool2d_with_indices(x, k, st, pad, dil, False)
         gy = torch.randn(y.shape, generator=gen).to(dev, dtype).contiguous(memory_format=fmt)
-        esize = x.element_size()
-        # The op's contract moves at least: input (or grad_input) once, output (or grad_output)
-        # once, and the int64 indices once.
-        nbytes = float(x.numel() * esize + y.numel() * (esize + 8))
-        if case.op == "pool_fwd":
-            return Prepared(lambda: cu.max_pool2d(x, k, st, pad, dil, False),
-                            lambda: aten.max_pool2d_with_indices(x, k, st, pad, dil, False), nbytes, "GB/s")
-        return Prepared(lambda: cu.max_pool2d_backward(gy, x, idx, k, st, pad, dil, False),
-                        lambda: aten.max_pool2d_with_indices_backward(gy, x, k, st, pad, dil, False, idx),
-                        nbytes, "GB/s")
+        cu_fn, native_fn = pool_pass(case.op, x, gy, idx, k, st, pad, dil, False)
+        return Prepared(cu_fn, native_fn, float(pool_bytes(x, y)), "GB/s")
 
     if case.op == "train_step":
         torch.manual_seed(seed)
@@ -225,16 +210,50 @@ def prepare(case: Case, seed: int = 0) -> Prepared:
         ours = cuconv.convert(copy.deepcopy(model))
         x = rand(case.batch, 3, 32, 32)
         labels = torch.randint(0, 10, (case.batch,), generator=gen).to(dev)
-        return Prepared(_train_step(ours, x, labels), _train_step(model, x, labels), float(case.batch), "img/s")
+        return Prepared(train_step(ours, x, labels), train_step(model, x, labels), float(case.batch), "img/s")
     raise ValueError(f"unknown op {case.op}")
 
 
-def _train_step(model, x, labels):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+def conv_pass(op, x, w, gy, stride, pad, dil, groups):
+    """cuconv's and native's callables of one convolution pass (no bias): conv_fwd, or one backward
+    output alone (conv_grad_input / conv_grad_weight) through the output mask."""
+    cu, aten = torch.ops.cuconv, torch.ops.aten
+    if op == "conv_fwd":
+        return (lambda: cu.conv2d(x, w, None, stride, pad, dil, groups),
+                lambda: aten.convolution(x, w, None, stride, pad, dil, False, [0, 0], groups))
+    if op not in ("conv_grad_input", "conv_grad_weight"):
+        raise ValueError(f"unknown convolution pass {op}")
+    mask = [op == "conv_grad_input", op == "conv_grad_weight", False]
+    return (lambda: cu.conv2d_backward(gy, x, w, stride, pad, dil, groups, mask),
+            lambda: aten.convolution_backward(gy, x, w, None, stride, pad, dil, False, [0, 0], groups, mask))
+
+
+def pool_pass(op, x, gy, idx, k, st, pad, dil, ceil_mode):
+    """cuconv's and native's callables of one max-pool pass: pool_fwd or pool_bwd."""
+    cu, aten = torch.ops.cuconv, torch.ops.aten
+    if op == "pool_fwd":
+        return (lambda: cu.max_pool2d(x, k, st, pad, dil, ceil_mode),
+                lambda: aten.max_pool2d_with_indices(x, k, st, pad, dil, ceil_mode))
+    if op != "pool_bwd":
+        raise ValueError(f"unknown pooling pass {op}")
+    return (lambda: cu.max_pool2d_backward(gy, x, idx, k, st, pad, dil, ceil_mode),
+            lambda: aten.max_pool2d_with_indices_backward(gy, x, k, st, pad, dil, ceil_mode, idx))
+
+
+def pool_bytes(x, y) -> int:
+    """What a max-pool pass must move at least: the input (or grad_input) once, the output (or
+    grad_output) once, and the int64 indices once."""
+    return x.numel() * x.element_size() + y.numel() * (y.element_size() + 8)
+
+
+def train_step(model, x, labels, make_optimizer=None, loss_fn=F.cross_entropy):
+    """One training step as a callable: forward, loss, backward, optimizer step (Adam 1e-3 unless
+    `make_optimizer(params)` builds another)."""
+    opt = (make_optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3)))(model.parameters())
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), labels)
+        loss = loss_fn(model(x), labels)
         loss.backward()
         opt.step()
         return loss
@@ -609,14 +628,20 @@ def write_plot(report: dict, path: str) -> None:
     plt.close(fig)
 
 
-def run(args) -> dict:
-    import cuconv  # noqa: F401
-
-    device = args.device
+def resolve_device(device: str) -> str:
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench: --device cuda but no GPU is available")
+    return device
+
+
+def open_run(args, layouts, batches) -> tuple:
+    """The setup every bench run shares: device, threads, allocator and GPU flags as `args` asks, the
+    ceiling (measured before any case), and the report's machine and settings. Returns (report, timer)."""
+    import cuconv  # noqa: F401
+
+    device = resolve_device(args.device)
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     malloc = set_malloc_mode(args.malloc)
@@ -625,9 +650,6 @@ def run(args) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
     dtypes = args.dtype.split(",")
-    layouts = ("nchw", "channels_last") if args.layout == "both" else (args.layout,)
-    batches = [int(b) for b in args.batch.split(",")] if args.batch else None
-    cases = build_cases(device, batches, dtypes, layouts, _split(args.ops), _split(args.shapes), args.quick)
     timer = CpuTimer() if device == "cpu" else CudaTimer()
     # Measured first also because native CPU convolution needs a process that has run a large
     # sgemm (MKL/oneDNN warm-up) before its timings are representative.
@@ -639,13 +661,32 @@ def run(args) -> dict:
     report = {
         "machine": machine_info(device),
         "settings": {"device": device, "threads": threads, "dtypes": dtypes, "layouts": list(layouts),
-                     "batches": sorted({c.batch for c in cases}), "tf32": bool(args.tf32) if device == "cuda" else "n/a",
+                     "batches": sorted(batches), "tf32": bool(args.tf32) if device == "cuda" else "n/a",
                      "cudnn_benchmark": device == "cuda", "quick": args.quick, "method": method,
                      "native": "cuDNN/ATen" if device == "cuda" else "oneDNN/ATen", "malloc": malloc,
                      "argv": sys.argv[1:]},
         "ceiling": ceiling_start,
-        "rows": [],
     }
+    return report, timer
+
+
+def close_run(report, args) -> None:
+    """The end of a run: the load average, and the ceiling measured again (see combine_ceilings)."""
+    st = report["settings"]
+    report["machine"]["loadavg_end"] = _loadavg()
+    end = measure_ceiling(st["device"], DTYPES[st["dtypes"][0]], quick=args.quick, n=args.ceiling_n)
+    report["ceiling"] = combine_ceilings(report["ceiling"], end)
+
+
+def run(args) -> dict:
+    layout = args.layout or "nchw"
+    layouts = ("nchw", "channels_last") if layout == "both" else (layout,)
+    batches = [int(b) for b in args.batch.split(",")] if args.batch else None
+    cases = build_cases(resolve_device(args.device), batches, args.dtype.split(","), layouts, _split(args.ops),
+                        _split(args.shapes), args.quick)
+    report, timer = open_run(args, layouts, {c.batch for c in cases})
+    report["rows"] = []
+    ceiling_start = report["ceiling"]
     if not args.no_header:
         print(format_header(report), flush=True)
     for case in cases:
@@ -654,8 +695,7 @@ def run(args) -> dict:
         report["rows"].append(row)
         if args.verbose:
             print(format_table([row]).splitlines()[-1], flush=True)
-    report["machine"]["loadavg_end"] = _loadavg()
-    report["ceiling"] = combine_ceilings(ceiling_start, measure_ceiling(device, DTYPES[dtypes[0]], quick=args.quick, n=args.ceiling_n))
+    close_run(report, args)
     for row in report["rows"]:
         if not row.get("skipped"):
             set_shares(row, report["ceiling"])
@@ -670,16 +710,25 @@ def _split(value):
 
 
 def main(args) -> int:
-    report = run(args)
+    if args.models:
+        from . import bench_models
+        report = bench_models.run(args)
+    else:
+        report = run(args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {args.json}")
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(format_header(report) + "\n\n" + format_markdown(report["rows"]) + "\n")
+            if args.models:
+                from .bench_models import LEGEND, format_markdown as models_markdown
+                f.write(format_header(report).rsplit("\n", 1)[0] + "\n" + LEGEND + "\n\n"
+                        + models_markdown(report, args.top or 5, args.sort) + "\n")
+            else:
+                f.write(format_header(report) + "\n\n" + format_markdown(report["rows"]) + "\n")
         print(f"wrote {args.markdown}")
-    if args.plot:
+    if args.plot and not args.models:
         write_plot(report, args.plot)
         print(f"wrote {args.plot}")
     return 0
@@ -689,12 +738,28 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="time cuconv's kernels against cuDNN / oneDNN",
                               description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
-    p.add_argument("--ops", help=f"comma-separated substrings/regexes of op names: {', '.join(ALL_OPS)}")
+    p.add_argument("--ops", help=f"comma-separated substrings/regexes of op names: {', '.join(ALL_OPS)}; with "
+                                 "--models: train_step, inference, conv_fwd, conv_grad_input, conv_grad_weight, "
+                                 "pool_fwd, pool_bwd")
     p.add_argument("--shapes", help="comma-separated substrings/regexes of shape or row names "
-                                    "(e.g. seed.conv2, r18.l, 'n32/')")
+                                    "(e.g. seed.conv2, r18.l, 'n32/'); with --models: of layer labels or module "
+                                    "names (layers view)")
     p.add_argument("--dtype", default="float32", help="comma-separated: " + ", ".join(DTYPES))
-    p.add_argument("--layout", choices=("nchw", "channels_last", "both"), default="nchw")
-    p.add_argument("--batch", help="comma-separated batch sizes (default 32,128 on the CPU, 32,128,256 on a GPU)")
+    p.add_argument("--layout", choices=("nchw", "channels_last", "both"), default=None,
+                   help="default nchw; both with --models")
+    p.add_argument("--batch", help="comma-separated batch sizes (default 32,128 on the CPU, 32,128,256 on a GPU; "
+                                   "32 with --models)")
+    p.add_argument("--models", metavar="NAMES",
+                   help="real-model benchmark instead of the layer suite: torchvision models (comma list, or all: "
+                        "resnet18 ... vgg11), converted against unconverted; see --view")
+    p.add_argument("--resolution", type=int, choices=(64, 224), default=64, help="--models: input height = width")
+    p.add_argument("--view", choices=("models", "layers", "both"), default="both",
+                   help="--models: whole models (training step, inference), every distinct conv/pool layer, or both")
+    p.add_argument("--top", type=int, default=0,
+                   help="--models: print only the first N layer passes per model and layout (Markdown: 5)")
+    p.add_argument("--sort", choices=("ratio", "lost"), default="ratio",
+                   help="--models: layer passes by ratio (lowest first) or by the time the model loses there, "
+                        "calls x (cuconv - native) (largest first)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default torch.get_num_threads())")
     p.add_argument("--tf32", action="store_true", help="allow TF32 on a GPU (both sides); default off")
     p.add_argument("--quick", action="store_true", help="few shapes, batch 32, short timing")
