@@ -131,13 +131,18 @@ def _cfg(dtype="float32", passes=bench_models.CONV_PASSES + bench_models.POOL_PA
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
-def test_unsupported_layer_passes_are_reported_not_raised():
+def test_unsupported_layer_passes_are_reported_not_raised(monkeypatch):
     timer, timing = bench.CpuTimer(), dict(warmup=1, min_reps=1, max_reps=1, target_s=0)
     groups = bench_models.distinct_layers(_Twice(), torch.randn(1, 4, 8, 8))
     rows = bench_models.bench_layers("twice", groups, "nchw", _cfg(), timer, timing)
     assert [r["skipped"] for r in rows[:3]] == [None] * 3
     assert all(r["skipped"].startswith("not timed: asymmetric padding") for r in rows[3:])
-    # cuconv's CPU kernels take float32 and float64 only; native takes float16.
+
+    # A layer cuconv rejects (every op of this float16 layer, here) is a row that says so.
+    def reject(*args, **kwargs):
+        raise NotImplementedError("cuconv::conv2d: this layer is not supported")
+    monkeypatch.setattr(torch.ops.cuconv, "conv2d", reject)
+    monkeypatch.setattr(torch.ops.cuconv, "conv2d_backward", reject)
     rows = bench_models.bench_layers("twice", groups[:1], "channels_last", _cfg("float16"), timer, timing)
     assert len(rows) == 3
     for r in rows:
