@@ -154,8 +154,12 @@ def test_unsupported_layer_passes_are_reported_not_raised(monkeypatch):
     assert text.count("unsupported by cuconv") == 3
 
 
-def test_a_model_cuconv_rejects_is_a_row_not_an_exception():
-    check, rows = bench_models.bench_model(MODEL, "nchw", _cfg("float16"), bench.CpuTimer(),
+def test_a_model_cuconv_rejects_is_a_row_not_an_exception(monkeypatch):
+    def reject(*args, **kwargs):
+        raise NotImplementedError("cuconv::conv2d: this model is not supported")
+    for name in ("conv2d", "conv2d_bias_relu", "conv2d_bias_relu_max_pool2d"):
+        monkeypatch.setattr(torch.ops.cuconv, name, reject)
+    check, rows = bench_models.bench_model(MODEL, "nchw", _cfg(), bench.CpuTimer(),
                                            dict(warmup=1, min_reps=1, max_reps=1, target_s=0))
     assert check["error"].startswith("NotImplementedError") and check["ok"] is None
     assert [r["pass"] for r in rows] == ["train_step", "inference"]
