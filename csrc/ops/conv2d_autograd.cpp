@@ -1,8 +1,7 @@
 // The conv2d ops' autograd kernels (the Autograd key). The backends' kernels are the router's
 // (ops/conv2d.cpp) and the fake kernels are Python's (pyext/cuconv/ops.py); these record the node
-// and give its backward. Each backward calls conv2d_backward from the top, whose own autograd
-// kernel here gives double backward. Without a graph to record, a kernel calls its op below
-// autograd and nothing else.
+// and give its backward. Each backward calls conv2d_backward, whose own autograd kernel here gives
+// double backward. Without a graph to record, a kernel calls its op below autograd and nothing else.
 #include <ATen/Functions.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -13,22 +12,18 @@ namespace cuconv {
 
 namespace dispatch {
 
-using Conv2dSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                                   at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t);
-using Conv2dBackwardSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-    const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
-    int64_t, std::array<bool, 3>);
-
 at::Tensor conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  static const auto op = find<Conv2dSignature>("cuconv::conv2d");
+  static const auto op = find<ConvSignature<at::Tensor>>("cuconv::conv2d");
   return op.call(input, weight, bias, stride, padding, dilation, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, std::array<bool, 3> output_mask) {
-  static const auto op = find<Conv2dBackwardSignature>("cuconv::conv2d_backward");
+  static const auto op = find<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
+      int64_t, std::array<bool, 3>)>("cuconv::conv2d_backward");
   return op.call(grad_output, input, weight, stride, padding, dilation, groups, output_mask);
 }
 
@@ -39,42 +34,61 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The conv's arguments besides its tensors, as the backward needs them. One saved entry (stride,
-// dilation, groups, then the 2 or 4 padding values), read back as one vector.
-struct ConvArgs {
-  std::vector<int64_t> packed;
+at::Tensor conv2d_bias_relu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                            int64_t groups) {
+  static const auto op = dispatch::find<dispatch::ConvSignature<at::Tensor>>("cuconv::conv2d_bias_relu");
+  return op.call(input, weight, bias, stride, padding, dilation, groups);
+}
 
-  at::IntArrayRef stride() const { return at::IntArrayRef(packed).slice(0, 2); }
-  at::IntArrayRef dilation() const { return at::IntArrayRef(packed).slice(2, 2); }
-  int64_t groups() const { return packed[4]; }
-  at::IntArrayRef padding() const { return at::IntArrayRef(packed).slice(5); }
+std::tuple<at::Tensor, at::Tensor> conv2d_bias_relu_max_pool2d(
+    const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  static const auto op = dispatch::find<dispatch::ConvSignature<std::tuple<at::Tensor, at::Tensor>>>(
+      "cuconv::conv2d_bias_relu_max_pool2d");
+  return op.call(input, weight, bias, stride, padding, dilation, groups);
+}
+
+// The conv's arguments besides its tensors, and whether it has a bias, as the backward needs them.
+struct ConvArgs : dispatch::SavedInts {
+  at::IntArrayRef stride() const { return slice(0, 2); }
+  at::IntArrayRef dilation() const { return slice(2, 2); }
+  int64_t groups() const { return values[4]; }
+  bool has_bias() const { return values[5] != 0; }
+  at::IntArrayRef padding() const { return slice(6); }
 
   static void save(AutogradContext* ctx, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                   int64_t groups) {
-    std::vector<int64_t> packed;
-    packed.reserve(5 + padding.size());
-    packed.insert(packed.end(), stride.begin(), stride.end());
-    packed.insert(packed.end(), dilation.begin(), dilation.end());
-    packed.push_back(groups);
-    packed.insert(packed.end(), padding.begin(), padding.end());
-    ctx->saved_data["conv"] = std::move(packed);
+                   int64_t groups, bool has_bias) {
+    const int64_t bias_flag = has_bias;
+    SavedInts::save(ctx, {stride, dilation, groups, bias_flag, padding});
   }
-  static ConvArgs load(AutogradContext* ctx) { return {ctx->saved_data["conv"].toIntVector()}; }
+  static ConvArgs load(AutogradContext* ctx) { return {SavedInts::load(ctx)}; }
 };
 
-// The gradients of (input, weight, bias) of a conv whose output's gradient is grad_output, in the
-// first slots of a forward that took num_args arguments. Without a bias there is no third edge to ask about.
+bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+// The gradients a conv backward returns for (input, weight, bias), in the first slots of a forward
+// that took num_args arguments. Without a bias there is no third edge to ask about.
+std::array<bool, 3> grad_mask(AutogradContext* ctx, const ConvArgs& a) {
+  return {ctx->needs_input_grad(0), ctx->needs_input_grad(1), a.has_bias() && ctx->needs_input_grad(2)};
+}
+variable_list input_grads(const std::array<bool, 3>& mask, std::tuple<at::Tensor, at::Tensor, at::Tensor> grads,
+                          size_t num_args) {
+  variable_list out(num_args);
+  if (mask[0]) out[0] = std::move(std::get<0>(grads));
+  if (mask[1]) out[1] = std::move(std::get<1>(grads));
+  if (mask[2]) out[2] = std::move(std::get<2>(grads));
+  return out;
+}
+
+// The gradients of a conv's (input, weight, bias) from its output's gradient, through conv2d_backward.
 variable_list conv_grads(AutogradContext* ctx, const ConvArgs& a, const at::Tensor& grad_output,
-                         const at::Tensor& input, const at::Tensor& weight, bool has_bias, size_t num_args) {
-  const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                 has_bias && ctx->needs_input_grad(2)};
-  auto [gi, gw, gb] =
-      dispatch::conv2d_backward(grad_output, input, weight, a.stride(), a.padding(), a.dilation(), a.groups(), mask);
-  variable_list grads(num_args);
-  if (mask[0]) grads[0] = std::move(gi);
-  if (mask[1]) grads[1] = std::move(gw);
-  if (mask[2]) grads[2] = std::move(gb);
-  return grads;
+                         const at::Tensor& input, const at::Tensor& weight, size_t num_args) {
+  const std::array<bool, 3> mask = grad_mask(ctx, a);
+  return input_grads(mask,
+                     dispatch::conv2d_backward(grad_output, input, weight, a.stride(), a.padding(), a.dilation(),
+                                               a.groups(), mask),
+                     num_args);
 }
 
 // conv2d and, with relu, conv2d_bias_relu (relu(conv2d(...)) in one pass).
@@ -86,30 +100,21 @@ class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
     at::Tensor output;
     {
       at::AutoDispatchBelowADInplaceOrView below;
-      output = relu ? call_relu(input, weight, bias, stride, padding, dilation, groups)
-                    : dispatch::conv2d(input, weight, bias, stride, padding, dilation, groups);
+      output = (relu ? conv2d_bias_relu : dispatch::conv2d)(input, weight, bias, stride, padding, dilation, groups);
     }
-    ConvArgs::save(ctx, stride, padding, dilation, groups);
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ConvArgs::save(ctx, stride, padding, dilation, groups, defined(bias));
     // With the ReLU, the output rather than a mask of it: the next layer keeps it alive anyway.
     ctx->save_for_backward(relu ? variable_list{input, weight, output} : variable_list{input, weight});
     return output;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const dispatch::BelowAutogradWithoutGrad below;
     const variable_list saved = ctx->get_saved_variables();
     at::Tensor grad_output = std::move(grads[0]);
     // ReLU's backward in one pass (the gradient where output > 0, else 0), differentiable.
     if (saved.size() == 3) grad_output = at::threshold_backward(grad_output, saved[2], 0);
-    return conv_grads(ctx, ConvArgs::load(ctx), grad_output, saved[0], saved[1], ctx->saved_data["has_bias"].toBool(),
-                      8);
-  }
-
-  static at::Tensor call_relu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                              int64_t groups) {
-    static const auto op = dispatch::find<dispatch::Conv2dSignature>("cuconv::conv2d_bias_relu");
-    return op.call(input, weight, bias, stride, padding, dilation, groups);
+    return conv_grads(ctx, ConvArgs::load(ctx), grad_output, saved[0], saved[1], 8);
   }
 };
 
@@ -127,7 +132,7 @@ at::Tensor conv2d_bias_relu_autograd(const at::Tensor& input, const at::Tensor& 
                                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   if (!dispatch::needs_graph(input, weight, bias)) {
     at::AutoDispatchBelowADInplaceOrView below;
-    return Conv2dFunction::call_relu(input, weight, bias, stride, padding, dilation, groups);
+    return conv2d_bias_relu(input, weight, bias, stride, padding, dilation, groups);
   }
   return Conv2dFunction::apply(input, weight, bias, stride, padding, dilation, groups, true);
 }
@@ -155,33 +160,29 @@ at::Tensor conv_output_like(const at::Tensor& input, const at::Tensor& weight, c
   return at::empty_symint(sizes, input.options(), cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 }
 
-// conv2d_bias_relu_max_pool2d: max_pool2d(relu(conv2d(...)), 2, 2) with its indices.
+// conv2d_bias_relu_max_pool2d: max_pool2d(relu(conv2d(...)), 2, 2) with its indices. As with
+// max_pool2d (ops/max_pool2d_autograd.cpp), the node's one output is the pooled values; the
+// indices come out through `indices`.
 class Conv2dReluPoolFunction : public torch::autograd::Function<Conv2dReluPoolFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
-                               const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
-                               at::IntArrayRef dilation, int64_t groups) {
-    at::Tensor values, indices;
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef dilation, int64_t groups, at::Tensor* indices) {
+    at::Tensor values;
     {
       at::AutoDispatchBelowADInplaceOrView below;
-      std::tie(values, indices) = call(input, weight, bias, stride, padding, dilation, groups);
+      std::tie(values, *indices) = conv2d_bias_relu_max_pool2d(input, weight, bias, stride, padding, dilation, groups);
     }
-    ctx->mark_non_differentiable({indices});
-    // No zero-filled gradient for the indices: the backward ignores it.
-    ctx->set_materialize_grads(false);
-    ConvArgs::save(ctx, stride, padding, dilation, groups);
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ConvArgs::save(ctx, stride, padding, dilation, groups, defined(bias));
     // values > 0 is the ReLU's gradient: a window whose maximum is <= 0 passes none (its winner was clamped).
-    ctx->save_for_backward({input, weight, indices, values});
-    return {values, indices};
+    ctx->save_for_backward({input, weight, *indices, values});
+    return values;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    if (!grads[0].defined()) return variable_list(7);  // no gradient flows into the pooled values
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &weight = saved[1], &indices = saved[2], &values = saved[3];
     const ConvArgs a = ConvArgs::load(ctx);
-    const bool has_bias = ctx->saved_data["has_bias"].toBool();
     if (c10::GradMode::is_enabled()) {
       // Double backward: the same steps as differentiable ops. The pooled gradient goes back to each
       // window's winner in the conv output (max_pool2d_backward's scatter; the conv-output-like tensor
@@ -189,34 +190,20 @@ class Conv2dReluPoolFunction : public torch::autograd::Function<Conv2dReluPoolFu
       const at::Tensor grad_pooled = at::threshold_backward(grads[0], values, 0);
       const at::Tensor grad_conv = dispatch::max_pool2d_backward(grad_pooled, conv_output_like(input, weight, a),
                                                                  indices, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false);
-      return conv_grads(ctx, a, grad_conv, input, weight, has_bias, 7);
+      return conv_grads(ctx, a, grad_conv, input, weight, 8);
     }
     // The usual case (no graph of the backward): one op, which on the CPU keeps the conv output's
-    // gradient in a buffer reused between calls instead of a fresh tensor per step. It has no
-    // autograd kernel of its own (nothing differentiates it), so it is called below autograd.
+    // gradient in a buffer reused between calls instead of a fresh tensor per step. Nothing
+    // differentiates it, so it has no autograd kernel and is called below autograd.
     static const auto op = dispatch::find<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
         const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
         at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t, std::array<bool, 3>)>(
         "cuconv::conv2d_bias_relu_max_pool2d_backward");
-    const std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                   has_bias && ctx->needs_input_grad(2)};
-    at::AutoDispatchBelowADInplaceOrView below;
-    auto [gi, gw, gb] =
-        op.call(grads[0], values, indices, input, weight, a.stride(), a.padding(), a.dilation(), a.groups(), mask);
-    variable_list result(7);
-    if (mask[0]) result[0] = std::move(gi);
-    if (mask[1]) result[1] = std::move(gw);
-    if (mask[2]) result[2] = std::move(gb);
-    return result;
-  }
-
-  static std::tuple<at::Tensor, at::Tensor> call(const at::Tensor& input, const at::Tensor& weight,
-                                                 const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                                 at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-    static const auto op = dispatch::find<std::tuple<at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, at::IntArrayRef, at::IntArrayRef,
-        at::IntArrayRef, int64_t)>("cuconv::conv2d_bias_relu_max_pool2d");
-    return op.call(input, weight, bias, stride, padding, dilation, groups);
+    const dispatch::BelowAutogradWithoutGrad below;
+    const std::array<bool, 3> mask = grad_mask(ctx, a);
+    return input_grads(
+        mask, op.call(grads[0], values, indices, input, weight, a.stride(), a.padding(), a.dilation(), a.groups(), mask),
+        8);
   }
 };
 
@@ -225,10 +212,11 @@ std::tuple<at::Tensor, at::Tensor> conv2d_bias_relu_max_pool2d_autograd(
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   if (!dispatch::needs_graph(input, weight, bias)) {
     at::AutoDispatchBelowADInplaceOrView below;
-    return Conv2dReluPoolFunction::call(input, weight, bias, stride, padding, dilation, groups);
+    return conv2d_bias_relu_max_pool2d(input, weight, bias, stride, padding, dilation, groups);
   }
-  const variable_list out = Conv2dReluPoolFunction::apply(input, weight, bias, stride, padding, dilation, groups);
-  return {out[0], out[1]};
+  at::Tensor indices;
+  at::Tensor values = Conv2dReluPoolFunction::apply(input, weight, bias, stride, padding, dilation, groups, &indices);
+  return {std::move(values), std::move(indices)};
 }
 
 // conv2d_backward, for double backward. It is bilinear: grad_input = J_x(w)^T gy, grad_weight =
@@ -246,25 +234,32 @@ class Conv2dBackwardFunction : public torch::autograd::Function<Conv2dBackwardFu
     }
     // A gradient nobody differentiates stays undefined rather than a zero-filled tensor.
     ctx->set_materialize_grads(false);
-    ConvArgs::save(ctx, stride, padding, dilation, groups);
+    ConvArgs::save(ctx, stride, padding, dilation, groups, false);
     ctx->save_for_backward({grad_output, input, weight});
     return {gi, gw, gb};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const dispatch::BelowAutogradWithoutGrad below;
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &grad_output = saved[0], &input = saved[1], &weight = saved[2];
     const ConvArgs a = ConvArgs::load(ctx);
     // Masked-off gradients are empty tensors: they carry nothing back.
     auto used = [](const at::Tensor& g) { return g.defined() && g.sym_numel() > 0; };
     const at::Tensor &gg_input = grads[0], &gg_weight = grads[1], &gg_bias = grads[2];
+    auto conv = [&a](const at::Tensor& x, const at::Tensor& w) {
+      return dispatch::conv2d(x, w, std::nullopt, a.stride(), a.padding(), a.dilation(), a.groups());
+    };
+    auto conv_backward = [&a](const at::Tensor& gy, const at::Tensor& x, const at::Tensor& w, int which) {
+      std::array<bool, 3> mask{};
+      mask[which] = true;
+      auto grads = dispatch::conv2d_backward(gy, x, w, a.stride(), a.padding(), a.dilation(), a.groups(), mask);
+      return which == 0 ? std::get<0>(grads) : std::get<1>(grads);
+    };
     variable_list result(8);
     if (ctx->needs_input_grad(0)) {
       at::Tensor g;
       auto add = [&g](const at::Tensor& term) { g = g.defined() ? g.add(term) : term; };
-      auto conv = [&a](const at::Tensor& x, const at::Tensor& w) {
-        return dispatch::conv2d(x, w, std::nullopt, a.stride(), a.padding(), a.dilation(), a.groups());
-      };
       if (used(gg_input)) add(conv(gg_input, weight));
       if (used(gg_weight)) add(conv(input, gg_weight));
       if (used(gg_bias)) {
@@ -273,12 +268,8 @@ class Conv2dBackwardFunction : public torch::autograd::Function<Conv2dBackwardFu
       }
       result[0] = std::move(g);
     }
-    if (ctx->needs_input_grad(1) && used(gg_weight))
-      result[1] = std::get<0>(dispatch::conv2d_backward(grad_output, input, gg_weight, a.stride(), a.padding(),
-                                                        a.dilation(), a.groups(), {true, false, false}));
-    if (ctx->needs_input_grad(2) && used(gg_input))
-      result[2] = std::get<1>(dispatch::conv2d_backward(grad_output, gg_input, weight, a.stride(), a.padding(),
-                                                        a.dilation(), a.groups(), {false, true, false}));
+    if (ctx->needs_input_grad(1) && used(gg_weight)) result[1] = conv_backward(grad_output, input, gg_weight, 0);
+    if (ctx->needs_input_grad(2) && used(gg_input)) result[2] = conv_backward(grad_output, gg_input, weight, 1);
     return result;
   }
 };

@@ -26,50 +26,43 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The pooling's arguments besides its tensors: one saved entry (kernel size, stride, padding,
-// dilation, two values each, then ceil_mode).
-struct PoolArgs {
-  std::vector<int64_t> packed;
-
-  at::IntArrayRef kernel_size() const { return at::IntArrayRef(packed).slice(0, 2); }
-  at::IntArrayRef stride() const { return at::IntArrayRef(packed).slice(2, 2); }
-  at::IntArrayRef padding() const { return at::IntArrayRef(packed).slice(4, 2); }
-  at::IntArrayRef dilation() const { return at::IntArrayRef(packed).slice(6, 2); }
-  bool ceil_mode() const { return packed[8] != 0; }
+// The pooling's arguments besides its tensors.
+struct PoolArgs : dispatch::SavedInts {
+  at::IntArrayRef kernel_size() const { return slice(0, 2); }
+  at::IntArrayRef stride() const { return slice(2, 2); }
+  at::IntArrayRef padding() const { return slice(4, 2); }
+  at::IntArrayRef dilation() const { return slice(6, 2); }
+  bool ceil_mode() const { return values[8] != 0; }
 
   static void save(AutogradContext* ctx, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-    std::vector<int64_t> packed;
-    packed.reserve(9);
-    for (at::IntArrayRef pair : {kernel_size, stride, padding, dilation})
-      packed.insert(packed.end(), pair.begin(), pair.end());
-    packed.push_back(ceil_mode);
-    ctx->saved_data["pool"] = std::move(packed);
+    const int64_t ceil_flag = ceil_mode;
+    SavedInts::save(ctx, {kernel_size, stride, padding, dilation, ceil_flag});
   }
-  static PoolArgs load(AutogradContext* ctx) { return {ctx->saved_data["pool"].toIntVector()}; }
+  static PoolArgs load(AutogradContext* ctx) { return {SavedInts::load(ctx)}; }
 };
 
+// The node's one output is the pooled values. The indices are int64, never differentiable, and come
+// out through `indices` instead: as an output they would cost the node their metadata, a gradient
+// slot, and compiled autograd, which takes no C++ node with an output marked non-differentiable.
 class MaxPool2dFunction : public torch::autograd::Function<MaxPool2dFunction> {
  public:
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
-                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                               bool ceil_mode) {
-    at::Tensor output, indices;
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, at::IntArrayRef kernel_size,
+                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode,
+                            at::Tensor* indices) {
+    at::Tensor output;
     {
       at::AutoDispatchBelowADInplaceOrView below;
-      std::tie(output, indices) = call(input, kernel_size, stride, padding, dilation, ceil_mode);
+      std::tie(output, *indices) = call(input, kernel_size, stride, padding, dilation, ceil_mode);
     }
-    ctx->mark_non_differentiable({indices});
-    // No zero-filled gradient for the indices: the backward ignores it.
-    ctx->set_materialize_grads(false);
     PoolArgs::save(ctx, kernel_size, stride, padding, dilation, ceil_mode);
-    ctx->save_for_backward({input, indices});
-    return {output, indices};
+    ctx->save_for_backward({input, *indices});
+    return output;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list result(6);
-    if (!grads[0].defined()) return result;  // no gradient flows into the pooled values
+    variable_list result(7);
+    const dispatch::BelowAutogradWithoutGrad below;
     const variable_list saved = ctx->get_saved_variables();
     const PoolArgs a = PoolArgs::load(ctx);
     result[0] = dispatch::max_pool2d_backward(grads[0], saved[0], saved[1], a.kernel_size(), a.stride(), a.padding(),
@@ -94,8 +87,9 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_autograd(const at::Tensor& input, 
     at::AutoDispatchBelowADInplaceOrView below;
     return MaxPool2dFunction::call(input, kernel_size, stride, padding, dilation, ceil_mode);
   }
-  const variable_list out = MaxPool2dFunction::apply(input, kernel_size, stride, padding, dilation, ceil_mode);
-  return {out[0], out[1]};
+  at::Tensor indices;
+  at::Tensor output = MaxPool2dFunction::apply(input, kernel_size, stride, padding, dilation, ceil_mode, &indices);
+  return {std::move(output), std::move(indices)};
 }
 
 // max_pool2d_backward, for double backward. It is linear in grad_output (grad_input[idx] +=

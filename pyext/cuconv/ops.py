@@ -1,6 +1,7 @@
 """The cuconv operators: fake (meta) kernels registered on torch.ops.cuconv, and the functional API
 with the signatures and semantics of torch.nn.functional. The autograd kernels are C++
-(csrc/ops/*_autograd.cpp): a call with autograd costs no Python beyond the op call itself."""
+(csrc/ops/*_autograd.cpp), and in eager mode the functional API calls the ops directly
+(cuconv._C.direct), so a call with autograd runs no Python beyond the wrapper's own."""
 from __future__ import annotations
 
 import math
@@ -112,11 +113,24 @@ def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, 
 
 # -------------------------------------------------------------------------------- functional API
 
-# The overloads themselves: calling a packet (torch.ops.cuconv.conv2d) first picks its overload.
-_conv2d = _ops.conv2d.default
-_conv2d_bias_relu = _ops.conv2d_bias_relu.default
-_conv2d_bias_relu_max_pool2d = _ops.conv2d_bias_relu_max_pool2d.default
-_max_pool2d = _ops.max_pool2d.default
+def _call(op, *args):
+    """torch.ops.cuconv.<op>.default(*args), `op` being one of the pairs below. In eager mode the
+    direct call (cuconv._C.direct) skips torch.ops' generic argument conversion, which costs more
+    than a tiny tensor's op; it returns NotImplemented for what it does not take (tensor subclasses,
+    __torch_function__ modes), which torch.ops then handles. torch.compile traces torch.ops."""
+    direct, overload = op
+    if not torch.compiler.is_compiling():
+        out = direct(*args)
+        if out is not NotImplemented:
+            return out
+    return overload(*args)
+
+
+# (direct call, overload) of each op the functional API calls
+_CONV2D = (_C.direct.conv2d, _ops.conv2d.default)
+_CONV2D_BIAS_RELU = (_C.direct.conv2d_bias_relu, _ops.conv2d_bias_relu.default)
+_CONV2D_BIAS_RELU_MAX_POOL2D = (_C.direct.conv2d_bias_relu_max_pool2d, _ops.conv2d_bias_relu_max_pool2d.default)
+_MAX_POOL2D = (_C.direct.max_pool2d, _ops.max_pool2d.default)
 
 
 def _pair(value, name: str, op: str) -> list:
@@ -151,13 +165,13 @@ def same_padding(kernel_size: Sequence[int], dilation: Sequence[int]) -> list:
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
            padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """Same as torch.nn.functional.conv2d, computed by cuconv's kernels."""
-    return _conv2d(input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
+    return _call(_CONV2D, input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
 
 
 def conv2d_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
                 padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """relu(conv2d(...)) in one pass: the kernels apply bias and ReLU in their epilogue."""
-    return _conv2d_bias_relu(input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
+    return _call(_CONV2D_BIAS_RELU, input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
 
 
 def conv2d_relu_max_pool2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -166,8 +180,8 @@ def conv2d_relu_max_pool2d(input: torch.Tensor, weight: torch.Tensor, bias: Opti
     """F.max_pool2d(F.relu(F.conv2d(...)), 2, 2) in one pass: the kernels pool 2x2 windows of the
     conv output in their epilogue. Indices (with return_indices) are torch's: flat in each conv output
     plane; an odd last row/column of the conv output is dropped, as in floor mode."""
-    output, indices = _conv2d_bias_relu_max_pool2d(input, weight, bias,
-                                                   *_conv_args(weight, stride, padding, dilation, groups))
+    output, indices = _call(_CONV2D_BIAS_RELU_MAX_POOL2D, input, weight, bias,
+                            *_conv_args(weight, stride, padding, dilation, groups))
     return (output, indices) if return_indices else output
 
 
@@ -208,5 +222,5 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPa
         else _pair(stride, "stride", "max_pool2d")
     padding = _pair(padding, "padding", "max_pool2d")
     dilation = _pair(dilation, "dilation", "max_pool2d")
-    output, indices = _max_pool2d(input, kernel_size, stride, padding, dilation, bool(ceil_mode))
+    output, indices = _call(_MAX_POOL2D, input, kernel_size, stride, padding, dilation, bool(ceil_mode))
     return (output, indices) if return_indices else output
