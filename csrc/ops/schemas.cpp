@@ -2,7 +2,8 @@
 // (ops/conv2d.cpp, ops/max_pool2d.cpp) implement the public ops for the CPU and CUDA keys; the
 // private ops, which exist for tests and tools, are implemented in ops/testing.cpp (forced kernel
 // choices and plans, through the same routers) and sim/instructions.cpp (single simulated
-// tensor-core instructions). Autograd, fake kernels and the functional API: pyext/cuconv/ops.py.
+// tensor-core instructions). Autograd: ops/conv2d_autograd.cpp and ops/max_pool2d_autograd.cpp; fake
+// kernels and the functional API: pyext/cuconv/ops.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(cuconv, m) {

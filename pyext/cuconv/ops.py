@@ -1,5 +1,7 @@
-"""The cuconv operators: fake (meta) kernels and autograd formulas registered on torch.ops.cuconv,
-and the functional API with the signatures and semantics of torch.nn.functional."""
+"""The cuconv operators: fake (meta) kernels registered on torch.ops.cuconv, and the functional API
+with the signatures and semantics of torch.nn.functional. The autograd kernels are C++
+(csrc/ops/*_autograd.cpp), and in eager mode the functional API calls the ops directly
+(cuconv._C.direct), so a call with autograd runs no Python beyond the wrapper's own."""
 from __future__ import annotations
 
 import math
@@ -109,155 +111,36 @@ def _max_pool2d_backward_fake(grad_output, input, indices, kernel_size, stride, 
     return _empty(input.shape, input, _suggest_format(input))
 
 
-# ---------------------------------------------------------------------------------------- autograd
-
-def _conv2d_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.conf = (list(stride), list(padding), list(dilation), groups)
-    ctx.has_bias = bias is not None
-
-
-def _conv2d_backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors[:2]
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    gi, gw, gb = _ops.conv2d_backward(grad_output, input, weight, *ctx.conf, mask)
-    return (gi if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None, None)
-
-
-torch.library.register_autograd("cuconv::conv2d", _conv2d_backward, setup_context=_conv2d_setup)
-
-
-def _conv2d_bias_relu_setup(ctx, inputs, output):
-    _conv2d_setup(ctx, inputs, output)
-    # The output, not a mask of it: the next layer keeps it alive anyway, so no extra pass or memory.
-    ctx.save_for_backward(inputs[0], inputs[1], output)
-
-
-def _conv2d_bias_relu_backward(ctx, grad_output):
-    # ReLU's backward in one pass (grad where output > 0, else 0), differentiable for double backward.
-    output = ctx.saved_tensors[2]
-    return _conv2d_backward(ctx, torch.ops.aten.threshold_backward(grad_output, output, 0))
-
-
-torch.library.register_autograd("cuconv::conv2d_bias_relu", _conv2d_bias_relu_backward,
-                                setup_context=_conv2d_bias_relu_setup)
-
-
-_POOL_2X2 = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode
-
-
-def _conv2d_bias_relu_max_pool2d_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs
-    values, indices = output
-    ctx.mark_non_differentiable(indices)
-    # No zero-filled gradient for the indices (the backward ignores it; materialising it was a fill
-    # of the pooled output's size per call).
-    ctx.set_materialize_grads(False)
-    # values > 0 is the ReLU's gradient: a window whose maximum is <= 0 passes none (its winner was clamped).
-    ctx.save_for_backward(input, weight, indices, values)
-    ctx.conf = (list(stride), list(padding), list(dilation), groups)
-    ctx.has_bias = bias is not None
-
-
-def _conv2d_bias_relu_max_pool2d_backward(ctx, grad_output, grad_indices):
-    if grad_output is None:  # only reached when no gradient flows into the pooled values
-        return (None,) * 7
-    input, weight, indices, values = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    if not torch.is_grad_enabled():
-        # The usual case (no graph of the backward): one op, which on the CPU keeps the conv output's
-        # gradient in a buffer reused between calls instead of a fresh tensor per step.
-        gi, gw, gb = _ops.conv2d_bias_relu_max_pool2d_backward(grad_output, values, indices, input, weight,
-                                                              *ctx.conf, mask)
-    else:
-        # Double backward: the same steps as differentiable ops. The pooled gradient goes back to
-        # each window's winner in the conv output (max_pool2d_backward's scatter; `conv_like` only
-        # gives it the conv output's shape and layout), then through the conv.
-        conv_like = _conv2d_fake(input, weight, None, *ctx.conf)
-        grad_pooled = torch.ops.aten.threshold_backward(grad_output, values, 0)  # one pass, differentiable
-        grad_conv = _ops.max_pool2d_backward(grad_pooled, conv_like, indices, *_POOL_2X2)
-        gi, gw, gb = _ops.conv2d_backward(grad_conv, input, weight, *ctx.conf, mask)
-    return (gi if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None, None, None, None, None)
-
-
-torch.library.register_autograd("cuconv::conv2d_bias_relu_max_pool2d", _conv2d_bias_relu_max_pool2d_backward,
-                                setup_context=_conv2d_bias_relu_max_pool2d_setup)
-
-
-def _conv2d_backward_setup(ctx, inputs, output):
-    grad_output, input, weight, stride, padding, dilation, groups, output_mask = inputs
-    ctx.save_for_backward(grad_output, input, weight)
-    ctx.conf = (list(stride), list(padding), list(dilation), groups)
-
-
-def _conv2d_double_backward(ctx, gg_input, gg_weight, gg_bias):
-    # conv2d_backward is bilinear: grad_input = J_x(w)^T gy, grad_weight = J_w(x)^T gy,
-    # grad_bias = sum(gy). Its vector-Jacobian products are conv2d calls and backward calls.
-    grad_output, input, weight = ctx.saved_tensors
-    conf = ctx.conf
-    use_gi = gg_input is not None and gg_input.numel() > 0
-    use_gw = gg_weight is not None and gg_weight.numel() > 0
-    use_gb = gg_bias is not None and gg_bias.numel() > 0
-    g_grad_output = g_input = g_weight = None
-    if ctx.needs_input_grad[0]:
-        g_grad_output = torch.zeros_like(grad_output)
-        if use_gi:
-            g_grad_output = g_grad_output + _ops.conv2d(gg_input, weight, None, *conf)
-        if use_gw:
-            g_grad_output = g_grad_output + _ops.conv2d(input, gg_weight, None, *conf)
-        if use_gb:
-            shape = (-1, 1, 1) if grad_output.dim() == 3 else (1, -1, 1, 1)
-            g_grad_output = g_grad_output + gg_bias.view(shape)
-    if ctx.needs_input_grad[1] and use_gw:
-        g_input = _ops.conv2d_backward(grad_output, input, gg_weight, *conf, [True, False, False])[0]
-    if ctx.needs_input_grad[2] and use_gi:
-        g_weight = _ops.conv2d_backward(grad_output, gg_input, weight, *conf, [False, True, False])[1]
-    return g_grad_output, g_input, g_weight, None, None, None, None, None
-
-
-torch.library.register_autograd("cuconv::conv2d_backward", _conv2d_double_backward,
-                                setup_context=_conv2d_backward_setup)
-
-
-def _max_pool2d_setup(ctx, inputs, output):
-    input, kernel_size, stride, padding, dilation, ceil_mode = inputs
-    ctx.save_for_backward(input, output[1])
-    ctx.conf = (list(kernel_size), list(stride), list(padding), list(dilation), ceil_mode)
-    ctx.mark_non_differentiable(output[1])
-
-
-def _max_pool2d_backward(ctx, grad_output, grad_indices):
-    input, indices = ctx.saved_tensors
-    return _ops.max_pool2d_backward(grad_output, input, indices, *ctx.conf), None, None, None, None, None
-
-
-torch.library.register_autograd("cuconv::max_pool2d", _max_pool2d_backward, setup_context=_max_pool2d_setup)
-
-
-def _max_pool2d_backward_setup(ctx, inputs, output):
-    grad_output, input, indices, *_ = inputs
-    ctx.save_for_backward(indices)
-
-
-def _max_pool2d_double_backward(ctx, gg_input):
-    # max_pool2d_backward is linear in grad_output: grad_input[idx] += grad_output. Its adjoint
-    # gathers gg_input at the indices; empty windows (index -1) gather zero.
-    (indices,) = ctx.saved_tensors
-    flat = gg_input.flatten(-2)
-    idx = indices.flatten(-2)
-    valid = idx >= 0
-    picked = flat.gather(-1, idx.clamp(min=0)) * valid
-    return picked.view_as(indices), None, None, None, None, None, None, None
-
-
-torch.library.register_autograd("cuconv::max_pool2d_backward", _max_pool2d_double_backward,
-                                setup_context=_max_pool2d_backward_setup)
-
-
 # -------------------------------------------------------------------------------- functional API
 
+def _call(op, *args):
+    """torch.ops.cuconv.<op>.default(*args), `op` being one of the pairs below. In eager mode the
+    direct call (cuconv._C.direct) skips torch.ops' generic argument conversion, which costs more
+    than a tiny tensor's op; it returns NotImplemented for what it does not take (tensor subclasses,
+    __torch_function__ modes), which torch.ops then handles. torch.compile traces torch.ops."""
+    direct, overload = op
+    if not torch.compiler.is_compiling():
+        out = direct(*args)
+        if out is not NotImplemented:
+            return out
+    return overload(*args)
+
+
+# (direct call, overload) of each op the functional API calls
+_CONV2D = (_C.direct.conv2d, _ops.conv2d.default)
+_CONV2D_BIAS_RELU = (_C.direct.conv2d_bias_relu, _ops.conv2d_bias_relu.default)
+_CONV2D_BIAS_RELU_MAX_POOL2D = (_C.direct.conv2d_bias_relu_max_pool2d, _ops.conv2d_bias_relu_max_pool2d.default)
+_MAX_POOL2D = (_C.direct.max_pool2d, _ops.max_pool2d.default)
+
+
 def _pair(value, name: str, op: str) -> list:
+    # What nearly every call passes, checked first: an int, or a pair of ints (as torch.nn's modules
+    # hold them). `type(...) is int` leaves bools and SymInts to the general checks below.
+    kind = type(value)
+    if kind is int:
+        return [value, value]
+    if kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return list(value)
     if isinstance(value, bool) or not isinstance(value, (int, torch.SymInt, tuple, list, torch.Size)):
         raise TypeError(f"{op}: {name} must be an int or a tuple of ints, but got {type(value).__name__}")
     if isinstance(value, (int, torch.SymInt)):
@@ -282,13 +165,13 @@ def same_padding(kernel_size: Sequence[int], dilation: Sequence[int]) -> list:
 def conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
            padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """Same as torch.nn.functional.conv2d, computed by cuconv's kernels."""
-    return _ops.conv2d(input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
+    return _call(_CONV2D, input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
 
 
 def conv2d_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: IntPair = 1,
                 padding: Union[str, IntPair] = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """relu(conv2d(...)) in one pass: the kernels apply bias and ReLU in their epilogue."""
-    return _ops.conv2d_bias_relu(input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
+    return _call(_CONV2D_BIAS_RELU, input, weight, bias, *_conv_args(weight, stride, padding, dilation, groups))
 
 
 def conv2d_relu_max_pool2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -297,8 +180,8 @@ def conv2d_relu_max_pool2d(input: torch.Tensor, weight: torch.Tensor, bias: Opti
     """F.max_pool2d(F.relu(F.conv2d(...)), 2, 2) in one pass: the kernels pool 2x2 windows of the
     conv output in their epilogue. Indices (with return_indices) are torch's: flat in each conv output
     plane; an odd last row/column of the conv output is dropped, as in floor mode."""
-    output, indices = _ops.conv2d_bias_relu_max_pool2d(input, weight, bias,
-                                                       *_conv_args(weight, stride, padding, dilation, groups))
+    output, indices = _call(_CONV2D_BIAS_RELU_MAX_POOL2D, input, weight, bias,
+                            *_conv_args(weight, stride, padding, dilation, groups))
     return (output, indices) if return_indices else output
 
 
@@ -323,7 +206,7 @@ def _conv_args(weight, stride, padding, dilation, groups):
             raise RuntimeError(f"Invalid padding string: '{padding}'")
     else:
         padding = _pair(padding, "padding", "conv2d")
-    if not isinstance(groups, (int, torch.SymInt)) or isinstance(groups, bool):
+    if type(groups) is not int and (not isinstance(groups, (int, torch.SymInt)) or isinstance(groups, bool)):
         raise TypeError(f"conv2d: groups must be an int, but got {type(groups).__name__}")
     return stride, padding, dilation, groups
 
@@ -339,5 +222,5 @@ def max_pool2d(input: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPa
         else _pair(stride, "stride", "max_pool2d")
     padding = _pair(padding, "padding", "max_pool2d")
     dilation = _pair(dilation, "dilation", "max_pool2d")
-    output, indices = _ops.max_pool2d(input, kernel_size, stride, padding, dilation, bool(ceil_mode))
+    output, indices = _call(_MAX_POOL2D, input, kernel_size, stride, padding, dilation, bool(ceil_mode))
     return (output, indices) if return_indices else output
