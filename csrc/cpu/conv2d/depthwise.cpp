@@ -1,18 +1,17 @@
 // Depthwise convolutions on the CPU, all three passes, both layouts, float32 and float64.
 //
-// Every pass works on blocks of 64 bytes of channels (16 float or 8 double lanes), one image and
-// one band of output rows at a time:
-//  1. the band's source rows (the input for the forward and grad weight, grad_output for the grad
-//     input) are copied into a zero-bordered buffer of whole pixels of one block, [row][col][lane]:
-//     NHWC copies 64 bytes per pixel, NCHW transposes the block's planes (cpu/transpose.h). With
-//     the borders in the buffer, every window reads the same taps at the same offsets;
-//  2. a vector kernel walks the band's pixels with the channels in the lanes: each lane is one
-//     channel's own chain of multiply-adds, so no lanes are ever added together;
-//  3. NHWC full blocks are written in place; NCHW and partial blocks go through a [pixel][lane]
-//     buffer that is transposed (or copied) out.
-// A multiplier m > 1 maps lane k of a forward or grad-weight block to input channel k / m (a gather
-// copy), and gives the grad input m copies of grad_output per block, one per output channel of each
-// input channel.
+// Channels sit in vector lanes, in blocks of 64 bytes (16 float or 8 double channels): each lane is
+// one channel's own chain of multiply-adds, and no lanes are ever added together. Every pass walks
+// its output pixels per image, band of rows and block, gathering each pixel's taps:
+//  - NHWC full blocks without a multiplier read their source in place, all blocks of a pixel in one
+//    work item. A border pixel drops the taps that leave the source, so the pixels are grouped in
+//    segments that share a tap list (the interior, each border row and column class).
+//  - Every other block (NCHW, the last partial block, a multiplier's) copies its lanes of the band's
+//    source rows into a zero-bordered buffer, [row][col][lane] (NHWC: 64 bytes per pixel; NCHW: the
+//    block's planes transposed, cpu/transpose.h), where every pixel takes every tap; its output goes
+//    through a [pixel][lane] buffer transposed (or copied) out. A multiplier m maps lane k of a
+//    forward or grad-weight block to input channel k / m, and gives the grad input m copies per
+//    block, copy j holding output channel c * m + j of each input channel c.
 //
 // The grad input is a gather too: the input pixels (h, w) with (h + pad_h) % stride_h == a and
 // (w + pad_w) % stride_w == b receive only the taps r, s with r * dil_h % stride_h == a and
@@ -20,13 +19,21 @@
 // u = (h + pad_h) / stride_h. So each phase (a, b) is a list of taps at fixed offsets, and every input
 // pixel is one lane-wise sum, written once (no scatter, no col2im). Phases no tap reaches are zeros.
 //
+// The grad weight keeps one vector of sums per tap and block: the batch in the plan's fixed chunks,
+// each chunk's images summed inside each segment, pixel by pixel in order, then the chunks' partials
+// added in order. Its bands and pixel order depend on the shapes only, so the bits do not depend on
+// the thread count.
+//
+// Row kernels: where a segment's taps come in kernel rows one source pixel apart (3x3, 5x5, 7x7
+// layers and the grad input's phases), several output pixels of a row load the source pixels under
+// them once per kernel row instead of once per tap; they sum in the same order.
+//
 // The vector code is written once with GCC vector extensions (no intrinsics) and inlined into one
 // function per ISA path: AVX-512 (zmm), AVX2 (ymm, two per block) and portable (16-byte vectors,
 // SSE2 or NEON). Each output is the same chain on every path: init (bias or 0), then one multiply-add
-// per tap in tap order (grad weight: per pixel in order, per batch chunk, chunks added in order). The
-// vector paths contract each multiply-add into an FMA, so AVX-512 and AVX2 give the same bits; the
-// portable path (x86-64 without FMA) rounds the product and the sum separately, so its last bits
-// differ.
+// per tap in tap order (grad weight: per pixel in order). The vector paths contract each
+// multiply-add into an FMA, so AVX-512 and AVX2 give the same bits; the portable path (x86-64
+// without FMA) rounds the product and the sum separately, so its last bits differ.
 #include "cpu/conv2d/depthwise.h"
 
 #include <ATen/Parallel.h>
@@ -46,8 +53,6 @@
 // The helpers below pass vectors by value and are always inlined into the per-ISA functions, so
 // no call ever passes them: GCC's note that such calls change ABI between targets does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
-
-
 
 namespace cuconv::cpu {
 namespace {
@@ -165,19 +170,20 @@ struct Geometry {
   std::vector<Band> bands;
   std::vector<Segment> segs;
   std::vector<int64_t> in_off;   // per pixel: its origin in the band's copy or the source (elements)
-  std::vector<int64_t> out_idx;  // per pixel: its index in the band's output rows
+  std::vector<int64_t> out_idx;  // per pixel: its offset in the band's output rows (elements)
   std::vector<int64_t> tap_off;  // per tap: offset from the pixel's origin (elements)
   std::vector<int64_t> tap_w;    // per tap: its weight vector in the block's weights (elements)
 };
 
 // The output rows x columns the axes give, in bands of `band_rows`. The source's pixels (in place,
-// copy false) or the copy's are `pix` elements apart; a copy holds `copies` sources one after another (the
+// copy false) or the copy's are `pix` elements apart, the output's `out_pix`; a copy holds `copies`
+// sources one after another (the
 // grad input's copy j per input channel c, of output channel c * m + j), whose taps take the
 // weights of row j of the block's weights. `bytes`: the ISA path's vector width, for the row
 // kernel's runs (0: none, pixels in row order, the same on every path).
 template <typename T>
 Geometry make_geometry(const Axis& rows, const Axis& cols, int64_t S, int64_t RS, bool copy, int64_t pix,
-                       int64_t copies, int64_t band_rows, int bytes) {
+                       int64_t out_pix, int64_t copies, int64_t band_rows, int bytes) {
   constexpr int64_t CB = kLanes<T>;
   Geometry g;
   g.copy = copy;
@@ -203,7 +209,7 @@ Geometry make_geometry(const Axis& rows, const Axis& cols, int64_t S, int64_t RS
         const int64_t dr = tapped ? rows.delta[rc.phase][rc.lo] : 0, dc = tapped ? cols.delta[cc.phase][cc.lo] : 0;
         auto pixel = [&](int64_t r, int64_t c) {
           g.in_off.push_back(tapped ? (rows.origin[r] + dr - row0) * row_pitch + (cols.origin[c] + dc - col0) * pix_pitch : 0);
-          g.out_idx.push_back((r - b.out0) * out_w + c);
+          g.out_idx.push_back(((r - b.out0) * out_w + c) * out_pix);
         };
         // The row kernel's runs of each row first, then every row's rest.
         const int64_t step = cc.idx.size() > 1 ? cols.origin[cc.idx[1]] - cols.origin[cc.idx[0]] : 1;
@@ -287,16 +293,24 @@ void load_rows(Isa isa, const Image<const T>& src, const Lanes& l, int64_t i0, i
   constexpr int64_t CB = kLanes<T>;
   int64_t lo = 0, hi = 0;  // columns j inside the source
   valid_range(col0, 1, src.W, width, lo, hi);
+  const int64_t w0 = col0 + lo, n = hi - lo;
+  // NCHW rows shorter than transpose()'s 8 x 8 blocks: the rows inside the source transposed in one
+  // call (contiguous in each plane), then copied to their places.
+  const int64_t ia = std::clamp<int64_t>(i0, 0, src.H), ib = std::clamp<int64_t>(i1, 0, src.H);
+  const bool joined = !src.channels_last && l.div == 1 && src.W < 8 && ib > ia && n > 0;
+  T* tmp = joined ? scratch<T>(Scratch::extra, (ib - ia) * src.W * CB) : nullptr;
+  if (joined) transpose(isa, src.at(l.first, ia, 0), l.step * src.H * src.W, tmp, CB, l.n, (ib - ia) * src.W);
   for (int64_t i = i0; i < i1; ++i, dst += width * CB) {
-    if (i < 0 || i >= src.H || hi <= lo) {
+    if (i < 0 || i >= src.H || n <= 0) {
       std::fill(dst, dst + width * CB, T(0));
       continue;
     }
     std::fill(dst, dst + lo * CB, T(0));
     std::fill(dst + hi * CB, dst + width * CB, T(0));
     T* d = dst + lo * CB;
-    const int64_t w0 = col0 + lo, n = hi - lo;
-    if (!src.channels_last && l.div == 1) {  // the lanes' planes evenly spaced: one transpose
+    if (joined) {
+      std::memcpy(d, tmp + ((i - ia) * src.W + w0) * CB, n * CB * sizeof(T));
+    } else if (!src.channels_last && l.div == 1) {  // the lanes' planes evenly spaced: one transpose
       transpose(isa, src.at(l.first, i, w0), l.step * src.H * src.W, d, CB, l.n, n);
     } else if (src.channels_last && l.div == 1 && l.step == 1) {  // each pixel's lanes contiguous
       const T* s = src.at(l.first, i, w0);
@@ -304,9 +318,12 @@ void load_rows(Isa isa, const Image<const T>& src, const Lanes& l, int64_t i0, i
         for (int64_t j = 0; j < n; ++j) std::memcpy(d + j * CB, s + j * src.C, CB * sizeof(T));
       else
         for (int64_t j = 0; j < n; ++j) std::memcpy(d + j * CB, s + j * src.C, l.n * sizeof(T));
-    } else {
+    } else {  // lane by lane (a multiplier's lanes): each lane's channel once per row
+      const T* lane[CB];
+      for (int64_t c = 0; c < l.n; ++c) lane[c] = src.at(l.channel(c), i, w0);
+      const int64_t ps = src.channels_last ? src.C : 1;  // elements between pixels
       for (int64_t j = 0; j < n; ++j)
-        for (int64_t c = 0; c < l.n; ++c) d[j * CB + c] = *src.at(l.channel(c), i, w0 + j);
+        for (int64_t c = 0; c < l.n; ++c) d[j * CB + c] = lane[c][j * ps];
     }
     if (l.n < CB)
       for (int64_t j = 0; j < n; ++j) std::fill(d + j * CB + l.n, d + (j + 1) * CB, T(0));
@@ -319,7 +336,11 @@ template <typename T>
 void store_pixels(Isa isa, const T* stage, int64_t npix, const Image<T>& dst, int64_t c0, int64_t nl, int64_t pix0) {
   constexpr int64_t CB = kLanes<T>;
   if (!dst.channels_last) return transpose(isa, stage, CB, dst.at(c0, 0, 0) + pix0, dst.H * dst.W, npix, nl);
-  for (int64_t j = 0; j < npix; ++j) std::memcpy(dst.base + (pix0 + j) * dst.C + c0, stage + j * CB, nl * sizeof(T));
+  T* d = dst.base + pix0 * dst.C + c0;
+  if (nl == CB)  // a fixed-size copy the compiler inlines, not a memcpy call per pixel
+    for (int64_t j = 0; j < npix; ++j) std::memcpy(d + j * dst.C, stage + j * CB, CB * sizeof(T));
+  else
+    for (int64_t j = 0; j < npix; ++j) std::memcpy(d + j * dst.C, stage + j * CB, nl * sizeof(T));
 }
 
 // ---------------------------------------------------------------------------------- vector kernels
@@ -331,9 +352,8 @@ struct SegmentArgs {
   const int64_t *tap_off = nullptr, *tap_w = nullptr;
   int64_t taps = 0;
   int64_t row_len = 0, chunks = 0, step = 1, row_taps = 0;
-  int64_t pix = 0;       // elements between the source's pixels
-  int64_t prefetch = 0;  // bytes past each pixel's origin to prefetch (0: none)
-  int64_t blocks = 1;    // channel blocks of each pixel (in place: kLanes apart)
+  int64_t pix = 0;     // elements between the source's pixels
+  int64_t blocks = 1;  // channel blocks of each pixel (in place: kLanes apart)
 
   void set(const Geometry& g, const Segment& s) {
     in_off = &g.in_off[s.begin], out_idx = &g.out_idx[s.begin], pixels = s.end - s.begin;
@@ -345,22 +365,20 @@ struct SegmentArgs {
 template <typename T>
 struct GatherArgs : SegmentArgs {
   const T* in;  // the band's copy, or the source image
-  T* out;
-  int64_t out_stride;  // elements between consecutive output pixels
-  const T* w;          // the first block's weights
-  const T* init;       // the first block's bias, or null
+  T* out;       // the band's output rows (or their buffer)
+  const T* w;     // the first block's weights
+  const T* init;  // the first block's bias, or null
   bool relu;
-  int64_t w_block = 0;  // elements between the blocks' weights
+  int64_t w_block = 0;   // elements between the blocks' weights
+  int64_t prefetch = 0;  // bytes past each pixel's origin to prefetch (0: none)
 };
 
 template <typename T>
 struct WgradArgs : SegmentArgs {
   const T* in;  // the band's copy of the input, or the input image
-  const T* gy;
-  int64_t gy_stride;  // elements between consecutive grad_output pixels
-  T* acc;             // the first block's running sums, one vector per tap at its weight's place
+  const T* gy;  // the band's grad_output rows (or their copy)
+  T* acc;       // the first block's running sums, one vector per tap at its weight's place
   int64_t acc_block = 0;                           // elements between the blocks' sums
-  int64_t gy_prefetch = 0;                         // bytes past each grad_output pixel to prefetch
   int64_t images = 1, in_image = 0, gy_image = 0;  // images summed, and their strides in `in` and `gy`
 };
 
@@ -406,7 +424,7 @@ CUCONV_INLINE void gather_pixels(const GatherArgs<T>& a, int64_t i0, int64_t b) 
 #pragma GCC unroll 8
   for (int j = 0; j < NP; ++j) {
     const int64_t i = i0 + j;
-    in[j] = a.in + a.in_off[i] + b * CB, out[j] = a.out + a.out_idx[i] * a.out_stride + b * CB;
+    in[j] = a.in + a.in_off[i] + b * CB, out[j] = a.out + a.out_idx[i] + b * CB;
   }
   const T* w = a.w + b * a.w_block;
   if (a.prefetch)
@@ -477,7 +495,7 @@ CUCONV_INLINE void gather_row(const GatherArgs<T>& a, int64_t i0, int64_t b) {
     }
 #pragma GCC unroll 8
     for (int j = 0; j < NP; ++j)
-      store(a.out + a.out_idx[i0 + j] * a.out_stride + b * CB + v * L,
+      store(a.out + a.out_idx[i0 + j] + b * CB + v * L,
             a.relu ? (acc[j] < V{} ? V{} : acc[j]) : acc[j]);
   }
 }
@@ -522,11 +540,7 @@ CUCONV_INLINE void wgrad_taps(const WgradArgs<T>& a, const int64_t* off, const i
   for (int64_t n = 0; n < a.images; ++n)
   for (int64_t i = 0; i < a.pixels; ++i) {
     const T* x = a.in + n * a.in_image + a.in_off[i] + b * CB;
-    const T* g = a.gy + n * a.gy_image + a.out_idx[i] * a.gy_stride + b * CB;
-    if (a.prefetch) {
-      __builtin_prefetch(reinterpret_cast<const void*>(uintptr_t(x) + a.prefetch));
-      __builtin_prefetch(reinterpret_cast<const void*>(uintptr_t(g) + a.gy_prefetch));
-    }
+    const T* g = a.gy + n * a.gy_image + a.out_idx[i] + b * CB;
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const V gv = load<V>(g + v * L);
@@ -566,10 +580,9 @@ CUCONV_INLINE void wgrad_rows(const WgradArgs<T>& a, const int64_t* off, const i
       int64_t i = r0;
       for (; i + NP <= r0 + a.row_len; i += NP) {
         const T* x = in + a.in_off[i];
-        if (a.prefetch) __builtin_prefetch(reinterpret_cast<const void*>(uintptr_t(x) + a.prefetch));
         V gv[NP];
 #pragma GCC unroll 8
-        for (int j = 0; j < NP; ++j) gv[j] = load<V>(gy + a.out_idx[i + j] * a.gy_stride);
+        for (int j = 0; j < NP; ++j) gv[j] = load<V>(gy + a.out_idx[i + j]);
 #pragma GCC unroll 8
         for (int r = 0; r < NR; ++r) {
           V xs[NX];
@@ -583,7 +596,7 @@ CUCONV_INLINE void wgrad_rows(const WgradArgs<T>& a, const int64_t* off, const i
       }
       for (; i < r0 + a.row_len; ++i) {
         const T* x = in + a.in_off[i];
-        const V g = load<V>(gy + a.out_idx[i] * a.gy_stride);
+        const V g = load<V>(gy + a.out_idx[i]);
 #pragma GCC unroll 32
         for (int t = 0; t < NT; ++t) acc[t] += g * load<V>(x + off[t]);
       }
@@ -686,7 +699,9 @@ int64_t block_weights(const T* w, const T* bias, int64_t count, int64_t rows, in
 // lanes are whole channels (`direct`: no multiplier) read it in place (`pix` elements per pixel), all
 // blocks of a pixel in one work item: whole pixels stream through, where one block alone reads one
 // line of every pixel. Every other block (NCHW, the last partial one, a multiplier's) is a work item
-// of its own, from a zero-bordered copy of its lanes (`copies` sources). Both share the bands.
+// of its own, from a zero-bordered copy of its lanes (`copies` sources), its output through a
+// [pixel][lane] buffer. Both share the bands. `pix`, `out_pix`: elements between the NHWC source's
+// and output's pixels.
 template <typename T>
 struct Plans {
   Geometry direct, blocked;
@@ -694,16 +709,16 @@ struct Plans {
   int64_t bands = 0;
   std::vector<std::array<int64_t, 2>> groups;  // the blocks of each work item: first, count
   Plans(const Conv2dParams& p, const Axis& rows, const Axis& cols, int64_t count, int64_t copies, bool whole_channels,
-        int64_t pix, int64_t items, int bytes) {
+        int64_t pix, int64_t out_pix, int64_t items, int bytes) {
     constexpr int64_t CB = kLanes<T>;
     const bool nhwc = p.channels_last && whole_channels;
     has_direct = nhwc && count >= CB;
     const int64_t out_rows = int64_t(rows.phase.size());
     const double in_per_out = double(rows.src * copies) / double(std::max<int64_t>(1, out_rows));
     const int64_t band_rows = rows_per_band(out_rows, in_per_out, (cols.src + p.S) * kBlockBytes, items);
-    if (has_direct) direct = make_geometry<T>(rows, cols, p.S, p.R * p.S, false, pix, 1, band_rows, bytes);
+    if (has_direct) direct = make_geometry<T>(rows, cols, p.S, p.R * p.S, false, pix, out_pix, 1, band_rows, bytes);
     if (!nhwc || count % CB != 0)
-      blocked = make_geometry<T>(rows, cols, p.S, p.R * p.S, true, CB, copies, band_rows, bytes);
+      blocked = make_geometry<T>(rows, cols, p.S, p.R * p.S, true, CB, CB, copies, band_rows, bytes);
     bands = int64_t((has_direct ? direct : blocked).bands.size());
     const int64_t full = has_direct ? count / CB : 0;
     if (full > 0) groups.push_back({0, full});
@@ -742,9 +757,9 @@ void run_gather(Isa isa, const Plans<T>& plans, int64_t N, const Image<const T>&
       if (g.copy) {
         for (int64_t j = 0; j < copies; ++j)
           load_rows(isa, sn, lanes(j, c0, nl), band.in0, band.in1, g.col0, g.width, buf + j * copy);
-        a.in = buf, a.out = stage, a.out_stride = CB, a.pix = CB;
+        a.in = buf, a.out = stage, a.pix = CB;
       } else {
-        a.in = sn.at(c0, 0, 0), a.out = dn.at(c0, band.out0, 0), a.out_stride = dst.C, a.pix = src.C;
+        a.in = sn.at(c0, 0, 0), a.out = dn.at(c0, band.out0, 0), a.pix = src.C;
         a.prefetch = prefetch;
       }
       a.w = wb + b0 * wstride, a.init = bias ? a.w + RS * CB : nullptr, a.relu = relu;
@@ -763,7 +778,7 @@ void depthwise_fprop(Isa isa, const Conv2dParams& p, const T* x, const T* w, con
   const int64_t m = p.K / p.C, RS = p.R * p.S, blocks = ceil_div(p.K, CB);
   const Axis rows = window_axis(p.P, p.H, p.R, p.stride_h, p.pad_h, p.dil_h);
   const Axis cols = window_axis(p.Q, p.W, p.S, p.stride_w, p.pad_w, p.dil_w);
-  const Plans<T> plans(p, rows, cols, p.K, 1, m == 1, p.C, p.N * blocks, isa_bytes(isa));
+  const Plans<T> plans(p, rows, cols, p.K, 1, m == 1, p.C, p.K, p.N * blocks, isa_bytes(isa));
   T* wb = scratch<T>(Scratch::call, blocks * (RS + 1) * CB);
   const int64_t wstride = block_weights(w, bias, p.K, 1, RS, wb);
   // In place: the input row the output row below adds to its windows, ahead of the hardware
@@ -781,7 +796,7 @@ void depthwise_dgrad(Isa isa, const Conv2dParams& p, const T* gy, const T* w, T*
   const int64_t m = p.K / p.C, RS = p.R * p.S, blocks = ceil_div(p.C, CB);
   const Axis rows = phase_axis(p.H, p.P, p.R, p.stride_h, p.pad_h, p.dil_h);
   const Axis cols = phase_axis(p.W, p.Q, p.S, p.stride_w, p.pad_w, p.dil_w);
-  const Plans<T> plans(p, rows, cols, p.C, m, m == 1, p.K, p.N * blocks, isa_bytes(isa));
+  const Plans<T> plans(p, rows, cols, p.C, m, m == 1, p.K, p.C, p.N * blocks, isa_bytes(isa));
   T* wb = scratch<T>(Scratch::call, blocks * m * RS * CB);
   const int64_t wstride = block_weights<T>(w, nullptr, p.C, m, RS, wb);
   run_gather(isa, plans, p.N, Image<const T>{gy, p.K, p.P, p.Q, p.channels_last},
@@ -798,7 +813,7 @@ void depthwise_wgrad(Isa isa, const Conv2dParams& p, int64_t chunks, const T* gy
   const Axis rows = window_axis(p.P, p.H, p.R, p.stride_h, p.pad_h, p.dil_h);
   const Axis cols = window_axis(p.Q, p.W, p.S, p.stride_w, p.pad_w, p.dil_w);
   // Bands and pixel order by shape only (items 0, bytes 0): they are the order of the sums.
-  const Plans<T> plans(p, rows, cols, p.K, 1, m == 1, p.C, 0, 0);
+  const Plans<T> plans(p, rows, cols, p.K, 1, m == 1, p.C, p.K, 0, 0);
   T* part = scratch<T>(Scratch::call, chunks * blocks * RS * CB);
   const Kernels<T> k = kernels<T>(isa);
   // Work items: a chunk and blocks. In place, a run of full blocks walked together (whole pixels
@@ -824,9 +839,7 @@ void depthwise_wgrad(Isa isa, const Conv2dParams& p, int64_t chunks, const T* gy
       const int64_t n0 = chunk * p.N / chunks, n1 = (chunk + 1) * p.N / chunks;
       auto run = [&](const Band& band) { for_segments(g, band, a, [&](const WgradArgs<T>& s) { k.wgrad(s); }); };
       if (!g.copy) {  // NHWC in place: each segment sums over all the chunk's images at once
-        a.images = n1 - n0, a.in_image = p.H * p.W * p.C, a.gy_image = p.P * p.Q * p.K;
-        a.prefetch = int64_t(sizeof(T)) * ((p.R - 1) * p.dil_h + p.stride_h) * p.W * p.C;
-        a.gy_prefetch = int64_t(sizeof(T)) * p.Q * p.K, a.gy_stride = p.K, a.pix = p.C;
+        a.images = n1 - n0, a.in_image = p.H * p.W * p.C, a.gy_image = p.P * p.Q * p.K, a.pix = p.C;
         for (const Band& band : g.bands) {
           a.in = x + n0 * a.in_image + k0, a.gy = gy + n0 * a.gy_image + band.out0 * p.Q * p.K + k0;
           run(band);
@@ -836,12 +849,10 @@ void depthwise_wgrad(Isa isa, const Conv2dParams& p, int64_t chunks, const T* gy
       for (int64_t n = n0; n < n1; ++n) {
         const Image<const T> xn{x + n * p.C * p.H * p.W, p.C, p.H, p.W, p.channels_last};
         const Image<const T> gyn{gy + n * p.K * p.P * p.Q, p.K, p.P, p.Q, p.channels_last};
-        const bool gy_direct = p.channels_last && nl == CB;  // grad_output's whole lanes read in place
         for (const Band& band : g.bands) {
           load_rows(isa, xn, Lanes{nl, k0, 1, m}, band.in0, band.in1, g.col0, g.width, buf);
-          if (!gy_direct) load_rows(isa, gyn, Lanes{nl, k0, 1, 1}, band.out0, band.out1, 0, p.Q, stage);
-          a.in = buf, a.gy = gy_direct ? gyn.at(k0, band.out0, 0) : stage, a.gy_stride = gy_direct ? p.K : CB;
-          a.pix = CB;
+          load_rows(isa, gyn, Lanes{nl, k0, 1, 1}, band.out0, band.out1, 0, p.Q, stage);
+          a.in = buf, a.gy = stage, a.pix = CB;
           run(band);
         }
       }
