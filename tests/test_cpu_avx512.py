@@ -68,6 +68,29 @@ def test_avx512_matches_avx2_bitwise_and_float64(case):
 
 
 @needs_avx512
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("C,m,k,stride,dil", [(40, 1, 3, 1, 1), (48, 1, 5, 2, 1), (24, 1, 7, 1, 1), (20, 1, 3, 2, 2),
+                                              (8, 2, 3, 1, 1)])
+def test_depthwise_avx512_matches_avx2_bitwise(dtype, fmt, C, m, k, stride, dil):
+    # The depthwise kernels are one vector source compiled per path; every sum is one lane's chain
+    # in the same order on both (the register blocks and the row kernels change no order), so the
+    # bits agree in float32 and float64 alike.
+    x = torch.randn(3, C, 17, 15, dtype=dtype).contiguous(memory_format=fmt)
+    w, b = torch.randn(C * m, 1, k, k, dtype=dtype), torch.randn(C * m, dtype=dtype)
+    args = ([stride, stride], [k // 2 * dil] * 4, [dil, dil], C)
+    assert ops._cpu_conv2d_plan(x, w, *args) == ["depthwise"] * 3
+    y = ops.conv2d(x, w, b, *args)
+    gy = torch.randn(y.shape, dtype=dtype).contiguous(memory_format=fmt)
+    out = {}
+    for path in ("avx2", "avx512"):
+        cuconv.config.set(cpu_isa=path)
+        out[path] = _all_passes(x, w, b, *args, gy)
+    for what, a2 in out["avx2"].items():
+        assert torch.equal(a2, out["avx512"][what]), what
+
+
+@needs_avx512
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_first_layer_grad_weight_is_deterministic_across_thread_counts(fmt, monkeypatch):
     # The first-layer grad weight (small-output GEMM over fixed batch chunks in NHWC, the row

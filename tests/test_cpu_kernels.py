@@ -72,6 +72,46 @@ def test_conv2d_deterministic_across_runs_and_threads(isa, channels_last, stride
         assert torch.equal(a, c) and torch.equal(c, d)
 
 
+# Depthwise (groups == channels): one image with one or few channel blocks (the work splits into
+# bands of rows per thread), and a batch over several blocks (NHWC: whole blocks in place, the last
+# partial one through a copy); multiplier 2 (lanes gather their input channel, grad input copies).
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("N,C,m,k,stride", [(1, 16, 1, 3, 1), (1, 17, 1, 7, 1), (13, 40, 1, 3, 2), (13, 40, 1, 5, 1),
+                                            (5, 12, 2, 3, 2)])
+def test_depthwise_deterministic_across_runs_and_threads(isa, channels_last, N, C, m, k, stride):
+    H = W = 23
+    x = _fmt(torch.randn(N, C, H, W), channels_last)
+    w, b = torch.randn(C * m, 1, k, k), torch.randn(C * m)
+    pad = [k // 2] * 4
+    P = (H + 2 * (k // 2) - k) // stride + 1
+    gy = _fmt(torch.randn(N, C * m, P, P), channels_last)
+    args = ([stride, stride], pad, [1, 1], C)
+    assert ops._cpu_conv2d_plan(x, w, *args) == ["depthwise"] * 3
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for t in (1, 2, 3, 3):
+            torch.set_num_threads(t)
+            runs.append([ops.conv2d_bias_relu(x, w, b, *args)] + list(ops.conv2d_backward(gy, x, w, *args, [True, True, True])))
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        for a, c in zip(runs[0], run):
+            assert torch.equal(a, c)
+
+
+def test_depthwise_gradcheck(isa):
+    # float64, multiplier 2, stride 2, dilation, asymmetric padding: the three depthwise passes.
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 1, 3, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    args = ([2, 1], [1, 0, 2, 1], [1, 2], 3)
+    assert ops._cpu_conv2d_plan(x, w, *args) == ["depthwise"] * 3
+    assert torch.autograd.gradcheck(lambda *t: ops.conv2d(*t, *args), (x, w, b))
+    xl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradcheck(lambda *t: ops.conv2d(*t, *args), (xl, w, b))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_conv2d_seed_cnn_layers_float32(isa, channels_last):
     """The seed CIFAR CNN's layers at a real batch size, float32 against float64 torch."""

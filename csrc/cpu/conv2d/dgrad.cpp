@@ -1,10 +1,11 @@
-// conv2d grad input on the CPU, one function per strategy of plan.h's DgradStrategy, and the
-// switch over them.
+// conv2d grad input on the CPU, one function per strategy of plan.h's DgradStrategy (Winograd and
+// the depthwise kernels live in their own files), and the switch over them.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <vector>
 
+#include "cpu/conv2d/depthwise.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/winograd.h"
@@ -198,6 +199,7 @@ void conv2d_dgrad(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T
     case DgradStrategy::nhwc_phases: return backward_input_nhwc_phases(isa, plan, p, gy, w, gx, opts);
     case DgradStrategy::nchw_col2im: return backward_input_nchw_col2im(isa, plan, p, gy, w, gx, opts);
     case DgradStrategy::nhwc_col2im: return backward_input_nhwc_col2im(isa, plan, p, gy, w, gx, opts);
+    case DgradStrategy::depthwise: return depthwise_dgrad(isa, p, gy, w, gx);
   }
   TORCH_CHECK(false, "cuconv: CPU grad-input strategy ", name(plan.strategy), " does not take ",
               c10::CppTypeToScalarType<T>::value);

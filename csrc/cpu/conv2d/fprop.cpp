@@ -1,10 +1,11 @@
-// conv2d forward on the CPU, one function per strategy of plan.h's FpropStrategy (Winograd and the
-// AVX-512 row kernels live in their own files), and the switch over them.
+// conv2d forward on the CPU, one function per strategy of plan.h's FpropStrategy (Winograd, the
+// AVX-512 row kernels and the depthwise kernels live in their own files), and the switch over them.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <vector>
 
+#include "cpu/conv2d/depthwise.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/rows_avx512.h"
@@ -203,6 +204,7 @@ void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T
     case FpropStrategy::nhwc_interleaved: return forward_nhwc_rows(isa, p, x, w, bias, y, relu, opts);
     case FpropStrategy::nhwc_im2col:
     case FpropStrategy::nhwc_direct: return forward_nhwc_gemm(isa, p, x, w, bias, y, relu, opts);
+    case FpropStrategy::depthwise: return depthwise_fprop(isa, p, x, w, bias, y, relu);
   }
   TORCH_CHECK(false, "cuconv: CPU forward strategy ", name(plan.strategy), " does not take ", c10::CppTypeToScalarType<T>::value);
 }

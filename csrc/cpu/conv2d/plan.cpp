@@ -55,6 +55,11 @@ bool use_nchw_via_nhwc(const Conv2dParams& p, at::ScalarType dtype) {
          nhwc_reads_rows_in_place(q) && padded_image_values(p) * int64_t(c10::elementSize(dtype)) <= (int64_t(1) << 20);
 }
 
+// Depthwise convs (one input channel per group, any multiplier, kernel, stride, dilation, dtype, ISA
+// path): the depthwise kernels keep channels in vector lanes, where the grouped GEMMs reduce over
+// only R*S values per group, far below the micro-kernels' peak (docs/experiments.md).
+bool use_depthwise(const Conv2dParams& p) { return p.groups > 1 && p.groups == p.C; }
+
 }  // namespace
 
 bool reads_input_directly(const Conv2dParams& p) {
@@ -73,6 +78,7 @@ int64_t images_per_gemm(int64_t N, int64_t PQ) { return std::min(N, std::max<int
 bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
 
 FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
+  if (use_depthwise(p)) return {FpropStrategy::depthwise};
   if (use_winograd(p, dtype, p.C, p.K)) return {FpropStrategy::winograd};
   if (use_rows_avx512(p, isa, dtype)) return {FpropStrategy::rows_avx512};
   if (use_nchw_via_nhwc(p, dtype)) return {FpropStrategy::nchw_via_nhwc};
@@ -86,6 +92,7 @@ FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
 
 DgradPlan plan_dgrad(const Conv2dParams& p, Isa, at::ScalarType dtype) {
   const int64_t PQ = p.P * p.Q;
+  if (use_depthwise(p)) return {DgradStrategy::depthwise, 1};
   if (use_winograd(p, dtype, p.K, p.C)) return {DgradStrategy::winograd, 1};
   // NHWC strided: each phase is a stride-1 correlation written in place, where col2im writes R*S
   // values per position and adds them back.
@@ -103,6 +110,11 @@ WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q;
   const int64_t CRS = Cg * p.R * p.S, elem = int64_t(c10::elementSize(dtype));
   plan.rows = p.channels_last ? WgradPlan::Rows::rsc : WgradPlan::Rows::crs;
+  // Depthwise: the batch in 8 fixed chunks (fewer images: one each), even work for 2, 4 or 8
+  // threads; a chunk's partial is only R*S values per channel, so more chunks cost little.
+  if (use_depthwise(p))
+    return plan.strategy = WgradStrategy::depthwise, plan.images_per_gemm = 1,
+           plan.chunks = std::clamp<int64_t>(p.N, 1, 8), plan;
   if (use_winograd(p, dtype, p.C, p.K)) return plan.strategy = WgradStrategy::winograd, plan;
   if (use_rows_avx512(p, isa, dtype)) return plan.strategy = WgradStrategy::rows_avx512, plan;
   // Images per GEMM, their positions concatenated along the GEMM's K: small maps sum ~512 positions
@@ -157,13 +169,13 @@ namespace {
 // The names of plan.h's enums, in their order (what _cpu_conv2d_plan reports).
 constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_via_nhwc",
                                        "nchw_im2col", "nchw_direct",      "nhwc_rows",
-                                       "nhwc_interleaved", "nhwc_im2col", "nhwc_direct"};
-constexpr const char* kDgradNames[] = {"winograd", "nhwc_phases", "nchw_col2im", "nhwc_col2im"};
+                                       "nhwc_interleaved", "nhwc_im2col", "nhwc_direct", "depthwise"};
+constexpr const char* kDgradNames[] = {"winograd", "nhwc_phases", "nchw_col2im", "nhwc_col2im", "depthwise"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct", "pixel_cols",
-                                       "window_runs", "interleaved", "im2col"};
-static_assert(std::size(kFpropNames) == size_t(FpropStrategy::nhwc_direct) + 1 &&
-                  std::size(kDgradNames) == size_t(DgradStrategy::nhwc_col2im) + 1 &&
-                  std::size(kWgradNames) == size_t(WgradStrategy::im2col) + 1,
+                                       "window_runs", "interleaved", "im2col", "depthwise"};
+static_assert(std::size(kFpropNames) == size_t(FpropStrategy::depthwise) + 1 &&
+                  std::size(kDgradNames) == size_t(DgradStrategy::depthwise) + 1 &&
+                  std::size(kWgradNames) == size_t(WgradStrategy::depthwise) + 1,
               "a name for every strategy");
 }  // namespace
 

@@ -25,6 +25,7 @@ enum class FpropStrategy {
   nhwc_interleaved,  // NHWC few channels: one GEMM over a row-interleaved copy (R rows per output row)
   nhwc_im2col,       // NHWC: im2col[PQ, RSC] * W[RSC, K] (dilated kernel rows)
   nhwc_direct,       // NHWC 1x1 stride 1 unpadded: the input is the GEMM's A as it is
+  depthwise,         // one input channel per group: channels in vector lanes, no GEMM (depthwise.cpp)
 };
 
 enum class DgradStrategy {
@@ -32,6 +33,7 @@ enum class DgradStrategy {
   nhwc_phases,  // NHWC strided: stride_h x stride_w stride-1 correlations written in place
   nchw_col2im,  // W^T * grad_output, then col2im adds the columns into grad_input
   nhwc_col2im,
+  depthwise,    // one input channel per group: each input pixel gathers its taps per stride phase
 };
 
 enum class WgradStrategy {
@@ -43,6 +45,7 @@ enum class WgradStrategy {
                 // in a zero-padded NHWC copy (or the NHWC input in place)
   interleaved,  // few channels: A's columns point into a row-interleaved copy
   im2col,       // im2col columns
+  depthwise,    // one input channel per group: per-channel sums in vector lanes over fixed batch chunks
 };
 
 struct FpropPlan {
@@ -57,7 +60,7 @@ struct DgradPlan {
 struct WgradPlan {
   WgradStrategy strategy;
   int64_t images_per_gemm;  // images whose positions one GEMM sums over
-  int64_t chunks;           // fixed split of the batch; the chunk partials are summed in order
+  int64_t chunks;           // fixed split of the batch; the chunk partials are summed in order (also depthwise's)
   bool small_output;        // the AVX-512 small-output GEMM (C in registers over a long K) runs
   bool copy_grad_output;    // NHWC grad_output is copied to a better row pitch first
   // The order of the partial's rows: NCHW im2col's (c, r, s), NHWC's (r, s, c), or the

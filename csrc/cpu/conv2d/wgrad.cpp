@@ -3,12 +3,13 @@
 // images of A_n * grad_output_n, with A (the input's windows, as the GEMM's rows) in the form the
 // strategy gives it; then every output element is summed over the chunk partials in order by one
 // thread. The chunking depends on the shapes only, so the bits do not depend on the thread count.
-// Winograd and the AVX-512 row kernel have their own files.
+// Winograd, the AVX-512 row kernel and the depthwise kernels have their own files.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <vector>
 
+#include "cpu/conv2d/depthwise.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/rows_avx512.h"
@@ -202,6 +203,7 @@ void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T
         return conv2d_wgrad_rows_avx512(p, gy, x, gw);
       }
       TORCH_CHECK(false, "cuconv: CPU grad-weight strategy ", name(plan.strategy), " takes float32 only");
+    case WgradStrategy::depthwise: return depthwise_wgrad(isa, p, plan.chunks, gy, x, gw);
     default: return backward_weight_gemm(isa, plan, p, gy, x, gw);
   }
 }
