@@ -162,7 +162,7 @@ template <typename T>
 void backward_input_nhwc_col2im(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T* gy, const T* w, T* gx,
                                  const at::TensorOptions& opts) {
   const Col2imSizes z(p, plan);
-  const int64_t G = z.G, Cg = z.Cg, Kg = z.Kg, PQ = z.PQ, HW = z.HW, CRS = z.CRS, per = z.per, blocks = z.blocks;
+  const int64_t G = z.G, Kg = z.Kg, PQ = z.PQ, HW = z.HW, CRS = z.CRS, per = z.per, blocks = z.blocks;
   const int64_t ldw = pitch(CRS);
   const at::Tensor wk = weight_rsc(p, w, /*k_major=*/true, ldw, opts);
   const T* wk_ptr = wk.const_data_ptr<T>();
