@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import cuconv
 from cuconv.apps import train as ctrain
 from cuconv.apps.cli import build_parser
 from cuconv.apps.models import build_model
@@ -240,13 +241,14 @@ def test_amp_trains_on_16bit_convolutions(batches, tmp_path, amp, monkeypatch):
     """--amp runs the model under torch.autocast: cuconv's convolutions in the 16-bit dtype (fp16
     with a gradient scaler), the run learns, and its scaler state is checkpointed."""
     seen = []  # the dtype of every fused conv+ReLU+pool output (autocast casts inside the op's dispatch)
-    real = torch.ops.cuconv.conv2d_bias_relu_max_pool2d
+    call = cuconv.ops._call  # the modules' way into the ops
 
-    def recording(*args):
-        out = real(*args)
-        seen.append(out[0].dtype)
+    def recording(op, *args):
+        out = call(op, *args)
+        if op is cuconv.ops._CONV2D_BIAS_RELU_MAX_POOL2D:
+            seen.append(out[0].dtype)
         return out
-    monkeypatch.setattr(torch.ops.cuconv, "conv2d_bias_relu_max_pool2d", recording)
+    monkeypatch.setattr(cuconv.ops, "_call", recording)
     out = tmp_path / amp
     assert run_cli(tiny(batches, out, "--epochs", "2", "--no-plots", "--amp", amp)) == 0
     assert set(seen) == {ctrain.AMP_DTYPES[amp]}
