@@ -46,11 +46,11 @@ void backward_input_nhwc_phases(Isa isa, const DgradPlan& plan, const Conv2dPara
     for (int64_t b = 0; b < sw; ++b) {
       const int64_t Ra = taps(a, p.R, sh), Sb = taps(b, p.S, sw);
       if (Ra == 0 || Sb == 0) continue;
-      auto value = [&](int64_t j, int64_t i, int64_t c) {
+      auto row = [&](int64_t j, int64_t i) {
         const int64_t k = i % p.K, s = b + (Sb - 1 - i / p.K) * sw;
-        return w[((k * p.C + c) * p.R + a + j * sh) * p.S + s];
+        return std::pair<const T*, int64_t>(w + ((k * p.C) * p.R + a + j * sh) * p.S + s, p.R * p.S);
       };
-      wops[a * sw + b] = weight_operand<T>(Ra, Sb * p.K, p.C, opts, wstrides[a * sw + b], value);
+      wops[a * sw + b] = weight_operand<T>(Ra, Sb * p.K, p.C, opts, wstrides[a * sw + b], row);
     }
   const int64_t per = plan.images_per_gemm;
   const int64_t blocks = ceil_div(p.N, per);
@@ -157,31 +157,35 @@ void backward_input_nchw_col2im(Isa isa, const DgradPlan& plan, const Conv2dPara
   });
 }
 
-// nhwc_col2im: dcol[positions, RSC] = grad_output * W, then col2im per image.
+// nhwc_col2im: dcol[positions, RSC] = grad_output * W, then col2im per image. A 1x1 stride-1
+// unpadded conv has dcol == grad_input and W's K x C rows as they are: the GEMM reads the weight in
+// place and writes grad_input, with no copy of either and no col2im pass.
 template <typename T>
 void backward_input_nhwc_col2im(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T* gy, const T* w, T* gx,
                                  const at::TensorOptions& opts) {
   const Col2imSizes z(p, plan);
   const int64_t G = z.G, Kg = z.Kg, PQ = z.PQ, HW = z.HW, CRS = z.CRS, per = z.per, blocks = z.blocks;
-  const int64_t ldw = pitch(CRS);
-  const at::Tensor wk = weight_rsc(p, w, /*k_major=*/true, ldw, opts);
-  const T* wk_ptr = wk.const_data_ptr<T>();
+  const bool pointwise = p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
+  const int64_t ldw = pointwise ? CRS : pitch(CRS);
+  const at::Tensor wk = pointwise ? at::Tensor() : weight_rsc(p, w, /*k_major=*/true, ldw, opts);
+  const T* wk_ptr = pointwise ? w : wk.const_data_ptr<T>();
   const bool split = gemm_should_split(blocks);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    T* dcol = scratch<T>(Scratch::output, per * PQ * CRS);
+    T* dcol = pointwise ? nullptr : scratch<T>(Scratch::output, per * PQ * CRS);
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t n0 = blk * per, nb = std::min(per, p.N - n0);
       T* gxn = gx + n0 * HW * p.C;
-      std::fill(gxn, gxn + nb * HW * p.C, T(0));
+      if (!pointwise) std::fill(gxn, gxn + nb * HW * p.C, T(0));
       for (int64_t g = 0; g < G; ++g) {
         GemmArgs<T> a;
         a.M = nb * PQ, a.N = CRS, a.K = Kg;
         a.a = GemmA<T>::strided(gy + n0 * PQ * p.K + g * Kg, p.K, 1);
         a.B = wk_ptr + g * Kg * ldw, a.ldb = ldw;
-        a.C = dcol, a.ldc = CRS;
+        a.C = pointwise ? gxn + g * CRS : dcol, a.ldc = pointwise ? p.C : CRS;
         a.parallel = split;
         gemm(isa, a);
-        for (int64_t i = 0; i < nb; ++i) col2im_nhwc(p, dcol + i * PQ * CRS, g, gxn + i * HW * p.C);
+        if (!pointwise)
+          for (int64_t i = 0; i < nb; ++i) col2im_nhwc(p, dcol + i * PQ * CRS, g, gxn + i * HW * p.C);
       }
     }
   });
@@ -200,6 +204,7 @@ void conv2d_dgrad(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T
     case DgradStrategy::nchw_col2im: return backward_input_nchw_col2im(isa, plan, p, gy, w, gx, opts);
     case DgradStrategy::nhwc_col2im: return backward_input_nhwc_col2im(isa, plan, p, gy, w, gx, opts);
     case DgradStrategy::depthwise: return depthwise_dgrad(isa, p, gy, w, gx);
+    case DgradStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
   }
   TORCH_CHECK(false, "cuconv: CPU grad-input strategy ", name(plan.strategy), " does not take ",
               c10::CppTypeToScalarType<T>::value);

@@ -22,10 +22,10 @@ at::Tensor nhwc_rows_weight(const Conv2dParams& p, const T* w, const at::TensorO
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), RS = p.R * p.S, RC = p.R * Cg;
   const bool in_place = nhwc_reads_rows_in_place(p);
   const int64_t passes = in_place ? p.R : 1, Kd = in_place ? p.S * Cg : p.S * RC;
-  return weight_operand<T>(p.groups * passes, Kd, Kg, opts, wstride, [&](int64_t b, int64_t i, int64_t k) {
+  return weight_operand<T>(p.groups * passes, Kd, Kg, opts, wstride, [&](int64_t b, int64_t i) {
     const int64_t g = b / passes, c = i % Cg;
     const int64_t r = in_place ? b % passes : (i / Cg) % p.R, s = in_place ? i / Cg : i / RC;
-    return w[((g * Kg + k) * Cg + c) * RS + r * p.S + s];
+    return std::pair<const T*, int64_t>(w + ((g * Kg) * Cg + c) * RS + r * p.S + s, Cg * RS);
   });
 }
 
@@ -205,6 +205,7 @@ void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T
     case FpropStrategy::nhwc_im2col:
     case FpropStrategy::nhwc_direct: return forward_nhwc_gemm(isa, p, x, w, bias, y, relu, opts);
     case FpropStrategy::depthwise: return depthwise_fprop(isa, p, x, w, bias, y, relu);
+    case FpropStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
   }
   TORCH_CHECK(false, "cuconv: CPU forward strategy ", name(plan.strategy), " does not take ", c10::CppTypeToScalarType<T>::value);
 }

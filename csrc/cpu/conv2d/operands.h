@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "conv2d_params.h"
 #include "cpu/gemm/gemm.h"
@@ -172,20 +174,35 @@ at::Tensor weight_rsc(const Conv2dParams& p, const T* w, bool k_major, int64_t l
 }
 
 // A GEMM B operand per block b (a group, or a group and kernel row): Kd x N, element (i, k) =
-// value(b, i, k). float is packed once for the micro-kernel (every GEMM of the call reads it as is);
+// row(b, i).first[k * row(b, i).second] (a weight row's start and its output-channel stride). float is packed once for the micro-kernel (every GEMM of the call reads it as is);
 // double (the portable kernel's other sliver width) stays dense, rows N apart.
-template <typename T, class Value>
+template <typename T, class Row>
 at::Tensor weight_operand(int64_t blocks, int64_t Kd, int64_t N, const at::TensorOptions& opts, int64_t& stride,
-                          Value value) {
+                          Row row) {
   constexpr bool packed = std::is_same_v<T, float>;
+  constexpr int64_t kSliver = kGemmNR;
+  const int64_t n_pad = packed ? ceil_div(N, kSliver) * kSliver : N, slivers = ceil_div(n_pad, kSliver);
   stride = packed ? gemm_packed_b_size(Kd, N) : Kd * N;
-  at::Tensor out = packed ? at::zeros({blocks * stride}, opts) : at::empty({blocks * stride}, opts);
+  at::Tensor out = at::empty({blocks * stride}, opts);
   T* o = out.data_ptr<T>();
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b)
-      for (int64_t i = 0; i < Kd; ++i)
-        for (int64_t k = 0; k < N; ++k)
-          o[b * stride + (packed ? gemm_packed_b_offset(i, k, Kd, N) : i * N + k)] = value(b, i, k);
+  std::vector<std::pair<const T*, int64_t>> rows(blocks * Kd);  // row(b, i) once, not once per sliver
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t i = 0; i < Kd; ++i) rows[b * Kd + i] = row(b, i);
+  // Sliver by sliver: the weight is K-major, so a sliver's 16 output channels read 16 runs of the
+  // weight while i walks, where element order (k innermost) would stride over the whole weight for
+  // every i. Every element is written once, the packed padding columns with zeros.
+  at::parallel_for(0, blocks * slivers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / slivers, k0 = item % slivers * kSliver, k1 = std::min(k0 + kSliver, n_pad);
+      T* ob = o + b * stride;
+      const int64_t kn = std::min(k1, N);
+      for (int64_t i = 0; i < Kd; ++i) {
+        T* dst = packed ? ob + gemm_packed_b_offset(i, k0, Kd, N) : ob + i * N + k0;
+        const auto [src, ld] = rows[b * Kd + i];
+        for (int64_t k = k0; k < kn; ++k) dst[k - k0] = src[k * ld];
+        for (int64_t k = kn; k < k1; ++k) dst[k - k0] = T(0);
+      }
+    }
   });
   return out;
 }

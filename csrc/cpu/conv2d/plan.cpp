@@ -60,6 +60,14 @@ bool use_nchw_via_nhwc(const Conv2dParams& p, at::ScalarType dtype) {
 // only R*S values per group, far below the micro-kernels' peak (docs/experiments.md).
 bool use_depthwise(const Conv2dParams& p) { return p.groups > 1 && p.groups == p.C; }
 
+// NCHW 1x1 convs on maps of fewer than 16 positions (the last stages of ImageNet models at small
+// inputs): one image's GEMM is only that many columns wide, below the micro-kernel's 16, while the
+// whole batch as NHWC is one GEMM with N x P x Q rows; the two transposes move (C + K) values per
+// position against C x K multiply-adds. At 16 positions (4x4) the NCHW GEMMs measured faster.
+bool use_nchw_as_nhwc(const Conv2dParams& p) {
+  return !p.channels_last && p.groups == 1 && p.R == 1 && p.S == 1 && p.P * p.Q < 16;
+}
+
 }  // namespace
 
 bool reads_input_directly(const Conv2dParams& p) {
@@ -81,6 +89,7 @@ FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_depthwise(p)) return {FpropStrategy::depthwise};
   if (use_winograd(p, dtype, p.C, p.K)) return {FpropStrategy::winograd};
   if (use_rows_avx512(p, isa, dtype)) return {FpropStrategy::rows_avx512};
+  if (use_nchw_as_nhwc(p)) return {FpropStrategy::nchw_as_nhwc};
   if (use_nchw_via_nhwc(p, dtype)) return {FpropStrategy::nchw_via_nhwc};
   const bool direct = reads_input_directly(p);
   // NCHW joins no images: side by side, small maps ran slower than one GEMM per image.
@@ -94,6 +103,7 @@ DgradPlan plan_dgrad(const Conv2dParams& p, Isa, at::ScalarType dtype) {
   const int64_t PQ = p.P * p.Q;
   if (use_depthwise(p)) return {DgradStrategy::depthwise, 1};
   if (use_winograd(p, dtype, p.K, p.C)) return {DgradStrategy::winograd, 1};
+  if (use_nchw_as_nhwc(p)) return {DgradStrategy::nchw_as_nhwc, 1};
   // NHWC strided: each phase is a stride-1 correlation written in place, where col2im writes R*S
   // values per position and adds them back.
   if (p.channels_last && (p.stride_h > 1 || p.stride_w > 1) && p.dil_h == 1 && p.dil_w == 1 && p.groups == 1)
@@ -116,6 +126,7 @@ WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64
     return plan.strategy = WgradStrategy::depthwise, plan.images_per_gemm = 1,
            plan.chunks = std::clamp<int64_t>(p.N, 1, 8), plan;
   if (use_winograd(p, dtype, p.C, p.K)) return plan.strategy = WgradStrategy::winograd, plan;
+  if (use_nchw_as_nhwc(p)) return plan.strategy = WgradStrategy::nchw_as_nhwc, plan;
   if (use_rows_avx512(p, isa, dtype)) return plan.strategy = WgradStrategy::rows_avx512, plan;
   // Images per GEMM, their positions concatenated along the GEMM's K: small maps sum ~512 positions
   // per pass over the partial instead of one image's few. Fewer when the GEMM's A block (CRS x
@@ -169,13 +180,16 @@ namespace {
 // The names of plan.h's enums, in their order (what _cpu_conv2d_plan reports).
 constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_via_nhwc",
                                        "nchw_im2col", "nchw_direct",      "nhwc_rows",
-                                       "nhwc_interleaved", "nhwc_im2col", "nhwc_direct", "depthwise"};
-constexpr const char* kDgradNames[] = {"winograd", "nhwc_phases", "nchw_col2im", "nhwc_col2im", "depthwise"};
+                                       "nhwc_interleaved", "nhwc_im2col", "nhwc_direct", "depthwise",
+                                       "nchw_as_nhwc"};
+constexpr const char* kDgradNames[] = {"winograd",    "nhwc_phases", "nchw_col2im",
+                                       "nhwc_col2im", "depthwise",   "nchw_as_nhwc"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct", "pixel_cols",
-                                       "window_runs", "interleaved", "im2col", "depthwise"};
-static_assert(std::size(kFpropNames) == size_t(FpropStrategy::depthwise) + 1 &&
-                  std::size(kDgradNames) == size_t(DgradStrategy::depthwise) + 1 &&
-                  std::size(kWgradNames) == size_t(WgradStrategy::depthwise) + 1,
+                                       "window_runs", "interleaved", "im2col", "depthwise",
+                                       "nchw_as_nhwc"};
+static_assert(std::size(kFpropNames) == size_t(FpropStrategy::nchw_as_nhwc) + 1 &&
+                  std::size(kDgradNames) == size_t(DgradStrategy::nchw_as_nhwc) + 1 &&
+                  std::size(kWgradNames) == size_t(WgradStrategy::nchw_as_nhwc) + 1,
               "a name for every strategy");
 }  // namespace
 

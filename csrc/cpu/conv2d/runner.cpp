@@ -1,6 +1,7 @@
 // The CPU runner's conv2d entry points (ops/runner.h): the ISA path and dtype of the call, its plan
 // (plan.h), then the pass.
 #include <ATen/Dispatch.h>
+#include <ATen/Functions.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
@@ -10,6 +11,15 @@
 #include "ops/runner.h"
 
 namespace cuconv::cpu {
+namespace {
+
+// The same conv on NHWC tensors (FpropStrategy::nchw_as_nhwc).
+Conv2dParams as_nhwc(Conv2dParams p) {
+  p.channels_last = true;
+  return p;
+}
+
+}  // namespace
 
 void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                     const at::Tensor& output, bool relu) {
@@ -21,6 +31,12 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
   }
   const Isa isa = active_isa();
   const FpropPlan plan = plan_fprop(p, isa, input.scalar_type());
+  if (plan.strategy == FpropStrategy::nchw_as_nhwc) {
+    const at::Tensor y = at::empty_like(output, at::MemoryFormat::ChannelsLast);
+    conv2d_forward(as_nhwc(p), input.contiguous(at::MemoryFormat::ChannelsLast), weight, bias, y, relu);
+    output.copy_(y);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cuconv_conv2d_cpu", [&] {
     conv2d_fprop<scalar_t>(isa, plan, p, input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
                            bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(),
@@ -37,6 +53,12 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
   }
   const Isa isa = active_isa();
   const DgradPlan plan = plan_dgrad(p, isa, grad_output.scalar_type());
+  if (plan.strategy == DgradStrategy::nchw_as_nhwc) {
+    const at::Tensor gx = at::empty_like(grad_input, at::MemoryFormat::ChannelsLast);
+    conv2d_backward_input(as_nhwc(p), grad_output.contiguous(at::MemoryFormat::ChannelsLast), weight, gx);
+    grad_input.copy_(gx);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_input_cpu", [&] {
     conv2d_dgrad<scalar_t>(isa, plan, p, grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
                            grad_input.data_ptr<scalar_t>(), grad_output.options());
@@ -52,6 +74,9 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
   }
   const Isa isa = active_isa();
   const WgradPlan plan = plan_wgrad(p, isa, grad_output.scalar_type(), at::get_num_threads());
+  if (plan.strategy == WgradStrategy::nchw_as_nhwc)
+    return conv2d_backward_weight(as_nhwc(p), grad_output.contiguous(at::MemoryFormat::ChannelsLast),
+                                  input.contiguous(at::MemoryFormat::ChannelsLast), grad_weight);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_weight_cpu", [&] {
     conv2d_wgrad<scalar_t>(isa, plan, p, grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
                            grad_weight.data_ptr<scalar_t>());

@@ -204,6 +204,8 @@ void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T
       }
       TORCH_CHECK(false, "cuconv: CPU grad-weight strategy ", name(plan.strategy), " takes float32 only");
     case WgradStrategy::depthwise: return depthwise_wgrad(isa, p, plan.chunks, gy, x, gw);
+    case WgradStrategy::nchw_as_nhwc:
+      TORCH_CHECK(false, "cuconv: the nchw_as_nhwc grad weight transposes its tensors in runner.cpp");
     default: return backward_weight_gemm(isa, plan, p, gy, x, gw);
   }
 }
