@@ -1,6 +1,7 @@
 """`python -m cuconv audit`: parsers on captured cuobjdump / nvdisasm text (tests/data/audit, from
-tests/data/audit/small.cu and conv_kernels.cu; CUDA 13.1 tools from triton), occupancy arithmetic,
-and the command on real binaries where the tools are available."""
+tests/data/audit/small.cu, conv_kernels.cu and loops.cu; CUDA 13.x tools from triton), occupancy
+arithmetic, the main-loop mix and the baseline gate, and the command on real binaries where the
+tools are available."""
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import pytest
 
 import cuconv
 from cuconv.apps import audit, cli
+from cuconv.apps.audit import KernelReport, LoopMix
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "audit")
 
@@ -52,7 +54,7 @@ def test_parse_sass_counts(sample):
     sass = audit.parse_sass(read(sample))
     assert {arch for arch, _ in sass} == {"sm_80"}
     tc = by_name(sass, "tc_sample")
-    assert tc == dict(hmma=1, ldgsts=0, ldsm=0, ldg128=1, lds128=1, local_instructions=0)
+    assert tc == dict(hmma=1, ldgsts=0, ldsm=0, ldg128=1, lds128=1, stg128=0, sts128=1, local_instructions=0)
     local = by_name(sass, "local_sample")
     assert local["hmma"] == 0 and local["local_instructions"] == 65  # 64 STL.128 + 1 LDL
 
@@ -87,7 +89,7 @@ PIPELINE_SASS = """
 def test_parse_sass_pipeline_instructions():
     sass = audit.parse_sass(PIPELINE_SASS)
     fprop = by_name(sass, "Fprop")
-    assert fprop == dict(hmma=1, ldgsts=3, ldsm=2, ldg128=0, lds128=0, local_instructions=0)
+    assert fprop == dict(hmma=1, ldgsts=3, ldsm=2, ldg128=0, lds128=0, stg128=0, sts128=0, local_instructions=0)
     assert by_name(sass, "Dgrad")["hmma"] == 0
 
 
@@ -136,6 +138,95 @@ def test_audit_texts_conv_kernels_clean():
     assert len(reports) == 16
     assert not any(r.problems for r in reports)
     assert all(r.threads_assumed for r in reports)  # no -elf text given
+
+
+# ------------------------------------------------------------------------------------ main loops
+
+@pytest.mark.parametrize("sample", ["loops_nvdisasm.txt", "loops_sass.txt"])
+def test_main_loop_mix(sample):
+    """loops.cu: nvdisasm's labels and cuobjdump's addresses give the same loops and counts."""
+    reports = {r.name: r for r in audit.audit_texts("", read(sample))}
+    mma = reports["_Z9mma_loopsPKjPfijx"]
+    assert mma.math_op == "HMMA"
+    # two loops with HMMA: the one-barrier loop is the main one (the pipelined shape)
+    assert [(m.math, m.count("BAR")) for m in mma.math_loops] == [(1, 2), (2, 1)]
+    main = mma.main_loop
+    assert (main.math, main.count("BAR"), main.divisions, main.calls) == (2, 1, 0, 0)
+    assert main.per_math == main.instructions / 2 and main.count("LDG") == 1 and main.count("STS") == 1
+    assert main.ops["HMMA"] == 2 and sum(main.ops.values()) == main.instructions
+    assert main.wide == dict(ldg128=0, lds128=0, stg128=0, sts128=0)
+    # the grid-stride loop: `i / d64` (inline 32-bit path + a call to __cuda_sm20_div_s64) and `% d`
+    assert (mma.loop_divisions, mma.loop_calls) == (3, 1)
+    assert (mma.divisions, mma.calls) == (3, 1)  # nothing outside the loops; the subroutine is not the kernel's
+    assert mma.outside_loop_instructions == mma.instructions - sum(m.instructions for m in mma.math_loops)
+    ffma = reports["_Z9ffma_loopPK6float4PS_i"]
+    assert ffma.math_op == "FFMA" and (ffma.main_loop.math, ffma.main_loop.instructions) == (4, 10)
+    assert (ffma.divisions, ffma.calls, ffma.loop_divisions, ffma.loop_calls) == (0, 0, 0, 0)
+
+
+def test_main_loop_same_in_both_formats():
+    a = {r.name: r for r in audit.audit_texts("", read("loops_nvdisasm.txt"))}
+    b = {r.name: r for r in audit.audit_texts("", read("loops_sass.txt"))}
+    assert a.keys() == b.keys()
+    for name in a:
+        assert audit.report_dict(a[name]) == audit.report_dict(b[name]), name
+
+
+def test_no_loop_in_straight_code():
+    reports = {r.name: r for r in audit.audit_texts("", read("small_nvdisasm.txt"))}
+    tc = next(r for n, r in reports.items() if "tc_sample" in n)
+    assert tc.main_loop is None and tc.math_op is None and tc.hmma == 1
+
+
+def test_describe_kernel_names():
+    tc = ("void cuconv::kern::implicit_gemm_tensorcore_kernel<cuconv::kern::Conv2dDgradTcProblem<__nv_bfloat16, "
+          "true>, __nv_bfloat16, cuconv::kern::TcTile<128, 64, 4, 2>, (cuconv::kern::TcLoad)4, "
+          "(cuconv::kern::TcLoad)0, CUstream_st*>(cuconv::kern::Conv2dDgradTcProblem<__nv_bfloat16, true>, "
+          "__nv_bfloat16 const*, __nv_bfloat16 const*, int)")
+    info = audit.describe(tc)
+    assert info == dict(family="tensorcore", conv_pass="dgrad", dtype="bf16", layout="nhwc", tile="128x64",
+                        config="large", warps=8, load_a="cp16", load_b="sync_k")
+    assert audit.label_of(info, "") == "tc dgrad bf16 nhwc 128x64 cp16/sync_k"
+    tf32 = tc.replace("__nv_bfloat16", "float").replace("true>", "false>").replace("TcLoad)4", "TcLoad)3")
+    assert audit.label_of(audit.describe(tf32), "") == "tc dgrad tf32 nchw 128x64 cp4_row/sync_k"
+    simt = "void cuconv::kern::implicit_gemm_kernel<cuconv::kern::Conv2dFpropReluPoolProblem<float, false>, true, false>(x)"
+    assert audit.label_of(audit.describe(simt), "") == "simt fprop+relu+pool f32 nchw"
+    assert audit.label_of(audit.describe("void cuconv::kern::max_pool2d_bprop_kernel<__half>(x)"), "") == \
+        "max_pool2d_bprop f16"
+
+
+def _report(label, loop, math, **kw):
+    r = KernelReport(name=label, arch="sm_90", label=label, math_op="HMMA",
+                     main_loop=LoopMix(0, 16 * loop, instructions=loop, math=math), **kw)
+    return r
+
+
+def test_baseline_gate_passes_improvements_and_fails_regressions(tmp_path):
+    today = [_report("a", 500, 16, divisions=1), _report("b", 100, 4, loop_calls=2)]
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(audit.baseline_document(today, slack=0.02)))
+    base = audit.load_baseline(str(path))
+    assert base["kernels"][("sm_90", "a")]["loop_instructions"] == 500
+    assert audit.compare_to_baseline(today, base) == ([], [])
+    # within the slack: neither; better: reported as better; worse: a regression
+    assert audit.compare_to_baseline([_report("a", 505, 16, divisions=1)], base) == ([], [])
+    worse, better = audit.compare_to_baseline([_report("a", 520, 16, divisions=2), _report("b", 80, 4)], base)
+    assert len(worse) == 2 and "instructions per HMMA" in worse[0] and "divisions" in worse[1]
+    assert len(better) == 2  # b: fewer instructions per HMMA and no loop calls
+    assert audit.compare_to_baseline([_report("new kernel", 900, 1)], base) == ([], [])  # not in the baseline
+    lost = _report("a", 500, 16, divisions=1)
+    lost.main_loop = None
+    assert "no main loop" in audit.compare_to_baseline([lost], base)[0][0]
+
+
+def test_target_misses():
+    info = dict(family="tensorcore", config="large", layout="nhwc")
+    ok = _report("ok", 64, 16, info=info)
+    slow = _report("slow", 500, 16, info=info)
+    medium = _report("medium", 500, 16, info={**info, "config": "medium"})  # only the large tiles have the target
+    pool = _report("pool", 10, 1, loop_calls=3)
+    misses = audit.target_misses([ok, slow, medium, pool])
+    assert [(m["kernel"], m["value"]) for m in misses] == [("slow", 31.25), ("pool", 3)]
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +295,43 @@ def test_tensorcore_kernels_compile_to_hmma_without_spills(tmp_path, capsys):
     kernels = json.loads(capsys.readouterr().out)["kernels"]
     assert len(kernels) == 3
     assert all(k["hmma"] > 0 and k["ldsm"] > 0 and k["ldgsts"] > 0 and k["local_instructions"] == 0 for k in kernels)
+
+
+# ------------------------------------------------------------------------------------ the gate
+
+@pytest.fixture(scope="module")
+def built_sm90():
+    """The built extension's sm_90 kernels with their main-loop mix (nvdisasm, one cubin per process)."""
+    if not getattr(cuconv._C, "with_cuda", False) or tool_or_none("nvdisasm") is None:
+        pytest.skip("needs a CUDA build and nvdisasm")
+    return audit.audit_texts("", audit.disassemble(audit.extension_path(), {"sm_90"}))
+
+
+def test_built_kernels_not_worse_than_the_baseline(built_sm90):
+    """CI's gate on the counts: no kernel's main loop has more instructions per HMMA / FMA than
+    tests/data/audit_baseline.json records (beyond its slack), and no kernel more divisions or calls,
+    in its loops or in all. Improvements pass; re-record the baseline to keep them."""
+    base = audit.load_baseline(audit.DEFAULT_BASELINE)
+    worse, _ = audit.compare_to_baseline(built_sm90, base)
+    assert not worse, "\n".join(worse)
+    # a kernel missing from the baseline would escape the gate
+    new = [r.label for r in built_sm90 if ("sm_90", r.label) not in base["kernels"]]
+    assert not new, new
+
+
+def test_built_main_loops_found(built_sm90):
+    """Every tensor-core kernel's main loop is found, holds its HMMAs and has one barrier per slice
+    (the pipelined loop; the one-stage loop, with two, is the other); every SIMT conv kernel's main
+    loop is an FFMA loop (DFMA in float64); and a target miss is reported exactly where a count exceeds its limit."""
+    tc = [r for r in built_sm90 if r.info.get("family") == "tensorcore"]
+    simt = [r for r in built_sm90 if r.info.get("family") == "simt"]
+    assert tc and simt
+    for r in tc:
+        assert r.math_op == "HMMA" and r.main_loop and r.main_loop.math > 0, r.label
+        assert r.main_loop.count("BAR") == 1 and r.main_loop.per_math > 1, r.label
+        one = audit.one_stage_loop(r)
+        assert one is None or one.count("BAR") == 2, r.label
+    for r in simt:
+        assert r.math_op == ("DFMA" if r.info["dtype"] == "f64" else "FFMA") and r.main_loop.math > 0, r.label
+    for m in audit.target_misses(built_sm90):
+        assert m["value"] > m["limit"]

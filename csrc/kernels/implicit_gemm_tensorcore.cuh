@@ -202,6 +202,8 @@ struct TcOperand {
             async::copy<4>(tile + row * kStride + k + e, s ? s : any, s != nullptr);
           } else {
             staged[c * kRun + e] = to_elem((ok[cc] && kk < k_end) ? value(prob, cc, kk) : 0.f);
+            if constexpr (kSimulator)
+              if (ok[cc] && kk < k_end) sim_count_global_load(src(prob, cc, kk), sizeof(T));
           }
         }
       }
@@ -213,6 +215,8 @@ struct TcOperand {
       CUCONV_UNROLL
       for (int c = 0; c < kChunks; ++c) {
         const int row = row_of(tid, c), k = k_of(tid, c);
+        // A run of k is one vector store in the SASS (STS.128 for 8 16-bit values).
+        if constexpr (kSimulator) sim_count_shared_store(tile + row * kStride + k, kRun * sizeof(Elem));
         CUCONV_UNROLL
         for (int e = 0; e < kRun; ++e) tile[row * kStride + k + e] = staged[c * kRun + e];
       }

@@ -37,6 +37,7 @@ inline void ldmatrix(uint32_t (&r)[N], const void* row_addr) {
   const uint64_t mine = uint64_t(reinterpret_cast<uintptr_t>(row_addr));
   uint64_t rows[32];
   ::cuconv_sim::warp_exchange(&mine, sizeof(mine), rows);  // every lane's row address
+  ::cuconv_sim::count_ldmatrix(rows, N);
   for (int i = 0; i < N; ++i)
     std::memcpy(&r[i], reinterpret_cast<const unsigned char*>(uintptr_t(rows[8 * i + lane / 4])) + 4 * (lane % 4), 4);
 }

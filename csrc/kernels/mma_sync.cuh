@@ -124,6 +124,7 @@ inline void mma_sync(FragC& d, const FragA& a, const FragB& b, const FragC& c) {
   const unsigned lane = (threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)) % 32;
   uint32_t mine[6] = {a.x[0], a.x[1], a.x[2], a.x[3], b.x[0], b.x[1]}, all[32][6];
   ::cuconv_sim::warp_exchange(mine, sizeof(mine), all);  // every lane's registers, as the tensor core gathers them
+  ::cuconv_sim::count_mma(16, 8, kK);
   for (int src = 0; src < 32; ++src) {
     const uint32_t* ar = all[src];
     const uint32_t* br = all[src] + 4;

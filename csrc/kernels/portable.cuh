@@ -4,6 +4,7 @@
 // vector access. Kernel files include this header (and launch.cuh) and need no other #ifdef.
 // No torch headers here: the simulator's C++ test targets build without libtorch.
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -35,6 +36,11 @@ __device__ __forceinline__ T* dynamic_smem() {
 // Vector load/store; the GPU faults on a misaligned address, the simulator checks it.
 template <typename V> CUCONV_DEVICE V load_vec(const V* p) { return *p; }
 template <typename V> CUCONV_DEVICE void store_vec(V* p, V v) { *p = v; }
+// The simulator's counters (sim/runtime.h): nothing on the GPU. Kernels call them under
+// `if constexpr (kSimulator)`, so not even their arguments are computed in the nvcc build.
+inline constexpr bool kSimulator = false;
+CUCONV_DEVICE void sim_count_global_load(const void*, size_t) {}
+CUCONV_DEVICE void sim_count_shared_store(const void*, size_t) {}
 }  // namespace cuconv::kern
 
 #else  // the simulator: plain C++ on top of csrc/sim/runtime.h
@@ -84,6 +90,11 @@ template <typename V> inline void store_vec(V* p, V v) {
   ::cuconv_sim::check_aligned(p, sizeof(V), "vector store");
   *p = v;
 }
+// Counting hooks for what the emulated instructions cannot see themselves: a register-staged global
+// load (nullptr: zero padding, nothing read) and a plain shared-memory store, as the SASS issues it.
+inline constexpr bool kSimulator = true;
+inline void sim_count_global_load(const void* src, size_t bytes) { ::cuconv_sim::count_global_load(src, bytes); }
+inline void sim_count_shared_store(const void* dst, size_t bytes) { ::cuconv_sim::count_shared_store(dst, bytes); }
 }  // namespace cuconv::kern
 #endif
 

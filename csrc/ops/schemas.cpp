@@ -1,9 +1,10 @@
 // Every schema of the cuconv operator library, public and private, in one place. The routers
 // (ops/conv2d.cpp, ops/max_pool2d.cpp) implement the public ops for the CPU and CUDA keys; the
 // private ops, which exist for tests and tools, are implemented in ops/testing.cpp (forced kernel
-// choices and plans, through the same routers) and sim/instructions.cpp (single simulated
-// tensor-core instructions). Autograd: ops/conv2d_autograd.cpp and ops/max_pool2d_autograd.cpp; fake
-// kernels and the functional API: pyext/cuconv/ops.py.
+// choices and plans, through the same routers), sim/instructions.cpp (single simulated
+// tensor-core instructions) and sim/counters.cpp (the simulator's counters). Autograd:
+// ops/conv2d_autograd.cpp and ops/max_pool2d_autograd.cpp; fake kernels and the functional API:
+// pyext/cuconv/ops.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(cuconv, m) {
@@ -46,4 +47,6 @@ TORCH_LIBRARY(cuconv, m) {
   m.def("_ldmatrix_sim(Tensor smem, Tensor offsets, int num) -> Tensor");
   m.def("_mma_sync_sim(Tensor a, Tensor b, Tensor c, str kind) -> Tensor");
   m.def("_tf32_round_sim(Tensor x) -> Tensor");
+  // Private: the simulator's counters (sim/runtime.h) as JSON, optionally reset (sim/counters.cpp).
+  m.def("_sim_counters(bool reset=False) -> str");
 }

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -58,6 +59,54 @@ struct ThreadState {
   std::source_location site;
 };
 
+// Extra wavefronts of one warp-wide shared-memory access (see Counters in runtime.h): `lanes` holds
+// (lane, address, bytes) of the lanes that take part.
+struct LaneAccess {
+  int lane;
+  uintptr_t addr;
+  uint32_t bytes;
+};
+uint64_t bank_conflicts(const std::vector<LaneAccess>& lanes) {
+  uint64_t extra = 0;
+  thread_local std::vector<uintptr_t> words;
+  for (int phase_lanes : {8, 16, 32}) {
+    for (int first = 0; first < 32; first += phase_lanes) {
+      words.clear();
+      for (const LaneAccess& a : lanes) {
+        const int lanes_per_phase = a.bytes > 8 ? 8 : a.bytes > 4 ? 16 : 32;
+        if (lanes_per_phase != phase_lanes || a.lane < first || a.lane >= first + phase_lanes) continue;
+        for (uintptr_t w = a.addr / 4; w <= (a.addr + a.bytes - 1) / 4; ++w) words.push_back(w);
+      }
+      if (words.empty()) continue;
+      std::sort(words.begin(), words.end());
+      words.erase(std::unique(words.begin(), words.end()), words.end());
+      int per_bank[32] = {}, degree = 0;
+      for (uintptr_t w : words) degree = std::max(degree, ++per_bank[w % 32]);
+      extra += uint64_t(degree - 1);
+    }
+  }
+  return extra;
+}
+
+// One thread's shared-memory write since the last barrier, for the warp-wide grouping.
+enum class SmemKind : uint8_t { cp_async, store };
+struct SmemWrite {
+  uintptr_t addr;
+  uint32_t bytes;
+  SmemKind kind;
+};
+
+// Counts a thread gathers without a lock, added to its block's when it exits.
+thread_local Counters tl_counts;
+
+void add_counters(Counters& into, const Counters& from) {
+  uint64_t values[sizeof(Counters) / sizeof(uint64_t)];
+  size_t n = 0;
+  for_each_counter(from, [&](const char*, const uint64_t& v) { values[n++] = v; });
+  n = 0;
+  for_each_counter(into, [&](const char*, uint64_t& v) { v += values[n++]; });
+}
+
 struct Warp {
   uint32_t arrived = 0, exited = 0, valid = 0, mask = 0;
   WarpOp op = WarpOp::sync;
@@ -85,6 +134,9 @@ struct Block {
   // failure
   std::atomic<bool> abort{false};
   std::string error;
+  // counters: the block's own (barriers, bank conflicts of grouped writes) and its exited threads'
+  Counters counts;
+  std::vector<std::vector<SmemWrite>> smem_writes;  // per thread, since the last barrier
   // shared memory
   std::vector<unsigned char> dynamic_smem;
   std::vector<std::pair<void*, size_t>> statics;  // registered by thread 0
@@ -143,7 +195,41 @@ struct Block {
     }
   }
 
+  // Groups every thread's shared writes since the last barrier into warp-wide accesses and counts
+  // their conflicts. Under mu with every live thread waiting (or none running).
+  void count_smem_writes_locked() {
+    std::vector<LaneAccess> access;
+    for (int w = 0; w < nwarps; ++w) {
+      for (SmemKind kind : {SmemKind::cp_async, SmemKind::store}) {
+        size_t next[32] = {};  // per lane: index into its writes
+        for (;;) {
+          access.clear();
+          for (int l = 0; l < 32 && 32 * w + l < nthreads; ++l) {
+            const auto& writes = smem_writes[32 * w + l];
+            while (next[l] < writes.size() && writes[next[l]].kind != kind) ++next[l];
+            if (next[l] < writes.size()) {
+              access.push_back({l, writes[next[l]].addr, writes[next[l]].bytes});
+              ++next[l];
+            }
+          }
+          if (access.empty()) break;
+          const uint64_t extra = bank_conflicts(access);
+          if (kind == SmemKind::cp_async) {
+            ++counts.cp_async_smem_accesses;
+            counts.cp_async_smem_conflicts += extra;
+          } else {
+            ++counts.smem_store_accesses;
+            counts.smem_store_conflicts += extra;
+          }
+        }
+      }
+    }
+    for (auto& writes : smem_writes) writes.clear();
+  }
+
   void complete_barrier_locked() {
+    ++counts.barriers;
+    count_smem_writes_locked();
     for (int t = 0; t < nthreads; ++t)
       if (threads[t].state == State::at_barrier) release_locked(t);
     bar_arrived = 0;
@@ -288,6 +374,7 @@ class Pool {
     tl_block = &b;
     tl_tid = tid;
     tl_copies = AsyncCopies{};
+    tl_counts = Counters{};
     try {
       if (!b.abort.load()) body();
       tl_copies.land_before(~uint64_t(0));  // copies still in flight at exit complete (PTX exit)
@@ -303,6 +390,7 @@ class Pool {
       std::lock_guard<std::mutex> lock(b.mu);
       b.threads[tid].state = State::exited;
       --b.live;
+      add_counters(b.counts, tl_counts);
       Warp& w = b.warps[tid / 32];
       w.exited |= 1u << (tid % 32);
       if (!b.abort.load()) {
@@ -331,6 +419,17 @@ class Pool {
 std::mutex& launch_mutex() {
   static std::mutex mu;  // one launch at a time: static shared memory and the pool are global
   return mu;
+}
+
+// The counters of every launch since the last reset, and the most recent launches' own.
+std::mutex counters_mu;
+Counters& total_counters() {
+  static Counters c;
+  return c;
+}
+std::deque<LaunchCounters>& launch_records() {
+  static std::deque<LaunchCounters> records;
+  return records;
 }
 
 struct Settings {
@@ -501,6 +600,10 @@ void cp_async(void* dst, const void* src, size_t cp_size, size_t src_size) {
   if (src_size > cp_size) throw SimError("cp.async: src-size larger than cp-size");
   check_aligned(dst, cp_size, "cp.async shared destination");
   check_shared(dst, cp_size, "cp.async destination");
+  ++tl_counts.cp_async_copies;
+  tl_counts.cp_async_bytes += src_size;
+  tl_counts.cp_async_zero_fill_bytes += cp_size - src_size;
+  current_block().smem_writes[tl_tid].push_back({reinterpret_cast<uintptr_t>(dst), uint32_t(cp_size), SmemKind::cp_async});
   if (src_size > 0) check_aligned(src, cp_size, "cp.async global source");
   PendingCopy c{static_cast<unsigned char*>(dst), {}, cp_size, src_size, tl_copies.committed};
   if (src_size > 0) std::memcpy(c.data, src, src_size);
@@ -514,6 +617,43 @@ void cp_async_wait(int n) {
   if (n < 0) throw SimError("cp.async.wait_group: N must be non-negative");
   const uint64_t newest_kept = uint64_t(n) < tl_copies.committed ? tl_copies.committed - uint64_t(n) : 0;
   tl_copies.land_before(newest_kept);
+}
+
+Counters counters() {
+  std::lock_guard<std::mutex> lock(counters_mu);
+  return total_counters();
+}
+std::vector<LaunchCounters> launch_counters() {
+  std::lock_guard<std::mutex> lock(counters_mu);
+  return {launch_records().begin(), launch_records().end()};
+}
+void reset_counters() {
+  std::lock_guard<std::mutex> lock(counters_mu);
+  total_counters() = Counters{};
+  launch_records().clear();
+}
+
+void count_mma(int m, int n, int k) {
+  if (tl_tid % 32 != 0) return;
+  ++tl_counts.mma_instructions;
+  tl_counts.mma_flops += 2 * uint64_t(m) * uint64_t(n) * uint64_t(k);
+}
+
+void count_ldmatrix(const uint64_t* row_addresses, int matrices) {
+  if (tl_tid % 32 != 0) return;
+  thread_local std::vector<LaneAccess> rows;
+  rows.clear();
+  for (int l = 0; l < 8 * matrices; ++l) rows.push_back({l, uintptr_t(row_addresses[l]), 16});
+  ++tl_counts.ldmatrix_accesses;
+  tl_counts.ldmatrix_conflicts += bank_conflicts(rows);
+}
+
+void count_global_load(const void* src, size_t bytes) {
+  if (src) tl_counts.staged_load_bytes += bytes;
+}
+
+void count_shared_store(const void* dst, size_t bytes) {
+  current_block().smem_writes[tl_tid].push_back({reinterpret_cast<uintptr_t>(dst), uint32_t(bytes), SmemKind::store});
 }
 
 void set_block_order(const std::string& order) {
@@ -559,6 +699,9 @@ void launch_body(const char* kernel_name, const void* kernel, dim3 grid, dim3 bl
   b.threads.resize(nthreads);
   b.nwarps = (nthreads + 31) / 32;
   b.warps.reset(new Warp[b.nwarps]);
+  b.smem_writes.resize(nthreads);
+  Counters launch_counts;
+  launch_counts.launches = 1;
   // Static shared arrays of earlier launches were poisoned after their last block (below).
   std::vector<std::pair<void*, size_t>> statics;
   for (uint64_t linear : visiting_order(nblocks)) {
@@ -578,6 +721,8 @@ void launch_body(const char* kernel_name, const void* kernel, dim3 grid, dim3 bl
     }
     b.dynamic_smem.assign(dynamic_smem_bytes, 0xff);  // NaN in every float type: reads before writes show
     b.statics.clear();
+    b.counts = Counters{};
+    for (auto& writes : b.smem_writes) writes.clear();
     if (!Pool::get().run(b, body, grid, timeout)) {
       {
         std::lock_guard<std::mutex> lock(b.mu);
@@ -589,6 +734,9 @@ void launch_body(const char* kernel_name, const void* kernel, dim3 grid, dim3 bl
         std::abort();
       }
     }
+    b.count_smem_writes_locked();  // the writes after the last barrier (every thread has exited)
+    ++launch_counts.blocks;
+    add_counters(launch_counts, b.counts);
     size_t static_bytes = 0;
     for (const auto& s : b.statics) {
       static_bytes += s.second;
@@ -600,6 +748,10 @@ void launch_body(const char* kernel_name, const void* kernel, dim3 grid, dim3 bl
                 std::to_string(smem_limit) + "-byte limit";
     if (!b.error.empty()) throw SimError(b.error);
   }
+  std::lock_guard<std::mutex> lock(counters_mu);  // a failed launch adds nothing
+  add_counters(total_counters(), launch_counts);
+  launch_records().push_back({kernel_name, grid, block, dynamic_smem_bytes, launch_counts});
+  if (launch_records().size() > kMaxLaunchRecords) launch_records().pop_front();
 }
 
 }  // namespace cuconv_sim

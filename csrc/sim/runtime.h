@@ -15,6 +15,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
@@ -63,6 +64,68 @@ void check_shared(const void* ptr, size_t bytes, const char* what);
 void cp_async(void* dst, const void* src, size_t cp_size, size_t src_size);
 void cp_async_commit();
 void cp_async_wait(int n);
+
+// ---- counters: what the launched kernels did, for `python -m cuconv audit --sim-counts` and the GPU
+// model (counts a GPU cannot be asked for without a profiler). Summed over every launch since the
+// last reset_counters(); a launch adds each block's counts when the block ends.
+//
+// Shared-memory bank conflicts are counted per warp-wide access: 32 banks of 4 bytes; an access of
+// 8 or 16 bytes per lane is served a half or a quarter warp at a time (ldmatrix one 8-row matrix at
+// a time), and each such phase costs the most distinct 4-byte words that any one bank holds among
+// its addresses. conflicts = sum over phases of (that degree - 1): 0 for a conflict-free access.
+// ldmatrix is a warp instruction here already; per-thread shared writes (cp.async destinations,
+// register-staged stores) are grouped into warp-wide accesses by order: the i-th write of a kind by
+// each lane of a warp since the last barrier is one access, as converged lanes issue it.
+struct Counters {
+  uint64_t launches = 0, blocks = 0;
+  uint64_t barriers = 0;          // __syncthreads completed (per block)
+  uint64_t mma_instructions = 0;  // warp-wide mma.sync
+  uint64_t mma_flops = 0;         // 2 * M * N * K of each
+  uint64_t cp_async_copies = 0;   // per thread
+  uint64_t cp_async_bytes = 0;    // global bytes the copies read (src-size)
+  uint64_t cp_async_zero_fill_bytes = 0;  // destination bytes zero-filled without a read
+  uint64_t staged_load_bytes = 0;         // register-staged global loads (count_global_load)
+  uint64_t ldmatrix_accesses = 0, ldmatrix_conflicts = 0;
+  uint64_t cp_async_smem_accesses = 0, cp_async_smem_conflicts = 0;
+  uint64_t smem_store_accesses = 0, smem_store_conflicts = 0;  // count_shared_store
+};
+// Every counter with its name, in one table for the bindings and the sums.
+template <class C, class F>
+void for_each_counter(C& c, F&& f) {
+  f("launches", c.launches);
+  f("blocks", c.blocks);
+  f("barriers", c.barriers);
+  f("mma_instructions", c.mma_instructions);
+  f("mma_flops", c.mma_flops);
+  f("cp_async_copies", c.cp_async_copies);
+  f("cp_async_bytes", c.cp_async_bytes);
+  f("cp_async_zero_fill_bytes", c.cp_async_zero_fill_bytes);
+  f("staged_load_bytes", c.staged_load_bytes);
+  f("ldmatrix_accesses", c.ldmatrix_accesses);
+  f("ldmatrix_conflicts", c.ldmatrix_conflicts);
+  f("cp_async_smem_accesses", c.cp_async_smem_accesses);
+  f("cp_async_smem_conflicts", c.cp_async_smem_conflicts);
+  f("smem_store_accesses", c.smem_store_accesses);
+  f("smem_store_conflicts", c.smem_store_conflicts);
+}
+// One launch's counters, with its configuration and signature (the kernel's parameter types: the
+// simulator does not know kernels' names).
+struct LaunchCounters {
+  std::string signature;
+  dim3 grid, block;
+  size_t dynamic_smem_bytes = 0;
+  Counters counts;
+};
+constexpr size_t kMaxLaunchRecords = 256;  // launch_counters() keeps the most recent ones
+Counters counters();
+std::vector<LaunchCounters> launch_counters();
+void reset_counters();  // both the sums and the launch records
+// Kernel-side hooks (the kernels reach them through portable.cuh, where they are no-ops under nvcc).
+// count_mma and count_ldmatrix are warp-collective: every lane calls them, lane 0 counts.
+void count_mma(int m, int n, int k);
+void count_ldmatrix(const uint64_t* row_addresses, int matrices);
+void count_global_load(const void* src, size_t bytes);  // a register-staged load; nullptr: padding, no read
+void count_shared_store(const void* dst, size_t bytes);
 
 // cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes): a launch of
 // `kernel` may use that much dynamic shared memory (without it, at most 48 KiB in all).

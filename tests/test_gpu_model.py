@@ -1,0 +1,140 @@
+"""`python -m cuconv audit --model` (cuconv.apps.gpu_model): the H100 predictions from counts, their
+inputs (plans, load modes, the analytic counts) and the issue's targets, reported against today's
+kernels. The model reads the recorded sm_90 mix (tests/data/audit_baseline.json), so these tests
+need no CUDA build; tests/test_sim_counters.py checks its counts against the simulator."""
+import json
+import os
+
+import pytest
+
+from cuconv.apps import cli, gpu_model
+from cuconv.apps.gpu_model import Layer
+
+BASELINE = os.path.join(os.path.dirname(__file__), "data", "audit_baseline.json")
+
+
+@pytest.fixture(scope="module")
+def mixes():
+    return gpu_model.mixes_from_baseline(BASELINE)
+
+
+def layer(name, n):
+    (l,) = [l for l in gpu_model.LAYERS if l.name == name and l.N == n]
+    return l
+
+
+def test_layers():
+    by_net = {}
+    for l in gpu_model.LAYERS:
+        if l.N == 32:
+            by_net[l.net] = by_net.get(l.net, 0) + l.count
+    assert by_net == {"seed": 2, "r50": 53, "r18": 20}  # every convolution of the three networks
+    assert layer("r50.l2.3x3s2", 256).P == 28 and layer("r50.conv1", 32).P == 112 and layer("seed.conv2", 32).P == 13
+    assert {l.N for l in gpu_model.select_layers("n256/r50.l3")} == {256}
+    assert len(gpu_model.select_layers("r18.l1")) == 2  # both batches
+
+
+def test_tap_counts():
+    # 3x3, pad 1, stride 1 over 4 positions: 4 + 4 + 4 taps minus the two that fall off the edges
+    assert gpu_model._taps(4, 4, 3, 1, 1) == 10
+    assert gpu_model._taps(5, 5, 1, 1, 0) == 5
+    # dgrad, stride 2: each input position is covered by the taps whose offset divides by 2
+    assert gpu_model._dgrad_taps(8, 4, 3, 2, 1) == gpu_model._taps(8, 4, 3, 2, 1)  # the same pairs, counted both ways
+
+
+def test_load_modes_follow_the_launchers():
+    r50 = layer("r50.l1.3x3", 32)
+    assert gpu_model.load_modes(r50, "fprop", "f16", "nhwc") == ("cp16", "sync_k")
+    assert gpu_model.load_modes(r50, "fprop", "bf16", "nchw") == ("sync_row", "cp16")
+    assert gpu_model.load_modes(r50, "dgrad", "tf32", "nhwc") == ("cp16", "cp4_k")
+    assert gpu_model.load_modes(r50, "wgrad", "f16", "nchw") == ("cp16", "sync_k")
+    assert gpu_model.load_modes(r50, "wgrad", "f16", "nhwc") == ("sync_row", "sync_k")
+    seed = layer("seed.conv1", 32)  # 3 channels: no 16-byte runs
+    assert gpu_model.load_modes(seed, "fprop", "f16", "nhwc") == ("sync_k", "sync_k")
+    assert gpu_model.load_modes(seed, "fprop", "tf32", "nchw") == ("cp4_row", "cp4_k")
+
+
+def test_every_planned_kernel_has_a_recorded_mix(mixes):
+    labels = {gpu_model.plan_of(l, p, d, lay).label for l in gpu_model.LAYERS for p in gpu_model.PASSES
+              for d in gpu_model.DTYPES for lay in gpu_model.LAYOUTS}
+    assert labels and labels <= set(mixes), sorted(labels - set(mixes))
+
+
+def test_prediction_arithmetic(mixes):
+    l = layer("r50.l3.3x3", 256)
+    p = gpu_model.predict(l, "fprop", "f16", "nhwc", mixes)
+    assert p.kernel == "tc fprop f16 nhwc 128x64 cp16/sync_k" and p.stages == 3 and p.splits == 1
+    c = p.counts
+    assert c.useful_flops == 2 * 256 * 256 * 14 * 14 * 256 * 9
+    assert c.tiles == 392 * 4 and c.slices == 72  # M = 50176 = 392 x 128, K = 256 = 4 x 64, 2304 / 32
+    assert c.issued_flops == c.useful_flops  # whole tiles, whole slices
+    h = gpu_model.H100
+    mix = mixes[p.kernel]
+    per_block = 8 * (mix["outside_loop_instructions"] + mix["loop_instructions"] * 72)
+    assert p.issue_us == pytest.approx(12 * per_block / (4 * h["clock_hz"]) * 1e6)  # 1568 blocks: 12 per SM
+    assert p.tensor_us == pytest.approx(12 * c.issued_flops / 1568 / (989e12 * 0.62 / 132) * 1e6)
+    assert p.predicted_us == max(p.issue_us, p.tensor_us, p.memory_us) and p.bound == "issue"
+    assert p.roofline_us == pytest.approx(c.useful_flops / (989e12 * 0.62) * 1e6)
+    assert p.ideal_us == pytest.approx(c.useful_flops / 989e12 * 1e6)
+
+
+def test_strided_dgrad_issues_four_times_the_useful_work(mixes):
+    p = gpu_model.predict(layer("r50.l2.3x3s2", 256), "dgrad", "bf16", "nhwc", mixes)
+    assert p.useful_fraction == pytest.approx(0.25, rel=0.01)
+
+
+def test_cudnn_published_point(mixes):
+    p = gpu_model.predict(layer("r50.l1.3x3", 32), "fprop", "bf16", "nhwc", mixes)
+    assert p.cudnn_published_us == 31.2
+
+
+def test_measured_times_attach(tmp_path, mixes):
+    preds = [gpu_model.predict(layer("r50.l3.3x3", 256), "fprop", "f16", "nhwc", mixes),
+             gpu_model.predict(layer("seed.conv1", 32), "wgrad", "tf32", "nchw", mixes)]
+    bench = {"device": "cuda", "rows": [
+        dict(layer="r50.l3.3x3.n256", conv_pass="fprop", mode="f16", layout="nhwc", N=256, cuconv_ms=1.5, native_ms=0.4),
+        dict(layer="seed.conv1", conv_pass="wgrad", mode="tf32", layout="nchw", N=32, cuconv_ms=0.02, native_ms=0.01),
+        dict(layer="seed.conv1", conv_pass="fprop", mode="f16", layout="nhwc", N=32, error="boom")]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    assert gpu_model.attach_measured(preds, str(path)) == 2
+    assert preds[0].measured == dict(cuconv_us=1500.0, cudnn_us=400.0)
+
+
+def test_cli_model_json(capsys):
+    assert cli.main(["audit", "--model", "--json", "--layers", "n32/seed", "--mix-from", BASELINE]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["predictions_not_measurements"] is True
+    assert any("PREDICTIONS" in a for a in doc["assumptions"])
+    assert len(doc["rows"]) == 2 * 3 * 4 * 2
+    for r in doc["rows"]:
+        assert r["predicted_us"] >= max(r["tensor_us"], r["memory_us"]) > 0 and r["issue_us"] > 0
+        assert r["predicted_us"] >= r["roofline_us"] >= r["ideal_us"] > 0
+    assert cli.main(["audit", "--model", "--layers", "n32/seed.conv2", "--dtypes", "bf16", "--passes", "fprop",
+                     "--mix-from", BASELINE]) == 0
+    out = capsys.readouterr().out
+    assert "PREDICTIONS" in out and "seed.conv2" in out
+
+
+def test_memory_term_counts_compulsory_bytes_and_l2_misses(mixes):
+    l = layer("r50.l4.1x1up", 32)
+    all_hit = gpu_model.predict(l, "fprop", "f16", "nhwc", mixes, l2_hit=1.0)
+    no_hit = gpu_model.predict(l, "fprop", "f16", "nhwc", mixes, l2_hit=0.0)
+    c, hbm = all_hit.counts, gpu_model.H100["hbm_bytes_per_s"]
+    assert c.compulsory_bytes == 2 * (32 * 512 * 49 + 2048 * 512 + 32 * 2048 * 49)
+    assert all_hit.memory_us == pytest.approx(c.compulsory_bytes / hbm * 1e6)
+    assert no_hit.memory_us == pytest.approx((c.load_bytes + c.store_bytes) / hbm * 1e6)
+    assert no_hit.memory_us > all_hit.memory_us
+
+
+def test_model_targets_flag_what_misses_them(mixes):
+    strided = gpu_model.predict(layer("r50.l2.3x3s2", 256), "dgrad", "f16", "nhwc", mixes)
+    whole = gpu_model.predict(layer("r50.l3.3x3", 256), "fprop", "f16", "nhwc", mixes)
+    misses = gpu_model.model_targets([strided, whole])
+    useful = [m for m in misses if m["target"].startswith("useful")]
+    assert [(m["layer"], m["conv_pass"]) for m in useful] == [("r50.l2.3x3s2", "dgrad")]
+    roofline = {(m["layer"], m["conv_pass"]) for m in misses if m["target"].startswith("predicted")}
+    for p in (strided, whole):
+        assert ((p.layer, p.conv_pass) in roofline) == (p.predicted_us > 1.5 * p.roofline_us)
+    seed = gpu_model.predict(layer("seed.conv1", 32), "fprop", "f16", "nhwc", mixes)
+    assert seed.useful_fraction < 0.9 and gpu_model.model_targets([seed]) == []  # the seed CNN has no target
