@@ -100,6 +100,7 @@ def special_values(x: torch.Tensor) -> torch.Tensor:
 
 
 DW = 'depthwise depthwise depthwise'  # the plan of every depthwise conv (groups == channels)
+GR = 'grouped grouped grouped'  # groups of at most 16 channels (not depthwise), grad input at stride 1
 
 
 def conv(id, x, w, nchw=None, nhwc=None, **options):
@@ -128,7 +129,7 @@ CONV = [
           nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_phases pixel_cols',
           note='1x1 stride 2 (shortcut)'),
     *conv('groups_stride2', (2, 6, 10, 9), (9, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1), groups=3,
-          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          nchw='grouped nchw_col2im grouped', nhwc='grouped nhwc_col2im grouped',
           note='groups, stride 2'),
     *conv('depthwise_x2_dil', (2, 6, 8, 8), (12, 3, 3), padding=(2, 2, 2, 2), dilation=(2, 2), groups=6,
           nchw=DW, nhwc=DW,
@@ -209,7 +210,7 @@ CONV = [
           nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
           note='interleaved: 3 channels, strides, dilation_h'),
     *conv('interleaved_groups', (2, 6, 9, 9), (4, 3, 3), padding=(1, 1, 1, 1), groups=2,
-          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
+          nchw='grouped grouped grouped', nhwc='grouped grouped grouped',
           note='interleaved per group'),
     *conv('seed_conv1', (3, 3, 32, 32), (32, 3, 3),
           nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
@@ -224,7 +225,7 @@ CONV = [
           nchw='nchw_im2col nchw_col2im window_runs', nhwc='nhwc_rows nhwc_phases window_runs',
           note='reduction past one k-slice, stride 2'),
     *conv('sim_groups_mixed', (1, 4, 12, 9), (6, 3, 3), stride=(2, 1), padding=(2, 1, 2, 1), dilation=(2, 3), groups=2,
-          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
+          nchw='grouped nchw_col2im grouped', nhwc='grouped nhwc_col2im grouped',
           note='groups, mixed stride/pad/dilation'),
     *conv('sim_split_k', (1, 2, 41, 40), (3, 3, 3), padding=(1, 1, 1, 1),
           nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
@@ -323,8 +324,8 @@ CONV = [
           nchw='nchw_direct nchw_col2im im2col', nhwc='nhwc_rows nhwc_col2im direct',
           note='32 x 15, read in place'),
     *conv('small_output_groups', (2, 4, 10, 10), (12, 3, 3), padding=(1, 1, 1, 1), groups=2, isa='avx512',
-          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_interleaved nhwc_col2im interleaved',
-          note='groups: 18 x 6 per group'),
+          nchw='grouped grouped grouped', nhwc='grouped grouped grouped',
+          note='groups of 2 channels on AVX-512: the grouped kernels'),
     *conv('avx512_partial_tiles', (2, 19, 12, 11), (33, 3, 3), padding=(1, 1, 1, 1), isa='avx512', algo='gemm',
           nchw='nchw_via_nhwc nchw_col2im window_runs', nhwc='nhwc_rows nhwc_col2im window_runs',
           note='8-row tiles, partial both ways'),
@@ -399,6 +400,48 @@ CONV = [
     *conv('wino_many_images', (37, 8, 4, 4), (8, 3, 3), padding=(1, 1, 1, 1), algo='winograd',
           nchw='winograd winograd winograd', nhwc='winograd winograd winograd',
           note='tile blocks and chunks cross images'),
+    # Grouped convs (2..64 groups of at most 16 channels, not depthwise): the grouped kernels (output
+    # pixels in vector lanes over zero-padded, phase-split planes); strided grad inputs stay on
+    # col2im; dilated single-group convs stay on the GEMMs.
+    *conv('grp_c4', (2, 32, 9, 11), (32, 3, 3), padding=(1, 1, 1, 1), groups=8,
+          nchw=GR, nhwc=GR,
+          note='8 groups of 4 channels (ResNeXt 32x4d), odd sizes, partial pixel blocks'),
+    *conv('grp_c8_s2', (3, 48, 13, 10), (48, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1), groups=6,
+          nchw='grouped nchw_col2im grouped', nhwc='grouped nhwc_col2im grouped',
+          note='6 groups of 8 (RegNet), stride 2: four phase planes per channel'),
+    *conv('grp_c16_kg16', (2, 32, 7, 7), (32, 3, 3), padding=(1, 0, 2, 1), groups=2,
+          nchw=GR, nhwc=GR,
+          note='2 groups of 16 channels, asymmetric padding'),
+    *conv('grp_64', (1, 128, 6, 5), (128, 3, 3), padding=(1, 1, 1, 1), groups=64,
+          nchw=GR, nhwc=GR,
+          note='64 groups of 2'),
+    *conv('grp_1x1_kg2', (2, 12, 8, 8), (6, 1, 1), groups=3,
+          nchw=GR, nhwc=GR,
+          note='grouped 1x1, 4 -> 2 channels per group'),
+    *conv('grp_5x3_s21', (2, 20, 12, 11), (30, 5, 3), stride=(2, 1), padding=(2, 1, 2, 1), groups=5,
+          nchw='grouped nchw_col2im grouped', nhwc='grouped nhwc_col2im grouped',
+          note='5x3 kernel, stride (2, 1): 4 -> 6 channels per group'),
+    *conv('dil2', (2, 16, 12, 10), (24, 3, 3), padding=(2, 2, 2, 2), dilation=(2, 2),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
+          note='dilation 2, one group (DeepLab): the GEMM paths'),
+    *conv('dil_grp_asym', (2, 16, 11, 9), (16, 3, 3), padding=(2, 3, 1, 3), dilation=(2, 3), groups=4,
+          nchw=GR, nhwc=GR,
+          note='groups with dilation (2, 3), asymmetric padding'),
+    *conv('dil_s2', (2, 8, 13, 12), (8, 3, 3), stride=(2, 2), padding=(2, 2, 2, 2), dilation=(2, 2),
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
+          note='dilation 2, stride 2, one group'),
+    *conv('grp_pad_past', (2, 8, 6, 6), (8, 3, 3), padding=(3, 3, 3, 3), groups=2,
+          nchw='grouped nchw_col2im grouped', nhwc='grouped nhwc_col2im grouped',
+          note='padding past the kernel: the grad input through col2im'),
+    *conv('grp_batch0', (0, 16, 8, 8), (16, 3, 3), padding=(1, 1, 1, 1), groups=4,
+          nchw=GR, nhwc=GR,
+          note='grouped, batch 0'),
+    *conv('grp_avx512', (3, 64, 10, 9), (64, 3, 3), padding=(1, 1, 1, 1), groups=16, isa='avx512',
+          nchw=GR, nhwc=GR,
+          note='16 groups of 4 on AVX-512: the same bits as AVX2'),
+    *conv('dil_avx512', (2, 24, 9, 13), (20, 3, 3), padding=(2, 2, 2, 2), dilation=(2, 2), isa='avx512',
+          nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
+          note='dilation 2, one group, on AVX-512'),
 ]
 
 POOL = [

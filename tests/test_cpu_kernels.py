@@ -112,6 +112,47 @@ def test_depthwise_gradcheck(isa):
     assert torch.autograd.gradcheck(lambda *t: ops.conv2d(*t, *args), (xl, w, b))
 
 
+# Grouped and dilated convs (the `grouped` strategy): several images per block of planes, batch
+# chunks of the grad weight, stride 2 (grad input elsewhere), dilation.
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("N,C,G,stride,dil", [(1, 32, 8, 1, 1), (13, 48, 6, 2, 1), (9, 32, 2, 1, 1), (5, 16, 4, 1, 2)])
+def test_grouped_deterministic_across_runs_and_threads(isa, channels_last, N, C, G, stride, dil):
+    H = W = 15
+    x = _fmt(torch.randn(N, C, H, W), channels_last)
+    w, b = torch.randn(C, C // G, 3, 3), torch.randn(C)
+    P = (H + 2 * dil - 2 * dil - 1) // stride + 1
+    gy = _fmt(torch.randn(N, C, P, P), channels_last)
+    args = ([stride, stride], [dil] * 4, [dil, dil], G)
+    plan = ops._cpu_conv2d_plan(x, w, *args)
+    assert plan[0] == "grouped" and plan[2] == "grouped"
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for t in (1, 2, 3, 3):
+            torch.set_num_threads(t)
+            runs.append([ops.conv2d_bias_relu(x, w, b, *args)] + list(ops.conv2d_backward(gy, x, w, *args, [True, True, True])))
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        for a, c in zip(runs[0], run):
+            assert torch.equal(a, c)
+
+
+def test_grouped_gradcheck(isa):
+    # float64, 4 groups of 2 -> 3 channels, dilation, asymmetric padding: the three grouped passes,
+    # then stride 2 (the grad input through col2im), both layouts, a non-contiguous input.
+    x = torch.randn(2, 8, 7, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(12, 2, 3, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(12, dtype=torch.float64, requires_grad=True)
+    for args in (([1, 1], [1, 0, 2, 1], [2, 2], 4), ([2, 1], [1, 1, 1, 1], [1, 1], 4)):
+        assert ops._cpu_conv2d_plan(x, w, *args)[0] == "grouped"
+        assert torch.autograd.gradcheck(lambda *t: ops.conv2d(*t, *args), (x, w, b))
+        xl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        assert torch.autograd.gradcheck(lambda *t: ops.conv2d(*t, *args), (xl, w, b))
+        xt = torch.randn(2, 8, 6, 7, dtype=torch.float64).transpose(2, 3).requires_grad_()
+        assert torch.autograd.gradcheck(lambda *t: ops.conv2d(*t, *args), (xt, w, b))
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_conv2d_seed_cnn_layers_float32(isa, channels_last):
     """The seed CIFAR CNN's layers at a real batch size, float32 against float64 torch."""

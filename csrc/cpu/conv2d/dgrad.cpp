@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/conv2d/depthwise.h"
+#include "cpu/conv2d/grouped.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/winograd.h"
@@ -204,6 +205,7 @@ void conv2d_dgrad(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T
     case DgradStrategy::nchw_col2im: return backward_input_nchw_col2im(isa, plan, p, gy, w, gx, opts);
     case DgradStrategy::nhwc_col2im: return backward_input_nhwc_col2im(isa, plan, p, gy, w, gx, opts);
     case DgradStrategy::depthwise: return depthwise_dgrad(isa, p, gy, w, gx);
+    case DgradStrategy::grouped: return grouped_dgrad(isa, p, gy, w, gx);
     case DgradStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
   }
   TORCH_CHECK(false, "cuconv: CPU grad-input strategy ", name(plan.strategy), " does not take ",

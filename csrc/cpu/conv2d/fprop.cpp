@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/conv2d/depthwise.h"
+#include "cpu/conv2d/grouped.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/rows_avx512.h"
@@ -205,6 +206,7 @@ void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T
     case FpropStrategy::nhwc_im2col:
     case FpropStrategy::nhwc_direct: return forward_nhwc_gemm(isa, p, x, w, bias, y, relu, opts);
     case FpropStrategy::depthwise: return depthwise_fprop(isa, p, x, w, bias, y, relu);
+    case FpropStrategy::grouped: return grouped_fprop(isa, p, x, w, bias, y, relu);
     case FpropStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
   }
   TORCH_CHECK(false, "cuconv: CPU forward strategy ", name(plan.strategy), " does not take ", c10::CppTypeToScalarType<T>::value);

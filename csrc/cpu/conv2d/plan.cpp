@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <iterator>
 
+#include "cpu/conv2d/grouped.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/sizes.h"
 #include "ops/config.h"
@@ -60,6 +61,14 @@ bool use_nchw_via_nhwc(const Conv2dParams& p, at::ScalarType dtype) {
 // only R*S values per group, far below the micro-kernels' peak (docs/experiments.md).
 bool use_depthwise(const Conv2dParams& p) { return p.groups > 1 && p.groups == p.C; }
 
+// Grouped convs (not depthwise) with at most 16 channels per group on both sides: the grouped
+// kernels put output pixels in the vector lanes, where the grouped GEMMs fill 4 or 8 of a tile's 16
+// columns with a group's output channels after an im2col. Wider groups and dilated single-group
+// convs ran slower there than on the GEMMs (32-channel groups, 256 channels dilated).
+bool use_grouped(const Conv2dParams& p) {
+  return p.groups > 1 && !use_depthwise(p) && p.C_per_group() <= 16 && p.K_per_group() <= 16;
+}
+
 // NCHW 1x1 convs on maps of fewer than 16 positions (the last stages of ImageNet models at small
 // inputs): one image's GEMM is only that many columns wide, below the micro-kernel's 16, while the
 // whole batch as NHWC is one GEMM with N x P x Q rows; the two transposes move (C + K) values per
@@ -87,6 +96,7 @@ bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_t
 
 FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_depthwise(p)) return {FpropStrategy::depthwise};
+  if (use_grouped(p)) return {FpropStrategy::grouped};
   if (use_winograd(p, dtype, p.C, p.K)) return {FpropStrategy::winograd};
   if (use_rows_avx512(p, isa, dtype)) return {FpropStrategy::rows_avx512};
   if (use_nchw_as_nhwc(p)) return {FpropStrategy::nchw_as_nhwc};
@@ -102,6 +112,7 @@ FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
 DgradPlan plan_dgrad(const Conv2dParams& p, Isa, at::ScalarType dtype) {
   const int64_t PQ = p.P * p.Q;
   if (use_depthwise(p)) return {DgradStrategy::depthwise, 1};
+  if (use_grouped(p) && grouped_dgrad_fits(p)) return {DgradStrategy::grouped, 1};
   if (use_winograd(p, dtype, p.K, p.C)) return {DgradStrategy::winograd, 1};
   if (use_nchw_as_nhwc(p)) return {DgradStrategy::nchw_as_nhwc, 1};
   // NHWC strided: each phase is a stride-1 correlation written in place, where col2im writes R*S
@@ -141,6 +152,7 @@ WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64
   while (chunks > 1 && (chunks > p.N || chunks * G * CRS * Kg > (int64_t(1) << 23) || p.N / chunks * PQ < 256))
     chunks /= 2;
   plan.chunks = chunks;
+  if (use_grouped(p)) return plan.strategy = WgradStrategy::grouped, plan;
   if (is_float(dtype)) {
     GemmArgs<float> probe;  // the GEMM the chunks run, as far as the small-output rule looks at it
     probe.M = CRS, probe.N = Kg, probe.K = std::min(per, ceil_div(p.N, chunks)) * PQ;
@@ -181,12 +193,12 @@ namespace {
 constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_via_nhwc",
                                        "nchw_im2col", "nchw_direct",      "nhwc_rows",
                                        "nhwc_interleaved", "nhwc_im2col", "nhwc_direct", "depthwise",
-                                       "nchw_as_nhwc"};
-constexpr const char* kDgradNames[] = {"winograd",    "nhwc_phases", "nchw_col2im",
-                                       "nhwc_col2im", "depthwise",   "nchw_as_nhwc"};
-constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct", "pixel_cols",
-                                       "window_runs", "interleaved", "im2col", "depthwise",
-                                       "nchw_as_nhwc"};
+                                       "grouped",     "nchw_as_nhwc"};
+constexpr const char* kDgradNames[] = {"winograd",  "nhwc_phases", "nchw_col2im", "nhwc_col2im",
+                                       "depthwise", "grouped",     "nchw_as_nhwc"};
+constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct",    "pixel_cols",
+                                       "window_runs", "interleaved", "im2col",    "depthwise",
+                                       "grouped",     "nchw_as_nhwc"};
 static_assert(std::size(kFpropNames) == size_t(FpropStrategy::nchw_as_nhwc) + 1 &&
                   std::size(kDgradNames) == size_t(DgradStrategy::nchw_as_nhwc) + 1 &&
                   std::size(kWgradNames) == size_t(WgradStrategy::nchw_as_nhwc) + 1,

@@ -26,6 +26,7 @@ enum class FpropStrategy {
   nhwc_im2col,       // NHWC: im2col[PQ, RSC] * W[RSC, K] (dilated kernel rows)
   nhwc_direct,       // NHWC 1x1 stride 1 unpadded: the input is the GEMM's A as it is
   depthwise,         // one input channel per group: channels in vector lanes, no GEMM (depthwise.cpp)
+  grouped,           // at most 16 channels per group: output pixels in vector lanes (grouped.cpp)
   nchw_as_nhwc,      // NCHW pointwise on maps of few positions: the batch transposed, run as NHWC (runner.cpp)
 };
 
@@ -35,6 +36,7 @@ enum class DgradStrategy {
   nchw_col2im,  // W^T * grad_output, then col2im adds the columns into grad_input
   nhwc_col2im,
   depthwise,    // one input channel per group: each input pixel gathers its taps per stride phase
+  grouped,      // stride 1: the forward's kernel on grad_output with the flipped filter (grouped.cpp)
   nchw_as_nhwc,  // as FpropStrategy::nchw_as_nhwc
 };
 
@@ -48,6 +50,7 @@ enum class WgradStrategy {
   interleaved,  // few channels: A's columns point into a row-interleaved copy
   im2col,       // im2col columns
   depthwise,    // one input channel per group: per-channel sums in vector lanes over fixed batch chunks
+  grouped,      // per-lane sums over output pixels per (output channel, tap), fixed batch chunks (grouped.cpp)
   nchw_as_nhwc,  // as FpropStrategy::nchw_as_nhwc
 };
 

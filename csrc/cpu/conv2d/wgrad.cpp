@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/conv2d/depthwise.h"
+#include "cpu/conv2d/grouped.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/rows_avx512.h"
@@ -204,6 +205,7 @@ void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T
       }
       TORCH_CHECK(false, "cuconv: CPU grad-weight strategy ", name(plan.strategy), " takes float32 only");
     case WgradStrategy::depthwise: return depthwise_wgrad(isa, p, plan.chunks, gy, x, gw);
+    case WgradStrategy::grouped: return grouped_wgrad(isa, p, plan.chunks, gy, x, gw);
     case WgradStrategy::nchw_as_nhwc:
       TORCH_CHECK(false, "cuconv: the nchw_as_nhwc grad weight transposes its tensors in runner.cpp");
     default: return backward_weight_gemm(isa, plan, p, gy, x, gw);
