@@ -27,7 +27,7 @@ enum class FpropStrategy {
   nhwc_direct,       // NHWC 1x1 stride 1 unpadded: the input is the GEMM's A as it is
   depthwise,         // one input channel per group: channels in vector lanes, no GEMM (depthwise.cpp)
   grouped,           // at most 16 channels per group: output pixels in vector lanes (grouped.cpp)
-  nchw_as_nhwc,      // NCHW pointwise on maps of few positions: the batch transposed, run as NHWC (runner.cpp)
+  nchw_as_nhwc,      // NCHW pointwise or strided onto few positions: the batch run as NHWC (runner.cpp)
 };
 
 enum class DgradStrategy {
