@@ -54,3 +54,9 @@ set_tests_properties(sim_cp_async_clean sim_cp_async_missing_wait PROPERTIES TIM
 cuconv_sim_test_exe(fast_divmod_check fast_divmod_check.cpp)
 add_test(NAME fast_divmod_check COMMAND fast_divmod_check)
 set_tests_properties(fast_divmod_check PROPERTIES PASS_REGULAR_EXPRESSION ", 0 failures")
+
+# The max-pool kernels' 64-bit index path (tensors of 2^30 elements or more) against their 32-bit
+# path and a scalar reference, under AddressSanitizer.
+cuconv_sim_test_exe(sim_max_pool_index sim_max_pool_index_check.cpp ${CUCONV_ASAN})
+add_test(NAME sim_max_pool_index COMMAND sim_max_pool_index)
+set_tests_properties(sim_max_pool_index PROPERTIES TIMEOUT 120)

@@ -438,7 +438,8 @@ _TC_RE = re.compile(r"implicit_gemm_tensorcore_kernel<cuconv::kern::Conv2d(Fprop
                     r"\(cuconv::kern::TcLoad\)(\d), \(cuconv::kern::TcLoad\)(\d)")
 _SIMT_RE = re.compile(r"implicit_gemm_kernel<cuconv::kern::Conv2d(Fprop|Dgrad|Wgrad|FpropReluPool)Problem<([\w:]+), "
                       r"(true|false)>")
-_OTHER_RE = re.compile(r"cuconv::kern::(\w+?)(?:_kernel)?<([\w:]+)>")
+_OTHER_RE = re.compile(r"cuconv::kern::(\w+?)(?:_kernel)?<([\w:]+)(?:, (int|long))?>")
+_INDEX = {"int": "i32", "long": "i64"}  # the max-pool kernels' index type
 
 
 def describe(demangled: str) -> dict:
@@ -457,7 +458,10 @@ def describe(demangled: str) -> dict:
         return dict(family="simt", conv_pass=conv_pass, dtype=_DTYPES.get(t, t), layout="nhwc" if cl == "true" else "nchw",
                     tile="64x64", config="simt", warps=8)
     if m := _OTHER_RE.search(demangled):
-        return dict(family=m.group(1), dtype=_DTYPES.get(m.group(2), m.group(2)))
+        info = dict(family=m.group(1), dtype=_DTYPES.get(m.group(2), m.group(2)))
+        if m.group(3):
+            info["index"] = _INDEX[m.group(3)]
+        return info
     return dict(family="other")
 
 
@@ -469,7 +473,7 @@ def label_of(info: dict, fallback: str) -> str:
     if info["family"] == "simt":
         return f"simt {info['conv_pass']} {info['dtype']} {info['layout']}"
     if info["family"] != "other":
-        return f"{info['family']} {info['dtype']}"
+        return f"{info['family']} {info['dtype']}" + (f" {info['index']}" if "index" in info else "")
     return fallback
 
 
