@@ -131,9 +131,13 @@ void backward_input_nchw_col2im(Isa isa, const DgradPlan& plan, const Conv2dPara
             wt[(g * CRS + i) * Kg + k] = w[(g * Kg + k) * CRS + i];
     }
   });
+  // A 1x1 stride-1 unpadded conv of one image per GEMM: dcol is the group's grad_input planes, which
+  // the GEMM writes directly (no col2im pass).
+  const bool pointwise = per == 1 && p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
+                         p.pad_w == 0;
   const bool split = gemm_should_split(blocks * G);
   at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
-    T* dcol = scratch<T>(Scratch::output, CRS * per * PQ);
+    T* dcol = pointwise ? nullptr : scratch<T>(Scratch::output, CRS * per * PQ);
     T* gyb = per > 1 ? scratch<T>(Scratch::extra, Kg * per * PQ) : nullptr;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
@@ -146,10 +150,10 @@ void backward_input_nchw_col2im(Isa isa, const DgradPlan& plan, const Conv2dPara
       a.M = CRS, a.N = nb * PQ, a.K = Kg;
       a.a = GemmA<T>::strided(wt + g * CRS * Kg, Kg, 1);
       a.B = per > 1 ? gyb : gyg, a.ldb = nb * PQ;
-      a.C = dcol, a.ldc = nb * PQ;
+      a.C = pointwise ? gx + (n0 * p.C + g * Cg) * HW : dcol, a.ldc = nb * PQ;
       a.parallel = split;
       gemm(isa, a);
-      for (int64_t i = 0; i < nb; ++i) {
+      for (int64_t i = 0; i < nb && !pointwise; ++i) {
         T* gxg = gx + ((n0 + i) * p.C + g * Cg) * HW;
         std::fill(gxg, gxg + Cg * HW, T(0));
         col2im_nchw(p, dcol + i * PQ, nb * PQ, gxg);
