@@ -72,6 +72,22 @@ def test_conv2d_deterministic_across_runs_and_threads(isa, channels_last, stride
         assert torch.equal(a, c) and torch.equal(c, d)
 
 
+def assert_same_bits_across_threads(x, w, b, gy, args):
+    """Forward (bias + ReLU) and all three gradients give the same bits at 1, 2 and 3 threads and
+    on a repeated run."""
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for t in (1, 2, 3, 3):
+            torch.set_num_threads(t)
+            runs.append([ops.conv2d_bias_relu(x, w, b, *args)] + list(ops.conv2d_backward(gy, x, w, *args, [True, True, True])))
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        for a, c in zip(runs[0], run):
+            assert torch.equal(a, c)
+
+
 # Depthwise (groups == channels): one image with one or few channel blocks (the work splits into
 # bands of rows per thread), and a batch over several blocks (NHWC: whole blocks in place, the last
 # partial one through a copy); multiplier 2 (lanes gather their input channel, grad input copies).
@@ -87,17 +103,7 @@ def test_depthwise_deterministic_across_runs_and_threads(isa, channels_last, N, 
     gy = _fmt(torch.randn(N, C * m, P, P), channels_last)
     args = ([stride, stride], pad, [1, 1], C)
     assert ops._cpu_conv2d_plan(x, w, *args) == ["depthwise"] * 3
-    threads = torch.get_num_threads()
-    try:
-        runs = []
-        for t in (1, 2, 3, 3):
-            torch.set_num_threads(t)
-            runs.append([ops.conv2d_bias_relu(x, w, b, *args)] + list(ops.conv2d_backward(gy, x, w, *args, [True, True, True])))
-    finally:
-        torch.set_num_threads(threads)
-    for run in runs[1:]:
-        for a, c in zip(runs[0], run):
-            assert torch.equal(a, c)
+    assert_same_bits_across_threads(x, w, b, gy, args)
 
 
 def test_depthwise_gradcheck(isa):
@@ -125,17 +131,7 @@ def test_grouped_deterministic_across_runs_and_threads(isa, channels_last, N, C,
     args = ([stride, stride], [dil] * 4, [dil, dil], G)
     plan = ops._cpu_conv2d_plan(x, w, *args)
     assert plan[0] == "grouped" and plan[2] == "grouped"
-    threads = torch.get_num_threads()
-    try:
-        runs = []
-        for t in (1, 2, 3, 3):
-            torch.set_num_threads(t)
-            runs.append([ops.conv2d_bias_relu(x, w, b, *args)] + list(ops.conv2d_backward(gy, x, w, *args, [True, True, True])))
-    finally:
-        torch.set_num_threads(threads)
-    for run in runs[1:]:
-        for a, c in zip(runs[0], run):
-            assert torch.equal(a, c)
+    assert_same_bits_across_threads(x, w, b, gy, args)
 
 
 def test_grouped_gradcheck(isa):
