@@ -69,14 +69,17 @@ bool use_grouped(const Conv2dParams& p) {
   return p.groups > 1 && !use_depthwise(p) && p.C_per_group() <= 16 && p.K_per_group() <= 16;
 }
 
-// NCHW pointwise and strided convs with fewer than 16 output positions (the last stages of ImageNet
-// models at small inputs, their stride-2 entries): one image's GEMM is only that many columns wide,
-// below the micro-kernel's 16, while the whole batch as NHWC is one GEMM with N x P x Q rows; the
-// transposes move (C + K) values per input and output position against C x K x R x S multiply-adds.
-// At 16 positions (4x4) the NCHW GEMMs measured faster, and stride-1 3x3 layers gained nothing.
+// NCHW convs with fewer than 16 output positions (the last stages of ImageNet models at small
+// inputs): one image's GEMM is only that many columns wide, below the micro-kernel's 16, while the
+// whole batch as NHWC is one GEMM with N x P x Q rows; the transposes move (C + K) values per input
+// and output position against C x K x R x S / groups multiply-adds. Dense convs only when pointwise
+// or strided (stride-1 3x3 layers gained nothing), grouped ones whose groups the grouped kernels do
+// not take at any kernel; at 16 positions (4x4) the NCHW GEMMs measured faster.
 bool use_nchw_as_nhwc(const Conv2dParams& p) {
   const bool pointwise = p.R == 1 && p.S == 1, strided = p.stride_h > 1 || p.stride_w > 1;
-  return !p.channels_last && p.groups == 1 && (pointwise || strided) && p.P * p.Q < 16;
+  const bool dense = p.groups == 1 && (pointwise || strided);
+  const bool wide_groups = p.groups > 1 && !use_depthwise(p) && !use_grouped(p);
+  return !p.channels_last && (dense || wide_groups) && p.P * p.Q < 16;
 }
 
 }  // namespace
