@@ -45,6 +45,12 @@ CPU_ISA_PATHS = (["portable"] + (["avx2"] if {"avx2", "fma"} <= _FLAGS else [])
                  + (["avx512"] if {"avx2", "fma", "avx512f"} <= _FLAGS else []))
 
 
+# The bfloat16 GEMM paths (bfloat16 convolutions only; csrc/cpu/gemm/avx512_bf16.cpp): AVX512_BF16 dot
+# products, and AMX tiles where Linux grants them (cpu_isa falls back to avx512 where it does not).
+BF16_GEMM_PATHS = ((["avx512_bf16"] if "avx512" in CPU_ISA_PATHS and "avx512_bf16" in _FLAGS else [])
+                   + (["amx"] if "avx512" in CPU_ISA_PATHS and {"amx_tile", "amx_bf16"} <= _FLAGS else []))
+
+
 @pytest.fixture(params=CPU_ISA_PATHS)
 def isa(request):
     """Runs a test once per CPU code path, forced through cuconv.config's cpu_isa."""

@@ -111,7 +111,7 @@ def test_first_layer_grad_weight_is_deterministic_across_thread_counts(fmt, monk
 
 
 def test_bad_isa_setting_is_a_clear_error():
-    with pytest.raises(ValueError, match="cpu_isa .CUCONV_CPU_ISA. must be one of auto, avx512, avx2, portable"):
+    with pytest.raises(ValueError, match="cpu_isa .CUCONV_CPU_ISA. must be one of auto, amx, avx512_bf16, avx512, avx2, portable"):
         cuconv.config.set(cpu_isa="sse9")
 
 
@@ -119,7 +119,9 @@ def test_forced_path_falls_back_when_the_cpu_lacks_it(monkeypatch):
     # Forcing any valid path always runs (the best one the CPU has when it lacks the forced one).
     x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3)
     ref = F.conv2d(x.double(), w.double())
-    for path in ("avx512", "avx2", "portable"):
+    for path in ("amx", "avx512_bf16", "avx512", "avx2", "portable"):
         cuconv.config.set(cpu_isa=path)
         y = ops.conv2d(x, w, None, [1, 1], [0, 0, 0, 0], [1, 1], 1)
         assert (y.double() - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+        y16 = ops.conv2d(x.bfloat16(), w.bfloat16(), None, [1, 1], [0, 0, 0, 0], [1, 1], 1)
+        assert (y16.double() - ref).abs().max().item() <= 2e-2 * ref.abs().max().item()

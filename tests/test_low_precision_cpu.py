@@ -1,19 +1,25 @@
 """float16 and bfloat16 on the CPU fallback: every pass of the shared conv cases (tests/cases.py)
-on each ISA path, each within twice torch's own error in the same dtype (both against float64 of
-the same 16-bit inputs); max-pool exact; outputs in the input's dtype and layout; the plan of a
-16-bit call is the float32 plan its float32 copies run."""
+on each ISA path and, for bfloat16, each bfloat16 GEMM path (AVX512_BF16, AMX), each within twice
+torch's own error in the same dtype (both against float64 of the same 16-bit inputs); max-pool
+exact; outputs in the input's dtype and layout; the plan of a 16-bit call is the float32 plan its
+float32 copies run, except that a bfloat16 call on AMX leaves Winograd for the tile products."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import cuconv  # noqa: F401  (loads the operators)
 from cases import CONV, POOL, layout
+from conftest import BF16_GEMM_PATHS, CPU_ISA_PATHS
 from tolerance import assert_within_torch_error
 
 ops = torch.ops.cuconv
 DTYPES = [torch.float16, torch.bfloat16]
 # torch's own 16-bit CPU convolutions (the comparison) are slow for float16: the smaller cases.
 SMALL = [c for c in CONV if c.macs <= 60_000]
+# Every (cpu_isa, dtype) this machine can run: both dtypes on each ISA path, bfloat16 also on the
+# bfloat16 GEMM paths.
+PATHS = ([(isa, d) for isa in CPU_ISA_PATHS for d in DTYPES] + [(isa, torch.bfloat16) for isa in BF16_GEMM_PATHS])
+PATH_IDS = [f"{isa}-{'bf16' if d == torch.bfloat16 else 'f16'}" for isa, d in PATHS]
 
 
 def passes(fn_conv, fn_backward, x, w, b, args, gy):
@@ -30,9 +36,14 @@ def torch_passes(x, w, b, args, gy):
     return y.detach(), xt.grad, wt.grad, bt.grad
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+@pytest.mark.parametrize("path,dtype", PATHS, ids=PATH_IDS)
 @pytest.mark.parametrize("case", SMALL, ids=lambda c: c.name)
-def test_conv2d_16bit_within_twice_torch(isa, case, dtype):
+def test_conv2d_16bit_within_twice_torch(path, case, dtype):
+    with cuconv.config.flags(cpu_isa=path):
+        _check_16bit_conv(case, dtype)
+
+
+def _check_16bit_conv(case, dtype):
     x, w, b = case.tensors(dtype)
     w = (w.float() / (w.shape[1] * w.shape[2] * w.shape[3]) ** 0.5).to(dtype)
     args = case.args()
@@ -68,6 +79,70 @@ def test_16bit_reports_the_float32_plan():
     case = next(c for c in CONV if c.plan[0] == "nhwc_rows")
     x, w, _ = case.tensors()
     assert ops._cpu_conv2d_plan(x.half(), w.half(), *case.args()) == ops._cpu_conv2d_plan(x, w, *case.args())
+
+
+@pytest.mark.skipif("amx" not in BF16_GEMM_PATHS, reason="this CPU (or its OS) gives no AMX tiles")
+def test_bfloat16_on_amx_plans():
+    """On AMX a bfloat16 conv leaves Winograd for the tile products, and its stride-1 grad input
+    runs as a forward conv (as_forward); float32 and float16 keep their plans."""
+    x, w = torch.randn(2, 32, 10, 10), torch.randn(48, 32, 3, 3)
+    args = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
+    with cuconv.config.flags(cpu_isa="amx"):
+        assert ops._cpu_conv2d_plan(x, w, *args) == ["winograd"] * 3
+        assert ops._cpu_conv2d_plan(x.half(), w.half(), *args) == ["winograd"] * 3
+        fprop, dgrad, wgrad = ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *args)
+        assert "winograd" not in (fprop, wgrad) and dgrad == "as_forward"
+        strided = ([2, 2], [1, 1, 1, 1], [1, 1], 1)
+        assert ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *strided)[1] != "as_forward"
+        pointwise = w[:, :, :1, :1].bfloat16()
+        assert ops._cpu_conv2d_plan(x.bfloat16(), pointwise, [1, 1], [0, 0, 0, 0], [1, 1], 1)[1] != "as_forward"
+        with cuconv.config.flags(cpu_conv_algo="winograd"):  # forcing Winograd still works
+            assert ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *args) == ["winograd"] * 3
+    with cuconv.config.flags(cpu_isa="avx512"):
+        assert ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *args) == ["winograd"] * 3
+
+
+@pytest.mark.parametrize("path", BF16_GEMM_PATHS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bfloat16_gemm_paths_run_their_instructions(path, channels_last):
+    """cpu_isa selects the bfloat16 GEMM: its instructions (vdpbf16ps, tdpbf16ps) treat subnormal
+    inputs as zero, where the float32 FMAs of the avx512 path keep them. Every other value agrees
+    with the avx512 path within one rounding of the output."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 40, 9, 9).bfloat16().contiguous(memory_format=fmt)
+    w = (torch.randn(36, 40, 1, 1) / 7).bfloat16()
+    x[0, :, 0, 0] = 1e-39  # subnormal in bfloat16 too
+    w[:] = w.abs() + 0.5   # every product of a subnormal with the weight stays tiny and positive
+    args = ([1, 1], [0, 0, 0, 0], [1, 1], 1)
+    with cuconv.config.flags(cpu_isa="avx512"):
+        fma = ops.conv2d(x, w, None, *args)
+    with cuconv.config.flags(cpu_isa=path):
+        dots = ops.conv2d(x, w, None, *args)
+    assert (fma[0, :, 0, 0] > 0).all() and (dots[0, :, 0, 0] == 0).all()
+    fma[0, :, 0, 0] = dots[0, :, 0, 0] = 0
+    exact = torch.nn.functional.conv2d(x.double(), w.double())
+    assert_within_torch_error(dots, fma, exact)
+
+
+@pytest.mark.parametrize("path", BF16_GEMM_PATHS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bfloat16_gemm_paths_deterministic_across_threads(path, channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(5, 24, 13, 13).bfloat16().contiguous(memory_format=fmt)
+    w, b = torch.randn(40, 24, 3, 3).bfloat16(), torch.randn(40).bfloat16()
+    gy = torch.randn(5, 40, 7, 7).bfloat16().contiguous(memory_format=fmt)
+    args = ([2, 2], [1, 1, 1, 1], [1, 1], 1)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        with cuconv.config.flags(cpu_isa=path):
+            for t in (1, 2, 3, 3):
+                torch.set_num_threads(t)
+                runs.append([ops.conv2d_bias_relu(x, w, b, *args), *ops.conv2d_backward(gy, x, w, *args, [True] * 3)])
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        assert all(torch.equal(a, c) for a, c in zip(runs[0], run))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
@@ -115,3 +190,28 @@ def test_16bit_values_round_trip_and_round_to_nearest_even(isa, dtype):
     exact = a[:, :1].float() + a[:, 1:].float()
     assert not torch.equal(exact, exact.to(dtype).float())  # the rounding is exercised
     assert torch.equal(y, exact.to(dtype))
+
+
+# GEMMs past one cache block of the bfloat16 kernels: K of 300 and an odd 333 (two K blocks, the
+# second partial), 270 output channels (past a 256-column block and a 128-row block), strided.
+LARGE_BF16 = [((2, 300, 9, 9), (270, 300, 1, 1), 1, 0), ((3, 37, 15, 17), (65, 37, 3, 3), 1, 1),
+              ((3, 37, 15, 17), (65, 37, 3, 3), 2, 1), ((2, 40, 11, 13), (36, 40, 5, 3), 1, (2, 0, 1, 1))]
+
+
+@pytest.mark.parametrize("path", ["avx512"] + BF16_GEMM_PATHS if "avx512" in CPU_ISA_PATHS else CPU_ISA_PATHS[-1:])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("xs,ws,stride,pad", LARGE_BF16, ids=["1x1_k300", "3x3_k333", "3x3_k333_s2", "5x3_asym_pad"])
+def test_bfloat16_large_gemms_within_twice_torch(path, channels_last, xs, ws, stride, pad):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(xs).bfloat16().contiguous(memory_format=fmt)
+    w = (torch.randn(ws) / (ws[1] * ws[2] * ws[3]) ** 0.5).bfloat16()
+    b = torch.randn(ws[0]).bfloat16()
+    args = ([stride] * 2, list(pad) if isinstance(pad, tuple) else [pad] * 4, [1, 1], 1)
+    with cuconv.config.flags(cpu_isa=path):
+        y = ops.conv2d(x, w, b, *args)
+        gy = torch.randn(y.shape).bfloat16().contiguous(memory_format=fmt)
+        ours = (y, *ops.conv2d_backward(gy, x, w, *args, [True, True, True]))
+    theirs = torch_passes(x, w, b, args, gy)
+    exact = torch_passes(x.double(), w.double(), b.double(), args, gy.double())
+    for o, t, r in zip(ours, theirs, exact):
+        assert_within_torch_error(o, t.to(torch.bfloat16), r)

@@ -6,6 +6,9 @@
 // first-layer row kernels and the NHWC 2x2 pool forward; the other vector code is AVX2, which every
 // AVX-512 CPU has), else AVX2+FMA, else "portable": plain C++ that the compiler auto-vectorises
 // (every other CPU, aarch64 included). float64 always runs the portable kernels.
+// Two more paths exist for bfloat16 convolutions only: the AVX-512 kernels, with the GEMMs whose
+// operands are the bfloat16 inputs run on AVX512_BF16 dot products (avx512_bf16) or on AMX tiles
+// (amx), both in gemm/avx512_bf16.cpp.
 // cuconv.config's cpu_isa (CUCONV_CPU_ISA) forces a path; a forced path this CPU cannot run falls
 // back to the best one it can.
 #include "ops/config.h"
@@ -23,7 +26,12 @@
 
 namespace cuconv::cpu {
 
-enum class Isa { portable, avx2, avx512 };
+enum class Isa { portable, avx2, avx512, avx512_bf16, amx };
+
+// Both AVX-512 paths run the same vector code outside the bfloat16 GEMM.
+constexpr bool is_avx512(Isa isa) { return isa == Isa::avx512 || isa == Isa::avx512_bf16 || isa == Isa::amx; }
+// The float path of an ISA: what a GEMM whose operands are not bfloat16 values runs.
+constexpr Isa float_isa(Isa isa) { return is_avx512(isa) ? Isa::avx512 : isa; }
 
 inline bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -44,6 +52,19 @@ inline bool cpu_has_avx512() {
 #endif
 }
 
+// AVX512_BF16's dot product (vdpbf16ps), on top of AVX-512F.
+inline bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
+  return has;
+#else
+  return false;
+#endif
+}
+
+// AMX tiles with bfloat16 products, and the OS's permission to use them (asked for once).
+bool cpu_has_amx_bf16();
+
 // The path the kernels run now: cuconv.config's cpu_isa, or the best this CPU has when that is
 // `auto` or a path it cannot run.
 inline Isa active_isa() {
@@ -51,12 +72,32 @@ inline Isa active_isa() {
   switch (config::cpu_isa()) {
     case config::CpuIsa::portable: return Isa::portable;
     case config::CpuIsa::avx2: return best == Isa::portable ? Isa::portable : Isa::avx2;
-    default: return best;
+    default: return best;  // automatic, avx512 and the bfloat16 paths (conv_isa)
+  }
+}
+
+// The path a convolution runs: active_isa(), and for bfloat16 on an AVX-512 path the bfloat16
+// GEMMs the CPU has, AMX before AVX512_BF16 (cpu_isa can name either, or avx512 for neither).
+inline Isa conv_isa(bool bfloat16) {
+  const Isa isa = active_isa();
+  if (!bfloat16 || isa != Isa::avx512) return isa;
+  switch (config::cpu_isa()) {
+    case config::CpuIsa::automatic:
+      return cpu_has_amx_bf16() ? Isa::amx : cpu_has_avx512_bf16() ? Isa::avx512_bf16 : isa;
+    case config::CpuIsa::amx: return cpu_has_amx_bf16() ? Isa::amx : isa;
+    case config::CpuIsa::avx512_bf16: return cpu_has_avx512_bf16() ? Isa::avx512_bf16 : isa;
+    default: return isa;
   }
 }
 
 inline const char* isa_name(Isa isa) {
-  return isa == Isa::avx512 ? "avx512" : isa == Isa::avx2 ? "avx2" : "portable";
+  switch (isa) {
+    case Isa::amx: return "amx";
+    case Isa::avx512_bf16: return "avx512_bf16";
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "portable";
+  }
 }
 
 // Whether the AVX2 code (transforms, pooling, transposes) runs: on both vector paths.

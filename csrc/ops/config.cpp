@@ -21,6 +21,8 @@ struct Choice {
   int value;
 };
 const std::vector<Choice> kCpuIsa = {{"auto", int(CpuIsa::automatic)},
+                                     {"amx", int(CpuIsa::amx)},
+                                     {"avx512_bf16", int(CpuIsa::avx512_bf16)},
                                      {"avx512", int(CpuIsa::avx512)},
                                      {"avx2", int(CpuIsa::avx2)},
                                      {"portable", int(CpuIsa::portable)}};

@@ -13,7 +13,7 @@ namespace cuconv::config {
 
 // The CPU fallback's instruction-set path (cpu/isa.h resolves `automatic`, and a path this CPU
 // cannot run, to the best one it can).
-enum class CpuIsa { automatic, avx512, avx2, portable };
+enum class CpuIsa { automatic, amx, avx512_bf16, avx512, avx2, portable };
 // Winograd for the float32 3x3 stride-1 convs it applies to: chosen by shape, never, or always.
 enum class CpuConvAlgo { automatic, gemm, winograd };
 

@@ -8,17 +8,17 @@ for the process and `flags` for a block, as torch.backends.cudnn.flags does:
     with cuconv.config.flags(simulate=True, sim_block_order="reverse"):
         ...                                      # only inside the block
 
-| switch          | environment            | values                        |
-|-----------------|------------------------|-------------------------------|
-| cpu_isa         | CUCONV_CPU_ISA         | auto, avx512, avx2, portable  |
-| cpu_conv_algo   | CUCONV_CPU_CONV_ALGO   | auto, gemm, winograd          |
-| simulate        | CUCONV_SIM             | bool                          |
-| sim_tf32        | CUCONV_SIM_TF32        | bool                          |
-| sim_block_order | CUCONV_SIM_BLOCK_ORDER | linear, reverse, random[:seed]|
-| sim_timeout_s   | CUCONV_SIM_TIMEOUT_S   | int (seconds)                 |
-| sim_device      | (none)                 | dict of device properties     |
-| sync_launches   | CUCONV_SYNC_LAUNCHES   | bool                          |
-| poison          | CUCONV_POISON          | bool                          |
+| switch          | environment            | values                                        |
+|-----------------|------------------------|-----------------------------------------------|
+| cpu_isa         | CUCONV_CPU_ISA         | auto, amx, avx512_bf16, avx512, avx2, portable|
+| cpu_conv_algo   | CUCONV_CPU_CONV_ALGO   | auto, gemm, winograd                          |
+| simulate        | CUCONV_SIM             | bool                                          |
+| sim_tf32        | CUCONV_SIM_TF32        | bool                                          |
+| sim_block_order | CUCONV_SIM_BLOCK_ORDER | linear, reverse, random[:seed]                |
+| sim_timeout_s   | CUCONV_SIM_TIMEOUT_S   | int (seconds)                                 |
+| sim_device      | (none)                 | dict of device properties                     |
+| sync_launches   | CUCONV_SYNC_LAUNCHES   | bool                                          |
+| poison          | CUCONV_POISON          | bool                                          |
 
 The switches are process-wide (C++ atomics read by every op), not per thread.
 """

@@ -71,7 +71,7 @@ bool row_kernel(int64_t taps, int64_t step) {
                    : step == 2 && (taps == 3 || taps == 5 || taps == 7);
 }
 constexpr int row_pixels(int bytes, int64_t step) { return bytes == 64 ? 8 : step == 1 ? 4 : 3; }
-constexpr int isa_bytes(Isa isa) { return isa == Isa::avx512 ? 64 : isa == Isa::avx2 ? 32 : 16; }
+constexpr int isa_bytes(Isa isa) { return is_avx512(isa) ? 64 : isa == Isa::avx2 ? 32 : 16; }
 
 // ----------------------------------------------------------------------------------------- geometry
 
@@ -670,7 +670,7 @@ struct Kernels {
 };
 template <typename T>
 Kernels<T> kernels(Isa isa) {
-  return {isa == Isa::avx512 ? &kernel_avx512<T> : isa == Isa::avx2 ? &kernel_avx2<T> : &kernel_portable<T>};
+  return {is_avx512(isa) ? &kernel_avx512<T> : isa == Isa::avx2 ? &kernel_avx2<T> : &kernel_portable<T>};
 }
 
 // ------------------------------------------------------------------------------------------- passes

@@ -211,6 +211,7 @@ void conv2d_dgrad(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T
     case DgradStrategy::depthwise: return depthwise_dgrad(isa, p, gy, w, gx);
     case DgradStrategy::grouped: return grouped_dgrad(isa, p, gy, w, gx);
     case DgradStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
+    case DgradStrategy::as_forward: break;    // runner.cpp runs the forward
   }
   TORCH_CHECK(false, "cuconv: CPU grad-input strategy ", name(plan.strategy), " does not take ",
               c10::CppTypeToScalarType<T>::value);

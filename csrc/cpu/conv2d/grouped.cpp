@@ -275,7 +275,7 @@ template <typename T>
 using KernelFn = void (*)(const FpropArgs<T>*, const WgradArgs<T>*);
 template <typename T>
 KernelFn<T> kernel(Isa isa) {
-  return isa == Isa::avx512 ? &kernel_avx512<T> : isa == Isa::avx2 ? &kernel_avx2<T> : &kernel_portable<T>;
+  return is_avx512(isa) ? &kernel_avx512<T> : isa == Isa::avx2 ? &kernel_avx2<T> : &kernel_portable<T>;
 }
 
 // ------------------------------------------------------------------------------------------- passes

@@ -24,17 +24,19 @@ bool winograd_shape(const Conv2dParams& p) {
 
 // Winograd F(2x2, 3x3) does 2.25x fewer FLOPs; by shape it runs when the correlation has at least 16
 // input and output channels and 32 on one side: below that its transforms cost about what the
-// products save. cpu_conv_algo forces either way.
-bool use_winograd(const Conv2dParams& p, at::ScalarType dtype, int64_t c_in, int64_t c_out) {
+// products save. On AMX (a bfloat16 conv) the direct GEMMs' tile products outrun the float32
+// Winograd products. cpu_conv_algo forces either way.
+bool use_winograd(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64_t c_in, int64_t c_out) {
   const config::CpuConvAlgo algo = config::cpu_conv_algo();
   if (!is_float(dtype) || !winograd_shape(p) || algo == config::CpuConvAlgo::gemm) return false;
-  return algo == config::CpuConvAlgo::winograd || (std::min(c_in, c_out) >= 16 && std::max(c_in, c_out) >= 32);
+  return algo == config::CpuConvAlgo::winograd ||
+         (isa != Isa::amx && std::min(c_in, c_out) >= 16 && std::max(c_in, c_out) >= 32);
 }
 
 // Few-channel NCHW stride-1 layers (C*R*S <= 32: a first layer's 27) on AVX-512: output rows of at
 // least 16 fill a vector, and the input rows under them are read in place with no GEMM at all.
 bool use_rows_avx512(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
-  return is_float(dtype) && isa == Isa::avx512 && !p.channels_last && p.groups == 1 && p.stride_h == 1 &&
+  return is_float(dtype) && is_avx512(isa) && !p.channels_last && p.groups == 1 && p.stride_h == 1 &&
          p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 && p.C * p.R * p.S <= 32 && p.Q >= 16;
 }
 
@@ -102,7 +104,7 @@ bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_t
 FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_depthwise(p)) return {FpropStrategy::depthwise};
   if (use_grouped(p)) return {FpropStrategy::grouped};
-  if (use_winograd(p, dtype, p.C, p.K)) return {FpropStrategy::winograd};
+  if (use_winograd(p, isa, dtype, p.C, p.K)) return {FpropStrategy::winograd};
   if (use_rows_avx512(p, isa, dtype)) return {FpropStrategy::rows_avx512};
   if (use_nchw_as_nhwc(p)) return {FpropStrategy::nchw_as_nhwc};
   if (use_nchw_via_nhwc(p, dtype)) return {FpropStrategy::nchw_via_nhwc};
@@ -114,11 +116,16 @@ FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   return {direct ? FpropStrategy::nhwc_direct : FpropStrategy::nhwc_im2col};
 }
 
-DgradPlan plan_dgrad(const Conv2dParams& p, Isa, at::ScalarType dtype) {
+DgradPlan plan_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   const int64_t PQ = p.P * p.Q;
   if (use_depthwise(p)) return {DgradStrategy::depthwise, 1};
   if (use_grouped(p) && grouped_dgrad_fits(p)) return {DgradStrategy::grouped, 1};
-  if (use_winograd(p, dtype, p.K, p.C)) return {DgradStrategy::winograd, 1};
+  if (use_winograd(p, isa, dtype, p.K, p.C)) return {DgradStrategy::winograd, 1};
+  // Stride 1 on AMX (bfloat16): grad input is a forward conv, whose GEMMs read grad_output in place
+  // where col2im writes and re-reads R*S columns per pixel, traffic the tile products cannot hide.
+  if (isa == Isa::amx && p.R * p.S > 1 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 &&
+      p.groups == 1 && p.pad_h < p.R && p.pad_w < p.S)
+    return {DgradStrategy::as_forward, 1};
   if (use_nchw_as_nhwc(p)) return {DgradStrategy::nchw_as_nhwc, 1};
   // NHWC strided: each phase is a stride-1 correlation written in place, where col2im writes R*S
   // values per position and adds them back.
@@ -141,7 +148,7 @@ WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64
   if (use_depthwise(p))
     return plan.strategy = WgradStrategy::depthwise, plan.images_per_gemm = 1,
            plan.chunks = std::clamp<int64_t>(p.N, 1, 8), plan;
-  if (use_winograd(p, dtype, p.C, p.K)) return plan.strategy = WgradStrategy::winograd, plan;
+  if (use_winograd(p, isa, dtype, p.C, p.K)) return plan.strategy = WgradStrategy::winograd, plan;
   if (use_nchw_as_nhwc(p)) return plan.strategy = WgradStrategy::nchw_as_nhwc, plan;
   if (use_rows_avx512(p, isa, dtype)) return plan.strategy = WgradStrategy::rows_avx512, plan;
   // Images per GEMM, their positions concatenated along the GEMM's K: small maps sum ~512 positions
@@ -200,12 +207,12 @@ constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_
                                        "nhwc_interleaved", "nhwc_im2col", "nhwc_direct", "depthwise",
                                        "grouped",     "nchw_as_nhwc"};
 constexpr const char* kDgradNames[] = {"winograd",  "nhwc_phases", "nchw_col2im", "nhwc_col2im",
-                                       "depthwise", "grouped",     "nchw_as_nhwc"};
+                                       "depthwise", "grouped",     "nchw_as_nhwc", "as_forward"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct",    "pixel_cols",
                                        "window_runs", "interleaved", "im2col",    "depthwise",
                                        "grouped",     "nchw_as_nhwc"};
 static_assert(std::size(kFpropNames) == size_t(FpropStrategy::nchw_as_nhwc) + 1 &&
-                  std::size(kDgradNames) == size_t(DgradStrategy::nchw_as_nhwc) + 1 &&
+                  std::size(kDgradNames) == size_t(DgradStrategy::as_forward) + 1 &&
                   std::size(kWgradNames) == size_t(WgradStrategy::nchw_as_nhwc) + 1,
               "a name for every strategy");
 }  // namespace

@@ -38,6 +38,7 @@ enum class DgradStrategy {
   depthwise,    // one input channel per group: each input pixel gathers its taps per stride phase
   grouped,      // stride 1: the forward's kernel on grad_output with the flipped filter (grouped.cpp)
   nchw_as_nhwc,  // as FpropStrategy::nchw_as_nhwc
+  as_forward,    // stride 1 on AMX: the forward of grad_output with the flipped, transposed weight
 };
 
 enum class WgradStrategy {

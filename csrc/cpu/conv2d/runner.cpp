@@ -19,21 +19,25 @@ Conv2dParams as_nhwc(Conv2dParams p) {
   return p;
 }
 
-}  // namespace
+// The stride-1 grad input as a forward conv (DgradStrategy::as_forward): grad_output, padded by
+// R-1-pad, correlated with the weight flipped in R and S and transposed to [C, K, R, S], gives
+// grad_input (its bottom and right padding follow from the sizes, as any forward's do).
+Conv2dParams grad_input_as_forward(const Conv2dParams& p) {
+  Conv2dParams q = p;
+  q.C = p.K, q.H = p.P, q.W = p.Q;
+  q.K = p.C, q.P = p.H, q.Q = p.W;
+  q.pad_h = p.R - 1 - p.pad_h, q.pad_w = p.S - 1 - p.pad_w;
+  return q;
+}
 
-void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
-                    const at::Tensor& output, bool relu) {
-  if (is_16bit(input.scalar_type())) {
-    const at::Tensor out32 = float32_like(output, Scratch::wide_out);
-    conv2d_forward(p, float32_copy(input, Scratch::wide_a), float32_copy(weight, Scratch::wide_b),
-                   float32_copy(bias, Scratch::wide_c), out32, relu);
-    return round_into(output, out32);
-  }
-  const Isa isa = active_isa();
+// The passes on float32 or float64 tensors, on the ISA path `isa`; 16-bit tensors come here as
+// float32 copies, a bfloat16 call with conv_isa's path (its GEMMs may then run bfloat16 dot products).
+void forward(Isa isa, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+             const at::Tensor& output, bool relu) {
   const FpropPlan plan = plan_fprop(p, isa, input.scalar_type());
   if (plan.strategy == FpropStrategy::nchw_as_nhwc) {
     const at::Tensor y = at::empty_like(output, at::MemoryFormat::ChannelsLast);
-    conv2d_forward(as_nhwc(p), input.contiguous(at::MemoryFormat::ChannelsLast), weight, bias, y, relu);
+    forward(isa, as_nhwc(p), input.contiguous(at::MemoryFormat::ChannelsLast), weight, bias, y, relu);
     output.copy_(y);
     return;
   }
@@ -44,43 +48,66 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
   });
 }
 
-void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
-                           const at::Tensor& grad_input) {
-  if (is_16bit(grad_output.scalar_type())) {
-    const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
-    conv2d_backward_input(p, float32_copy(grad_output, Scratch::wide_a), float32_copy(weight, Scratch::wide_b), gx32);
-    return round_into(grad_input, gx32);
-  }
-  const Isa isa = active_isa();
+void backward_input(Isa isa, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                    const at::Tensor& grad_input) {
   const DgradPlan plan = plan_dgrad(p, isa, grad_output.scalar_type());
   if (plan.strategy == DgradStrategy::nchw_as_nhwc) {
     const at::Tensor gx = at::empty_like(grad_input, at::MemoryFormat::ChannelsLast);
-    conv2d_backward_input(as_nhwc(p), grad_output.contiguous(at::MemoryFormat::ChannelsLast), weight, gx);
+    backward_input(isa, as_nhwc(p), grad_output.contiguous(at::MemoryFormat::ChannelsLast), weight, gx);
     grad_input.copy_(gx);
     return;
   }
+  if (plan.strategy == DgradStrategy::as_forward)
+    return forward(isa, grad_input_as_forward(p), grad_output, weight.flip({2, 3}).transpose(0, 1).contiguous(),
+                   at::Tensor(), grad_input, false);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_input_cpu", [&] {
     conv2d_dgrad<scalar_t>(isa, plan, p, grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
                            grad_input.data_ptr<scalar_t>(), grad_output.options());
   });
 }
 
-void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
-                            const at::Tensor& grad_weight) {
-  if (is_16bit(grad_output.scalar_type())) {
-    const at::Tensor gw32 = float32_like(grad_weight, Scratch::wide_out);
-    conv2d_backward_weight(p, float32_copy(grad_output, Scratch::wide_a), float32_copy(input, Scratch::wide_b), gw32);
-    return round_into(grad_weight, gw32);
-  }
-  const Isa isa = active_isa();
+void backward_weight(Isa isa, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                     const at::Tensor& grad_weight) {
   const WgradPlan plan = plan_wgrad(p, isa, grad_output.scalar_type(), at::get_num_threads());
   if (plan.strategy == WgradStrategy::nchw_as_nhwc)
-    return conv2d_backward_weight(as_nhwc(p), grad_output.contiguous(at::MemoryFormat::ChannelsLast),
-                                  input.contiguous(at::MemoryFormat::ChannelsLast), grad_weight);
+    return backward_weight(isa, as_nhwc(p), grad_output.contiguous(at::MemoryFormat::ChannelsLast),
+                           input.contiguous(at::MemoryFormat::ChannelsLast), grad_weight);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_weight_cpu", [&] {
     conv2d_wgrad<scalar_t>(isa, plan, p, grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
                            grad_weight.data_ptr<scalar_t>());
   });
+}
+
+Isa isa_of(at::ScalarType t) { return conv_isa(t == at::kBFloat16); }
+
+}  // namespace
+
+void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                    const at::Tensor& output, bool relu) {
+  const Isa isa = isa_of(input.scalar_type());
+  if (!is_16bit(input.scalar_type())) return forward(isa, p, input, weight, bias, output, relu);
+  const at::Tensor out32 = float32_like(output, Scratch::wide_out);
+  forward(isa, p, float32_copy(input, Scratch::wide_a), float32_copy(weight, Scratch::wide_b),
+          float32_copy(bias, Scratch::wide_c), out32, relu);
+  round_into(output, out32);
+}
+
+void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                           const at::Tensor& grad_input) {
+  const Isa isa = isa_of(grad_output.scalar_type());
+  if (!is_16bit(grad_output.scalar_type())) return backward_input(isa, p, grad_output, weight, grad_input);
+  const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
+  backward_input(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(weight, Scratch::wide_b), gx32);
+  round_into(grad_input, gx32);
+}
+
+void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
+                            const at::Tensor& grad_weight) {
+  const Isa isa = isa_of(grad_output.scalar_type());
+  if (!is_16bit(grad_output.scalar_type())) return backward_weight(isa, p, grad_output, input, grad_weight);
+  const at::Tensor gw32 = float32_like(grad_weight, Scratch::wide_out);
+  backward_weight(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(input, Scratch::wide_b), gw32);
+  round_into(grad_weight, gw32);
 }
 
 void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& grad_bias) {
@@ -95,7 +122,7 @@ void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, 
 }
 
 std::vector<std::string> conv2d_plan(const Conv2dParams& p, const at::Tensor& input) {
-  const Isa isa = active_isa();
+  const Isa isa = isa_of(input.scalar_type());
   const at::ScalarType t = is_16bit(input.scalar_type()) ? at::kFloat : input.scalar_type();  // float32_copies.h
   return {name(plan_fprop(p, isa, t).strategy), name(plan_dgrad(p, isa, t).strategy),
           name(plan_wgrad(p, isa, t, at::get_num_threads()).strategy)};

@@ -472,7 +472,7 @@ CUCONV_AVX512 void output_transform_avx512(const WinogradConv& s, const float* M
 void input_transform(Isa isa, const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0, int64_t nb,
                      float* V, int64_t ldv, int64_t vstride) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (isa == Isa::avx512 && s.xs[1] == 1) return input_transform_avx512(s, x, grid, t0, nb, V, ldv, vstride);
+  if (is_avx512(isa) && s.xs[1] == 1) return input_transform_avx512(s, x, grid, t0, nb, V, ldv, vstride);
   if (uses_avx2(isa)) return input_transform_avx2(s, x, grid, t0, nb, V, ldv, vstride);
 #endif
   if (s.xs[1] == 1) input_transform_body<true>(s, x, grid, t0, nb, V, ldv, vstride);
@@ -482,7 +482,7 @@ void input_transform(Isa isa, const WinogradConv& s, const float* x, const TileG
 void output_transform(Isa isa, const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
                       const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu, float* y) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (isa == Isa::avx512 && s.ys[1] == 1) return output_transform_avx512(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+  if (is_avx512(isa) && s.ys[1] == 1) return output_transform_avx512(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
 #endif
   if (uses_avx2(isa)) output_transform_avx2(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
   else if (s.ys[1] == 1) output_transform_body<true>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
@@ -687,7 +687,7 @@ CUCONV_AVX512 void grad_transform_avx512(const WinogradConv& s, const float* gy,
 void grad_transform(Isa isa, const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0, int64_t nb,
                     float* U, int64_t ldu, int64_t ustride) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (isa == Isa::avx512 && s.ys[1] == 1) return grad_transform_avx512(s, gy, grid, t0, nb, U, ldu, ustride);
+  if (is_avx512(isa) && s.ys[1] == 1) return grad_transform_avx512(s, gy, grid, t0, nb, U, ldu, ustride);
 #endif
   if (uses_avx2(isa)) grad_transform_avx2(s, gy, grid, t0, nb, U, ldu, ustride);
   else if (s.ys[1] == 1) grad_transform_body<true>(s, gy, grid, t0, nb, U, ldu, ustride);
@@ -796,7 +796,7 @@ int64_t matrix_stride(int64_t rows, int64_t ld) { return rows * ld + 16; }
 const float* channels_last_copy(Isa isa, int64_t N, int64_t C, int64_t H, int64_t W, const float* x,
                                 int64_t (&xs)[4]) {
   const bool nchw = xs[3] == 1 && xs[2] == W && xs[1] == H * W && xs[0] == C * H * W;
-  if (isa != Isa::avx512 || !nchw || C == 1) return x;
+  if (!is_avx512(isa) || !nchw || C == 1) return x;
   float* dst = scratch<float>(Scratch::call_input, N * H * W * C);
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) transpose(isa, x + n * C * H * W, H * W, dst + n * H * W * C, C, C, H * W);
@@ -835,7 +835,7 @@ void winograd_conv3x3(Isa isa, const WinogradConv& s_in, const float* x, const f
         a.a = GemmA<float>::strided(V + xi * vstride, ldv, 1);
         a.B = U + xi * ustride, a.ldb = 0, a.b_packed = true;
         a.C = M + xi * mstride, a.ldc = ldm;
-        gemm(isa, a);
+        gemm(float_isa(isa), a);
       }
       output_transform(isa, s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
     }
@@ -873,7 +873,7 @@ void winograd_conv3x3_backward_weight(Isa isa, const WinogradConv& s, const floa
           a.C = part + (ch * 16 + xi) * s.C * ldp, a.ldc = ldp;
           a.init = t0 == c_begin ? GemmInit::zero : GemmInit::accumulate;
           a.parallel = split;
-          gemm(isa, a);
+          gemm(float_isa(isa), a);
         }
       }
     }

@@ -95,17 +95,24 @@ void gemm_portable(const GemmArgs<float>& g);
 void gemm_portable(const GemmArgs<double>& g);
 void gemm_avx2(const GemmArgs<float>& g);
 void gemm_avx512(const GemmArgs<float>& g);
+// For A and B holding bfloat16 values (float32 copies of bfloat16 tensors): AVX512_BF16 dot
+// products on the operands packed as bfloat16 pairs (gemm/avx512_bf16.cpp). Isa::avx512_bf16.
+void gemm_avx512_bf16(const GemmArgs<float>& g);
+// The same on AMX tiles (tdpbf16ps; the same file). Isa::amx.
+void gemm_amx_bf16(const GemmArgs<float>& g);
 // Whether gemm(isa, g) takes the small-output path: C (M <= 64, N <= 128) kept in registers, 14 x 32
 // at a time, over a long K, A's columns and B's rows read in place without packing (AVX-512 only).
 bool gemm_small_output(Isa isa, const GemmArgs<float>& g);
 
 inline void gemm(Isa isa, const GemmArgs<float>& g) {
-  if (isa == Isa::avx512) gemm_avx512(g);
+  if (isa == Isa::amx && !gemm_small_output(isa, g)) gemm_amx_bf16(g);
+  else if (isa == Isa::avx512_bf16 && !gemm_small_output(isa, g)) gemm_avx512_bf16(g);
+  else if (is_avx512(isa)) gemm_avx512(g);
   else if (isa == Isa::avx2) gemm_avx2(g);
   else gemm_portable(g);
 }
 // Rows of the float micro-kernel's tile on this path (work split into multiples of it wastes none).
-inline int64_t gemm_mr(Isa isa) { return isa == Isa::avx512 ? 8 : 6; }
+inline int64_t gemm_mr(Isa isa) { return is_avx512(isa) ? 8 : 6; }
 inline void gemm(Isa, const GemmArgs<double>& g) { gemm_portable(g); }
 
 }  // namespace cuconv::cpu
