@@ -83,17 +83,22 @@ def test_16bit_reports_the_float32_plan():
 
 @pytest.mark.skipif("amx" not in BF16_GEMM_PATHS, reason="this CPU (or its OS) gives no AMX tiles")
 def test_bfloat16_on_amx_plans():
-    """On AMX a bfloat16 conv leaves Winograd for the tile products, and its stride-1 grad input
-    runs as a forward conv (as_forward); float32 and float16 keep their plans."""
+    """On AMX a bfloat16 conv leaves Winograd for the tile products; stride 1 with 16 channels or
+    more runs amx_direct, and its grad input as a forward conv (as_forward, itself amx_direct);
+    float32 and float16 keep their plans."""
     x, w = torch.randn(2, 32, 10, 10), torch.randn(48, 32, 3, 3)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
     with cuconv.config.flags(cpu_isa="amx"):
         assert ops._cpu_conv2d_plan(x, w, *args) == ["winograd"] * 3
         assert ops._cpu_conv2d_plan(x.half(), w.half(), *args) == ["winograd"] * 3
         fprop, dgrad, wgrad = ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *args)
-        assert "winograd" not in (fprop, wgrad) and dgrad == "as_forward"
+        assert (fprop, dgrad) == ("amx_direct", "as_forward") and wgrad != "winograd"
         strided = ([2, 2], [1, 1, 1, 1], [1, 1], 1)
-        assert ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *strided)[1] != "as_forward"
+        fprop, dgrad, _ = ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *strided)
+        assert fprop != "amx_direct" and dgrad != "as_forward"
+        few = x[:, :8].bfloat16(), w[:, :8].bfloat16()  # under 16 input channels: the GEMM paths
+        fprop, dgrad, _ = ops._cpu_conv2d_plan(*few, *args)
+        assert fprop not in ("amx_direct", "winograd") and dgrad == "as_forward"
         pointwise = w[:, :, :1, :1].bfloat16()
         assert ops._cpu_conv2d_plan(x.bfloat16(), pointwise, [1, 1], [0, 0, 0, 0], [1, 1], 1)[1] != "as_forward"
         with cuconv.config.flags(cpu_conv_algo="winograd"):  # forcing Winograd still works
@@ -211,7 +216,9 @@ def test_bfloat16_large_gemms_within_twice_torch(path, channels_last, xs, ws, st
         y = ops.conv2d(x, w, b, *args)
         gy = torch.randn(y.shape).bfloat16().contiguous(memory_format=fmt)
         ours = (y, *ops.conv2d_backward(gy, x, w, *args, [True, True, True]))
+        assert torch.equal(ops.conv2d_bias_relu(x, w, b, *args), y.clamp_min(0))
     theirs = torch_passes(x, w, b, args, gy)
     exact = torch_passes(x.double(), w.double(), b.double(), args, gy.double())
     for o, t, r in zip(ours, theirs, exact):
         assert_within_torch_error(o, t.to(torch.bfloat16), r)
+    assert y.is_contiguous(memory_format=fmt) and ours[1].is_contiguous(memory_format=fmt)

@@ -19,7 +19,7 @@ enum class Scratch : int {
   call,        // the grad weight's chunk partials, Winograd's transformed filter
   call_input,  // Winograd's channels-last copy of its input, beside `call`
   // The float32 copies of a 16-bit call's tensors (float32_copies.h), around the float32 call that
-  // uses the slots above:
+  // uses the slots above (amx_direct's padded input, packed weight and bias in the first three):
   wide_a,    // its first input
   wide_b,    // its second input
   wide_c,    // its bias

@@ -208,6 +208,7 @@ void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T
     case FpropStrategy::depthwise: return depthwise_fprop(isa, p, x, w, bias, y, relu);
     case FpropStrategy::grouped: return grouped_fprop(isa, p, x, w, bias, y, relu);
     case FpropStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
+    case FpropStrategy::amx_direct: break;    // runner.cpp runs it on the bfloat16 tensors
   }
   TORCH_CHECK(false, "cuconv: CPU forward strategy ", name(plan.strategy), " does not take ", c10::CppTypeToScalarType<T>::value);
 }

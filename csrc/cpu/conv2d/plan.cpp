@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <iterator>
 
+#include "cpu/conv2d/amx_direct.h"
 #include "cpu/conv2d/grouped.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/sizes.h"
@@ -100,6 +101,13 @@ bool nhwc_reads_rows_in_place(const Conv2dParams& p) {
 int64_t images_per_gemm(int64_t N, int64_t PQ) { return std::min(N, std::max<int64_t>(1, 256 / PQ)); }
 
 bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
+
+// Its tiles read the input in place of the float32 copy, the im2col-like packing of the GEMM's A
+// (R x S values per input value) and the rounding pass. Forced Winograd keeps Winograd.
+bool use_amx_direct(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
+  return dtype == at::kBFloat16 && isa == Isa::amx && amx_direct_shape(p) &&
+         config::cpu_conv_algo() != config::CpuConvAlgo::winograd;
+}
 
 FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_depthwise(p)) return {FpropStrategy::depthwise};
@@ -205,13 +213,13 @@ namespace {
 constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_via_nhwc",
                                        "nchw_im2col", "nchw_direct",      "nhwc_rows",
                                        "nhwc_interleaved", "nhwc_im2col", "nhwc_direct", "depthwise",
-                                       "grouped",     "nchw_as_nhwc"};
+                                       "grouped",     "nchw_as_nhwc", "amx_direct"};
 constexpr const char* kDgradNames[] = {"winograd",  "nhwc_phases", "nchw_col2im", "nhwc_col2im",
                                        "depthwise", "grouped",     "nchw_as_nhwc", "as_forward"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct",    "pixel_cols",
                                        "window_runs", "interleaved", "im2col",    "depthwise",
                                        "grouped",     "nchw_as_nhwc"};
-static_assert(std::size(kFpropNames) == size_t(FpropStrategy::nchw_as_nhwc) + 1 &&
+static_assert(std::size(kFpropNames) == size_t(FpropStrategy::amx_direct) + 1 &&
                   std::size(kDgradNames) == size_t(DgradStrategy::as_forward) + 1 &&
                   std::size(kWgradNames) == size_t(WgradStrategy::nchw_as_nhwc) + 1,
               "a name for every strategy");

@@ -28,6 +28,7 @@ enum class FpropStrategy {
   depthwise,         // one input channel per group: channels in vector lanes, no GEMM (depthwise.cpp)
   grouped,           // at most 16 channels per group: output pixels in vector lanes (grouped.cpp)
   nchw_as_nhwc,      // NCHW pointwise or strided onto few positions: the batch run as NHWC (runner.cpp)
+  amx_direct,        // bfloat16 stride 1 on AMX: tiles loaded from a padded bfloat16 copy (amx_direct.cpp)
 };
 
 enum class DgradStrategy {
@@ -94,6 +95,10 @@ std::vector<std::string> all_conv2d_strategies();
 int64_t images_per_gemm(int64_t N, int64_t PQ);
 // a GEMM splits its columns over the threads when the outer loop has fewer items than threads.
 bool gemm_should_split(int64_t outer_items);
+
+// A bfloat16 forward (or stride-1 grad input, as a forward) that runs amx_direct on its bfloat16
+// tensors, before any float32 copy (runner.cpp).
+bool use_amx_direct(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
 
 // Convs that read their input in place (1x1, stride 1, no padding, output the input's size).
 bool reads_input_directly(const Conv2dParams& p);

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
+#include "cpu/conv2d/amx_direct.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/plan.h"
@@ -85,6 +86,7 @@ Isa isa_of(at::ScalarType t) { return conv_isa(t == at::kBFloat16); }
 void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                     const at::Tensor& output, bool relu) {
   const Isa isa = isa_of(input.scalar_type());
+  if (use_amx_direct(p, isa, input.scalar_type())) return amx_direct_fprop(p, input, weight, bias, output, relu);
   if (!is_16bit(input.scalar_type())) return forward(isa, p, input, weight, bias, output, relu);
   const at::Tensor out32 = float32_like(output, Scratch::wide_out);
   forward(isa, p, float32_copy(input, Scratch::wide_a), float32_copy(weight, Scratch::wide_b),
@@ -95,6 +97,10 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
 void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                            const at::Tensor& grad_input) {
   const Isa isa = isa_of(grad_output.scalar_type());
+  if (plan_dgrad(p, isa, at::kFloat).strategy == DgradStrategy::as_forward &&
+      use_amx_direct(grad_input_as_forward(p), isa, grad_output.scalar_type()))
+    return amx_direct_fprop(grad_input_as_forward(p), grad_output, weight.flip({2, 3}).transpose(0, 1).contiguous(),
+                            at::Tensor(), grad_input, false);
   if (!is_16bit(grad_output.scalar_type())) return backward_input(isa, p, grad_output, weight, grad_input);
   const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
   backward_input(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(weight, Scratch::wide_b), gx32);
@@ -124,7 +130,9 @@ void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, 
 std::vector<std::string> conv2d_plan(const Conv2dParams& p, const at::Tensor& input) {
   const Isa isa = isa_of(input.scalar_type());
   const at::ScalarType t = is_16bit(input.scalar_type()) ? at::kFloat : input.scalar_type();  // float32_copies.h
-  return {name(plan_fprop(p, isa, t).strategy), name(plan_dgrad(p, isa, t).strategy),
+  const FpropStrategy fprop = use_amx_direct(p, isa, input.scalar_type()) ? FpropStrategy::amx_direct
+                                                                          : plan_fprop(p, isa, t).strategy;
+  return {name(fprop), name(plan_dgrad(p, isa, t).strategy),
           name(plan_wgrad(p, isa, t, at::get_num_threads()).strategy)};
 }
 

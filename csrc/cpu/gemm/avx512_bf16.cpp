@@ -27,6 +27,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cpu/amx.h"
+
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // _mm512_max_ps's placeholder, as in avx512.cpp
 
 #define CUCONV_AVX512_BF16 __attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw,avx2,fma")))
@@ -198,8 +200,6 @@ CUCONV_AVX512_BF16 void tile(int64_t kp, const uint32_t* A, const uint32_t* B, i
 // bytes per pair) and issues four tile products. A is packed row-major (each row's pairs
 // contiguous, as a tile row reads them); K is padded with zero pairs to whole tiles. Each block's
 // sums leave the tiles into a float buffer and are added to C's starting values in one epilogue.
-#define CUCONV_AMX __attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw,avx2,fma,amx-tile,amx-bf16")))
-
 constexpr int64_t AMX_MR = 32, AMX_KP = 16;  // rows of a C block; pairs per tile
 
 // Rows i0..i0+rows of A (columns p0.., kc of them) as rows of `kp` pair words (pairs past K zero),
@@ -256,19 +256,6 @@ CUCONV_AMX void pack_a_rows(const GemmArgs<float>& g, int64_t i0, int64_t rows, 
     }
   }
 }
-
-// Eight 16-row tiles of 64 bytes: four C tiles of 16 x 16 floats, two A tiles, two B tiles. A
-// static object: GCC's ldtilecfg asm names only the config's first bytes as its input, so the
-// stores that fill a local config would be dropped as dead.
-struct alignas(64) TileConfig {
-  uint8_t palette, start_row, reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-constexpr TileConfig kTileConfig = {1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
-
-CUCONV_AMX void amx_configure() { _tile_loadconfig(&kTileConfig); }
-CUCONV_AMX void amx_release() { _tile_release(); }
 
 // One 32 x 32 block of C (rows < mv, columns < nv) over kp pairs (a multiple of 16) of a packed A
 // (rows of kp words) and a packed B sliver (kp rows of 32 words).

@@ -1,0 +1,28 @@
+#pragma once
+// AMX tile setup shared by the bfloat16 GEMM (gemm/avx512_bf16.cpp) and the direct bfloat16 conv
+// (conv2d/amx_direct.cpp). Included by x86 sources only; cpu_has_amx_bf16() (isa.h) says whether
+// this CPU and OS run them.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#define CUCONV_AMX __attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw,avx2,fma,amx-tile,amx-bf16")))
+
+namespace cuconv::cpu {
+
+// Eight 16-row tiles of 64 bytes: four C tiles of 16 x 16 floats (tmm0-3), two A tiles of 16 rows
+// x 16 bfloat16 pairs (tmm4-5), two B tiles of 16 pairs x 16 columns (tmm6-7). A static object:
+// GCC's ldtilecfg asm names only the config's first bytes as its input, so the stores that fill a
+// local config would be dropped as dead.
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+inline constexpr TileConfig kTileConfig = {1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
+// Per thread, before its first tile instruction and after its last.
+CUCONV_AMX inline void amx_configure() { _tile_loadconfig(&kTileConfig); }
+CUCONV_AMX inline void amx_release() { _tile_release(); }
+
+}  // namespace cuconv::cpu

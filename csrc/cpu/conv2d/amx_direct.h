@@ -1,0 +1,17 @@
+#pragma once
+// bfloat16 forward conv on AMX tiles read straight from the input (amx_direct.cpp).
+#include <ATen/core/Tensor.h>
+
+#include "conv2d_params.h"
+
+namespace cuconv::cpu {
+
+// Stride 1, no dilation, one group, at least 16 input and output channels.
+bool amx_direct_shape(const Conv2dParams& p);
+
+// y = conv(x, w) + bias, ReLU'd when asked, all bfloat16 (bias may be undefined); x and y in p's
+// layout, w [K, C, R, S] contiguous. Runs only where cpu_has_amx_bf16().
+void amx_direct_fprop(const Conv2dParams& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                      const at::Tensor& y, bool relu);
+
+}  // namespace cuconv::cpu
