@@ -83,9 +83,9 @@ def test_16bit_reports_the_float32_plan():
 
 @pytest.mark.skipif("amx" not in BF16_GEMM_PATHS, reason="this CPU (or its OS) gives no AMX tiles")
 def test_bfloat16_on_amx_plans():
-    """On AMX a bfloat16 conv leaves Winograd for the tile products; stride 1 with 16 channels or
-    more runs amx_direct, and its grad input as a forward conv (as_forward, itself amx_direct);
-    float32 and float16 keep their plans."""
+    """On AMX a bfloat16 conv leaves Winograd for the tile products; undilated with 16 channels or
+    more it runs amx_direct, at stride 1 its grad input as a forward conv (as_forward, itself
+    amx_direct); float32 and float16 keep their plans."""
     x, w = torch.randn(2, 32, 10, 10), torch.randn(48, 32, 3, 3)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
     with cuconv.config.flags(cpu_isa="amx"):
@@ -95,7 +95,9 @@ def test_bfloat16_on_amx_plans():
         assert (fprop, dgrad) == ("amx_direct", "as_forward") and wgrad != "winograd"
         strided = ([2, 2], [1, 1, 1, 1], [1, 1], 1)
         fprop, dgrad, _ = ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *strided)
-        assert fprop != "amx_direct" and dgrad != "as_forward"
+        assert fprop == "amx_direct" and dgrad != "as_forward"
+        dilated = ([1, 1], [2, 2, 2, 2], [2, 2], 1)
+        assert ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *dilated)[0] != "amx_direct"
         few = x[:, :8].bfloat16(), w[:, :8].bfloat16()  # under 16 input channels: the GEMM paths
         fprop, dgrad, _ = ops._cpu_conv2d_plan(*few, *args)
         assert fprop not in ("amx_direct", "winograd") and dgrad == "as_forward"
@@ -200,18 +202,21 @@ def test_16bit_values_round_trip_and_round_to_nearest_even(isa, dtype):
 # GEMMs past one cache block of the bfloat16 kernels: K of 300 and an odd 333 (two K blocks, the
 # second partial), 270 output channels (past a 256-column block and a 128-row block), strided.
 LARGE_BF16 = [((2, 300, 9, 9), (270, 300, 1, 1), 1, 0), ((3, 37, 15, 17), (65, 37, 3, 3), 1, 1),
-              ((3, 37, 15, 17), (65, 37, 3, 3), 2, 1), ((2, 40, 11, 13), (36, 40, 5, 3), 1, (2, 0, 1, 1))]
+              ((3, 37, 15, 17), (65, 37, 3, 3), 2, 1), ((2, 40, 11, 13), (36, 40, 5, 3), 1, (2, 0, 1, 1)),
+              ((2, 48, 13, 12), (40, 48, 1, 1), 2, 0), ((2, 32, 12, 15), (33, 32, 4, 5), (2, 3), (1, 2, 0, 1))]
 
 
 @pytest.mark.parametrize("path", ["avx512"] + BF16_GEMM_PATHS if "avx512" in CPU_ISA_PATHS else CPU_ISA_PATHS[-1:])
 @pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("xs,ws,stride,pad", LARGE_BF16, ids=["1x1_k300", "3x3_k333", "3x3_k333_s2", "5x3_asym_pad"])
+@pytest.mark.parametrize("xs,ws,stride,pad", LARGE_BF16,
+                         ids=["1x1_k300", "3x3_k333", "3x3_k333_s2", "5x3_asym_pad", "1x1_s2", "4x5_s2x3"])
 def test_bfloat16_large_gemms_within_twice_torch(path, channels_last, xs, ws, stride, pad):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(xs).bfloat16().contiguous(memory_format=fmt)
     w = (torch.randn(ws) / (ws[1] * ws[2] * ws[3]) ** 0.5).bfloat16()
     b = torch.randn(ws[0]).bfloat16()
-    args = ([stride] * 2, list(pad) if isinstance(pad, tuple) else [pad] * 4, [1, 1], 1)
+    args = (list(stride) if isinstance(stride, tuple) else [stride] * 2,
+            list(pad) if isinstance(pad, tuple) else [pad] * 4, [1, 1], 1)
     with cuconv.config.flags(cpu_isa=path):
         y = ops.conv2d(x, w, b, *args)
         gy = torch.randn(y.shape).bfloat16().contiguous(memory_format=fmt)

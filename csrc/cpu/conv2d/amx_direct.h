@@ -6,7 +6,7 @@
 
 namespace cuconv::cpu {
 
-// Stride 1, no dilation, one group, at least 16 input and output channels.
+// No dilation, one group, at least 16 input and output channels (any stride).
 bool amx_direct_shape(const Conv2dParams& p);
 
 // y = conv(x, w) + bias, ReLU'd when asked, all bfloat16 (bias may be undefined); x and y in p's

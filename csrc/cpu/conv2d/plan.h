@@ -28,7 +28,7 @@ enum class FpropStrategy {
   depthwise,         // one input channel per group: channels in vector lanes, no GEMM (depthwise.cpp)
   grouped,           // at most 16 channels per group: output pixels in vector lanes (grouped.cpp)
   nchw_as_nhwc,      // NCHW pointwise or strided onto few positions: the batch run as NHWC (runner.cpp)
-  amx_direct,        // bfloat16 stride 1 on AMX: tiles loaded from a padded bfloat16 copy (amx_direct.cpp)
+  amx_direct,        // bfloat16 on AMX: tiles loaded from padded bfloat16 phase images (amx_direct.cpp)
 };
 
 enum class DgradStrategy {
