@@ -311,86 +311,90 @@ bool cpu_has_amx_bf16() {
   return has;
 }
 
-void gemm_amx_bf16(const GemmArgs<float>& g) {
+namespace {
+
+// The two kernels as gemm_pairs runs them: how many pairs a K block packs, how A is packed and
+// where a row tile's part of it starts, the per-thread setup, and the tile itself.
+struct DotKernel {
+  static constexpr int64_t kRows = MR;
+  static int64_t pairs(int64_t kc) { return (kc + 1) / 2; }
+  static int64_t panel(int64_t kc) { return (kc + 15) / 16 * 8 * MR; }  // words per packed A panel
+  static void pack_a(const GemmArgs<float>& g, int64_t i0, int64_t rows, int64_t p0, int64_t kc, uint32_t* out) {
+    pack_a_pairs(g, i0, rows, p0, kc, panel(kc), out);
+  }
+  static const uint32_t* a_tile(const uint32_t* a, int64_t i, int64_t kc) { return a + i / MR * panel(kc); }
+  static void begin() {}
+  static void end() {}
+  static void run(int64_t kp, const uint32_t* a, const uint32_t* b, int mv, int nv, float* c, int64_t ldc,
+                  GemmInit init, const float* bias, bool relu) {
+    tile(kp, a, b, mv, nv, c, ldc, init, bias, relu);
+  }
+};
+
+struct TileKernel {
+  static constexpr int64_t kRows = AMX_MR;
+  static int64_t pairs(int64_t kc) { return ((kc + 1) / 2 + AMX_KP - 1) / AMX_KP * AMX_KP; }
+  static void pack_a(const GemmArgs<float>& g, int64_t i0, int64_t rows, int64_t p0, int64_t kc, uint32_t* out) {
+    pack_a_rows(g, i0, rows, p0, kc, pairs(kc), out);
+  }
+  static const uint32_t* a_tile(const uint32_t* a, int64_t i, int64_t kc) { return a + i * pairs(kc); }
+  static void begin() { amx_configure(); }
+  static void end() { amx_release(); }
+  static void run(int64_t kp, const uint32_t* a, const uint32_t* b, int mv, int nv, float* c, int64_t ldc,
+                  GemmInit init, const float* bias, bool relu) {
+    amx_block(kp, a, b, mv, nv, c, ldc, init, bias, relu);
+  }
+};
+
+// driver.h's blocking for the pair-packed operands: B packed per K block and 256 columns, A per
+// K block and 128 rows, both always (their float values become bfloat16 pairs).
+template <class Kernel>
+void gemm_pairs(const GemmArgs<float>& g) {
+  constexpr int64_t kRows = Kernel::kRows;
   const int64_t n_tiles = (g.N + NR - 1) / NR;
   auto run_columns = [&](int64_t t_begin, int64_t t_end) {
     thread_local std::vector<uint32_t> a_buf, b_buf;
     uint32_t* bp = gemm_buffer(b_buf, size_t(KC / 2 * NC_TILES * NR));
     uint32_t* ap = gemm_buffer(a_buf, size_t(KC / 2 * MC));
-    amx_configure();
+    Kernel::begin();
     for (int64_t tb = t_begin; tb < t_end; tb += NC_TILES) {
       const int64_t te = std::min(tb + NC_TILES, t_end);
       for (int64_t p0 = 0; p0 < g.K; p0 += KC) {
-        const int64_t kc = std::min(KC, g.K - p0), kp = ((kc + 1) / 2 + AMX_KP - 1) / AMX_KP * AMX_KP;
+        const int64_t kc = std::min(KC, g.K - p0), kp = Kernel::pairs(kc);
         const GemmInit init = p0 == 0 ? g.init : GemmInit::accumulate;
         const bool relu = g.relu && p0 + kc == g.K;  // only the final sums are clamped
         pack_b_pairs(g, p0, kc, kp, tb * NR, te - tb, bp);
         for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
           const int64_t i1 = std::min(i0 + MC, g.M);
-          pack_a_rows(g, i0, i1 - i0, p0, kc, kp, ap);
+          Kernel::pack_a(g, i0, i1 - i0, p0, kc, ap);
           for (int64_t t = tb; t < te; ++t) {
             const int64_t j = t * NR;
             const int nv = int(std::min(NR, g.N - j));
             const uint32_t* b = bp + (t - tb) * kp * NR;
-            for (int64_t i = i0; i < i1; i += AMX_MR) {
-              const int mv = int(std::min(AMX_MR, g.M - i));
+            for (int64_t i = i0; i < i1; i += kRows) {
+              const int mv = int(std::min(kRows, g.M - i));
               const float* bias = init == GemmInit::bias_row ? g.bias + i
                                   : init == GemmInit::bias_col ? g.bias + j
                                                                : nullptr;
-              const uint32_t* a = ap + (i - i0) * kp;
-              on_c_tile<AMX_MR, NR>(g, i, mv, j, nv, init, [&](float* c, int64_t ldc) {
-                amx_block(kp, a, b, mv, nv, c, ldc, init, bias, relu);
+              const uint32_t* a = Kernel::a_tile(ap, i - i0, kc);
+              on_c_tile<kRows, NR>(g, i, mv, j, nv, init, [&](float* c, int64_t ldc) {
+                Kernel::run(kp, a, b, mv, nv, c, ldc, init, bias, relu);
               });
             }
           }
         }
       }
     }
-    amx_release();
+    Kernel::end();
   };
   if (g.parallel && n_tiles > 1) at::parallel_for(0, n_tiles, 1, run_columns);
   else run_columns(0, n_tiles);
 }
 
-void gemm_avx512_bf16(const GemmArgs<float>& g) {
-  const int64_t n_tiles = (g.N + NR - 1) / NR;
-  auto run_columns = [&](int64_t t_begin, int64_t t_end) {
-    thread_local std::vector<uint32_t> a_buf, b_buf;
-    uint32_t* bp = gemm_buffer(b_buf, size_t(KC / 2 * NC_TILES * NR));
-    uint32_t* ap = gemm_buffer(a_buf, size_t(KC / 2 * MC));
-    for (int64_t tb = t_begin; tb < t_end; tb += NC_TILES) {
-      const int64_t te = std::min(tb + NC_TILES, t_end);
-      for (int64_t p0 = 0; p0 < g.K; p0 += KC) {
-        const int64_t kc = std::min(KC, g.K - p0), kp = (kc + 1) / 2;
-        const int64_t panel = (kc + 15) / 16 * 8 * MR;  // words per packed A panel
-        const GemmInit init = p0 == 0 ? g.init : GemmInit::accumulate;
-        const bool relu = g.relu && p0 + kc == g.K;  // only the final sums are clamped
-        pack_b_pairs(g, p0, kc, kp, tb * NR, te - tb, bp);
-        for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
-          const int64_t i1 = std::min(i0 + MC, g.M);
-          pack_a_pairs(g, i0, i1 - i0, p0, kc, panel, ap);
-          for (int64_t t = tb; t < te; ++t) {
-            const int64_t j = t * NR;
-            const int nv = int(std::min(NR, g.N - j));
-            const uint32_t* b = bp + (t - tb) * kp * NR;
-            for (int64_t i = i0; i < i1; i += MR) {
-              const int mv = int(std::min(MR, g.M - i));
-              const float* bias = init == GemmInit::bias_row ? g.bias + i
-                                  : init == GemmInit::bias_col ? g.bias + j
-                                                               : nullptr;
-              const uint32_t* a = ap + (i - i0) / MR * panel;
-              on_c_tile<MR, NR>(g, i, mv, j, nv, init, [&](float* c, int64_t ldc) {
-                tile(kp, a, b, mv, nv, c, ldc, init, bias, relu);
-              });
-            }
-          }
-        }
-      }
-    }
-  };
-  if (g.parallel && n_tiles > 1) at::parallel_for(0, n_tiles, 1, run_columns);
-  else run_columns(0, n_tiles);
-}
+}  // namespace
+
+void gemm_amx_bf16(const GemmArgs<float>& g) { gemm_pairs<TileKernel>(g); }
+void gemm_avx512_bf16(const GemmArgs<float>& g) { gemm_pairs<DotKernel>(g); }
 
 }  // namespace cuconv::cpu
 
