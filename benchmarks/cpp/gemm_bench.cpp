@@ -3,7 +3,8 @@
 // efficiency from what a conv adds around it (im2col, col2im, packing, threads).
 //
 //   gemm_bench [--threads N] [--isa avx512|avx2|portable] [--rows] M N K [M N K ...]
-//   gemm_bench --check        (what ctest runs: odd shapes on every ISA path this CPU has)
+//   gemm_bench --check        (what ctest runs: odd shapes on every ISA path this CPU has, the
+//                              bfloat16 GEMMs on bfloat16 values)
 //
 // --rows gives A as row pointers and B packed once (gemm_packed_b_offset), as the NHWC forward
 // and the Winograd GEMMs call it; the default is plain row-major A and B. The check also gives C
@@ -43,6 +44,9 @@ std::vector<Isa> isa_paths() {
   std::vector<Isa> paths{Isa::portable};
   if (cpu_has_avx2()) paths.push_back(Isa::avx2);
   if (cpu_has_avx2() && cpu_has_avx512()) paths.push_back(Isa::avx512);
+  // The bfloat16 GEMMs (checked on bfloat16 values, as a bfloat16 conv gives them).
+  if (cpu_has_avx2() && cpu_has_avx512_bf16()) paths.push_back(Isa::avx512_bf16);
+  if (cpu_has_avx2() && cpu_has_amx_bf16()) paths.push_back(Isa::amx);
   return paths;
 }
 
@@ -65,7 +69,8 @@ struct Problem {
   static int64_t c_offset(int64_t i, int64_t N, bool crows) { return crows ? i * (N + 3) + (i / 5) * 7 : i * N; }
   float c_at(int64_t i, int64_t j) const { return C[c_offset(i, N, crows) + j]; }
 
-  Problem(int64_t m, int64_t n, int64_t k, Mode mode, unsigned seed)
+  // bf16: A and B hold bfloat16 values (float32 with the low 16 bits clear).
+  Problem(int64_t m, int64_t n, int64_t k, Mode mode, unsigned seed, bool bf16 = false)
       : M(m), N(n), K(k), rows(mode == Mode::rows), crows(mode == Mode::c_rows), runs(mode == Mode::col_runs || mode == Mode::col_runs_long) {
     if (runs) run = mode == Mode::col_runs ? 5 : 24, run_stride = mode == Mode::col_runs ? 7 : 29;
     std::mt19937 gen(seed);
@@ -74,6 +79,14 @@ struct Problem {
     C.assign(c_offset(M, N, crows), std::nanf(""));  // poisoned: unwritten fails
     for (float& v : A) v = dist(gen);
     for (float& v : B) v = dist(gen);
+    if (bf16)
+      for (std::vector<float>* m : {&A, &B})
+        for (float& v : *m) {
+          uint32_t bits = 0;
+          std::memcpy(&bits, &v, 4);
+          bits &= 0xFFFF0000u;
+          std::memcpy(&v, &bits, 4);
+        }
     if (crows)
       for (int64_t i = 0; i < M; ++i) c_rows.push_back(C.data() + c_offset(i, N, true));
     if (runs) {  // column p: runs of `run` values run_stride apart (a conv window's kernel rows)
@@ -182,12 +195,14 @@ double fma_peak_gflops(Isa) { return 0.0; }
 // Odd shapes around the tile edges (8x16, 6x16, 4x16 tiles; K blocks of 256), every operand mode,
 // every ISA path, and 1 against 2 threads (the bits must not change). Returns the failure count.
 int check() {
-  const int64_t shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {9, 17, 64}, {67, 45, 300}, {33, 70, 257}, {256, 96, 128}};
+  const int64_t shapes[][3] = {{1, 1, 1},     {7, 13, 5},    {9, 17, 64},  {67, 45, 300},
+                               {33, 70, 257}, {256, 96, 128}, {40, 300, 71}};
   int failures = 0;
   for (Isa isa : isa_paths())
     for (Mode mode : {Mode::plain, Mode::rows, Mode::c_rows, Mode::col_runs, Mode::col_runs_long})
       for (const auto& s : shapes) {
-        Problem one(s[0], s[1], s[2], mode, 7), two(s[0], s[1], s[2], mode, 7);
+        const bool bf16 = isa == Isa::avx512_bf16 || isa == Isa::amx;
+        Problem one(s[0], s[1], s[2], mode, 7, bf16), two(s[0], s[1], s[2], mode, 7, bf16);
         at::set_num_threads(1);
         gemm(isa, one.args(false));
         at::set_num_threads(2);

@@ -219,7 +219,7 @@ void gemm_small_output_avx512(const GemmArgs<float>& g) {
 // block costs more than re-reading them (a 1x1 shortcut's or a Winograd grad weight); larger C
 // tiles re-read A and B too often and run slower than the blocked GEMM (docs/experiments.md).
 bool gemm_small_output(Isa isa, const GemmArgs<float>& g) {
-  return is_avx512(isa) && !g.parallel && !g.c_rows && !g.b_packed &&
+  return isa == Isa::avx512 && !g.parallel && !g.c_rows && !g.b_packed &&
          (g.a.is_cols() || (g.a.form == GemmA<float>::Form::strided && g.a.rs == 1)) &&
          g.M <= 64 && g.N <= 128 && g.K >= 64;
 }

@@ -101,12 +101,14 @@ void gemm_avx512_bf16(const GemmArgs<float>& g);
 // The same on AMX tiles (tdpbf16ps; the same file). Isa::amx.
 void gemm_amx_bf16(const GemmArgs<float>& g);
 // Whether gemm(isa, g) takes the small-output path: C (M <= 64, N <= 128) kept in registers, 14 x 32
-// at a time, over a long K, A's columns and B's rows read in place without packing (AVX-512 only).
+// at a time, over a long K, A's columns and B's rows read in place without packing (AVX-512 only;
+// never on the bfloat16 paths, whose sums it would not reproduce: a plan that picks it by thread
+// count keeps its bits only because both float kernels sum alike).
 bool gemm_small_output(Isa isa, const GemmArgs<float>& g);
 
 inline void gemm(Isa isa, const GemmArgs<float>& g) {
-  if (isa == Isa::amx && !gemm_small_output(isa, g)) gemm_amx_bf16(g);
-  else if (isa == Isa::avx512_bf16 && !gemm_small_output(isa, g)) gemm_avx512_bf16(g);
+  if (isa == Isa::amx) gemm_amx_bf16(g);
+  else if (isa == Isa::avx512_bf16) gemm_avx512_bf16(g);
   else if (is_avx512(isa)) gemm_avx512(g);
   else if (isa == Isa::avx2) gemm_avx2(g);
   else gemm_portable(g);
