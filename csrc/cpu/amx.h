@@ -1,5 +1,5 @@
 #pragma once
-// AMX tile setup shared by the bfloat16 GEMM (gemm/avx512_bf16.cpp) and the direct bfloat16 conv
+// AMX tile setup (and a lane mask) shared by the bfloat16 GEMM (gemm/avx512_bf16.cpp) and the direct bfloat16 conv
 // (conv2d/amx_direct.cpp). Included by x86 sources only; cpu_has_amx_bf16() (isa.h) says whether
 // this CPU and OS run them.
 #include <immintrin.h>
@@ -20,6 +20,9 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 inline constexpr TileConfig kTileConfig = {1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
+// The first n of 16 lanes (none for n <= 0, all for n >= 16): a partial row of 16 floats.
+inline __mmask16 lanes(int64_t n) { return n <= 0 ? 0 : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
 
 // Per thread, before its first tile instruction and after its last.
 CUCONV_AMX inline void amx_configure() { _tile_loadconfig(&kTileConfig); }

@@ -10,17 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "expect.h"
 #include "kernels/conv2d_fprop_tensorcore.cuh"
 
 using namespace cuconv;
 using namespace cuconv::kern;
 
+using cuconv::testing::expect;
+using cuconv::testing::failures;
+
 namespace {
-int failures = 0;
-void expect(bool ok, const std::string& what) {
-  std::printf("%s: %s\n", ok ? "ok" : "FAILED", what.c_str());
-  failures += !ok;
-}
 bool is_poison(uint32_t v) { return v == 0xffffffffu; }
 }  // namespace
 

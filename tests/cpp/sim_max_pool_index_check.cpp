@@ -8,19 +8,17 @@
 #include <string>
 #include <vector>
 
+#include "expect.h"
 #include "kernels/max_pool2d_bprop.cuh"
 #include "kernels/max_pool2d_fprop.cuh"
 
 using namespace cuconv;
 using namespace cuconv::kern;
 
-namespace {
-int failures = 0;
-void expect(bool ok, const std::string& what) {
-  std::printf("%s: %s\n", ok ? "ok" : "FAILED", what.c_str());
-  failures += !ok;
-}
+using cuconv::testing::expect;
+using cuconv::testing::failures;
 
+namespace {
 int64_t at(const MaxPool2dParams& p, int64_t n, int64_t c, int64_t h, int64_t w, int64_t H, int64_t W) {
   return p.channels_last ? ((n * H + h) * W + w) * p.C + c : ((n * p.C + c) * H + h) * W + w;
 }

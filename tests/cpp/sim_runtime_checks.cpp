@@ -6,18 +6,15 @@
 #include <string>
 #include <vector>
 
+#include "expect.h"
 #include "kernels/launch.cuh"
 
 using namespace cuconv::kern;
 
+using cuconv::testing::expect;
+using cuconv::testing::failures;
+
 namespace {
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  std::printf("%s: %s\n", ok ? "ok" : "FAILED", what.c_str());
-  failures += !ok;
-}
-
 template <typename F>
 void expect_error(F&& f, const char* needle, const std::string& what) {
   try {

@@ -6,16 +6,13 @@
 #include <cstdio>
 #include <string>
 
+#include "expect.h"
 #include "ops/config.h"
 
+using cuconv::testing::expect;
+using cuconv::testing::failures;
+
 namespace {
-
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
 
 template <typename Sig>
 c10::TypedOperatorHandle<Sig> op(const char* name) {

@@ -163,8 +163,7 @@ CUCONV_AMX void block_sums(const Conv2dParams& p, const Geometry& g, const uint1
 // Bias, ReLU and rounding of a C block into the NHWC output (image n), skipping the dropped outputs.
 CUCONV_AMX void store_block(const Conv2dParams& p, const Geometry& g, const float* sums, const float* bias, bool relu,
                             int64_t n, int64_t m0, int64_t k0, uint16_t* y) {
-  const __mmask16 m[2] = {__mmask16(k0 + 16 <= p.K ? 0xFFFF : k0 < p.K ? (1u << (p.K - k0)) - 1 : 0),
-                          __mmask16(k0 + 32 <= p.K ? 0xFFFF : k0 + 16 < p.K ? (1u << (p.K - k0 - 16)) - 1 : 0)};
+  const __mmask16 m[2] = {lanes(p.K - k0), lanes(p.K - k0 - 16)};
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t i = 0; i < kPix; ++i) {
     const int64_t o = m0 + i, op = o / g.Wq, oq = o % g.Wq;

@@ -31,6 +31,9 @@ Conv2dParams grad_input_as_forward(const Conv2dParams& p) {
   return q;
 }
 
+// The weight that forward reads for it: flipped in R and S, [C, K, R, S].
+at::Tensor grad_input_as_forward(const at::Tensor& weight) { return weight.flip({2, 3}).transpose(0, 1).contiguous(); }
+
 // The passes on float32 or float64 tensors, on the ISA path `isa`; 16-bit tensors come here as
 // float32 copies, a bfloat16 call with conv_isa's path (its GEMMs may then run bfloat16 dot products).
 void forward(Isa isa, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
@@ -59,8 +62,8 @@ void backward_input(Isa isa, const Conv2dParams& p, const at::Tensor& grad_outpu
     return;
   }
   if (plan.strategy == DgradStrategy::as_forward)
-    return forward(isa, grad_input_as_forward(p), grad_output, weight.flip({2, 3}).transpose(0, 1).contiguous(),
-                   at::Tensor(), grad_input, false);
+    return forward(isa, grad_input_as_forward(p), grad_output, grad_input_as_forward(weight), at::Tensor(), grad_input,
+                   false);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_input_cpu", [&] {
     conv2d_dgrad<scalar_t>(isa, plan, p, grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
                            grad_input.data_ptr<scalar_t>(), grad_output.options());
@@ -99,8 +102,8 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
   const Isa isa = isa_of(grad_output.scalar_type());
   if (plan_dgrad(p, isa, at::kFloat).strategy == DgradStrategy::as_forward &&
       use_amx_direct(grad_input_as_forward(p), isa, grad_output.scalar_type()))
-    return amx_direct_fprop(grad_input_as_forward(p), grad_output, weight.flip({2, 3}).transpose(0, 1).contiguous(),
-                            at::Tensor(), grad_input, false);
+    return amx_direct_fprop(grad_input_as_forward(p), grad_output, grad_input_as_forward(weight), at::Tensor(),
+                            grad_input, false);
   if (!is_16bit(grad_output.scalar_type())) return backward_input(isa, p, grad_output, weight, grad_input);
   const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
   backward_input(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(weight, Scratch::wide_b), gx32);

@@ -40,10 +40,6 @@ namespace {
 constexpr int64_t MR = 8, NR = 32, KC = kGemmKC, MC = MR * 16, NC_TILES = 8;
 static_assert(KC % 16 == 0, "A is packed 16 K values at a time");
 
-CUCONV_AVX512_BF16 CUCONV_INLINE __mmask16 lanes(int64_t n) {
-  return n <= 0 ? 0 : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-}
-
 // Words of two float vectors of bfloat16 values: lo's upper halves low, hi's upper halves high.
 CUCONV_AVX512_BF16 CUCONV_INLINE __m512i pair_words(__m512 lo, __m512 hi) {
   return _mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(hi), _mm512_set1_epi32(int(0xFFFF0000u))),
