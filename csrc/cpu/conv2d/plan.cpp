@@ -77,12 +77,16 @@ bool use_grouped(const Conv2dParams& p) {
 // whole batch as NHWC is one GEMM with N x P x Q rows; the transposes move (C + K) values per input
 // and output position against C x K x R x S / groups multiply-adds. Dense convs only when pointwise
 // or strided (stride-1 3x3 layers gained nothing), grouped ones whose groups the grouped kernels do
-// not take at any kernel; at 16 positions (4x4) the NCHW GEMMs measured faster.
+// not take at any kernel; at 16 positions (4x4) the NCHW GEMMs measured faster, but for the widest
+// pointwise layers.
 bool use_nchw_as_nhwc(const Conv2dParams& p) {
   const bool pointwise = p.R == 1 && p.S == 1, strided = p.stride_h > 1 || p.stride_w > 1;
   const bool dense = p.groups == 1 && (pointwise || strided);
   const bool wide_groups = p.groups > 1 && !use_depthwise(p) && !use_grouped(p);
-  return !p.channels_last && (dense || wide_groups) && p.P * p.Q < 16;
+  // At exactly 16 positions, pointwise convs with at least 512 channels on both sides too: there the
+  // NHWC GEMM's 32-wide tiles gain more than the transposes cost (fewer channels on one side lost).
+  const bool wide_pointwise = dense && pointwise && std::min(p.C, p.K) >= 512 && p.P * p.Q == 16;
+  return !p.channels_last && (dense || wide_groups) && (p.P * p.Q < 16 || wide_pointwise);
 }
 
 }  // namespace

@@ -1,18 +1,17 @@
-// AVX-512 GEMM micro-kernel for float: an 8x16 tile of C lives in 8 zmm registers; each K step
-// loads one 16-float row of B and multiplies it by 8 elements of A, each broadcast from memory as
-// part of the FMA itself (the {1to16} operand), so a K step is 1 load and 8 FMAs. Partial columns
-// use lane masks (no staging copies). With 32 vector registers the K loop stays in intrinsics
-// without spills. Compiled for AVX-512 per function (target attribute) and called only when the
-// CPU and OS support it (cpu_isa.h).
+// AVX-512 GEMM micro-kernel for float: an 8x32 tile of C (two 16-wide B slivers) lives in 16 zmm
+// registers; each K step loads one 16-float row of each sliver and multiplies it by 8 elements of
+// A, each broadcast from memory as part of the FMA itself (the {1to16} operand), so a K step is 2
+// loads and 16 FMAs (an 8x16 tile, used for a last odd sliver, needs 9 loads for 8 FMAs: more than
+// two load ports feed two 512-bit FMA pipes). Partial columns use lane masks (no staging copies).
+// With 32 vector registers the K loop stays in intrinsics without spills. Compiled for AVX-512 per
+// function (target attribute) and called only when the CPU and OS support it (cpu_isa.h).
 //
-// Why 8 x 16 and not wider: B is packed in 16-wide slivers of kGemmKC = 256 rows (16 KiB, which
-// stays in a 32 KiB L1 while MC rows of A stream past it); a 32-wide tile would need two slivers
-// in L1 at once. 8 rows make 8 independent FMA chains, enough to hide the FMA latency on CPUs with
-// one or two 512-bit FMA pipes, and divide the channel counts conv layers use (32, 64, ...), so a
-// 32-row GEMM has no padded rows (the 6-row AVX2 tile computes 36).
+// 8 rows make 8 independent FMA chains per sliver and divide the channel counts conv layers use
+// (32, 64, ...), so a 32-row GEMM has no padded rows (the 6-row AVX2 tile computes 36). B's
+// slivers are kGemmKC = 256 rows: two of them (32 KiB) sit in L1 while MC rows of A stream past.
 //
 // Each C element is summed over K in increasing order by one FMA chain, as in the AVX2 kernel, so
-// the two kernels give the same bits.
+// the two kernels give the same bits whatever the tile width.
 #include <algorithm>
 
 #include "cpu/gemm/driver.h"
@@ -30,32 +29,46 @@ namespace {
 
 struct Avx512Kernel8x16 {
   static constexpr int MR = 8, NR = 16;
+  // Packed B is read two slivers at a time (an 8 x 32 tile, 16 accumulators): a K step is then 2
+  // loads of B and 8 broadcasts for 16 FMAs, where one sliver needs 9 loads for 8, more than two
+  // load ports feed two 512-bit FMA pipes.
+  static constexpr int kSlivers = 2;
 
-  // C's starting values for rows < mv (columns under mask m), per init.
-  CUCONV_AVX512 static inline void init_tile(__m512 (&c)[MR], int mv, __mmask16 m, const float* C, int64_t ldc,
-                                             GemmInit init, const float* bias) {
-    const __m512 bcol = init == GemmInit::bias_col ? _mm512_maskz_loadu_ps(m, bias) : _mm512_setzero_ps();
+  // C's starting values for rows < mv (the columns under each vector's mask), per init.
+  template <int NV>
+  CUCONV_AVX512 static inline void init_tile(__m512 (&c)[MR][NV], int mv, const __mmask16 (&m)[NV], const float* C,
+                                             int64_t ldc, GemmInit init, const float* bias) {
+    __m512 bcol[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v)
+      bcol[v] = init == GemmInit::bias_col ? _mm512_maskz_loadu_ps(m[v], bias + 16 * v) : _mm512_setzero_ps();
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      c[i] = bcol;
-      if (i < mv) {
-        if (init == GemmInit::accumulate) c[i] = _mm512_maskz_loadu_ps(m, C + i * ldc);
-        else if (init == GemmInit::bias_row) c[i] = _mm512_set1_ps(bias[i]);
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        c[i][v] = bcol[v];
+        if (i < mv) {
+          if (init == GemmInit::accumulate) c[i][v] = _mm512_maskz_loadu_ps(m[v], C + i * ldc + 16 * v);
+          else if (init == GemmInit::bias_row) c[i][v] = _mm512_set1_ps(bias[i]);
+        }
       }
-    }
   }
 
   // max(0, x) returns its second operand when either is NaN, so a NaN sum stays NaN (and -0 stays
   // -0), as torch.relu and the AVX2 kernel.
-  CUCONV_AVX512 static inline void store_tile(__m512 (&c)[MR], int mv, __mmask16 m, float* C, int64_t ldc,
-                                              bool relu) {
+  template <int NV>
+  CUCONV_AVX512 static inline void store_tile(__m512 (&c)[MR][NV], int mv, const __mmask16 (&m)[NV], float* C,
+                                              int64_t ldc, bool relu) {
     const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       if (i >= mv) break;
-      const __m512 v = relu ? _mm512_max_ps(zero, c[i]) : c[i];
-      if (m == 0xFFFF) _mm512_storeu_ps(C + i * ldc, v);
-      else _mm512_mask_storeu_ps(C + i * ldc, m, v);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        const __m512 x = relu ? _mm512_max_ps(zero, c[i][v]) : c[i][v];
+        if (m[v] == 0xFFFF) _mm512_storeu_ps(C + i * ldc + 16 * v, x);
+        else _mm512_mask_storeu_ps(C + i * ldc + 16 * v, m[v], x);
+      }
     }
   }
 
@@ -66,26 +79,27 @@ struct Avx512Kernel8x16 {
   CUCONV_AVX512 static void run(int64_t kc, const float* A, int64_t rsA, int64_t csA, int mv, const float* B,
                                 int64_t ldb, int nv, float* C, int64_t ldc, GemmInit init, const float* bias,
                                 bool relu) {
-    const __mmask16 m = mask(nv);
-    __m512 c[MR];
-    init_tile(c, mv, m, C, ldc, init, bias);
+    const __mmask16 m[1] = {mask(nv)};
+    __m512 c[MR][1];
+    init_tile<1>(c, mv, m, C, ldc, init, bias);
     const float* a[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) a[i] = A + std::min(i, mv - 1) * rsA;
     int64_t off = 0;
     for (int64_t p = 0; p < kc; ++p, off += csA, B += ldb) {
-      const __m512 b = _mm512_maskz_loadu_ps(m, B);  // masked-off lanes are never read
+      const __m512 b = _mm512_maskz_loadu_ps(m[0], B);  // masked-off lanes are never read
 #pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i][off]), b, c[i]);
+      for (int i = 0; i < MR; ++i) c[i][0] = _mm512_fmadd_ps(_mm512_set1_ps(a[i][off]), b, c[i][0]);
     }
-    store_tile(c, mv, m, C, ldc, relu);
+    store_tile<1>(c, mv, m, C, ldc, relu);
   }
 
-  // The K loop over a packed B sliver (kc x 16, 64-byte aligned, columns past nv zero) and A as a
-  // packed panel (kc x 8, rows past mv zero) or 8 row pointers with unit K stride (rows past mv
-  // repeat a valid row). Unrolled by 4 so every address is a base register plus a constant.
-  template <bool kPackedA>
-  CUCONV_AVX512 static inline __attribute__((always_inline)) void k_loop(__m512 (&c)[MR], int64_t kc,
+  // The K loop over NV packed B slivers (each kc x 16, 64-byte aligned, kc * 16 apart, columns
+  // past nv zero) and A as a packed panel (kc x 8, rows past mv zero) or 8 row pointers with unit
+  // K stride (rows past mv repeat a valid row). Unrolled by 4 so every address is a base register
+  // plus a constant.
+  template <int NV, bool kPackedA>
+  CUCONV_AVX512 static inline __attribute__((always_inline)) void k_loop(__m512 (&c)[MR][NV], int64_t kc,
                                                                           const float* panel,
                                                                           const float* const* rows,
                                                                           const float* B) {
@@ -96,29 +110,47 @@ struct Avx512Kernel8x16 {
     int64_t p = 0;
     for (; p + 4 <= kc; p += 4) {
 #pragma GCC unroll 4
-      for (int u = 0; u < 4; ++u) {
-        const __m512 b = _mm512_load_ps(B + (p + u) * NR);
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; ++i) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i][(p + u) * kStep]), b, c[i]);
-      }
+      for (int u = 0; u < 4; ++u) k_step<NV, kStep>(c, a, B, kc * NR, p + u);
     }
-    for (; p < kc; ++p) {
-      const __m512 b = _mm512_load_ps(B + p * NR);
+    for (; p < kc; ++p) k_step<NV, kStep>(c, a, B, kc * NR, p);
+  }
+
+  // One K step: NV vectors of B (slivers `sliver` apart), each row's A value broadcast into the FMAs.
+  template <int NV, int64_t kStep>
+  CUCONV_AVX512 static inline __attribute__((always_inline)) void k_step(__m512 (&c)[MR][NV], const float* const (&a)[MR],
+                                                                          const float* B, int64_t sliver, int64_t p) {
+    __m512 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_load_ps(B + v * sliver + p * NR);
 #pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i][p * kStep]), b, c[i]);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i][p * kStep]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(ai, b[v], c[i][v]);
     }
   }
 
-  // B packed (64-byte aligned slivers); A a packed panel, or else 8 row pointers (panel null).
+  template <int NV>
+  CUCONV_AVX512 static inline __attribute__((always_inline)) void tile_packed(
+      int64_t kc, const float* panel, const float* const* rows, int mv, const float* B, int nv, float* C,
+      int64_t ldc, GemmInit init, const float* bias, bool relu) {
+    __mmask16 m[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) m[v] = mask(nv - 16 * v);
+    __m512 c[MR][NV];
+    init_tile<NV>(c, mv, m, C, ldc, init, bias);
+    if (panel) k_loop<NV, true>(c, kc, panel, rows, B);
+    else k_loop<NV, false>(c, kc, panel, rows, B);
+    store_tile<NV>(c, mv, m, C, ldc, relu);
+  }
+
+  // B packed (64-byte aligned slivers; two of them when nv > 16); A a packed panel, or else 8 row
+  // pointers (panel null).
   CUCONV_AVX512 static void run_packed(int64_t kc, const float* panel, const float* const* rows, int mv,
                                        const float* B, int nv, float* C, int64_t ldc, GemmInit init,
                                        const float* bias, bool relu) {
-    const __mmask16 m = mask(nv);
-    __m512 c[MR];
-    init_tile(c, mv, m, C, ldc, init, bias);
-    if (panel) k_loop<true>(c, kc, panel, rows, B);
-    else k_loop<false>(c, kc, panel, rows, B);
-    store_tile(c, mv, m, C, ldc, relu);
+    if (nv > NR) tile_packed<2>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
+    else tile_packed<1>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
   }
 };
 

@@ -120,9 +120,17 @@ inline void on_c_tile(const GemmArgs<T>& g, int64_t i, int mv, int64_t j, int nv
   for (int k = 0; k < mv; ++k) std::copy(tile + k * NR, tile + k * NR + nv, r[k] + j);
 }
 
+// How many adjacent packed B slivers Kernel::run_packed takes at once (Kernel::kSlivers, else 1):
+// given nv > NR columns it reads the next sliver kc * NR values after the first.
+template <class Kernel, class = void>
+struct SliversPerTile : std::integral_constant<int64_t, 1> {};
+template <class Kernel>
+struct SliversPerTile<Kernel, std::void_t<decltype(Kernel::kSlivers)>>
+    : std::integral_constant<int64_t, Kernel::kSlivers> {};
+
 template <class Kernel, typename T>
 void gemm_blocked(const GemmArgs<T>& g) {
-  constexpr int64_t MR = Kernel::MR, NR = Kernel::NR;
+  constexpr int64_t MR = Kernel::MR, NR = Kernel::NR, kSlivers = SliversPerTile<Kernel>::value;
   constexpr int64_t KC = kGemmKC;    // a kc x NR sliver of B stays in L1
   constexpr int64_t MC = MR * 16;    // an MC x kc block of A stays in L2
   constexpr int64_t NC_TILES = 16;   // a kc x NC block of packed B (NC = 16 NR) stays in L2
@@ -159,20 +167,23 @@ void gemm_blocked(const GemmArgs<T>& g) {
           }
           for (int64_t t = tb; t < te; ++t) {
             const int64_t j = t * NR;
-            const int nv = int(std::min(NR, g.N - j));
             const T* bias_col = init == GemmInit::bias_col ? g.bias + j : nullptr;
             if (pack_B) {  // the common case: no strides left in the micro-kernel's loop
+              const int64_t slivers = std::min(kSlivers, te - t);
+              const int nv = int(std::min(slivers * NR, g.N - j));
               const T* b = bp + (t - tb) * kc * NR;
               for (int64_t i = i0; i < i1; i += MR) {
                 const int mv = int(std::min(MR, g.M - i));
                 const T* bias = init == GemmInit::bias_row ? g.bias + i : bias_col;
                 const T* panel = pack_A ? ap + (i - i0) * kc : nullptr;
-                on_c_tile<MR, NR>(g, i, mv, j, nv, init, [&](T* c, int64_t ldc) {
+                on_c_tile<MR, kSlivers * NR>(g, i, mv, j, nv, init, [&](T* c, int64_t ldc) {
                   Kernel::run_packed(kc, panel, rows ? rows + (i - i0) : nullptr, mv, b, nv, c, ldc, init, bias, relu);
                 });
               }
+              t += slivers - 1;
               continue;
             }
+            const int nv = int(std::min(NR, g.N - j));
             const T* b = g.B + p0 * g.ldb + j;
             for (int64_t i = i0; i < i1; i += MR) {
               const int mv = int(std::min(MR, g.M - i));
