@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import cuconv  # noqa: F401  (loads the operators)
+from conftest import CPU_ISA_PATHS
 
 ops = torch.ops.cuconv
 
@@ -130,8 +131,39 @@ def test_grouped_deterministic_across_runs_and_threads(isa, channels_last, N, C,
     gy = _fmt(torch.randn(N, C, P, P), channels_last)
     args = ([stride, stride], [dil] * 4, [dil, dil], G)
     plan = ops._cpu_conv2d_plan(x, w, *args)
-    assert plan[0] == "grouped" and plan[2] == "grouped"
+    # On AVX-512, NHWC groups of 16 output channels take grouped_taps' forward (tested below).
+    taps = isa == "avx512" and channels_last and C // G == 16
+    assert plan[0] == ("grouped_taps" if taps else "grouped") and plan[2] == "grouped"
     assert_same_bits_across_threads(x, w, b, gy, args)
+
+
+# grouped_taps (AVX-512, groups of 16k output channels): 16, 32 and 48 channels per group (one
+# vector, two, two and one), partial tiles of 12 pixels, stride 2, dilation; NCHW onto 4x4 maps.
+@pytest.mark.parametrize("N,C,K,H,G,stride,dil,channels_last", [
+    (3, 64, 64, 5, 4, 1, 1, True), (2, 32, 64, 7, 2, 2, 1, True), (1, 64, 96, 6, 2, 1, 2, True),
+    (5, 128, 128, 4, 8, 1, 1, False)])
+def test_grouped_taps_deterministic_across_runs_and_threads(N, C, K, H, G, stride, dil, channels_last):
+    if "avx512" not in CPU_ISA_PATHS:
+        pytest.skip("grouped_taps is an AVX-512 kernel; this CPU has no AVX-512")
+    with cuconv.config.flags(cpu_isa="avx512"):
+        x = _fmt(torch.randn(N, C, H, H), channels_last)
+        w, b = torch.randn(K, C // G, 3, 3), torch.randn(K)
+        P = (H - 1) // stride + 1
+        gy = _fmt(torch.randn(N, K, P, P), channels_last)
+        args = ([stride, stride], [dil] * 4, [dil, dil], G)
+        plan = ops._cpu_conv2d_plan(x, w, *args)
+        assert plan[0] == ("grouped_taps" if channels_last else "nchw_as_nhwc")
+        if stride == 1:
+            assert plan[1] == ("grouped_taps" if channels_last else "nchw_as_nhwc")
+        assert_same_bits_across_threads(x, w, b, gy, args)
+        # against float64 torch, every pass
+        x64, w64, b64 = (t.double().requires_grad_() for t in (x, w, b))
+        y64 = torch.nn.functional.conv2d(x64, w64, b64, stride, dil, dil, G)
+        g64 = torch.autograd.grad(y64, (x64, w64, b64), gy.double())
+        y = ops.conv2d(x, w, b, *args)
+        grads = ops.conv2d_backward(gy, x, w, *args, [True, True, True])
+        for got, want in zip((y, *grads), (y64, *g64)):
+            torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * (1 + want.abs().max().item()))
 
 
 def test_grouped_gradcheck(isa):

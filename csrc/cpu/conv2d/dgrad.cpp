@@ -7,6 +7,7 @@
 
 #include "cpu/conv2d/depthwise.h"
 #include "cpu/conv2d/grouped.h"
+#include "cpu/conv2d/grouped_taps.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/winograd.h"
@@ -212,6 +213,9 @@ void conv2d_dgrad(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T
     case DgradStrategy::grouped: return grouped_dgrad(isa, p, gy, w, gx);
     case DgradStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
     case DgradStrategy::as_forward: break;    // runner.cpp runs the forward
+    case DgradStrategy::grouped_taps:
+      if constexpr (std::is_same_v<T, float>) return grouped_taps_dgrad(p, gy, w, gx);
+      break;  // float32 only (plan.cpp)
   }
   TORCH_CHECK(false, "cuconv: CPU grad-input strategy ", name(plan.strategy), " does not take ",
               c10::CppTypeToScalarType<T>::value);

@@ -7,6 +7,7 @@
 
 #include "cpu/conv2d/depthwise.h"
 #include "cpu/conv2d/grouped.h"
+#include "cpu/conv2d/grouped_taps.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/rows_avx512.h"
@@ -209,6 +210,9 @@ void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T
     case FpropStrategy::grouped: return grouped_fprop(isa, p, x, w, bias, y, relu);
     case FpropStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
     case FpropStrategy::amx_direct: break;    // runner.cpp runs it on the bfloat16 tensors
+    case FpropStrategy::grouped_taps:
+      if constexpr (std::is_same_v<T, float>) return grouped_taps_fprop(p, x, w, bias, y, relu);
+      break;  // float32 only (plan.cpp)
   }
   TORCH_CHECK(false, "cuconv: CPU forward strategy ", name(plan.strategy), " does not take ", c10::CppTypeToScalarType<T>::value);
 }

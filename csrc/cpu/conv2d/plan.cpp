@@ -10,6 +10,7 @@
 
 #include "cpu/conv2d/amx_direct.h"
 #include "cpu/conv2d/grouped.h"
+#include "cpu/conv2d/grouped_taps.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/sizes.h"
 #include "ops/config.h"
@@ -72,6 +73,28 @@ bool use_grouped(const Conv2dParams& p) {
   return p.groups > 1 && !use_depthwise(p) && p.C_per_group() <= 16 && p.K_per_group() <= 16;
 }
 
+// Groups of 16k output channels, float32 on AVX-512, NHWC (small NCHW maps through nchw_as_nhwc): whole
+// vectors of a group's channels per output pixel, where the pixel-lane kernels compute a padded
+// grid (under half of it outputs on 4x4 maps) and the per-group GEMMs need an im2col.
+// NCHW only onto at most 16 positions: larger maps' transposes leave the caches and cost more
+// than the kernel saves (512 channels at 14x14 ran slower than the pixel-lane kernels).
+bool use_grouped_taps(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
+  return is_float(dtype) && is_avx512(isa) && !use_depthwise(p) && grouped_taps_shape(p) &&
+         (p.channels_last || p.P * p.Q <= 16);
+}
+
+Conv2dParams as_nhwc(Conv2dParams p) {
+  p.channels_last = true;
+  return p;
+}
+
+// The grouped grad input as grouped_taps' forward of grad_output: stride 1, padding within the
+// dilated kernel's reach, input channels per group a multiple of 16.
+bool use_grouped_taps_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
+  return p.stride_h == 1 && p.stride_w == 1 && p.pad_h <= (p.R - 1) * p.dil_h && p.pad_w <= (p.S - 1) * p.dil_w &&
+         (p.channels_last || p.H * p.W <= 16) && use_grouped_taps(as_nhwc(grad_input_as_forward(p)), isa, dtype);
+}
+
 // NCHW convs with fewer than 16 output positions (the last stages of ImageNet models at small
 // inputs): one image's GEMM is only that many columns wide, below the micro-kernel's 16, while the
 // whole batch as NHWC is one GEMM with N x P x Q rows; the transposes move (C + K) values per input
@@ -90,6 +113,14 @@ bool use_nchw_as_nhwc(const Conv2dParams& p) {
 }
 
 }  // namespace
+
+Conv2dParams grad_input_as_forward(const Conv2dParams& p) {
+  Conv2dParams q = p;
+  q.C = p.K, q.H = p.P, q.W = p.Q;
+  q.K = p.C, q.P = p.H, q.Q = p.W;
+  q.pad_h = (p.R - 1) * p.dil_h - p.pad_h, q.pad_w = (p.S - 1) * p.dil_w - p.pad_w;
+  return q;
+}
 
 bool reads_input_directly(const Conv2dParams& p) {
   return pitch_ok(p.H * p.W) && p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
@@ -115,6 +146,8 @@ bool use_amx_direct(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
 
 FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_depthwise(p)) return {FpropStrategy::depthwise};
+  if (use_grouped_taps(p, isa, dtype))
+    return {p.channels_last ? FpropStrategy::grouped_taps : FpropStrategy::nchw_as_nhwc};
   if (use_grouped(p)) return {FpropStrategy::grouped};
   if (use_winograd(p, isa, dtype, p.C, p.K)) return {FpropStrategy::winograd};
   if (use_rows_avx512(p, isa, dtype)) return {FpropStrategy::rows_avx512};
@@ -131,6 +164,8 @@ FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
 DgradPlan plan_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   const int64_t PQ = p.P * p.Q;
   if (use_depthwise(p)) return {DgradStrategy::depthwise, 1};
+  if (use_grouped_taps_dgrad(p, isa, dtype))
+    return {p.channels_last ? DgradStrategy::grouped_taps : DgradStrategy::nchw_as_nhwc, 1};
   if (use_grouped(p) && grouped_dgrad_fits(p)) return {DgradStrategy::grouped, 1};
   if (use_winograd(p, isa, dtype, p.K, p.C)) return {DgradStrategy::winograd, 1};
   // Stride 1 on AMX (bfloat16): grad input is a forward conv, whose GEMMs read grad_output in place
@@ -217,14 +252,15 @@ namespace {
 constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_via_nhwc",
                                        "nchw_im2col", "nchw_direct",      "nhwc_rows",
                                        "nhwc_interleaved", "nhwc_im2col", "nhwc_direct", "depthwise",
-                                       "grouped",     "nchw_as_nhwc", "amx_direct"};
+                                       "grouped",     "nchw_as_nhwc", "amx_direct", "grouped_taps"};
 constexpr const char* kDgradNames[] = {"winograd",  "nhwc_phases", "nchw_col2im", "nhwc_col2im",
-                                       "depthwise", "grouped",     "nchw_as_nhwc", "as_forward"};
+                                       "depthwise", "grouped",     "nchw_as_nhwc", "as_forward",
+                                       "grouped_taps"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct",    "pixel_cols",
                                        "window_runs", "interleaved", "im2col",    "depthwise",
                                        "grouped",     "nchw_as_nhwc"};
-static_assert(std::size(kFpropNames) == size_t(FpropStrategy::amx_direct) + 1 &&
-                  std::size(kDgradNames) == size_t(DgradStrategy::as_forward) + 1 &&
+static_assert(std::size(kFpropNames) == size_t(FpropStrategy::grouped_taps) + 1 &&
+                  std::size(kDgradNames) == size_t(DgradStrategy::grouped_taps) + 1 &&
                   std::size(kWgradNames) == size_t(WgradStrategy::nchw_as_nhwc) + 1,
               "a name for every strategy");
 }  // namespace

@@ -29,6 +29,7 @@ enum class FpropStrategy {
   grouped,           // at most 16 channels per group: output pixels in vector lanes (grouped.cpp)
   nchw_as_nhwc,      // NCHW pointwise or strided onto few positions: the batch run as NHWC (runner.cpp)
   amx_direct,        // bfloat16 on AMX: tiles loaded from padded bfloat16 phase images (amx_direct.cpp)
+  grouped_taps,      // NHWC groups of 16k output channels, channels in vector lanes (grouped_taps.cpp)
 };
 
 enum class DgradStrategy {
@@ -40,6 +41,7 @@ enum class DgradStrategy {
   grouped,      // stride 1: the forward's kernel on grad_output with the flipped filter (grouped.cpp)
   nchw_as_nhwc,  // as FpropStrategy::nchw_as_nhwc
   as_forward,    // stride 1 on AMX: the forward of grad_output with the flipped, transposed weight
+  grouped_taps,  // stride 1, NHWC groups of 16k input channels: grouped_taps' forward of grad_output
 };
 
 enum class WgradStrategy {
@@ -99,6 +101,12 @@ bool gemm_should_split(int64_t outer_items);
 // A bfloat16 forward (or stride-1 grad input, as a forward) that runs amx_direct on its bfloat16
 // tensors, before any float32 copy (runner.cpp).
 bool use_amx_direct(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
+
+// The stride-1 grad input as a forward conv (DgradStrategy::as_forward): grad_output, padded by
+// (R - 1) * dil - pad, correlated with the weight flipped in R and S and, per group, transposed to
+// [C, K / groups, R, S], gives grad_input (its bottom and right padding follow from the sizes, as
+// any forward's do).
+Conv2dParams grad_input_as_forward(const Conv2dParams& p);
 
 // Convs that read their input in place (1x1, stride 1, no padding, output the input's size).
 bool reads_input_directly(const Conv2dParams& p);

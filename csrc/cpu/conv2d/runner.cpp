@@ -20,19 +20,8 @@ Conv2dParams as_nhwc(Conv2dParams p) {
   return p;
 }
 
-// The stride-1 grad input as a forward conv (DgradStrategy::as_forward): grad_output, padded by
-// R-1-pad, correlated with the weight flipped in R and S and transposed to [C, K, R, S], gives
-// grad_input (its bottom and right padding follow from the sizes, as any forward's do).
-Conv2dParams grad_input_as_forward(const Conv2dParams& p) {
-  Conv2dParams q = p;
-  q.C = p.K, q.H = p.P, q.W = p.Q;
-  q.K = p.C, q.P = p.H, q.Q = p.W;
-  q.pad_h = p.R - 1 - p.pad_h, q.pad_w = p.S - 1 - p.pad_w;
-  return q;
-}
-
-// The weight that forward reads for it: flipped in R and S, [C, K, R, S].
-at::Tensor grad_input_as_forward(const at::Tensor& weight) { return weight.flip({2, 3}).transpose(0, 1).contiguous(); }
+// The weight that forward reads for it (plan.h): flipped in R and S, [C, K, R, S] (one group).
+at::Tensor flipped_weight(const at::Tensor& weight) { return weight.flip({2, 3}).transpose(0, 1).contiguous(); }
 
 // The passes on float32 or float64 tensors, on the ISA path `isa`; 16-bit tensors come here as
 // float32 copies, a bfloat16 call with conv_isa's path (its GEMMs may then run bfloat16 dot products).
@@ -62,8 +51,8 @@ void backward_input(Isa isa, const Conv2dParams& p, const at::Tensor& grad_outpu
     return;
   }
   if (plan.strategy == DgradStrategy::as_forward)
-    return forward(isa, grad_input_as_forward(p), grad_output, grad_input_as_forward(weight), at::Tensor(), grad_input,
-                   false);
+    return forward(isa, grad_input_as_forward(p), grad_output, flipped_weight(weight), at::Tensor(),
+                   grad_input, false);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_input_cpu", [&] {
     conv2d_dgrad<scalar_t>(isa, plan, p, grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
                            grad_input.data_ptr<scalar_t>(), grad_output.options());
@@ -102,7 +91,7 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
   const Isa isa = isa_of(grad_output.scalar_type());
   if (plan_dgrad(p, isa, at::kFloat).strategy == DgradStrategy::as_forward &&
       use_amx_direct(grad_input_as_forward(p), isa, grad_output.scalar_type()))
-    return amx_direct_fprop(grad_input_as_forward(p), grad_output, grad_input_as_forward(weight), at::Tensor(),
+    return amx_direct_fprop(grad_input_as_forward(p), grad_output, flipped_weight(weight), at::Tensor(),
                             grad_input, false);
   if (!is_16bit(grad_output.scalar_type())) return backward_input(isa, p, grad_output, weight, grad_input);
   const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
