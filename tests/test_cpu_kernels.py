@@ -131,9 +131,9 @@ def test_grouped_deterministic_across_runs_and_threads(isa, channels_last, N, C,
     gy = _fmt(torch.randn(N, C, P, P), channels_last)
     args = ([stride, stride], [dil] * 4, [dil, dil], G)
     plan = ops._cpu_conv2d_plan(x, w, *args)
-    # On AVX-512, NHWC groups of 16 output channels take grouped_taps' forward (tested below).
+    # On AVX-512, NHWC groups of 16 output channels take grouped_taps (tested below).
     taps = isa == "avx512" and channels_last and C // G == 16
-    assert plan[0] == ("grouped_taps" if taps else "grouped") and plan[2] == "grouped"
+    assert plan[0] == plan[2] == ("grouped_taps" if taps else "grouped")
     assert_same_bits_across_threads(x, w, b, gy, args)
 
 
@@ -152,7 +152,7 @@ def test_grouped_taps_deterministic_across_runs_and_threads(N, C, K, H, G, strid
         gy = _fmt(torch.randn(N, K, P, P), channels_last)
         args = ([stride, stride], [dil] * 4, [dil, dil], G)
         plan = ops._cpu_conv2d_plan(x, w, *args)
-        assert plan[0] == ("grouped_taps" if channels_last else "nchw_as_nhwc")
+        assert plan[0] == plan[2] == ("grouped_taps" if channels_last else "nchw_as_nhwc")
         if stride == 1:
             assert plan[1] == ("grouped_taps" if channels_last else "nchw_as_nhwc")
         assert_same_bits_across_threads(x, w, b, gy, args)

@@ -124,43 +124,52 @@ CUCONV_AVX512 void pack_weight(const Conv2dParams& q, const float* w, bool flipp
         d[(tap * Cg + c) * Kg + k] = flipped ? wg[(c * Kg + k) * taps + taps - 1 - tap] : wg[(k * Cg + c) * taps + tap];
 }
 
-// The forward conv q of x (see grouped_taps_fprop), its weight as pack_weight reads it.
-void run(const Conv2dParams& p, const float* x, const float* w, bool flipped, const float* bias, float* y, bool relu);
+// The input copied group by group, zero-padded to the extent every window stays in:
+// xp[g][n][h][w][c] of Cg channels, then 16 values of slack (the grad weight's channel blocks read
+// up to 15 past a group's last channel). In the NHWC input a pixel's group channels are C apart from
+// the next pixel's, a power of two in most models, so a tile's 12 x R x S window rows would fall
+// into a few L1 sets; here consecutive pixels are consecutive lines.
+struct GroupPlanes {
+  int64_t Hp, Wp, image, plane;
+  const float* xp;
+  std::vector<int64_t> off;     // per tap (r, s): its offset from a window's origin
+  std::vector<int64_t> origin;  // per output pixel: its window's origin in a group's plane
 
+  GroupPlanes(const Conv2dParams& p, const float* x) {
+    const int64_t Cg = p.C_per_group();
+    Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wp = (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1;
+    image = Hp * Wp * Cg, plane = p.N * image;
+    float* planes = scratch<float>(Scratch::call_input, p.groups * plane + 16);
+    std::fill(planes + p.groups * plane, planes + p.groups * plane + 16, 0.f);
+    at::parallel_for(0, p.N * Hp, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t n = row / Hp, h = row % Hp - p.pad_h;
+        const int64_t lo = std::min(p.pad_w, Wp), hi = h < 0 || h >= p.H ? lo : std::clamp(p.W + p.pad_w, lo, Wp);
+        copy_row(p, x, n, h, lo, hi, Wp, plane, planes + row * Wp * Cg);
+      }
+    });
+    xp = planes;
+    off.resize(p.R * p.S);
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t s = 0; s < p.S; ++s) off[r * p.S + s] = (r * p.dil_h * Wp + s * p.dil_w) * Cg;
+    origin.resize(p.N * p.P * p.Q);
+    for (int64_t n = 0, m = 0; n < p.N; ++n)
+      for (int64_t oh = 0; oh < p.P; ++oh)
+        for (int64_t ow = 0; ow < p.Q; ++ow) origin[m++] = n * image + (oh * p.stride_h * Wp + ow * p.stride_w) * Cg;
+  }
+};
+
+// The forward conv p of x (see grouped_taps_fprop), its weight as pack_weight reads it.
 void run(const Conv2dParams& p, const float* x, const float* w, bool flipped, const float* bias, float* y, bool relu) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), K = p.K;
   const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q;
   if (M == 0) return;
-  // The input copied group by group, zero-padded to the extent every window stays in:
-  // xp[g][n][h][w][c] of Cg channels. In the NHWC input a pixel's group channels are C apart from
-  // the next pixel's, a power of two in most models, so a tile's 12 x R x S window rows would fall
-  // into a few L1 sets; here consecutive pixels are consecutive lines.
-  const int64_t Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1;
-  const int64_t Wp = (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1;
-  const int64_t image = Hp * Wp * Cg, plane = p.N * image;
-  float* xp = scratch<float>(Scratch::call_input, G * plane);
-  at::parallel_for(0, p.N * Hp, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / Hp, h = row % Hp - p.pad_h;
-      const int64_t lo = std::min(p.pad_w, Wp), hi = h < 0 || h >= p.H ? lo : std::clamp(p.W + p.pad_w, lo, Wp);
-      copy_row(p, x, n, h, lo, hi, Wp, plane, xp + row * Wp * Cg);
-    }
-  });
+  const GroupPlanes in(p, x);
   // The weight per group as [tap][c][Kg]: a K step's channels one contiguous vector load.
   float* wp = scratch<float>(Scratch::call, K * Cg * taps);
   at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) pack_weight(p, w, flipped, g, wp);
   });
-  std::vector<int64_t> off(taps);
-  for (int64_t r = 0; r < p.R; ++r)
-    for (int64_t s = 0; s < p.S; ++s) off[r * p.S + s] = (r * p.dil_h * Wp + s * p.dil_w) * Cg;
-
-  // Each output pixel's window origin in a group's plane.
-  std::vector<int64_t> origin(M);
-  for (int64_t n = 0, m = 0; n < p.N; ++n)
-    for (int64_t oh = 0; oh < p.P; ++oh)
-      for (int64_t ow = 0; ow < p.Q; ++ow) origin[m++] = n * image + (oh * p.stride_h * Wp + ow * p.stride_w) * Cg;
-
   const int64_t tiles = ceil_div(M, kRows);
   // Group-major: a group's packed weight stays in L1 over its tiles.
   at::parallel_for(0, G * tiles, 1, [&](int64_t begin, int64_t end) {
@@ -168,15 +177,41 @@ void run(const Conv2dParams& p, const float* x, const float* w, bool flipped, co
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / tiles, m0 = item % tiles * kRows;
       const int mv = int(std::min<int64_t>(kRows, M - m0));
-      for (int i = 0; i < kRows; ++i) rows[i] = xp + g * plane + origin[m0 + std::min(i, mv - 1)];
+      for (int i = 0; i < kRows; ++i) rows[i] = in.xp + g * in.plane + in.origin[m0 + std::min(i, mv - 1)];
       for (int64_t k0 = 0; k0 < Kg; k0 += 32) {
-        const TapsTile t{rows, off.data(), taps, Cg, Kg, wp + g * taps * Cg * Kg + k0,
+        const TapsTile t{rows, in.off.data(), taps, Cg, Kg, wp + g * taps * Cg * Kg + k0,
                          bias ? bias + g * Kg + k0 : nullptr, y + m0 * K + g * Kg + k0, K, mv, relu};
         if (Kg - k0 >= 32) taps_tile<kRows, 2>(t);
         else taps_tile<kRows, 1>(t);
       }
     }
   });
+}
+
+// Rows m0..m1 of the NHWC matrix src (M x G * Kg) as G matrices M x Kg, one after the other.
+CUCONV_AVX512 void split_groups(const float* src, int64_t m0, int64_t m1, int64_t G, int64_t Kg, int64_t M, float* dst) {
+  for (int64_t m = m0; m < m1; ++m)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t k = 0; k < Kg; ++k) dst[(g * M + m) * Kg + k] = src[(m * G + g) * Kg + k];
+}
+
+// The grad weight's block of 16 input channels (c0.., of tap `tap`) x 16 output channels: per pixel
+// m, one vector of grad_output times 16 broadcasts of the input channels under the tap, summed over
+// m in order. x points at the group's plane plus the tap's offset plus c0; gy at the pixel-0 value
+// of the block's first output channel, pixels ld apart. out: [c][16 output channels].
+CUCONV_AVX512 __attribute__((noinline)) void wgrad_block(const float* x, const int64_t* origin, int64_t M,
+                                                          const float* gy, int64_t ld, float* out) {
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t m = 0; m < M; ++m) {
+    const float* a = x + origin[m];
+    const __m512 b = _mm512_loadu_ps(gy + m * ld);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b, acc[i]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(out + 16 * i, acc[i]);
 }
 
 }  // namespace
@@ -190,10 +225,37 @@ void grouped_taps_dgrad(const Conv2dParams& p, const float* gy, const float* w, 
   run(grad_input_as_forward(p), gy, w, true, nullptr, gx, false);
 }
 
+void grouped_taps_wgrad(const Conv2dParams& p, const float* gy, const float* x, float* gw) {
+  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), K = p.K;
+  const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q, cblocks = ceil_div(Cg, 16), kblocks = Kg / 16;
+  if (M == 0) {
+    std::fill(gw, gw + K * Cg * taps, 0.f);
+    return;
+  }
+  const GroupPlanes in(p, x);
+  // grad_output group by group, [g][m][Kg]: NHWC rows are K apart (a page for 1024 channels), and
+  // each block walks all of them once per tap and channel block.
+  float* gyp = scratch<float>(Scratch::call, G * M * Kg);
+  at::parallel_for(0, M, 256, [&](int64_t m0, int64_t m1) { split_groups(gy, m0, m1, G, Kg, M, gyp); });
+  // One item per (group, tap, 16 input channels, 16 output channels): each weight is summed by one
+  // thread over every pixel in order, whatever the thread count.
+  at::parallel_for(0, G * taps * cblocks * kblocks, 1, [&](int64_t begin, int64_t end) {
+    alignas(64) float block[16 * 16];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t kb = item % kblocks, cb = item / kblocks % cblocks, tap = item / (kblocks * cblocks) % taps;
+      const int64_t g = item / (kblocks * cblocks * taps), c0 = cb * 16, k0 = g * Kg + kb * 16;
+      wgrad_block(in.xp + g * in.plane + in.off[tap] + c0, in.origin.data(), M, gyp + g * M * Kg + kb * 16, Kg, block);
+      for (int64_t c = c0; c < std::min(c0 + 16, Cg); ++c)
+        for (int64_t k = 0; k < 16; ++k) gw[((k0 + k) * Cg + c) * taps + tap] = block[(c - c0) * 16 + k];
+    }
+  });
+}
+
 #else  // not x86: the plan never picks grouped_taps here
 
 void grouped_taps_fprop(const Conv2dParams&, const float*, const float*, const float*, float*, bool) {}
 void grouped_taps_dgrad(const Conv2dParams&, const float*, const float*, float*) {}
+void grouped_taps_wgrad(const Conv2dParams&, const float*, const float*, float*) {}
 
 #endif
 

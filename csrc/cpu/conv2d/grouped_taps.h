@@ -1,6 +1,6 @@
 #pragma once
 // Grouped convs whose groups have a multiple of 16 output channels, NHWC, float32 on AVX-512
-// (FpropStrategy::grouped_taps, grouped_taps.cpp): a group's output channels fill whole vectors,
+// (the grouped_taps strategy of each pass, grouped_taps.cpp): a group's output channels fill whole vectors,
 // so each output pixel is a GEMM row of 16 or 32 lanes summed over the group's taps, read in place
 // from a zero-padded copy of the input (no im2col, no output grid wider than the map).
 #include <cstdint>
@@ -18,5 +18,8 @@ void grouped_taps_fprop(const Conv2dParams& p, const float* x, const float* w, c
 // gx = the grad input from gy and w (OIHW), NHWC, as the forward conv grad_input_as_forward(p)
 // (plan.h) with the weight turned 180 degrees and its channel axes swapped per group as it is packed.
 void grouped_taps_dgrad(const Conv2dParams& p, const float* gy, const float* w, float* gx);
+// gw = the grad weight (OIHW) from gy and x (NHWC): per (group, tap, 16 input channels, 16 output
+// channels) one block of 16 accumulators summed over every output pixel in order.
+void grouped_taps_wgrad(const Conv2dParams& p, const float* gy, const float* x, float* gw);
 
 }  // namespace cuconv::cpu

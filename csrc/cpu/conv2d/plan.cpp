@@ -195,6 +195,8 @@ WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64
   if (use_depthwise(p))
     return plan.strategy = WgradStrategy::depthwise, plan.images_per_gemm = 1,
            plan.chunks = std::clamp<int64_t>(p.N, 1, 8), plan;
+  if (use_grouped_taps(p, isa, dtype))
+    return plan.strategy = p.channels_last ? WgradStrategy::grouped_taps : WgradStrategy::nchw_as_nhwc, plan;
   if (use_winograd(p, isa, dtype, p.C, p.K)) return plan.strategy = WgradStrategy::winograd, plan;
   if (use_nchw_as_nhwc(p)) return plan.strategy = WgradStrategy::nchw_as_nhwc, plan;
   if (use_rows_avx512(p, isa, dtype)) return plan.strategy = WgradStrategy::rows_avx512, plan;
@@ -258,10 +260,10 @@ constexpr const char* kDgradNames[] = {"winograd",  "nhwc_phases", "nchw_col2im"
                                        "grouped_taps"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct",    "pixel_cols",
                                        "window_runs", "interleaved", "im2col",    "depthwise",
-                                       "grouped",     "nchw_as_nhwc"};
+                                       "grouped",     "nchw_as_nhwc", "grouped_taps"};
 static_assert(std::size(kFpropNames) == size_t(FpropStrategy::grouped_taps) + 1 &&
                   std::size(kDgradNames) == size_t(DgradStrategy::grouped_taps) + 1 &&
-                  std::size(kWgradNames) == size_t(WgradStrategy::nchw_as_nhwc) + 1,
+                  std::size(kWgradNames) == size_t(WgradStrategy::grouped_taps) + 1,
               "a name for every strategy");
 }  // namespace
 

@@ -56,6 +56,7 @@ enum class WgradStrategy {
   depthwise,    // one input channel per group: per-channel sums in vector lanes over fixed batch chunks
   grouped,      // per-lane sums over output pixels per (output channel, tap), fixed batch chunks (grouped.cpp)
   nchw_as_nhwc,  // as FpropStrategy::nchw_as_nhwc
+  grouped_taps,  // NHWC groups of 16k output channels: 16 x 16 blocks summed over every pixel (grouped_taps.cpp)
 };
 
 struct FpropPlan {

@@ -11,6 +11,7 @@
 
 #include "cpu/conv2d/depthwise.h"
 #include "cpu/conv2d/grouped.h"
+#include "cpu/conv2d/grouped_taps.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/rows_avx512.h"
@@ -199,8 +200,10 @@ void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T
   switch (plan.strategy) {
     case WgradStrategy::winograd:
     case WgradStrategy::rows_avx512:
+    case WgradStrategy::grouped_taps:
       if constexpr (std::is_same_v<T, float>) {
         if (plan.strategy == WgradStrategy::winograd) return winograd_conv2d_wgrad(isa, p, gy, x, gw);
+        if (plan.strategy == WgradStrategy::grouped_taps) return grouped_taps_wgrad(p, gy, x, gw);
         return conv2d_wgrad_rows_avx512(p, gy, x, gw);
       }
       TORCH_CHECK(false, "cuconv: CPU grad-weight strategy ", name(plan.strategy), " takes float32 only");
