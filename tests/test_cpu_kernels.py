@@ -138,10 +138,11 @@ def test_grouped_deterministic_across_runs_and_threads(isa, channels_last, N, C,
 
 
 # grouped_taps (AVX-512, groups of 16k output channels): 16, 32 and 48 channels per group (one
-# vector, two, two and one), partial tiles of 12 pixels, stride 2, dilation; NCHW onto 4x4 maps.
+# vector, two, two and one), partial tiles of 12 pixels, stride 2, dilation; NCHW onto 4x4 maps;
+# groups of 8 (half vectors) onto 2x2 maps.
 @pytest.mark.parametrize("N,C,K,H,G,stride,dil,channels_last", [
     (3, 64, 64, 5, 4, 1, 1, True), (2, 32, 64, 7, 2, 2, 1, True), (1, 64, 96, 6, 2, 1, 2, True),
-    (5, 128, 128, 4, 8, 1, 1, False)])
+    (5, 128, 128, 4, 8, 1, 1, False), (7, 40, 40, 2, 5, 1, 1, True)])
 def test_grouped_taps_deterministic_across_runs_and_threads(N, C, K, H, G, stride, dil, channels_last):
     if "avx512" not in CPU_ISA_PATHS:
         pytest.skip("grouped_taps is an AVX-512 kernel; this CPU has no AVX-512")

@@ -1,10 +1,14 @@
-// Grouped convs with 16k output channels per group, NHWC, float32 on AVX-512: each output pixel's
-// group channels are one or two vectors, summed over the group's taps (r, s) and input channels
-// from a zero-padded copy of the input laid out group by group.
+// Grouped convs with 16k output channels per group (8k onto maps of at most 4 pixels), NHWC, float32
+// on AVX-512: each output pixel's group channels are one or two vectors (the last one half used
+// for 8 channels), summed over the group's taps (r, s) and input channels from a zero-padded copy
+// of the input laid out group by group.
 //
 // Why not the other grouped paths: with 16 channels per group on small maps (ResNeXt's last stages
 // at 4x4 and 2x2) the pixel-lane kernels (grouped.cpp) compute a padded grid of which fewer than
 // half the positions are outputs, and a per-group GEMM needs an im2col of R x S copies of the input.
+// With 8 channels per group half of every vector is idle, which pays only where the grid is mostly
+// padding (2x2 maps: a quarter of a 4x4 grid); on 4x4 to 16x16 maps the pixel-lane kernels ran
+// faster (docs/experiments.md).
 // Here a tile is MR output pixels x 16 (or 32) channels of one group, its MR accumulators fed by one
 // weight vector load and MR broadcasts of input values per input channel and tap, like the GEMM
 // micro-kernel's, with A's rows pointing at each pixel's window in the copy: any stride, dilation
@@ -35,7 +39,8 @@
 namespace cuconv::cpu {
 
 bool grouped_taps_shape(const Conv2dParams& p) {
-  return p.groups > 1 && p.C_per_group() > 1 && p.K_per_group() % 16 == 0;
+  const int64_t Kg = p.K_per_group();
+  return p.groups > 1 && p.C_per_group() > 1 && (Kg % 16 == 0 || (Kg % 8 == 0 && p.P * p.Q <= 4));
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -52,6 +57,7 @@ struct TapsTile {
   const float* bias;  // at the tile's first channel, or null
   float* y;           // the first pixel's outputs at the tile's first channel; pixels K apart
   int64_t K;
+  int kv;             // valid channels of the tile's last vector (8 or 16)
   int mv;             // valid pixels (rows past it repeat a valid pixel and are not stored)
   bool relu;
 };
@@ -59,9 +65,12 @@ struct TapsTile {
 template <int MR, int NV>
 CUCONV_AVX512 __attribute__((noinline)) void taps_tile(const TapsTile& t) {
   __m512 acc[MR][NV];
+  __mmask16 lanes[NV];
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) lanes[v] = v + 1 < NV || t.kv == 16 ? __mmask16(0xFFFF) : __mmask16(0x00FF);
 #pragma GCC unroll 2
   for (int v = 0; v < NV; ++v) {
-    const __m512 init = t.bias ? _mm512_loadu_ps(t.bias + 16 * v) : _mm512_setzero_ps();
+    const __m512 init = t.bias ? _mm512_maskz_loadu_ps(lanes[v], t.bias + 16 * v) : _mm512_setzero_ps();
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) acc[i][v] = init;
   }
@@ -75,7 +84,7 @@ CUCONV_AVX512 __attribute__((noinline)) void taps_tile(const TapsTile& t) {
     for (int64_t c = 0; c < Cg; ++c, b += Kg) {
       __m512 bv[NV];
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_maskz_loadu_ps(lanes[v], b + 16 * v);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
         const __m512 ai = _mm512_set1_ps(a[i][c]);
@@ -89,7 +98,7 @@ CUCONV_AVX512 __attribute__((noinline)) void taps_tile(const TapsTile& t) {
   for (int i = 0; i < t.mv; ++i)
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v)
-      _mm512_storeu_ps(t.y + i * t.K + 16 * v, t.relu ? _mm512_max_ps(zero, acc[i][v]) : acc[i][v]);
+      _mm512_mask_storeu_ps(t.y + i * t.K + 16 * v, lanes[v], t.relu ? _mm512_max_ps(zero, acc[i][v]) : acc[i][v]);
 }
 
 // Pixels per tile: 12 accumulator chains per vector of channels (12 x 32 with two: 24 of the 32
@@ -179,9 +188,10 @@ void run(const Conv2dParams& p, const float* x, const float* w, bool flipped, co
       const int mv = int(std::min<int64_t>(kRows, M - m0));
       for (int i = 0; i < kRows; ++i) rows[i] = in.xp + g * in.plane + in.origin[m0 + std::min(i, mv - 1)];
       for (int64_t k0 = 0; k0 < Kg; k0 += 32) {
+        const int64_t kn = std::min<int64_t>(32, Kg - k0);  // 8, 16, 24 or 32 channels
         const TapsTile t{rows, in.off.data(), taps, Cg, Kg, wp + g * taps * Cg * Kg + k0,
-                         bias ? bias + g * Kg + k0 : nullptr, y + m0 * K + g * Kg + k0, K, mv, relu};
-        if (Kg - k0 >= 32) taps_tile<kRows, 2>(t);
+                         bias ? bias + g * Kg + k0 : nullptr, y + m0 * K + g * Kg + k0, K, kn % 16 ? 8 : 16, mv, relu};
+        if (kn > 16) taps_tile<kRows, 2>(t);
         else taps_tile<kRows, 1>(t);
       }
     }
@@ -200,13 +210,13 @@ CUCONV_AVX512 void split_groups(const float* src, int64_t m0, int64_t m1, int64_
 // m in order. x points at the group's plane plus the tap's offset plus c0; gy at the pixel-0 value
 // of the block's first output channel, pixels ld apart. out: [c][16 output channels].
 CUCONV_AVX512 __attribute__((noinline)) void wgrad_block(const float* x, const int64_t* origin, int64_t M,
-                                                          const float* gy, int64_t ld, float* out) {
+                                                          const float* gy, int64_t ld, __mmask16 lanes, float* out) {
   __m512 acc[16];
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t m = 0; m < M; ++m) {
     const float* a = x + origin[m];
-    const __m512 b = _mm512_loadu_ps(gy + m * ld);
+    const __m512 b = _mm512_maskz_loadu_ps(lanes, gy + m * ld);
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b, acc[i]);
   }
@@ -227,7 +237,7 @@ void grouped_taps_dgrad(const Conv2dParams& p, const float* gy, const float* w, 
 
 void grouped_taps_wgrad(const Conv2dParams& p, const float* gy, const float* x, float* gw) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), K = p.K;
-  const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q, cblocks = ceil_div(Cg, 16), kblocks = Kg / 16;
+  const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q, cblocks = ceil_div(Cg, 16), kblocks = ceil_div(Kg, 16);
   if (M == 0) {
     std::fill(gw, gw + K * Cg * taps, 0.f);
     return;
@@ -244,9 +254,11 @@ void grouped_taps_wgrad(const Conv2dParams& p, const float* gy, const float* x, 
     for (int64_t item = begin; item < end; ++item) {
       const int64_t kb = item % kblocks, cb = item / kblocks % cblocks, tap = item / (kblocks * cblocks) % taps;
       const int64_t g = item / (kblocks * cblocks * taps), c0 = cb * 16, k0 = g * Kg + kb * 16;
-      wgrad_block(in.xp + g * in.plane + in.off[tap] + c0, in.origin.data(), M, gyp + g * M * Kg + kb * 16, Kg, block);
+      const int64_t kn = std::min<int64_t>(16, Kg - kb * 16);
+      wgrad_block(in.xp + g * in.plane + in.off[tap] + c0, in.origin.data(), M, gyp + g * M * Kg + kb * 16, Kg,
+                  __mmask16((1u << kn) - 1), block);
       for (int64_t c = c0; c < std::min(c0 + 16, Cg); ++c)
-        for (int64_t k = 0; k < 16; ++k) gw[((k0 + k) * Cg + c) * taps + tap] = block[(c - c0) * 16 + k];
+        for (int64_t k = 0; k < kn; ++k) gw[((k0 + k) * Cg + c) * taps + tap] = block[(c - c0) * 16 + k];
     }
   });
 }

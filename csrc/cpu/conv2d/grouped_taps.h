@@ -1,8 +1,9 @@
 #pragma once
-// Grouped convs whose groups have a multiple of 16 output channels, NHWC, float32 on AVX-512
-// (the grouped_taps strategy of each pass, grouped_taps.cpp): a group's output channels fill whole vectors,
-// so each output pixel is a GEMM row of 16 or 32 lanes summed over the group's taps, read in place
-// from a zero-padded copy of the input (no im2col, no output grid wider than the map).
+// Grouped convs whose groups have a multiple of 16 output channels (of 8 onto maps of at most 4
+// pixels), NHWC, float32 on AVX-512 (the grouped_taps strategy of each pass, grouped_taps.cpp): a
+// group's output channels fill whole vectors, so each output pixel is a GEMM row of 16 or 32 lanes
+// summed over the group's taps, read from a zero-padded per-group copy of the input (no im2col, no
+// output grid wider than the map).
 #include <cstdint>
 
 #include "conv2d_params.h"

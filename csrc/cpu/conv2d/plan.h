@@ -29,7 +29,7 @@ enum class FpropStrategy {
   grouped,           // at most 16 channels per group: output pixels in vector lanes (grouped.cpp)
   nchw_as_nhwc,      // NCHW pointwise or strided onto few positions: the batch run as NHWC (runner.cpp)
   amx_direct,        // bfloat16 on AMX: tiles loaded from padded bfloat16 phase images (amx_direct.cpp)
-  grouped_taps,      // NHWC groups of 16k output channels, channels in vector lanes (grouped_taps.cpp)
+  grouped_taps,      // NHWC groups of 16k output channels (grouped_taps.h), channels in vector lanes
 };
 
 enum class DgradStrategy {
@@ -56,7 +56,7 @@ enum class WgradStrategy {
   depthwise,    // one input channel per group: per-channel sums in vector lanes over fixed batch chunks
   grouped,      // per-lane sums over output pixels per (output channel, tap), fixed batch chunks (grouped.cpp)
   nchw_as_nhwc,  // as FpropStrategy::nchw_as_nhwc
-  grouped_taps,  // NHWC groups of 16k output channels: 16 x 16 blocks summed over every pixel (grouped_taps.cpp)
+  grouped_taps,  // NHWC groups of 16k output channels: 16 x 16 blocks summed over every pixel
 };
 
 struct FpropPlan {
