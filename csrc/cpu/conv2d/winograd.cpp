@@ -846,10 +846,13 @@ void winograd_conv3x3_backward_weight(Isa isa, const WinogradConv& s, const floa
   const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
   const int64_t tiles = grid.count(s.N);
   const int64_t ldp = pitch(s.K);  // partial rows: K, padded to whole lines (and 8-wide reads)
-  // A fixed split of the tiles into 8, 4, 2 or 1 chunks (fewer when the partials would be large):
-  // it depends on the shapes only, so the sums, and the bits, do not depend on the thread count.
+  // A fixed split of the tiles into 8, 4, 2 or 1 chunks, fewer when the partials would be large or a
+  // chunk would sum fewer than 64 tiles (256 positions, as the GEMM strategies' chunks): each
+  // partial (16 x C x K) is written, then read by the final sum, which on small maps moved more bytes
+  // than the products. It depends on the shapes only, so the sums, and the bits, do not depend on
+  // the thread count.
   int64_t chunks = 8;
-  while (chunks > 1 && (chunks > tiles || chunks * 16 * s.C * ldp > (int64_t(1) << 23))) chunks /= 2;
+  while (chunks > 1 && (tiles / chunks < 64 || chunks * 16 * s.C * ldp > (int64_t(1) << 23))) chunks /= 2;
   float* part = scratch<float>(Scratch::call, chunks * 16 * s.C * ldp);
   if (tiles == 0) std::fill(part, part + chunks * 16 * s.C * ldp, 0.f);
   const int64_t nbmax = tiles_per_block(isa, ceil_div(tiles, chunks), s.C, s.K, true);

@@ -1,6 +1,6 @@
 // AVX-512 GEMM micro-kernel for float: an 8x32 tile of C (two 16-wide B slivers) lives in 16 zmm
 // registers; each K step loads one 16-float row of each sliver and multiplies it by 8 elements of
-// A, each broadcast from memory as part of the FMA itself (the {1to16} operand), so a K step is 2
+// A, each broadcast from memory as part of the FMA itself (the {1to16} operand), so a K step is 10
 // loads and 16 FMAs (an 8x16 tile, used for a last odd sliver, needs 9 loads for 8 FMAs: more than
 // two load ports feed two 512-bit FMA pipes). Partial columns use lane masks (no staging copies).
 // With 32 vector registers the K loop stays in intrinsics without spills. Compiled for AVX-512 per
@@ -27,7 +27,7 @@ namespace cuconv::cpu {
 
 namespace {
 
-struct Avx512Kernel8x16 {
+struct Avx512Kernel8x32 {
   static constexpr int MR = 8, NR = 16;
   // Packed B is read two slivers at a time (an 8 x 32 tile, 16 accumulators): a K step is then 2
   // loads of B and 8 broadcasts for 16 FMAs, where one sliver needs 9 loads for 8, more than two
@@ -161,7 +161,7 @@ struct Avx512Kernel8x16 {
 // element is still one FMA chain over K in increasing order, so the bits equal the blocked path's.
 template <int MR, int NV, bool kCols>
 CUCONV_AVX512 void small_output_panel(const GemmArgs<float>& g, int64_t i0, int64_t j0, int nv) {
-  const __mmask16 m0 = Avx512Kernel8x16::mask(nv), m1 = Avx512Kernel8x16::mask(nv - 16);
+  const __mmask16 m0 = Avx512Kernel8x32::mask(nv), m1 = Avx512Kernel8x32::mask(nv - 16);
   __m512 c[MR][NV];
   const float* bias_col = g.init == GemmInit::bias_col ? g.bias + j0 : nullptr;
 #pragma GCC unroll 14
@@ -262,7 +262,7 @@ void gemm_avx512(const GemmArgs<float>& g) {
     else gemm_small_output_avx512<false>(g);
     return;
   }
-  gemm_blocked<Avx512Kernel8x16>(g);
+  gemm_blocked<Avx512Kernel8x32>(g);
 }
 
 }  // namespace cuconv::cpu

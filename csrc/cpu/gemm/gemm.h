@@ -4,7 +4,7 @@
 //   B(p,j) = B[p*ldb + j]      (rows contiguous in j),
 //   C(i,j) = C[i*ldc + j]      (or c_rows[i][j]).
 // Each C element is summed over p in increasing order by exactly one thread, so results do not
-// depend on the thread count. Register-blocked micro-kernels (AVX-512 8x16 or AVX2+FMA 6x16 for
+// depend on the thread count. Register-blocked micro-kernels (AVX-512 8x32 or AVX2+FMA 6x16 for
 // float, portable C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed
 // per block into per-thread buffers (gemm/driver.h); small outputs over a long K skip the packing
 // on AVX-512 (gemm_small_output). An optional ReLU is applied in the micro-kernel's store of the
