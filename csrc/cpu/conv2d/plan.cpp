@@ -95,21 +95,26 @@ bool use_grouped_taps_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype
          (p.channels_last || p.H * p.W <= 16) && use_grouped_taps(as_nhwc(grad_input_as_forward(p)), isa, dtype);
 }
 
-// NCHW convs with fewer than 16 output positions (the last stages of ImageNet models at small
-// inputs): one image's GEMM is only that many columns wide, below the micro-kernel's 16, while the
-// whole batch as NHWC is one GEMM with N x P x Q rows; the transposes move (C + K) values per input
-// and output position against C x K x R x S / groups multiply-adds. Dense convs only when pointwise
-// or strided (stride-1 3x3 layers gained nothing), grouped ones whose groups the grouped kernels do
-// not take at any kernel; at 16 positions (4x4) the NCHW GEMMs measured faster, but for the widest
-// pointwise layers.
-bool use_nchw_as_nhwc(const Conv2dParams& p) {
+// NCHW convs onto few positions run as NHWC over the whole batch (runner.cpp transposes): one
+// image's GEMM is only P x Q columns wide, where the NHWC GEMM has N x P x Q rows; the transposes
+// move (C + K) values per input and output position against C x K x R x S / groups multiply-adds.
+// Pointwise or strided dense convs and groups the grouped kernels do not take, onto fewer than 16
+// positions (the last stages of ImageNet models at small inputs; at 16, the per-image GEMMs
+// measured faster but for the widest pointwise layers); windowed dense convs as below.
+bool use_nchw_as_nhwc(const Conv2dParams& p, Conv2dPass pass) {
   const bool pointwise = p.R == 1 && p.S == 1, strided = p.stride_h > 1 || p.stride_w > 1;
   const bool dense = p.groups == 1 && (pointwise || strided);
   const bool wide_groups = p.groups > 1 && !use_depthwise(p) && !use_grouped(p);
   // At exactly 16 positions, pointwise convs with at least 512 channels on both sides too: there the
   // NHWC GEMM's 32-wide tiles gain more than the transposes cost (fewer channels on one side lost).
   const bool wide_pointwise = dense && pointwise && std::min(p.C, p.K) >= 512 && p.P * p.Q == 16;
-  return !p.channels_last && (dense || wide_groups) && (p.P * p.Q < 16 || wide_pointwise);
+  // Windowed convs onto fewer than 64 positions (where nchw_via_nhwc stops), e.g. AlexNet's 5x5 at
+  // 7x7: one image's GEMM is under 64 columns wide, and its im2col copies R x S values per position
+  // (forward 1.3-3.6x). The backward passes only with at least 256 values per window: below that
+  // they gained nothing, and a 3-channel stride-2 first layer lost (0.60x).
+  const bool windowed = p.groups == 1 && !pointwise && p.P * p.Q < 64 &&
+                        (pass == Conv2dPass::fprop || p.C * p.R * p.S >= 256);
+  return !p.channels_last && (((dense || wide_groups) && (p.P * p.Q < 16 || wide_pointwise)) || windowed);
 }
 
 }  // namespace
@@ -151,7 +156,7 @@ FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_grouped(p)) return {FpropStrategy::grouped};
   if (use_winograd(p, isa, dtype, p.C, p.K)) return {FpropStrategy::winograd};
   if (use_rows_avx512(p, isa, dtype)) return {FpropStrategy::rows_avx512};
-  if (use_nchw_as_nhwc(p)) return {FpropStrategy::nchw_as_nhwc};
+  if (use_nchw_as_nhwc(p, Conv2dPass::fprop)) return {FpropStrategy::nchw_as_nhwc};
   if (use_nchw_via_nhwc(p, dtype)) return {FpropStrategy::nchw_via_nhwc};
   const bool direct = reads_input_directly(p);
   // NCHW joins no images: side by side, small maps ran slower than one GEMM per image.
@@ -173,7 +178,7 @@ DgradPlan plan_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (isa == Isa::amx && p.R * p.S > 1 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 &&
       p.groups == 1 && p.pad_h < p.R && p.pad_w < p.S)
     return {DgradStrategy::as_forward, 1};
-  if (use_nchw_as_nhwc(p)) return {DgradStrategy::nchw_as_nhwc, 1};
+  if (use_nchw_as_nhwc(p, Conv2dPass::dgrad)) return {DgradStrategy::nchw_as_nhwc, 1};
   // NHWC strided: each phase is a stride-1 correlation written in place, where col2im writes R*S
   // values per position and adds them back.
   if (p.channels_last && (p.stride_h > 1 || p.stride_w > 1) && p.dil_h == 1 && p.dil_w == 1 && p.groups == 1)
@@ -198,7 +203,7 @@ WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64
   if (use_grouped_taps(p, isa, dtype))
     return plan.strategy = p.channels_last ? WgradStrategy::grouped_taps : WgradStrategy::nchw_as_nhwc, plan;
   if (use_winograd(p, isa, dtype, p.C, p.K)) return plan.strategy = WgradStrategy::winograd, plan;
-  if (use_nchw_as_nhwc(p)) return plan.strategy = WgradStrategy::nchw_as_nhwc, plan;
+  if (use_nchw_as_nhwc(p, Conv2dPass::wgrad)) return plan.strategy = WgradStrategy::nchw_as_nhwc, plan;
   if (use_rows_avx512(p, isa, dtype)) return plan.strategy = WgradStrategy::rows_avx512, plan;
   // Images per GEMM, their positions concatenated along the GEMM's K: small maps sum ~512 positions
   // per pass over the partial instead of one image's few. Fewer when the GEMM's A block (CRS x
