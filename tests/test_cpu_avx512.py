@@ -1,11 +1,12 @@
 """The CPU runner's AVX-512 path (csrc/cpu/gemm/avx512.cpp and the row kernels) against the AVX2
-path and float64, on the shared cases tagged for it (tests/cases.py): the 8x16 micro-kernel, the
+path and float64, on the shared cases tagged for it (tests/cases.py): the 8x32 micro-kernel, the
 small-output GEMM of first-layer grad weights (C in registers over all positions), the
-row-vectorised forward and grad weight of few-channel NCHW layers, the AVX-512 Winograd transforms;
-and the ISA switch itself. The AVX-512 kernels sum every output element in the same order as the
-AVX2 ones (the row-vectorised forward too), so the two paths must agree bit for bit, not just
-within a tolerance; only the row-vectorised grad weight (wgrad_rows_avx512.cpp) sums in another
-order, and is held to the float64 bound.
+row-vectorised forward and grad weight of few-channel NCHW layers, the AVX-512 Winograd transforms,
+grouped_taps and the float32 grad input as a forward conv; and the ISA switch itself. Where both
+paths run the same strategy, the AVX-512 kernels sum every output element in the same order as the
+AVX2 ones (the row-vectorised forward too), so the two must agree bit for bit, not just within a
+tolerance; the strategies only AVX-512 has (the row-vectorised grad weight, grouped_taps, the
+float32 grad input as a forward conv) sum in another order, and are held to the float64 bound.
 On a CPU without AVX-512 these tests are skipped; the other ISA paths are covered by every test
 that takes the `isa` fixture (tests/conftest.py)."""
 
@@ -52,15 +53,21 @@ def test_avx512_matches_avx2_bitwise_and_float64(case):
     with cuconv.config.flags(cpu_conv_algo=case.algo):
         y = ops.conv2d(x, w, b, stride, pad, dil, groups)
         gy = torch.randn(y.shape).contiguous(memory_format=layout(x))
-        out = {}
+        out, plan = {}, {}
         for path in ("avx2", "avx512"):
             cuconv.config.set(cpu_isa=path)
             out[path] = _all_passes(x, w, b, stride, pad, dil, groups, gy)
-        rows_wgrad = ops._cpu_conv2d_plan(x, w, stride, pad, dil, groups)[2] == "rows_avx512"
+            # nchw_as_nhwc runs the NHWC plan inside: compare that one
+            nhwc = ops._cpu_conv2d_plan(x.contiguous(memory_format=torch.channels_last), w, stride, pad, dil, groups)
+            plan[path] = [n if s == "nchw_as_nhwc" else s
+                          for s, n in zip(ops._cpu_conv2d_plan(x, w, stride, pad, dil, groups), nhwc)]
+    # The pass each output comes from, and whether both paths ran the same strategy for it.
+    same = [s2 == s5 and s5 != "rows_avx512" for s2, s5 in zip(plan["avx2"], plan["avx512"])]
+    from_pass = {"forward": 0, "forward + ReLU": 0, "grad input": 1, "grad weight": 2, "grad bias": 2}
     ref = _reference(x, w, b, stride, pad, dil, groups, gy)
     for what, r in ref.items():
         a2, a5 = out["avx2"][what], out["avx512"][what]
-        if not (what == "grad weight" and rows_wgrad):
+        if same[from_pass[what]] or what == "grad bias":
             assert torch.equal(a2, a5), f"{what}: AVX-512 and AVX2 differ (max {(a2 - a5).abs().max().item():.3e})"
         err = (a5.double() - r).abs().max().item() if r.numel() else 0.0
         scale = max(r.abs().max().item(), 1e-30) if r.numel() else 1.0

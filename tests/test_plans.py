@@ -17,7 +17,6 @@ ops = torch.ops.cuconv
 REACHED_ELSEWHERE = {
     "max_pool2d.forward:large_planes": "test_large_tensors.py (a plane past 2^31 elements: 8 GiB)",
     # bfloat16 on AMX only; the cases' tags are float32 plans
-    "conv2d.dgrad:as_forward": "test_low_precision_cpu.py (test_bfloat16_on_amx_plans, the AMX cases)",
     "conv2d.fprop:amx_direct": "test_low_precision_cpu.py (test_bfloat16_on_amx_plans, the AMX cases)",
 }
 
@@ -68,13 +67,14 @@ def test_every_strategy_is_reached_by_a_case():
 
 
 def test_float64_takes_no_float32_only_strategy():
-    # Winograd and the AVX-512 row kernels are float32 kernels: float64 falls back to the GEMMs.
+    # Winograd, the AVX-512 row kernels and grouped_taps are float32 kernels: float64 falls back.
+    only32 = {"winograd", "rows_avx512", "grouped_taps"}
     for case in CONV:
-        if "winograd" in case.plan or "rows_avx512" in case.plan:
+        if only32 & set(case.plan):
             x, w, _ = case.tensors(torch.float64)
             with planned_as(case):
                 plan = ops._cpu_conv2d_plan(x, w, *case.args())
-            assert "winograd" not in plan and "rows_avx512" not in plan, case.name
+            assert not only32 & set(plan), case.name
 
 
 def test_forced_winograd_only_where_it_applies():

@@ -40,7 +40,8 @@ enum class DgradStrategy {
   depthwise,    // one input channel per group: each input pixel gathers its taps per stride phase
   grouped,      // stride 1: the forward's kernel on grad_output with the flipped filter (grouped.cpp)
   nchw_as_nhwc,  // as FpropStrategy::nchw_as_nhwc
-  as_forward,    // stride 1 on AMX: the forward of grad_output with the flipped, transposed weight
+  as_forward,    // stride 1 on AMX (and float32 NHWC on AVX-512): the forward of grad_output with the
+                 // flipped, transposed weight
   grouped_taps,  // stride 1, NHWC groups of 16k input channels: grouped_taps' forward of grad_output
 };
 
