@@ -3,22 +3,24 @@
 // for 8 channels), summed over the group's taps (r, s) and input channels from a zero-padded copy
 // of the input laid out group by group.
 //
+// Here a tile is MR output pixels x 16 (or 32) channels of one group, its MR accumulators fed by one
+// weight vector load and MR broadcasts of input values per input channel and tap, like the GEMM
+// micro-kernel's, with A's rows pointing at each pixel's window in the copy: any stride, dilation
+// and padding, and no computed value is thrown away.
+//
 // Why not the other grouped paths: with 16 channels per group on small maps (ResNeXt's last stages
 // at 4x4 and 2x2) the pixel-lane kernels (grouped.cpp) compute a padded grid of which fewer than
 // half the positions are outputs, and a per-group GEMM needs an im2col of R x S copies of the input.
 // With 8 channels per group half of every vector is idle, which pays only where the grid is mostly
 // padding (2x2 maps: a quarter of a 4x4 grid); on 4x4 to 16x16 maps the pixel-lane kernels ran
 // faster (docs/experiments.md).
-// Here a tile is MR output pixels x 16 (or 32) channels of one group, its MR accumulators fed by one
-// weight vector load and MR broadcasts of input values per input channel and tap, like the GEMM
-// micro-kernel's, with A's rows pointing at each pixel's window in the copy: any stride, dilation
-// and padding, and no computed value is thrown away.
 //
 // Each output is one FMA chain over (r, s, c) in that order whatever the tile or thread, so the
 // bits do not depend on the thread count.
 #include "cpu/conv2d/grouped_taps.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstring>
@@ -265,9 +267,15 @@ void grouped_taps_wgrad(const Conv2dParams& p, const float* gy, const float* x, 
 
 #else  // not x86: the plan never picks grouped_taps here
 
-void grouped_taps_fprop(const Conv2dParams&, const float*, const float*, const float*, float*, bool) {}
-void grouped_taps_dgrad(const Conv2dParams&, const float*, const float*, float*) {}
-void grouped_taps_wgrad(const Conv2dParams&, const float*, const float*, float*) {}
+void grouped_taps_fprop(const Conv2dParams&, const float*, const float*, const float*, float*, bool) {
+  TORCH_CHECK(false, "cuconv: grouped_taps is an AVX-512 kernel");
+}
+void grouped_taps_dgrad(const Conv2dParams&, const float*, const float*, float*) {
+  TORCH_CHECK(false, "cuconv: grouped_taps is an AVX-512 kernel");
+}
+void grouped_taps_wgrad(const Conv2dParams&, const float*, const float*, float*) {
+  TORCH_CHECK(false, "cuconv: grouped_taps is an AVX-512 kernel");
+}
 
 #endif
 

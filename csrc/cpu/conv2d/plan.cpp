@@ -83,11 +83,6 @@ bool use_grouped_taps(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
          (p.channels_last || p.P * p.Q <= 16);
 }
 
-Conv2dParams as_nhwc(Conv2dParams p) {
-  p.channels_last = true;
-  return p;
-}
-
 // The grouped grad input as grouped_taps' forward of grad_output: stride 1, padding within the
 // dilated kernel's reach, input channels per group as grouped_taps_shape takes output channels.
 bool use_grouped_taps_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {

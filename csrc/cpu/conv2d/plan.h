@@ -109,6 +109,11 @@ bool use_amx_direct(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
 // [C, K / groups, R, S], gives grad_input (its bottom and right padding follow from the sizes, as
 // any forward's do).
 Conv2dParams grad_input_as_forward(const Conv2dParams& p);
+// The same conv on NHWC tensors (the nchw_as_nhwc strategies run it on transposed copies).
+inline Conv2dParams as_nhwc(Conv2dParams p) {
+  p.channels_last = true;
+  return p;
+}
 
 // Convs that read their input in place (1x1, stride 1, no padding, output the input's size).
 bool reads_input_directly(const Conv2dParams& p);

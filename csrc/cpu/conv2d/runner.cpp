@@ -14,13 +14,7 @@
 namespace cuconv::cpu {
 namespace {
 
-// The same conv on NHWC tensors (FpropStrategy::nchw_as_nhwc).
-Conv2dParams as_nhwc(Conv2dParams p) {
-  p.channels_last = true;
-  return p;
-}
-
-// The weight that forward reads for it (plan.h): flipped in R and S, [C, K, R, S] (one group).
+// The weight that grad_input_as_forward's conv (plan.h) reads: flipped in R and S, [C, K, R, S] (one group).
 at::Tensor flipped_weight(const at::Tensor& weight) { return weight.flip({2, 3}).transpose(0, 1).contiguous(); }
 
 // The passes on float32 or float64 tensors, on the ISA path `isa`; 16-bit tensors come here as
