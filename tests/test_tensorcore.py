@@ -269,6 +269,12 @@ BACKWARD_SHAPES = [
     (1, 8, 11, 10, 40, 3, 2, (2, 1), [1, 0, 2, 1], (2, 1), 1),  # stride 2 (dgrad's divisibility), dilation, asymmetric padding
     (2, 16, 6, 6, 16, 1, 1, (1, 1), [0, 0], (1, 1), 2),  # groups of 8 channels (16-byte cp.async in channels_last)
     (2, 16, 8, 8, 16, 3, 3, (1, 1), [1, 1], (1, 1), 1),  # 16 channels, P*Q = 64: 16-byte cp.async in both layouts
+    # grad input's stride phases: stride 3 with dilation 2 (every phase reached, taps 2 apart in the filter)
+    (2, 16, 7, 9, 16, 3, 3, (3, 2), [1, 2], (2, 1), 1),
+    # stride 2 with dilation 2: odd rows and columns are reached by no tap (zeros without MMAs)
+    (2, 8, 9, 9, 16, 3, 3, (2, 2), [2, 2], (2, 2), 1),
+    # 1x1 at stride 3 on 2 rows: phases without positions, and phases without taps
+    (1, 16, 2, 5, 8, 1, 1, (3, 2), [0, 0], (1, 1), 1),
 ]
 
 
@@ -377,6 +383,11 @@ def test_chooser_picks_each_entry_for_its_shapes(sim_device):
     # grad weight: few output tiles, so the reduction is split
     config, stages, splits = plan((32, 64, 56, 56), (64, 64, 3, 3), "wgrad")
     assert splits > 1 and stages == 3
+    # tiles that would be mostly padding give way to narrower ones: grad weight's rows are the 64
+    # output channels (half of a 128-row tile), a 7x7 stem's columns are 3 x 49 = 147 (192 on 64-wide tiles)
+    assert config == CONFIGS["medium"]
+    assert plan((32, 3, 224, 224), (64, 3, 7, 7), "wgrad", stride=(2, 2), padding=(3, 3))[0] == CONFIGS["narrow"]
+    assert plan((32, 128, 56, 56), (128, 128, 3, 3), "wgrad")[0] == CONFIGS["large"]  # 128 rows: no padding
 
 
 def test_chooser_fits_stages_to_shared_memory(sim_device):

@@ -103,6 +103,11 @@ struct TcPlan {
 // The configuration for a GEMM of M x Ncols x Kdim run as `launches` independent GEMMs (groups, split-K
 // chunks) on device d; `forced` >= 0 picks a table entry (tests). Stages shrink to what the device's
 // per-block shared memory opt-in holds; a tile whose single stage does not fit gives way to a smaller one.
+// Whether tiles of `tile` along a dimension of n would be more than an eighth padding: MMAs on
+// padding are issued and thrown away, so a narrower tile is taken (grad weight's 64 output channels
+// on 128-row tiles, or 147 columns of a 7x7 stem on 64-wide ones, would waste a quarter to a half).
+inline bool tc_pads_over_an_eighth(int64_t n, int64_t tile) { return (ceil_div(n, tile) * tile - n) * 8 > n; }
+
 inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, int elem_bytes, const DeviceProps& d,
                       int forced = -1) {
   int config = forced;
@@ -110,8 +115,9 @@ inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, 
     const int64_t large_blocks = launches * ceil_div<int64_t>(M, kTcConfigs[kTcLarge].bm) *
                                  ceil_div<int64_t>(Ncols, kTcConfigs[kTcLarge].bn);
     if (Kdim <= kTcBK) config = kTcSmallChannel;
-    else if (Ncols <= 32) config = kTcNarrow;
-    else if (large_blocks >= 2 * int64_t(d.sm_count)) config = kTcLarge;
+    else if (Ncols <= 32 || tc_pads_over_an_eighth(Ncols, kTcConfigs[kTcMedium].bn)) config = kTcNarrow;
+    else if (large_blocks >= 2 * int64_t(d.sm_count) && !tc_pads_over_an_eighth(M, kTcConfigs[kTcLarge].bm))
+      config = kTcLarge;
     else config = kTcMedium;
   }
   for (int c : {config, int(kTcMedium), int(kTcNarrow)}) {

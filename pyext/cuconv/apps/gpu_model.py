@@ -163,6 +163,25 @@ def _taps(size: int, out: int, k: int, stride: int, pad: int) -> int:
     return sum(sum(1 for o in range(out) if 0 <= o * stride - pad + r < size) for r in range(k))
 
 
+def dgrad_axis_phases(size: int, k: int, stride: int, pad: int) -> list[tuple[int, int]]:
+    """(input positions, taps) of each stride phase along one dimension (conv2d_dgrad_phase.cuh):
+    the positions h with (h + pad) % stride == phase, and the taps r with r % stride == phase."""
+    out = []
+    for phase in range(stride):
+        first = (phase - pad) % stride
+        out.append((len(range(first, size, stride)), len(range(phase, k, stride))))
+    return out
+
+
+def dgrad_phases(layer: Layer) -> list[tuple[int, int]]:
+    """(M, Kdim) of the implicit GEMM of each phase the grad input kernels launch (phases with input
+    positions; one whose taps are empty launches with Kdim 0 and writes zeros)."""
+    l = layer
+    return [(l.N * hc * wc, l.K // l.groups * ht * wt)
+            for hc, ht in dgrad_axis_phases(l.H, l.R, l.stride, l.pad)
+            for wc, wt in dgrad_axis_phases(l.W, l.S, l.stride, l.pad) if l.N * hc * wc > 0]
+
+
 def _dgrad_taps(size: int, out: int, k: int, stride: int, pad: int) -> int:
     """Pairs (input position, tap) with an output position that covers it: dgrad's gathered loads."""
     return sum(sum(1 for h in range(size) if (h + pad - r) >= 0 and (h + pad - r) % stride == 0
@@ -210,9 +229,9 @@ def load_modes(layer: Layer, conv_pass: str, dtype: str, layout: str) -> tuple[s
 @dataclass
 class Counts:
     """What the kernels of one pass issue and move, counted from the plan (no SASS needed)."""
-    tiles: int  # output tiles (x groups)
+    tiles: int  # output tiles (x groups; over every phase of a strided grad input)
     blocks: int  # tiles x split-K chunks
-    slices: int  # per output tile, summed over its chunks
+    tile_slices: int  # 32-deep slices summed over the output tiles (and their chunks)
     issued_flops: float  # MMA (or FMA) FLOPs of whole tiles and slices
     useful_flops: float  # 2 * N * K * P * Q * C/g * R * S
     load_bytes: float  # operand elements the blocks load (zero padding is not loaded)
@@ -224,31 +243,35 @@ class Counts:
 def count(layer: Layer, conv_pass: str, dtype: str, tile: Tile, splits: int, stages: int) -> Counts:
     l, elem = layer, ELEM_BYTES[dtype]
     gm = gemm_of(l, conv_pass)
-    m_tiles, n_tiles = math.ceil(gm.M / tile.bm), math.ceil(gm.Ncols / tile.bn)
-    tiles = gm.groups * m_tiles * n_tiles
+    n_tiles = math.ceil(gm.Ncols / tile.bn)
+    # (M, Kdim) of each launch: grad input runs one GEMM per stride phase
+    parts = dgrad_phases(l) if conv_pass == "dgrad" else [(gm.M, gm.Kdim)]
+    m_tiles = [math.ceil(m / tile.bm) for m, _ in parts]
+    tiles = gm.groups * n_tiles * sum(m_tiles)
     # Split-K chunks are multiples of the slice, so the chunks of a tile cover its reduction's slices once.
-    slices = math.ceil(gm.Kdim / tile.bk)
+    tile_slices = gm.groups * n_tiles * sum(mt * math.ceil(k / tile.bk) for mt, (_, k) in zip(m_tiles, parts))
     cg, kg = l.C // l.groups, l.K // l.groups
     fwd_taps = _taps(l.H, l.P, l.R, l.stride, l.pad) * _taps(l.W, l.Q, l.S, l.stride, l.pad)
     x, w, y = l.N * l.C * l.H * l.W, l.K * cg * l.R * l.S, l.N * l.K * l.P * l.Q
     if conv_pass == "fprop":
-        loads = n_tiles * l.N * l.C * fwd_taps + m_tiles * l.K * gm.Kdim
+        loads = n_tiles * l.N * l.C * fwd_taps + m_tiles[0] * l.K * gm.Kdim
         stores, compulsory = y * elem, (x + w + y) * elem
     elif conv_pass == "dgrad":
         taps = _dgrad_taps(l.H, l.P, l.R, l.stride, l.pad) * _dgrad_taps(l.W, l.Q, l.S, l.stride, l.pad)
-        loads = n_tiles * l.N * l.K * taps + m_tiles * l.C * kg * l.R * l.S
+        # every phase's tiles load the weights of the phase's taps (k and phase tap, kg each)
+        loads = n_tiles * l.N * l.K * taps + sum(mt * l.C * k for mt, (_, k) in zip(m_tiles, parts))
         stores, compulsory = x * elem, (y + w + x) * elem
     else:
-        loads = n_tiles * l.K * gm.Kdim + m_tiles * l.N * l.C * fwd_taps
+        loads = n_tiles * l.K * gm.Kdim + m_tiles[0] * l.N * l.C * fwd_taps
         # float partial sums per chunk (the tensor cores and the float32 SIMT kernel accumulate in float),
         # read back once by the reduction, which writes the weight gradient
         stores, compulsory = 2 * splits * w * 4 + w * elem, (y + x + w) * elem
     per_block_barriers = 2 if stages == 1 else 1  # the one-stage loop has two barriers per slice
-    return Counts(tiles=tiles, blocks=tiles * splits, slices=slices,
-                  issued_flops=float(tiles) * slices * tile.mma_flops_per_slice,
+    return Counts(tiles=tiles, blocks=tiles * splits, tile_slices=tile_slices,
+                  issued_flops=float(tile_slices) * tile.mma_flops_per_slice,
                   useful_flops=2.0 * l.N * l.K * l.P * l.Q * cg * l.R * l.S, load_bytes=float(loads) * elem,
                   store_bytes=float(stores), compulsory_bytes=float(compulsory),
-                  barriers=tiles * slices * per_block_barriers)
+                  barriers=tile_slices * per_block_barriers)
 
 
 # ------------------------------------------------------------------------------------ the plan
@@ -372,7 +395,7 @@ def predict(layer: Layer, conv_pass: str, dtype: str, layout: str, mixes: dict[s
     c = count(layer, conv_pass, dtype, plan.tile, plan.splits, plan.stages)
     sms = hw["sm_count"]
     waves = math.ceil(c.blocks / sms)  # blocks per SM on the busiest SM
-    slices_per_block = c.slices * c.tiles / c.blocks
+    slices_per_block = c.tile_slices / c.blocks
     mix = mixes.get(plan.label)
     issue_s = None
     if mix:

@@ -65,14 +65,17 @@ def counted(layer: gpu_model.Layer, conv_pass: str, dtype: str, layout: str, con
     t0 = time.time()
     data = run_pass(layer, conv_pass, dtype, layout, config)
     seconds = time.time() - t0
-    main = max(data["launches"], key=lambda l: l["mma_flops"])  # not grad weight's split-K reduction
+    # the main kernel's launches (one per stride phase for grad input), not grad weight's split-K reduction
+    mains = [l for l in data["launches"] if "TcProblem" in l["signature"]]
+    main = max(mains, key=lambda l: l["mma_flops"])
     t = data["total"]
     tile = gpu_model.TC_TILES[config]
     elem = gpu_model.ELEM_BYTES[dtype]
     stage_bytes = (tile.bm + tile.bn) * (32 + (8 if elem == 2 else 4)) * elem  # tc_stage_bytes
     stages = main["dynamic_smem_bytes"] // stage_bytes
     splits = main["grid"][2]
-    blocks = main["grid"][0] * main["grid"][1] * main["grid"][2]
+    blocks = sum(l["grid"][0] * l["grid"][1] * l["grid"][2] for l in mains)
+    barriers = sum(l["barriers"] for l in mains)
     model = gpu_model.count(layer, conv_pass, dtype, tile, splits, stages)
     loads = t["cp_async_bytes"] + t["staged_load_bytes"]
     per = lambda conflicts, accesses: conflicts / accesses if accesses else 0.0
@@ -84,10 +87,10 @@ def counted(layer: gpu_model.Layer, conv_pass: str, dtype: str, layout: str, con
         ldmatrix_conflicts_per_access=per(t["ldmatrix_conflicts"], t["ldmatrix_accesses"]),
         cp_async_smem_conflicts_per_access=per(t["cp_async_smem_conflicts"], t["cp_async_smem_accesses"]),
         smem_store_conflicts_per_access=per(t["smem_store_conflicts"], t["smem_store_accesses"]),
-        barriers=main["barriers"], barriers_per_block=main["barriers"] / blocks,
+        barriers=barriers, barriers_per_block=barriers / blocks, launches=len(mains),
         model=dict(issued_flops=model.issued_flops, load_bytes=model.load_bytes, barriers=model.barriers),
         matches_model=(t["mma_flops"] == model.issued_flops and loads == model.load_bytes
-                       and main["barriers"] == model.barriers),
+                       and barriers == model.barriers and blocks == model.blocks),
         counters=t, seconds=round(seconds, 1))
 
 
