@@ -44,9 +44,9 @@ def test_tap_counts():
 
 def test_load_modes_follow_the_launchers():
     r50 = layer("r50.l1.3x3", 32)
-    assert gpu_model.load_modes(r50, "fprop", "f16", "nhwc") == ("cp16", "sync_k")
+    assert gpu_model.load_modes(r50, "fprop", "f16", "nhwc") == ("cp16", "cp16")  # weight as K x R x S x C
     assert gpu_model.load_modes(r50, "fprop", "bf16", "nchw") == ("sync_row", "cp16")
-    assert gpu_model.load_modes(r50, "dgrad", "tf32", "nhwc") == ("cp16", "cp4_k")
+    assert gpu_model.load_modes(r50, "dgrad", "tf32", "nhwc") == ("cp16", "cp16")  # weight as C x R x S x K
     assert gpu_model.load_modes(r50, "wgrad", "f16", "nchw") == ("cp16", "sync_k")
     assert gpu_model.load_modes(r50, "wgrad", "f16", "nhwc") == ("sync_row", "sync_k")
     seed = layer("seed.conv1", 32)  # 3 channels: no 16-byte runs
@@ -63,7 +63,7 @@ def test_every_planned_kernel_has_a_recorded_mix(mixes):
 def test_prediction_arithmetic(mixes):
     l = layer("r50.l3.3x3", 256)
     p = gpu_model.predict(l, "fprop", "f16", "nhwc", mixes)
-    assert p.kernel == "tc fprop f16 nhwc 128x64 cp16/sync_k" and p.stages == 3 and p.splits == 1
+    assert p.kernel == "tc fprop f16 nhwc 128x64 cp16/cp16" and p.stages == 3 and p.splits == 1
     c = p.counts
     assert c.useful_flops == 2 * 256 * 256 * 14 * 14 * 256 * 9
     assert c.tiles == 392 * 4 and c.tile_slices == 392 * 4 * 72  # M = 50176 = 392 x 128, K = 256 = 4 x 64, 2304 / 32

@@ -60,10 +60,10 @@ def test_launch_records():
 # (layer, pass, dtype, layout, config): every load mode, the three passes, stride 2 (dgrad's gather
 # of zeros), padding, partial tiles, split-K, the one-stage small_channel tile.
 CASES = [
-    (Layer("t", 2, 16, 6, 6, 40, 3, 3, 1, 1), "fprop", "f16", "nhwc", 1),  # cp16 / sync_k
+    (Layer("t", 2, 16, 6, 6, 40, 3, 3, 1, 1), "fprop", "f16", "nhwc", 1),  # cp16 / cp16 (K x R x S x C weight)
     (Layer("t", 2, 16, 6, 6, 40, 3, 3, 1, 1), "fprop", "bf16", "nchw", 2),  # sync_row / cp16
     (Layer("t", 2, 3, 7, 7, 24, 3, 3, 1, 1), "fprop", "tf32", "nhwc", 3),  # cp4_k / cp4_k, one stage
-    (Layer("t", 2, 16, 7, 7, 16, 3, 3, 2, 1), "dgrad", "f16", "nhwc", 1),  # cp16 / sync_k, stride 2
+    (Layer("t", 2, 16, 7, 7, 16, 3, 3, 2, 1), "dgrad", "f16", "nhwc", 1),  # cp16 / cp16, stride 2
     (Layer("t", 1, 24, 7, 7, 12, 3, 3, 2, 1), "dgrad", "f16", "nchw", 0),  # sync_row / sync_k
     (Layer("t", 2, 16, 8, 8, 24, 3, 3, 1, 1), "wgrad", "f16", "nchw", 0),  # cp16 / sync_k, split-K
     (Layer("t", 2, 8, 6, 6, 20, 3, 3, 1, 1), "wgrad", "tf32", "nhwc", 1),  # cp4_row / cp4_k
@@ -145,9 +145,14 @@ def test_shared_store_conflicts_of_each_load_mode():
     """Today's conflicts per warp-wide shared write (the model of runtime.h): 16-byte writes of
     80-byte rows are 2-way on a quarter of the banks in each quarter-warp phase (1 extra wavefront
     per phase), and sync_row's 2-byte stores to 32 rows 80 bytes apart are 4-way (3 extra)."""
-    cp16 = sim_counts.counted(Layer("t", 2, 16, 6, 6, 64, 3, 3, 1, 1), "fprop", "f16", "nhwc", 0)
+    cp16 = sim_counts.counted(Layer("t", 2, 16, 8, 8, 64, 3, 3, 1, 1), "wgrad", "f16", "nchw", 0)
     assert cp16["cp_async_smem_conflicts_per_access"] == 4  # A by cp16: 4 phases, +1 each
     assert cp16["smem_store_conflicts_per_access"] == 4  # B by sync_k: one 16-byte store per run of 8
+    both = sim_counts.counted(Layer("t", 2, 16, 6, 6, 64, 3, 3, 1, 1), "fprop", "f16", "nhwc", 0)
+    assert both["cp_async_smem_conflicts_per_access"] == 4  # input and K x R x S x C weight by cp16
+    assert both["counters"]["smem_store_accesses"] == 0  # nothing register-staged
+    dgrad = sim_counts.counted(Layer("t", 2, 16, 6, 6, 64, 3, 3, 1, 1), "dgrad", "f16", "nhwc", 0)
+    assert dgrad["counters"]["smem_store_accesses"] == 0  # grad_output and C x R x S x K weight by cp16
     row = sim_counts.counted(Layer("t", 2, 16, 6, 6, 64, 3, 3, 1, 1), "fprop", "f16", "nchw", 0)
     assert row["smem_store_conflicts_per_access"] == 3  # A by sync_row: 4-way
 

@@ -193,6 +193,27 @@ def test_conv_16bit_error_within_twice_torch(gpu_runner, shape, dtype, channels_
     assert ours <= 2 * theirs + 1e-6 * ref.abs().max().item(), (ours, theirs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_conv_channels_last_reads_any_weight_layout_alike(gpu_runner, dtype):
+    """channels_last input takes its weight as K x R x S x C (16-byte cp.async along the reduction):
+    a channels_last weight as given, a contiguous, strided or misaligned one laid out by the runner.
+    The kernel and its sums are the same, so the bits are."""
+    shape = (2, 16, 7, 6, 24, 3, 2, (1, 2), [1, 0, 2, 1], (1, 2), 2)  # 8 channels per group, dilation
+    x, w, b, geometry = make(shape, dtype, channels_last=True)
+    tf32 = dtype == torch.float32
+    base = run_tc(x, w, b, geometry, tf32, runner=gpu_runner.name)
+    storage = torch.randn(w.numel() + 1).to(dtype)
+    offset = storage[1:].view(w.shape[0], w.shape[2], w.shape[3], w.shape[1]).permute(0, 3, 1, 2)
+    offset.copy_(w)  # a channels_last view one element into its storage: not 16-byte aligned
+    strided = torch.randn(w.shape[0], w.shape[1], w.shape[2], 2 * w.shape[3]).to(dtype)[..., ::2]
+    strided.copy_(w)
+    for weight in (w.to(memory_format=torch.channels_last), offset, strided):
+        assert torch.equal(run_tc(x, weight, b, geometry, tf32, runner=gpu_runner.name), base)
+    ref = reference(x, w, b, *geometry)
+    tol = 2e-2 if dtype == torch.float16 else 2e-3  # float16 storage, or TF32 operands
+    assert ((base.double() - ref).abs().max() <= tol * ref.abs().max()).item()
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_conv_tf32(gpu_runner, shape):
     x, w, b, geometry = make(shape, torch.float32, False)

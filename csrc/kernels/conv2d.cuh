@@ -50,6 +50,18 @@ bool fuse_conv2d_relu_pool(const Conv2dParams& p, const DeviceProps& d) {
 
 // ------------------------------------------------------------------ launches of the chosen kernel
 
+// The weight layout conv2d_fprop's chosen kernel reads: K x R x S x C/groups (true) or K x C/groups x R x S.
+inline bool conv2d_fprop_weight_krsc(const Conv2dChoice& c, const Conv2dParams& p) {
+  return c.kernel == Conv2dKernel::tensorcore && conv2d_fprop_tensorcore_weight_krsc(p);
+}
+
+// The weight layout conv2d_dgrad's chosen kernel reads: per group C/groups x R x S x K/groups (true)
+// or K x C/groups x R x S.
+inline bool conv2d_dgrad_weight_crsk(const Conv2dChoice& c, const Conv2dParams& p) {
+  return c.kernel == Conv2dKernel::tensorcore && conv2d_dgrad_tensorcore_weight_crsk(p);
+}
+
+// w is laid out as conv2d_fprop_weight_krsc says.
 template <typename T>
 void conv2d_fprop(const Conv2dChoice& c, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y,
                   bool relu, stream_t st) {
@@ -59,6 +71,7 @@ void conv2d_fprop(const Conv2dChoice& c, const Conv2dParams& p, const T* x, cons
   else conv2d_fprop_implicit_gemm(p, x, w, bias, y, relu, st);
 }
 
+// w is laid out as conv2d_dgrad_weight_crsk says.
 template <typename T>
 void conv2d_dgrad(const Conv2dChoice& c, const Conv2dParams& p, const T* gy, const T* w, T* gx, stream_t st) {
   if constexpr (tc_storage<T>)

@@ -69,7 +69,7 @@ struct Conv2dDgradProblem {
   }
   CUCONV_DEVICE ColCtx b_col(int64_t g, int64_t c) const {
     ColCtx col;
-    col.w_base = (g * p.Kg * p.Cg + c) * p.R * p.S + ph.w_first;
+    col.w_base = g * ph.w_g + c * ph.w_c + ph.w_first;
     return col;
   }
   CUCONV_DEVICE Acc b_load(const ColCtx& col, int64_t kk) const {
@@ -87,7 +87,7 @@ void conv2d_dgrad_implicit_gemm(const Conv2dParams& p, const T* gy, const T* w, 
   auto run = [&](auto cl_tag) {
     constexpr bool CL = decltype(cl_tag)::value;
     const Conv2dIndexParams ip(p);
-    for_each_conv2d_dgrad_phase(p, [&](const Conv2dDgradPhase& phase) {
+    for_each_conv2d_dgrad_phase(p, /*weight_crsk=*/false, [&](const Conv2dDgradPhase& phase) {
       Conv2dDgradProblem<T, CL> prob{gy, w, gx, ip, phase, phase.rows(p), p.C / p.groups, phase.reduction(p), 0, 0};
       prob.k_chunk = ceil_div<int64_t>(prob.Kdim, kBK) * kBK;
       launch_implicit_gemm<!CL, false>(prob, p.groups, 1, stream);

@@ -55,16 +55,24 @@ struct Conv2dDgradPhase {
   FastDivmod64 div_hw;  // positions per phase plane, for rows that run over the batch
   FastDivmod div_s;     // taps per phase filter row (w.taps)
   FastDivmod div_rs;    // taps per phase filter
-  // A weight element's offset is w_first + (output channel) * w_k + t_r * w_tr + t_s * w_ts from its
-  // (group, input channel) filter: the phase's taps are a regular grid of the filter.
-  int64_t w_first = 0, w_k = 0, w_tr = 0, w_ts = 0;
+  // Weight element (group g, output channel k, input channel c, phase tap t_r, t_s) is at
+  // g * w_g + c * w_c + w_first + k * w_k + t_r * w_tr + t_s * w_ts: the phase's taps are a regular
+  // grid of the filter, in either weight layout (Conv2dDgradWeight).
+  int64_t w_g = 0, w_c = 0, w_first = 0, w_k = 0, w_tr = 0, w_ts = 0;
 
   Conv2dDgradPhase() = default;
-  Conv2dDgradPhase(const Conv2dParams& p, int64_t phase_h, int64_t phase_w)
+  Conv2dDgradPhase(const Conv2dParams& p, int64_t phase_h, int64_t phase_w, bool weight_crsk = false)
       : h(Conv2dDgradAxisPhase::make(phase_h, p.H, p.R, p.stride_h, p.pad_h, p.dil_h)),
         w(Conv2dDgradAxisPhase::make(phase_w, p.W, p.S, p.stride_w, p.pad_w, p.dil_w)),
-        div_w(w.count), div_hw(h.count * w.count), div_s(w.taps), div_rs(h.taps * w.taps),
-        w_first(h.tap0 * p.S + w.tap0), w_k((p.C / p.groups) * p.R * p.S), w_tr(h.tap_step * p.S), w_ts(w.tap_step) {}
+        div_w(w.count), div_hw(h.count * w.count), div_s(w.taps), div_rs(h.taps * w.taps) {
+    const int64_t Cg = p.C / p.groups, Kg = p.K / p.groups, RS = p.R * p.S;
+    w_g = Kg * Cg * RS;
+    if (weight_crsk) {  // per group C/groups x R x S x K/groups: a tap's output channels are contiguous
+      w_c = RS * Kg, w_k = 1, w_first = (h.tap0 * p.S + w.tap0) * Kg, w_tr = h.tap_step * p.S * Kg, w_ts = w.tap_step * Kg;
+    } else {  // K x C/groups x R x S, as given
+      w_c = RS, w_k = Cg * RS, w_first = h.tap0 * p.S + w.tap0, w_tr = h.tap_step * p.S, w_ts = w.tap_step;
+    }
+  }
 
   int64_t rows(const Conv2dParams& p) const { return p.N * h.count * w.count; }  // GEMM M
   int64_t reduction(const Conv2dParams& p) const { return (p.K / p.groups) * h.taps * w.taps; }  // GEMM K
@@ -84,10 +92,10 @@ inline int64_t conv2d_dgrad_max_reduction(const Conv2dParams& p) {
 // Calls fn(phase) for every phase with input positions (an image smaller than the stride has none
 // in some phases); phases whose taps are empty are included: their launch writes the zeros.
 template <class Fn>
-void for_each_conv2d_dgrad_phase(const Conv2dParams& p, Fn&& fn) {
+void for_each_conv2d_dgrad_phase(const Conv2dParams& p, bool weight_crsk, Fn&& fn) {
   for (int64_t ph = 0; ph < p.stride_h; ++ph)
     for (int64_t pw = 0; pw < p.stride_w; ++pw) {
-      const Conv2dDgradPhase phase(p, ph, pw);
+      const Conv2dDgradPhase phase(p, ph, pw, weight_crsk);
       if (phase.rows(p) > 0) fn(phase);
     }
 }

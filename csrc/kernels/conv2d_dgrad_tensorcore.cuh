@@ -3,7 +3,8 @@
 // grad_input element written once, no atomics; one launch per stride phase, so no MMA multiplies a
 // zero inserted by the stride) through the tensor-core main loop. channels_last
 // grad_output whose channels per group are a multiple of 16 bytes' worth is loaded by 16-byte
-// cp.async (a tap's output channels are contiguous); the rest element-wise.
+// cp.async (a tap's output channels are contiguous), and so is the weight, which channels_last takes
+// as C/groups x R x S x K/groups per group (the runner lays it out once per call); the rest element-wise.
 #include "conv2d_dgrad_implicit_gemm.cuh"
 #include "implicit_gemm_tensorcore.cuh"
 
@@ -28,6 +29,10 @@ struct Conv2dDgradTcProblem : Conv2dDgradProblem<T, CL> {
   }
 };
 
+// Whether the tensor-core grad input reads its weight per group as C/groups x R x S x K/groups
+// (channels_last), where the reduction's runs of output channels are contiguous.
+inline bool conv2d_dgrad_tensorcore_weight_crsk(const Conv2dParams& p) { return p.channels_last; }
+
 // One plan for every phase: M = N*H*W (the phases' rows together), Ncols = C/groups, Kdim = the
 // largest phase's K/groups x taps.
 inline TcPlan conv2d_dgrad_tensorcore_plan(const Conv2dParams& p, int elem_bytes, const DeviceProps& d, int forced = -1) {
@@ -49,14 +54,14 @@ void conv2d_dgrad_tensorcore(const Conv2dParams& p, const T* gy, const T* w, T* 
     prob.k_chunk = ceil_div<int64_t>(prob.Kdim, kTcBK) * kTcBK;
     constexpr TcLoad kAScalar = tc_scalar_load<T>(!CL), kBScalar = tc_scalar_load<T>(false);
     if constexpr (CL) {  // only channels_last has contiguous 16-byte runs of grad_output along k
-      if (Kg % V == 0 && tc_aligned16(gy)) {
-        launch_implicit_gemm_tensorcore<TcLoad::cp16, kBScalar>(prob, gy, w, p.groups, 1, plan, stream);
+      if (Kg % V == 0 && tc_aligned16(gy) && tc_aligned16(w)) {
+        launch_implicit_gemm_tensorcore<TcLoad::cp16, TcLoad::cp16>(prob, gy, w, p.groups, 1, plan, stream);
         return;
       }
     }
     launch_implicit_gemm_tensorcore<kAScalar, kBScalar>(prob, gy, w, p.groups, 1, plan, stream);
   };
-  for_each_conv2d_dgrad_phase(p, [&](const Conv2dDgradPhase& phase) {
+  for_each_conv2d_dgrad_phase(p, conv2d_dgrad_tensorcore_weight_crsk(p), [&](const Conv2dDgradPhase& phase) {
     if (p.channels_last) run(std::true_type{}, phase);
     else run(std::false_type{}, phase);
   });

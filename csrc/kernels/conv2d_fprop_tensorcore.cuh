@@ -5,6 +5,10 @@
 // Loads: channels_last input whose channels per group are a multiple of 16 bytes' worth goes by
 // 16-byte cp.async (a filter tap's channels are contiguous); NCHW weights (contiguous along the
 // whole (c, r, s) reduction) likewise when its length allows; the rest element-wise.
+// channels_last takes its weight as K x R x S x C/groups (a channels_last weight as it is; the
+// runner lays out any other once per call): the reduction index (r, s, c) is then the weight's own
+// order, so the weight goes by 16-byte cp.async too, where K x C x R x S would have to be gathered
+// element by element, R*S apart.
 #include "conv2d_fprop_implicit_gemm.cuh"
 #include "implicit_gemm_tensorcore.cuh"
 
@@ -13,6 +17,7 @@ namespace cuconv::kern {
 template <typename T, bool CL>
 struct Conv2dFpropTcProblem : Conv2dFpropProblem<T, CL> {
   using Base = Conv2dFpropProblem<T, CL>;
+  using typename Base::Acc;
   using typename Base::ColCtx;
   using typename Base::RowCtx;
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
@@ -24,11 +29,19 @@ struct Conv2dFpropTcProblem : Conv2dFpropProblem<T, CL> {
     return this->x + (CL ? row.x_base + (h * p.W + ww) * p.C + c : row.x_base + (c * p.H + h) * p.W + ww);
   }
   CUCONV_DEVICE const T* b_src(const ColCtx& col, int64_t kk) const {
-    int64_t c, r, s;
-    this->decode(kk, c, r, s);
-    return this->w + col.w_base + (c * this->p.R + r) * this->p.S + s;
+    if constexpr (CL) {  // K x R x S x C/groups: kk is the offset within output channel k's filter
+      return this->w + col.w_base + kk;
+    } else {
+      int64_t c, r, s;
+      this->decode(kk, c, r, s);
+      return this->w + col.w_base + (c * this->p.R + r) * this->p.S + s;
+    }
   }
+  CUCONV_DEVICE Acc b_load(const ColCtx& col, int64_t kk) const { return to_acc(*b_src(col, kk)); }
 };
+
+// Whether the tensor-core forward reads its weight as K x R x S x C/groups (channels_last input).
+inline bool conv2d_fprop_tensorcore_weight_krsc(const Conv2dParams& p) { return p.channels_last; }
 
 // Problem dimensions of the forward GEMM (per group): M = N*P*Q, Ncols = K/groups, Kdim = C/groups*R*S.
 inline TcPlan conv2d_fprop_tensorcore_plan(const Conv2dParams& p, int elem_bytes, const DeviceProps& d, int forced = -1) {
@@ -52,8 +65,8 @@ void conv2d_fprop_tensorcore(const Conv2dParams& p, const T* x, const T* w, cons
     prob.k_chunk = ceil_div<int64_t>(Kdim, kTcBK) * kTcBK;  // no split: one block owns its outputs
     constexpr TcLoad kAScalar = tc_scalar_load<T>(!CL), kBScalar = tc_scalar_load<T>(false);
     if constexpr (CL) {  // A along channels: 16-byte runs stay inside one tap when Cg is a multiple of V
-      if (Cg % V == 0 && tc_aligned16(x))
-        launch_implicit_gemm_tensorcore<TcLoad::cp16, kBScalar>(prob, x, w, p.groups, 1, plan, stream);
+      if (Cg % V == 0 && tc_aligned16(x) && tc_aligned16(w))
+        launch_implicit_gemm_tensorcore<TcLoad::cp16, TcLoad::cp16>(prob, x, w, p.groups, 1, plan, stream);
       else
         launch_implicit_gemm_tensorcore<kAScalar, kBScalar>(prob, x, w, p.groups, 1, plan, stream);
     } else {  // B rows (one output channel's weights) are contiguous along the whole reduction

@@ -35,11 +35,12 @@ namespace {
 
 std::vector<int64_t> conv2d_output_size(const Conv2dParams& p) { return {p.N, p.K, p.P, p.Q}; }
 
-// The runner calls, one per pass; the tensors are checked, laid out and allocated.
+// The runner calls, one per pass; the tensors are checked, laid out and allocated (the forward's
+// weight by its runner, for the kernel it picks).
 void run_forward(const Conv2dParams& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                  const at::Tensor& y, bool relu, const KernelOverride& force) {
   on_runner(
-      x, [&] { cpu::conv2d_forward(p, x, w, b, y, relu); },
+      x, [&] { cpu::conv2d_forward(p, x, w.contiguous(), b, y, relu); },
       [&](auto d) { gpu::conv2d_forward<device_of<decltype(d)>>(p, x, w, b, y, relu, force); });
 }
 void run_backward_bias(const Conv2dParams& p, const at::Tensor& gy, const at::Tensor& gb) {
@@ -66,7 +67,7 @@ at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, con
     return as_given(output, batched);
   }
   const at::Tensor x = as_batched(input, batched).contiguous(format);
-  run_forward(p, x, weight.contiguous(), has_bias ? bias->contiguous() : at::Tensor(), output, relu, force);
+  run_forward(p, x, weight, has_bias ? bias->contiguous() : at::Tensor(), output, relu, force);
   return as_given(output, batched);
 }
 

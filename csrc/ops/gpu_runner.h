@@ -31,6 +31,26 @@ void run_typed(const char* op, const at::Tensor& t, F&& f) {
   dispatch_kernel_type(t, op, Device::kName, [&](auto tag) { Device::run(op, [&] { f(tag); }); });
 }
 
+// weight (K x C/groups x R x S) laid out as K x R x S x C/groups, 16-byte aligned for cp.async: a
+// channels_last weight is that already.
+inline at::Tensor krsc_weight(const at::Tensor& weight) {
+  at::Tensor w = weight.contiguous(at::MemoryFormat::ChannelsLast);
+  if (reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 != 0) w = w.clone(at::MemoryFormat::ChannelsLast);
+  return w;
+}
+
+// weight (K x C/groups x R x S, contiguous) laid out per group as C/groups x R x S x K/groups,
+// 16-byte aligned for cp.async.
+inline at::Tensor crsk_weight(const at::Tensor& weight, int64_t groups) {
+  const int64_t K = weight.size(0);
+  at::Tensor w = weight.view({groups, K / groups, weight.size(1), weight.size(2), weight.size(3)})
+                     .permute({0, 2, 3, 4, 1})
+                     .contiguous();
+  if (reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 != 0) w = w.clone();
+  return w;
+}
+
+// weight in any layout (the kernels say which they read).
 template <class Device>
 void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
                     const at::Tensor& output, bool relu, const KernelOverride& force) {
@@ -38,8 +58,9 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
   const typename Device::Scope scope(input);
   run_typed<Device>("conv2d", input, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    kern::conv2d_fprop<T>(choose<Device, T>(p, scope.stream(), force), p, ptr<T>(input), ptr<T>(weight),
-                          ptr<T>(bias), mut_ptr<T>(output), relu, scope.stream());
+    const kern::Conv2dChoice c = choose<Device, T>(p, scope.stream(), force);
+    const at::Tensor w = kern::conv2d_fprop_weight_krsc(c, p) ? krsc_weight(weight) : weight.contiguous();
+    kern::conv2d_fprop<T>(c, p, ptr<T>(input), ptr<T>(w), ptr<T>(bias), mut_ptr<T>(output), relu, scope.stream());
   });
 }
 
@@ -50,8 +71,9 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
   const typename Device::Scope scope(grad_output);
   run_typed<Device>("conv2d_backward", grad_output, [&](auto tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    kern::conv2d_dgrad<T>(choose<Device, T>(p, scope.stream(), force), p, ptr<T>(grad_output), ptr<T>(weight),
-                          mut_ptr<T>(grad_input), scope.stream());
+    const kern::Conv2dChoice c = choose<Device, T>(p, scope.stream(), force);
+    const at::Tensor w = kern::conv2d_dgrad_weight_crsk(c, p) ? crsk_weight(weight, p.groups) : weight;
+    kern::conv2d_dgrad<T>(c, p, ptr<T>(grad_output), ptr<T>(w), mut_ptr<T>(grad_input), scope.stream());
   });
 }
 

@@ -88,7 +88,9 @@ int conv_wrong_values(bool channels_last, int64_t C, int config) {
                 const int64_t h = oh - 1 + r, ww = ow - 1 + s;
                 if (h < 0 || h >= p.H || ww < 0 || ww >= p.W) continue;
                 const int64_t xi = channels_last ? ((n * p.H + h) * p.W + ww) * p.C + c : ((n * p.C + c) * p.H + h) * p.W + ww;
-                ref += double(xf[xi]) * wf[((k * p.C + c) * p.R + r) * p.S + s];
+                // channels_last takes the weight as K x R x S x C (conv2d_fprop_tensorcore_weight_krsc)
+                const int64_t wi = channels_last ? ((k * p.R + r) * p.S + s) * p.C + c : ((k * p.C + c) * p.R + r) * p.S + s;
+                ref += double(xf[xi]) * wf[wi];
               }
           const int64_t yi = channels_last ? ((n * p.P + oh) * p.Q + ow) * p.K + k : ((n * p.K + k) * p.P + oh) * p.Q + ow;
           const double got = load(y[yi]);

@@ -214,12 +214,12 @@ def load_modes(layer: Layer, conv_pass: str, dtype: str, layout: str) -> tuple[s
     l, g = layer, layer.groups
     cl = layout == "nhwc"
     if conv_pass == "fprop":
-        if cl:
-            return ("cp16" if (l.C // g) % v == 0 else scalar(False)), scalar(False)
+        if cl:  # the weight as K x R x S x C/groups: contiguous along the reduction like the input's taps
+            return ("cp16", "cp16") if (l.C // g) % v == 0 else (scalar(False), scalar(False))
         return scalar(True), ("cp16" if (l.C // g * l.R * l.S) % v == 0 else scalar(False))
-    if conv_pass == "dgrad":
+    if conv_pass == "dgrad":  # channels_last: the weight per group as C x R x S x K, a tap's k contiguous
         if cl and (l.K // g) % v == 0:
-            return "cp16", scalar(False)
+            return "cp16", "cp16"
         return scalar(not cl), scalar(False)
     if not cl and (l.P * l.Q) % v == 0:
         return "cp16", scalar(False)
