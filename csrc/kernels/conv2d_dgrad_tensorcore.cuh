@@ -14,7 +14,41 @@ template <typename T, bool CL>
 struct Conv2dDgradTcProblem : Conv2dDgradProblem<T, CL> {
   using Base = Conv2dDgradProblem<T, CL>;
   using typename Base::ColCtx;
-  using typename Base::RowCtx;
+  struct RowCtxWithOrigin : Base::RowCtx {
+    int64_t origin = 0;  // grad_output offset of (n, oh0, ow0, group's channel 0)
+  };
+  using RowCtx = std::conditional_t<CL, RowCtxWithOrigin, typename Base::RowCtx>;  // origin: channels_last
+  CUCONV_DEVICE RowCtx a_row(int64_t g, int64_t m) const {
+    if constexpr (CL) {
+      RowCtx row;
+      static_cast<typename Base::RowCtx&>(row) = Base::a_row(g, m);
+      row.origin = row.gy_base + (row.oh0 * this->p.Q + row.ow0) * this->p.K;
+      return row;
+    } else {
+      return Base::a_row(g, m);
+    }
+  }
+  // channels_last 16-byte runs (implicit_gemm_tensorcore.cuh, has_a_pos): a tap's grad_output
+  // offset from the row's first tap, decoded once per slice.
+  struct APos {
+    int64_t dh = 0, dw = 0, offset = 0;
+  };
+  CUCONV_DEVICE APos a_pos(int64_t kk) const {
+    static_assert(CL, "16-byte runs of grad_output along the reduction exist in channels_last only");
+    const Conv2dIndexParams& p = this->p;
+    int64_t k, tr, ts;
+    this->decode(kk, k, tr, ts);
+    APos pos;
+    pos.dh = tr * this->ph.h.out_step;
+    pos.dw = ts * this->ph.w.out_step;
+    pos.offset = k - (pos.dh * p.Q + pos.dw) * p.K;
+    return pos;
+  }
+  CUCONV_DEVICE const T* a_at(const RowCtx& row, const APos& pos) const {
+    const int64_t oh = row.oh0 - pos.dh, ow = row.ow0 - pos.dw;
+    if (uint64_t(oh) >= uint64_t(this->p.P) || uint64_t(ow) >= uint64_t(this->p.Q)) return nullptr;
+    return this->gy + (row.origin + pos.offset);
+  }
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
     const Conv2dIndexParams& p = this->p;
     int64_t k, tr, ts, oh, ow;

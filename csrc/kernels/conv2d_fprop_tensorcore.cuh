@@ -19,7 +19,41 @@ struct Conv2dFpropTcProblem : Conv2dFpropProblem<T, CL> {
   using Base = Conv2dFpropProblem<T, CL>;
   using typename Base::Acc;
   using typename Base::ColCtx;
-  using typename Base::RowCtx;
+  struct RowCtxWithOrigin : Base::RowCtx {
+    int64_t origin = 0;  // input offset of the window origin (n, h0, w0, group's channel 0)
+  };
+  using RowCtx = std::conditional_t<CL, RowCtxWithOrigin, typename Base::RowCtx>;  // origin: channels_last
+  CUCONV_DEVICE RowCtx a_row(int64_t g, int64_t m) const {
+    if constexpr (CL) {
+      RowCtx row;
+      static_cast<typename Base::RowCtx&>(row) = Base::a_row(g, m);
+      row.origin = row.x_base + (row.h0 * this->p.W + row.w0) * this->p.C;
+      return row;
+    } else {
+      return Base::a_row(g, m);
+    }
+  }
+  // channels_last 16-byte runs (implicit_gemm_tensorcore.cuh, has_a_pos): a tap's offset from the
+  // window origin, decoded once per slice.
+  struct APos {
+    int64_t dh = 0, dw = 0, offset = 0;
+  };
+  CUCONV_DEVICE APos a_pos(int64_t kk) const {
+    static_assert(CL, "16-byte runs of the input along the reduction exist in channels_last only");
+    const Conv2dIndexParams& p = this->p;
+    int64_t c, r, s;
+    this->decode(kk, c, r, s);
+    APos pos;
+    pos.dh = r * p.dil_h;
+    pos.dw = s * p.dil_w;
+    pos.offset = (pos.dh * p.W + pos.dw) * p.C + c;
+    return pos;
+  }
+  CUCONV_DEVICE const T* a_at(const RowCtx& row, const APos& pos) const {
+    const int64_t h = row.h0 + pos.dh, ww = row.w0 + pos.dw;
+    if (uint64_t(h) >= uint64_t(this->p.H) || uint64_t(ww) >= uint64_t(this->p.W)) return nullptr;  // zero padding
+    return this->x + (row.origin + pos.offset);
+  }
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
     const Conv2dIndexParams& p = this->p;
     int64_t c, r, s;

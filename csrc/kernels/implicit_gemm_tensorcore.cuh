@@ -135,6 +135,16 @@ inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, 
 template <class Problem, bool IS_A>
 using TcCtx = std::conditional_t<IS_A, typename Problem::RowCtx, typename Problem::ColCtx>;
 
+// Optional, for A's 16-byte copies: a problem may split a_src into a part per reduction index,
+// `APos a_pos(kk)`, and a part per row, `const T* a_at(const RowCtx&, const APos&)` (nullptr for
+// zero padding). A thread's 16-byte runs of one slice all sit at the same k (THREADS is a multiple
+// of the runs per row), so the reduction index is decoded once per slice instead of once per run,
+// and a run costs an add, two range checks and its address.
+template <class Problem, class = void>
+struct has_a_pos : std::false_type {};
+template <class Problem>
+struct has_a_pos<Problem, std::void_t<decltype(&Problem::a_pos)>> : std::true_type {};
+
 // One operand's share of a slice for one thread: which rows and k it loads, its row contexts, and
 // the registers of register-staged loads.
 template <class Problem, typename T, bool IS_A, int ROWS, int THREADS, TcLoad L>
@@ -191,6 +201,19 @@ struct TcOperand {
   // Starts the slice [k0, k0 + 32) ∩ [.., k_end) towards `tile` ([ROWS][kStride]): issues the
   // cp.async copies, or loads the register-staged values. `any` is a valid global address for the
   // zero-filling copies, which read nothing.
+  static constexpr bool kDecodeOncePerSlice = IS_A && L == TcLoad::cp16 && has_a_pos<Problem>::value;
+  // gather for kDecodeOncePerSlice operands.
+  CUCONV_DEVICE void gather_runs(const Problem& prob, Elem* tile, int tid, int64_t k0, int64_t k_end,
+                                 const T* any) {
+    const int k = k_of(tid, 0);  // every run of this thread: (tid + c * THREADS) % kRunsPerRow
+    const bool k_in = k0 + k < k_end;
+    const auto pos = prob.a_pos(k_in ? k0 + k : 0);
+    CUCONV_UNROLL
+    for (int c = 0; c < kChunks; ++c) {
+      const T* s = (ok[c] && k_in) ? prob.a_at(ctx[c], pos) : nullptr;
+      async::copy<16>(tile + row_of(tid, c) * kStride + k, s ? s : any, s != nullptr);
+    }
+  }
   CUCONV_DEVICE void gather(const Problem& prob, Elem* tile, int tid, int64_t k0, int64_t k_end, const T* any) {
     CUCONV_UNROLL
     for (int c = 0; c < kChunks; ++c) {
@@ -263,8 +286,10 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
   auto a_tile = [&](int s) { return smem + s * kStageElems; };
   auto b_tile = [&](int s) { return smem + s * kStageElems + Tile::BM * kStride; };
   auto gather = [&](int s, int64_t slice) {
-    a_op.gather(prob, a_tile(s), tid, k_begin + slice * kTcBK, k_end, a_any);
-    b_op.gather(prob, b_tile(s), tid, k_begin + slice * kTcBK, k_end, b_any);
+    const int64_t k0 = k_begin + slice * kTcBK;
+    if constexpr (decltype(a_op)::kDecodeOncePerSlice) a_op.gather_runs(prob, a_tile(s), tid, k0, k_end, a_any);
+    else a_op.gather(prob, a_tile(s), tid, k0, k_end, a_any);
+    b_op.gather(prob, b_tile(s), tid, k0, k_end, b_any);
   };
   auto scatter = [&](int s) {
     a_op.scatter(a_tile(s), tid);
