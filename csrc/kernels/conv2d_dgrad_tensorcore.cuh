@@ -44,10 +44,12 @@ struct Conv2dDgradTcProblem : Conv2dDgradProblem<T, CL> {
     pos.offset = k - (pos.dh * p.Q + pos.dw) * p.K;
     return pos;
   }
-  CUCONV_DEVICE const T* a_at(const RowCtx& row, const APos& pos) const {
-    const int64_t oh = row.oh0 - pos.dh, ow = row.ow0 - pos.dw;
-    if (uint64_t(oh) >= uint64_t(this->p.P) || uint64_t(ow) >= uint64_t(this->p.Q)) return nullptr;
-    return this->gy + (row.origin + pos.offset);
+  CUCONV_DEVICE bool a_at(const RowCtx& row, const APos& pos, const T*& src) const {
+    // 32-bit output positions (below 2^31: Conv2dIndexParams); a negative one wraps to a large
+    // unsigned value, so one compare per bound
+    const uint32_t oh = uint32_t(int32_t(row.oh0) - int32_t(pos.dh)), ow = uint32_t(int32_t(row.ow0) - int32_t(pos.dw));
+    src = this->gy + (row.origin + pos.offset);
+    return oh < uint32_t(this->p.P) && ow < uint32_t(this->p.Q);
   }
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
     const Conv2dIndexParams& p = this->p;

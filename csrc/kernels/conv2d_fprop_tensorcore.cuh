@@ -49,10 +49,12 @@ struct Conv2dFpropTcProblem : Conv2dFpropProblem<T, CL> {
     pos.offset = (pos.dh * p.W + pos.dw) * p.C + c;
     return pos;
   }
-  CUCONV_DEVICE const T* a_at(const RowCtx& row, const APos& pos) const {
-    const int64_t h = row.h0 + pos.dh, ww = row.w0 + pos.dw;
-    if (uint64_t(h) >= uint64_t(this->p.H) || uint64_t(ww) >= uint64_t(this->p.W)) return nullptr;  // zero padding
-    return this->x + (row.origin + pos.offset);
+  CUCONV_DEVICE bool a_at(const RowCtx& row, const APos& pos, const T*& src) const {
+    // 32-bit rows and columns: window origins and tap offsets stay below 2^31 (Conv2dIndexParams),
+    // and a negative one wraps to a large unsigned value, so one compare per bound
+    const uint32_t h = uint32_t(int32_t(row.h0) + int32_t(pos.dh)), ww = uint32_t(int32_t(row.w0) + int32_t(pos.dw));
+    src = this->x + (row.origin + pos.offset);
+    return h < uint32_t(this->p.H) && ww < uint32_t(this->p.W);  // else zero padding
   }
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
     const Conv2dIndexParams& p = this->p;

@@ -23,8 +23,10 @@ struct Conv2dIndexParams : Conv2dParams {
         div_cg(p.C / p.groups), div_kg(p.K / p.groups), div_stride_h(p.stride_h), div_stride_w(p.stride_w),
         div_pq(p.P * p.Q), div_hw(p.H * p.W) {
     const int64_t limit = int64_t(1) << 31;
+    // ... and the windows' extent: the last window's origin plus its last tap (32-bit row math)
     const int64_t largest = std::max({Cg * p.R * p.S, Kg * p.R * p.S, p.H * p.W, p.P * p.Q, p.H + p.pad_h,
-                                      p.W + p.pad_w});
+                                      p.W + p.pad_w, (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1,
+                                      (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1});
     if (largest >= limit)
       throw std::length_error("cuconv: conv2d with a filter or an image plane of 2^31 or more elements is not "
                               "supported by the CUDA kernels");

@@ -136,10 +136,11 @@ template <class Problem, bool IS_A>
 using TcCtx = std::conditional_t<IS_A, typename Problem::RowCtx, typename Problem::ColCtx>;
 
 // Optional, for A's 16-byte copies: a problem may split a_src into a part per reduction index,
-// `APos a_pos(kk)`, and a part per row, `const T* a_at(const RowCtx&, const APos&)` (nullptr for
-// zero padding). A thread's 16-byte runs of one slice all sit at the same k (THREADS is a multiple
-// of the runs per row), so the reduction index is decoded once per slice instead of once per run,
-// and a run costs an add, two range checks and its address.
+// `APos a_pos(kk)`, and a part per row, `bool a_at(const RowCtx&, const APos&, const T*& src)`
+// (src: the run's address; false for zero padding, where src is not read). A thread's 16-byte runs
+// of one slice all sit at the same k (THREADS is a multiple of the runs per row), so the reduction
+// index is decoded once per slice instead of once per run, and a run costs two adds, two range
+// checks and its address.
 template <class Problem, class = void>
 struct has_a_pos : std::false_type {};
 template <class Problem>
@@ -210,8 +211,9 @@ struct TcOperand {
     const auto pos = prob.a_pos(k_in ? k0 + k : 0);
     CUCONV_UNROLL
     for (int c = 0; c < kChunks; ++c) {
-      const T* s = (ok[c] && k_in) ? prob.a_at(ctx[c], pos) : nullptr;
-      async::copy<16>(tile + row_of(tid, c) * kStride + k, s ? s : any, s != nullptr);
+      const T* s = any;
+      const bool in = prob.a_at(ctx[c], pos, s) && ok[c] && k_in;
+      async::copy<16>(tile + row_of(tid, c) * kStride + k, in ? s : any, in);
     }
   }
   CUCONV_DEVICE void gather(const Problem& prob, Elem* tile, int tid, int64_t k0, int64_t k_end, const T* any) {
