@@ -57,7 +57,7 @@ struct Conv2dDgradPhase {
   FastDivmod div_rs;    // taps per phase filter
   // Weight element (group g, output channel k, input channel c, phase tap t_r, t_s) is at
   // g * w_g + c * w_c + w_first + k * w_k + t_r * w_tr + t_s * w_ts: the phase's taps are a regular
-  // grid of the filter, in either weight layout (Conv2dDgradWeight).
+  // grid of the filter, in either weight layout (weight_crsk).
   int64_t w_g = 0, w_c = 0, w_first = 0, w_k = 0, w_tr = 0, w_ts = 0;
 
   Conv2dDgradPhase() = default;

@@ -100,14 +100,14 @@ struct TcPlan {
   int config, stages;
 };
 
-// The configuration for a GEMM of M x Ncols x Kdim run as `launches` independent GEMMs (groups, split-K
-// chunks) on device d; `forced` >= 0 picks a table entry (tests). Stages shrink to what the device's
-// per-block shared memory opt-in holds; a tile whose single stage does not fit gives way to a smaller one.
 // Whether tiles of `tile` along a dimension of n would be more than an eighth padding: MMAs on
 // padding are issued and thrown away, so a narrower tile is taken (grad weight's 64 output channels
 // on 128-row tiles, or 147 columns of a 7x7 stem on 64-wide ones, would waste a quarter to a half).
 inline bool tc_pads_over_an_eighth(int64_t n, int64_t tile) { return (ceil_div(n, tile) * tile - n) * 8 > n; }
 
+// The configuration for a GEMM of M x Ncols x Kdim run as `launches` independent GEMMs (groups, split-K
+// chunks) on device d; `forced` >= 0 picks a table entry (tests). Stages shrink to what the device's
+// per-block shared memory opt-in holds; a tile whose single stage does not fit gives way to a smaller one.
 inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, int elem_bytes, const DeviceProps& d,
                       int forced = -1) {
   int config = forced;
@@ -199,9 +199,6 @@ struct TcOperand {
     else return prob.b_src(ctx[c], kk);
   }
 
-  // Starts the slice [k0, k0 + 32) ∩ [.., k_end) towards `tile` ([ROWS][kStride]): issues the
-  // cp.async copies, or loads the register-staged values. `any` is a valid global address for the
-  // zero-filling copies, which read nothing.
   static constexpr bool kDecodeOncePerSlice = IS_A && L == TcLoad::cp16 && has_a_pos<Problem>::value;
   // gather for kDecodeOncePerSlice operands.
   CUCONV_DEVICE void gather_runs(const Problem& prob, Elem* tile, int tid, int64_t k0, int64_t k_end,
@@ -216,6 +213,9 @@ struct TcOperand {
       async::copy<16>(tile + row_of(tid, c) * kStride + k, in ? s : any, in);
     }
   }
+  // Starts the slice [k0, k0 + 32) ∩ [.., k_end) towards `tile` ([ROWS][kStride]): issues the
+  // cp.async copies, or loads the register-staged values. `any` is a valid global address for the
+  // zero-filling copies, which read nothing.
   CUCONV_DEVICE void gather(const Problem& prob, Elem* tile, int tid, int64_t k0, int64_t k_end, const T* any) {
     CUCONV_UNROLL
     for (int c = 0; c < kChunks; ++c) {
