@@ -85,22 +85,26 @@ def test_16bit_reports_the_float32_plan():
 def test_bfloat16_on_amx_plans():
     """On AMX a bfloat16 conv leaves Winograd for the tile products; undilated with 16 channels or
     more it runs amx_direct, at stride 1 its grad input as a forward conv (as_forward, itself
-    amx_direct); float32 and float16 keep their plans."""
+    amx_direct); with 16 channels or more, dilated or not, its grad weight runs amx_direct; float32
+    and float16 keep their plans."""
     x, w = torch.randn(2, 32, 10, 10), torch.randn(48, 32, 3, 3)
     args = ([1, 1], [1, 1, 1, 1], [1, 1], 1)
     with cuconv.config.flags(cpu_isa="amx"):
         assert ops._cpu_conv2d_plan(x, w, *args) == ["winograd"] * 3
         assert ops._cpu_conv2d_plan(x.half(), w.half(), *args) == ["winograd"] * 3
         fprop, dgrad, wgrad = ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *args)
-        assert (fprop, dgrad) == ("amx_direct", "as_forward") and wgrad != "winograd"
+        assert (fprop, dgrad, wgrad) == ("amx_direct", "as_forward", "amx_direct")
         strided = ([2, 2], [1, 1, 1, 1], [1, 1], 1)
-        fprop, dgrad, _ = ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *strided)
-        assert fprop == "amx_direct" and dgrad != "as_forward"
+        fprop, dgrad, wgrad = ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *strided)
+        assert fprop == "amx_direct" and dgrad != "as_forward" and wgrad == "amx_direct"
         dilated = ([1, 1], [2, 2, 2, 2], [2, 2], 1)
-        assert ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *dilated)[0] != "amx_direct"
+        fprop, _, wgrad = ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *dilated)
+        assert fprop != "amx_direct" and wgrad == "amx_direct"
         few = x[:, :8].bfloat16(), w[:, :8].bfloat16()  # under 16 input channels: the GEMM paths
-        fprop, dgrad, _ = ops._cpu_conv2d_plan(*few, *args)
-        assert fprop not in ("amx_direct", "winograd") and dgrad == "as_forward"
+        fprop, dgrad, wgrad = ops._cpu_conv2d_plan(*few, *args)
+        assert fprop not in ("amx_direct", "winograd") and dgrad == "as_forward" and wgrad != "amx_direct"
+        grouped = ops._cpu_conv2d_plan(x.bfloat16(), w[:, :16].bfloat16(), *args[:3], 2)
+        assert "amx_direct" not in grouped
         pointwise = w[:, :, :1, :1].bfloat16()
         assert ops._cpu_conv2d_plan(x.bfloat16(), pointwise, [1, 1], [0, 0, 0, 0], [1, 1], 1)[1] != "as_forward"
         with cuconv.config.flags(cpu_conv_algo="winograd"):  # forcing Winograd still works

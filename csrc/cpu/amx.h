@@ -1,6 +1,7 @@
 #pragma once
-// AMX tile setup (and a lane mask) shared by the bfloat16 GEMM (gemm/avx512_bf16.cpp) and the direct bfloat16 conv
-// (conv2d/amx_direct.cpp). Included by x86 sources only; cpu_has_amx_bf16() (isa.h) says whether
+// AMX tile setup (with a lane mask and bfloat16 rounding) shared by the bfloat16 GEMM
+// (gemm/avx512_bf16.cpp), the direct bfloat16 conv (conv2d/amx_direct.cpp) and grad weight
+// (conv2d/amx_wgrad.cpp). Included by x86 sources only; cpu_has_amx_bf16() (isa.h) says whether
 // this CPU and OS run them.
 #include <immintrin.h>
 
@@ -23,6 +24,17 @@ inline constexpr TileConfig kTileConfig = {1, 0, {}, {64, 64, 64, 64, 64, 64, 64
 
 // The first n of 16 lanes (none for n <= 0, all for n >= 16): a partial row of 16 floats.
 inline __mmask16 lanes(int64_t n) { return n <= 0 ? 0 : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+// The first n of 32 lanes: a partial row of 32 bfloat16 values.
+inline __mmask32 lanes32(int64_t n) { return n <= 0 ? 0 : n >= 32 ? ~__mmask32(0) : __mmask32((1u << n) - 1); }
+
+// bfloat16 bits of 16 floats, rounded to nearest even; a NaN stays a (quiet) NaN.
+CUCONV_AMX inline __m256i to_bfloat16(__m512 f) {
+  const __m512i u = _mm512_castps_si512(f), top = _mm512_srli_epi32(u, 16);
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(top, _mm512_set1_epi32(1))));
+  r = _mm512_mask_mov_epi32(_mm512_srli_epi32(r, 16), _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q),
+                            _mm512_or_si512(top, _mm512_set1_epi32(0x40)));
+  return _mm512_cvtepi32_epi16(r);
+}
 
 // Per thread, before its first tile instruction and after its last.
 CUCONV_AMX inline void amx_configure() { _tile_loadconfig(&kTileConfig); }

@@ -120,15 +120,6 @@ void pack_weight(const Conv2dParams& p, const Geometry& g, const uint16_t* w, ui
   });
 }
 
-// bfloat16 bits of 16 floats, rounded to nearest even; a NaN stays a (quiet) NaN.
-CUCONV_AMX inline __m256i to_bfloat16(__m512 f) {
-  const __m512i u = _mm512_castps_si512(f), top = _mm512_srli_epi32(u, 16);
-  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(top, _mm512_set1_epi32(1))));
-  r = _mm512_mask_mov_epi32(_mm512_srli_epi32(r, 16), _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q),
-                            _mm512_or_si512(top, _mm512_set1_epi32(0x40)));
-  return _mm512_cvtepi32_epi16(r);
-}
-
 // The C block of outputs m0.. and output channels k0.. of image n, into sums (32 x 32 floats).
 CUCONV_AMX void block_sums(const Conv2dParams& p, const Geometry& g, const uint16_t* xp, int64_t n,
                            const uint32_t* wp, int64_t m0, int64_t k0, float* sums) {

@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "cpu/conv2d/amx_direct.h"
+#include "cpu/conv2d/amx_wgrad.h"
 #include "cpu/conv2d/grouped.h"
 #include "cpu/conv2d/grouped_taps.h"
 #include "cpu/gemm/gemm.h"
@@ -144,6 +145,13 @@ bool use_amx_direct(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
          config::cpu_conv_algo() != config::CpuConvAlgo::winograd;
 }
 
+// Its tiles read channel-major copies of the input and grad_output pairs in place of float32 copies
+// and the GEMM's im2col columns (R x S values per input value).
+bool use_amx_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
+  return dtype == at::kBFloat16 && isa == Isa::amx && amx_wgrad_shape(p) &&
+         config::cpu_conv_algo() != config::CpuConvAlgo::winograd;
+}
+
 FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_depthwise(p)) return {FpropStrategy::depthwise};
   if (use_grouped_taps(p, isa, dtype))
@@ -265,10 +273,11 @@ constexpr const char* kDgradNames[] = {"winograd",  "nhwc_phases", "nchw_col2im"
                                        "grouped_taps"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct",    "pixel_cols",
                                        "window_runs", "interleaved", "im2col",    "depthwise",
-                                       "grouped",     "nchw_as_nhwc", "grouped_taps"};
+                                       "grouped",     "nchw_as_nhwc", "grouped_taps",
+                                       "amx_direct"};
 static_assert(std::size(kFpropNames) == size_t(FpropStrategy::grouped_taps) + 1 &&
                   std::size(kDgradNames) == size_t(DgradStrategy::grouped_taps) + 1 &&
-                  std::size(kWgradNames) == size_t(WgradStrategy::grouped_taps) + 1,
+                  std::size(kWgradNames) == size_t(WgradStrategy::amx_direct) + 1,
               "a name for every strategy");
 }  // namespace
 

@@ -58,6 +58,8 @@ enum class WgradStrategy {
   grouped,      // per-lane sums over output pixels per (output channel, tap), fixed batch chunks (grouped.cpp)
   nchw_as_nhwc,  // as FpropStrategy::nchw_as_nhwc
   grouped_taps,  // NHWC groups of 16k output channels: 16 x 16 blocks summed over every pixel
+  amx_direct,    // bfloat16 on AMX: tiles loaded from channel-major phase images and grad_output
+                 // pairs (amx_wgrad.cpp)
 };
 
 struct FpropPlan {
@@ -103,6 +105,8 @@ bool gemm_should_split(int64_t outer_items);
 // A bfloat16 forward (or stride-1 grad input, as a forward) that runs amx_direct on its bfloat16
 // tensors, before any float32 copy (runner.cpp).
 bool use_amx_direct(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
+// A bfloat16 grad weight that runs WgradStrategy::amx_direct, before any float32 copy (runner.cpp).
+bool use_amx_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
 
 // The stride-1 grad input as a forward conv (DgradStrategy::as_forward): grad_output, padded by
 // (R - 1) * dil - pad, correlated with the weight flipped in R and S and, per group, transposed to

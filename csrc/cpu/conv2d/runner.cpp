@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "cpu/conv2d/amx_direct.h"
+#include "cpu/conv2d/amx_wgrad.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/plan.h"
@@ -96,6 +97,8 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
 void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& input,
                             const at::Tensor& grad_weight) {
   const Isa isa = isa_of(grad_output.scalar_type());
+  // amx_wgrad declines (writing nothing) an input with an infinity or a NaN: the GEMM plan below.
+  if (use_amx_wgrad(p, isa, grad_output.scalar_type()) && amx_wgrad(p, grad_output, input, grad_weight)) return;
   if (!is_16bit(grad_output.scalar_type())) return backward_weight(isa, p, grad_output, input, grad_weight);
   const at::Tensor gw32 = float32_like(grad_weight, Scratch::wide_out);
   backward_weight(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(input, Scratch::wide_b), gw32);
@@ -118,8 +121,10 @@ std::vector<std::string> conv2d_plan(const Conv2dParams& p, const at::Tensor& in
   const at::ScalarType t = is_16bit(input.scalar_type()) ? at::kFloat : input.scalar_type();  // float32_copies.h
   const FpropStrategy fprop = use_amx_direct(p, isa, input.scalar_type()) ? FpropStrategy::amx_direct
                                                                           : plan_fprop(p, isa, t).strategy;
-  return {name(fprop), name(plan_dgrad(p, isa, t).strategy),
-          name(plan_wgrad(p, isa, t, at::get_num_threads()).strategy)};
+  const WgradStrategy wgrad = use_amx_wgrad(p, isa, input.scalar_type())
+                                  ? WgradStrategy::amx_direct
+                                  : plan_wgrad(p, isa, t, at::get_num_threads()).strategy;
+  return {name(fprop), name(plan_dgrad(p, isa, t).strategy), name(wgrad)};
 }
 
 std::vector<std::string> plan_strategies() {

@@ -211,6 +211,8 @@ void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T
     case WgradStrategy::grouped: return grouped_wgrad(isa, p, plan.chunks, gy, x, gw);
     case WgradStrategy::nchw_as_nhwc:
       TORCH_CHECK(false, "cuconv: the nchw_as_nhwc grad weight transposes its tensors in runner.cpp");
+    case WgradStrategy::amx_direct:
+      TORCH_CHECK(false, "cuconv: runner.cpp runs amx_direct's grad weight on the bfloat16 tensors");
     default: return backward_weight_gemm(isa, plan, p, gy, x, gw);
   }
 }

@@ -1,0 +1,403 @@
+// bfloat16 grad weight on AMX tiles (WgradStrategy::amx_direct): no float32 copies, no im2col.
+//
+// Tap (r, s) of output position (p, q) reads padded input pixel (p * stride_h + r * dil_h,
+// q * stride_w + s * dil_w), which is pixel (p + r * dil_h / stride_h, q + s * dil_w / stride_w) of
+// phase image (r * dil_h % stride_h, s * dil_w % stride_w) (amx_direct.cpp's phase images, Hq x Wq).
+// With the output positions laid on the phase width Wq, m = p * Wq + q, tap (r, s) reads position
+// m + offset(r, s) of its phase image, so a tap's reduction over the positions is a product of two
+// streams with fixed strides: grad_w[k][c][r][s] = sum over m of x_phase[c][m + offset] * gy[m][k].
+//
+// The input goes into channel-major phase images (one row of positions per channel: an A tile is
+// 16 channels x 32 consecutive positions, loaded at any offset), grad_output into words of two
+// consecutive positions per output channel (the B tile's pair layout, 16 position pairs x 16
+// channels). Positions outside the output (q >= Q, the rows below P, the chunk's tail) hold zero
+// in grad_output, so their products add nothing, provided the input values they meet are finite:
+// an input with an infinity or a NaN is left to the GEMM plan (zero times infinity is NaN).
+//
+// Images are joined into chunks of a fixed size (their phase images back to back), so a chunk's
+// copies stay in the core's L2 while every C block sums over it. A C block is 32 input channels x
+// 32 output channels of one tap in four float tiles, summed over the chunks in order and within a
+// chunk over its positions in order: the same sum whatever the thread count, as the GEMM paths.
+// The threads split the C blocks.
+#include "cpu/conv2d/amx_wgrad.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "cpu/scratch.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include "cpu/amx.h"
+// GCC 12's AVX-512 headers start unmasked intrinsics from an "undefined" register, which
+// -Wmaybe-uninitialized then reports once inlined here (a false positive: GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace cuconv::cpu {
+
+bool amx_wgrad_shape(const Conv2dParams& p) { return p.groups == 1 && p.C >= 16 && p.K >= 16; }
+
+#if defined(__x86_64__) || defined(__i386__)
+
+namespace {
+
+constexpr int64_t kStep = 32;   // positions per tile product (an A tile's 32 bfloat16 columns)
+constexpr int64_t kBlock = 32;  // channels of a C block on each side (two 16-row tiles)
+// A chunk's copies (input phase images and grad_output pairs) fit in this, the L2 share its C
+// blocks stream from.
+constexpr int64_t kChunkBytes = int64_t(512) << 10;
+// C blocks whose sums (4 KiB each) stay in L2 while they go through every chunk.
+constexpr int64_t kGroupBlocks = 64;
+// Steps each block of a group takes before the next block: 8 steps of a channel pair's two copies
+// are 35 KiB, under L1's 48.
+constexpr int64_t kGroupSteps = 8;
+
+struct Geometry {
+  int64_t Hq, Wq, plane;  // a phase image; plane = Hq * Wq positions per image
+  int64_t Cp, Kp;         // channels rounded up to whole C blocks
+  std::vector<int64_t> phase_slot;  // phase a * stride_w + b -> its place in a chunk's copy, or -1
+  int64_t phases;                   // phase images some tap reads
+  std::vector<int64_t> tap_slot, tap_offset;  // per tap r * S + s: its phase's place, its offset
+  int64_t imgs, chunks;   // images per chunk, chunks
+  int64_t steps;          // 32-position steps per chunk
+  int64_t row;            // positions per channel row of a chunk's phase image (past the farthest read)
+  int64_t x_chunk, g_chunk;  // elements of a chunk's input copy; words of its grad_output copy
+};
+
+Geometry geometry(const Conv2dParams& p) {
+  Geometry g;
+  // An even width: every pair of positions lies in one row, so a row of grad_output packs alone.
+  g.Hq = p.P + (p.R - 1) * p.dil_h / p.stride_h, g.Wq = (p.Q + (p.S - 1) * p.dil_w / p.stride_w + 1) / 2 * 2;
+  g.plane = g.Hq * g.Wq;
+  g.Cp = (p.C + kBlock - 1) / kBlock * kBlock, g.Kp = (p.K + kBlock - 1) / kBlock * kBlock;
+  g.phase_slot.assign(size_t(p.stride_h * p.stride_w), -1);
+  g.phases = 0;
+  int64_t max_offset = 0;
+  for (int64_t r = 0; r < p.R; ++r)
+    for (int64_t s = 0; s < p.S; ++s) {
+      const int64_t phase = r * p.dil_h % p.stride_h * p.stride_w + s * p.dil_w % p.stride_w;
+      if (g.phase_slot[size_t(phase)] < 0) g.phase_slot[size_t(phase)] = g.phases++;
+      g.tap_slot.push_back(g.phase_slot[size_t(phase)]);
+      g.tap_offset.push_back(r * p.dil_h / p.stride_h * g.Wq + s * p.dil_w / p.stride_w);
+      max_offset = std::max(max_offset, g.tap_offset.back());
+    }
+  const int64_t image_bytes = (g.phases * g.Cp + g.Kp) * g.plane * 2;
+  g.imgs = std::clamp<int64_t>(kChunkBytes / image_bytes, 1, p.N);
+  g.chunks = (p.N + g.imgs - 1) / g.imgs;
+  g.steps = (g.imgs * g.plane + kStep - 1) / kStep;
+  g.row = (g.steps * kStep + max_offset + kStep - 1) / kStep * kStep;
+  g.x_chunk = g.phases * g.Cp * g.row, g.g_chunk = g.steps * kStep / 2 * g.Kp;
+  return g;
+}
+
+// A lane per bfloat16 value that is an infinity or a NaN (all exponent bits set).
+CUCONV_AMX inline __mmask32 non_finite(__m512i v) {
+  const __m512i exponent = _mm512_set1_epi16(0x7F80);
+  return _mm512_cmpeq_epi16_mask(_mm512_and_si512(v, exponent), exponent);
+}
+
+// out[j] lane i = in[i] lane j for 16 registers of 16 words.
+CUCONV_AMX inline void transpose16x16(__m512i* r) {
+  __m512i t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i + j], 128-bit lane L: column 4L + j of rows 4i .. 4i + 3
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i a = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88), b = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xDD);
+    const __m512i c = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
+    const __m512i d = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xDD);
+    t[j] = _mm512_shuffle_i32x4(a, c, 0x88), t[8 + j] = _mm512_shuffle_i32x4(a, c, 0xDD);
+    t[4 + j] = _mm512_shuffle_i32x4(b, d, 0x88), t[12 + j] = _mm512_shuffle_i32x4(b, d, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Where row i of phase image (a, b) reads the input: row i * stride_h + a - pad_h, and columns
+// j * stride_w + b - pad_w, inside the input for j0 <= j < j1 (the same for every row).
+struct PhaseRow {
+  int64_t h, w0, j0, j1;  // input row; input column of j = 0; the columns j0 <= j < j1 inside the input
+};
+PhaseRow phase_row(const Conv2dParams& p, const Geometry& g, int64_t a, int64_t b, int64_t i) {
+  PhaseRow pr;
+  pr.h = i * p.stride_h + a - p.pad_h, pr.w0 = b - p.pad_w;
+  pr.j0 = pr.w0 >= 0 ? 0 : std::min<int64_t>((-pr.w0 + p.stride_w - 1) / p.stride_w, g.Wq);
+  pr.j1 = std::clamp<int64_t>((p.W - pr.w0 + p.stride_w - 1) / p.stride_w, pr.j0, g.Wq);
+  return pr;
+}
+
+// n zeros from dst: masked stores, where a call to memset would cost more than the few values of a
+// row's margins.
+CUCONV_AMX inline void zero_run(uint16_t* dst, int64_t n) {
+  for (int64_t j = 0; j < n; j += 32)
+    _mm512_mask_storeu_epi16(dst + j, lanes32(n - j), _mm512_setzero_si512());
+}
+
+// Zeros in `rows` channel rows (g.row apart) of a phase-image row: the columns outside the input,
+// or the whole row when it lies outside; true for a row outside.
+CUCONV_AMX bool zero_gaps(const Conv2dParams& p, const Geometry& g, const PhaseRow& pr, uint16_t* dst, int64_t rows) {
+  const bool outside = pr.h < 0 || pr.h >= p.H;
+  for (int64_t c = 0; c < rows; ++c) {
+    uint16_t* out = dst + c * g.row;
+    if (outside) {
+      zero_run(out, g.Wq);
+      continue;
+    }
+    zero_run(out, pr.j0);
+    zero_run(out + pr.j1, g.Wq - pr.j1);
+  }
+  return outside;
+}
+
+// Zeros after a chunk's `images` phase images, in `rows` channel rows.
+void zero_tail(const Geometry& g, int64_t images, uint16_t* dst, int64_t rows) {
+  for (int64_t c = 0; c < rows; ++c)
+    std::memset(dst + c * g.row + images * g.plane, 0, size_t(g.row - images * g.plane) * 2);
+}
+
+// NCHW input into the channel rows of chunk `chunk`'s phase image `phase`: a copy per row.
+CUCONV_AMX bool pack_input_nchw(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t chunk,
+                                int64_t phase, int64_t c, uint16_t* dst) {
+  const int64_t a = phase / p.stride_w, b = phase % p.stride_w;
+  const int64_t images = std::clamp<int64_t>(p.N - chunk * g.imgs, 0, g.imgs);
+  if (c >= p.C) {
+    std::memset(dst, 0, size_t(g.row) * 2);
+    return false;
+  }
+  zero_tail(g, images, dst, 1);
+  PhaseRow pr = phase_row(p, g, a, b, 0);
+  __mmask32 bad = 0;
+  for (int64_t n = chunk * g.imgs; n < chunk * g.imgs + images; ++n)
+    for (int64_t i = 0; i < g.Hq; ++i) {
+      pr.h = i * p.stride_h + a - p.pad_h;
+      if (zero_gaps(p, g, pr, dst + (n - chunk * g.imgs) * g.plane + i * g.Wq, 1)) continue;
+      const uint16_t* src = x + ((n * p.C + c) * p.H + pr.h) * p.W + pr.w0 + pr.j0 * p.stride_w;
+      uint16_t* out = dst + (n - chunk * g.imgs) * g.plane + i * g.Wq + pr.j0;
+      const int64_t count = pr.j1 - pr.j0;
+      if (p.stride_w == 1) {
+        for (int64_t j = 0; j < count; j += 32) {
+          const __mmask32 m = lanes32(count - j);
+          const __m512i v = _mm512_maskz_loadu_epi16(m, src + j);
+          bad |= non_finite(v);
+          _mm512_mask_storeu_epi16(out + j, m, v);
+        }
+      } else {
+        for (int64_t j = 0; j < count; ++j) {
+          const uint16_t v = src[j * p.stride_w];
+          out[j] = v;
+          bad |= uint16_t(~v & 0x7F80) == 0 ? 1 : 0;
+        }
+      }
+    }
+  return bad != 0;
+}
+
+// NHWC input into the channel rows c0 .. c0 + 31 of a chunk's phase image: 16 positions x 32
+// channels at a time, transposed in registers as 16 x 16 words of channel pairs.
+CUCONV_AMX bool pack_input_nhwc(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t chunk,
+                                int64_t phase, int64_t c0, uint16_t* dst) {
+  const int64_t a = phase / p.stride_w, b = phase % p.stride_w;
+  const __mmask32 channels = lanes32(p.C - c0);
+  const int64_t images = std::clamp<int64_t>(p.N - chunk * g.imgs, 0, g.imgs);
+  zero_tail(g, images, dst, kBlock);
+  PhaseRow pr = phase_row(p, g, a, b, 0);
+  __mmask32 bad = 0;
+  __m512i r[16];
+  for (int64_t n = chunk * g.imgs; n < chunk * g.imgs + images; ++n)
+    for (int64_t i = 0; i < g.Hq; ++i) {
+      pr.h = i * p.stride_h + a - p.pad_h;
+      if (zero_gaps(p, g, pr, dst + (n - chunk * g.imgs) * g.plane + i * g.Wq, kBlock)) continue;
+      const uint16_t* src = x + (n * p.H + pr.h) * p.W * p.C + c0;
+      uint16_t* out = dst + (n - chunk * g.imgs) * g.plane + i * g.Wq;
+      for (int64_t j = pr.j0; j < pr.j1; j += 16) {
+        const int64_t count = std::min<int64_t>(16, pr.j1 - j);
+        for (int64_t e = 0; e < 16; ++e) {
+          const uint16_t* pixel = src + (pr.w0 + (j + e) * p.stride_w) * p.C;
+          r[e] = e < count ? _mm512_maskz_loadu_epi16(channels, pixel) : _mm512_setzero_si512();
+          bad |= non_finite(r[e]);
+        }
+        transpose16x16(r);  // r[w]: channels 2w, 2w + 1 of the 16 positions
+        const __mmask16 keep = __mmask16((1u << count) - 1);
+        for (int64_t w = 0; w < 16; ++w) {
+          _mm256_mask_storeu_epi16(out + 2 * w * g.row + j, keep, _mm512_cvtepi32_epi16(r[w]));
+          _mm256_mask_storeu_epi16(out + (2 * w + 1) * g.row + j, keep,
+                                   _mm512_cvtepi32_epi16(_mm512_srli_epi32(r[w], 16)));
+        }
+      }
+    }
+  return bad != 0;
+}
+
+// Phase-image row `row` of a chunk's grad_output pairs: Wq / 2 words per output channel, zero past
+// the output (q >= Q, rows p >= P, images past N). A row of NHWC pixels interleaves two pixels'
+// channel vectors; NCHW reads 16 channels x 32 positions and transposes them as 16 x 16 words.
+CUCONV_AMX void pack_grad_output_row(const Conv2dParams& p, const Geometry& g, const uint16_t* gy, int64_t chunk,
+                                     int64_t row, uint32_t* dst) {
+  const int64_t img = row / g.Hq, i = row % g.Hq, n = chunk * g.imgs + img, words = g.Wq / 2;
+  uint32_t* out = dst + (img * g.plane + i * g.Wq) / 2 * g.Kp;
+  if (n >= p.N || i >= p.P) {
+    std::memset(out, 0, size_t(words * g.Kp) * 4);
+    return;
+  }
+  if (p.channels_last) {
+    const uint16_t* src = gy + (n * p.P + i) * p.Q * p.K;
+    for (int64_t t = 0; t < words; ++t)
+      for (int64_t k = 0; k < g.Kp; k += 16) {
+        const __mmask16 m = lanes(p.K - k);
+        const __m512i lo = 2 * t < p.Q ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, src + 2 * t * p.K + k))
+                                       : _mm512_setzero_si512();
+        const __m512i hi = 2 * t + 1 < p.Q
+                               ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, src + (2 * t + 1) * p.K + k))
+                               : _mm512_setzero_si512();
+        _mm512_storeu_si512(out + t * g.Kp + k, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+      }
+    return;
+  }
+  __m512i r[16];
+  for (int64_t k0 = 0; k0 < g.Kp; k0 += 16)
+    for (int64_t q0 = 0; q0 < g.Wq; q0 += kStep) {
+      const __mmask32 valid = lanes32(p.Q - q0);
+      for (int64_t e = 0; e < 16; ++e)
+        r[e] = k0 + e < p.K ? _mm512_maskz_loadu_epi16(valid, gy + ((n * p.K + k0 + e) * p.P + i) * p.Q + q0)
+                            : _mm512_setzero_si512();
+      transpose16x16(r);  // r[e]: word q0 / 2 + e of the 16 channels
+      for (int64_t e = 0; e < std::min<int64_t>(16, words - q0 / 2); ++e)
+        _mm512_storeu_si512(out + (q0 / 2 + e) * g.Kp + k0, r[e]);
+    }
+}
+
+// A C block's sums rounded into grad_weight[k][c][tap].
+CUCONV_AMX void store_block(const Conv2dParams& p, const float* sums, int64_t tap, int64_t c0, int64_t k0,
+                            uint16_t* gw) {
+  const int64_t taps = p.R * p.S;
+  alignas(64) uint16_t v[16];
+  for (int64_t c = 0; c < std::min(kBlock, p.C - c0); ++c)
+    for (int64_t h = 0; h < 2; ++h) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(v), to_bfloat16(_mm512_load_ps(sums + c * kBlock + 16 * h)));
+      uint16_t* out = gw + ((k0 + 16 * h) * p.C + c0 + c) * taps + tap;
+      for (int64_t k = 0; k < std::min<int64_t>(16, p.K - k0 - 16 * h); ++k) out[k * p.C * taps] = v[k];
+    }
+}
+
+// The C blocks begin .. end (tap fastest, then 32 output channels, then 32 input channels), each
+// summed over every chunk, into grad_weight. A group of blocks keeps its sums in the worker's
+// buffer (in L2) and goes through the chunks a few steps at a time: the group's taps of one channel
+// pair then read the same few KiB of both copies, from L1.
+CUCONV_AMX void run_blocks(const Conv2dParams& p, const Geometry& g, const uint16_t* xt, const uint32_t* gv,
+                           uint16_t* gw, int64_t begin, int64_t end) {
+  float* sums = scratch<float>(Scratch::output, kGroupBlocks * kBlock * kBlock);
+  amx_configure();
+  const int64_t taps = p.R * p.S, kblocks = g.Kp / kBlock, lda = g.row * 2, ldb = g.Kp * 4, ldc = kBlock * 4;
+  for (int64_t group = begin; group < end; group += kGroupBlocks) {
+    const int64_t group_end = std::min(end, group + kGroupBlocks);
+    for (int64_t chunk = 0; chunk < g.chunks; ++chunk)
+      for (int64_t step0 = 0; step0 < g.steps; step0 += kGroupSteps)
+        for (int64_t block = group; block < group_end; ++block) {
+          const int64_t tap = block % taps, k0 = block / taps % kblocks * kBlock;
+          const int64_t c0 = block / taps / kblocks * kBlock;
+          float* c = sums + (block - group) * kBlock * kBlock;
+          if (chunk == 0 && step0 == 0) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+          } else {
+            _tile_loadd(0, c, ldc);
+            _tile_loadd(1, c + 16, ldc);
+            _tile_loadd(2, c + 16 * kBlock, ldc);
+            _tile_loadd(3, c + 16 * kBlock + 16, ldc);
+          }
+          const uint16_t* a = xt + chunk * g.x_chunk + (g.tap_slot[size_t(tap)] * g.Cp + c0) * g.row +
+                              g.tap_offset[size_t(tap)];
+          const uint32_t* b = gv + chunk * g.g_chunk + k0;
+          for (int64_t step = step0; step < std::min(g.steps, step0 + kGroupSteps); ++step) {
+            _tile_loadd(4, a + step * kStep, lda);
+            _tile_loadd(5, a + 16 * g.row + step * kStep, lda);
+            _tile_loadd(6, b + step * kStep / 2 * g.Kp, ldb);
+            _tile_loadd(7, b + step * kStep / 2 * g.Kp + 16, ldb);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+          }
+          _tile_stored(0, c, ldc);
+          _tile_stored(1, c + 16, ldc);
+          _tile_stored(2, c + 16 * kBlock, ldc);
+          _tile_stored(3, c + 16 * kBlock + 16, ldc);
+        }
+    for (int64_t block = group; block < group_end; ++block)
+      store_block(p, sums + (block - group) * kBlock * kBlock, block % taps, block / taps / kblocks * kBlock,
+                  block / taps % kblocks * kBlock, gw);
+  }
+  amx_release();
+}
+
+}  // namespace
+
+bool amx_wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& x,
+               const at::Tensor& grad_weight) {
+  const Geometry g = geometry(p);
+  const at::MemoryFormat layout = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor xc = x.contiguous(layout), gyc = grad_output.contiguous(layout);
+  const auto* xs = reinterpret_cast<const uint16_t*>(xc.const_data_ptr<c10::BFloat16>());
+  const auto* gys = reinterpret_cast<const uint16_t*>(gyc.const_data_ptr<c10::BFloat16>());
+  uint16_t* xt = scratch<uint16_t>(Scratch::wide_a, g.chunks * g.x_chunk);
+  uint32_t* gv = scratch<uint32_t>(Scratch::wide_b, g.chunks * g.g_chunk);
+
+  // The input first: a non-finite value sends the call to the GEMM plan before anything else runs.
+  std::atomic<bool> bad{false};
+  const int64_t rows_per_item = p.channels_last ? kBlock : 1;
+  const int64_t row_items = g.Cp / rows_per_item;
+  at::parallel_for(0, g.chunks * g.phases * row_items, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t c = item % row_items * rows_per_item, slot = item / row_items % g.phases;
+      const int64_t chunk = item / row_items / g.phases;
+      const int64_t phase = std::find(g.phase_slot.begin(), g.phase_slot.end(), slot) - g.phase_slot.begin();
+      uint16_t* dst = xt + chunk * g.x_chunk + (slot * g.Cp + c) * g.row;
+      const bool found = p.channels_last ? pack_input_nhwc(p, g, xs, chunk, phase, c, dst)
+                                         : pack_input_nchw(p, g, xs, chunk, phase, c, dst);
+      if (found) bad.store(true, std::memory_order_relaxed);
+    }
+  });
+  if (bad.load()) return false;
+
+  // Per chunk its images' rows, then the tail of its last step.
+  const int64_t rows = g.imgs * g.Hq;
+  at::parallel_for(0, g.chunks * (rows + 1), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t chunk = item / (rows + 1), row = item % (rows + 1);
+      uint32_t* dst = gv + chunk * g.g_chunk;
+      if (row < rows) {
+        pack_grad_output_row(p, g, gys, chunk, row, dst);
+      } else {
+        const int64_t tail = g.imgs * g.plane / 2 * g.Kp;
+        std::memset(dst + tail, 0, size_t(g.g_chunk - tail) * 4);
+      }
+    }
+  });
+  const int64_t blocks = p.R * p.S * (g.Cp / kBlock) * (g.Kp / kBlock);
+  auto* gw = reinterpret_cast<uint16_t*>(grad_weight.data_ptr<c10::BFloat16>());
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) { run_blocks(p, g, xt, gv, gw, begin, end); });
+  return true;
+}
+
+#else  // not x86: the plan never picks it (no AMX)
+
+bool amx_wgrad(const Conv2dParams&, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
+  TORCH_CHECK(false, "cuconv: amx_wgrad needs AMX");
+}
+
+#endif
+
+}  // namespace cuconv::cpu

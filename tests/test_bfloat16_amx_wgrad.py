@@ -1,0 +1,97 @@
+"""bfloat16 grad weight on AMX tiles (wgrad strategy amx_direct): every grad weight element
+written, within twice torch's own bfloat16 error against float64, on shapes that exercise its
+chunks of images (a partial last chunk), groups of C blocks, partial 32-channel blocks, strides,
+dilations and asymmetric padding in both layouts; the same bits at every thread count; and an input
+with an infinity or a NaN left to the GEMM plan, whose products are exactly the convolution's."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cuconv  # noqa: F401  (loads the operators)
+from conftest import BF16_GEMM_PATHS
+from tolerance import assert_within_torch_error
+
+pytestmark = pytest.mark.skipif("amx" not in BF16_GEMM_PATHS, reason="this CPU (or its OS) gives no AMX tiles")
+ops = torch.ops.cuconv
+
+# (input, weight, stride, padding (top, left, bottom, right), dilation)
+SHAPES = {
+    # 23 images of 14x14 phase images: chunks of several images, the last one partial
+    "chunks": ((23, 64, 12, 12), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    # 3 x 3 C blocks x 9 taps = 81 blocks: two groups; 17 positions per row: an odd output width
+    "groups": ((3, 96, 17, 17), (96, 96, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    # 37 and 65 channels: partial blocks on both sides; stride 2: four phase images
+    "partial_s2": ((3, 37, 15, 17), (65, 37, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    # a 1x1 stride-2 shortcut: one phase image of four
+    "shortcut": ((4, 48, 14, 14), (40, 48, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
+    # dilation 2 and stride 2 x 3 with asymmetric padding: taps in several phases at odd offsets
+    "dilated": ((2, 20, 19, 23), (17, 20, 3, 3), (2, 3), (2, 1, 0, 3), (2, 2)),
+    "kernel_5x3": ((2, 40, 11, 13), (36, 40, 5, 3), (1, 1), (2, 0, 1, 1), (1, 1)),
+}
+
+
+def grad_weights(xs, ws, stride, pad, dil, channels_last, dtype=torch.bfloat16, poison=False):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(xs, generator=g).to(dtype).contiguous(memory_format=fmt)
+    w = torch.randn(ws, generator=g).to(dtype)
+    args = (list(stride), list(pad), list(dil), 1)
+    with cuconv.config.flags(cpu_isa="amx"):
+        y = ops.conv2d(x, w, None, *args)
+        gy = torch.randn(y.shape, generator=g).to(dtype).contiguous(memory_format=fmt)
+        with cuconv.config.flags(poison=poison):
+            gw = ops.conv2d_backward(gy, x, w, *args, [False, True, False])[1]
+    return x, w, gy, args, gw
+
+
+def torch_grad_weight(x, w, gy, args):
+    stride, pad, dil, _ = args
+    xt, wt = x.detach().clone(), w.detach().clone().requires_grad_()
+    F.conv2d(F.pad(xt, (pad[1], pad[3], pad[0], pad[2])), wt, None, stride, 0, dil).backward(gy)
+    return wt.grad
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name", SHAPES)
+def test_amx_grad_weight_within_twice_torch(name, channels_last):
+    xs, ws, stride, pad, dil = SHAPES[name]
+    x, w, gy, args, gw = grad_weights(xs, ws, stride, pad, dil, channels_last, poison=True)
+    with cuconv.config.flags(cpu_isa="amx"):
+        assert ops._cpu_conv2d_plan(x, w, *args)[2] == "amx_direct"
+    assert gw.dtype == torch.bfloat16 and not gw.isnan().any()  # every element written over the poison
+    exact = torch_grad_weight(x.double(), w.double(), gy.double(), args)
+    assert_within_torch_error(gw, torch_grad_weight(x, w, gy, args), exact)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_amx_grad_weight_same_bits_at_every_thread_count(channels_last):
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            runs.append(grad_weights(*SHAPES["chunks"], channels_last)[-1])
+            runs.append(grad_weights(*SHAPES["groups"], channels_last)[-1])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0::2], runs[2::2]))
+    assert all(torch.equal(a, b) for a, b in zip(runs[1::2], runs[3::2]))
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_amx_grad_weight_leaves_a_non_finite_input_to_the_gemms(value, channels_last):
+    """An infinity in the last input column: tap s = 0 never reads it (pad 1), so its grad weight
+    stays finite in the convolution, where the tiles' zero positions past the row would meet it."""
+    xs, ws, stride, pad, dil = (2, 32, 10, 10), (32, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)
+    x, w, gy, args, _ = grad_weights(xs, ws, stride, pad, dil, channels_last)
+    x = x.clone()
+    x[1, 3, 4, 9] = value
+    with cuconv.config.flags(cpu_isa="amx"):
+        gw = ops.conv2d_backward(gy, x, w, *args, [False, True, False])[1]
+    expected = torch_grad_weight(x.float(), w.float(), gy.float(), args)
+    assert torch.equal(gw.float().isnan(), expected.isnan()) and torch.equal(gw.float().isinf(), expected.isinf())
+    assert not gw[:, 3, :, 0].float().isnan().any()  # the column tap s = 0 does not read
+    finite = expected.isfinite()
+    exact = torch_grad_weight(x.double(), w.double(), gy.double(), args)
+    assert_within_torch_error(gw[finite], torch_grad_weight(x, w, gy, args)[finite], exact[finite])
