@@ -18,7 +18,7 @@ REACHED_ELSEWHERE = {
     "max_pool2d.forward:large_planes": "test_large_tensors.py (a plane past 2^31 elements: 8 GiB)",
     # bfloat16 on AMX only; the cases' tags are float32 plans
     "conv2d.fprop:amx_direct": "test_low_precision_cpu.py (test_bfloat16_on_amx_plans, the AMX cases)",
-    "conv2d.wgrad:amx_direct": "test_bfloat16_amx_wgrad.py, test_low_precision_cpu.py (the AMX cases)",
+    "conv2d.wgrad:amx_direct": "test_bfloat16_amx.py, test_low_precision_cpu.py (the AMX cases)",
 }
 
 

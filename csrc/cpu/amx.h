@@ -7,6 +7,11 @@
 
 #include <cstdint>
 
+// GCC 12's AVX-512 headers start unmasked intrinsics from an "undefined" register, which
+// -Wmaybe-uninitialized reports once they are inlined into the AMX sources (a false positive: GCC
+// bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #define CUCONV_AMX __attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw,avx2,fma,amx-tile,amx-bf16")))
 
 namespace cuconv::cpu {
@@ -34,6 +39,29 @@ CUCONV_AMX inline __m256i to_bfloat16(__m512 f) {
   r = _mm512_mask_mov_epi32(_mm512_srli_epi32(r, 16), _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q),
                             _mm512_or_si512(top, _mm512_set1_epi32(0x40)));
   return _mm512_cvtepi32_epi16(r);
+}
+
+// r[j] lane i <- r[i] lane j: 16 registers of 16 32-bit words transposed (bfloat16 pairs move as one word).
+CUCONV_AMX inline void transpose16x16(__m512i* r) {
+  __m512i t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i + j], 128-bit lane L: column 4L + j of rows 4i .. 4i + 3
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i a = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88), b = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xDD);
+    const __m512i c = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
+    const __m512i d = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xDD);
+    t[j] = _mm512_shuffle_i32x4(a, c, 0x88), t[8 + j] = _mm512_shuffle_i32x4(a, c, 0xDD);
+    t[4 + j] = _mm512_shuffle_i32x4(b, d, 0x88), t[12 + j] = _mm512_shuffle_i32x4(b, d, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
 // Per thread, before its first tile instruction and after its last.

@@ -1,6 +1,7 @@
-// bfloat16 forward conv on AMX tiles, the A tiles loaded straight from a zero-padded NHWC bfloat16
-// copy of the input: no float32 copy, no im2col and no packing of the input (FpropStrategy::
-// amx_direct; also the stride-1 grad input, as a forward conv of grad_output).
+// bfloat16 forward conv on AMX tiles, the A tiles loaded straight from a zero-padded bfloat16 copy
+// of the input in pixel-major phase images: no float32 copy, no im2col and no packing of the input
+// (FpropStrategy::amx_direct; also the stride-1 grad input, as a forward conv of grad_output). An
+// NCHW input is transposed into them in registers, 16 pixels x 32 channels at a time.
 //
 // The padded input is split into stride_h x stride_w phase images: phase (a, b) holds padded pixel
 // (i * stride_h + a, j * stride_w + b) at (i, j), Hq x Wq of them. Tap (r, s) of output (p, q)
@@ -15,7 +16,10 @@
 // 32-channel slices in a fixed order, then bias, ReLU and one rounding to bfloat16 on the way out:
 // as deterministic as the GEMM paths. The weight is packed once per call into B tiles: per 16
 // output channels, tap and 32 input channels, 16 channel pairs x 16 output channels of bfloat16
-// pair words (1 KiB).
+// pair words (1 KiB). The output channels go in groups whose B tiles fit in half of L2. An NHWC
+// output is stored from each block; an NCHW output per image, from a buffer in the blocks' order
+// transposed in registers into whole rows of its channel planes (stored from the blocks, the runs of
+// 32 positions scattered over 32 planes ran at half the speed).
 #include "cpu/conv2d/amx_direct.h"
 
 #include <ATen/ATen.h>
@@ -41,6 +45,7 @@ bool amx_direct_shape(const Conv2dParams& p) {
 namespace {
 
 constexpr int64_t kPix = 32, kOut = 32, kSlice = 32;  // a C block's outputs and channels; channels per A tile
+constexpr int64_t kWeightGroupBytes = int64_t(1) << 20;  // half of the L2 of the cores measured
 
 struct Geometry {
   int64_t Hq, Wq;  // a phase image: every window's pixels of that phase inside it
@@ -64,7 +69,75 @@ int64_t phase_offset(const Conv2dParams& p, const Geometry& g, int64_t n, int64_
   return ((n * p.stride_h + a) * p.stride_w + b) * g.img;
 }
 
-// x (NHWC, bfloat16 bits) into the phase images: pixel (i, j) of phase (a, b) is input pixel
+// One row of a phase image from an NHWC input row h (outside the input: h < 0 or h >= H): pixel j
+// is input column j * stride_w + b - pad_w, its channels past C and the pixels outside zero.
+CUCONV_AMX void pad_row_nhwc(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t n, int64_t h,
+                             int64_t b, uint16_t* row) {
+  const bool inside = h >= 0 && h < p.H;
+  for (int64_t j = 0; j < g.Wq; ++j) {
+    const int64_t w = j * p.stride_w + b - p.pad_w;
+    uint16_t* dst = row + j * g.Cp;
+    const bool pixel = inside && w >= 0 && w < p.W;
+    const uint16_t* src = pixel ? x + ((n * p.H + h) * p.W + w) * p.C : nullptr;
+    for (int64_t c = 0; c < g.Cp; c += kSlice)
+      _mm512_storeu_si512(dst + c,
+                          pixel ? _mm512_maskz_loadu_epi16(lanes32(p.C - c), src + c) : _mm512_setzero_si512());
+  }
+}
+
+// Lanes first <= e < end of 16 read input columns w0 + e * stride_w (inside the input); `lanes`
+// marks them, `even_lanes` the lanes 2e of 32 consecutive columns (stride 2).
+struct Columns {
+  int64_t w0, first, end;
+  __mmask16 lanes;
+  __mmask32 even_lanes;
+};
+
+// Channel c's 16 values at those columns of input row h (zero elsewhere), one per 32-bit lane.
+CUCONV_AMX inline __m512i channel_run(const Conv2dParams& p, const uint16_t* x, int64_t n, int64_t h, int64_t c,
+                                      const Columns& cols, __m512i even) {
+  if (c >= p.C || cols.first == cols.end) return _mm512_setzero_si512();
+  const uint16_t* src = x + ((n * p.C + c) * p.H + h) * p.W + cols.w0;  // lane e at src + e * stride_w
+  if (p.stride_w == 1) return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(cols.lanes, src));
+  if (p.stride_w == 2)
+    return _mm512_cvtepu16_epi32(
+        _mm512_castsi512_si256(_mm512_permutexvar_epi16(even, _mm512_maskz_loadu_epi16(cols.even_lanes, src))));
+  alignas(32) uint16_t v[16] = {};
+  for (int64_t e = cols.first; e < cols.end; ++e) v[e] = src[e * p.stride_w];
+  return _mm512_cvtepu16_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(v)));
+}
+
+// The same from an NCHW input: per 16 pixels and 32 channels, each channel pair's 16 values joined
+// into pair words, then transposed in registers into 16 pixels' 32 channels.
+CUCONV_AMX void pad_row_nchw(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t n, int64_t h,
+                             int64_t b, uint16_t* row) {
+  const bool inside = h >= 0 && h < p.H;
+  // Even lanes of 32 into the low 16: stride_w 2's columns.
+  alignas(64) static constexpr uint16_t kEven[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
+                                                     22, 24, 26, 28, 30, 0,  0,  0,  0,  0,  0,
+                                                     0,  0,  0,  0,  0,  0,  0,  0,  0,  0};
+  const __m512i even = _mm512_load_si512(kEven);
+  __m512i r[16];
+  for (int64_t j0 = 0; j0 < g.Wq; j0 += 16) {
+    const int64_t count = std::min<int64_t>(16, g.Wq - j0), w0 = j0 * p.stride_w + b - p.pad_w;
+    // Lanes e0 <= e < e1 read input columns w0 + e * stride_w inside the input.
+    const int64_t e0 = w0 >= 0 ? 0 : std::min<int64_t>(count, (-w0 + p.stride_w - 1) / p.stride_w);
+    const int64_t e1 = inside ? std::clamp<int64_t>((p.W - w0 + p.stride_w - 1) / p.stride_w, e0, count) : e0;
+    __mmask32 cols2 = 0;  // stride 2: the even lanes of 32 consecutive columns
+    for (int64_t e = e0; e < e1; ++e) cols2 |= __mmask32(1u) << (2 * e);
+    const Columns cols{w0, e0, e1, __mmask16(lanes(e1) & ~lanes(e0)), cols2};
+    for (int64_t c0 = 0; c0 < g.Cp; c0 += kSlice) {
+      for (int64_t j = 0; j < 16; ++j) {
+        const __m512i lo = channel_run(p, x, n, h, c0 + 2 * j, cols, even);
+        r[j] = _mm512_or_si512(lo, _mm512_slli_epi32(channel_run(p, x, n, h, c0 + 2 * j + 1, cols, even), 16));
+      }
+      transpose16x16(r);  // r[e]: pixel j0 + e's 32 channels
+      for (int64_t e = 0; e < count; ++e) _mm512_storeu_si512(row + (j0 + e) * g.Cp + c0, r[e]);
+    }
+  }
+}
+
+// x (bfloat16 bits, p's layout) into the phase images: pixel (i, j) of phase (a, b) is input pixel
 // (i * stride_h + a - pad_h, j * stride_w + b - pad_w); channels past C and pixels outside the
 // input are zero. Phases no tap reads (a >= R or b >= S: a 1x1 strided conv reads one) are skipped.
 void pad_input(const Conv2dParams& p, const Geometry& g, const uint16_t* x, uint16_t* xp) {
@@ -73,22 +146,11 @@ void pad_input(const Conv2dParams& p, const Geometry& g, const uint16_t* x, uint
     for (int64_t item = begin; item < end; ++item) {
       const int64_t i = item % g.Hq, b = item / g.Hq % B, a = item / g.Hq / B % A, n = item / g.Hq / B / A;
       uint16_t* image = xp + phase_offset(p, g, n, a, b);
-      uint16_t* row = image + i * g.Wq * g.Cp;
       const int64_t h = i * p.stride_h + a - p.pad_h;
-      if (h < 0 || h >= p.H) {
-        std::memset(row, 0, size_t(g.Wq * g.Cp) * 2);
-      } else {
-        for (int64_t j = 0; j < g.Wq; ++j) {
-          const int64_t w = j * p.stride_w + b - p.pad_w;
-          uint16_t* dst = row + j * g.Cp;
-          if (w < 0 || w >= p.W) {
-            std::memset(dst, 0, size_t(g.Cp) * 2);
-            continue;
-          }
-          std::memcpy(dst, x + ((n * p.H + h) * p.W + w) * p.C, size_t(p.C) * 2);
-          std::memset(dst + p.C, 0, size_t(g.Cp - p.C) * 2);
-        }
-      }
+      if (p.channels_last)
+        pad_row_nhwc(p, g, x, n, h, b, image + i * g.Wq * g.Cp);
+      else
+        pad_row_nchw(p, g, x, n, h, b, image + i * g.Wq * g.Cp);
       if (i == g.Hq - 1)  // the room after the phase image's last row
         std::memset(image + g.Hq * g.Wq * g.Cp, 0, size_t(g.img - g.Hq * g.Wq * g.Cp) * 2);
     }
@@ -100,23 +162,28 @@ int64_t b_tile(const Conv2dParams& p, const Geometry& g, int64_t k16, int64_t r,
   return (((k16 * p.R + r) * p.S + s) * (g.Cp / kSlice) + slice) * 256;
 }
 
-void pack_weight(const Conv2dParams& p, const Geometry& g, const uint16_t* w, uint32_t* wp) {
+// The B tiles of output channels 16 k16 .. and tap rs from w_krsc, the weight as [K][R][S][C]:
+// per tile, 16 output channels' runs of 32 input channels (16 pair words each) transposed in registers.
+CUCONV_AMX void pack_weight_tap(const Conv2dParams& p, const Geometry& g, const uint16_t* w_krsc, int64_t k16,
+                                int64_t rs, uint32_t* wp) {
+  __m512i rows[16];
+  for (int64_t slice = 0; slice < g.Cp / kSlice; ++slice) {
+    const __mmask32 channels = lanes32(p.C - slice * kSlice);
+    for (int64_t k = 0; k < 16; ++k) {
+      const int64_t ko = k16 * 16 + k;
+      rows[k] = ko < p.K ? _mm512_maskz_loadu_epi16(channels, w_krsc + (ko * p.R * p.S + rs) * p.C + slice * kSlice)
+                         : _mm512_setzero_si512();
+    }
+    transpose16x16(rows);  // rows[j]: channel pair j of the 16 output channels
+    uint32_t* tile = wp + b_tile(p, g, k16, rs / p.S, rs % p.S, slice);
+    for (int64_t j = 0; j < 16; ++j) _mm512_storeu_si512(tile + j * 16, rows[j]);
+  }
+}
+
+void pack_weight(const Conv2dParams& p, const Geometry& g, const uint16_t* w_krsc, uint32_t* wp) {
   const int64_t RS = p.R * p.S;
-  at::parallel_for(0, g.Kp / 16, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k16 = begin; k16 < end; ++k16)
-      for (int64_t r = 0; r < p.R; ++r)
-        for (int64_t s = 0; s < p.S; ++s)
-          for (int64_t slice = 0; slice < g.Cp / kSlice; ++slice) {
-            uint32_t* tile = wp + b_tile(p, g, k16, r, s, slice);
-            for (int64_t j = 0; j < 16; ++j)
-              for (int64_t k = 0; k < 16; ++k) {
-                const int64_t ko = k16 * 16 + k, c = slice * kSlice + 2 * j;
-                auto at = [&](int64_t ci) -> uint32_t {
-                  return ko < p.K && ci < p.C ? w[(ko * p.C + ci) * RS + r * p.S + s] : 0;
-                };
-                tile[j * 16 + k] = at(c) | at(c + 1) << 16;
-              }
-          }
+  at::parallel_for(0, g.Kp / 16 * RS, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) pack_weight_tap(p, g, w_krsc, item / RS, item % RS, wp);
   });
 }
 
@@ -156,8 +223,8 @@ CUCONV_AMX void store_block(const Conv2dParams& p, const Geometry& g, const floa
                             int64_t n, int64_t m0, int64_t k0, uint16_t* y) {
   const __mmask16 m[2] = {lanes(p.K - k0), lanes(p.K - k0 - 16)};
   const __m512 zero = _mm512_setzero_ps();
-  for (int64_t i = 0; i < kPix; ++i) {
-    const int64_t o = m0 + i, op = o / g.Wq, oq = o % g.Wq;
+  int64_t op = m0 / g.Wq, oq = m0 % g.Wq;
+  for (int64_t i = 0; i < kPix; ++i, oq = oq + 1 == g.Wq ? (++op, 0) : oq + 1) {
     if (op >= p.P || oq >= p.Q) continue;
     uint16_t* out = y + ((n * p.P + op) * p.Q + oq) * p.K + k0;
     for (int h = 0; h < 2; ++h) {
@@ -170,16 +237,94 @@ CUCONV_AMX void store_block(const Conv2dParams& p, const Geometry& g, const floa
   }
 }
 
+// Bias, ReLU and rounding of a C block into rows m0 .. m0 + 31 of an image's buffer in grid order
+// (every position of the phase width, Kp channels each), on its way to an NCHW output.
+CUCONV_AMX void store_block_grid(const Conv2dParams& p, const Geometry& g, const float* sums, const float* bias,
+                                 bool relu, int64_t m0, int64_t k0, uint16_t* grid) {
+  const __mmask16 m[2] = {lanes(p.K - k0), lanes(p.K - k0 - 16)};
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t i = 0; i < kPix; ++i)
+    for (int h = 0; h < 2; ++h) {
+      __m512 v = _mm512_load_ps(sums + i * kOut + 16 * h);
+      if (bias) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m[h], bias + k0 + 16 * h), v);
+      if (relu) v = _mm512_max_ps(zero, v);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(grid + (m0 + i) * g.Kp + k0 + 16 * h), to_bfloat16(v));
+    }
+}
+
+// Grid rows an image's buffer needs: its C blocks, and the reads of grid_to_nchw's last 32 positions.
+int64_t grid_rows(const Conv2dParams& p, const Geometry& g) {
+  return std::max(g.blocks * kPix, (p.P - 1) * g.Wq + (p.Q + kPix - 1) / kPix * kPix);
+}
+
+// An image's grid buffer into its NCHW output planes: per output row, 32 positions x 16 channels,
+// two positions' channels joined into pair words, transposed in registers into 16 channels' runs
+// of 32 positions. Whole 64-byte rows of the planes are written at once.
+CUCONV_AMX void grid_to_nchw(const Conv2dParams& p, const Geometry& g, const uint16_t* grid, int64_t n, uint16_t* y) {
+  __m512i r[16];
+  for (int64_t op = 0; op < p.P; ++op)
+    for (int64_t q0 = 0; q0 < p.Q; q0 += kPix) {
+      const __mmask32 keep = lanes32(p.Q - q0);
+      const uint16_t* src = grid + (op * g.Wq + q0) * g.Kp;
+      for (int64_t k0 = 0; k0 < p.K; k0 += 16) {
+        for (int64_t t = 0; t < 16; ++t) {
+          const auto* a = reinterpret_cast<const __m256i*>(src + 2 * t * g.Kp + k0);
+          const auto* b = reinterpret_cast<const __m256i*>(src + (2 * t + 1) * g.Kp + k0);
+          r[t] = _mm512_or_si512(_mm512_cvtepu16_epi32(_mm256_loadu_si256(a)),
+                                 _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b)), 16));
+        }
+        transpose16x16(r);  // r[k]: channel k0 + k at the 32 positions
+        for (int64_t k = 0; k < std::min<int64_t>(16, p.K - k0); ++k)
+          _mm512_mask_storeu_epi16(y + ((n * p.K + k0 + k) * p.P + op) * p.Q + q0, keep, r[k]);
+      }
+    }
+}
+
+// The output channels go in groups whose packed weight (B tiles) fits in half of L2, every block
+// through one group before the next: a large weight would otherwise stream from memory once per block.
+int64_t channel_group(const Conv2dParams& p, const Geometry& g) {
+  const int64_t weight_per_block = kOut * p.R * p.S * g.Cp * 2;  // bytes of one C block's B tiles
+  return std::max<int64_t>(1, kWeightGroupBytes / weight_per_block) * kOut;
+}
+
+// The C blocks of outputs begin .. end (32 each, numbered across the images), all output channels,
+// into the NHWC output.
 CUCONV_AMX void run_blocks(const Conv2dParams& p, const Geometry& g, const uint16_t* xp, const uint32_t* wp,
                            const float* bias, bool relu, uint16_t* y, int64_t begin, int64_t end) {
   amx_configure();
   alignas(64) float sums[kPix * kOut];
-  for (int64_t item = begin; item < end; ++item) {
-    const int64_t n = item / g.blocks, m0 = item % g.blocks * kPix;
-    for (int64_t k0 = 0; k0 < g.Kp; k0 += kOut) {
-      block_sums(p, g, xp, n, wp, m0, k0, sums);
-      store_block(p, g, sums, bias, relu, n, m0, k0, y);
+  const int64_t group = channel_group(p, g);
+  for (int64_t k1 = 0; k1 < g.Kp; k1 += group)
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / g.blocks, m0 = item % g.blocks * kPix;
+      for (int64_t k0 = k1; k0 < std::min(g.Kp, k1 + group); k0 += kOut) {
+        block_sums(p, g, xp, n, wp, m0, k0, sums);
+        store_block(p, g, sums, bias, relu, n, m0, k0, y);
+      }
     }
+  amx_release();
+}
+
+// Images begin .. end whole, into the NCHW output, each through a grid buffer of the worker. With
+// more than one channel group, as many images as fit 1 MiB of buffers go through each group
+// together, so the group's weight is read once per batch of images, not per image.
+CUCONV_AMX void run_images(const Conv2dParams& p, const Geometry& g, const uint16_t* xp, const uint32_t* wp,
+                           const float* bias, bool relu, uint16_t* y, int64_t begin, int64_t end) {
+  const int64_t group = channel_group(p, g), grid = grid_rows(p, g) * g.Kp;
+  const int64_t batch = group >= g.Kp ? 1 : std::max<int64_t>(1, (int64_t(1) << 20) / (grid * 2));
+  uint16_t* grids = scratch<uint16_t>(Scratch::output, std::min(batch, end - begin) * grid);
+  amx_configure();
+  alignas(64) float sums[kPix * kOut];
+  for (int64_t n0 = begin; n0 < end; n0 += batch) {
+    const int64_t n1 = std::min(end, n0 + batch);
+    for (int64_t k1 = 0; k1 < g.Kp; k1 += group)
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t m0 = 0; m0 < g.blocks * kPix; m0 += kPix)
+          for (int64_t k0 = k1; k0 < std::min(g.Kp, k1 + group); k0 += kOut) {
+            block_sums(p, g, xp, n, wp, m0, k0, sums);
+            store_block_grid(p, g, sums, bias, relu, m0, k0, grids + (n - n0) * grid);
+          }
+    for (int64_t n = n0; n < n1; ++n) grid_to_nchw(p, g, grids + (n - n0) * grid, n, y);
   }
   amx_release();
 }
@@ -189,20 +334,30 @@ CUCONV_AMX void run_blocks(const Conv2dParams& p, const Geometry& g, const uint1
 void amx_direct_fprop(const Conv2dParams& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                       const at::Tensor& y, bool relu) {
   const Geometry g = geometry(p);
-  const at::Tensor xh = x.contiguous(at::MemoryFormat::ChannelsLast);
-  const bool nhwc_out = y.is_contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor yh = nhwc_out ? y : at::empty_like(y, at::MemoryFormat::ChannelsLast);
+  // NCHW runs whole images per worker (their outputs leave through the grid buffer), given an image
+  // per thread; otherwise the blocks, into an NHWC copy of the output.
+  const bool by_image = !p.channels_last && p.N >= at::get_num_threads();
+  using at::MemoryFormat;
+  const at::Tensor xh = x.contiguous(p.channels_last ? MemoryFormat::ChannelsLast : MemoryFormat::Contiguous);
+  const MemoryFormat out_layout = by_image ? MemoryFormat::Contiguous : MemoryFormat::ChannelsLast;
+  const bool in_place = y.is_contiguous(out_layout);
+  const at::Tensor yh = in_place ? y : at::empty_like(y, out_layout);
   uint16_t* xp = scratch<uint16_t>(Scratch::wide_a, p.N * p.stride_h * p.stride_w * g.img);
   uint32_t* wp = scratch<uint32_t>(Scratch::wide_b, g.Kp / 16 * p.R * p.S * (g.Cp / kSlice) * 256);
   float* b = bias.defined() ? scratch<float>(Scratch::wide_c, p.K) : nullptr;
   if (b)
     for (int64_t k = 0; k < p.K; ++k) b[k] = float(bias.const_data_ptr<c10::BFloat16>()[k]);
   pad_input(p, g, reinterpret_cast<const uint16_t*>(xh.const_data_ptr<c10::BFloat16>()), xp);
-  pack_weight(p, g, reinterpret_cast<const uint16_t*>(w.const_data_ptr<c10::BFloat16>()), wp);
+  const at::Tensor w_krsc = w.permute({0, 2, 3, 1}).contiguous();  // no copy for a channels_last weight
+  pack_weight(p, g, reinterpret_cast<const uint16_t*>(w_krsc.const_data_ptr<c10::BFloat16>()), wp);
   uint16_t* out = reinterpret_cast<uint16_t*>(yh.data_ptr<c10::BFloat16>());
-  at::parallel_for(0, p.N * g.blocks, 1,
-                   [&](int64_t begin, int64_t end) { run_blocks(p, g, xp, wp, b, relu, out, begin, end); });
-  if (!nhwc_out) y.copy_(yh);
+  if (by_image)
+    at::parallel_for(0, p.N, 1,
+                     [&](int64_t begin, int64_t end) { run_images(p, g, xp, wp, b, relu, out, begin, end); });
+  else
+    at::parallel_for(0, p.N * g.blocks, 1,
+                     [&](int64_t begin, int64_t end) { run_blocks(p, g, xp, wp, b, relu, out, begin, end); });
+  if (!in_place) y.copy_(yh);
 }
 
 #else  // not x86: the plan never picks it (no AMX)

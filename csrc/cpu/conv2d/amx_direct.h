@@ -10,7 +10,7 @@ namespace cuconv::cpu {
 bool amx_direct_shape(const Conv2dParams& p);
 
 // y = conv(x, w) + bias, ReLU'd when asked, all bfloat16 (bias may be undefined); x and y in p's
-// layout, w [K, C, R, S] contiguous. Runs only where cpu_has_amx_bf16().
+// layout, w [K, C, R, S] (any strides). Runs only where cpu_has_amx_bf16().
 void amx_direct_fprop(const Conv2dParams& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                       const at::Tensor& y, bool relu);
 

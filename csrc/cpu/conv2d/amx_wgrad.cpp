@@ -33,9 +33,6 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include "cpu/amx.h"
-// GCC 12's AVX-512 headers start unmasked intrinsics from an "undefined" register, which
-// -Wmaybe-uninitialized then reports once inlined here (a false positive: GCC bug 105593).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 namespace cuconv::cpu {
@@ -99,29 +96,6 @@ Geometry geometry(const Conv2dParams& p) {
 CUCONV_AMX inline __mmask32 non_finite(__m512i v) {
   const __m512i exponent = _mm512_set1_epi16(0x7F80);
   return _mm512_cmpeq_epi16_mask(_mm512_and_si512(v, exponent), exponent);
-}
-
-// out[j] lane i = in[i] lane j for 16 registers of 16 words.
-CUCONV_AMX inline void transpose16x16(__m512i* r) {
-  __m512i t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // r[4i + j], 128-bit lane L: column 4L + j of rows 4i .. 4i + 3
-    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512i a = _mm512_shuffle_i32x4(r[j], r[4 + j], 0x88), b = _mm512_shuffle_i32x4(r[j], r[4 + j], 0xDD);
-    const __m512i c = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0x88);
-    const __m512i d = _mm512_shuffle_i32x4(r[8 + j], r[12 + j], 0xDD);
-    t[j] = _mm512_shuffle_i32x4(a, c, 0x88), t[8 + j] = _mm512_shuffle_i32x4(a, c, 0xDD);
-    t[4 + j] = _mm512_shuffle_i32x4(b, d, 0x88), t[12 + j] = _mm512_shuffle_i32x4(b, d, 0xDD);
-  }
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
 // Where row i of phase image (a, b) reads the input: row i * stride_h + a - pad_h, and columns

@@ -1,8 +1,9 @@
-"""bfloat16 grad weight on AMX tiles (wgrad strategy amx_direct): every grad weight element
+"""bfloat16 on AMX tiles. The grad weight (wgrad strategy amx_direct): every grad weight element
 written, within twice torch's own bfloat16 error against float64, on shapes that exercise its
 chunks of images (a partial last chunk), groups of C blocks, partial 32-channel blocks, strides,
 dilations and asymmetric padding in both layouts; the same bits at every thread count; and an input
-with an infinity or a NaN left to the GEMM plan, whose products are exactly the convolution's."""
+with an infinity or a NaN left to the GEMM plan, whose products are exactly the convolution's.
+The NCHW forward: by image and by block, the same bits."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,3 +96,30 @@ def test_amx_grad_weight_leaves_a_non_finite_input_to_the_gemms(value, channels_
     finite = expected.isfinite()
     exact = torch_grad_weight(x.double(), w.double(), gy.double(), args)
     assert_within_torch_error(gw[finite], torch_grad_weight(x, w, gy, args)[finite], exact[finite])
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_amx_forward_nchw_by_image_and_by_block_agree(relu):
+    """An NCHW forward on AMX runs whole images per thread when there is an image per thread (its
+    output leaves through a buffer transposed into the channel planes) and C blocks otherwise: the
+    same sums, the same bits. Odd sizes: 37 -> 45 channels, 13 x 11 input, stride 2 on a 5x3 kernel."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 37, 13, 11, generator=g).bfloat16()
+    w, b = (torch.randn(45, 37, 5, 3, generator=g) / 10).bfloat16(), torch.randn(45, generator=g).bfloat16()
+    args = ([2, 1], [2, 1, 1, 0], [1, 1], 1)
+    threads = torch.get_num_threads()
+    fn = ops.conv2d_bias_relu if relu else ops.conv2d
+    try:
+        torch.set_num_threads(2)
+        with cuconv.config.flags(cpu_isa="amx", poison=True):
+            assert ops._cpu_conv2d_plan(x, w, *args)[0] == "amx_direct"
+            batch = fn(x, w, b, *args)          # 3 images, 2 threads: by image
+            single = fn(x[1:2], w, b, *args)    # 1 image, 2 threads: by block
+    finally:
+        torch.set_num_threads(threads)
+    assert batch.is_contiguous() and not batch.isnan().any() and torch.equal(batch[1:2], single)
+    exact = F.conv2d(F.pad(x.double(), (1, 0, 2, 1)), w.double(), b.double(), (2, 1))
+    theirs = F.conv2d(F.pad(x, (1, 0, 2, 1)), w, b, (2, 1))
+    if relu:
+        exact, theirs = exact.clamp_min(0), theirs.clamp_min(0)
+    assert_within_torch_error(batch, theirs, exact)
