@@ -3,7 +3,8 @@ written, within twice torch's own bfloat16 error against float64, on shapes that
 chunks of images (a partial last chunk), groups of C blocks, partial 32-channel blocks, strides,
 dilations and asymmetric padding in both layouts; the same bits at every thread count; and an input
 with an infinity or a NaN left to the GEMM plan, whose products are exactly the convolution's.
-The NCHW forward: by image and by block, the same bits."""
+The NCHW forward: by image and by block, the same bits. The strided grad input (dgrad strategy
+amx_phases): within twice torch's error, every element written, phases no tap reaches zero."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,3 +124,41 @@ def test_amx_forward_nchw_by_image_and_by_block_agree(relu):
     if relu:
         exact, theirs = exact.clamp_min(0), theirs.clamp_min(0)
     assert_within_torch_error(batch, theirs, exact)
+
+
+# (input, weight, stride, padding (top, left, bottom, right))
+STRIDED = {
+    "3x3_s2": ((3, 37, 15, 17), (65, 37, 3, 3), (2, 2), (1, 1, 1, 1)),
+    "1x1_s2": ((2, 48, 14, 14), (40, 48, 1, 1), (2, 2), (0, 0, 0, 0)),
+    "4x5_s2x3": ((2, 32, 12, 15), (33, 32, 4, 5), (2, 3), (1, 2, 0, 1)),
+    # 2x2 stride 2 on 7 rows: the last row is no tap's; 3x3 stride 4: phases no tap reaches
+    "2x2_s2_uncovered": ((2, 24, 7, 9), (16, 24, 2, 2), (2, 2), (0, 0, 0, 0)),
+    "3x3_s4": ((2, 24, 10, 10), (16, 24, 3, 3), (4, 4), (2, 2, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name", STRIDED)
+def test_amx_strided_grad_input_within_twice_torch(name, channels_last):
+    xs, ws, stride, pad = STRIDED[name]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(xs, generator=g).bfloat16().contiguous(memory_format=fmt)
+    w = (torch.randn(ws, generator=g) / (ws[1] * ws[2] * ws[3]) ** 0.5).bfloat16()
+    args = (list(stride), list(pad), [1, 1], 1)
+    with cuconv.config.flags(cpu_isa="amx", poison=True):
+        assert ops._cpu_conv2d_plan(x, w, *args)[1] == "amx_phases"
+        y = ops.conv2d(x, w, None, *args)
+        gy = torch.randn(y.shape, generator=g).bfloat16().contiguous(memory_format=fmt)
+        gx = ops.conv2d_backward(gy, x, w, *args, [True, False, False])[0]
+    assert gx.is_contiguous(memory_format=fmt) and not gx.isnan().any()
+
+    def torch_grad_input(x, w, gy):
+        xt = x.detach().clone().requires_grad_()
+        F.conv2d(F.pad(xt, (pad[1], pad[3], pad[0], pad[2])), w, None, stride).backward(gy)
+        return xt.grad
+
+    exact = torch_grad_input(x.double(), w.double(), gy.double())
+    assert_within_torch_error(gx, torch_grad_input(x, w, gy), exact)
+    if name == "2x2_s2_uncovered":
+        assert (gx[:, :, 6] == 0).all()

@@ -19,6 +19,7 @@ REACHED_ELSEWHERE = {
     # bfloat16 on AMX only; the cases' tags are float32 plans
     "conv2d.fprop:amx_direct": "test_low_precision_cpu.py (test_bfloat16_on_amx_plans, the AMX cases)",
     "conv2d.wgrad:amx_direct": "test_bfloat16_amx.py, test_low_precision_cpu.py (the AMX cases)",
+    "conv2d.dgrad:amx_phases": "test_bfloat16_amx.py, test_low_precision_cpu.py (the AMX cases)",
 }
 
 

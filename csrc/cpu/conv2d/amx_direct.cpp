@@ -218,15 +218,20 @@ CUCONV_AMX void block_sums(const Conv2dParams& p, const Geometry& g, const uint1
   _tile_stored(3, sums + 16 * kOut + 16, kOut * 4);
 }
 
-// Bias, ReLU and rounding of a C block into the NHWC output (image n), skipping the dropped outputs.
+// An output whose channels are adjacent (NHWC, or a strided view of it): its pixel strides.
+struct PixelStrides {
+  int64_t n, h, w;
+};
+
+// Bias, ReLU and rounding of a C block into the output (image n), skipping the dropped outputs.
 CUCONV_AMX void store_block(const Conv2dParams& p, const Geometry& g, const float* sums, const float* bias, bool relu,
-                            int64_t n, int64_t m0, int64_t k0, uint16_t* y) {
+                            int64_t n, int64_t m0, int64_t k0, uint16_t* y, const PixelStrides& ys) {
   const __mmask16 m[2] = {lanes(p.K - k0), lanes(p.K - k0 - 16)};
   const __m512 zero = _mm512_setzero_ps();
   int64_t op = m0 / g.Wq, oq = m0 % g.Wq;
   for (int64_t i = 0; i < kPix; ++i, oq = oq + 1 == g.Wq ? (++op, 0) : oq + 1) {
     if (op >= p.P || oq >= p.Q) continue;
-    uint16_t* out = y + ((n * p.P + op) * p.Q + oq) * p.K + k0;
+    uint16_t* out = y + n * ys.n + op * ys.h + oq * ys.w + k0;
     for (int h = 0; h < 2; ++h) {
       if (!m[h]) continue;
       __m512 v = _mm512_load_ps(sums + i * kOut + 16 * h);
@@ -288,9 +293,10 @@ int64_t channel_group(const Conv2dParams& p, const Geometry& g) {
 }
 
 // The C blocks of outputs begin .. end (32 each, numbered across the images), all output channels,
-// into the NHWC output.
+// into an output with adjacent channels.
 CUCONV_AMX void run_blocks(const Conv2dParams& p, const Geometry& g, const uint16_t* xp, const uint32_t* wp,
-                           const float* bias, bool relu, uint16_t* y, int64_t begin, int64_t end) {
+                           const float* bias, bool relu, uint16_t* y, const PixelStrides& ys, int64_t begin,
+                           int64_t end) {
   amx_configure();
   alignas(64) float sums[kPix * kOut];
   const int64_t group = channel_group(p, g);
@@ -299,7 +305,7 @@ CUCONV_AMX void run_blocks(const Conv2dParams& p, const Geometry& g, const uint1
       const int64_t n = item / g.blocks, m0 = item % g.blocks * kPix;
       for (int64_t k0 = k1; k0 < std::min(g.Kp, k1 + group); k0 += kOut) {
         block_sums(p, g, xp, n, wp, m0, k0, sums);
-        store_block(p, g, sums, bias, relu, n, m0, k0, y);
+        store_block(p, g, sums, bias, relu, n, m0, k0, y, ys);
       }
     }
   amx_release();
@@ -335,13 +341,14 @@ void amx_direct_fprop(const Conv2dParams& p, const at::Tensor& x, const at::Tens
                       const at::Tensor& y, bool relu) {
   const Geometry g = geometry(p);
   // NCHW runs whole images per worker (their outputs leave through the grid buffer), given an image
-  // per thread; otherwise the blocks, into an NHWC copy of the output.
-  const bool by_image = !p.channels_last && p.N >= at::get_num_threads();
+  // per thread; otherwise the blocks, into the output where its channels are adjacent (NHWC or a
+  // view of it: a stride phase of a larger output), else into an NHWC copy.
   using at::MemoryFormat;
+  const bool by_image = !p.channels_last && p.N >= at::get_num_threads() && y.is_contiguous();
   const at::Tensor xh = x.contiguous(p.channels_last ? MemoryFormat::ChannelsLast : MemoryFormat::Contiguous);
-  const MemoryFormat out_layout = by_image ? MemoryFormat::Contiguous : MemoryFormat::ChannelsLast;
-  const bool in_place = y.is_contiguous(out_layout);
-  const at::Tensor yh = in_place ? y : at::empty_like(y, out_layout);
+  const bool in_place = by_image || y.stride(1) == 1;
+  const at::Tensor yh = in_place ? y : at::empty_like(y, MemoryFormat::ChannelsLast);
+  const PixelStrides ys{yh.stride(0), yh.stride(2), yh.stride(3)};
   uint16_t* xp = scratch<uint16_t>(Scratch::wide_a, p.N * p.stride_h * p.stride_w * g.img);
   uint32_t* wp = scratch<uint32_t>(Scratch::wide_b, g.Kp / 16 * p.R * p.S * (g.Cp / kSlice) * 256);
   float* b = bias.defined() ? scratch<float>(Scratch::wide_c, p.K) : nullptr;
@@ -356,7 +363,7 @@ void amx_direct_fprop(const Conv2dParams& p, const at::Tensor& x, const at::Tens
                      [&](int64_t begin, int64_t end) { run_images(p, g, xp, wp, b, relu, out, begin, end); });
   else
     at::parallel_for(0, p.N * g.blocks, 1,
-                     [&](int64_t begin, int64_t end) { run_blocks(p, g, xp, wp, b, relu, out, begin, end); });
+                     [&](int64_t begin, int64_t end) { run_blocks(p, g, xp, wp, b, relu, out, ys, begin, end); });
   if (!in_place) y.copy_(yh);
 }
 

@@ -9,8 +9,9 @@ namespace cuconv::cpu {
 // No dilation, one group, at least 16 input and output channels (any stride).
 bool amx_direct_shape(const Conv2dParams& p);
 
-// y = conv(x, w) + bias, ReLU'd when asked, all bfloat16 (bias may be undefined); x and y in p's
-// layout, w [K, C, R, S] (any strides). Runs only where cpu_has_amx_bf16().
+// y = conv(x, w) + bias, ReLU'd when asked, all bfloat16 (bias may be undefined); x in p's layout,
+// y in p's layout or any view whose channels are adjacent (written in place), w [K, C, R, S] (any
+// strides). Runs only where cpu_has_amx_bf16().
 void amx_direct_fprop(const Conv2dParams& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                       const at::Tensor& y, bool relu);
 

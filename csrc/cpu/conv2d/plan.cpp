@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <iterator>
 
+#include "cpu/conv2d/amx_dgrad_phases.h"
 #include "cpu/conv2d/amx_direct.h"
 #include "cpu/conv2d/amx_wgrad.h"
 #include "cpu/conv2d/grouped.h"
@@ -145,6 +146,12 @@ bool use_amx_direct(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
          config::cpu_conv_algo() != config::CpuConvAlgo::winograd;
 }
 
+// Each phase's forward reads grad_output in place of the float32 copies and the GEMM's columns.
+bool use_amx_dgrad_phases(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
+  return dtype == at::kBFloat16 && isa == Isa::amx && amx_dgrad_phases_shape(p) &&
+         config::cpu_conv_algo() != config::CpuConvAlgo::winograd;
+}
+
 // Its tiles read channel-major copies of the input and grad_output pairs in place of float32 copies
 // and the GEMM's im2col columns (R x S values per input value).
 bool use_amx_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
@@ -270,13 +277,13 @@ constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_
                                        "grouped",     "nchw_as_nhwc", "amx_direct", "grouped_taps"};
 constexpr const char* kDgradNames[] = {"winograd",  "nhwc_phases", "nchw_col2im", "nhwc_col2im",
                                        "depthwise", "grouped",     "nchw_as_nhwc", "as_forward",
-                                       "grouped_taps"};
+                                       "grouped_taps", "amx_phases"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct",    "pixel_cols",
                                        "window_runs", "interleaved", "im2col",    "depthwise",
                                        "grouped",     "nchw_as_nhwc", "grouped_taps",
                                        "amx_direct"};
 static_assert(std::size(kFpropNames) == size_t(FpropStrategy::grouped_taps) + 1 &&
-                  std::size(kDgradNames) == size_t(DgradStrategy::grouped_taps) + 1 &&
+                  std::size(kDgradNames) == size_t(DgradStrategy::amx_phases) + 1 &&
                   std::size(kWgradNames) == size_t(WgradStrategy::amx_direct) + 1,
               "a name for every strategy");
 }  // namespace

@@ -43,6 +43,8 @@ enum class DgradStrategy {
   as_forward,    // stride 1 on AMX (and float32 NHWC on AVX-512): the forward of grad_output with the
                  // flipped, transposed weight
   grouped_taps,  // stride 1, NHWC groups of 16k input channels: grouped_taps' forward of grad_output
+  amx_phases,    // strided, bfloat16 on AMX: an amx_direct forward of grad_output per stride phase
+                 // (amx_dgrad_phases.cpp)
 };
 
 enum class WgradStrategy {
@@ -105,6 +107,8 @@ bool gemm_should_split(int64_t outer_items);
 // A bfloat16 forward (or stride-1 grad input, as a forward) that runs amx_direct on its bfloat16
 // tensors, before any float32 copy (runner.cpp).
 bool use_amx_direct(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
+// A bfloat16 strided grad input that runs DgradStrategy::amx_phases, before any float32 copy.
+bool use_amx_dgrad_phases(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
 // A bfloat16 grad weight that runs WgradStrategy::amx_direct, before any float32 copy (runner.cpp).
 bool use_amx_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype);
 

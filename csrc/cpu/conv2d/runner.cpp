@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
+#include "cpu/conv2d/amx_dgrad_phases.h"
 #include "cpu/conv2d/amx_direct.h"
 #include "cpu/conv2d/amx_wgrad.h"
 #include "cpu/conv2d/passes.h"
@@ -88,6 +89,8 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
       use_amx_direct(grad_input_as_forward(p), isa, grad_output.scalar_type()))
     return amx_direct_fprop(grad_input_as_forward(p), grad_output, flipped_weight(weight), at::Tensor(),
                             grad_input, false);
+  if (use_amx_dgrad_phases(p, isa, grad_output.scalar_type()))
+    return amx_dgrad_phases(p, grad_output, weight, grad_input);
   if (!is_16bit(grad_output.scalar_type())) return backward_input(isa, p, grad_output, weight, grad_input);
   const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
   backward_input(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(weight, Scratch::wide_b), gx32);
@@ -124,7 +127,9 @@ std::vector<std::string> conv2d_plan(const Conv2dParams& p, const at::Tensor& in
   const WgradStrategy wgrad = use_amx_wgrad(p, isa, input.scalar_type())
                                   ? WgradStrategy::amx_direct
                                   : plan_wgrad(p, isa, t, at::get_num_threads()).strategy;
-  return {name(fprop), name(plan_dgrad(p, isa, t).strategy), name(wgrad)};
+  const DgradStrategy dgrad = use_amx_dgrad_phases(p, isa, input.scalar_type()) ? DgradStrategy::amx_phases
+                                                                                : plan_dgrad(p, isa, t).strategy;
+  return {name(fprop), name(dgrad), name(wgrad)};
 }
 
 std::vector<std::string> plan_strategies() {
