@@ -100,9 +100,13 @@ def test_bfloat16_on_amx_plans():
         dilated = ([1, 1], [2, 2, 2, 2], [2, 2], 1)
         fprop, _, wgrad = ops._cpu_conv2d_plan(x.bfloat16(), w.bfloat16(), *dilated)
         assert fprop != "amx_direct" and wgrad == "amx_direct"
-        few = x[:, :8].bfloat16(), w[:, :8].bfloat16()  # under 16 input channels: the GEMM paths
+        # Under 16 input channels the forward runs unfolded (a 1x1 conv over 3 x 3 x 8 window values),
+        # the grad weight a GEMM plan; a window of more than 256 values leaves amx_direct.
+        few = x[:, :8].bfloat16(), w[:, :8].bfloat16()
         fprop, dgrad, wgrad = ops._cpu_conv2d_plan(*few, *args)
-        assert fprop not in ("amx_direct", "winograd") and dgrad == "as_forward" and wgrad != "amx_direct"
+        assert (fprop, dgrad) == ("amx_direct", "as_forward") and wgrad not in ("amx_direct", "winograd")
+        wide = torch.randn(48, 8, 7, 5).bfloat16()  # 280 window values
+        assert ops._cpu_conv2d_plan(x[:, :8].bfloat16(), wide, [1, 1], [3, 3, 2, 2], [1, 1], 1)[0] != "amx_direct"
         grouped = ops._cpu_conv2d_plan(x.bfloat16(), w[:, :16].bfloat16(), *args[:3], 2)
         assert "amx_direct" not in grouped
         pointwise = w[:, :, :1, :1].bfloat16()
@@ -188,3 +192,39 @@ def test_bfloat16_large_gemms_within_twice_torch(path, channels_last, xs, ws, st
     for o, t, r in zip(ours, theirs, exact):
         assert_within_torch_error(o, t.to(torch.bfloat16), r)
     assert y.is_contiguous(memory_format=fmt) and ours[1].is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.skipif("avx512" not in CPU_ISA_PATHS, reason="this CPU (or its OS) gives no AVX-512")
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("shape", [(2, 24, 17, 37), (3, 40, 8, 8), (1, 5, 4, 66)], ids=["odd", "full", "few"])
+def test_bfloat16_2x2_pool_on_its_values(shape, channels_last):
+    """bfloat16 2x2 stride-2 pooling on AVX-512 runs on the bfloat16 values (no float32 copies):
+    values, indices and grad input equal torch's, with ties, NaNs, -0 gradients, partial groups of
+    16 outputs or channels, and the uncovered last row and column; a user's index outside its
+    window falls back to the scatter, as torch scatters it."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-3, 4, shape, generator=g).bfloat16()  # many ties
+    x[0, 1, 2, 3] = x[0, 1, 3, 2] = float("nan")  # two NaNs in one window: the later wins
+    x[-1, -1, 0, 0] = float("nan")
+    x = x.contiguous(memory_format=fmt)
+    args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    with cuconv.config.flags(cpu_isa="avx512"):
+        plan = ops._cpu_max_pool2d_plan(x, *args)
+        y, idx = ops.max_pool2d(x, *args)
+        gy = torch.randn(y.shape, generator=g).bfloat16()
+        gy[0, 0, 0, :] = -0.0
+        gy = gy.contiguous(memory_format=fmt)
+        gx = ops.max_pool2d_backward(gy, x, idx, *args)
+        moved = idx.clone()
+        moved[0, 0, 1, 1] = 0  # into another window of the same plane
+        gx_moved = ops.max_pool2d_backward(gy, x, moved, *args)
+    assert plan == ["pixels_2x2_bf16" if channels_last else "planes_2x2_bf16", "windows_2x2_bf16"]
+    ry, ridx = torch.ops.aten.max_pool2d_with_indices(x, *args)
+    torch.testing.assert_close(y, ry, rtol=0, atol=0, equal_nan=True)  # torch's NHWC NaNs differ in payload
+    assert torch.equal(idx, ridx) and y[0, 1, 1, 1].isnan() and idx[0, 1, 1, 1] == 3 * shape[3] + 2
+    rgx = torch.ops.aten.max_pool2d_with_indices_backward(gy, x, *args, ridx)
+    assert torch.equal(gx.view(torch.int16), rgx.view(torch.int16))
+    assert gx.is_contiguous(memory_format=fmt) and y.is_contiguous(memory_format=fmt)
+    rgx_moved = torch.ops.aten.max_pool2d_with_indices_backward(gy, x, *args, moved)
+    assert torch.equal(gx_moved, rgx_moved)

@@ -12,7 +12,8 @@
 // bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#define CUCONV_AMX __attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw,avx2,fma,amx-tile,amx-bf16")))
+#define CUCONV_AMX \
+  __attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw,avx512vbmi2,avx2,fma,amx-tile,amx-bf16")))
 
 namespace cuconv::cpu {
 

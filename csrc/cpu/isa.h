@@ -62,6 +62,16 @@ inline bool cpu_has_avx512_bf16() {
 #endif
 }
 
+// AVX-512's byte and word instructions (16-bit lanes and masks), on top of AVX-512F.
+inline bool cpu_has_avx512bw() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = cpu_has_avx512() && __builtin_cpu_supports("avx512bw");
+  return has;
+#else
+  return false;
+#endif
+}
+
 // AMX tiles with bfloat16 products, and the OS's permission to use them (asked for once).
 bool cpu_has_amx_bf16();
 

@@ -36,8 +36,11 @@
 
 namespace cuconv::cpu {
 
+constexpr int64_t kMaxUnfolded = 256;  // window values of an unfolded conv (a 7x7 stem of 3 channels has 147)
+
 bool amx_direct_shape(const Conv2dParams& p) {
-  return p.dil_h == 1 && p.dil_w == 1 && p.groups == 1 && p.C >= 16 && p.K >= 16;
+  return p.dil_h == 1 && p.dil_w == 1 && p.groups == 1 && p.K >= 16 &&
+         (p.C >= 16 || p.R * p.S * p.C <= kMaxUnfolded);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -107,25 +110,30 @@ CUCONV_AMX inline __m512i channel_run(const Conv2dParams& p, const uint16_t* x, 
   return _mm512_cvtepu16_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(v)));
 }
 
+// The lanes e < count of 16 pixels whose input columns w0 + e * stride_w lie inside the input (none
+// when the row does not: inside false).
+CUCONV_AMX inline Columns columns(const Conv2dParams& p, int64_t w0, int64_t count, bool inside) {
+  const int64_t e0 = w0 >= 0 ? 0 : std::min<int64_t>(count, (-w0 + p.stride_w - 1) / p.stride_w);
+  const int64_t e1 = inside ? std::clamp<int64_t>((p.W - w0 + p.stride_w - 1) / p.stride_w, e0, count) : e0;
+  __mmask32 even = 0;  // stride 2: the even lanes of 32 consecutive columns
+  if (p.stride_w == 2)
+    for (int64_t e = e0; e < e1; ++e) even |= __mmask32(1u) << (2 * e);
+  return {w0, e0, e1, __mmask16(lanes(e1) & ~lanes(e0)), even};
+}
+
+// Even lanes of 32 into the low 16: stride_w 2's columns.
+alignas(64) constexpr uint16_t kEvenLanes[32] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+
 // The same from an NCHW input: per 16 pixels and 32 channels, each channel pair's 16 values joined
 // into pair words, then transposed in registers into 16 pixels' 32 channels.
 CUCONV_AMX void pad_row_nchw(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t n, int64_t h,
                              int64_t b, uint16_t* row) {
   const bool inside = h >= 0 && h < p.H;
-  // Even lanes of 32 into the low 16: stride_w 2's columns.
-  alignas(64) static constexpr uint16_t kEven[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
-                                                     22, 24, 26, 28, 30, 0,  0,  0,  0,  0,  0,
-                                                     0,  0,  0,  0,  0,  0,  0,  0,  0,  0};
-  const __m512i even = _mm512_load_si512(kEven);
+  const __m512i even = _mm512_load_si512(kEvenLanes);
   __m512i r[16];
   for (int64_t j0 = 0; j0 < g.Wq; j0 += 16) {
-    const int64_t count = std::min<int64_t>(16, g.Wq - j0), w0 = j0 * p.stride_w + b - p.pad_w;
-    // Lanes e0 <= e < e1 read input columns w0 + e * stride_w inside the input.
-    const int64_t e0 = w0 >= 0 ? 0 : std::min<int64_t>(count, (-w0 + p.stride_w - 1) / p.stride_w);
-    const int64_t e1 = inside ? std::clamp<int64_t>((p.W - w0 + p.stride_w - 1) / p.stride_w, e0, count) : e0;
-    __mmask32 cols2 = 0;  // stride 2: the even lanes of 32 consecutive columns
-    for (int64_t e = e0; e < e1; ++e) cols2 |= __mmask32(1u) << (2 * e);
-    const Columns cols{w0, e0, e1, __mmask16(lanes(e1) & ~lanes(e0)), cols2};
+    const int64_t count = std::min<int64_t>(16, g.Wq - j0);
+    const Columns cols = columns(p, j0 * p.stride_w + b - p.pad_w, count, inside);
     for (int64_t c0 = 0; c0 < g.Cp; c0 += kSlice) {
       for (int64_t j = 0; j < 16; ++j) {
         const __m512i lo = channel_run(p, x, n, h, c0 + 2 * j, cols, even);
@@ -135,6 +143,81 @@ CUCONV_AMX void pad_row_nchw(const Conv2dParams& p, const Geometry& g, const uin
       for (int64_t e = 0; e < count; ++e) _mm512_storeu_si512(row + (j0 + e) * g.Cp + c0, r[e]);
     }
   }
+}
+
+// A conv of few channels (C < 16) runs as a 1x1 conv over its unfolded input: each output pixel's
+// window of R x S x C values (in that order) as its channels, the weight [K][R][S][C] as [K][RSC].
+Conv2dParams unfolded(const Conv2dParams& p) {
+  Conv2dParams u = p;
+  u.C = p.R * p.S * p.C, u.H = p.P, u.W = p.Q, u.R = u.S = 1, u.stride_h = u.stride_w = 1, u.pad_h = u.pad_w = 0;
+  return u;
+}
+
+// Output row i of image n unfolded from an NCHW input, 16 pixels x 32 window values at a time:
+// value t = (r * S + s) * C + c of the 16 pixels is a run of input row i * stride_h + r - pad_h,
+// joined in pairs and transposed in registers as pad_row_nchw's channels.
+CUCONV_AMX void unfold_row_nchw(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t n, int64_t i,
+                                uint16_t* row) {
+  const __m512i even = _mm512_load_si512(kEvenLanes);
+  const int64_t values = p.R * p.S * p.C;
+  Columns cols[kMaxUnfolded];  // per kernel column s, then none (value t of an outside row or past the window)
+  __m512i r[16];
+  for (int64_t j0 = 0; j0 < p.Q; j0 += 16) {
+    const int64_t count = std::min<int64_t>(16, p.Q - j0);
+    for (int64_t s = 0; s <= p.S; ++s) cols[s] = columns(p, j0 * p.stride_w + s - p.pad_w, count, s < p.S);
+    for (int64_t t0 = 0; t0 < g.Cp; t0 += kSlice) {
+      __m512i half[2];
+      for (int64_t j = 0; j < 16; ++j) {
+        for (int64_t k = 0; k < 2; ++k) {
+          const int64_t t = t0 + 2 * j + k, c = t % p.C, s = t / p.C % p.S, tap_r = t / p.C / p.S;
+          const int64_t h = i * p.stride_h + tap_r - p.pad_h;
+          half[k] = channel_run(p, x, n, h, c, cols[t < values && h >= 0 && h < p.H ? s : p.S], even);
+        }
+        r[j] = _mm512_or_si512(half[0], _mm512_slli_epi32(half[1], 16));
+      }
+      transpose16x16(r);  // r[e]: pixel j0 + e's 32 window values
+      for (int64_t e = 0; e < count; ++e) _mm512_storeu_si512(row + (j0 + e) * g.Cp + t0, r[e]);
+    }
+  }
+}
+
+// The same from an NHWC input: a window's kernel row is a run of S * C adjacent input values,
+// expanded into its lanes of the pixel's 32-value vectors.
+CUCONV_AMX void unfold_row_nhwc(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t n, int64_t i,
+                                uint16_t* row) {
+  __m512i v[kMaxUnfolded / kSlice];
+  const int64_t vectors = g.Cp / kSlice;
+  for (int64_t j = 0; j < p.Q; ++j) {
+    for (int64_t k = 0; k < vectors; ++k) v[k] = _mm512_setzero_si512();
+    const int64_t w0 = j * p.stride_w - p.pad_w, s0 = std::max<int64_t>(0, -w0), s1 = std::min(p.S, p.W - w0);
+    for (int64_t tap_r = 0; tap_r < p.R && s0 < s1; ++tap_r) {
+      const int64_t h = i * p.stride_h + tap_r - p.pad_h;
+      if (h < 0 || h >= p.H) continue;
+      const uint16_t* src = x + ((n * p.H + h) * p.W + w0 + s0) * p.C;
+      const int64_t first = (tap_r * p.S + s0) * p.C, end = (tap_r * p.S + s1) * p.C;  // its lanes
+      for (int64_t k = first / kSlice; k * kSlice < end; ++k) {
+        const int64_t lo = std::max(first, k * kSlice), hi = std::min(end, (k + 1) * kSlice);
+        const __mmask32 m = lanes32(hi - k * kSlice) & ~lanes32(lo - k * kSlice);
+        v[k] = _mm512_or_si512(v[k], _mm512_maskz_expandloadu_epi16(m, src + (lo - first)));
+      }
+    }
+    for (int64_t k = 0; k < vectors; ++k) _mm512_storeu_si512(row + j * g.Cp + k * kSlice, v[k]);
+  }
+}
+
+// x (p's layout) unfolded into the grid of unfolded(p) (Q positions per row), zeros after it.
+void unfold_input(const Conv2dParams& p, const Geometry& g, const uint16_t* x, uint16_t* xp) {
+  at::parallel_for(0, p.N * p.P, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / p.P, i = item % p.P;
+      uint16_t* image = xp + n * g.img;
+      if (p.channels_last)
+        unfold_row_nhwc(p, g, x, n, i, image + i * p.Q * g.Cp);
+      else
+        unfold_row_nchw(p, g, x, n, i, image + i * p.Q * g.Cp);
+      if (i == p.P - 1) std::memset(image + p.P * p.Q * g.Cp, 0, size_t(g.img - p.P * p.Q * g.Cp) * 2);
+    }
+  });
 }
 
 // x (bfloat16 bits, p's layout) into the phase images: pixel (i, j) of phase (a, b) is input pixel
@@ -337,8 +420,10 @@ CUCONV_AMX void run_images(const Conv2dParams& p, const Geometry& g, const uint1
 
 }  // namespace
 
-void amx_direct_fprop(const Conv2dParams& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+void amx_direct_fprop(const Conv2dParams& conv, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                       const at::Tensor& y, bool relu) {
+  const bool unfold = conv.C < 16;
+  const Conv2dParams p = unfold ? unfolded(conv) : conv;  // the conv the tiles run
   const Geometry g = geometry(p);
   // NCHW runs whole images per worker (their outputs leave through the grid buffer), given an image
   // per thread; otherwise the blocks, into the output where its channels are adjacent (NHWC or a
@@ -350,11 +435,16 @@ void amx_direct_fprop(const Conv2dParams& p, const at::Tensor& x, const at::Tens
   const at::Tensor yh = in_place ? y : at::empty_like(y, MemoryFormat::ChannelsLast);
   const PixelStrides ys{yh.stride(0), yh.stride(2), yh.stride(3)};
   uint16_t* xp = scratch<uint16_t>(Scratch::wide_a, p.N * p.stride_h * p.stride_w * g.img);
+  // [K][R][S][C]: also the unfolded conv's [K][RSC] 1x1 weight.
   uint32_t* wp = scratch<uint32_t>(Scratch::wide_b, g.Kp / 16 * p.R * p.S * (g.Cp / kSlice) * 256);
   float* b = bias.defined() ? scratch<float>(Scratch::wide_c, p.K) : nullptr;
   if (b)
     for (int64_t k = 0; k < p.K; ++k) b[k] = float(bias.const_data_ptr<c10::BFloat16>()[k]);
-  pad_input(p, g, reinterpret_cast<const uint16_t*>(xh.const_data_ptr<c10::BFloat16>()), xp);
+  const auto* xs = reinterpret_cast<const uint16_t*>(xh.const_data_ptr<c10::BFloat16>());
+  if (unfold)
+    unfold_input(conv, g, xs, xp);
+  else
+    pad_input(p, g, xs, xp);
   const at::Tensor w_krsc = w.permute({0, 2, 3, 1}).contiguous();  // no copy for a channels_last weight
   pack_weight(p, g, reinterpret_cast<const uint16_t*>(w_krsc.const_data_ptr<c10::BFloat16>()), wp);
   uint16_t* out = reinterpret_cast<uint16_t*>(yh.data_ptr<c10::BFloat16>());

@@ -6,7 +6,8 @@
 
 namespace cuconv::cpu {
 
-// No dilation, one group, at least 16 input and output channels (any stride).
+// No dilation, one group, at least 16 output channels, and 16 input channels or a window of at most
+// 256 values (R x S x C: such a conv runs unfolded, as a 1x1 conv over the windows), any stride.
 bool amx_direct_shape(const Conv2dParams& p);
 
 // y = conv(x, w) + bias, ReLU'd when asked, all bfloat16 (bias may be undefined); x in p's layout,

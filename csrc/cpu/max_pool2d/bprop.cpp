@@ -27,6 +27,7 @@
 #endif
 
 #include "cpu/float32_copies.h"
+#include "cpu/max_pool2d/bf16_2x2.h"
 #include "cpu/max_pool2d/plan.h"
 #include "ops/runner.h"
 
@@ -198,6 +199,11 @@ bool backward_2x2_avx2_f32(const MaxPool2dParams& p, const float* gy, const int6
 
 void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
                          const at::Tensor& grad_input) {
+  if (plan_max_pool2d(p, active_isa(), grad_output.scalar_type()).backward == PoolBpropStrategy::windows_2x2_bf16 &&
+      max_pool2d_backward_bf16_2x2(p, reinterpret_cast<const uint16_t*>(grad_output.const_data_ptr<c10::BFloat16>()),
+                                   indices.const_data_ptr<int64_t>(),
+                                   reinterpret_cast<uint16_t*>(grad_input.data_ptr<c10::BFloat16>())))
+    return;
   if (is_16bit(grad_output.scalar_type())) {  // overlapping windows' gradients summed in float32
     const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
     max_pool2d_backward(p, float32_copy(grad_output, Scratch::wide_a), indices, gx32);

@@ -22,6 +22,7 @@
 #endif
 
 #include "cpu/float32_copies.h"
+#include "cpu/max_pool2d/bf16_2x2.h"
 #include "cpu/max_pool2d/plan.h"
 #include "ops/runner.h"
 
@@ -501,6 +502,11 @@ bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const 
 
 void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const at::Tensor& output,
                         const at::Tensor& indices) {
+  const PoolFpropStrategy planned = plan_max_pool2d(p, active_isa(), input.scalar_type()).forward;
+  if (planned == PoolFpropStrategy::planes_2x2_bf16 || planned == PoolFpropStrategy::pixels_2x2_bf16)
+    return max_pool2d_forward_bf16_2x2(p, reinterpret_cast<const uint16_t*>(input.const_data_ptr<c10::BFloat16>()),
+                                       reinterpret_cast<uint16_t*>(output.data_ptr<c10::BFloat16>()),
+                                       indices.data_ptr<int64_t>());
   if (is_16bit(input.scalar_type())) {  // exact: every 16-bit value is a float32 value
     const at::Tensor out32 = float32_like(output, Scratch::wide_out);
     max_pool2d_forward(p, float32_copy(input, Scratch::wide_a), out32, indices);

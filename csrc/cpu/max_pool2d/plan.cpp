@@ -16,6 +16,12 @@ bool is_2x2_stride2_inside(const MaxPool2dParams& p) {
 }
 
 MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType dtype) {
+  // bfloat16 2x2 windows on AVX-512 run on the bfloat16 values; every other 16-bit pool runs the
+  // float32 plan on float32 copies.
+  if (dtype == at::kBFloat16 && is_2x2_stride2_inside(p) && is_avx512(isa) && cpu_has_avx512bw())
+    return {p.channels_last ? PoolFpropStrategy::pixels_2x2_bf16 : PoolFpropStrategy::planes_2x2_bf16,
+            PoolBpropStrategy::windows_2x2_bf16};
+  if (dtype == at::kHalf || dtype == at::kBFloat16) dtype = at::kFloat;
   const bool vector_f32 = dtype == at::kFloat && uses_avx2(isa);  // double runs the portable loops
   const bool two_by_two = is_2x2_stride2_inside(p);
   MaxPool2dPlan plan{};
@@ -49,10 +55,10 @@ namespace {
 // The names of plan.h's enums, in their order (what _cpu_max_pool2d_plan reports).
 constexpr const char* kForwardNames[] = {"large_planes", "planes",          "planes_avx2",       "planes_2x2_avx2",
                                          "pixels",       "pixels_avx2",     "pixels_2x2_avx2",   "pixels_2x2_avx512",
-                                         "pixels_avx512"};
-constexpr const char* kBackwardNames[] = {"scatter", "windows_2x2_avx2"};
-static_assert(std::size(kForwardNames) == size_t(PoolFpropStrategy::pixels_avx512) + 1 &&
-                  std::size(kBackwardNames) == size_t(PoolBpropStrategy::windows_2x2_avx2) + 1,
+                                         "pixels_avx512", "planes_2x2_bf16", "pixels_2x2_bf16"};
+constexpr const char* kBackwardNames[] = {"scatter", "windows_2x2_avx2", "windows_2x2_bf16"};
+static_assert(std::size(kForwardNames) == size_t(PoolFpropStrategy::pixels_2x2_bf16) + 1 &&
+                  std::size(kBackwardNames) == size_t(PoolBpropStrategy::windows_2x2_bf16) + 1,
               "a name for every strategy");
 }  // namespace
 
@@ -67,9 +73,7 @@ std::vector<std::string> all_max_pool2d_strategies() {
 }
 
 std::vector<std::string> max_pool2d_plan(const MaxPool2dParams& p, const at::Tensor& input) {
-  const at::ScalarType t = input.scalar_type() == at::kHalf || input.scalar_type() == at::kBFloat16 ? at::kFloat
-                                                                                                  : input.scalar_type();
-  const MaxPool2dPlan plan = plan_max_pool2d(p, active_isa(), t);  // 16-bit runs on float32 copies
+  const MaxPool2dPlan plan = plan_max_pool2d(p, active_isa(), input.scalar_type());
   return {name(plan.forward), name(plan.backward)};
 }
 

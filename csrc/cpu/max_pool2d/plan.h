@@ -22,11 +22,14 @@ enum class PoolFpropStrategy {
   pixels_2x2_avx2,    // NHWC float 2x2 stride 2 inside the input, C a multiple of 8: no bounds tests
   pixels_2x2_avx512,  // the same on AVX-512, C a multiple of 16
   pixels_avx512,      // NHWC float on AVX-512, any window: 16 channels in registers, the window listed once
+  planes_2x2_bf16,    // NCHW bfloat16 2x2 stride 2 inside the input, AVX-512: no float32 copies (bf16_2x2.cpp)
+  pixels_2x2_bf16,    // the same, NHWC
 };
 
 enum class PoolBpropStrategy {
   scatter,           // zero each plane, then add every grad_output element at its index
   windows_2x2_avx2,  // float 2x2 stride 2 inside the input on AVX2: windows written whole, no zero-fill
+  windows_2x2_bf16,  // the same for bfloat16 on AVX-512, on the bfloat16 values (bf16_2x2.cpp)
 };
 
 struct MaxPool2dPlan {
