@@ -38,6 +38,12 @@ namespace cuconv::cpu {
 
 constexpr int64_t kMaxUnfolded = 256;  // window values of an unfolded conv (a 7x7 stem of 3 channels has 147)
 
+Conv2dParams unfolded(const Conv2dParams& p) {
+  Conv2dParams u = p;
+  u.C = p.R * p.S * p.C, u.H = p.P, u.W = p.Q, u.R = u.S = 1, u.stride_h = u.stride_w = 1, u.pad_h = u.pad_w = 0;
+  return u;
+}
+
 bool amx_direct_shape(const Conv2dParams& p) {
   return p.dil_h == 1 && p.dil_w == 1 && p.groups == 1 && p.K >= 16 &&
          (p.C >= 16 || p.R * p.S * p.C <= kMaxUnfolded);
@@ -143,14 +149,6 @@ CUCONV_AMX void pad_row_nchw(const Conv2dParams& p, const Geometry& g, const uin
       for (int64_t e = 0; e < count; ++e) _mm512_storeu_si512(row + (j0 + e) * g.Cp + c0, r[e]);
     }
   }
-}
-
-// A conv of few channels (C < 16) runs as a 1x1 conv over its unfolded input: each output pixel's
-// window of R x S x C values (in that order) as its channels, the weight [K][R][S][C] as [K][RSC].
-Conv2dParams unfolded(const Conv2dParams& p) {
-  Conv2dParams u = p;
-  u.C = p.R * p.S * p.C, u.H = p.P, u.W = p.Q, u.R = u.S = 1, u.stride_h = u.stride_w = 1, u.pad_h = u.pad_w = 0;
-  return u;
 }
 
 // Output row i of image n unfolded from an NCHW input, 16 pixels x 32 window values at a time:

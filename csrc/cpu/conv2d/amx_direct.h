@@ -10,6 +10,11 @@ namespace cuconv::cpu {
 // 256 values (R x S x C: such a conv runs unfolded, as a 1x1 conv over the windows), any stride.
 bool amx_direct_shape(const Conv2dParams& p);
 
+// A conv of few channels (C < 16) runs on the tiles as a 1x1 conv over its unfolded input: each
+// output pixel's window of R x S x C values (in that order) as its channels, the weight
+// [K][R][S][C] as [K][RSC]. This is that 1x1 conv (output P x Q, stride 1, no padding).
+Conv2dParams unfolded(const Conv2dParams& p);
+
 // y = conv(x, w) + bias, ReLU'd when asked, all bfloat16 (bias may be undefined); x in p's layout,
 // y in p's layout or any view whose channels are adjacent (written in place), w [K, C, R, S] (any
 // strides). Runs only where cpu_has_amx_bf16().

@@ -29,6 +29,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/conv2d/amx_direct.h"
 #include "cpu/scratch.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -37,7 +38,10 @@
 
 namespace cuconv::cpu {
 
-bool amx_wgrad_shape(const Conv2dParams& p) { return p.groups == 1 && p.C >= 16 && p.K >= 16; }
+bool amx_wgrad_shape(const Conv2dParams& p) {
+  return p.groups == 1 && p.K >= 16 &&
+         (p.C >= 16 || (p.R * p.S * p.C <= 32 && p.dil_h == 1 && p.dil_w == 1));
+}
 
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -140,10 +144,10 @@ void zero_tail(const Geometry& g, int64_t images, uint16_t* dst, int64_t rows) {
     std::memset(dst + c * g.row + images * g.plane, 0, size_t(g.row - images * g.plane) * 2);
 }
 
-// NCHW input into the channel rows of chunk `chunk`'s phase image `phase`: a copy per row.
+// NCHW input channel c into its row of chunk `chunk`'s phase image (a, b): a copy per row. (An
+// unfolded conv's row of window value (r, s, c) is the same copy with (a, b) = (r, s).)
 CUCONV_AMX bool pack_input_nchw(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t chunk,
-                                int64_t phase, int64_t c, uint16_t* dst) {
-  const int64_t a = phase / p.stride_w, b = phase % p.stride_w;
+                                int64_t a, int64_t b, int64_t c, uint16_t* dst) {
   const int64_t images = std::clamp<int64_t>(p.N - chunk * g.imgs, 0, g.imgs);
   if (c >= p.C) {
     std::memset(dst, 0, size_t(g.row) * 2);
@@ -206,6 +210,43 @@ CUCONV_AMX bool pack_input_nhwc(const Conv2dParams& p, const Geometry& g, const 
         for (int64_t w = 0; w < 16; ++w) {
           _mm256_mask_storeu_epi16(out + 2 * w * g.row + j, keep, _mm512_cvtepi32_epi16(r[w]));
           _mm256_mask_storeu_epi16(out + (2 * w + 1) * g.row + j, keep,
+                                   _mm512_cvtepi32_epi16(_mm512_srli_epi32(r[w], 16)));
+        }
+      }
+    }
+  return bad != 0;
+}
+
+// An unfolded conv's rows (its R x S x C <= 32 window values, unfolded(p)) from an NHWC input: per
+// 16 positions, each position's window (a kernel row is a run of S * C adjacent input values,
+// expanded into its lanes), transposed in registers into the rows.
+CUCONV_AMX bool pack_unfolded_nhwc(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t chunk,
+                                   uint16_t* dst) {
+  const int64_t images = std::clamp<int64_t>(p.N - chunk * g.imgs, 0, g.imgs);
+  zero_tail(g, images, dst, kBlock);
+  __mmask32 bad = 0;
+  __m512i r[16];
+  for (int64_t n = chunk * g.imgs; n < chunk * g.imgs + images; ++n)
+    for (int64_t i = 0; i < p.P; ++i) {
+      uint16_t* out = dst + (n - chunk * g.imgs) * g.plane + i * g.Wq;
+      for (int64_t j0 = 0; j0 < g.Wq; j0 += 16) {
+        for (int64_t e = 0; e < 16; ++e) {
+          r[e] = _mm512_setzero_si512();
+          const int64_t q = j0 + e, w0 = q * p.stride_w - p.pad_w;
+          const int64_t s0 = std::max<int64_t>(0, -w0), s1 = std::min(p.S, p.W - w0);
+          for (int64_t tap_r = 0; tap_r < p.R && q < p.Q && s0 < s1; ++tap_r) {
+            const int64_t h = i * p.stride_h + tap_r - p.pad_h;
+            if (h < 0 || h >= p.H) continue;
+            const __mmask32 m = lanes32((tap_r * p.S + s1) * p.C) & ~lanes32((tap_r * p.S + s0) * p.C);
+            r[e] = _mm512_or_si512(r[e], _mm512_maskz_expandloadu_epi16(m, x + ((n * p.H + h) * p.W + w0 + s0) * p.C));
+          }
+          bad |= non_finite(r[e]);
+        }
+        transpose16x16(r);  // r[w]: window values 2w, 2w + 1 of the 16 positions
+        const __mmask16 keep = lanes(g.Wq - j0);
+        for (int64_t w = 0; w < 16; ++w) {
+          _mm256_mask_storeu_epi16(out + 2 * w * g.row + j0, keep, _mm512_cvtepi32_epi16(r[w]));
+          _mm256_mask_storeu_epi16(out + (2 * w + 1) * g.row + j0, keep,
                                    _mm512_cvtepi32_epi16(_mm512_srli_epi32(r[w], 16)));
         }
       }
@@ -319,8 +360,11 @@ CUCONV_AMX void run_blocks(const Conv2dParams& p, const Geometry& g, const uint1
 
 }  // namespace
 
-bool amx_wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& x,
+bool amx_wgrad(const Conv2dParams& conv, const at::Tensor& grad_output, const at::Tensor& x,
                const at::Tensor& grad_weight) {
+  // Under 16 channels: the grad weight of the 1x1 conv over the unfolded input, [K][RSC].
+  const bool unfold = conv.C < 16;
+  const Conv2dParams p = unfold ? unfolded(conv) : conv;
   const Geometry g = geometry(p);
   const at::MemoryFormat layout = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor xc = x.contiguous(layout), gyc = grad_output.contiguous(layout);
@@ -339,8 +383,16 @@ bool amx_wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::T
       const int64_t chunk = item / row_items / g.phases;
       const int64_t phase = std::find(g.phase_slot.begin(), g.phase_slot.end(), slot) - g.phase_slot.begin();
       uint16_t* dst = xt + chunk * g.x_chunk + (slot * g.Cp + c) * g.row;
-      const bool found = p.channels_last ? pack_input_nhwc(p, g, xs, chunk, phase, c, dst)
-                                         : pack_input_nchw(p, g, xs, chunk, phase, c, dst);
+      bool found;
+      if (unfold && p.channels_last)
+        found = pack_unfolded_nhwc(conv, g, xs, chunk, dst);
+      else if (unfold)  // window value c = (r * S + s) * C + ci: input channel ci at phase (r, s)
+        found = pack_input_nchw(conv, g, xs, chunk, c / conv.C / conv.S, c / conv.C % conv.S,
+                                c < p.C ? c % conv.C : conv.C, dst);
+      else if (p.channels_last)
+        found = pack_input_nhwc(p, g, xs, chunk, phase, c, dst);
+      else
+        found = pack_input_nchw(p, g, xs, chunk, phase / p.stride_w, phase % p.stride_w, c, dst);
       if (found) bad.store(true, std::memory_order_relaxed);
     }
   });
@@ -361,8 +413,11 @@ bool amx_wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::T
     }
   });
   const int64_t blocks = p.R * p.S * (g.Cp / kBlock) * (g.Kp / kBlock);
-  auto* gw = reinterpret_cast<uint16_t*>(grad_weight.data_ptr<c10::BFloat16>());
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) { run_blocks(p, g, xt, gv, gw, begin, end); });
+  const at::Tensor gw = unfold ? at::empty({p.K, p.C}, grad_weight.options()) : grad_weight;
+  auto* out = reinterpret_cast<uint16_t*>(gw.data_ptr<c10::BFloat16>());
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) { run_blocks(p, g, xt, gv, out, begin, end); });
+  if (unfold)  // [K][R][S][C] into [K][C][R][S]
+    grad_weight.copy_(gw.view({conv.K, conv.R, conv.S, conv.C}).permute({0, 3, 1, 2}));
   return true;
 }
 

@@ -7,7 +7,8 @@
 
 namespace cuconv::cpu {
 
-// One group, at least 16 input and output channels (any stride, padding and dilation).
+// One group, at least 16 output channels, and 16 input channels (any stride, padding and dilation)
+// or an undilated window of at most 32 values (R x S x C: it runs unfolded, as amx_direct does).
 bool amx_wgrad_shape(const Conv2dParams& p);
 
 // grad_weight [K, C, R, S] (contiguous, bfloat16) from grad_output and the input, bfloat16 in p's
