@@ -283,12 +283,14 @@ CUCONV_AMX void block_sums(const Conv2dParams& p, const Geometry& g, const uint1
       const uint32_t* b0 = wp + b_tile(p, g, k0 / 16, r, s, 0);
       const uint32_t* b1 = wp + b_tile(p, g, k0 / 16 + 1, r, s, 0);
       for (int64_t slice = 0; slice < slices; ++slice) {
+        // Each product right after the loads it needs: no tile is renamed, so a load waits for the
+        // products still reading its register, and the next ones wait for it.
         _tile_loadd(4, a + slice * kSlice, lda);
-        _tile_loadd(5, a + 16 * g.Cp + slice * kSlice, lda);
         _tile_loadd(6, b0 + slice * 256, 64);
-        _tile_loadd(7, b1 + slice * 256, 64);
         _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, b1 + slice * 256, 64);
         _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a + 16 * g.Cp + slice * kSlice, lda);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
       }
