@@ -154,10 +154,16 @@ CUCONV_AMX void pad_row_nchw(const Conv2dParams& p, const Geometry& g, const uin
 // Output row i of image n unfolded from an NCHW input, 16 pixels x 32 window values at a time:
 // value t = (r * S + s) * C + c of the 16 pixels is a run of input row i * stride_h + r - pad_h,
 // joined in pairs and transposed in registers as pad_row_nchw's channels.
-CUCONV_AMX void unfold_row_nchw(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t n, int64_t i,
-                                uint16_t* row) {
+// Window value t's input channel, kernel row and kernel column (t = (r * S + s) * C + c), computed
+// once per call: three divisions per value and block cost more than the block's loads.
+struct WindowValue {
+  int32_t c, r, s;
+};
+
+CUCONV_AMX void unfold_row_nchw(const Conv2dParams& p, const Geometry& g, const WindowValue* values,
+                                const uint16_t* x, int64_t n, int64_t i, uint16_t* row) {
   const __m512i even = _mm512_load_si512(kEvenLanes);
-  const int64_t values = p.R * p.S * p.C;
+  const int64_t count_values = p.R * p.S * p.C;
   Columns cols[kMaxUnfolded];  // per kernel column s, then none (value t of an outside row or past the window)
   __m512i r[16];
   for (int64_t j0 = 0; j0 < p.Q; j0 += 16) {
@@ -167,9 +173,10 @@ CUCONV_AMX void unfold_row_nchw(const Conv2dParams& p, const Geometry& g, const 
       __m512i half[2];
       for (int64_t j = 0; j < 16; ++j) {
         for (int64_t k = 0; k < 2; ++k) {
-          const int64_t t = t0 + 2 * j + k, c = t % p.C, s = t / p.C % p.S, tap_r = t / p.C / p.S;
-          const int64_t h = i * p.stride_h + tap_r - p.pad_h;
-          half[k] = channel_run(p, x, n, h, c, cols[t < values && h >= 0 && h < p.H ? s : p.S], even);
+          const int64_t t = t0 + 2 * j + k;
+          const WindowValue v = t < count_values ? values[t] : WindowValue{0, 0, int32_t(p.S)};
+          const int64_t h = i * p.stride_h + v.r - p.pad_h;
+          half[k] = channel_run(p, x, n, h, v.c, cols[h >= 0 && h < p.H ? v.s : p.S], even);
         }
         r[j] = _mm512_or_si512(half[0], _mm512_slli_epi32(half[1], 16));
       }
@@ -205,6 +212,9 @@ CUCONV_AMX void unfold_row_nhwc(const Conv2dParams& p, const Geometry& g, const 
 
 // x (p's layout) unfolded into the grid of unfolded(p) (Q positions per row), zeros after it.
 void unfold_input(const Conv2dParams& p, const Geometry& g, const uint16_t* x, uint16_t* xp) {
+  WindowValue values[kMaxUnfolded];
+  for (int64_t t = 0; t < p.R * p.S * p.C; ++t)
+    values[t] = {int32_t(t % p.C), int32_t(t / p.C / p.S), int32_t(t / p.C % p.S)};
   at::parallel_for(0, p.N * p.P, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / p.P, i = item % p.P;
@@ -212,7 +222,7 @@ void unfold_input(const Conv2dParams& p, const Geometry& g, const uint16_t* x, u
       if (p.channels_last)
         unfold_row_nhwc(p, g, x, n, i, image + i * p.Q * g.Cp);
       else
-        unfold_row_nchw(p, g, x, n, i, image + i * p.Q * g.Cp);
+        unfold_row_nchw(p, g, values, x, n, i, image + i * p.Q * g.Cp);
       if (i == p.P - 1) std::memset(image + p.P * p.Q * g.Cp, 0, size_t(g.img - p.P * p.Q * g.Cp) * 2);
     }
   });
