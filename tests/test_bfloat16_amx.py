@@ -29,6 +29,9 @@ SHAPES = {
     # dilation 2 and stride 2 x 3 with asymmetric padding: taps in several phases at odd offsets
     "dilated": ((2, 20, 19, 23), (17, 20, 3, 3), (2, 3), (2, 1, 0, 3), (2, 2)),
     "kernel_5x3": ((2, 40, 11, 13), (36, 40, 5, 3), (1, 1), (2, 0, 1, 1), (1, 1)),
+    # 3 channels: unfolded (27 window values, one C block), its chunks split in fixed ranges
+    "first_layer": ((40, 3, 20, 20), (32, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    "first_layer_s2": ((5, 5, 17, 15), (20, 5, 2, 3), (2, 1), (0, 1, 1, 0), (1, 1)),
 }
 
 
@@ -72,12 +75,11 @@ def test_amx_grad_weight_same_bits_at_every_thread_count(channels_last):
     try:
         for t in (1, 2, 3):
             torch.set_num_threads(t)
-            runs.append(grad_weights(*SHAPES["chunks"], channels_last)[-1])
-            runs.append(grad_weights(*SHAPES["groups"], channels_last)[-1])
+            names = ("chunks", "groups", "first_layer")
+            runs.append([grad_weights(*SHAPES[name], channels_last)[-1] for name in names])
     finally:
         torch.set_num_threads(threads)
-    assert all(torch.equal(a, b) for a, b in zip(runs[0::2], runs[2::2]))
-    assert all(torch.equal(a, b) for a, b in zip(runs[1::2], runs[3::2]))
+    assert all(torch.equal(a, b) for run in runs[1:] for a, b in zip(runs[0], run))
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])

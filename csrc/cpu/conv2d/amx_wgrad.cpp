@@ -310,19 +310,19 @@ CUCONV_AMX void store_block(const Conv2dParams& p, const float* sums, int64_t ta
 // buffer (in L2) and goes through the chunks a few steps at a time: the group's taps of one channel
 // pair then read the same few KiB of both copies, from L1.
 CUCONV_AMX void run_blocks(const Conv2dParams& p, const Geometry& g, const uint16_t* xt, const uint32_t* gv,
-                           uint16_t* gw, int64_t begin, int64_t end) {
+                           uint16_t* gw, int64_t begin, int64_t end, int64_t chunk0, int64_t chunk1, float* partial) {
   float* sums = scratch<float>(Scratch::output, kGroupBlocks * kBlock * kBlock);
   amx_configure();
   const int64_t taps = p.R * p.S, kblocks = g.Kp / kBlock, lda = g.row * 2, ldb = g.Kp * 4, ldc = kBlock * 4;
   for (int64_t group = begin; group < end; group += kGroupBlocks) {
     const int64_t group_end = std::min(end, group + kGroupBlocks);
-    for (int64_t chunk = 0; chunk < g.chunks; ++chunk)
+    for (int64_t chunk = chunk0; chunk < chunk1; ++chunk)
       for (int64_t step0 = 0; step0 < g.steps; step0 += kGroupSteps)
         for (int64_t block = group; block < group_end; ++block) {
           const int64_t tap = block % taps, k0 = block / taps % kblocks * kBlock;
           const int64_t c0 = block / taps / kblocks * kBlock;
-          float* c = sums + (block - group) * kBlock * kBlock;
-          if (chunk == 0 && step0 == 0) {
+          float* c = (partial ? partial : sums) + (block - group) * kBlock * kBlock;
+          if (chunk == chunk0 && step0 == 0) {
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
@@ -351,11 +351,27 @@ CUCONV_AMX void run_blocks(const Conv2dParams& p, const Geometry& g, const uint1
           _tile_stored(2, c + 16 * kBlock, ldc);
           _tile_stored(3, c + 16 * kBlock + 16, ldc);
         }
-    for (int64_t block = group; block < group_end; ++block)
+    for (int64_t block = group; block < group_end && !partial; ++block)
       store_block(p, sums + (block - group) * kBlock * kBlock, block % taps, block / taps / kblocks * kBlock,
                   block / taps % kblocks * kBlock, gw);
   }
   amx_release();
+}
+
+// The sums of `splits` partial sums of each block, added in split order, rounded into grad_weight.
+CUCONV_AMX void store_split_blocks(const Conv2dParams& p, const Geometry& g, const float* partials, int64_t splits,
+                                   int64_t blocks, uint16_t* gw) {
+  alignas(64) float sums[kBlock * kBlock];
+  const int64_t taps = p.R * p.S, kblocks = g.Kp / kBlock;
+  for (int64_t block = 0; block < blocks; ++block) {
+    for (int64_t e = 0; e < kBlock * kBlock; e += 16) {
+      __m512 v = _mm512_loadu_ps(partials + block * kBlock * kBlock + e);
+      for (int64_t split = 1; split < splits; ++split)
+        v = _mm512_add_ps(v, _mm512_loadu_ps(partials + (split * blocks + block) * kBlock * kBlock + e));
+      _mm512_store_ps(sums + e, v);
+    }
+    store_block(p, sums, block % taps, block / taps / kblocks * kBlock, block / taps % kblocks * kBlock, gw);
+  }
 }
 
 }  // namespace
@@ -415,7 +431,25 @@ bool amx_wgrad(const Conv2dParams& conv, const at::Tensor& grad_output, const at
   const int64_t blocks = p.R * p.S * (g.Cp / kBlock) * (g.Kp / kBlock);
   const at::Tensor gw = unfold ? at::empty({p.K, p.C}, grad_weight.options()) : grad_weight;
   auto* out = reinterpret_cast<uint16_t*>(gw.data_ptr<c10::BFloat16>());
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) { run_blocks(p, g, xt, gv, out, begin, end); });
+  // Fewer C blocks than 4 (a first layer's grad weight is one): the chunks split in up to 4 fixed
+  // ranges, summed apart and then in order, so more threads than blocks have work and the sums
+  // stay the same at every thread count.
+  const int64_t splits = blocks < 4 ? std::min<int64_t>(4, g.chunks) : 1;
+  if (splits == 1) {
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      run_blocks(p, g, xt, gv, out, begin, end, 0, g.chunks, nullptr);
+    });
+  } else {
+    float* partials = scratch<float>(Scratch::wide_c, splits * blocks * kBlock * kBlock);
+    at::parallel_for(0, splits * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t split = item / blocks, block = item % blocks;
+        run_blocks(p, g, xt, gv, out, block, block + 1, split * g.chunks / splits, (split + 1) * g.chunks / splits,
+                   partials + item * kBlock * kBlock);
+      }
+    });
+    store_split_blocks(p, g, partials, splits, blocks, out);
+  }
   if (unfold)  // [K][R][S][C] into [K][C][R][S]
     grad_weight.copy_(gw.view({conv.K, conv.R, conv.S, conv.C}).permute({0, 3, 1, 2}));
   return true;

@@ -192,7 +192,8 @@ void max_pool2d_forward_bf16_2x2(const MaxPool2dParams& p, const uint16_t* x, ui
                      [&](int64_t begin, int64_t end) { forward_pixels(p, x, y, idx, begin, end); });
   } else {
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.P * p.Q));
-    at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) { forward_planes(p, x, y, idx, begin, end); });
+    at::parallel_for(0, p.N * p.C, grain,
+                     [&](int64_t begin, int64_t end) { forward_planes(p, x, y, idx, begin, end); });
   }
 }
 
