@@ -181,6 +181,16 @@ CUCONV_AMX bool pack_input_nchw(const Conv2dParams& p, const Geometry& g, const 
   return bad != 0;
 }
 
+// r[e]: position e's 32 values (channels, or window values) as 16 pair words. Transposed in
+// registers and stored into 32 channel rows (g.row apart) from dst, the positions of `keep`.
+CUCONV_AMX inline void store_positions(const Geometry& g, __m512i* r, uint16_t* dst, __mmask16 keep) {
+  transpose16x16(r);  // r[w]: values 2w, 2w + 1 of the 16 positions
+  for (int64_t w = 0; w < 16; ++w) {
+    _mm256_mask_storeu_epi16(dst + 2 * w * g.row, keep, _mm512_cvtepi32_epi16(r[w]));
+    _mm256_mask_storeu_epi16(dst + (2 * w + 1) * g.row, keep, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r[w], 16)));
+  }
+}
+
 // NHWC input into the channel rows c0 .. c0 + 31 of a chunk's phase image: 16 positions x 32
 // channels at a time, transposed in registers as 16 x 16 words of channel pairs.
 CUCONV_AMX bool pack_input_nhwc(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t chunk,
@@ -205,13 +215,7 @@ CUCONV_AMX bool pack_input_nhwc(const Conv2dParams& p, const Geometry& g, const 
           r[e] = e < count ? _mm512_maskz_loadu_epi16(channels, pixel) : _mm512_setzero_si512();
           bad |= non_finite(r[e]);
         }
-        transpose16x16(r);  // r[w]: channels 2w, 2w + 1 of the 16 positions
-        const __mmask16 keep = __mmask16((1u << count) - 1);
-        for (int64_t w = 0; w < 16; ++w) {
-          _mm256_mask_storeu_epi16(out + 2 * w * g.row + j, keep, _mm512_cvtepi32_epi16(r[w]));
-          _mm256_mask_storeu_epi16(out + (2 * w + 1) * g.row + j, keep,
-                                   _mm512_cvtepi32_epi16(_mm512_srli_epi32(r[w], 16)));
-        }
+        store_positions(g, r, out + j, lanes(count));
       }
     }
   return bad != 0;
@@ -242,13 +246,7 @@ CUCONV_AMX bool pack_unfolded_nhwc(const Conv2dParams& p, const Geometry& g, con
           }
           bad |= non_finite(r[e]);
         }
-        transpose16x16(r);  // r[w]: window values 2w, 2w + 1 of the 16 positions
-        const __mmask16 keep = lanes(g.Wq - j0);
-        for (int64_t w = 0; w < 16; ++w) {
-          _mm256_mask_storeu_epi16(out + 2 * w * g.row + j0, keep, _mm512_cvtepi32_epi16(r[w]));
-          _mm256_mask_storeu_epi16(out + (2 * w + 1) * g.row + j0, keep,
-                                   _mm512_cvtepi32_epi16(_mm512_srli_epi32(r[w], 16)));
-        }
+        store_positions(g, r, out + j0, lanes(g.Wq - j0));
       }
     }
   return bad != 0;
