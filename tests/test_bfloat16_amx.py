@@ -164,3 +164,20 @@ def test_amx_strided_grad_input_within_twice_torch(name, channels_last):
     assert_within_torch_error(gx, torch_grad_input(x, w, gy), exact)
     if name == "2x2_s2_uncovered":
         assert (gx[:, :, 6] == 0).all()
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("C,stride", [(3, 1), (32, 1), (32, 2)], ids=["unfolded", "direct", "phases"])
+def test_amx_batch_zero(C, stride, channels_last):
+    """An empty batch on every AMX plan: empty outputs, a zero grad weight."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(0, C, 9, 9).bfloat16().contiguous(memory_format=fmt)
+    w = torch.randn(24, C, 3, 3).bfloat16()
+    args = ([stride] * 2, [1, 1, 1, 1], [1, 1], 1)
+    with cuconv.config.flags(cpu_isa="amx", poison=True):
+        fprop, dgrad, wgrad = ops._cpu_conv2d_plan(x, w, *args)
+        y = ops.conv2d(x, w, None, *args)
+        gx, gw, _ = ops.conv2d_backward(torch.zeros_like(y), x, w, *args, [True, True, False])
+    assert fprop == "amx_direct" and wgrad == "amx_direct" and dgrad == ("amx_phases" if stride == 2 else "as_forward")
+    assert y.shape == (0, 24, 9 // stride + (stride == 2), 9 // stride + (stride == 2)) and gx.shape == x.shape
+    assert torch.equal(gw, torch.zeros_like(w))

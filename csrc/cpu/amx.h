@@ -1,11 +1,13 @@
 #pragma once
-// AMX tile setup (with a lane mask and bfloat16 rounding) shared by the bfloat16 GEMM
+// AMX tile setup (with bfloat16 rounding and a register transpose) shared by the bfloat16 GEMM
 // (gemm/avx512_bf16.cpp), the direct bfloat16 conv (conv2d/amx_direct.cpp) and grad weight
 // (conv2d/amx_wgrad.cpp). Included by x86 sources only; cpu_has_amx_bf16() (isa.h) says whether
 // this CPU and OS run them.
 #include <immintrin.h>
 
 #include <cstdint>
+
+#include "cpu/lane_masks.h"
 
 // GCC 12's AVX-512 headers start unmasked intrinsics from an "undefined" register, which
 // -Wmaybe-uninitialized reports once they are inlined into the AMX sources (a false positive: GCC
@@ -27,11 +29,6 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 inline constexpr TileConfig kTileConfig = {1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
-
-// The first n of 16 lanes (none for n <= 0, all for n >= 16): a partial row of 16 floats.
-inline __mmask16 lanes(int64_t n) { return n <= 0 ? 0 : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
-// The first n of 32 lanes: a partial row of 32 bfloat16 values.
-inline __mmask32 lanes32(int64_t n) { return n <= 0 ? 0 : n >= 32 ? ~__mmask32(0) : __mmask32((1u << n) - 1); }
 
 // bfloat16 bits of 16 floats, rounded to nearest even; a NaN stays a (quiet) NaN.
 CUCONV_AMX inline __m256i to_bfloat16(__m512 f) {

@@ -14,19 +14,12 @@ template <typename T, bool CL>
 struct Conv2dDgradTcProblem : Conv2dDgradProblem<T, CL> {
   using Base = Conv2dDgradProblem<T, CL>;
   using typename Base::ColCtx;
-  struct RowCtxWithOrigin : Base::RowCtx {
-    int64_t origin = 0;  // grad_output offset of (n, oh0, ow0, group's channel 0)
-  };
-  using RowCtx = std::conditional_t<CL, RowCtxWithOrigin, typename Base::RowCtx>;  // origin: channels_last
+  using RowCtx = RowWithOriginIf<CL, typename Base::RowCtx>;
+  // channels_last: the grad_output offset of (n, oh0, ow0, group's channel 0).
   CUCONV_DEVICE RowCtx a_row(int64_t g, int64_t m) const {
-    if constexpr (CL) {
-      RowCtx row;
-      static_cast<typename Base::RowCtx&>(row) = Base::a_row(g, m);
-      row.origin = row.gy_base + (row.oh0 * this->p.Q + row.ow0) * this->p.K;
-      return row;
-    } else {
-      return Base::a_row(g, m);
-    }
+    const Conv2dIndexParams& p = this->p;
+    return with_origin<CL>(Base::a_row(g, m),
+                           [&](const auto& row) { return row.gy_base + (row.oh0 * p.Q + row.ow0) * p.K; });
   }
   // channels_last 16-byte runs (implicit_gemm_tensorcore.cuh, has_a_pos): a tap's grad_output
   // offset from the row's first tap, decoded once per slice.

@@ -19,19 +19,12 @@ struct Conv2dFpropTcProblem : Conv2dFpropProblem<T, CL> {
   using Base = Conv2dFpropProblem<T, CL>;
   using typename Base::Acc;
   using typename Base::ColCtx;
-  struct RowCtxWithOrigin : Base::RowCtx {
-    int64_t origin = 0;  // input offset of the window origin (n, h0, w0, group's channel 0)
-  };
-  using RowCtx = std::conditional_t<CL, RowCtxWithOrigin, typename Base::RowCtx>;  // origin: channels_last
+  using RowCtx = RowWithOriginIf<CL, typename Base::RowCtx>;
+  // channels_last: the input offset of the window origin (n, h0, w0, group's channel 0).
   CUCONV_DEVICE RowCtx a_row(int64_t g, int64_t m) const {
-    if constexpr (CL) {
-      RowCtx row;
-      static_cast<typename Base::RowCtx&>(row) = Base::a_row(g, m);
-      row.origin = row.x_base + (row.h0 * this->p.W + row.w0) * this->p.C;
-      return row;
-    } else {
-      return Base::a_row(g, m);
-    }
+    const Conv2dIndexParams& p = this->p;
+    return with_origin<CL>(Base::a_row(g, m),
+                           [&](const auto& row) { return row.x_base + (row.h0 * p.W + row.w0) * p.C; });
   }
   // channels_last 16-byte runs (implicit_gemm_tensorcore.cuh, has_a_pos): a tap's offset from the
   // window origin, decoded once per slice.

@@ -146,6 +146,27 @@ struct has_a_pos : std::false_type {};
 template <class Problem>
 struct has_a_pos<Problem, std::void_t<decltype(&Problem::a_pos)>> : std::true_type {};
 
+// A channels_last problem's row context with `origin`, the offset of the row's first tap's run
+// (a_at adds a tap's APos offset to it); the base row context as it is otherwise.
+template <class Row>
+struct RowWithOrigin : Row {
+  int64_t origin = 0;
+};
+template <bool CL, class Row>
+using RowWithOriginIf = std::conditional_t<CL, RowWithOrigin<Row>, Row>;
+// The row `base` with its origin from `origin_of(base)` (channels_last), or `base` itself.
+template <bool CL, class Row, class OriginOf>
+CUCONV_DEVICE RowWithOriginIf<CL, Row> with_origin(const Row& base, OriginOf origin_of) {
+  if constexpr (CL) {
+    RowWithOrigin<Row> row;
+    static_cast<Row&>(row) = base;
+    row.origin = origin_of(base);
+    return row;
+  } else {
+    return base;
+  }
+}
+
 // One operand's share of a slice for one thread: which rows and k it loads, its row contexts, and
 // the registers of register-staged loads.
 template <class Problem, typename T, bool IS_A, int ROWS, int THREADS, TcLoad L>

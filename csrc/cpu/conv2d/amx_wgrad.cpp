@@ -62,6 +62,7 @@ struct Geometry {
   int64_t Hq, Wq, plane;  // a phase image; plane = Hq * Wq positions per image
   int64_t Cp, Kp;         // channels rounded up to whole C blocks
   std::vector<int64_t> phase_slot;  // phase a * stride_w + b -> its place in a chunk's copy, or -1
+  std::vector<int64_t> slot_phase;  // the inverse: place -> phase
   int64_t phases;                   // phase images some tap reads
   std::vector<int64_t> tap_slot, tap_offset;  // per tap r * S + s: its phase's place, its offset
   int64_t imgs, chunks;   // images per chunk, chunks
@@ -82,7 +83,7 @@ Geometry geometry(const Conv2dParams& p) {
   for (int64_t r = 0; r < p.R; ++r)
     for (int64_t s = 0; s < p.S; ++s) {
       const int64_t phase = r * p.dil_h % p.stride_h * p.stride_w + s * p.dil_w % p.stride_w;
-      if (g.phase_slot[size_t(phase)] < 0) g.phase_slot[size_t(phase)] = g.phases++;
+      if (g.phase_slot[size_t(phase)] < 0) g.phase_slot[size_t(phase)] = g.phases++, g.slot_phase.push_back(phase);
       g.tap_slot.push_back(g.phase_slot[size_t(phase)]);
       g.tap_offset.push_back(r * p.dil_h / p.stride_h * g.Wq + s * p.dil_w / p.stride_w);
       max_offset = std::max(max_offset, g.tap_offset.back());
@@ -395,7 +396,7 @@ bool amx_wgrad(const Conv2dParams& conv, const at::Tensor& grad_output, const at
     for (int64_t item = begin; item < end; ++item) {
       const int64_t c = item % row_items * rows_per_item, slot = item / row_items % g.phases;
       const int64_t chunk = item / row_items / g.phases;
-      const int64_t phase = std::find(g.phase_slot.begin(), g.phase_slot.end(), slot) - g.phase_slot.begin();
+      const int64_t phase = g.slot_phase[size_t(slot)];
       uint16_t* dst = xt + chunk * g.x_chunk + (slot * g.Cp + c) * g.row;
       bool found;
       if (unfold && p.channels_last)

@@ -14,6 +14,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "cpu/lane_masks.h"
 // GCC 12's AVX-512 headers start unmasked intrinsics from an "undefined" register, which
 // -Wmaybe-uninitialized reports once inlined here (a false positive: GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -27,13 +29,6 @@ namespace cuconv::cpu {
 
 namespace {
 
-CUCONV_AVX512BW inline __mmask16 lanes16(int64_t n) {
-  return n <= 0 ? 0 : n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-}
-CUCONV_AVX512BW inline __mmask32 lanes32(int64_t n) {
-  return n <= 0 ? 0 : n >= 32 ? ~__mmask32(0) : __mmask32((1u << n) - 1);
-}
-
 // 16 bfloat16 values (zero-extended 32-bit lanes) as float32.
 CUCONV_AVX512BW inline __m512 widen(__m512i bits) { return _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16)); }
 
@@ -46,9 +41,9 @@ CUCONV_AVX512BW inline void update(__m512 v, __m512i at, __m512& best, __m512i& 
 
 // n of the 16 results: the winners' bfloat16 bits and their int64 positions.
 CUCONV_AVX512BW inline void store16(int64_t n, __m512 best, __m512i pos, uint16_t* y, int64_t* idx) {
-  _mm256_mask_storeu_epi16(y, lanes16(n), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(best), 16)));
-  _mm512_mask_storeu_epi64(idx, __mmask8(lanes16(n)), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(pos)));
-  _mm512_mask_storeu_epi64(idx + 8, __mmask8(lanes16(n - 8)), _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(pos, 1)));
+  _mm256_mask_storeu_epi16(y, lanes(n), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(best), 16)));
+  _mm512_mask_storeu_epi64(idx, __mmask8(lanes(n)), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(pos)));
+  _mm512_mask_storeu_epi64(idx + 8, __mmask8(lanes(n - 8)), _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(pos, 1)));
 }
 
 // NCHW planes [begin, end): 16 outputs of a row from 32 columns of each of its two input rows,
@@ -89,7 +84,7 @@ CUCONV_AVX512BW void forward_pixels(const MaxPool2dParams& p, const uint16_t* x,
                              x + (n * p.H * p.W + at + p.W) * C, x + (n * p.H * p.W + at + p.W + 1) * C};
     const int32_t pos_of[4] = {int32_t(at), int32_t(at + 1), int32_t(at + p.W), int32_t(at + p.W + 1)};
     for (int64_t c = 0; c < C; c += 16) {
-      const __mmask16 m = lanes16(C - c);
+      const __mmask16 m = lanes(C - c);
       __m512 best = widen(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, px[0] + c)));
       __m512i pos = _mm512_set1_epi32(pos_of[0]);
       for (int k = 1; k < 4; ++k)
@@ -135,7 +130,7 @@ CUCONV_AVX512BW bool backward_planes(const MaxPool2dParams& p, const uint16_t* g
       uint16_t* top = plane + 2 * oh * p.W;
       for (int64_t o0 = 0; o0 < p.Q; o0 += 16) {
         const int64_t n = std::min<int64_t>(16, p.Q - o0), o = (nc * p.P + oh) * p.Q + o0;
-        const __mmask16 active = lanes16(n);
+        const __mmask16 active = lanes(n);
         const __m512i at = _mm512_add_epi32(_mm512_set1_epi32(int32_t(2 * oh * p.W + 2 * o0)), lane2);
         const Hits h = hits(idx + o, at, p.W, active, bad);
         const __m512i g = gradients(gy + o, active);
@@ -166,7 +161,7 @@ CUCONV_AVX512BW bool backward_pixels(const MaxPool2dParams& p, const uint16_t* g
       const int64_t at = 2 * oh * p.W + 2 * ow, o = (np * p.Q + ow) * C;
       uint16_t* top = image + at * C;
       for (int64_t c = 0; c < C; c += 16) {
-        const __mmask16 active = lanes16(C - c);
+        const __mmask16 active = lanes(C - c);
         const Hits h = hits(idx + o + c, _mm512_set1_epi32(int32_t(at)), p.W, active, bad);
         const __m256i g = _mm512_cvtepi32_epi16(gradients(gy + o + c, active));
         _mm256_mask_storeu_epi16(top + c, active, _mm256_maskz_mov_epi16(h.top_left, g));
