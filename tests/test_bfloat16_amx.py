@@ -3,7 +3,8 @@ written, within twice torch's own bfloat16 error against float64, on shapes that
 chunks of images (a partial last chunk), groups of C blocks, partial 32-channel blocks, strides,
 dilations and asymmetric padding in both layouts; the same bits at every thread count; and an input
 with an infinity or a NaN left to the GEMM plan, whose products are exactly the convolution's.
-The NCHW forward: by image and by block, the same bits. The strided grad input (dgrad strategy
+The NCHW forward, and the unfolded forward of few channels in both layouts: by image and by block,
+the same bits. The strided grad input (dgrad strategy
 amx_phases): within twice torch's error, every element written, phases no tap reaches zero."""
 import pytest
 import torch
@@ -101,15 +102,36 @@ def test_amx_grad_weight_leaves_a_non_finite_input_to_the_gemms(value, channels_
     assert_within_torch_error(gw[finite], torch_grad_weight(x, w, gy, args)[finite], exact[finite])
 
 
+# The forward by image and by block: (input, weight, stride, padding (top, left, bottom, right)).
+FORWARD = {
+    # odd sizes: 37 -> 45 channels, 13 x 11 input, stride 2 on a 5x3 kernel
+    "direct": ((3, 37, 13, 11), (45, 37, 5, 3), (2, 1), (2, 1, 1, 0)),
+    # Few channels, unfolded. 27 window values, 45 output channels (a partial C block and tile);
+    # 13 rows of 15 outputs: a pixel group per row, an odd number of groups
+    "unfolded_3x3": ((3, 3, 13, 15), (45, 3, 3, 3), (1, 1), (1, 0, 1, 2)),
+    # a 5x5 kernel at stride 2 x 1: 75 window values, three slices (several vectors per pixel)
+    "unfolded_5x5_s2x1": ((3, 3, 23, 17), (20, 3, 5, 5), (2, 1), (2, 2, 1, 0)),
+    # the 7x7 stride-2 stem: 147 window values; 16 outputs per row: whole groups
+    "unfolded_7x7_s2": ((3, 3, 31, 31), (32, 3, 7, 7), (2, 2), (3, 3, 3, 3)),
+    # one channel, stride 3: the columns gathered one by one
+    "unfolded_1ch_s3": ((3, 1, 20, 29), (16, 1, 2, 3), (3, 3), (0, 1, 1, 0)),
+}
+
+
 @pytest.mark.parametrize("relu", [False, True])
-def test_amx_forward_nchw_by_image_and_by_block_agree(relu):
-    """An NCHW forward on AMX runs whole images per thread when there is an image per thread (its
-    output leaves through a buffer transposed into the channel planes) and C blocks otherwise: the
-    same sums, the same bits. Odd sizes: 37 -> 45 channels, 13 x 11 input, stride 2 on a 5x3 kernel."""
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name", FORWARD)
+def test_amx_forward_by_image_and_by_block_agree(name, channels_last, relu):
+    """With an image per thread an AMX forward runs whole images per worker: NCHW through a buffer
+    transposed into the channel planes; few channels unfolded one image at a time by each worker,
+    into NCHW from transposed products (a channel's run of outputs per tile row). With fewer images
+    it runs C blocks. Every output written, the same bits both ways, within twice torch's error."""
+    xs, ws, stride, pad = FORWARD[name]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(3, 37, 13, 11, generator=g).bfloat16()
-    w, b = (torch.randn(45, 37, 5, 3, generator=g) / 10).bfloat16(), torch.randn(45, generator=g).bfloat16()
-    args = ([2, 1], [2, 1, 1, 0], [1, 1], 1)
+    x = torch.randn(xs, generator=g).bfloat16().contiguous(memory_format=fmt)
+    w, b = (torch.randn(ws, generator=g) / 10).bfloat16(), torch.randn(ws[0], generator=g).bfloat16()
+    args = (list(stride), list(pad), [1, 1], 1)
     threads = torch.get_num_threads()
     fn = ops.conv2d_bias_relu if relu else ops.conv2d
     try:
@@ -120,9 +142,10 @@ def test_amx_forward_nchw_by_image_and_by_block_agree(relu):
             single = fn(x[1:2], w, b, *args)    # 1 image, 2 threads: by block
     finally:
         torch.set_num_threads(threads)
-    assert batch.is_contiguous() and not batch.isnan().any() and torch.equal(batch[1:2], single)
-    exact = F.conv2d(F.pad(x.double(), (1, 0, 2, 1)), w.double(), b.double(), (2, 1))
-    theirs = F.conv2d(F.pad(x, (1, 0, 2, 1)), w, b, (2, 1))
+    assert not batch.isnan().any() and torch.equal(batch[1:2], single)
+    padded = (pad[1], pad[3], pad[0], pad[2])
+    exact = F.conv2d(F.pad(x.double(), padded), w.double(), b.double(), stride)
+    theirs = F.conv2d(F.pad(x, padded), w, b, stride)
     if relu:
         exact, theirs = exact.clamp_min(0), theirs.clamp_min(0)
     assert_within_torch_error(batch, theirs, exact)

@@ -10,9 +10,10 @@
 #include "cpu/lane_masks.h"
 
 // GCC 12's AVX-512 headers start unmasked intrinsics from an "undefined" register, which
-// -Wmaybe-uninitialized reports once they are inlined into the AMX sources (a false positive: GCC
-// bug 105593).
+// -Wmaybe-uninitialized (or -Wuninitialized, depending on where they are inlined) reports in the AMX
+// sources (a false positive: GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #define CUCONV_AMX \
   __attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw,avx512vbmi2,avx2,fma,amx-tile,amx-bf16")))
@@ -38,6 +39,12 @@ CUCONV_AMX inline __m256i to_bfloat16(__m512 f) {
                             _mm512_or_si512(top, _mm512_set1_epi32(0x40)));
   return _mm512_cvtepi32_epi16(r);
 }
+
+// bfloat16 bits of 32 floats (lo's 16, then hi's) or of 16 by vcvtne2ps2bf16 / vcvtneps2bf16:
+// rounded to nearest even, a NaN quiet, and a subnormal float taken as zero (denormals are zero:
+// the instructions' definition; the tile products take subnormal inputs as zero too).
+CUCONV_AMX inline __m512i to_bfloat16_daz(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
+CUCONV_AMX inline __m256i to_bfloat16_daz(__m512 f) { return (__m256i)_mm512_cvtneps_pbh(f); }
 
 // r[j] lane i <- r[i] lane j: 16 registers of 16 32-bit words transposed (bfloat16 pairs move as one word).
 CUCONV_AMX inline void transpose16x16(__m512i* r) {
