@@ -75,6 +75,22 @@ def test_max_pool2d_16bit_exact(isa, case, dtype):
     assert gx.dtype == dtype and torch.equal(gx, rgx.to(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_16bit_grad_bias_is_the_float32_sum_rounded_once(isa, dtype, channels_last):
+    """The 16-bit grad bias reads grad_output in place (AVX-512) or through a float32 copy: either
+    way the float32 pass's sums, in its order, rounded once. 70 channels: a partial block of 64 and
+    a partial vector; 7 x 9 positions: a partial vector per plane."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(5, 6, 9, 11).to(dtype).contiguous(memory_format=fmt)
+    w = torch.randn(70, 6, 3, 3).to(dtype)
+    gy = (torch.randn(5, 70, 7, 9) * 100).to(dtype).contiguous(memory_format=fmt)
+    args = ([1, 1], [0, 0, 0, 0], [1, 1], 1)
+    gb = ops.conv2d_backward(gy, x, w, *args, [False, False, True])[2]
+    gb32 = ops.conv2d_backward(gy.float(), x.float(), w.float(), *args, [False, False, True])[2]
+    assert gb.dtype == dtype and torch.equal(gb, gb32.to(dtype))
+
+
 def test_16bit_reports_the_float32_plan():
     case = next(c for c in CONV if c.plan[0] == "nhwc_rows")
     x, w, _ = case.tensors()

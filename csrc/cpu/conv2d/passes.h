@@ -22,5 +22,8 @@ void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T
 // gb[k] = sum of gy over images and positions of channel k.
 template <typename T>
 void conv2d_bias_grad(const Conv2dParams& p, const T* gy, T* gb);
+// The same for 16-bit gy, read in place and summed in float32 (the bits of conv2d_bias_grad<float>
+// on a float32 copy), gb rounded once; false (nothing written) where the CPU path lacks AVX-512BW.
+bool conv2d_bias_grad_16bit(const Conv2dParams& p, const at::Tensor& gy, const at::Tensor& gb);
 
 }  // namespace cuconv::cpu

@@ -110,6 +110,7 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
 
 void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& grad_bias) {
   if (is_16bit(grad_output.scalar_type())) {
+    if (conv2d_bias_grad_16bit(p, grad_output, grad_bias)) return;
     const at::Tensor gb32 = float32_like(grad_bias, Scratch::wide_out);
     conv2d_backward_bias(p, float32_copy(grad_output, Scratch::wide_a), gb32);
     return round_into(grad_bias, gb32);
