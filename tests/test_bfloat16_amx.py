@@ -2,7 +2,8 @@
 written, within twice torch's own bfloat16 error against float64, on shapes that exercise its
 chunks of images (a partial last chunk), groups of C blocks, partial 32-channel blocks, strides,
 dilations and asymmetric padding in both layouts; the same bits at every thread count; and an input
-with an infinity or a NaN left to the GEMM plan, whose products are exactly the convolution's.
+with an infinity or a NaN left to the GEMM plan, whose products are exactly the convolution's (a
+first layer's, turned around, keeps it: the same non-finite elements as torch's).
 The NCHW forward, and the unfolded forward of few channels in both layouts: by image and by block,
 the same bits. The strided grad input (dgrad strategy
 amx_phases): within twice torch's error, every element written, phases no tap reaches zero."""
@@ -33,6 +34,9 @@ SHAPES = {
     # 3 channels: unfolded (27 window values, one C block), its chunks split in fixed ranges
     "first_layer": ((40, 3, 20, 20), (32, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     "first_layer_s2": ((5, 5, 17, 15), (20, 5, 2, 3), (2, 1), (0, 1, 1, 0), (1, 1)),
+    # NCHW: turned around (grad_output's planes as the A tiles). 4 x 5 outputs: fewer than one
+    # step of 32 positions per image, many output rows per step; 33 channels: a lone last one
+    "first_layer_small": ((5, 3, 5, 4), (33, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
 }
 
 
@@ -85,18 +89,21 @@ def test_amx_grad_weight_same_bits_at_every_thread_count(channels_last):
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("value", [float("inf"), float("nan")])
-def test_amx_grad_weight_leaves_a_non_finite_input_to_the_gemms(value, channels_last):
-    """An infinity in the last input column: tap s = 0 never reads it (pad 1), so its grad weight
-    stays finite in the convolution, where the tiles' zero positions past the row would meet it."""
-    xs, ws, stride, pad, dil = (2, 32, 10, 10), (32, 32, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)
+@pytest.mark.parametrize("C", [32, 3], ids=["to_the_gemms", "first_layer"])
+def test_amx_grad_weight_with_a_non_finite_input(C, value, channels_last):
+    """An infinity or a NaN in the last input column: tap s = 0 never reads it (pad 1), so its grad
+    weight stays finite in the convolution, where the tiles' zero positions past the row would
+    meet it: 32 channels go to the GEMM plan; a first layer (unfolded) either goes there too or, NCHW,
+    runs turned around, where no zero meets an input value. The same non-finite elements as torch's."""
+    xs, ws, stride, pad, dil = (2, C, 10, 10), (32, C, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)
     x, w, gy, args, _ = grad_weights(xs, ws, stride, pad, dil, channels_last)
     x = x.clone()
-    x[1, 3, 4, 9] = value
+    x[1, C - 1, 4, 9] = value
     with cuconv.config.flags(cpu_isa="amx"):
         gw = ops.conv2d_backward(gy, x, w, *args, [False, True, False])[1]
     expected = torch_grad_weight(x.float(), w.float(), gy.float(), args)
     assert torch.equal(gw.float().isnan(), expected.isnan()) and torch.equal(gw.float().isinf(), expected.isinf())
-    assert not gw[:, 3, :, 0].float().isnan().any()  # the column tap s = 0 does not read
+    assert not gw[:, C - 1, :, 0].float().isnan().any()  # the column tap s = 0 does not read
     finite = expected.isfinite()
     exact = torch_grad_weight(x.double(), w.double(), gy.double(), args)
     assert_within_torch_error(gw[finite], torch_grad_weight(x, w, gy, args)[finite], exact[finite])

@@ -46,6 +46,21 @@ CUCONV_AMX inline __m256i to_bfloat16(__m512 f) {
 CUCONV_AMX inline __m512i to_bfloat16_daz(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
 CUCONV_AMX inline __m256i to_bfloat16_daz(__m512 f) { return (__m256i)_mm512_cvtneps_pbh(f); }
 
+// Sum tiles 0-3 += A tiles (4: a0, 5: a1) x B tiles (6: b0, 7: b1), as (a0 b0, a0 b1, a1 b0, a1 b1),
+// each product issued right after the loads it needs: no tile is renamed, so a load waits for the
+// products still reading its register, and the next ones wait for it. B tiles are 64-byte rows.
+CUCONV_AMX inline void tile_products_2x2(const void* a0, int64_t lda0, const void* a1, int64_t lda1, const void* b0,
+                                         const void* b1) {
+  _tile_loadd(4, a0, lda0);
+  _tile_loadd(6, b0, 64);
+  _tile_dpbf16ps(0, 4, 6);
+  _tile_loadd(7, b1, 64);
+  _tile_dpbf16ps(1, 4, 7);
+  _tile_loadd(5, a1, lda1);
+  _tile_dpbf16ps(2, 5, 6);
+  _tile_dpbf16ps(3, 5, 7);
+}
+
 // r[j] lane i <- r[i] lane j: 16 registers of 16 32-bit words transposed (bfloat16 pairs move as one word).
 CUCONV_AMX inline void transpose16x16(__m512i* r) {
   __m512i t[16];

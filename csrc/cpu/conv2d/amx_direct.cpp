@@ -399,18 +399,9 @@ CUCONV_AMX void block_sums(const Conv2dParams& p, const Geometry& g, const uint1
                           (m0 + r / p.stride_h * g.Wq + s / p.stride_w) * g.Cp;
       const uint32_t* b0 = wp + b_tile(p, g, k0 / 16, r, s, 0);
       const uint32_t* b1 = wp + b_tile(p, g, k0 / 16 + 1, r, s, 0);
-      for (int64_t slice = 0; slice < slices; ++slice) {
-        // Each product right after the loads it needs: no tile is renamed, so a load waits for the
-        // products still reading its register, and the next ones wait for it.
-        _tile_loadd(4, a + slice * kSlice, lda);
-        _tile_loadd(6, b0 + slice * 256, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, b1 + slice * 256, 64);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a + 16 * g.Cp + slice * kSlice, lda);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-      }
+      for (int64_t slice = 0; slice < slices; ++slice)
+        tile_products_2x2(a + slice * kSlice, lda, a + 16 * g.Cp + slice * kSlice, lda, b0 + slice * 256,
+                          b1 + slice * 256);
     }
   _tile_stored(0, sums, kOut * 4);
   _tile_stored(1, sums + 16, kOut * 4);
@@ -581,16 +572,8 @@ CUCONV_AMX void pair_block_sums(const Geometry& g, const uint32_t* wa, const uin
   const int64_t slices = g.Cp / kSlice;
   const uint32_t* a0 = wa + k0 / 16 * slices * 256;
   const uint32_t* a1 = a0 + slices * 256;
-  for (int64_t slice = 0; slice < slices; ++slice) {
-    _tile_loadd(4, a0 + slice * 256, 64);
-    _tile_loadd(6, b + slice * 256, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_loadd(7, b + group_words + slice * 256, 64);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_loadd(5, a1 + slice * 256, 64);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
+  for (int64_t slice = 0; slice < slices; ++slice)
+    tile_products_2x2(a0 + slice * 256, 64, a1 + slice * 256, 64, b + slice * 256, b + group_words + slice * 256);
   _tile_stored(0, sums, 64);
   _tile_stored(1, sums + 256, 64);
   _tile_stored(2, sums + 512, 64);

@@ -373,6 +373,136 @@ CUCONV_AMX void store_split_blocks(const Conv2dParams& p, const Geometry& g, con
   }
 }
 
+// An unfolded conv with an NCHW input at stride 1 (a first layer) runs turned around: its grad
+// weight [K][t] (t the window values) sums grad_output times the unfolded input over the positions,
+// so grad_output's channel planes are the A tiles, read in place (16 channels x 32 consecutive
+// positions m = p * Q + q of one image), and the unfolded input the B tiles, made per image and 32
+// positions: window value t's 32 positions are runs of input rows (one per output row they
+// cross), their pairs of positions the words a 16 x 16 transpose turns into the B tile's rows.
+// grad_output is neither copied nor reordered; past an image's last position the B rows are zero
+// and the A tile comes from a zero-padded copy (the plane beyond is another channel's), so every
+// product the tiles add is one the convolution has, or zero times zero.
+struct WindowValues {
+  int32_t c[kStep], r[kStep], s[kStep];  // per window value t < R x S x C (at most 32)
+};
+
+bool unfolded_turned_shape(const Conv2dParams& conv) {
+  return !conv.channels_last && conv.C < 16 && conv.R * conv.S * conv.C <= kStep && conv.stride_h == 1 &&
+         conv.stride_w == 1 && conv.dil_h == 1 && conv.dil_w == 1;
+}
+
+// Image n unfolded into 32 rows (window values t; zero rows past R x S x C) of `row` positions each
+// (m = p * Q + q, zeros past the last): row t's output row p is a run of Q values of input row
+// p + r - pad_h (stride 1), from column s - pad_w; columns outside the input give zeros. Each run is
+// stored as whole 32-lane vectors in position order, so a vector's lanes past the run are written
+// over by the next run.
+CUCONV_AMX void unfold_rows_turned(const Conv2dParams& p, const WindowValues& wv, const uint16_t* x, int64_t n,
+                                   int64_t row, uint16_t* rows) {
+  const int64_t values = p.R * p.S * p.C, PQ = p.P * p.Q;
+  for (int64_t t = 0; t < kStep; ++t) {
+    uint16_t* dst = rows + t * row;
+    if (t >= values) {
+      zero_run(dst, row);
+      continue;
+    }
+    const int64_t c = wv.c[t], tap_r = wv.r[t], tap_s = wv.s[t];
+    const uint16_t* plane = x + (n * p.C + c) * p.H * p.W;
+    // columns q0 <= q < q1 of an output row read inside the input
+    const int64_t q0 = std::clamp<int64_t>(p.pad_w - tap_s, 0, p.Q), q1 = std::clamp<int64_t>(p.W + p.pad_w - tap_s, q0, p.Q);
+    for (int64_t op = 0; op < p.P; ++op) {
+      const int64_t h = op + tap_r - p.pad_h;
+      const bool inside = h >= 0 && h < p.H;
+      // lane L of the vector at q: column q + L + s - pad_w of row h
+      const uintptr_t col0 = inside ? reinterpret_cast<uintptr_t>(plane + h * p.W) + uintptr_t((tap_s - p.pad_w) * 2) : 0;
+      for (int64_t q = 0; q < p.Q; q += kStep) {
+        const __mmask32 m = inside ? lanes32(q1 - q) & ~lanes32(q0 - q) : 0;
+        _mm512_storeu_si512(dst + op * p.Q + q,
+                            _mm512_maskz_loadu_epi16(m, reinterpret_cast<const void*>(col0 + uintptr_t(q * 2))));
+      }
+    }
+    zero_run(dst + PQ, row - PQ);
+  }
+}
+
+// The B tiles of positions m0 .. m0 + 31 from the unfolded rows: tile h holds window values 16 h ..
+// 16 h + 15, row i the words of positions m0 + 2i and m0 + 2i + 1 (a 16 x 16 word transpose).
+CUCONV_AMX void pack_window_pairs(const uint16_t* rows, int64_t row, int64_t m0, uint32_t* b) {
+  __m512i r[16];
+  for (int64_t h = 0; h < 2; ++h) {
+    for (int64_t j = 0; j < 16; ++j) r[j] = _mm512_loadu_si512(rows + (16 * h + j) * row + m0);
+    transpose16x16(r);
+    for (int64_t i = 0; i < 16; ++i) _mm512_store_si512(b + h * 256 + i * 16, r[i]);
+  }
+}
+
+// Images n0 .. n1 of output channels k0 .. k0 + 31 into sums (four 16 x 16 tiles: channels k0..
+// with values 0..15, with 16..31; channels k0 + 16.. with each), summed in image and position order.
+CUCONV_AMX void turned_sums(const Conv2dParams& p, const WindowValues& wv, const uint16_t* gy, const uint16_t* x,
+                            int64_t n0, int64_t n1, int64_t k0, float* sums) {
+  const int64_t PQ = p.P * p.Q, row = (PQ + kStep - 1) / kStep * kStep + kStep;
+  uint16_t* rows = scratch<uint16_t>(Scratch::input, kStep * row);
+  alignas(64) uint32_t b[512];
+  alignas(64) uint16_t a_pad[2][16 * kStep];  // A tiles past the plane or the channels: zero-padded copies
+  amx_configure();
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t n = n0; n < n1; ++n) {
+    unfold_rows_turned(p, wv, x, n, row, rows);
+    for (int64_t m0 = 0; m0 < PQ; m0 += kStep) {
+      pack_window_pairs(rows, row, m0, b);
+      const uint16_t* a[2];
+      for (int64_t h = 0; h < 2; ++h) {
+        const int64_t k = k0 + 16 * h;
+        const uint16_t* plane = gy + (n * p.K + k) * PQ + m0;
+        if (m0 + kStep <= PQ && k + 16 <= p.K) {
+          a[h] = plane;
+          continue;
+        }
+        const __mmask32 inside = lanes32(PQ - m0);
+        for (int64_t e = 0; e < 16; ++e)
+          _mm512_store_si512(a_pad[h] + e * kStep,
+                             k + e < p.K ? _mm512_maskz_loadu_epi16(inside, plane + e * PQ) : _mm512_setzero_si512());
+        a[h] = a_pad[h];
+      }
+      tile_products_2x2(a[0], a[0] == a_pad[0] ? kStep * 2 : PQ * 2, a[1], a[1] == a_pad[1] ? kStep * 2 : PQ * 2, b,
+                        b + 256);
+    }
+  }
+  _tile_stored(0, sums, 64);
+  _tile_stored(1, sums + 256, 64);
+  _tile_stored(2, sums + 512, 64);
+  _tile_stored(3, sums + 768, 64);
+  amx_release();
+}
+
+// The turned-around grad weight, [K][t] into out: the images in up to 4 fixed ranges (summed apart,
+// then in order: the same bits at every thread count), per range and 32 output channels one item.
+void turned_grad_weight(const Conv2dParams& conv, const uint16_t* gy, const uint16_t* x, uint16_t* out) {
+  WindowValues wv{};
+  for (int64_t t = 0; t < conv.R * conv.S * conv.C; ++t)
+    wv.c[t] = int32_t(t % conv.C), wv.r[t] = int32_t(t / conv.C / conv.S), wv.s[t] = int32_t(t / conv.C % conv.S);
+  const int64_t splits = std::min<int64_t>(4, conv.N), kblocks = (conv.K + kBlock - 1) / kBlock;
+  float* partials = scratch<float>(Scratch::wide_c, splits * kblocks * 1024);
+  at::parallel_for(0, splits * kblocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t split = item / kblocks, kb = item % kblocks;
+      turned_sums(conv, wv, gy, x, split * conv.N / splits, (split + 1) * conv.N / splits, kb * kBlock,
+                  partials + item * 1024);
+    }
+  });
+  const int64_t values = conv.R * conv.S * conv.C;
+  for (int64_t kb = 0; kb < kblocks; ++kb)
+    for (int64_t e = 0; e < 1024; ++e) {
+      const int64_t tile = e / 256, k = kb * kBlock + tile / 2 * 16 + e % 256 / 16, t = tile % 2 * 16 + e % 16;
+      if (k >= conv.K || t >= values) continue;
+      float sum = partials[kb * 1024 + e];
+      for (int64_t split = 1; split < splits; ++split) sum += partials[(split * kblocks + kb) * 1024 + e];
+      out[k * values + t] = c10::BFloat16(sum).x;
+    }
+}
+
 }  // namespace
 
 bool amx_wgrad(const Conv2dParams& conv, const at::Tensor& grad_output, const at::Tensor& x,
@@ -380,11 +510,17 @@ bool amx_wgrad(const Conv2dParams& conv, const at::Tensor& grad_output, const at
   // Under 16 channels: the grad weight of the 1x1 conv over the unfolded input, [K][RSC].
   const bool unfold = conv.C < 16;
   const Conv2dParams p = unfold ? unfolded(conv) : conv;
-  const Geometry g = geometry(p);
   const at::MemoryFormat layout = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor xc = x.contiguous(layout), gyc = grad_output.contiguous(layout);
   const auto* xs = reinterpret_cast<const uint16_t*>(xc.const_data_ptr<c10::BFloat16>());
   const auto* gys = reinterpret_cast<const uint16_t*>(gyc.const_data_ptr<c10::BFloat16>());
+  if (unfold && unfolded_turned_shape(conv)) {
+    const at::Tensor gw = at::empty({p.K, p.C}, grad_weight.options());
+    turned_grad_weight(conv, gys, xs, reinterpret_cast<uint16_t*>(gw.data_ptr<c10::BFloat16>()));
+    grad_weight.copy_(gw.view({conv.K, conv.R, conv.S, conv.C}).permute({0, 3, 1, 2}));
+    return true;
+  }
+  const Geometry g = geometry(p);
   uint16_t* xt = scratch<uint16_t>(Scratch::wide_a, g.chunks * g.x_chunk);
   uint32_t* gv = scratch<uint32_t>(Scratch::wide_b, g.chunks * g.g_chunk);
 
