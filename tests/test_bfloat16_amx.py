@@ -3,7 +3,7 @@ written, within twice torch's own bfloat16 error against float64, on shapes that
 chunks of images (a partial last chunk), groups of C blocks, partial 32-channel blocks, strides,
 dilations and asymmetric padding in both layouts; the same bits at every thread count; and an input
 with an infinity or a NaN left to the GEMM plan, whose products are exactly the convolution's (a
-first layer's, turned around, keeps it: the same non-finite elements as torch's).
+first layer's, image by image, keeps it: the same non-finite elements as torch's).
 The NCHW forward, and the unfolded forward of few channels in both layouts: by image and by block,
 the same bits. The strided grad input (dgrad strategy
 amx_phases): within twice torch's error, every element written, phases no tap reaches zero."""
@@ -34,8 +34,8 @@ SHAPES = {
     # 3 channels: unfolded (27 window values, one C block), its chunks split in fixed ranges
     "first_layer": ((40, 3, 20, 20), (32, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     "first_layer_s2": ((5, 5, 17, 15), (20, 5, 2, 3), (2, 1), (0, 1, 1, 0), (1, 1)),
-    # NCHW: turned around (grad_output's planes as the A tiles). 4 x 5 outputs: fewer than one
-    # step of 32 positions per image, many output rows per step; 33 channels: a lone last one
+    # stride 1: image by image. 5 x 4 outputs: fewer than one step of 32 positions per image, many
+    # output rows per step; 33 channels: a lone last one
     "first_layer_small": ((5, 3, 5, 4), (33, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
 }
 
@@ -93,8 +93,8 @@ def test_amx_grad_weight_same_bits_at_every_thread_count(channels_last):
 def test_amx_grad_weight_with_a_non_finite_input(C, value, channels_last):
     """An infinity or a NaN in the last input column: tap s = 0 never reads it (pad 1), so its grad
     weight stays finite in the convolution, where the tiles' zero positions past the row would
-    meet it: 32 channels go to the GEMM plan; a first layer (unfolded) either goes there too or, NCHW,
-    runs turned around, where no zero meets an input value. The same non-finite elements as torch's."""
+    meet it: 32 channels go to the GEMM plan; a first layer (unfolded, stride 1) runs image by image,
+    where no zero meets an input value. The same non-finite elements as torch's."""
     xs, ws, stride, pad, dil = (2, C, 10, 10), (32, C, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)
     x, w, gy, args, _ = grad_weights(xs, ws, stride, pad, dil, channels_last)
     x = x.clone()

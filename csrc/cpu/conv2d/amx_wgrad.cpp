@@ -373,21 +373,23 @@ CUCONV_AMX void store_split_blocks(const Conv2dParams& p, const Geometry& g, con
   }
 }
 
-// An unfolded conv with an NCHW input at stride 1 (a first layer) runs turned around: its grad
-// weight [K][t] (t the window values) sums grad_output times the unfolded input over the positions,
-// so grad_output's channel planes are the A tiles, read in place (16 channels x 32 consecutive
-// positions m = p * Q + q of one image), and the unfolded input the B tiles, made per image and 32
-// positions: window value t's 32 positions are runs of input rows (one per output row they
-// cross), their pairs of positions the words a 16 x 16 transpose turns into the B tile's rows.
-// grad_output is neither copied nor reordered; past an image's last position the B rows are zero
-// and the A tile comes from a zero-padded copy (the plane beyond is another channel's), so every
-// product the tiles add is one the convolution has, or zero times zero.
+// An unfolded conv at stride 1 (a first layer) runs without the chunks' copies, image by image: its
+// grad weight [K][t] (t the window values) sums grad_output times the unfolded input over the
+// positions m = p * Q + q of each image. The unfolded input is made per image as 32 rows of
+// positions (window value t's row: a run of an input row per output row it crosses; an NHWC image
+// is first split into its channel planes). NCHW runs turned around: grad_output's channel planes
+// are the A tiles, read in place (16 channels x 32 consecutive positions), and per 32 positions a
+// 16 x 16 word transpose of the unfolded rows gives the B tiles (pairs of positions). NHWC: the
+// unfolded rows are the A tiles, and two grad_output pixels' channel vectors joined give each B
+// row. Past an image's last position the unfolded rows are zero and grad_output's tiles come from
+// zero-padded copies (an NCHW plane beyond is another channel's), so every product the tiles add
+// is one the convolution has, or zero times zero: no check of the input values is needed.
 struct WindowValues {
   int32_t c[kStep], r[kStep], s[kStep];  // per window value t < R x S x C (at most 32)
 };
 
 bool unfolded_turned_shape(const Conv2dParams& conv) {
-  return !conv.channels_last && conv.C < 16 && conv.R * conv.S * conv.C <= kStep && conv.stride_h == 1 &&
+  return conv.C < 16 && conv.R * conv.S * conv.C <= kStep && conv.stride_h == 1 &&
          conv.stride_w == 1 && conv.dil_h == 1 && conv.dil_w == 1;
 }
 
@@ -435,12 +437,44 @@ CUCONV_AMX void pack_window_pairs(const uint16_t* rows, int64_t row, int64_t m0,
   }
 }
 
-// Images n0 .. n1 of output channels k0 .. k0 + 31 into sums (four 16 x 16 tiles: channels k0..
-// with values 0..15, with 16..31; channels k0 + 16.. with each), summed in image and position order.
+// Image n of an NHWC input as C channel planes (H x W each) in `planes`.
+CUCONV_AMX void split_channels(const Conv2dParams& p, const uint16_t* x, int64_t n, uint16_t* planes) {
+  const uint16_t* image = x + n * p.H * p.W * p.C;
+  for (int64_t e = 0; e < p.H * p.W; ++e)
+    for (int64_t c = 0; c < p.C; ++c) planes[c * p.H * p.W + e] = image[e * p.C + c];
+}
+
+// Lanes 2i and 2i + 1 of a pair word vector from lane i of a and of b.
+alignas(64) constexpr uint16_t kJoinPixels[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                                  8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+
+// The B tiles of NHWC grad_output's positions m0 .. m0 + 31 of image n, output channels k0 .. k0 + 31:
+// tile h holds channels k0 + 16 h.., row i the words of positions m0 + 2i and m0 + 2i + 1 (zero past
+// the image's last position and past K).
+CUCONV_AMX void pack_pixel_pairs(const Conv2dParams& p, const uint16_t* gy, int64_t n, int64_t m0, int64_t k0,
+                                 uint32_t* b) {
+  const int64_t PQ = p.P * p.Q;
+  const __m512i join = _mm512_load_si512(kJoinPixels);
+  const uint16_t* pixels = gy + (n * PQ + m0) * p.K;
+  for (int64_t h = 0; h < 2; ++h) {
+    const __mmask32 channels = lanes32(p.K - k0 - 16 * h) & 0xFFFF;
+    for (int64_t i = 0; i < 16; ++i) {
+      const bool first = m0 + 2 * i < PQ, second = m0 + 2 * i + 1 < PQ;
+      const __m512i lo = _mm512_maskz_loadu_epi16(first ? channels : 0, pixels + 2 * i * p.K + k0 + 16 * h);
+      const __m512i hi = _mm512_maskz_loadu_epi16(second ? channels : 0, pixels + (2 * i + 1) * p.K + k0 + 16 * h);
+      _mm512_store_si512(b + h * 256 + i * 16, _mm512_permutex2var_epi16(lo, join, hi));
+    }
+  }
+}
+
+// Images n0 .. n1 of output channels k0 .. k0 + 31 into sums (four 16 x 16 tiles; NCHW: channels
+// k0.. with values 0..15, with 16..31, then channels k0 + 16.. with each; NHWC: values 0..15 with
+// channels k0.., with k0 + 16.., then values 16..31 with each), summed in image and position order.
 CUCONV_AMX void turned_sums(const Conv2dParams& p, const WindowValues& wv, const uint16_t* gy, const uint16_t* x,
                             int64_t n0, int64_t n1, int64_t k0, float* sums) {
   const int64_t PQ = p.P * p.Q, row = (PQ + kStep - 1) / kStep * kStep + kStep;
   uint16_t* rows = scratch<uint16_t>(Scratch::input, kStep * row);
+  uint16_t* planes = p.channels_last ? scratch<uint16_t>(Scratch::output, p.C * p.H * p.W) : nullptr;
   alignas(64) uint32_t b[512];
   alignas(64) uint16_t a_pad[2][16 * kStep];  // A tiles past the plane or the channels: zero-padded copies
   amx_configure();
@@ -449,6 +483,15 @@ CUCONV_AMX void turned_sums(const Conv2dParams& p, const WindowValues& wv, const
   _tile_zero(2);
   _tile_zero(3);
   for (int64_t n = n0; n < n1; ++n) {
+    if (p.channels_last) {
+      split_channels(p, x, n, planes);
+      unfold_rows_turned(p, wv, planes, 0, row, rows);
+      for (int64_t m0 = 0; m0 < PQ; m0 += kStep) {
+        pack_pixel_pairs(p, gy, n, m0, k0, b);
+        tile_products_2x2(rows + m0, row * 2, rows + 16 * row + m0, row * 2, b, b + 256);
+      }
+      continue;
+    }
     unfold_rows_turned(p, wv, x, n, row, rows);
     for (int64_t m0 = 0; m0 < PQ; m0 += kStep) {
       pack_window_pairs(rows, row, m0, b);
@@ -495,7 +538,9 @@ void turned_grad_weight(const Conv2dParams& conv, const uint16_t* gy, const uint
   const int64_t values = conv.R * conv.S * conv.C;
   for (int64_t kb = 0; kb < kblocks; ++kb)
     for (int64_t e = 0; e < 1024; ++e) {
-      const int64_t tile = e / 256, k = kb * kBlock + tile / 2 * 16 + e % 256 / 16, t = tile % 2 * 16 + e % 16;
+      const int64_t tile = e / 256, row = e % 256 / 16, col = e % 16;  // NCHW: row k, column t; NHWC: t, k
+      const int64_t k = kb * kBlock + (conv.channels_last ? tile % 2 * 16 + col : tile / 2 * 16 + row);
+      const int64_t t = conv.channels_last ? tile / 2 * 16 + row : tile % 2 * 16 + col;
       if (k >= conv.K || t >= values) continue;
       float sum = partials[kb * 1024 + e];
       for (int64_t split = 1; split < splits; ++split) sum += partials[(split * kblocks + kb) * 1024 + e];

@@ -15,7 +15,7 @@ bool amx_wgrad_shape(const Conv2dParams& p);
 // layout. Returns false, having written nothing, when the input holds an infinity or a NaN: the
 // tiles also multiply input values by the zeros that stand for positions outside the output, and
 // zero times infinity is NaN where no product exists (the caller then runs the GEMM plan). A first
-// layer's (NCHW, stride 1, unfolded) runs turned around, with no such products, on any values.
+// layer's (unfolded, stride 1) runs image by image, with no such products, on any values.
 // Runs only where cpu_has_amx_bf16().
 bool amx_wgrad(const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& x,
                const at::Tensor& grad_weight);
