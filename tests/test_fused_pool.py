@@ -234,6 +234,28 @@ def test_backward_op_empty_batch_and_no_windows(runner, fmt):
     assert gw.shape == w.shape and not gw.any() and gb.shape == (4,) and not gb.any()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_backward_op_relu_mask_on_special_values(dtype, fmt):
+    """The backward op zeroes the pooled gradient where the pooled value is <= 0 (ReLU's backward,
+    torch's threshold_backward(g, values, 0)): at 0, -0, negatives and -inf; a NaN, a subnormal and
+    +inf pass it. Its grad bias sums exactly that gradient, in conv2d_backward's order."""
+    op = torch.ops.cuconv.conv2d_bias_relu_max_pool2d_backward.default
+    x = torch.randn(3, 4, 14, 10).to(dtype).contiguous(memory_format=fmt)
+    w = torch.randn(40, 4, 3, 3).to(dtype)
+    values, idx = conv2d_relu_max_pool2d(x, w, None, return_indices=True)
+    values = values.clone()
+    special = torch.tensor([0.0, -0.0, -1.0, float("-inf"), float("nan"), 1e-40, float("inf"), 2.0]).to(dtype)
+    values.as_strided((values.numel(),), (1,))[: 8 * 9] = special.repeat(9)  # in memory order
+    g = torch.randn(values.shape).to(dtype).contiguous(memory_format=fmt)
+    gb = op(g, values, idx, x, w, [1, 1], [0, 0], [1, 1], 1, [False, False, True])[2]
+    masked = torch.ops.aten.threshold_backward(g, values, 0)
+    # the same sum over a conv whose output has the pooled shape (6 x 4)
+    x_pooled = torch.zeros(3, 4, 8, 6, dtype=dtype).contiguous(memory_format=fmt)
+    expected = torch.ops.cuconv.conv2d_backward(masked, x_pooled, w, [1, 1], [0, 0], [1, 1], 1, [False, False, True])[2]
+    assert torch.equal(gb, expected)
+
+
 def test_backward_op_opcheck_and_errors():
     op = torch.ops.cuconv.conv2d_bias_relu_max_pool2d_backward.default
     for fmt in (torch.contiguous_format, torch.channels_last):

@@ -224,7 +224,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv2d_bias_relu_max_pool2d_backw
   const auto format = layout(p.channels_last);
   at::Tensor grad_conv = conv_output_grad_buffer(p, input.options());
   const at::Tensor g = as_batched(grad_output, batched).contiguous(format);
-  const at::Tensor gy = at::threshold_backward(g, as_batched(output, batched), 0).contiguous(format);
+  const at::Tensor values = as_batched(output, batched);
+  const at::Tensor gy = on_runner(
+      g, [&] { return cpu::relu_backward(g, values); },
+      [&](auto) { return at::threshold_backward(g, values, 0); }).contiguous(format);
   if (grad_conv.numel() > 0) {
     if (gy.numel() == 0) grad_conv.zero_();  // no window: the conv output gets no gradient
     else run_max_pool2d_backward(pool, gy, as_batched(indices, batched).contiguous(format), grad_conv);

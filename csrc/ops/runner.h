@@ -52,6 +52,8 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
                         const at::Tensor& indices);
 void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output, const at::Tensor& indices,
                          const at::Tensor& grad_input);
+// ReLU's backward: grad, zeroed where output <= 0 (threshold_backward(grad, output, 0); NaN passes).
+at::Tensor relu_backward(const at::Tensor& grad, const at::Tensor& output);
 // The strategy each pass would take for these tensors, by name (cpu/conv2d/plan.h, cpu/max_pool2d/plan.h).
 std::vector<std::string> conv2d_plan(const Conv2dParams& p, const at::Tensor& input);
 std::vector<std::string> max_pool2d_plan(const MaxPool2dParams& p, const at::Tensor& input);
