@@ -5,8 +5,8 @@ dilations and asymmetric padding in both layouts; the same bits at every thread 
 with an infinity or a NaN left to the GEMM plan, whose products are exactly the convolution's (a
 first layer's, image by image, keeps it: the same non-finite elements as torch's).
 The NCHW forward, and the unfolded forward of few channels in both layouts: by image and by block,
-the same bits. The strided grad input (dgrad strategy
-amx_phases): within twice torch's error, every element written, phases no tap reaches zero."""
+the same bits. The grad input, strided (dgrad strategy amx_phases) or of a first layer (a forward
+into 3 channels): within twice torch's error, every element written, phases no tap reaches zero."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -113,6 +113,8 @@ def test_amx_grad_weight_with_a_non_finite_input(C, value, channels_last):
 FORWARD = {
     # odd sizes: 37 -> 45 channels, 13 x 11 input, stride 2 on a 5x3 kernel
     "direct": ((3, 37, 13, 11), (45, 37, 5, 3), (2, 1), (2, 1, 1, 0)),
+    # 3 output channels: most of the C block's columns computed and not stored
+    "three_outputs": ((3, 24, 11, 9), (3, 24, 3, 3), (1, 1), (1, 1, 1, 1)),
     # Few channels, unfolded. 27 window values, 45 output channels (a partial C block and tile);
     # 13 rows of 15 outputs: a pixel group per row, an odd number of groups
     "unfolded_3x3": ((3, 3, 13, 15), (45, 3, 3, 3), (1, 1), (1, 0, 1, 2)),
@@ -159,27 +161,30 @@ def test_amx_forward_by_image_and_by_block_agree(name, channels_last, relu):
 
 
 # (input, weight, stride, padding (top, left, bottom, right))
-STRIDED = {
+GRAD_INPUT = {
     "3x3_s2": ((3, 37, 15, 17), (65, 37, 3, 3), (2, 2), (1, 1, 1, 1)),
     "1x1_s2": ((2, 48, 14, 14), (40, 48, 1, 1), (2, 2), (0, 0, 0, 0)),
     "4x5_s2x3": ((2, 32, 12, 15), (33, 32, 4, 5), (2, 3), (1, 2, 0, 1)),
     # 2x2 stride 2 on 7 rows: the last row is no tap's; 3x3 stride 4: phases no tap reaches
     "2x2_s2_uncovered": ((2, 24, 7, 9), (16, 24, 2, 2), (2, 2), (0, 0, 0, 0)),
     "3x3_s4": ((2, 24, 10, 10), (16, 24, 3, 3), (4, 4), (2, 2, 2, 2)),
+    # stride 1 (as a forward conv of grad_output) into 3 channels: fewer output channels than a tile
+    "first_layer_3x3": ((5, 3, 13, 11), (32, 3, 3, 3), (1, 1), (1, 1, 1, 1)),
+    "first_layer_5x5": ((3, 3, 12, 12), (20, 3, 5, 5), (1, 1), (2, 2, 2, 2)),
 }
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("name", STRIDED)
-def test_amx_strided_grad_input_within_twice_torch(name, channels_last):
-    xs, ws, stride, pad = STRIDED[name]
+@pytest.mark.parametrize("name", GRAD_INPUT)
+def test_amx_grad_input_within_twice_torch(name, channels_last):
+    xs, ws, stride, pad = GRAD_INPUT[name]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(2)
     x = torch.randn(xs, generator=g).bfloat16().contiguous(memory_format=fmt)
     w = (torch.randn(ws, generator=g) / (ws[1] * ws[2] * ws[3]) ** 0.5).bfloat16()
     args = (list(stride), list(pad), [1, 1], 1)
     with cuconv.config.flags(cpu_isa="amx", poison=True):
-        assert ops._cpu_conv2d_plan(x, w, *args)[1] == "amx_phases"
+        assert ops._cpu_conv2d_plan(x, w, *args)[1] == ("as_forward" if stride == (1, 1) else "amx_phases")
         y = ops.conv2d(x, w, None, *args)
         gy = torch.randn(y.shape, generator=g).bfloat16().contiguous(memory_format=fmt)
         gx = ops.conv2d_backward(gy, x, w, *args, [True, False, False])[0]

@@ -51,7 +51,7 @@ Conv2dParams unfolded(const Conv2dParams& p) {
 }
 
 bool amx_direct_shape(const Conv2dParams& p) {
-  return p.dil_h == 1 && p.dil_w == 1 && p.groups == 1 && p.K >= 16 &&
+  return p.dil_h == 1 && p.dil_w == 1 && p.groups == 1 &&
          (p.C >= 16 || p.R * p.S * p.C <= kMaxUnfolded);
 }
 

@@ -6,8 +6,9 @@
 
 namespace cuconv::cpu {
 
-// No dilation, one group, at least 16 output channels, and 16 input channels or a window of at most
-// 256 values (R x S x C: such a conv runs unfolded, as a 1x1 conv over the windows), any stride.
+// No dilation, one group, and 16 input channels or a window of at most 256 values (R x S x C: such a
+// conv runs unfolded, as a 1x1 conv over the windows), any stride and number of output channels
+// (under 32, a C block's other columns are computed and dropped: a first layer's grad input has 3).
 bool amx_direct_shape(const Conv2dParams& p);
 
 // A conv of few channels (C < 16) runs on the tiles as a 1x1 conv over its unfolded input: each
