@@ -61,6 +61,16 @@ CUCONV_AMX inline void tile_products_2x2(const void* a0, int64_t lda0, const voi
   _tile_dpbf16ps(3, 5, 7);
 }
 
+// Sum tiles 0 and 2 += A tiles (4: a0, 5: a1) x B tile (6: b0): tile_products_2x2 without its second
+// column of products, for blocks whose second 16 columns are past the output.
+CUCONV_AMX inline void tile_products_2x1(const void* a0, int64_t lda0, const void* a1, int64_t lda1, const void* b0) {
+  _tile_loadd(4, a0, lda0);
+  _tile_loadd(6, b0, 64);
+  _tile_dpbf16ps(0, 4, 6);
+  _tile_loadd(5, a1, lda1);
+  _tile_dpbf16ps(2, 5, 6);
+}
+
 // r[j] lane i <- r[i] lane j: 16 registers of 16 32-bit words transposed (bfloat16 pairs move as one word).
 CUCONV_AMX inline void transpose16x16(__m512i* r) {
   __m512i t[16];

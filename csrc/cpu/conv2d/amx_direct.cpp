@@ -399,6 +399,11 @@ CUCONV_AMX void block_sums(const Conv2dParams& p, const Geometry& g, const uint1
                           (m0 + r / p.stride_h * g.Wq + s / p.stride_w) * g.Cp;
       const uint32_t* b0 = wp + b_tile(p, g, k0 / 16, r, s, 0);
       const uint32_t* b1 = wp + b_tile(p, g, k0 / 16 + 1, r, s, 0);
+      if (p.K - k0 <= 16) {  // the second 16 channels past the output (tiles 1 and 3 stay zero)
+        for (int64_t slice = 0; slice < slices; ++slice)
+          tile_products_2x1(a + slice * kSlice, lda, a + 16 * g.Cp + slice * kSlice, lda, b0 + slice * 256);
+        continue;
+      }
       for (int64_t slice = 0; slice < slices; ++slice)
         tile_products_2x2(a + slice * kSlice, lda, a + 16 * g.Cp + slice * kSlice, lda, b0 + slice * 256,
                           b1 + slice * 256);
