@@ -154,15 +154,18 @@ def test_seed_cnn_train_steps_agree(model):
     assert abs(a.item() - b.item()) <= 1e-4 * max(1.0, abs(b.item()))
 
 
-def test_cpu_isa_compare_script_runs():
+@pytest.mark.parametrize("sides", [["--paths", "portable,avx2"], ["--paths", "portable", "--dtypes", "float32,bfloat16"]],
+                         ids=["paths", "dtypes"])
+def test_cpu_isa_compare_script_runs(sides):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PYEXT, os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "benchmarks/cpu_isa_compare.py", "--paths", "portable,avx2",
+    proc = subprocess.run([sys.executable, "benchmarks/cpu_isa_compare.py", *sides,
                            "--ops", "pool_fwd", "--shapes", "seed.pool2", "--batch", "2", "--layout", "nchw",
                            "--target-time", "0.01"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("pool_fwd/seed.pool2/n2/")]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("pool_fwd/seed.pool2/n2/float32/")]
     assert len(rows) == 1 and "ratio" in rows[0], proc.stdout
+    assert "1 cases: geometric mean" in proc.stdout
 
 
 @pytest.mark.parametrize("after_matmul,malloc", [(False, "default"), (True, "default"), (False, "steady")])
