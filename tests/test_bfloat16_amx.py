@@ -115,6 +115,9 @@ FORWARD = {
     "direct": ((3, 37, 13, 11), (45, 37, 5, 3), (2, 1), (2, 1, 1, 0)),
     # 3 output channels: most of the C block's columns computed and not stored
     "three_outputs": ((3, 24, 11, 9), (3, 24, 3, 3), (1, 1), (1, 1, 1, 1)),
+    # NCHW by image reads the input as pairs of channels: an odd count (17, 21), column strides 2, 3
+    "direct_s2": ((3, 21, 15, 17), (33, 21, 3, 3), (2, 2), (1, 1, 1, 1)),
+    "direct_s3": ((3, 17, 13, 16), (18, 17, 3, 2), (3, 3), (1, 0, 2, 1)),
     # Few channels, unfolded. 27 window values, 45 output channels (a partial C block and tile);
     # 13 rows of 15 outputs: a pixel group per row, an odd number of groups
     "unfolded_3x3": ((3, 3, 13, 15), (45, 3, 3, 3), (1, 1), (1, 0, 1, 2)),
