@@ -143,6 +143,7 @@ def test_amx_forward_by_image_and_by_block_agree(name, channels_last, relu):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(xs, generator=g).bfloat16().contiguous(memory_format=fmt)
     w, b = (torch.randn(ws, generator=g) / 10).bfloat16(), torch.randn(ws[0], generator=g).bfloat16()
+    w = w.contiguous(memory_format=fmt)  # packed from OIHW, or from a channels_last weight as it lies
     args = (list(stride), list(pad), [1, 1], 1)
     threads = torch.get_num_threads()
     fn = ops.conv2d_bias_relu if relu else ops.conv2d
@@ -171,27 +172,35 @@ GRAD_INPUT = {
     # 2x2 stride 2 on 7 rows: the last row is no tap's; 3x3 stride 4: phases no tap reaches
     "2x2_s2_uncovered": ((2, 24, 7, 9), (16, 24, 2, 2), (2, 2), (0, 0, 0, 0)),
     "3x3_s4": ((2, 24, 10, 10), (16, 24, 3, 3), (4, 4), (2, 2, 2, 2)),
-    # stride 1 (as a forward conv of grad_output) into 3 channels: fewer output channels than a tile
+    # stride 1: a forward conv of grad_output with the weight flipped, packed from OIHW: partial
+    # slices and channel blocks (33 -> 47); a 7x7 kernel, packed from a flipped copy
+    "5x3_partial": ((3, 33, 9, 13), (47, 33, 5, 3), (1, 1), (2, 1, 0, 2)),
+    "7x7": ((2, 24, 12, 12), (17, 24, 7, 7), (1, 1), (3, 3, 3, 3)),
+    # ... into 3 channels: fewer output channels than a tile
     "first_layer_3x3": ((5, 3, 13, 11), (32, 3, 3, 3), (1, 1), (1, 1, 1, 1)),
     "first_layer_5x5": ((3, 3, 12, 12), (20, 3, 5, 5), (1, 1), (2, 2, 2, 2)),
 }
 
 
+@pytest.mark.parametrize("w_channels_last", [False, True], ids=["w_oihw", "w_ohwi"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("name", GRAD_INPUT)
-def test_amx_grad_input_within_twice_torch(name, channels_last):
+def test_amx_grad_input_within_twice_torch(name, channels_last, w_channels_last):
     xs, ws, stride, pad = GRAD_INPUT[name]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(2)
     x = torch.randn(xs, generator=g).bfloat16().contiguous(memory_format=fmt)
     w = (torch.randn(ws, generator=g) / (ws[1] * ws[2] * ws[3]) ** 0.5).bfloat16()
+    w = w.contiguous(memory_format=torch.channels_last if w_channels_last else torch.contiguous_format)
     args = (list(stride), list(pad), [1, 1], 1)
     with cuconv.config.flags(cpu_isa="amx", poison=True):
         assert ops._cpu_conv2d_plan(x, w, *args)[1] == ("as_forward" if stride == (1, 1) else "amx_phases")
         y = ops.conv2d(x, w, None, *args)
         gy = torch.randn(y.shape, generator=g).bfloat16().contiguous(memory_format=fmt)
         gx = ops.conv2d_backward(gy, x, w, *args, [True, False, False])[0]
-    assert gx.is_contiguous(memory_format=fmt) and not gx.isnan().any()
+    # a channels_last weight (unless it is contiguous too: 1x1) makes the conv channels_last, as torch's
+    out_fmt = torch.channels_last if channels_last or not w.is_contiguous() else torch.contiguous_format
+    assert gx.is_contiguous(memory_format=out_fmt) and not gx.isnan().any()
 
     def torch_grad_input(x, w, gy):
         xt = x.detach().clone().requires_grad_()

@@ -384,6 +384,118 @@ void pack_weight(const Conv2dParams& p, const Geometry& g, const uint16_t* w_krs
   });
 }
 
+// Packing straight from an OIHW weight, [K][C][R x S]: for one output channel k and 32 input
+// channels from c0, the 32 x RS values are contiguous; tap t's 32 values (one per channel, RS apart)
+// come out of the RS loaded vectors by masked two-vector permutes, from tables made once per call
+// (ATen's copy of the weight into [K][R][S][C] ran at 3 GB/s: 1.5 ms for 512 x 512 x 3 x 3).
+constexpr int64_t kMaxTableTaps = 25;  // R x S of the kernels packed this way (5 x 5); larger: a copy first
+
+struct TapTables {
+  int64_t taps, sources;  // RS, and the loaded vectors' pairs (RS / 2 rounded up)
+  // per tap t and vector pair v: the lanes c whose value c * RS + t lies in vectors 2v, 2v + 1, and
+  // its lane there
+  std::vector<uint16_t> index;  // [t][v][32]
+  std::vector<__mmask32> lanes;  // [t][v]
+};
+
+TapTables tap_tables(int64_t RS) {
+  TapTables tt{RS, (RS + 1) / 2, std::vector<uint16_t>(size_t(RS * ((RS + 1) / 2) * 32)),
+               std::vector<__mmask32>(size_t(RS * ((RS + 1) / 2)))};
+  for (int64_t t = 0; t < RS; ++t)
+    for (int64_t c = 0; c < 32; ++c) {
+      const int64_t e = c * RS + t, v = e / 64;
+      tt.index[size_t((t * tt.sources + v) * 32 + c)] = uint16_t(e % 64);
+      tt.lanes[size_t(t * tt.sources + v)] |= __mmask32(1u) << c;
+    }
+  return tt;
+}
+
+// taps[t] = w[k][c0 + c][t] for c < 32 (zero past C), from the contiguous run of w[k][c0..].
+CUCONV_AMX void channel_taps(const TapTables& tt, const uint16_t* w_oihw, int64_t C, int64_t k, int64_t c0,
+                             __m512i* taps) {
+  __m512i v[kMaxTableTaps + 1];
+  const int64_t count = (std::min<int64_t>(32, C - c0)) * tt.taps;  // values to load
+  const uint16_t* src = w_oihw + (k * C + c0) * tt.taps;
+  for (int64_t i = 0; i < 2 * tt.sources; ++i) v[i] = _mm512_maskz_loadu_epi16(lanes32(count - 32 * i), src + 32 * i);
+  for (int64_t t = 0; t < tt.taps; ++t) {
+    __m512i r = _mm512_setzero_si512();
+    for (int64_t s = 0; s < tt.sources; ++s) {
+      const size_t e = size_t(t * tt.sources + s);
+      r = _mm512_or_si512(r, _mm512_maskz_permutex2var_epi16(tt.lanes[e], v[2 * s],
+                                                            _mm512_loadu_si512(&tt.index[e * 32]), v[2 * s + 1]));
+    }
+    taps[t] = r;
+  }
+}
+
+// The B tiles of output channels 16 k16 .. and 32 input channels of slice from the OIHW weight: per
+// output channel its taps' channel runs, then per tap the 16 x 16 word transpose of pack_weight_tap.
+CUCONV_AMX void pack_weight_oihw_block(const Conv2dParams& p, const Geometry& g, const TapTables& tt,
+                                       const uint16_t* w_oihw, int64_t k16, int64_t slice, uint32_t* wp) {
+  __m512i taps[16][kMaxTableTaps];
+  for (int64_t kk = 0; kk < 16; ++kk) {
+    if (k16 * 16 + kk < p.K && slice * kSlice < p.C)
+      channel_taps(tt, w_oihw, p.C, k16 * 16 + kk, slice * kSlice, taps[kk]);
+    else
+      for (int64_t t = 0; t < tt.taps; ++t) taps[kk][t] = _mm512_setzero_si512();
+  }
+  __m512i rows[16];
+  for (int64_t t = 0; t < tt.taps; ++t) {
+    for (int64_t kk = 0; kk < 16; ++kk) rows[kk] = taps[kk][t];
+    transpose16x16(rows);  // rows[j]: channel pair j of the 16 output channels
+    uint32_t* tile = wp + b_tile(p, g, k16, t / p.S, t % p.S, slice);
+    for (int64_t j = 0; j < 16; ++j) _mm512_storeu_si512(tile + j * 16, rows[j]);
+  }
+}
+
+// Lanes 0..15 (low) or 16..31 (high) of two vectors joined into pair words: lane e of a, then of b.
+alignas(64) constexpr uint16_t kJoinLow[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                               8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+alignas(64) constexpr uint16_t kJoinHigh[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+
+// The grad input as a forward conv (p: its geometry, C = the weight's K) reads the weight flipped and
+// transposed: its B tile (16 output channels = the weight's input channels c, tap (r, s), 32 input
+// channels = the weight's output channels k) has rows of pairs of k, words w[k][c][R-1-r][S-1-s]. Per
+// 32 k and 32 c, each k's taps (channel_taps), then per tap and 16 c the rows are two k's runs
+// joined: no transpose of the tile.
+CUCONV_AMX void pack_weight_flipped_block(const Conv2dParams& p, const Geometry& g, const TapTables& tt,
+                                          const uint16_t* w_oihw, int64_t c32, int64_t slice, uint32_t* wp) {
+  const int64_t K = p.C, C = p.K;  // the weight's output and input channels
+  __m512i taps[kSlice][kMaxTableTaps];
+  for (int64_t kk = 0; kk < kSlice; ++kk) {
+    if (slice * kSlice + kk < K && c32 * 32 < C)
+      channel_taps(tt, w_oihw, C, slice * kSlice + kk, c32 * 32, taps[kk]);
+    else
+      for (int64_t t = 0; t < tt.taps; ++t) taps[kk][t] = _mm512_setzero_si512();
+  }
+  const __m512i join[2] = {_mm512_load_si512(kJoinLow), _mm512_load_si512(kJoinHigh)};
+  for (int64_t t = 0; t < tt.taps; ++t) {
+    const int64_t flipped = tt.taps - 1 - t;  // the weight's tap read by the forward's tap t
+    for (int64_t h = 0; h < 2 && c32 * 2 + h < g.Kp / 16; ++h) {
+      uint32_t* tile = wp + b_tile(p, g, c32 * 2 + h, t / p.S, t % p.S, slice);
+      for (int64_t j = 0; j < 16; ++j)
+        _mm512_storeu_si512(tile + j * 16, _mm512_permutex2var_epi16(taps[2 * j][flipped], join[h], taps[2 * j + 1][flipped]));
+    }
+  }
+}
+
+// Weight packing from OIHW (flipped: as the grad input's forward conv reads it) where R x S fits the
+// tables; false otherwise (the caller packs from a [K][R][S][C] copy).
+bool pack_weight_oihw(const Conv2dParams& p, const Geometry& g, const uint16_t* w_oihw, bool flipped, uint32_t* wp) {
+  if (p.R * p.S > kMaxTableTaps) return false;
+  const TapTables tt = tap_tables(p.R * p.S);
+  const int64_t slices = g.Cp / kSlice, blocks = flipped ? (g.Kp + 31) / 32 : g.Kp / 16;
+  at::parallel_for(0, blocks * slices, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item)
+      if (flipped)
+        pack_weight_flipped_block(p, g, tt, w_oihw, item / slices, item % slices, wp);
+      else
+        pack_weight_oihw_block(p, g, tt, w_oihw, item / slices, item % slices, wp);
+  });
+  return true;
+}
+
 // The C block of outputs m0.. and output channels k0.. of an image whose phase images begin at x_n,
 // into sums (32 x 32 floats).
 CUCONV_AMX void block_sums(const Conv2dParams& p, const Geometry& g, const uint16_t* x_n, const uint32_t* wp,
@@ -649,7 +761,7 @@ CUCONV_AMX void run_unfolded_images(const Conv2dParams& conv, const Conv2dParams
 }  // namespace
 
 void amx_direct_fprop(const Conv2dParams& conv, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
-                      const at::Tensor& y, bool relu) {
+                      const at::Tensor& y, bool relu, bool flipped) {
   const bool unfold = conv.C < 16;
   const Conv2dParams p = unfold ? unfolded(conv) : conv;  // the conv the tiles run
   const Geometry g = geometry(p);
@@ -670,9 +782,16 @@ void amx_direct_fprop(const Conv2dParams& conv, const at::Tensor& x, const at::T
   if (b)
     for (int64_t k = 0; k < p.K; ++k) b[k] = float(bias.const_data_ptr<c10::BFloat16>()[k]);
   const auto* xs = reinterpret_cast<const uint16_t*>(xh.const_data_ptr<c10::BFloat16>());
-  const at::Tensor w_krsc = w.permute({0, 2, 3, 1}).contiguous();  // no copy for a channels_last weight
   const bool transposed = unfold && by_image;  // run_pair_images
-  pack_weight(p, g, reinterpret_cast<const uint16_t*>(w_krsc.const_data_ptr<c10::BFloat16>()), transposed, wp);
+  // An OIHW weight is packed in place (a channels_last one is [K][R][S][C] already); the unfolded
+  // conv's and large kernels' from a [K][R][S][C] copy.
+  const at::Tensor w_oihw = !unfold && (flipped || !w.is_contiguous(MemoryFormat::ChannelsLast)) ? w.contiguous()
+                                                                                               : at::Tensor();
+  if (!w_oihw.defined() ||
+      !pack_weight_oihw(p, g, reinterpret_cast<const uint16_t*>(w_oihw.const_data_ptr<c10::BFloat16>()), flipped, wp)) {
+    const at::Tensor w_krsc = (flipped ? w.flip({2, 3}).transpose(0, 1) : w).permute({0, 2, 3, 1}).contiguous();
+    pack_weight(p, g, reinterpret_cast<const uint16_t*>(w_krsc.const_data_ptr<c10::BFloat16>()), transposed, wp);
+  }
   uint16_t* out = reinterpret_cast<uint16_t*>(yh.data_ptr<c10::BFloat16>());
   Unfolding u;
   if (unfold) make_unfolding(conv, u);
@@ -702,7 +821,7 @@ void amx_direct_fprop(const Conv2dParams& conv, const at::Tensor& x, const at::T
 #else  // not x86: the plan never picks it (no AMX)
 
 void amx_direct_fprop(const Conv2dParams&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                      bool) {
+                      bool, bool) {
   TORCH_CHECK(false, "cuconv: amx_direct needs AMX");
 }
 

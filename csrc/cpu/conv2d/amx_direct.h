@@ -18,8 +18,10 @@ Conv2dParams unfolded(const Conv2dParams& p);
 
 // y = conv(x, w) + bias, ReLU'd when asked, all bfloat16 (bias may be undefined); x in p's layout,
 // y in p's layout or any view whose channels are adjacent (written in place), w [K, C, R, S] (any
-// strides). Runs only where cpu_has_amx_bf16().
+// strides). flipped: w is instead the weight [C, K, R, S] of the conv whose grad input this conv
+// computes (grad_input_as_forward), read flipped in R and S and transposed, without a copy. Runs
+// only where cpu_has_amx_bf16().
 void amx_direct_fprop(const Conv2dParams& p, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
-                      const at::Tensor& y, bool relu);
+                      const at::Tensor& y, bool relu, bool flipped = false);
 
 }  // namespace cuconv::cpu

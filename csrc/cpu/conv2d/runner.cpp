@@ -87,8 +87,8 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
   const Isa isa = isa_of(grad_output.scalar_type());
   if (plan_dgrad(p, isa, at::kFloat).strategy == DgradStrategy::as_forward &&
       use_amx_direct(grad_input_as_forward(p), isa, grad_output.scalar_type()))
-    return amx_direct_fprop(grad_input_as_forward(p), grad_output, flipped_weight(weight), at::Tensor(),
-                            grad_input, false);
+    return amx_direct_fprop(grad_input_as_forward(p), grad_output, weight, at::Tensor(), grad_input, false,
+                            /*flipped=*/true);
   if (use_amx_dgrad_phases(p, isa, grad_output.scalar_type()))
     return amx_dgrad_phases(p, grad_output, weight, grad_input);
   if (!is_16bit(grad_output.scalar_type())) return backward_input(isa, p, grad_output, weight, grad_input);
