@@ -135,9 +135,10 @@ FORWARD = {
 @pytest.mark.parametrize("name", FORWARD)
 def test_amx_forward_by_image_and_by_block_agree(name, channels_last, relu):
     """With an image per thread an AMX forward runs whole images per worker: NCHW through a buffer
-    transposed into the channel planes; few channels unfolded one image at a time by each worker,
-    into NCHW from transposed products (a channel's run of outputs per tile row). With fewer images
-    it runs C blocks. Every output written, the same bits both ways, within twice torch's error."""
+    transposed into the channel planes, NHWC each image padded by its worker; few channels unfolded
+    one image at a time, into NCHW from transposed products (a channel's run of outputs per tile
+    row). With fewer images it runs C blocks of the batch padded first. Every output written, the
+    same bits both ways, within twice torch's error."""
     xs, ws, stride, pad = FORWARD[name]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(1)

@@ -336,21 +336,33 @@ void unfold_input(const Conv2dParams& p, const Geometry& g, const Unfolding& u, 
 // x (bfloat16 bits, p's layout) into the phase images: pixel (i, j) of phase (a, b) is input pixel
 // (i * stride_h + a - pad_h, j * stride_w + b - pad_w); channels past C and pixels outside the
 // input are zero. Phases no tap reads (a >= R or b >= S: a 1x1 strided conv reads one) are skipped.
+// Row i of phase image (a, b) of image n, in the phase image at `image`.
+void pad_phase_row(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t n, int64_t a, int64_t b,
+                   int64_t i, uint16_t* image) {
+  const int64_t h = i * p.stride_h + a - p.pad_h;
+  if (p.channels_last)
+    pad_row_nhwc(p, g, x, n, h, b, image + i * g.Wq * g.Cp);
+  else
+    pad_row_nchw(p, g, x, n, h, b, image + i * g.Wq * g.Cp);
+  if (i == g.Hq - 1)  // the room after the phase image's last row
+    std::memset(image + g.Hq * g.Wq * g.Cp, 0, size_t(g.img - g.Hq * g.Wq * g.Cp) * 2);
+}
+
 void pad_input(const Conv2dParams& p, const Geometry& g, const uint16_t* x, uint16_t* xp) {
   const int64_t A = std::min(p.stride_h, p.R), B = std::min(p.stride_w, p.S);
   at::parallel_for(0, p.N * A * B * g.Hq, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t i = item % g.Hq, b = item / g.Hq % B, a = item / g.Hq / B % A, n = item / g.Hq / B / A;
-      uint16_t* image = xp + phase_offset(p, g, n, a, b);
-      const int64_t h = i * p.stride_h + a - p.pad_h;
-      if (p.channels_last)
-        pad_row_nhwc(p, g, x, n, h, b, image + i * g.Wq * g.Cp);
-      else
-        pad_row_nchw(p, g, x, n, h, b, image + i * g.Wq * g.Cp);
-      if (i == g.Hq - 1)  // the room after the phase image's last row
-        std::memset(image + g.Hq * g.Wq * g.Cp, 0, size_t(g.img - g.Hq * g.Wq * g.Cp) * 2);
+      pad_phase_row(p, g, x, n, a, b, i, xp + phase_offset(p, g, n, a, b));
     }
   });
+}
+
+// Image n's phase images alone, into `image` (a worker's buffer).
+void pad_image(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t n, uint16_t* image) {
+  for (int64_t a = 0; a < std::min(p.stride_h, p.R); ++a)
+    for (int64_t b = 0; b < std::min(p.stride_w, p.S); ++b)
+      for (int64_t i = 0; i < g.Hq; ++i) pad_phase_row(p, g, x, n, a, b, i, image + phase_offset(p, g, 0, a, b));
 }
 
 // The B tiles: word (j, k) of tile (k16, r, s, slice) = w[16 k16 + k][32 slice + 2j (low), +1 (high)][r][s].
@@ -653,6 +665,32 @@ CUCONV_AMX void run_images(const Conv2dParams& p, const Geometry& g, const uint1
   amx_release();
 }
 
+// Images begin .. end into an output whose channels are adjacent, each padded into the worker's
+// buffer right before its blocks run (in the worker's cache; the whole batch padded first would go
+// out to memory and back). With more than one channel group, as many images as fit 1 MiB go
+// through each group together (the group's weight read once per batch of images).
+CUCONV_AMX void run_padded_images(const Conv2dParams& p, const Geometry& g, const uint16_t* x, const uint32_t* wp,
+                                  const float* bias, bool relu, uint16_t* y, const PixelStrides& ys, int64_t begin,
+                                  int64_t end) {
+  const int64_t group = channel_group(p, g), image = p.stride_h * p.stride_w * g.img;
+  const int64_t batch = group >= g.Kp ? 1 : std::max<int64_t>(1, (int64_t(1) << 20) / (image * 2));
+  uint16_t* images = scratch<uint16_t>(Scratch::input, std::min(batch, end - begin) * image);
+  amx_configure();
+  alignas(64) float sums[kPix * kOut];
+  for (int64_t n0 = begin; n0 < end; n0 += batch) {
+    const int64_t n1 = std::min(end, n0 + batch);
+    for (int64_t n = n0; n < n1; ++n) pad_image(p, g, x, n, images + (n - n0) * image);
+    for (int64_t k1 = 0; k1 < g.Kp; k1 += group)
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t m0 = 0; m0 < g.blocks * kPix; m0 += kPix)
+          for (int64_t k0 = k1; k0 < std::min(g.Kp, k1 + group); k0 += kOut) {
+            block_sums(p, g, images + (n - n0) * image, wp, m0, k0, sums);
+            store_block(p, g, sums, bias, relu, n, m0, k0, y, ys);
+          }
+  }
+  amx_release();
+}
+
 // An unfolded conv into an NCHW output runs transposed: the weight's rows are the A tiles and the
 // unfolded input the B tiles (pair rows of 16 pixels of one output row: unfold_row_nchw's pairs),
 // so a sum tile's rows are 16 adjacent outputs of one channel plane, stored in place. A pixel
@@ -765,10 +803,11 @@ void amx_direct_fprop(const Conv2dParams& conv, const at::Tensor& x, const at::T
   const bool unfold = conv.C < 16;
   const Conv2dParams p = unfold ? unfolded(conv) : conv;  // the conv the tiles run
   const Geometry g = geometry(p);
-  // NCHW runs whole images per worker (their outputs leave through the grid buffer), given an image
-  // per thread; otherwise the blocks, into the output where its channels are adjacent (NHWC or a
-  // view of it: a stride phase of a larger output), else into an NHWC copy. An unfolded conv with
-  // an image per thread runs by image in both layouts, each image unfolded by its worker.
+  // Given an image per thread, each worker runs whole images: NCHW through the grid buffer; into
+  // an output whose channels are adjacent (NHWC or a view of it: a stride phase of a larger
+  // output), each image padded (or unfolded) by its worker right before its blocks. Otherwise the
+  // blocks, the batch padded first, into the output where its channels are adjacent, else into an
+  // NHWC copy.
   using at::MemoryFormat;
   const bool per_thread = p.N >= at::get_num_threads();
   const bool by_image = !p.channels_last && per_thread && y.is_contiguous();
@@ -801,6 +840,10 @@ void amx_direct_fprop(const Conv2dParams& conv, const at::Tensor& x, const at::T
   } else if (unfold && per_thread) {
     at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
       run_unfolded_images(conv, p, g, u, xs, wp, b, relu, out, ys, begin, end);
+    });
+  } else if (per_thread && in_place && !by_image) {
+    at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
+      run_padded_images(p, g, xs, wp, b, relu, out, ys, begin, end);
     });
   } else {
     uint16_t* xp = scratch<uint16_t>(Scratch::wide_a, p.N * p.stride_h * p.stride_w * g.img);
