@@ -71,6 +71,13 @@ CUCONV_AMX inline void tile_products_2x1(const void* a0, int64_t lda0, const voi
   _tile_dpbf16ps(2, 5, 6);
 }
 
+// Lanes e < 16 (low) or 16 + e (high) of two vectors a, b joined into pair word e: a's value in
+// the low half, b's in the high (the pair layout of the tiles), by one vpermt2w.
+alignas(64) inline constexpr uint16_t kJoinLow[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                                      8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+alignas(64) inline constexpr uint16_t kJoinHigh[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                       24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+
 // r[j] lane i <- r[i] lane j: 16 registers of 16 32-bit words transposed (bfloat16 pairs move as one word).
 CUCONV_AMX inline void transpose16x16(__m512i* r) {
   __m512i t[16];

@@ -16,8 +16,8 @@
 // 32-channel slices in a fixed order, then bias, ReLU and one rounding to bfloat16 on the way out:
 // as deterministic as the GEMM paths. The weight is packed once per call into B tiles: per 16
 // output channels, tap and 32 input channels, 16 channel pairs x 16 output channels of bfloat16
-// pair words (1 KiB). The output channels go in groups whose B tiles fit in half of L2. An NHWC
-// output is stored from each block; an NCHW output per image, from a buffer in the blocks' order
+// pair words (1 KiB; amx_weight.cpp). The output channels go in groups whose B tiles fit in half
+// of L2. An NHWC output is stored from each block; an NCHW output per image, from a buffer in the blocks' order
 // transposed in registers into whole rows of its channel planes (stored from the blocks, the runs of
 // 32 positions scattered over 32 planes ran at half the speed).
 //
@@ -27,6 +27,7 @@
 // there; into an NCHW output the products run transposed (run_pair_images), the weight as the A
 // tiles, so a sum tile's rows are runs of one channel plane.
 #include "cpu/conv2d/amx_direct.h"
+#include "cpu/conv2d/amx_weight.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -201,17 +202,15 @@ void make_unfolding(const Conv2dParams& p, Unfolding& u) {
 // value t = (r * S + s) * C + c of the 16 pixels is a run of input row i * stride_h + r - pad_h,
 // joined in pairs: pair rows (B tiles) of the row's pixel groups at `pairs` when given, else
 // transposed in registers (as pad_row_nchw's channels) into the pixels' vectors at `row`.
-// Lane 2e of a pair word vector from value run a, lane 2e + 1 from b: e = lane e of a run at stride 1,
-// lane 2e at stride 2 (kEvenLanes' columns).
-alignas(64) constexpr uint16_t kJoinStride1[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
-                                                   8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+// Lane 2e of a pair word vector from value run a, lane 2e + 1 from b: e = lane e of a run at stride 1
+// (kJoinLow), lane 2e at stride 2 (kEvenLanes' columns).
 alignas(64) constexpr uint16_t kJoinStride2[32] = {0,  32, 2,  34, 4,  36, 6,  38, 8,  40, 10, 42, 12, 44, 14, 46,
                                                    16, 48, 18, 50, 20, 52, 22, 54, 24, 56, 26, 58, 28, 60, 30, 62};
 
 CUCONV_AMX void unfold_row_nchw(const Conv2dParams& p, const Geometry& g, const Unfolding& u, const uint16_t* x,
                                 int64_t n, int64_t i, uint16_t* row, uint32_t* pairs = nullptr) {
   const __m512i even = _mm512_load_si512(kEvenLanes);
-  const __m512i join = _mm512_load_si512(p.stride_w == 1 ? kJoinStride1 : kJoinStride2);
+  const __m512i join = _mm512_load_si512(p.stride_w == 1 ? kJoinLow : kJoinStride2);
   // Window value t's input row (null: outside the input, or t past the window) and kernel column.
   const uint16_t* source[kMaxUnfolded];
   int32_t column[kMaxUnfolded];
@@ -365,149 +364,6 @@ void pad_image(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int6
       for (int64_t i = 0; i < g.Hq; ++i) pad_phase_row(p, g, x, n, a, b, i, image + phase_offset(p, g, 0, a, b));
 }
 
-// The B tiles: word (j, k) of tile (k16, r, s, slice) = w[16 k16 + k][32 slice + 2j (low), +1 (high)][r][s].
-int64_t b_tile(const Conv2dParams& p, const Geometry& g, int64_t k16, int64_t r, int64_t s, int64_t slice) {
-  return (((k16 * p.R + r) * p.S + s) * (g.Cp / kSlice) + slice) * 256;
-}
-
-// The B tiles of output channels 16 k16 .. and tap rs from w_krsc, the weight as [K][R][S][C]:
-// per tile, 16 output channels' runs of 32 input channels (16 pair words each) transposed in
-// registers; as A tiles (as_a), the runs as they are (a row per output channel).
-CUCONV_AMX void pack_weight_tap(const Conv2dParams& p, const Geometry& g, const uint16_t* w_krsc, int64_t k16,
-                                int64_t rs, bool as_a, uint32_t* wp) {
-  __m512i rows[16];
-  for (int64_t slice = 0; slice < g.Cp / kSlice; ++slice) {
-    const __mmask32 channels = lanes32(p.C - slice * kSlice);
-    for (int64_t k = 0; k < 16; ++k) {
-      const int64_t ko = k16 * 16 + k;
-      rows[k] = ko < p.K ? _mm512_maskz_loadu_epi16(channels, w_krsc + (ko * p.R * p.S + rs) * p.C + slice * kSlice)
-                         : _mm512_setzero_si512();
-    }
-    if (!as_a) transpose16x16(rows);  // rows[j]: channel pair j of the 16 output channels
-    uint32_t* tile = wp + b_tile(p, g, k16, rs / p.S, rs % p.S, slice);
-    for (int64_t j = 0; j < 16; ++j) _mm512_storeu_si512(tile + j * 16, rows[j]);
-  }
-}
-
-void pack_weight(const Conv2dParams& p, const Geometry& g, const uint16_t* w_krsc, bool as_a, uint32_t* wp) {
-  const int64_t RS = p.R * p.S;
-  at::parallel_for(0, g.Kp / 16 * RS, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) pack_weight_tap(p, g, w_krsc, item / RS, item % RS, as_a, wp);
-  });
-}
-
-// Packing straight from an OIHW weight, [K][C][R x S]: for one output channel k and 32 input
-// channels from c0, the 32 x RS values are contiguous; tap t's 32 values (one per channel, RS apart)
-// come out of the RS loaded vectors by masked two-vector permutes, from tables made once per call
-// (ATen's copy of the weight into [K][R][S][C] ran at 3 GB/s: 1.5 ms for 512 x 512 x 3 x 3).
-constexpr int64_t kMaxTableTaps = 25;  // R x S of the kernels packed this way (5 x 5); larger: a copy first
-
-struct TapTables {
-  int64_t taps, sources;  // RS, and the loaded vectors' pairs (RS / 2 rounded up)
-  // per tap t and vector pair v: the lanes c whose value c * RS + t lies in vectors 2v, 2v + 1, and
-  // its lane there
-  std::vector<uint16_t> index;  // [t][v][32]
-  std::vector<__mmask32> lanes;  // [t][v]
-};
-
-TapTables tap_tables(int64_t RS) {
-  TapTables tt{RS, (RS + 1) / 2, std::vector<uint16_t>(size_t(RS * ((RS + 1) / 2) * 32)),
-               std::vector<__mmask32>(size_t(RS * ((RS + 1) / 2)))};
-  for (int64_t t = 0; t < RS; ++t)
-    for (int64_t c = 0; c < 32; ++c) {
-      const int64_t e = c * RS + t, v = e / 64;
-      tt.index[size_t((t * tt.sources + v) * 32 + c)] = uint16_t(e % 64);
-      tt.lanes[size_t(t * tt.sources + v)] |= __mmask32(1u) << c;
-    }
-  return tt;
-}
-
-// taps[t] = w[k][c0 + c][t] for c < 32 (zero past C), from the contiguous run of w[k][c0..].
-CUCONV_AMX void channel_taps(const TapTables& tt, const uint16_t* w_oihw, int64_t C, int64_t k, int64_t c0,
-                             __m512i* taps) {
-  __m512i v[kMaxTableTaps + 1];
-  const int64_t count = (std::min<int64_t>(32, C - c0)) * tt.taps;  // values to load
-  const uint16_t* src = w_oihw + (k * C + c0) * tt.taps;
-  for (int64_t i = 0; i < 2 * tt.sources; ++i) v[i] = _mm512_maskz_loadu_epi16(lanes32(count - 32 * i), src + 32 * i);
-  for (int64_t t = 0; t < tt.taps; ++t) {
-    __m512i r = _mm512_setzero_si512();
-    for (int64_t s = 0; s < tt.sources; ++s) {
-      const size_t e = size_t(t * tt.sources + s);
-      r = _mm512_or_si512(r, _mm512_maskz_permutex2var_epi16(tt.lanes[e], v[2 * s],
-                                                            _mm512_loadu_si512(&tt.index[e * 32]), v[2 * s + 1]));
-    }
-    taps[t] = r;
-  }
-}
-
-// The B tiles of output channels 16 k16 .. and 32 input channels of slice from the OIHW weight: per
-// output channel its taps' channel runs, then per tap the 16 x 16 word transpose of pack_weight_tap.
-CUCONV_AMX void pack_weight_oihw_block(const Conv2dParams& p, const Geometry& g, const TapTables& tt,
-                                       const uint16_t* w_oihw, int64_t k16, int64_t slice, uint32_t* wp) {
-  __m512i taps[16][kMaxTableTaps];
-  for (int64_t kk = 0; kk < 16; ++kk) {
-    if (k16 * 16 + kk < p.K && slice * kSlice < p.C)
-      channel_taps(tt, w_oihw, p.C, k16 * 16 + kk, slice * kSlice, taps[kk]);
-    else
-      for (int64_t t = 0; t < tt.taps; ++t) taps[kk][t] = _mm512_setzero_si512();
-  }
-  __m512i rows[16];
-  for (int64_t t = 0; t < tt.taps; ++t) {
-    for (int64_t kk = 0; kk < 16; ++kk) rows[kk] = taps[kk][t];
-    transpose16x16(rows);  // rows[j]: channel pair j of the 16 output channels
-    uint32_t* tile = wp + b_tile(p, g, k16, t / p.S, t % p.S, slice);
-    for (int64_t j = 0; j < 16; ++j) _mm512_storeu_si512(tile + j * 16, rows[j]);
-  }
-}
-
-// Lanes 0..15 (low) or 16..31 (high) of two vectors joined into pair words: lane e of a, then of b.
-alignas(64) constexpr uint16_t kJoinLow[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
-                                               8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-alignas(64) constexpr uint16_t kJoinHigh[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
-                                                24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
-
-// The grad input as a forward conv (p: its geometry, C = the weight's K) reads the weight flipped and
-// transposed: its B tile (16 output channels = the weight's input channels c, tap (r, s), 32 input
-// channels = the weight's output channels k) has rows of pairs of k, words w[k][c][R-1-r][S-1-s]. Per
-// 32 k and 32 c, each k's taps (channel_taps), then per tap and 16 c the rows are two k's runs
-// joined: no transpose of the tile.
-CUCONV_AMX void pack_weight_flipped_block(const Conv2dParams& p, const Geometry& g, const TapTables& tt,
-                                          const uint16_t* w_oihw, int64_t c32, int64_t slice, uint32_t* wp) {
-  const int64_t K = p.C, C = p.K;  // the weight's output and input channels
-  __m512i taps[kSlice][kMaxTableTaps];
-  for (int64_t kk = 0; kk < kSlice; ++kk) {
-    if (slice * kSlice + kk < K && c32 * 32 < C)
-      channel_taps(tt, w_oihw, C, slice * kSlice + kk, c32 * 32, taps[kk]);
-    else
-      for (int64_t t = 0; t < tt.taps; ++t) taps[kk][t] = _mm512_setzero_si512();
-  }
-  const __m512i join[2] = {_mm512_load_si512(kJoinLow), _mm512_load_si512(kJoinHigh)};
-  for (int64_t t = 0; t < tt.taps; ++t) {
-    const int64_t flipped = tt.taps - 1 - t;  // the weight's tap read by the forward's tap t
-    for (int64_t h = 0; h < 2 && c32 * 2 + h < g.Kp / 16; ++h) {
-      uint32_t* tile = wp + b_tile(p, g, c32 * 2 + h, t / p.S, t % p.S, slice);
-      for (int64_t j = 0; j < 16; ++j)
-        _mm512_storeu_si512(tile + j * 16, _mm512_permutex2var_epi16(taps[2 * j][flipped], join[h], taps[2 * j + 1][flipped]));
-    }
-  }
-}
-
-// Weight packing from OIHW (flipped: as the grad input's forward conv reads it) where R x S fits the
-// tables; false otherwise (the caller packs from a [K][R][S][C] copy).
-bool pack_weight_oihw(const Conv2dParams& p, const Geometry& g, const uint16_t* w_oihw, bool flipped, uint32_t* wp) {
-  if (p.R * p.S > kMaxTableTaps) return false;
-  const TapTables tt = tap_tables(p.R * p.S);
-  const int64_t slices = g.Cp / kSlice, blocks = flipped ? (g.Kp + 31) / 32 : g.Kp / 16;
-  at::parallel_for(0, blocks * slices, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item)
-      if (flipped)
-        pack_weight_flipped_block(p, g, tt, w_oihw, item / slices, item % slices, wp);
-      else
-        pack_weight_oihw_block(p, g, tt, w_oihw, item / slices, item % slices, wp);
-  });
-  return true;
-}
-
 // The C block of outputs m0.. and output channels k0.. of an image whose phase images begin at x_n,
 // into sums (32 x 32 floats).
 CUCONV_AMX void block_sums(const Conv2dParams& p, const Geometry& g, const uint16_t* x_n, const uint32_t* wp,
@@ -521,8 +377,8 @@ CUCONV_AMX void block_sums(const Conv2dParams& p, const Geometry& g, const uint1
     for (int64_t s = 0; s < p.S; ++s) {
       const uint16_t* a = x_n + phase_offset(p, g, 0, r % p.stride_h, s % p.stride_w) +
                           (m0 + r / p.stride_h * g.Wq + s / p.stride_w) * g.Cp;
-      const uint32_t* b0 = wp + b_tile(p, g, k0 / 16, r, s, 0);
-      const uint32_t* b1 = wp + b_tile(p, g, k0 / 16 + 1, r, s, 0);
+      const uint32_t* b0 = wp + weight_tile(p, g.Cp, k0 / 16, r, s, 0);
+      const uint32_t* b1 = wp + weight_tile(p, g.Cp, k0 / 16 + 1, r, s, 0);
       if (p.K - k0 <= 16) {  // the second 16 channels past the output (tiles 1 and 3 stay zero)
         for (int64_t slice = 0; slice < slices; ++slice)
           tile_products_2x1(a + slice * kSlice, lda, a + 16 * g.Cp + slice * kSlice, lda, b0 + slice * 256);
@@ -815,22 +671,14 @@ void amx_direct_fprop(const Conv2dParams& conv, const at::Tensor& x, const at::T
   const bool in_place = by_image || y.stride(1) == 1;
   const at::Tensor yh = in_place ? y : at::empty_like(y, MemoryFormat::ChannelsLast);
   const PixelStrides ys{yh.stride(0), yh.stride(2), yh.stride(3)};
-  // [K][R][S][C]: also the unfolded conv's [K][RSC] 1x1 weight.
+  // The packed weight (amx_weight.h).
   uint32_t* wp = scratch<uint32_t>(Scratch::wide_b, g.Kp / 16 * p.R * p.S * (g.Cp / kSlice) * 256);
   float* b = bias.defined() ? scratch<float>(Scratch::wide_c, p.K) : nullptr;
   if (b)
     for (int64_t k = 0; k < p.K; ++k) b[k] = float(bias.const_data_ptr<c10::BFloat16>()[k]);
   const auto* xs = reinterpret_cast<const uint16_t*>(xh.const_data_ptr<c10::BFloat16>());
   const bool transposed = unfold && by_image;  // run_pair_images
-  // An OIHW weight is packed in place (a channels_last one is [K][R][S][C] already); the unfolded
-  // conv's and large kernels' from a [K][R][S][C] copy.
-  const at::Tensor w_oihw = !unfold && (flipped || !w.is_contiguous(MemoryFormat::ChannelsLast)) ? w.contiguous()
-                                                                                               : at::Tensor();
-  if (!w_oihw.defined() ||
-      !pack_weight_oihw(p, g, reinterpret_cast<const uint16_t*>(w_oihw.const_data_ptr<c10::BFloat16>()), flipped, wp)) {
-    const at::Tensor w_krsc = (flipped ? w.flip({2, 3}).transpose(0, 1) : w).permute({0, 2, 3, 1}).contiguous();
-    pack_weight(p, g, reinterpret_cast<const uint16_t*>(w_krsc.const_data_ptr<c10::BFloat16>()), transposed, wp);
-  }
+  pack_amx_weight(p, g.Cp, g.Kp, w, flipped, transposed, wp);
   uint16_t* out = reinterpret_cast<uint16_t*>(yh.data_ptr<c10::BFloat16>());
   Unfolding u;
   if (unfold) make_unfolding(conv, u);

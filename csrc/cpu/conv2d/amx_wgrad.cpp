@@ -444,17 +444,13 @@ CUCONV_AMX void split_channels(const Conv2dParams& p, const uint16_t* x, int64_t
     for (int64_t c = 0; c < p.C; ++c) planes[c * p.H * p.W + e] = image[e * p.C + c];
 }
 
-// Lanes 2i and 2i + 1 of a pair word vector from lane i of a and of b.
-alignas(64) constexpr uint16_t kJoinPixels[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
-                                                  8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-
 // The B tiles of NHWC grad_output's positions m0 .. m0 + 31 of image n, output channels k0 .. k0 + 31:
 // tile h holds channels k0 + 16 h.., row i the words of positions m0 + 2i and m0 + 2i + 1 (zero past
 // the image's last position and past K).
 CUCONV_AMX void pack_pixel_pairs(const Conv2dParams& p, const uint16_t* gy, int64_t n, int64_t m0, int64_t k0,
                                  uint32_t* b) {
   const int64_t PQ = p.P * p.Q;
-  const __m512i join = _mm512_load_si512(kJoinPixels);
+  const __m512i join = _mm512_load_si512(kJoinLow);
   const uint16_t* pixels = gy + (n * PQ + m0) * p.K;
   for (int64_t h = 0; h < 2; ++h) {
     const __mmask32 channels = lanes32(p.K - k0 - 16 * h) & 0xFFFF;
