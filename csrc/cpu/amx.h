@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "cpu/lane_masks.h"
 
@@ -77,6 +78,43 @@ alignas(64) inline constexpr uint16_t kJoinLow[32] = {0, 32, 1, 33, 2,  34, 3,  
                                                       8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
 alignas(64) inline constexpr uint16_t kJoinHigh[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
                                                        24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+
+// 32 groups of n consecutive values (a weight's taps per input channel, an NHWC pixel's channels)
+// split into n vectors of 32: out[t] lane c = src[c * n + t], by masked two-vector permutes of the
+// loaded vectors, from tables made once per n.
+constexpr int64_t kMaxDeinterleave = 25;
+struct Deinterleave {
+  int64_t n, pairs;              // values per group; loaded vector pairs (n / 2 rounded up)
+  std::vector<uint16_t> index;   // [t][v][32]: lane c's source lane in vectors 2v, 2v + 1
+  std::vector<__mmask32> lanes;  // [t][v]: the lanes c whose source lies there
+};
+
+inline Deinterleave deinterleave_tables(int64_t n) {
+  Deinterleave d{n, (n + 1) / 2, std::vector<uint16_t>(size_t(n * ((n + 1) / 2) * 32)),
+                 std::vector<__mmask32>(size_t(n * ((n + 1) / 2)))};
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t c = 0; c < 32; ++c) {
+      const int64_t e = c * n + t, v = e / 64;
+      d.index[size_t((t * d.pairs + v) * 32 + c)] = uint16_t(e % 64);
+      d.lanes[size_t(t * d.pairs + v)] |= __mmask32(1u) << c;
+    }
+  return d;
+}
+
+// out[0 .. n): the first `count` values of src (the rest zero, not read) split as above.
+CUCONV_AMX inline void deinterleave(const Deinterleave& d, const uint16_t* src, int64_t count, __m512i* out) {
+  __m512i v[kMaxDeinterleave + 1];
+  for (int64_t i = 0; i < 2 * d.pairs; ++i) v[i] = _mm512_maskz_loadu_epi16(lanes32(count - 32 * i), src + 32 * i);
+  for (int64_t t = 0; t < d.n; ++t) {
+    __m512i r = _mm512_setzero_si512();
+    for (int64_t s = 0; s < d.pairs; ++s) {
+      const size_t e = size_t(t * d.pairs + s);
+      r = _mm512_or_si512(r, _mm512_maskz_permutex2var_epi16(d.lanes[e], v[2 * s],
+                                                            _mm512_loadu_si512(&d.index[e * 32]), v[2 * s + 1]));
+    }
+    out[t] = r;
+  }
+}
 
 // r[j] lane i <- r[i] lane j: 16 registers of 16 32-bit words transposed (bfloat16 pairs move as one word).
 CUCONV_AMX inline void transpose16x16(__m512i* r) {

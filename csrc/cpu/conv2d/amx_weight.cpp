@@ -52,60 +52,26 @@ void pack_weight(const Conv2dParams& p, int64_t Cp, int64_t Kp, const uint16_t* 
   });
 }
 
-// From OIHW, [K][C][R x S].
-constexpr int64_t kMaxTableTaps = 25;  // R x S of the kernels packed this way (5 x 5); larger: a copy first
-
-struct TapTables {
-  int64_t taps, sources;  // RS, and the loaded vectors' pairs (RS / 2 rounded up)
-  // per tap t and vector pair v: the lanes c whose value c * RS + t lies in vectors 2v, 2v + 1, and
-  // its lane there
-  std::vector<uint16_t> index;  // [t][v][32]
-  std::vector<__mmask32> lanes;  // [t][v]
-};
-
-TapTables tap_tables(int64_t RS) {
-  TapTables tt{RS, (RS + 1) / 2, std::vector<uint16_t>(size_t(RS * ((RS + 1) / 2) * 32)),
-               std::vector<__mmask32>(size_t(RS * ((RS + 1) / 2)))};
-  for (int64_t t = 0; t < RS; ++t)
-    for (int64_t c = 0; c < 32; ++c) {
-      const int64_t e = c * RS + t, v = e / 64;
-      tt.index[size_t((t * tt.sources + v) * 32 + c)] = uint16_t(e % 64);
-      tt.lanes[size_t(t * tt.sources + v)] |= __mmask32(1u) << c;
-    }
-  return tt;
-}
-
+// From OIHW, [K][C][R x S]: kernels of up to kMaxDeinterleave taps.
 // taps[t] = w[k][c0 + c][t] for c < 32 (zero past C), from the contiguous run of w[k][c0..].
-CUCONV_AMX void channel_taps(const TapTables& tt, const uint16_t* w_oihw, int64_t C, int64_t k, int64_t c0,
+CUCONV_AMX void channel_taps(const Deinterleave& tt, const uint16_t* w_oihw, int64_t C, int64_t k, int64_t c0,
                              __m512i* taps) {
-  __m512i v[kMaxTableTaps + 1];
-  const int64_t count = (std::min<int64_t>(32, C - c0)) * tt.taps;  // values to load
-  const uint16_t* src = w_oihw + (k * C + c0) * tt.taps;
-  for (int64_t i = 0; i < 2 * tt.sources; ++i) v[i] = _mm512_maskz_loadu_epi16(lanes32(count - 32 * i), src + 32 * i);
-  for (int64_t t = 0; t < tt.taps; ++t) {
-    __m512i r = _mm512_setzero_si512();
-    for (int64_t s = 0; s < tt.sources; ++s) {
-      const size_t e = size_t(t * tt.sources + s);
-      r = _mm512_or_si512(r, _mm512_maskz_permutex2var_epi16(tt.lanes[e], v[2 * s],
-                                                            _mm512_loadu_si512(&tt.index[e * 32]), v[2 * s + 1]));
-    }
-    taps[t] = r;
-  }
+  deinterleave(tt, w_oihw + (k * C + c0) * tt.n, std::min<int64_t>(32, C - c0) * tt.n, taps);
 }
 
 // The B tiles of output channels 16 k16 .. and 32 input channels of slice from the OIHW weight: per
 // output channel its taps' channel runs, then per tap the 16 x 16 word transpose of pack_weight_tap.
-CUCONV_AMX void pack_weight_oihw_block(const Conv2dParams& p, int64_t Cp, int64_t Kp, const TapTables& tt,
+CUCONV_AMX void pack_weight_oihw_block(const Conv2dParams& p, int64_t Cp, int64_t Kp, const Deinterleave& tt,
                                        const uint16_t* w_oihw, int64_t k16, int64_t slice, uint32_t* wp) {
-  __m512i taps[16][kMaxTableTaps];
+  __m512i taps[16][kMaxDeinterleave];
   for (int64_t kk = 0; kk < 16; ++kk) {
     if (k16 * 16 + kk < p.K && slice * kSlice < p.C)
       channel_taps(tt, w_oihw, p.C, k16 * 16 + kk, slice * kSlice, taps[kk]);
     else
-      for (int64_t t = 0; t < tt.taps; ++t) taps[kk][t] = _mm512_setzero_si512();
+      for (int64_t t = 0; t < tt.n; ++t) taps[kk][t] = _mm512_setzero_si512();
   }
   __m512i rows[16];
-  for (int64_t t = 0; t < tt.taps; ++t) {
+  for (int64_t t = 0; t < tt.n; ++t) {
     for (int64_t kk = 0; kk < 16; ++kk) rows[kk] = taps[kk][t];
     transpose16x16(rows);  // rows[j]: channel pair j of the 16 output channels
     uint32_t* tile = wp + weight_tile(p, Cp, k16, t / p.S, t % p.S, slice);
@@ -118,19 +84,19 @@ CUCONV_AMX void pack_weight_oihw_block(const Conv2dParams& p, int64_t Cp, int64_
 // channels = the weight's output channels k) has rows of pairs of k, words w[k][c][R-1-r][S-1-s]. Per
 // 32 k and 32 c, each k's taps (channel_taps), then per tap and 16 c the rows are two k's runs
 // joined: no transpose of the tile.
-CUCONV_AMX void pack_weight_flipped_block(const Conv2dParams& p, int64_t Cp, int64_t Kp, const TapTables& tt,
+CUCONV_AMX void pack_weight_flipped_block(const Conv2dParams& p, int64_t Cp, int64_t Kp, const Deinterleave& tt,
                                           const uint16_t* w_oihw, int64_t c32, int64_t slice, uint32_t* wp) {
   const int64_t K = p.C, C = p.K;  // the weight's output and input channels
-  __m512i taps[kSlice][kMaxTableTaps];
+  __m512i taps[kSlice][kMaxDeinterleave];
   for (int64_t kk = 0; kk < kSlice; ++kk) {
     if (slice * kSlice + kk < K && c32 * 32 < C)
       channel_taps(tt, w_oihw, C, slice * kSlice + kk, c32 * 32, taps[kk]);
     else
-      for (int64_t t = 0; t < tt.taps; ++t) taps[kk][t] = _mm512_setzero_si512();
+      for (int64_t t = 0; t < tt.n; ++t) taps[kk][t] = _mm512_setzero_si512();
   }
   const __m512i join[2] = {_mm512_load_si512(kJoinLow), _mm512_load_si512(kJoinHigh)};
-  for (int64_t t = 0; t < tt.taps; ++t) {
-    const int64_t flipped = tt.taps - 1 - t;  // the weight's tap read by the forward's tap t
+  for (int64_t t = 0; t < tt.n; ++t) {
+    const int64_t flipped = tt.n - 1 - t;  // the weight's tap read by the forward's tap t
     for (int64_t h = 0; h < 2 && c32 * 2 + h < Kp / 16; ++h) {
       uint32_t* tile = wp + weight_tile(p, Cp, c32 * 2 + h, t / p.S, t % p.S, slice);
       for (int64_t j = 0; j < 16; ++j)
@@ -142,8 +108,8 @@ CUCONV_AMX void pack_weight_flipped_block(const Conv2dParams& p, int64_t Cp, int
 // Weight packing from OIHW (flipped: as the grad input's forward conv reads it) where R x S fits the
 // tables; false otherwise (the caller packs from a [K][R][S][C] copy).
 bool pack_weight_oihw(const Conv2dParams& p, int64_t Cp, int64_t Kp, const uint16_t* w_oihw, bool flipped, uint32_t* wp) {
-  if (p.R * p.S > kMaxTableTaps) return false;
-  const TapTables tt = tap_tables(p.R * p.S);
+  if (p.R * p.S > kMaxDeinterleave) return false;
+  const Deinterleave tt = deinterleave_tables(p.R * p.S);
   const int64_t slices = Cp / kSlice, blocks = flipped ? (Kp + 31) / 32 : Kp / 16;
   at::parallel_for(0, blocks * slices, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item)

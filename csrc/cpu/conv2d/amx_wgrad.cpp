@@ -438,10 +438,15 @@ CUCONV_AMX void pack_window_pairs(const uint16_t* rows, int64_t row, int64_t m0,
 }
 
 // Image n of an NHWC input as C channel planes (H x W each) in `planes`.
-CUCONV_AMX void split_channels(const Conv2dParams& p, const uint16_t* x, int64_t n, uint16_t* planes) {
-  const uint16_t* image = x + n * p.H * p.W * p.C;
-  for (int64_t e = 0; e < p.H * p.W; ++e)
-    for (int64_t c = 0; c < p.C; ++c) planes[c * p.H * p.W + e] = image[e * p.C + c];
+CUCONV_AMX void split_channels(const Conv2dParams& p, const Deinterleave& d, const uint16_t* x, int64_t n,
+                               uint16_t* planes) {
+  const int64_t HW = p.H * p.W;
+  const uint16_t* image = x + n * HW * p.C;
+  __m512i v[kMaxDeinterleave];
+  for (int64_t e0 = 0; e0 < HW; e0 += 32) {  // 32 pixels: C vectors of one channel each
+    deinterleave(d, image + e0 * p.C, std::min<int64_t>(32, HW - e0) * p.C, v);
+    for (int64_t c = 0; c < p.C; ++c) _mm512_mask_storeu_epi16(planes + c * HW + e0, lanes32(HW - e0), v[c]);
+  }
 }
 
 // The B tiles of NHWC grad_output's positions m0 .. m0 + 31 of image n, output channels k0 .. k0 + 31:
@@ -471,6 +476,7 @@ CUCONV_AMX void turned_sums(const Conv2dParams& p, const WindowValues& wv, const
   const int64_t PQ = p.P * p.Q, row = (PQ + kStep - 1) / kStep * kStep + kStep;
   uint16_t* rows = scratch<uint16_t>(Scratch::input, kStep * row);
   uint16_t* planes = p.channels_last ? scratch<uint16_t>(Scratch::output, p.C * p.H * p.W) : nullptr;
+  const Deinterleave split = deinterleave_tables(p.channels_last ? p.C : 1);
   alignas(64) uint32_t b[512];
   alignas(64) uint16_t a_pad[2][16 * kStep];  // A tiles past the plane or the channels: zero-padded copies
   amx_configure();
@@ -480,7 +486,7 @@ CUCONV_AMX void turned_sums(const Conv2dParams& p, const WindowValues& wv, const
   _tile_zero(3);
   for (int64_t n = n0; n < n1; ++n) {
     if (p.channels_last) {
-      split_channels(p, x, n, planes);
+      split_channels(p, split, x, n, planes);
       unfold_rows_turned(p, wv, planes, 0, row, rows);
       for (int64_t m0 = 0; m0 < PQ; m0 += kStep) {
         pack_pixel_pairs(p, gy, n, m0, k0, b);
