@@ -145,6 +145,10 @@ void zero_tail(const Geometry& g, int64_t images, uint16_t* dst, int64_t rows) {
     std::memset(dst + c * g.row + images * g.plane, 0, size_t(g.row - images * g.plane) * 2);
 }
 
+// Lanes 2i of two vectors (i < 16: the first's; then the second's): every other value of 64.
+alignas(64) constexpr uint16_t kEvenOf64[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+                                                32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
+
 // NCHW input channel c into its row of chunk `chunk`'s phase image (a, b): a copy per row. (An
 // unfolded conv's row of window value (r, s, c) is the same copy with (a, b) = (r, s).)
 CUCONV_AMX bool pack_input_nchw(const Conv2dParams& p, const Geometry& g, const uint16_t* x, int64_t chunk,
@@ -169,6 +173,17 @@ CUCONV_AMX bool pack_input_nchw(const Conv2dParams& p, const Geometry& g, const 
           const __mmask32 m = lanes32(count - j);
           const __m512i v = _mm512_maskz_loadu_epi16(m, src + j);
           bad |= non_finite(v);
+          _mm512_mask_storeu_epi16(out + j, m, v);
+        }
+      } else if (p.stride_w == 2) {  // the even values of 64 loaded, by one permute
+        const __m512i even = _mm512_load_si512(kEvenOf64);
+        for (int64_t j = 0; j < count; j += 32) {
+          const __mmask32 m = lanes32(count - j);
+          const int64_t span = 2 * std::min<int64_t>(32, count - j) - 1;  // values read
+          const __m512i lo = _mm512_maskz_loadu_epi16(lanes32(span), src + 2 * j);
+          const __m512i hi = _mm512_maskz_loadu_epi16(lanes32(span - 32), src + 2 * j + 32);
+          const __m512i v = _mm512_maskz_permutex2var_epi16(m, lo, even, hi);
+          bad |= non_finite(v) & m;
           _mm512_mask_storeu_epi16(out + j, m, v);
         }
       } else {
