@@ -521,13 +521,15 @@ CUCONV_AMX void run_images(const Conv2dParams& p, const Geometry& g, const uint1
   amx_release();
 }
 
-// Images begin .. end into an output whose channels are adjacent, each padded into the worker's
-// buffer right before its blocks run (in the worker's cache; the whole batch padded first would go
-// out to memory and back). With more than one channel group, as many images as fit 1 MiB go
-// through each group together (the group's weight read once per batch of images).
-CUCONV_AMX void run_padded_images(const Conv2dParams& p, const Geometry& g, const uint16_t* x, const uint32_t* wp,
-                                  const float* bias, bool relu, uint16_t* y, const PixelStrides& ys, int64_t begin,
-                                  int64_t end) {
+// Images begin .. end into an output whose channels are adjacent, each prepared (padded, or
+// unfolded) into the worker's buffer by prepare(n, buffer) right before its blocks run (in the
+// worker's cache; the whole batch prepared first would go out to memory and back). With more than
+// one channel group, as many images as fit 1 MiB go through each group together (the group's
+// weight read once per batch of images).
+template <class Prepare>
+CUCONV_AMX void run_prepared_images(const Conv2dParams& p, const Geometry& g, const Prepare& prepare,
+                                    const uint32_t* wp, const float* bias, bool relu, uint16_t* y,
+                                    const PixelStrides& ys, int64_t begin, int64_t end) {
   const int64_t group = channel_group(p, g), image = p.stride_h * p.stride_w * g.img;
   const int64_t batch = group >= g.Kp ? 1 : std::max<int64_t>(1, (int64_t(1) << 20) / (image * 2));
   uint16_t* images = scratch<uint16_t>(Scratch::input, std::min(batch, end - begin) * image);
@@ -535,7 +537,7 @@ CUCONV_AMX void run_padded_images(const Conv2dParams& p, const Geometry& g, cons
   alignas(64) float sums[kPix * kOut];
   for (int64_t n0 = begin; n0 < end; n0 += batch) {
     const int64_t n1 = std::min(end, n0 + batch);
-    for (int64_t n = n0; n < n1; ++n) pad_image(p, g, x, n, images + (n - n0) * image);
+    for (int64_t n = n0; n < n1; ++n) prepare(n, images + (n - n0) * image);
     for (int64_t k1 = 0; k1 < g.Kp; k1 += group)
       for (int64_t n = n0; n < n1; ++n)
         for (int64_t m0 = 0; m0 < g.blocks * kPix; m0 += kPix)
@@ -630,28 +632,6 @@ CUCONV_AMX void run_pair_images(const Conv2dParams& conv, const Geometry& g, con
   amx_release();
 }
 
-// The unfolded conv (conv.C < 16) by whole images into an output whose channels are adjacent,
-// images begin .. end: each image unfolded into the worker's buffer, its blocks run from there
-// while it is in the worker's cache.
-CUCONV_AMX void run_unfolded_images(const Conv2dParams& conv, const Conv2dParams& p, const Geometry& g,
-                                    const Unfolding& u, const uint16_t* x, const uint32_t* wp, const float* bias,
-                                    bool relu, uint16_t* y, const PixelStrides& ys, int64_t begin, int64_t end) {
-  const int64_t group = channel_group(p, g);
-  uint16_t* image = scratch<uint16_t>(Scratch::input, g.img);
-  amx_configure();
-  alignas(64) float sums[kPix * kOut];
-  for (int64_t n = begin; n < end; ++n) {
-    unfold_image(conv, g, u, x, n, image);
-    for (int64_t k1 = 0; k1 < g.Kp; k1 += group)
-      for (int64_t m0 = 0; m0 < g.blocks * kPix; m0 += kPix)
-        for (int64_t k0 = k1; k0 < std::min(g.Kp, k1 + group); k0 += kOut) {
-          block_sums(p, g, image, wp, m0, k0, sums);
-          store_block(p, g, sums, bias, relu, n, m0, k0, y, ys);
-        }
-  }
-  amx_release();
-}
-
 }  // namespace
 
 void amx_direct_fprop(const Conv2dParams& conv, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
@@ -685,13 +665,14 @@ void amx_direct_fprop(const Conv2dParams& conv, const at::Tensor& x, const at::T
   if (transposed) {
     at::parallel_for(0, p.N, 1,
                      [&](int64_t begin, int64_t end) { run_pair_images(conv, g, u, xs, wp, b, relu, out, begin, end); });
-  } else if (unfold && per_thread) {
+  } else if (per_thread && (unfold || (in_place && !by_image))) {
+    const auto unfold_one = [&](int64_t n, uint16_t* image) { unfold_image(conv, g, u, xs, n, image); };
+    const auto pad_one = [&](int64_t n, uint16_t* image) { pad_image(p, g, xs, n, image); };
     at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
-      run_unfolded_images(conv, p, g, u, xs, wp, b, relu, out, ys, begin, end);
-    });
-  } else if (per_thread && in_place && !by_image) {
-    at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
-      run_padded_images(p, g, xs, wp, b, relu, out, ys, begin, end);
+      if (unfold)
+        run_prepared_images(p, g, unfold_one, wp, b, relu, out, ys, begin, end);
+      else
+        run_prepared_images(p, g, pad_one, wp, b, relu, out, ys, begin, end);
     });
   } else {
     uint16_t* xp = scratch<uint16_t>(Scratch::wide_a, p.N * p.stride_h * p.stride_w * g.img);
