@@ -220,13 +220,20 @@ def test_baseline_gate_passes_improvements_and_fails_regressions(tmp_path):
 
 
 def test_target_misses():
-    info = dict(family="tensorcore", config="large", layout="nhwc")
+    info = dict(family="tensorcore", config="large", layout="nhwc", conv_pass="fprop", dtype="f16", load_a="sync_k",
+                load_b="sync_k")
     ok = _report("ok", 64, 16, info=info)
     slow = _report("slow", 500, 16, info=info)
-    medium = _report("medium", 500, 16, info={**info, "config": "medium"})  # only the large tiles have the target
+    medium = _report("medium", 500, 16, info={**info, "config": "medium"})  # only the largest tiles have the target
     pool = _report("pool", 10, 1, loop_calls=3)
     misses = audit.target_misses([ok, slow, medium, pool])
     assert [(m["kernel"], m["value"]) for m in misses] == [("slow", 31.25), ("pool", 3)]
+    # a family with a wide tile is held to it, and its large tile no longer is
+    cp16 = {**info, "load_a": "cp16", "load_b": "cp16"}
+    large = _report("large cp16", 160, 16, info=cp16)
+    wide = _report("wide cp16", 320, 64, info={**cp16, "config": "wide"})
+    assert [m["kernel"] for m in audit.target_misses([large, wide])] == ["wide cp16"]
+    assert audit.target_misses([large]) != []
 
 
 @pytest.fixture(scope="module")

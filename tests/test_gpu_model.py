@@ -63,19 +63,23 @@ def test_every_planned_kernel_has_a_recorded_mix(mixes):
 def test_prediction_arithmetic(mixes):
     l = layer("r50.l3.3x3", 256)
     p = gpu_model.predict(l, "fprop", "f16", "nhwc", mixes)
-    assert p.kernel == "tc fprop f16 nhwc 128x64 cp16/cp16" and p.stages == 3 and p.splits == 1
+    # 16-bit channels_last, 256 columns, plenty of tiles: the wide tile (128x128, 4 warps)
+    assert p.kernel == "tc fprop f16 nhwc 128x128 cp16/cp16" and p.stages == 3 and p.splits == 1
     c = p.counts
     assert c.useful_flops == 2 * 256 * 256 * 14 * 14 * 256 * 9
-    assert c.tiles == 392 * 4 and c.tile_slices == 392 * 4 * 72  # M = 50176 = 392 x 128, K = 256 = 4 x 64, 2304 / 32
+    assert c.tiles == 392 * 2 and c.tile_slices == 392 * 2 * 72  # M = 50176 = 392 x 128, K = 256 = 2 x 128, 2304 / 32
     assert c.issued_flops == c.useful_flops  # whole tiles, whole slices
     h = gpu_model.H100
     mix = mixes[p.kernel]
-    per_block = 8 * (mix["outside_loop_instructions"] + mix["loop_instructions"] * 72)
-    assert p.issue_us == pytest.approx(12 * per_block / (4 * h["clock_hz"]) * 1e6)  # 1568 blocks: 12 per SM
-    assert p.tensor_us == pytest.approx(12 * c.issued_flops / 1568 / (989e12 * 0.62 / 132) * 1e6)
-    assert p.predicted_us == max(p.issue_us, p.tensor_us, p.memory_us) and p.bound == "issue"
+    per_block = 4 * (mix["outside_loop_instructions"] + mix["loop_instructions"] * 72)
+    assert p.issue_us == pytest.approx(6 * per_block / (4 * h["clock_hz"]) * 1e6)  # 784 blocks: 6 per SM
+    assert p.tensor_us == pytest.approx(6 * c.issued_flops / 784 / (989e12 * 0.62 / 132) * 1e6)
+    assert p.predicted_us == max(p.issue_us, p.tensor_us, p.memory_us) and p.bound == "tensor"
     assert p.roofline_us == pytest.approx(c.useful_flops / (989e12 * 0.62) * 1e6)
     assert p.ideal_us == pytest.approx(c.useful_flops / 989e12 * 1e6)
+    # the same layer in TF32 keeps the large tile (8 warps, 128x64)
+    t = gpu_model.predict(l, "fprop", "tf32", "nhwc", mixes)
+    assert t.kernel == "tc fprop tf32 nhwc 128x64 cp16/cp16" and t.counts.tiles == 392 * 4
 
 
 def test_strided_dgrad_issues_only_useful_work(mixes):
@@ -85,7 +89,8 @@ def test_strided_dgrad_issues_only_useful_work(mixes):
     assert gpu_model.dgrad_phases(layer("r50.l2.3x3s2", 256)) == [(200704, 512), (200704, 256), (200704, 256),
                                                                    (200704, 128)]
     assert p.useful_fraction == 1.0
-    assert p.counts.tiles == 4 * 1568 * 2 and p.counts.tile_slices == 1568 * 2 * (16 + 8 + 8 + 4)
+    assert p.kernel.endswith("128x128 cp16/cp16")  # 128 input channels: one 128-wide column tile
+    assert p.counts.tiles == 4 * 1568 and p.counts.tile_slices == 1568 * (16 + 8 + 8 + 4)
     # a 1x1 stride-2 shortcut: one phase holds every tap; the other three write zeros without MMAs
     proj = gpu_model.dgrad_phases(layer("r50.l2.proj", 256))
     assert [k for _, k in proj] == [512, 0, 0, 0]

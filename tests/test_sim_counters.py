@@ -67,6 +67,8 @@ CASES = [
     (Layer("t", 1, 24, 7, 7, 12, 3, 3, 2, 1), "dgrad", "f16", "nchw", 0),  # sync_row / sync_k
     (Layer("t", 2, 16, 8, 8, 24, 3, 3, 1, 1), "wgrad", "f16", "nchw", 0),  # cp16 / sync_k, split-K
     (Layer("t", 2, 8, 6, 6, 20, 3, 3, 1, 1), "wgrad", "tf32", "nhwc", 1),  # cp4_row / cp4_k
+    (Layer("t", 2, 8, 9, 11, 136, 3, 3, 1, 1), "fprop", "f16", "nhwc", 4),  # wide: the tap walk, slices over taps
+    (Layer("t", 2, 48, 7, 7, 24, 3, 3, 2, 1), "dgrad", "bf16", "nhwc", 4),  # wide, stride 2
 ]
 
 

@@ -282,7 +282,7 @@ def test_ldmatrix_rejects_misaligned_and_foreign_rows():
 
 # ----------------------------------------------------------------- grad input / grad weight, configs
 
-CONFIGS = {"large": 0, "medium": 1, "narrow": 2, "small_channel": 3}
+CONFIGS = {"large": 0, "medium": 1, "narrow": 2, "small_channel": 3, "wide": 4}
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
 BACKWARD_SHAPES = [
@@ -373,6 +373,34 @@ def test_every_config_runs_every_op(gpu_runner, config, dtype, channels_last):
         assert rel < (1e-3 if tf32 else 2e-3), (config, rel)
 
 
+# channels_last 16-bit shapes that take the wide tile's tap walk (16-byte copies of both operands)
+WIDE_SHAPES = [
+    # 8 channels: one slice spans four taps; K = 136: a second, partial column tile; 198 rows: partial row tiles
+    (2, 8, 9, 11, 136, 3, 3, (1, 1), [1, 1], (1, 1), 1),
+    # 48 channels: a tap boundary inside a slice; stride 2 (grad input's phases), dilation, asymmetric padding
+    (1, 48, 10, 9, 24, 3, 2, (2, 1), [1, 0, 2, 1], (2, 1), 1),
+    # groups of 16 channels, 1x1
+    (2, 32, 7, 7, 64, 1, 1, (1, 1), [0, 0], (1, 1), 2),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", WIDE_SHAPES)
+def test_wide_tile_matches_large_bit_for_bit(gpu_runner, shape, dtype):
+    """The wide tile (64x64 warp tiles, one reduction position per thread stepped by adds) sums each
+    output as the large tile does: the same bits, forward and grad input, within twice torch's error."""
+    x, w, gy, geometry = make_backward(shape, dtype, True)
+    r = gpu_runner.name
+    for run in (lambda c: run_tc(x, w, None, geometry, False, c, runner=r),
+                lambda c: run_backward("input", gy, x, w, geometry, False, c, runner=r)):
+        wide, large = run(CONFIGS["wide"]), run(CONFIGS["large"])
+        assert torch.equal(wide, large)
+    assert_within_torch_error(run_tc(x, w, None, geometry, False, CONFIGS["wide"], runner=r),
+                              torch_in_dtype(x, w, None, *geometry), reference(x, w, None, *geometry))
+    assert_within_torch_error(run_backward("input", gy, x, w, geometry, False, CONFIGS["wide"], runner=r),
+                              grads(x, w, gy, geometry, dtype)[0], grads(x, w, gy, geometry, torch.float64)[0])
+
+
 @pytest.fixture
 def sim_device():
     def set_props(**props):
@@ -381,8 +409,10 @@ def sim_device():
     _C._set_sim_device({})
 
 
-def plan(x_shape, w_shape, op, dtype=torch.float16, stride=(1, 1), padding=(1, 1), groups=1):
+def plan(x_shape, w_shape, op, dtype=torch.float16, stride=(1, 1), padding=(1, 1), groups=1, channels_last=False):
     x, w = torch.empty(x_shape, dtype=dtype), torch.empty(w_shape, dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
     with cuconv.simulate():  # the simulated device's choice (16-bit CPU tensors are the simulator's)
         kernel, *config_stages_splits = ops._gpu_conv2d_plan(x, w, list(stride), list(padding), [1, 1], groups, op, True)
         return config_stages_splits
@@ -409,6 +439,15 @@ def test_chooser_picks_each_entry_for_its_shapes(sim_device):
     assert config == CONFIGS["medium"]
     assert plan((32, 3, 224, 224), (64, 3, 7, 7), "wgrad", stride=(2, 2), padding=(3, 3))[0] == CONFIGS["narrow"]
     assert plan((32, 128, 56, 56), (128, 128, 3, 3), "wgrad")[0] == CONFIGS["large"]  # 128 rows: no padding
+    # 128-channel layers in channels_last, 16-bit: both operands by 16-byte copies, 128-column tiles
+    # without padding: the wide tile, forward and grad input; not for float (TF32), NCHW or 64 columns
+    big = ((32, 128, 56, 56), (128, 128, 3, 3))
+    assert plan(*big, "fprop", channels_last=True)[:2] == [CONFIGS["wide"], 3]
+    assert plan(*big, "dgrad", torch.bfloat16, channels_last=True)[0] == CONFIGS["wide"]
+    assert plan(*big, "fprop", torch.float32, channels_last=True)[0] == CONFIGS["large"]
+    assert plan(*big, "fprop")[0] == CONFIGS["large"]
+    assert plan((32, 64, 56, 56), (64, 64, 3, 3), "fprop", channels_last=True)[0] == CONFIGS["large"]
+    assert plan(*big, "wgrad", channels_last=True)[0] == CONFIGS["large"]  # grad weight: no 16-byte copies of both
 
 
 def test_chooser_fits_stages_to_shared_memory(sim_device):

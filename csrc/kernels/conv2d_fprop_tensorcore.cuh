@@ -19,35 +19,81 @@ struct Conv2dFpropTcProblem : Conv2dFpropProblem<T, CL> {
   using Base = Conv2dFpropProblem<T, CL>;
   using typename Base::Acc;
   using typename Base::ColCtx;
-  using RowCtx = RowWithOriginIf<CL, typename Base::RowCtx>;
-  // channels_last: the input offset of the window origin (n, h0, w0, group's channel 0).
+  using RowCtx = RowWithOriginIf<CL, typename Base::RowCtx, T>;
+  // channels_last: the address of the window origin (n, h0, w0, group's channel 0).
   CUCONV_DEVICE RowCtx a_row(int64_t g, int64_t m) const {
     const Conv2dIndexParams& p = this->p;
-    return with_origin<CL>(Base::a_row(g, m),
-                           [&](const auto& row) { return row.x_base + (row.h0 * p.W + row.w0) * p.C; });
+    return with_origin<CL, T>(Base::a_row(g, m),
+                              [&](const auto& row) { return this->x + row.x_base + (row.h0 * p.W + row.w0) * p.C; });
   }
-  // channels_last 16-byte runs (implicit_gemm_tensorcore.cuh, has_a_pos): a tap's offset from the
-  // window origin, decoded once per slice.
+  // The tap walk (implicit_gemm_tensorcore.cuh, has_tap_walk), channels_last: the position (c, r, s)
+  // of reduction index kk, its tap's offset from the window origin, and kk itself (the weight's
+  // offset within an output channel's K x R x S x C/groups filter).
   struct APos {
-    int64_t dh = 0, dw = 0, offset = 0;
+    int64_t offset = 0;
+    int32_t kk = 0, dh = 0, dw = 0, c = 0, s = 0;  // kk < 2^31: one filter (Conv2dIndexParams)
   };
+  // The offset steps of a_pos_next where the channel passes the group's last (the tap moves on
+  // along s) and where s passes the filter row's last (on along r), set by walk_steps on the host.
+  int64_t step_s = 0, step_r = 0;
+  void walk_steps() {
+    const Conv2dIndexParams& p = this->p;
+    step_s = p.dil_w * p.C - p.Cg;
+    step_r = (p.dil_h * p.W - p.S * p.dil_w) * p.C;
+  }
   CUCONV_DEVICE APos a_pos(int64_t kk) const {
     static_assert(CL, "16-byte runs of the input along the reduction exist in channels_last only");
     const Conv2dIndexParams& p = this->p;
     int64_t c, r, s;
     this->decode(kk, c, r, s);
     APos pos;
-    pos.dh = r * p.dil_h;
-    pos.dw = s * p.dil_w;
+    pos.dh = int32_t(r * p.dil_h);
+    pos.dw = int32_t(s * p.dil_w);
     pos.offset = (pos.dh * p.W + pos.dw) * p.C + c;
+    pos.kk = int32_t(kk);
+    pos.c = int32_t(c);
+    pos.s = int32_t(s);
     return pos;
+  }
+  // a_pos(pos.kk + kTcBK) by adds (more than one tap on where a slice spans several).
+  CUCONV_DEVICE void a_pos_next(APos& pos) const {
+    const Conv2dIndexParams& p = this->p;
+    pos.kk += kTcBK;
+    pos.c += kTcBK;
+    pos.offset += kTcBK;
+    while (pos.c >= int32_t(p.Cg)) {
+      pos.c -= int32_t(p.Cg);
+      pos.offset += step_s;
+      pos.dw += int32_t(p.dil_w);
+      if (++pos.s == int32_t(p.S)) {
+        pos.s = 0;
+        pos.offset += step_r;
+        pos.dw = 0;
+        pos.dh += int32_t(p.dil_h);
+      }
+    }
   }
   CUCONV_DEVICE bool a_at(const RowCtx& row, const APos& pos, const T*& src) const {
     // 32-bit rows and columns: window origins and tap offsets stay below 2^31 (Conv2dIndexParams),
     // and a negative one wraps to a large unsigned value, so one compare per bound
-    const uint32_t h = uint32_t(int32_t(row.h0) + int32_t(pos.dh)), ww = uint32_t(int32_t(row.w0) + int32_t(pos.dw));
-    src = this->x + (row.origin + pos.offset);
+    const uint32_t h = uint32_t(int32_t(row.h0) + pos.dh), ww = uint32_t(int32_t(row.w0) + pos.dw);
+    src = row.origin + pos.offset;
     return h < uint32_t(this->p.H) && ww < uint32_t(this->p.W);  // else zero padding
+  }
+  CUCONV_DEVICE const T* b_base(const ColCtx& col) const { return this->w + col.w_base; }
+  CUCONV_DEVICE int64_t b_offset(const APos& pos) const { return pos.kk; }
+  CUCONV_DEVICE int64_t b_col_stride() const { return this->p.Cg * this->p.R * this->p.S; }
+  // channels_last: output row m (n, p, q) starts at m * K, so no division (the base's store divides
+  // m into image and position for NCHW).
+  CUCONV_DEVICE void store(int64_t g, int64_t split, int64_t m, int64_t k, typename Base::Acc v) const {
+    if constexpr (CL) {
+      const int64_t kabs = g * this->p.Kg + k;
+      if (this->bias) v += to_acc(this->bias[kabs]);
+      if (this->relu && v < typename Base::Acc(0)) v = typename Base::Acc(0);
+      this->y[m * this->p.K + kabs] = from_acc<T>(v);
+    } else {
+      Base::store(g, split, m, k, v);
+    }
   }
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
     const Conv2dIndexParams& p = this->p;
@@ -72,9 +118,16 @@ struct Conv2dFpropTcProblem : Conv2dFpropProblem<T, CL> {
 // Whether the tensor-core forward reads its weight as K x R x S x C/groups (channels_last input).
 inline bool conv2d_fprop_tensorcore_weight_krsc(const Conv2dParams& p) { return p.channels_last; }
 
+// Whether both forward operands go by 16-byte copies (given 16-byte aligned tensors): channels_last
+// with whole 16-byte runs of each group's channels.
+inline bool conv2d_fprop_tensorcore_async16(const Conv2dParams& p, int elem_bytes) {
+  return p.channels_last && (p.C / p.groups) % (16 / elem_bytes) == 0;
+}
+
 // Problem dimensions of the forward GEMM (per group): M = N*P*Q, Ncols = K/groups, Kdim = C/groups*R*S.
 inline TcPlan conv2d_fprop_tensorcore_plan(const Conv2dParams& p, int elem_bytes, const DeviceProps& d, int forced = -1) {
-  return tc_plan(p.N * p.P * p.Q, p.K / p.groups, (p.C / p.groups) * p.R * p.S, p.groups, elem_bytes, d, forced);
+  return tc_plan(p.N * p.P * p.Q, p.K / p.groups, (p.C / p.groups) * p.R * p.S, p.groups, elem_bytes,
+                 conv2d_fprop_tensorcore_async16(p, elem_bytes), d, forced);
 }
 
 // Tensor-core conv2d forward for float (as TF32), half and bfloat16; needs sm_80 or newer on the GPU.
@@ -92,9 +145,10 @@ void conv2d_fprop_tensorcore(const Conv2dParams& p, const T* x, const T* w, cons
     using Problem = Conv2dFpropTcProblem<T, CL>;
     Problem prob{{x, w, bias, y, p, relu, p.N * p.P * p.Q, p.K / p.groups, Kdim, 0, 0}};
     prob.k_chunk = ceil_div<int64_t>(Kdim, kTcBK) * kTcBK;  // no split: one block owns its outputs
+    if constexpr (CL) prob.walk_steps();
     constexpr TcLoad kAScalar = tc_scalar_load<T>(!CL), kBScalar = tc_scalar_load<T>(false);
     if constexpr (CL) {  // A along channels: 16-byte runs stay inside one tap when Cg is a multiple of V
-      if (Cg % V == 0 && tc_aligned16(x) && tc_aligned16(w))
+      if (conv2d_fprop_tensorcore_async16(p, int(sizeof(T))) && tc_aligned16(x) && tc_aligned16(w))
         launch_implicit_gemm_tensorcore<TcLoad::cp16, TcLoad::cp16>(prob, x, w, p.groups, 1, plan, stream);
       else
         launch_implicit_gemm_tensorcore<kAScalar, kBScalar>(prob, x, w, p.groups, 1, plan, stream);

@@ -44,7 +44,9 @@ inline TcWgradPlan conv2d_wgrad_tensorcore_plan(const Conv2dParams& p, int elem_
   int64_t max_splits = ceil_div<int64_t>(kdim, kWgradMinChunk);
   if (max_splits > kWgradMaxSplits) max_splits = kWgradMaxSplits;
   if (max_splits < 1) max_splits = 1;
-  const TcPlan tile = tc_plan(M, Ncols, kdim, p.groups * max_splits, elem_bytes, d, forced);
+  // Never both operands by 16-byte copies: grad_output's rows along N*P*Q are K apart (channels_last)
+  // and the input's are gathered.
+  const TcPlan tile = tc_plan(M, Ncols, kdim, p.groups * max_splits, elem_bytes, /*async16=*/false, d, forced);
   const TcConfig& c = kTcConfigs[tile.config];
   const int64_t tiles = p.groups * ceil_div<int64_t>(M, c.bm) * ceil_div<int64_t>(Ncols, c.bn);
   int64_t splits = ceil_div<int64_t>(2 * d.sm_count * resident_blocks_per_sm(d, 32 * c.warps_m * c.warps_n), tiles);

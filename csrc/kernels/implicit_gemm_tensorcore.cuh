@@ -72,7 +72,7 @@ struct TcTile {
 
 // ------------------------------------------------------------------ the configuration table
 // Every entry is reached by tests (tests/test_tensorcore.py forces each one and checks the chooser).
-enum TcConfigId : int { kTcLarge = 0, kTcMedium = 1, kTcNarrow = 2, kTcSmallChannel = 3, kTcConfigCount = 4 };
+enum TcConfigId : int { kTcLarge = 0, kTcMedium = 1, kTcNarrow = 2, kTcSmallChannel = 3, kTcWide = 4, kTcConfigCount = 5 };
 struct TcConfig {
   const char* name;
   int bm, bn, warps_m, warps_n, stages;  // stages: the pipeline depth asked for
@@ -83,11 +83,16 @@ inline constexpr TcConfig kTcConfigs[kTcConfigCount] = {
     {"narrow", 64, 32, 2, 2, 3},          // at most 32 GEMM columns (few output channels)
     {"small_channel", 128, 64, 4, 2, 1},  // reduction of one slice (C_in = 3 first layer: 27): no pipeline,
                                           // half the shared memory of `large`, so more blocks per SM
+    {"wide", 128, 128, 2, 2, 3},          // many output tiles, 16-bit operands both by 16-byte copies: 64x64 warp
+                                          // tiles, 64 MMAs per warp and slice for the same fixed cost of
+                                          // issuing copies, barriers and the loop that 16 MMAs carry in a
+                                          // `large` tile's 32x32 warp tiles
 };
 
 constexpr int kTcMaxStages = 3;  // the kernel's prologue is unrolled to this depth
 static_assert(kTcConfigs[kTcLarge].stages <= kTcMaxStages && kTcConfigs[kTcMedium].stages <= kTcMaxStages &&
-                  kTcConfigs[kTcNarrow].stages <= kTcMaxStages && kTcConfigs[kTcSmallChannel].stages <= kTcMaxStages,
+                  kTcConfigs[kTcNarrow].stages <= kTcMaxStages && kTcConfigs[kTcSmallChannel].stages <= kTcMaxStages &&
+                  kTcConfigs[kTcWide].stages <= kTcMaxStages,
               "pipeline depths within the unrolled prologue");
 
 // Bytes of one pipeline stage (A and B slices) for elements of `elem_bytes` bytes.
@@ -106,18 +111,27 @@ struct TcPlan {
 inline bool tc_pads_over_an_eighth(int64_t n, int64_t tile) { return (ceil_div(n, tile) * tile - n) * 8 > n; }
 
 // The configuration for a GEMM of M x Ncols x Kdim run as `launches` independent GEMMs (groups, split-K
-// chunks) on device d; `forced` >= 0 picks a table entry (tests). Stages shrink to what the device's
-// per-block shared memory opt-in holds; a tile whose single stage does not fit gives way to a smaller one.
-inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, int elem_bytes, const DeviceProps& d,
-                      int forced = -1) {
-  int config = forced;
+// chunks) on device d; `forced` >= 0 picks a table entry (tests). `async16`: both operands go by
+// 16-byte copies, which the wide tile needs (register-staged loads would hold a slice's values in
+// registers beside its 128 accumulators per thread, and spill), with 16-bit elements; a wide tile
+// asked for without them runs as the large one. Stages shrink to what the device's per-block shared memory opt-in holds; a
+// tile whose single stage does not fit gives way to a smaller one.
+inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, int elem_bytes, bool async16,
+                      const DeviceProps& d, int forced = -1) {
+  auto blocks = [&](int c) {
+    return launches * ceil_div<int64_t>(M, kTcConfigs[c].bm) * ceil_div<int64_t>(Ncols, kTcConfigs[c].bn);
+  };
+  // TF32 holds twice the runs per thread and converts its fragments: at 64x64 warp tiles it spills
+  const bool wide_fits = async16 && elem_bytes == 2;
+  int config = forced == kTcWide && !wide_fits ? int(kTcLarge) : forced;
   if (config < 0 || config >= kTcConfigCount) {
-    const int64_t large_blocks = launches * ceil_div<int64_t>(M, kTcConfigs[kTcLarge].bm) *
-                                 ceil_div<int64_t>(Ncols, kTcConfigs[kTcLarge].bn);
+    const bool m_fills_128 = !tc_pads_over_an_eighth(M, kTcConfigs[kTcLarge].bm);
     if (Kdim <= kTcBK) config = kTcSmallChannel;
     else if (Ncols <= 32 || tc_pads_over_an_eighth(Ncols, kTcConfigs[kTcMedium].bn)) config = kTcNarrow;
-    else if (large_blocks >= 2 * int64_t(d.sm_count) && !tc_pads_over_an_eighth(M, kTcConfigs[kTcLarge].bm))
-      config = kTcLarge;
+    else if (wide_fits && blocks(kTcWide) >= 2 * int64_t(d.sm_count) && m_fills_128 &&
+             !tc_pads_over_an_eighth(Ncols, kTcConfigs[kTcWide].bn))
+      config = kTcWide;
+    else if (blocks(kTcLarge) >= 2 * int64_t(d.sm_count) && m_fills_128) config = kTcLarge;
     else config = kTcMedium;
   }
   for (int c : {config, int(kTcMedium), int(kTcNarrow)}) {
@@ -135,30 +149,39 @@ inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, 
 template <class Problem, bool IS_A>
 using TcCtx = std::conditional_t<IS_A, typename Problem::RowCtx, typename Problem::ColCtx>;
 
-// Optional, for A's 16-byte copies: a problem may split a_src into a part per reduction index,
-// `APos a_pos(kk)`, and a part per row, `bool a_at(const RowCtx&, const APos&, const T*& src)`
-// (src: the run's address; false for zero padding, where src is not read). A thread's 16-byte runs
-// of one slice all sit at the same k (THREADS is a multiple of the runs per row), so the reduction
-// index is decoded once per slice instead of once per run, and a run costs two adds, two range
-// checks and its address.
+// Optional, for problems whose two operands both go by 16-byte copies (the tap walk): a position
+// along the reduction, `APos a_pos(kk)` (decoded once), `void a_pos_next(APos&)` (the position one
+// slice on, by adds), `bool a_at(const RowCtx&, const APos&, const T*& src)` (A's run: its address,
+// false for zero padding), and B's run at `b_base(const ColCtx&) + b_offset(const APos&)`, columns
+// `b_col_stride()` elements apart (whichever column a context is for). A thread's
+// runs of A and of B all sit at one reduction index (k_of depends on neither the run nor the
+// operand), so the kernel keeps one position per thread, stepped once per slice: a run costs its
+// address, its range checks and its copy.
 template <class Problem, class = void>
-struct has_a_pos : std::false_type {};
+struct has_tap_walk : std::false_type {};
 template <class Problem>
-struct has_a_pos<Problem, std::void_t<decltype(&Problem::a_pos)>> : std::true_type {};
+struct has_tap_walk<Problem, std::void_t<decltype(&Problem::a_pos_next), decltype(&Problem::b_base)>> : std::true_type {};
 
-// A channels_last problem's row context with `origin`, the offset of the row's first tap's run
+// The walk's position type: the problem's APos where it has one, else a placeholder.
+template <class Problem>
+CUCONV_DEVICE auto tc_walk_pos(const Problem&) {
+  if constexpr (has_tap_walk<Problem>::value) return typename Problem::APos{};
+  else return 0;
+}
+
+// A channels_last problem's row context with `origin`, the address of the row's first tap's run
 // (a_at adds a tap's APos offset to it); the base row context as it is otherwise.
-template <class Row>
+template <class Row, typename T>
 struct RowWithOrigin : Row {
-  int64_t origin = 0;
+  const T* origin = nullptr;
 };
-template <bool CL, class Row>
-using RowWithOriginIf = std::conditional_t<CL, RowWithOrigin<Row>, Row>;
+template <bool CL, class Row, typename T>
+using RowWithOriginIf = std::conditional_t<CL, RowWithOrigin<Row, T>, Row>;
 // The row `base` with its origin from `origin_of(base)` (channels_last), or `base` itself.
-template <bool CL, class Row, class OriginOf>
-CUCONV_DEVICE RowWithOriginIf<CL, Row> with_origin(const Row& base, OriginOf origin_of) {
+template <bool CL, typename T, class Row, class OriginOf>
+CUCONV_DEVICE RowWithOriginIf<CL, Row, T> with_origin(const Row& base, OriginOf origin_of) {
   if constexpr (CL) {
-    RowWithOrigin<Row> row;
+    RowWithOrigin<Row, T> row;
     static_cast<Row&>(row) = base;
     row.origin = origin_of(base);
     return row;
@@ -180,6 +203,7 @@ struct TcOperand {
   static constexpr int kCtx = kRowFast ? 1 : kChunks;                // distinct rows per thread
   static constexpr int kStaged = kAsync ? 1 : kChunks * kRun;
   static constexpr int kStride = tc_smem_stride<T>();
+  static constexpr bool kWalk = L == TcLoad::cp16 && has_tap_walk<Problem>::value;  // may take part in a tap walk
   static_assert(ROWS * kTcBK % (THREADS * kRun) == 0, "whole runs per thread");
   static_assert(kRowFast ? THREADS % ROWS == 0 : THREADS % kRunsPerRow == 0, "a fixed row set per thread");
   static_assert(!(kAsync && L != TcLoad::cp16 && sizeof(T) != 4), "cp.async has no 2-byte size");
@@ -195,14 +219,20 @@ struct TcOperand {
     return kRowFast ? tid / ROWS + c * (THREADS / ROWS) : ((tid + c * THREADS) % kRunsPerRow) * kRun;
   }
 
+  int n_ok = 0;  // runs inside the operand (rows grow with c, so ok[c] is c < n_ok): one compare a run
+
   CUCONV_DEVICE void init(const Problem& prob, int64_t g, int64_t base, int64_t limit, int tid) {
     CUCONV_UNROLL
     for (int c = 0; c < kCtx; ++c) {
       const int64_t r = base + row_of(tid, c);
       ok[c] = r < limit;
-      if (ok[c]) {
-        if constexpr (IS_A) ctx[c] = prob.a_row(g, r);
-        else ctx[c] = prob.b_col(g, r);
+      n_ok += ok[c];
+      // The tap walk forms a run's address before its range checks (a_at, b_base): a row past the
+      // edge then takes the tile's first row's context (inside: the grid covers the rows), so that
+      // every address lies in the tensor, read or not.
+      if (ok[c] || kWalk) {
+        if constexpr (IS_A) ctx[c] = prob.a_row(g, ok[c] ? r : base);
+        else ctx[c] = prob.b_col(g, ok[c] ? r : base);
       }
     }
   }
@@ -220,18 +250,34 @@ struct TcOperand {
     else return prob.b_src(ctx[c], kk);
   }
 
-  static constexpr bool kDecodeOncePerSlice = IS_A && L == TcLoad::cp16 && has_a_pos<Problem>::value;
-  // gather for kDecodeOncePerSlice operands.
-  CUCONV_DEVICE void gather_runs(const Problem& prob, Elem* tile, int tid, int64_t k0, int64_t k_end,
-                                 const T* any) {
-    const int k = k_of(tid, 0);  // every run of this thread: (tid + c * THREADS) % kRunsPerRow
-    const bool k_in = k0 + k < k_end;
-    const auto pos = prob.a_pos(k_in ? k0 + k : 0);
-    CUCONV_UNROLL
-    for (int c = 0; c < kChunks; ++c) {
-      const T* s = any;
-      const bool in = prob.a_at(ctx[c], pos, s) && ok[c] && k_in;
-      async::copy<16>(tile + row_of(tid, c) * kStride + k, in ? s : any, in);
+  // The tap walk's B addresses: run c's column is run 0's plus c * (THREADS / kRunsPerRow), and
+  // columns lie b_col_stride() elements apart, so one base and a uniform step address every run.
+  const T* base0 = nullptr;
+  int64_t run_step = 0;
+  CUCONV_DEVICE void walk_bases(const Problem& prob) {
+    base0 = prob.b_base(ctx[0]);
+    run_step = (THREADS / kRunsPerRow) * prob.b_col_stride();
+  }
+  // gather for a problem with has_tap_walk: this thread's runs at position `pos` (k_in: the position
+  // lies inside the chunk's reduction). A run that reads nothing (zero padding, past the edge) passes
+  // its address unread: src-size 0 copies no byte (cp_async.cuh).
+  template <class Pos>
+  CUCONV_DEVICE void gather_at(const Problem& prob, Elem* tile, int tid, const Pos& pos, bool k_in) {
+    Elem* dst = tile + row_of(tid, 0) * kStride + k_of(tid, 0);
+    const int n_in = k_in ? n_ok : 0;
+    // row_of(tid, c + 1) - row_of(tid, c), times kStride (THREADS is a multiple of kRunsPerRow)
+    constexpr int kRowStep = (THREADS / kRunsPerRow) * kStride;
+    if constexpr (IS_A) {
+      CUCONV_UNROLL
+      for (int c = 0; c < kChunks; ++c) {
+        const T* s = nullptr;
+        const bool in = prob.a_at(ctx[c], pos, s) && c < n_in;
+        async::copy<16>(dst + c * kRowStep, s, in);
+      }
+    } else {
+      const int64_t offset = prob.b_offset(pos);
+      CUCONV_UNROLL
+      for (int c = 0; c < kChunks; ++c) async::copy<16>(dst + c * kRowStep, base0 + (offset + c * run_step), c < n_in);
     }
   }
   // Starts the slice [k0, k0 + 32) ∩ [.., k_end) towards `tile` ([ROWS][kStride]): issues the
@@ -308,10 +354,32 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
   b_op.init(prob, grp, n0, prob.Ncols, tid);
   auto a_tile = [&](int s) { return smem + s * kStageElems; };
   auto b_tile = [&](int s) { return smem + s * kStageElems + Tile::BM * kStride; };
+  // The tap walk (has_tap_walk): this thread's reduction index in the next slice to gather, and its
+  // position; gathers run slice after slice, each once. 32-bit: the walk's problems (forward, grad
+  // input) reduce over one filter, below 2^31 (Conv2dIndexParams).
+  constexpr bool kTapWalk = LA == TcLoad::cp16 && LB == TcLoad::cp16 && has_tap_walk<Problem>::value;
+  struct TapWalk {
+    int32_t kk = 0;
+    decltype(tc_walk_pos(prob)) pos{};
+  } walk;
+  const int32_t walk_end = int32_t(k_end);
+  if constexpr (kTapWalk) {
+    static_assert(decltype(a_op)::kRun == decltype(b_op)::kRun, "k_of: one reduction index for A and B");
+    walk.kk = int32_t(k_begin) + decltype(a_op)::k_of(tid, 0);
+    if (slices > 0) walk.pos = prob.a_pos(walk.kk < walk_end ? walk.kk : k_begin);
+    b_op.walk_bases(prob);
+  }
   auto gather = [&](int s, int64_t slice) {
+    if constexpr (kTapWalk) {
+      const bool k_in = walk.kk < walk_end;
+      a_op.gather_at(prob, a_tile(s), tid, walk.pos, k_in);
+      b_op.gather_at(prob, b_tile(s), tid, walk.pos, k_in);
+      prob.a_pos_next(walk.pos);
+      walk.kk += kTcBK;
+      return;
+    }
     const int64_t k0 = k_begin + slice * kTcBK;
-    if constexpr (decltype(a_op)::kDecodeOncePerSlice) a_op.gather_runs(prob, a_tile(s), tid, k0, k_end, a_any);
-    else a_op.gather(prob, a_tile(s), tid, k0, k_end, a_any);
+    a_op.gather(prob, a_tile(s), tid, k0, k_end, a_any);
     b_op.gather(prob, b_tile(s), tid, k0, k_end, b_any);
   };
   auto scatter = [&](int s) {
@@ -463,6 +531,13 @@ template <TcLoad LA, TcLoad LB, class Problem, typename T>
 void launch_implicit_gemm_tensorcore(const Problem& prob, const T* a_any, const T* b_any, int64_t groups,
                                      int64_t splits, const TcPlan& plan, stream_t stream) {
   switch (plan.config) {
+    case kTcWide:
+      if constexpr (LA == TcLoad::cp16 && LB == TcLoad::cp16 && sizeof(T) == 2)
+        return launch_tensorcore_tile<TcTile<128, 128, 2, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages,
+                                                                       stream);
+      // operands short of 16-byte alignment took the element-wise loads: the large tile, whose stage
+      // is smaller than the wide one the plan fitted
+      [[fallthrough]];
     case kTcLarge:
     case kTcSmallChannel:  // the large tile, one stage
       return launch_tensorcore_tile<TcTile<128, 64, 4, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages, stream);
@@ -482,7 +557,9 @@ inline bool tc_aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) 
 
 static_assert(kTcConfigs[kTcLarge].bm == 128 && kTcConfigs[kTcLarge].bn == 64 && kTcConfigs[kTcSmallChannel].bm == 128 &&
                   kTcConfigs[kTcSmallChannel].bn == 64 && kTcConfigs[kTcMedium].bm == 64 &&
-                  kTcConfigs[kTcMedium].bn == 64 && kTcConfigs[kTcNarrow].bm == 64 && kTcConfigs[kTcNarrow].bn == 32,
+                  kTcConfigs[kTcMedium].bn == 64 && kTcConfigs[kTcNarrow].bm == 64 && kTcConfigs[kTcNarrow].bn == 32 &&
+                  kTcConfigs[kTcWide].bm == 128 && kTcConfigs[kTcWide].bn == 128 && kTcConfigs[kTcWide].warps_m == 2 &&
+                  kTcConfigs[kTcWide].warps_n == 2,
               "the table's tiles are the ones launch_implicit_gemm_tensorcore instantiates");
 
 }  // namespace cuconv::kern

@@ -199,7 +199,8 @@ class Tile:
 
 
 TC_TILES = {0: Tile(128, 64, 32, 8, 128 * 64 * 32 * 2, "large"), 1: Tile(64, 64, 32, 4, 64 * 64 * 32 * 2, "medium"),
-            2: Tile(64, 32, 32, 4, 64 * 32 * 32 * 2, "narrow"), 3: Tile(128, 64, 32, 8, 128 * 64 * 32 * 2, "small_channel")}
+            2: Tile(64, 32, 32, 4, 64 * 32 * 32 * 2, "narrow"), 3: Tile(128, 64, 32, 8, 128 * 64 * 32 * 2, "small_channel"),
+            4: Tile(128, 128, 32, 4, 128 * 128 * 32 * 2, "wide")}
 SIMT_TILE = Tile(64, 64, 16, 8, 64 * 64 * 16 * 2, "simt")
 
 
@@ -287,7 +288,7 @@ class Plan:
 
 
 @functools.lru_cache(maxsize=None)
-def _chooser(layer: Layer, conv_pass: str, dtype: str) -> tuple[int, int, int, int]:
+def _chooser(layer: Layer, conv_pass: str, dtype: str, layout: str) -> tuple[int, int, int, int]:
     """(kernel, tile configuration, stages, split-K chunks) from the simulator's plan op with the
     H100's device properties; float32 as TF32 forces the tensor cores, as allow_tf32 would."""
     import torch
@@ -295,9 +296,12 @@ def _chooser(layer: Layer, conv_pass: str, dtype: str) -> tuple[int, int, int, i
     import cuconv
 
     tdtype = {"f16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32, "f32": torch.float32}[dtype]
-    # expanded tensors: the plan reads shapes and the dtype only
+    # the plan reads shapes, the dtype and the layout: an expanded input, and a weight (small) in the
+    # layout, which the conv takes as the input's when either is channels_last
     x = torch.empty(1, dtype=tdtype).expand(layer.N, layer.C, layer.H, layer.W)
-    w = torch.empty(1, dtype=tdtype).expand(layer.K, layer.C // layer.groups, layer.R, layer.S)
+    w = torch.empty(layer.K, layer.C // layer.groups, layer.R, layer.S, dtype=tdtype)
+    if layout == "nhwc":
+        w = w.to(memory_format=torch.channels_last)
     with cuconv.config.flags(sim_device=H100_DEVICE), cuconv.simulate():
         return tuple(torch.ops.cuconv._gpu_conv2d_plan(x, w, [layer.stride] * 2, [layer.pad] * 2, [1, 1], layer.groups,
                                                        conv_pass, dtype == "tf32"))
@@ -305,7 +309,7 @@ def _chooser(layer: Layer, conv_pass: str, dtype: str) -> tuple[int, int, int, i
 
 def plan_of(layer: Layer, conv_pass: str, dtype: str, layout: str) -> Plan:
     """What runs on an H100: the chooser's answer, and the kernel that implements it."""
-    kernel, config, stages, splits = _chooser(layer, conv_pass, dtype)
+    kernel, config, stages, splits = _chooser(layer, conv_pass, dtype, layout)
     if kernel == 2:
         tile = TC_TILES[config]
         a, b = load_modes(layer, conv_pass, dtype, layout)
