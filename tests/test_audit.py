@@ -164,6 +164,30 @@ def test_main_loop_mix(sample):
     assert (ffma.divisions, ffma.calls, ffma.loop_divisions, ffma.loop_calls) == (0, 0, 0, 0)
 
 
+LOOP_EXIT_SASS = """
+	code for sm_80
+		Function : _Z9exit_loopPfx
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   FFMA R2, R3, R4, R2 ;
+        /*0020*/              @!P0 CALL.REL.NOINC 0x0040 ;
+        /*0030*/                   BRA 0x0010 ;
+        /*0040*/                   CALL.REL.NOINC 0x0070 ;
+        /*0050*/                   EXIT ;
+        /*0060*/                   BRA 0x0060 ;
+        /*0070*/                   I2F.U64.RP R5, R6 ;
+        /*0080*/                   RET.REL.NODEC R20 0x0 ;
+"""
+
+
+def test_loop_exit_call_is_not_a_call():
+    """ptxas (sm_80) leaves a divergent loop by a CALL.REL.NOINC to its reconvergence point inside
+    the kernel; only a CALL past the kernel's last EXIT reaches a subroutine (here a division)."""
+    (r,) = audit.audit_texts("", LOOP_EXIT_SASS)
+    assert r.main_loop is not None and (r.main_loop.math, r.main_loop.instructions) == (1, 3)
+    assert (r.loop_divisions, r.loop_calls) == (0, 0)
+    assert (r.divisions, r.calls) == (1, 1)
+
+
 def test_main_loop_same_in_both_formats():
     a = {r.name: r for r in audit.audit_texts("", read("loops_nvdisasm.txt"))}
     b = {r.name: r for r in audit.audit_texts("", read("loops_sass.txt"))}

@@ -277,7 +277,11 @@ def _split_subroutines(fn: SassFunction) -> _Code:
     (nvcc's 64-bit division and remainder) follow the kernel's code in its section: they start at
     the call targets (cuobjdump) or at the `$__internal_...` labels (nvdisasm)."""
     insns = fn.insns
-    calls = [i for i in insns if i.base == "CALL"]
+    # Subroutines follow the kernel's last EXIT. A CALL to an address before it is how ptxas (sm_80)
+    # leaves a divergent loop for its reconvergence point: a jump within the kernel, not a call.
+    last_exit = max((i.addr for i in insns if i.base == "EXIT"), default=None)
+    calls = [i for i in insns if i.base == "CALL"
+             and (last_exit is None or (t := _target(fn, i)) is None or t > last_exit)]
     starts = {t for i in calls if (t := _target(fn, i)) is not None}
     named = {addr: name for name, addr in fn.labels.items() if name.startswith("$")}
     starts |= set(named)
