@@ -91,6 +91,70 @@ def test_16bit_grad_bias_is_the_float32_sum_rounded_once(isa, dtype, channels_la
     assert gb.dtype == dtype and torch.equal(gb, gb32.to(dtype))
 
 
+# 1x1 convs without padding: (input shape, output channels, stride)
+POINTWISE = [
+    ((2, 64, 9, 7), 40, (2, 2)),  # a strided shortcut, odd sizes
+    ((3, 5, 6, 11), 7, (1, 1)),  # few channels: runs shorter than a vector
+    ((1, 300, 5, 5), 33, (3, 3)),  # C over a GEMM K block of 256
+    ((2, 16, 13, 9), 130, (2, 1)),  # unequal strides; NHWC rows span chunks of 128 pixels
+    # an NCHW image over 1 MiB in float32: widened row by row (torch 2.14's own channels_last backward
+    # of a 1x1 stride-2 conv with 4 or 8 channels at 300 x 260 crashes, so not those)
+    ((1, 16, 200, 90), 8, (2, 2)),
+]
+
+
+@pytest.mark.parametrize("path,dtype", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("xs,k,stride", POINTWISE, ids=["s2", "few", "c300", "s21", "big"])
+def test_pointwise_16bit_forward_and_grad_input(path, dtype, channels_last, xs, k, stride):
+    """16-bit 1x1 forwards and grad inputs without padding run the float32 GEMM on chunks converted
+    in cache (pointwise_16bit) on every path but AMX's bfloat16 tiles: within twice torch's error,
+    with bias and the fused ReLU, zeros off the stride grid, in the input's layout, and the bits of
+    the float32 kernels' sums rounded once."""
+    x = torch.randn(xs).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = (torch.randn(k, xs[1], 1, 1) / xs[1] ** 0.5).to(dtype)
+    b = torch.randn(k).to(dtype)
+    args = (list(stride), [0, 0, 0, 0], [1, 1], 1)
+    amx_bf16 = path == "amx" and dtype == torch.bfloat16
+    with cuconv.config.flags(cpu_isa=path):
+        fprop, dgrad, _ = ops._cpu_conv2d_plan(x, w, *args)
+        assert fprop == ("amx_direct" if amx_bf16 else "pointwise_16bit")
+        assert dgrad == "pointwise_16bit" or (amx_bf16 and stride != (1, 1) and dgrad == "amx_phases")
+        y = ops.conv2d(x, w, b, *args)
+        assert y.dtype == dtype and y.is_contiguous(memory_format=layout(x))
+        assert torch.equal(ops.conv2d_bias_relu(x, w, b, *args), y.clamp_min(0))
+        gy = torch.randn(y.shape).to(dtype).contiguous(memory_format=layout(x))
+        gx = ops.conv2d_backward(gy, x, w, *args, [True, False, False])[0]
+        assert gx.dtype == dtype and gx.is_contiguous(memory_format=layout(x))
+        y32 = ops.conv2d(x.float(), w.float(), b.float(), *args)
+        gx32 = ops.conv2d_backward(gy.float(), x.float(), w.float(), *args, [True, False, False])[0]
+    theirs = torch_passes(x.float(), w.float(), b.float(), args, gy.float())
+    exact = torch_passes(x.double(), w.double(), b.double(), args, gy.double())
+    assert_within_torch_error(y, theirs[0].to(dtype), exact[0])
+    assert_within_torch_error(gx, theirs[1].to(dtype), exact[1])
+    # the float32 kernels' sums rounded once (a bfloat16 call on a bfloat16 GEMM path takes its dot products)
+    if not (path in BF16_GEMM_PATHS and dtype == torch.bfloat16):
+        assert torch.equal(y, y32.to(dtype)) and torch.equal(gx, gx32.to(dtype))
+
+
+def test_pointwise_16bit_leaves_other_shapes():
+    """Padding (a border of zeros), 3x3 and groups keep the float32 copies' plan; batch 0 and
+    cpu_conv_algo forced to gemm as well."""
+    x, w = torch.randn(2, 16, 8, 8).half(), torch.randn(8, 16, 1, 1).half()
+    assert ops._cpu_conv2d_plan(x, w, [1, 1], [0, 0, 0, 0], [1, 1], 1)[0] == "pointwise_16bit"
+    assert ops._cpu_conv2d_plan(x, w, [1, 1], [1, 1, 1, 1], [1, 1], 1)[0] != "pointwise_16bit"
+    assert ops._cpu_conv2d_plan(x, w, [1, 1], [0, 0, 1, 0], [1, 1], 1)[0] != "pointwise_16bit"  # bottom row padded
+    assert ops._cpu_conv2d_plan(x, w[:, :8], [1, 1], [0, 0, 0, 0], [1, 1], 2)[0] != "pointwise_16bit"
+    assert ops._cpu_conv2d_plan(x, torch.randn(8, 16, 3, 3).half(), [1, 1], [1, 1, 1, 1], [1, 1], 1)[0] != \
+        "pointwise_16bit"
+    assert ops._cpu_conv2d_plan(x[:0], w, [1, 1], [0, 0, 0, 0], [1, 1], 1)[0] != "pointwise_16bit"
+    assert ops.conv2d(x[:0], w, None, [1, 1], [0, 0, 0, 0], [1, 1], 1).shape == (0, 8, 8, 8)
+    with cuconv.config.flags(cpu_conv_algo="gemm"):
+        assert ops._cpu_conv2d_plan(x, w, [1, 1], [0, 0, 0, 0], [1, 1], 1)[0] != "pointwise_16bit"
+
+
 def test_16bit_reports_the_float32_plan():
     case = next(c for c in CONV if c.plan[0] == "nhwc_rows")
     x, w, _ = case.tensors()

@@ -18,6 +18,9 @@ REACHED_ELSEWHERE = {
     "max_pool2d.forward:large_planes": "test_large_tensors.py (a plane past 2^31 elements: 8 GiB)",
     # bfloat16 only (AMX for the convs, AVX-512 for the pools); the cases' tags are float32 plans
     "conv2d.fprop:amx_direct": "test_low_precision_cpu.py (test_bfloat16_on_amx_plans, the AMX cases)",
+    # float16 / bfloat16 only
+    "conv2d.fprop:pointwise_16bit": "test_low_precision_cpu.py (test_pointwise_16bit_forward_and_grad_input)",
+    "conv2d.dgrad:pointwise_16bit": "test_low_precision_cpu.py (test_pointwise_16bit_forward_and_grad_input)",
     "conv2d.wgrad:amx_direct": "test_bfloat16_amx.py, test_low_precision_cpu.py (the AMX cases)",
     "max_pool2d.forward:planes_2x2_bf16": "test_low_precision_cpu.py (test_bfloat16_2x2_pool_on_its_values)",
     "max_pool2d.forward:pixels_2x2_bf16": "test_low_precision_cpu.py (test_bfloat16_2x2_pool_on_its_values)",

@@ -23,4 +23,11 @@ at::Tensor float32_like(const at::Tensor& out, Scratch slot);
 // out (16-bit) = out32 rounded to nearest even.
 void round_into(const at::Tensor& out, const at::Tensor& out32);
 
+// The same conversions on one run of n values, in the calling thread, on the active ISA path (for
+// kernels that convert their operands chunk by chunk, in cache).
+void widen_run(const c10::BFloat16* src, float* dst, int64_t n);
+void widen_run(const c10::Half* src, float* dst, int64_t n);
+void narrow_run(const float* src, c10::BFloat16* dst, int64_t n);
+void narrow_run(const float* src, c10::Half* dst, int64_t n);
+
 }  // namespace cuconv::cpu

@@ -210,6 +210,7 @@ void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T
     case FpropStrategy::grouped: return grouped_fprop(isa, p, x, w, bias, y, relu);
     case FpropStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
     case FpropStrategy::amx_direct: break;    // runner.cpp runs it on the bfloat16 tensors
+    case FpropStrategy::pointwise_16bit: break;  // runner.cpp runs it on the 16-bit tensors
     case FpropStrategy::grouped_taps:
       if constexpr (std::is_same_v<T, float>) return grouped_taps_fprop(p, x, w, bias, y, relu);
       break;  // float32 only (plan.cpp)

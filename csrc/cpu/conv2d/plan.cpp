@@ -274,16 +274,17 @@ namespace {
 constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_via_nhwc",
                                        "nchw_im2col", "nchw_direct",      "nhwc_rows",
                                        "nhwc_interleaved", "nhwc_im2col", "nhwc_direct", "depthwise",
-                                       "grouped",     "nchw_as_nhwc", "amx_direct", "grouped_taps"};
+                                       "grouped",     "nchw_as_nhwc", "amx_direct", "grouped_taps",
+                                       "pointwise_16bit"};
 constexpr const char* kDgradNames[] = {"winograd",  "nhwc_phases", "nchw_col2im", "nhwc_col2im",
                                        "depthwise", "grouped",     "nchw_as_nhwc", "as_forward",
-                                       "grouped_taps", "amx_phases"};
+                                       "grouped_taps", "amx_phases", "pointwise_16bit"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct",    "pixel_cols",
                                        "window_runs", "interleaved", "im2col",    "depthwise",
                                        "grouped",     "nchw_as_nhwc", "grouped_taps",
                                        "amx_direct"};
-static_assert(std::size(kFpropNames) == size_t(FpropStrategy::grouped_taps) + 1 &&
-                  std::size(kDgradNames) == size_t(DgradStrategy::amx_phases) + 1 &&
+static_assert(std::size(kFpropNames) == size_t(FpropStrategy::pointwise_16bit) + 1 &&
+                  std::size(kDgradNames) == size_t(DgradStrategy::pointwise_16bit) + 1 &&
                   std::size(kWgradNames) == size_t(WgradStrategy::amx_direct) + 1,
               "a name for every strategy");
 }  // namespace

@@ -30,6 +30,7 @@ enum class FpropStrategy {
   nchw_as_nhwc,      // NCHW pointwise or strided onto few positions: the batch run as NHWC (runner.cpp)
   amx_direct,        // bfloat16 on AMX: tiles loaded from padded bfloat16 phase images (amx_direct.cpp)
   grouped_taps,      // NHWC groups of 16k output channels (grouped_taps.h), channels in vector lanes
+  pointwise_16bit,   // float16 / bfloat16 1x1: the float32 GEMM on chunks converted in cache (pointwise_16bit.h)
 };
 
 enum class DgradStrategy {
@@ -45,6 +46,7 @@ enum class DgradStrategy {
   grouped_taps,  // stride 1, NHWC groups of 16k input channels: grouped_taps' forward of grad_output
   amx_phases,    // strided, bfloat16 on AMX: an amx_direct forward of grad_output per stride phase
                  // (amx_dgrad_phases.cpp)
+  pointwise_16bit,  // float16 / bfloat16 1x1: the float32 GEMM on chunks converted in cache (pointwise_16bit.h)
 };
 
 enum class WgradStrategy {

@@ -9,6 +9,7 @@
 #include "cpu/conv2d/amx_direct.h"
 #include "cpu/conv2d/amx_wgrad.h"
 #include "cpu/conv2d/passes.h"
+#include "cpu/conv2d/pointwise_16bit.h"
 #include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/plan.h"
 #include "ops/runner.h"
@@ -75,6 +76,7 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
                     const at::Tensor& output, bool relu) {
   const Isa isa = isa_of(input.scalar_type());
   if (use_amx_direct(p, isa, input.scalar_type())) return amx_direct_fprop(p, input, weight, bias, output, relu);
+  if (use_pointwise_16bit(p, input.scalar_type())) return pointwise_16bit_fprop(isa, p, input, weight, bias, output, relu);
   if (!is_16bit(input.scalar_type())) return forward(isa, p, input, weight, bias, output, relu);
   const at::Tensor out32 = float32_like(output, Scratch::wide_out);
   forward(isa, p, float32_copy(input, Scratch::wide_a), float32_copy(weight, Scratch::wide_b),
@@ -91,6 +93,7 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
                             /*flipped=*/true);
   if (use_amx_dgrad_phases(p, isa, grad_output.scalar_type()))
     return amx_dgrad_phases(p, grad_output, weight, grad_input);
+  if (use_pointwise_16bit(p, grad_output.scalar_type())) return pointwise_16bit_dgrad(isa, p, grad_output, weight, grad_input);
   if (!is_16bit(grad_output.scalar_type())) return backward_input(isa, p, grad_output, weight, grad_input);
   const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
   backward_input(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(weight, Scratch::wide_b), gx32);
@@ -123,13 +126,20 @@ void conv2d_backward_bias(const Conv2dParams& p, const at::Tensor& grad_output, 
 std::vector<std::string> conv2d_plan(const Conv2dParams& p, const at::Tensor& input) {
   const Isa isa = isa_of(input.scalar_type());
   const at::ScalarType t = is_16bit(input.scalar_type()) ? at::kFloat : input.scalar_type();  // float32_copies.h
-  const FpropStrategy fprop = use_amx_direct(p, isa, input.scalar_type()) ? FpropStrategy::amx_direct
-                                                                          : plan_fprop(p, isa, t).strategy;
+  const FpropStrategy fprop = use_amx_direct(p, isa, input.scalar_type())        ? FpropStrategy::amx_direct
+                              : use_pointwise_16bit(p, input.scalar_type()) ? FpropStrategy::pointwise_16bit
+                                                                            : plan_fprop(p, isa, t).strategy;
   const WgradStrategy wgrad = use_amx_wgrad(p, isa, input.scalar_type())
                                   ? WgradStrategy::amx_direct
                                   : plan_wgrad(p, isa, t, at::get_num_threads()).strategy;
-  const DgradStrategy dgrad = use_amx_dgrad_phases(p, isa, input.scalar_type()) ? DgradStrategy::amx_phases
-                                                                                : plan_dgrad(p, isa, t).strategy;
+  // conv2d_backward_input's order: AMX's forward of grad_output first, as it runs
+  const DgradStrategy planned = plan_dgrad(p, isa, t).strategy;
+  const bool amx_as_forward = planned == DgradStrategy::as_forward &&
+                              use_amx_direct(grad_input_as_forward(p), isa, input.scalar_type());
+  const DgradStrategy dgrad = amx_as_forward                                     ? planned
+                              : use_amx_dgrad_phases(p, isa, input.scalar_type()) ? DgradStrategy::amx_phases
+                              : use_pointwise_16bit(p, input.scalar_type())       ? DgradStrategy::pointwise_16bit
+                                                                                  : planned;
   return {name(fprop), name(dgrad), name(wgrad)};
 }
 

@@ -1,0 +1,304 @@
+// The 16-bit 1x1 forward (FpropStrategy::pointwise_16bit, pointwise_16bit.h): the float32 GEMM on
+// chunks of the input converted where they are read, each chunk's float32 result rounded into the
+// output while it is still in cache. The whole-tensor copies (float32_copies.h) would widen every
+// input pixel (four times what a stride-2 shortcut reads) and narrow the output in passes of their
+// own over memory; here only the pixels the conv reads are converted, and no float32 tensor exists.
+//
+// NHWC: output pixels are the GEMM's rows; a chunk of kRows pixels gathers its input pixels' C
+// channels (widened) as A, times the packed weight, kRows x K float32, then rounded row by row.
+// NCHW: per image and chunk of kCols output positions (or several images' small planes side by
+// side), the weight times the chunk's C x columns input values (gathered along the stride, widened),
+// K x columns float32, rounded into the K planes; images of up to 1 MiB in float32 are widened whole
+// first (their rows may be too short for vectors).
+// Every output is one GEMM sum over the C input channels in order, then rounded once: deterministic,
+// and the float32 path's sums.
+#include "cpu/conv2d/pointwise_16bit.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/conv2d/operands.h"
+#include "cpu/float32_copies.h"
+#include "cpu/gemm/gemm.h"
+#include "cpu/scratch.h"
+#include "ops/config.h"
+
+namespace cuconv::cpu {
+namespace {
+
+constexpr int64_t kRows = 128;  // NHWC pixels per chunk: A (kRows x C) and the result (kRows x K) in L2
+constexpr int64_t kCols = 256;  // NCHW positions per chunk
+constexpr int64_t kImageValues = int64_t(1) << 18;  // NCHW images up to 1 MiB of float32 are widened whole
+
+template <typename H>
+void fprop_nhwc(Isa isa, const Conv2dParams& p, const H* x, const float* wp, const float* bias, H* y, bool relu) {
+  const int64_t rows = p.N * p.P * p.Q, chunks = ceil_div(rows, kRows);
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    float* a = scratch<float>(Scratch::input, kRows * p.C);
+    float* c = scratch<float>(Scratch::output, kRows * p.K);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t r0 = chunk * kRows, m = std::min(kRows, rows - r0);
+      int64_t n = r0 / (p.P * p.Q), oh = r0 % (p.P * p.Q) / p.Q, ow = r0 % p.Q;  // then stepped pixel by pixel
+      for (int64_t i = 0; i < m; ++i) {
+        widen_run(x + ((n * p.H + oh * p.stride_h) * p.W + ow * p.stride_w) * p.C, a + i * p.C, p.C);
+        if (++ow == p.Q) {
+          ow = 0;
+          if (++oh == p.P) oh = 0, ++n;
+        }
+      }
+      GemmArgs<float> g{m, p.K, p.C, GemmA<float>::strided(a, p.C, 1), wp, 0, c, p.K};
+      g.init = bias ? GemmInit::bias_col : GemmInit::zero;
+      g.bias = bias;
+      g.relu = relu;
+      g.b_packed = true;
+      gemm(isa, g);
+      narrow_run(c, y + r0 * p.K, m * p.K);  // output pixels r0.. are contiguous
+    }
+  });
+}
+
+// NCHW work items: images [n0, n0 + imgs) at positions [q0, q0 + span) each, side by side as the
+// GEMM's imgs * span columns. Planes of kCols positions or more are cut into chunks of kCols, one
+// image per item; smaller planes are joined, up to kCols columns (and `max_imgs`), so that a GEMM
+// still has columns enough to fill its micro-kernel.
+struct NchwItems {
+  int64_t span, imgs, per_image, count;
+  NchwItems(const Conv2dParams& p, int64_t max_imgs) {
+    const int64_t PQ = p.P * p.Q;
+    span = std::min(PQ, kCols);
+    imgs = PQ >= kCols ? 1 : std::max<int64_t>(1, std::min({kCols / PQ, max_imgs, p.N}));
+    per_image = ceil_div(PQ, span);
+    count = imgs > 1 ? ceil_div(p.N, imgs) : p.N * per_image;
+  }
+  // Item i's first image, its image count and its first position.
+  void at(const Conv2dParams& p, int64_t i, int64_t& n0, int64_t& n_imgs, int64_t& q0) const {
+    n0 = imgs > 1 ? i * imgs : i / per_image;
+    n_imgs = imgs > 1 ? std::min(imgs, p.N - n0) : 1;
+    q0 = imgs > 1 ? 0 : i % per_image * span;
+  }
+};
+
+// Calls fn(output row offset in the input plane, run, column) for each output row's stretch of the
+// positions [q0, q0 + cols) (the input offset of its first pixel, its length, its first column).
+template <class Fn>
+void for_each_stretch(const Conv2dParams& p, int64_t q0, int64_t cols, Fn fn) {
+  for (int64_t j = 0; j < cols;) {
+    const int64_t oh = (q0 + j) / p.Q, ow = (q0 + j) % p.Q, run = std::min(p.Q - ow, cols - j);
+    fn(oh * p.stride_h * p.W + ow * p.stride_w, run, j);
+    j += run;
+  }
+}
+
+template <typename H>
+void fprop_nchw(Isa isa, const Conv2dParams& p, const H* x, const float* w32, const float* bias, H* y, bool relu) {
+  const int64_t PQ = p.P * p.Q, HW = p.H * p.W;
+  // Images of up to kImageValues float32 values are widened whole, in one vector pass (their rows
+  // may be too short for vectors), then read along the stride as float32; larger ones row by row.
+  const bool whole = p.C * HW <= kImageValues;
+  const NchwItems items(p, whole ? kImageValues / (p.C * HW) : 1);
+  at::parallel_for(0, items.count, 1, [&](int64_t begin, int64_t end) {
+    float* b = scratch<float>(Scratch::input, p.C * kCols);
+    float* c = scratch<float>(Scratch::output, p.K * kCols);
+    float* images = scratch<float>(Scratch::extra, whole ? items.imgs * p.C * HW : p.W);
+    for (int64_t item = begin; item < end; ++item) {
+      int64_t n0, imgs, q0;
+      items.at(p, item, n0, imgs, q0);
+      const int64_t span = std::min(items.span, PQ - q0), cols = imgs * span;
+      if (whole) widen_run(x + n0 * p.C * HW, images, imgs * p.C * HW);
+      for (int64_t t = 0; t < imgs; ++t)
+        for (int64_t ci = 0; ci < p.C; ++ci) {
+          float* dst = b + ci * cols + t * span;
+          for_each_stretch(p, q0, span, [&](int64_t offset, int64_t run, int64_t j) {
+            if (whole) {
+              const float* src = images + (t * p.C + ci) * HW + offset;
+              for (int64_t k = 0; k < run; ++k) dst[j + k] = src[k * p.stride_w];
+              return;
+            }
+            const H* src = x + ((n0 + t) * p.C + ci) * HW + offset;
+            if (p.stride_w == 1) return widen_run(src, dst + j, run);
+            widen_run(src, images, (run - 1) * p.stride_w + 1);  // the stretch, then every stride_w-th
+            for (int64_t k = 0; k < run; ++k) dst[j + k] = images[k * p.stride_w];
+          });
+        }
+      GemmArgs<float> g{p.K, cols, p.C, GemmA<float>::strided(w32, p.C, 1), b, cols, c, cols};
+      g.init = bias ? GemmInit::bias_row : GemmInit::zero;
+      g.bias = bias;
+      g.relu = relu;
+      gemm(isa, g);
+      for (int64_t k = 0; k < p.K; ++k)
+        for (int64_t t = 0; t < imgs; ++t) narrow_run(c + k * cols + t * span, y + ((n0 + t) * p.K + k) * PQ + q0, span);
+    }
+  });
+}
+
+template <typename H>
+void fprop(Isa isa, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+           const at::Tensor& output, bool relu) {
+  // The weight (K x C) and bias in float32, once per call: small next to the activations.
+  float* w32 = scratch<float>(Scratch::wide_b, p.K * p.C);
+  widen_run(weight.const_data_ptr<H>(), w32, p.K * p.C);
+  float* b32 = nullptr;
+  if (bias.defined()) {
+    b32 = scratch<float>(Scratch::wide_c, p.K);
+    widen_run(bias.const_data_ptr<H>(), b32, p.K);
+  }
+  const H* x = input.const_data_ptr<H>();
+  H* y = output.data_ptr<H>();
+  if (!p.channels_last) return fprop_nchw(isa, p, x, w32, b32, y, relu);
+  // B = W^T (C x K), packed once for the micro-kernel: element (c, k) = w32[k * C + c].
+  int64_t stride = 0;
+  const at::Tensor wp = weight_operand<float>(1, p.C, p.K, input.options().dtype(at::kFloat), stride,
+                                              [&](int64_t, int64_t ci) { return std::make_pair(w32 + ci, p.C); });
+  fprop_nhwc(isa, p, x, wp.const_data_ptr<float>(), b32, y, relu);
+}
+
+// Grad input, NHWC: chunks of grad_output pixels (contiguous rows, widened in one run) times the
+// weight (K x C, packed once), each row rounded into its input pixel on the stride grid; the pixels
+// off the grid (no output reads them) are zeros.
+template <typename H>
+void dgrad_nhwc(Isa isa, const Conv2dParams& p, const H* gy, const float* wp, H* gx) {
+  const int64_t rows = p.N * p.P * p.Q, chunks = ceil_div(rows, kRows);
+  const bool dense = p.stride_h == 1 && p.stride_w == 1 && p.P == p.H && p.Q == p.W;
+  if (!dense) {
+    at::parallel_for(0, p.N * p.H, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t nh = begin; nh < end; ++nh) {
+        const int64_t h = nh % p.H;
+        H* row = gx + nh * p.W * p.C;
+        if (h % p.stride_h || h / p.stride_h >= p.P) {
+          std::fill(row, row + p.W * p.C, H(0.f));
+          continue;
+        }
+        for (int64_t w = 0; w < p.W; ++w)
+          if (w % p.stride_w || w / p.stride_w >= p.Q) std::fill(row + w * p.C, row + (w + 1) * p.C, H(0.f));
+      }
+    });
+  }
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    float* a = scratch<float>(Scratch::input, kRows * p.K);
+    float* c = scratch<float>(Scratch::output, kRows * p.C);
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t r0 = chunk * kRows, m = std::min(kRows, rows - r0);
+      widen_run(gy + r0 * p.K, a, m * p.K);
+      GemmArgs<float> g{m, p.C, p.K, GemmA<float>::strided(a, p.K, 1), wp, 0, c, p.C};
+      g.b_packed = true;
+      gemm(isa, g);
+      if (dense) {
+        narrow_run(c, gx + r0 * p.C, m * p.C);
+        continue;
+      }
+      int64_t n = r0 / (p.P * p.Q), oh = r0 % (p.P * p.Q) / p.Q, ow = r0 % p.Q;
+      for (int64_t i = 0; i < m; ++i) {
+        narrow_run(c + i * p.C, gx + ((n * p.H + oh * p.stride_h) * p.W + ow * p.stride_w) * p.C, p.C);
+        if (++ow == p.Q) {
+          ow = 0;
+          if (++oh == p.P) oh = 0, ++n;
+        }
+      }
+    }
+  });
+}
+
+// Grad input, NCHW: per item (NchwItems) the transposed weight times the item's grad_output (K runs
+// per image, widened), C x columns float32, rounded into the input planes at the item's positions
+// on the stride grid (a run rounded whole, then spread along the stride); planes zeroed first where
+// the grid leaves positions out.
+template <typename H>
+void dgrad_nchw(Isa isa, const Conv2dParams& p, const H* gy, const float* wt, H* gx) {
+  const int64_t PQ = p.P * p.Q, HW = p.H * p.W;
+  const bool dense = p.stride_h == 1 && p.stride_w == 1 && p.P == p.H && p.Q == p.W;
+  const NchwItems items(p, p.N);
+  if (!dense) {
+    at::parallel_for(0, p.N * p.C, 1, [&](int64_t begin, int64_t end) {
+      std::fill(gx + begin * HW, gx + end * HW, H(0.f));
+    });
+  }
+  at::parallel_for(0, items.count, 1, [&](int64_t begin, int64_t end) {
+    float* b = scratch<float>(Scratch::input, p.K * kCols);
+    float* c = scratch<float>(Scratch::output, p.C * kCols);
+    // grad_output widened an image at a time (one vector run of K x span), and the result rounded
+    // whole: per-row conversions of a few values would cost more in calls than in work
+    float* wide = scratch<float>(Scratch::extra, p.K * items.span + ceil_div(p.C * kCols, int64_t(2)));
+    H* narrow = reinterpret_cast<H*>(wide + p.K * items.span);  // the same worker buffer, after `wide`
+    for (int64_t item = begin; item < end; ++item) {
+      int64_t n0, imgs, q0;
+      items.at(p, item, n0, imgs, q0);
+      const int64_t span = std::min(items.span, PQ - q0), cols = imgs * span;
+      for (int64_t t = 0; t < imgs; ++t) {
+        const H* src = gy + (n0 + t) * p.K * PQ + q0;
+        if (span == PQ) widen_run(src, wide, p.K * PQ);
+        for (int64_t k = 0; k < p.K; ++k) {
+          if (span == PQ) std::copy(wide + k * PQ, wide + (k + 1) * PQ, b + k * cols + t * span);
+          else widen_run(src + k * PQ, b + k * cols + t * span, span);
+        }
+      }
+      GemmArgs<float> g{p.C, cols, p.K, GemmA<float>::strided(wt, p.K, 1), b, cols, c, cols};
+      gemm(isa, g);
+      if (dense && imgs == 1) {
+        for (int64_t ci = 0; ci < p.C; ++ci) narrow_run(c + ci * cols, gx + (n0 * p.C + ci) * HW + q0, span);
+        continue;
+      }
+      narrow_run(c, narrow, p.C * cols);
+      for (int64_t t = 0; t < imgs; ++t)
+        for (int64_t ci = 0; ci < p.C; ++ci) {
+          const H* src = narrow + ci * cols + t * span;
+          H* plane = gx + ((n0 + t) * p.C + ci) * HW;
+          for_each_stretch(p, q0, span, [&](int64_t offset, int64_t run, int64_t j) {
+            for (int64_t k = 0; k < run; ++k) plane[offset + k * p.stride_w] = src[j + k];
+          });
+        }
+    }
+  });
+}
+
+template <typename H>
+void dgrad(Isa isa, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+           const at::Tensor& grad_input) {
+  float* w32 = scratch<float>(Scratch::wide_b, p.K * p.C);
+  widen_run(weight.const_data_ptr<H>(), w32, p.K * p.C);
+  const H* gy = grad_output.const_data_ptr<H>();
+  H* gx = grad_input.data_ptr<H>();
+  if (!p.channels_last) {
+    // A = the weight transposed (C x K, rows contiguous along the reduction), once per call rather
+    // than packed again by every image's GEMM
+    float* wt = scratch<float>(Scratch::wide_c, p.C * p.K);
+    for (int64_t k = 0; k < p.K; ++k)
+      for (int64_t ci = 0; ci < p.C; ++ci) wt[ci * p.K + k] = w32[k * p.C + ci];
+    return dgrad_nchw(isa, p, gy, wt, gx);
+  }
+  // B = W (K x C), packed once: element (k, c) = w32[k * C + c].
+  int64_t stride = 0;
+  const at::Tensor wp = weight_operand<float>(1, p.K, p.C, grad_output.options().dtype(at::kFloat), stride,
+                                              [&](int64_t, int64_t k) { return std::make_pair(w32 + k * p.C, int64_t(1)); });
+  dgrad_nhwc(isa, p, gy, wp.const_data_ptr<float>(), gx);
+}
+
+}  // namespace
+
+bool use_pointwise_16bit(const Conv2dParams& p, at::ScalarType dtype) {
+  // every output position reads an input pixel (no padding on any side)
+  const bool inside = p.pad_h == 0 && p.pad_w == 0 && (p.P - 1) * p.stride_h < p.H && (p.Q - 1) * p.stride_w < p.W;
+  return (dtype == at::kHalf || dtype == at::kBFloat16) && p.R == 1 && p.S == 1 && inside && p.groups == 1 &&
+         p.N * p.P * p.Q > 0 && p.C > 0 && p.K > 0 && config::cpu_conv_algo() == config::CpuConvAlgo::automatic;
+}
+
+void pointwise_16bit_fprop(Isa isa, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                           const at::Tensor& bias, const at::Tensor& output, bool relu) {
+  if (input.scalar_type() == at::kBFloat16) fprop<c10::BFloat16>(isa, p, input, weight, bias, output, relu);
+  else fprop<c10::Half>(isa, p, input, weight, bias, output, relu);
+}
+
+}  // namespace cuconv::cpu
+
+namespace cuconv::cpu {
+
+void pointwise_16bit_dgrad(Isa isa, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                           const at::Tensor& grad_input) {
+  if (grad_output.scalar_type() == at::kBFloat16) dgrad<c10::BFloat16>(isa, p, grad_output, weight, grad_input);
+  else dgrad<c10::Half>(isa, p, grad_output, weight, grad_input);
+}
+
+}  // namespace cuconv::cpu

@@ -1,0 +1,23 @@
+#pragma once
+// 16-bit 1x1 convolutions (any stride, no padding, one group), forward and grad input: the float32
+// GEMM on chunks of the operand converted as they are read, each chunk's result rounded into the
+// output in cache, instead of whole-tensor float32 copies (pointwise_16bit.cpp).
+// FpropStrategy::pointwise_16bit, DgradStrategy::pointwise_16bit.
+#include <ATen/core/Tensor.h>
+
+#include "conv2d_params.h"
+#include "cpu/isa.h"
+
+namespace cuconv::cpu {
+
+// A float16 or bfloat16 1x1 forward that every output position computes from an input pixel, with
+// cuconv.config's cpu_conv_algo automatic (runner.cpp asks after amx_direct).
+bool use_pointwise_16bit(const Conv2dParams& p, at::ScalarType dtype);
+// y = conv(x, w) + bias (bias may be undefined), max(., 0) when relu; contiguous tensors in p's layout.
+void pointwise_16bit_fprop(Isa isa, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
+                           const at::Tensor& bias, const at::Tensor& output, bool relu);
+// grad_input from grad_output and the weight, for the convs use_pointwise_16bit takes.
+void pointwise_16bit_dgrad(Isa isa, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                           const at::Tensor& grad_input);
+
+}  // namespace cuconv::cpu
