@@ -108,9 +108,10 @@ POINTWISE = [
 @pytest.mark.parametrize("xs,k,stride", POINTWISE, ids=["s2", "few", "c300", "s21", "big"])
 def test_pointwise_16bit_forward_and_grad_input(path, dtype, channels_last, xs, k, stride):
     """16-bit 1x1 forwards and grad inputs without padding run the float32 GEMM on chunks converted
-    in cache (pointwise_16bit) on every path but AMX's bfloat16 tiles: within twice torch's error,
-    with bias and the fused ReLU, zeros off the stride grid, in the input's layout, and the bits of
-    the float32 kernels' sums rounded once."""
+    in cache (pointwise_16bit) on every path but AMX's bfloat16 tiles, and a strided grad weight runs
+    unstrided on the input pixels read: within twice torch's error, with bias and the fused ReLU,
+    zeros off the stride grid, in the input's layout, and the bits of the float32 kernels' sums
+    rounded once."""
     x = torch.randn(xs).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -126,17 +127,24 @@ def test_pointwise_16bit_forward_and_grad_input(path, dtype, channels_last, xs, 
         assert y.dtype == dtype and y.is_contiguous(memory_format=layout(x))
         assert torch.equal(ops.conv2d_bias_relu(x, w, b, *args), y.clamp_min(0))
         gy = torch.randn(y.shape).to(dtype).contiguous(memory_format=layout(x))
-        gx = ops.conv2d_backward(gy, x, w, *args, [True, False, False])[0]
+        gx, gw, _ = ops.conv2d_backward(gy, x, w, *args, [True, True, False])
         assert gx.dtype == dtype and gx.is_contiguous(memory_format=layout(x))
         y32 = ops.conv2d(x.float(), w.float(), b.float(), *args)
         gx32 = ops.conv2d_backward(gy.float(), x.float(), w.float(), *args, [True, False, False])[0]
+        # a strided grad weight is the unstrided one's on the pixels read (a quarter of the copies at stride 2)
+        read = x.float()[:, :, ::stride[0], ::stride[1]][:, :, :y.shape[2], :y.shape[3]].contiguous(
+            memory_format=layout(x))
+        gw32 = ops.conv2d_backward(gy.float(), read, w.float(), [1, 1], *args[1:], [False, True, False])[1]
     theirs = torch_passes(x.float(), w.float(), b.float(), args, gy.float())
     exact = torch_passes(x.double(), w.double(), b.double(), args, gy.double())
     assert_within_torch_error(y, theirs[0].to(dtype), exact[0])
     assert_within_torch_error(gx, theirs[1].to(dtype), exact[1])
+    assert_within_torch_error(gw, theirs[2].to(dtype), exact[2])
     # the float32 kernels' sums rounded once (a bfloat16 call on a bfloat16 GEMM path takes its dot products)
     if not (path in BF16_GEMM_PATHS and dtype == torch.bfloat16):
         assert torch.equal(y, y32.to(dtype)) and torch.equal(gx, gx32.to(dtype))
+        if not amx_bf16:
+            assert torch.equal(gw, gw32.to(dtype))
 
 
 def test_pointwise_16bit_leaves_other_shapes():

@@ -276,7 +276,47 @@ void dgrad(Isa isa, const Conv2dParams& p, const at::Tensor& grad_output, const 
   dgrad_nhwc(isa, p, gy, wp.const_data_ptr<float>(), gx);
 }
 
+// The input pixels a strided 1x1 conv reads, widened: [N][C][P][Q] in the input's layout.
+template <typename H>
+void strided_pixels(const Conv2dParams& p, const H* x, float* out) {
+  const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
+  if (p.channels_last) {
+    at::parallel_for(0, p.N * PQ, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t n = r / PQ, oh = r % PQ / p.Q, ow = r % p.Q;
+        widen_run(x + ((n * p.H + oh * p.stride_h) * p.W + ow * p.stride_w) * p.C, out + r * p.C, p.C);
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, p.N * p.C, 1, [&](int64_t begin, int64_t end) {
+    float* plane = scratch<float>(Scratch::input, HW);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      widen_run(x + nc * HW, plane, HW);  // whole: a plane's rows may be too short for vectors
+      float* dst = out + nc * PQ;
+      for (int64_t oh = 0; oh < p.P; ++oh)
+        for (int64_t ow = 0; ow < p.Q; ++ow) dst[oh * p.Q + ow] = plane[oh * p.stride_h * p.W + ow * p.stride_w];
+    }
+  });
+}
+
 }  // namespace
+
+Conv2dParams pointwise_unstrided(const Conv2dParams& p) {
+  Conv2dParams q = p;
+  q.H = p.P, q.W = p.Q, q.stride_h = q.stride_w = 1;
+  return q;
+}
+
+at::Tensor float32_strided_pixels(const Conv2dParams& p, const at::Tensor& input, Scratch slot) {
+  const std::vector<int64_t> strides = p.channels_last ? std::vector<int64_t>{p.P * p.Q * p.C, 1, p.Q * p.C, p.C}
+                                                      : std::vector<int64_t>{p.C * p.P * p.Q, p.P * p.Q, p.Q, 1};
+  const at::Tensor out = at::from_blob(scratch<float>(slot, p.N * p.C * p.P * p.Q), {p.N, p.C, p.P, p.Q}, strides,
+                                       input.options().dtype(at::kFloat));
+  if (input.scalar_type() == at::kBFloat16) strided_pixels(p, input.const_data_ptr<c10::BFloat16>(), out.data_ptr<float>());
+  else strided_pixels(p, input.const_data_ptr<c10::Half>(), out.data_ptr<float>());
+  return out;
+}
 
 bool use_pointwise_16bit(const Conv2dParams& p, at::ScalarType dtype) {
   // every output position reads an input pixel (no padding on any side)

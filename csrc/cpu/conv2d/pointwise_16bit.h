@@ -7,6 +7,7 @@
 
 #include "conv2d_params.h"
 #include "cpu/isa.h"
+#include "cpu/scratch.h"
 
 namespace cuconv::cpu {
 
@@ -16,6 +17,11 @@ bool use_pointwise_16bit(const Conv2dParams& p, at::ScalarType dtype);
 // y = conv(x, w) + bias (bias may be undefined), max(., 0) when relu; contiguous tensors in p's layout.
 void pointwise_16bit_fprop(Isa isa, const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight,
                            const at::Tensor& bias, const at::Tensor& output, bool relu);
+// The grad weight of a strided 1x1 conv is that of the unstrided 1x1 conv (pointwise_unstrided: the
+// output's size, stride 1) on the pixels it reads: those pixels widened, [N][C][P][Q] in the input's
+// layout, in `slot` (a quarter of a stride-2 input's float32 copy).
+Conv2dParams pointwise_unstrided(const Conv2dParams& p);
+at::Tensor float32_strided_pixels(const Conv2dParams& p, const at::Tensor& input, Scratch slot);
 // grad_input from grad_output and the weight, for the convs use_pointwise_16bit takes.
 void pointwise_16bit_dgrad(Isa isa, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                            const at::Tensor& grad_input);

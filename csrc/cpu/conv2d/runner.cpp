@@ -17,6 +17,11 @@
 namespace cuconv::cpu {
 namespace {
 
+// A 16-bit strided 1x1 grad weight runs as the unstrided one on the pixels it reads (pointwise_16bit.h).
+bool strided_pointwise_16bit(const Conv2dParams& p, at::ScalarType dtype) {
+  return use_pointwise_16bit(p, dtype) && (p.stride_h > 1 || p.stride_w > 1);
+}
+
 // The weight that grad_input_as_forward's conv (plan.h) reads: flipped in R and S, [C, K, R, S] (one group).
 at::Tensor flipped_weight(const at::Tensor& weight) { return weight.flip({2, 3}).transpose(0, 1).contiguous(); }
 
@@ -107,7 +112,11 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
   if (use_amx_wgrad(p, isa, grad_output.scalar_type()) && amx_wgrad(p, grad_output, input, grad_weight)) return;
   if (!is_16bit(grad_output.scalar_type())) return backward_weight(isa, p, grad_output, input, grad_weight);
   const at::Tensor gw32 = float32_like(grad_weight, Scratch::wide_out);
-  backward_weight(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(input, Scratch::wide_b), gw32);
+  if (strided_pointwise_16bit(p, grad_output.scalar_type()))
+    backward_weight(isa, pointwise_unstrided(p), float32_copy(grad_output, Scratch::wide_a),
+                    float32_strided_pixels(p, input, Scratch::wide_b), gw32);
+  else
+    backward_weight(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(input, Scratch::wide_b), gw32);
   round_into(grad_weight, gw32);
 }
 
@@ -129,9 +138,11 @@ std::vector<std::string> conv2d_plan(const Conv2dParams& p, const at::Tensor& in
   const FpropStrategy fprop = use_amx_direct(p, isa, input.scalar_type())        ? FpropStrategy::amx_direct
                               : use_pointwise_16bit(p, input.scalar_type()) ? FpropStrategy::pointwise_16bit
                                                                             : plan_fprop(p, isa, t).strategy;
-  const WgradStrategy wgrad = use_amx_wgrad(p, isa, input.scalar_type())
-                                  ? WgradStrategy::amx_direct
-                                  : plan_wgrad(p, isa, t, at::get_num_threads()).strategy;
+  const WgradStrategy wgrad =
+      use_amx_wgrad(p, isa, input.scalar_type()) ? WgradStrategy::amx_direct
+      : strided_pointwise_16bit(p, input.scalar_type())
+          ? plan_wgrad(pointwise_unstrided(p), isa, t, at::get_num_threads()).strategy
+          : plan_wgrad(p, isa, t, at::get_num_threads()).strategy;
   // conv2d_backward_input's order: AMX's forward of grad_output first, as it runs
   const DgradStrategy planned = plan_dgrad(p, isa, t).strategy;
   const bool amx_as_forward = planned == DgradStrategy::as_forward &&
