@@ -1,8 +1,9 @@
-// The 16-bit 1x1 forward (FpropStrategy::pointwise_16bit, pointwise_16bit.h): the float32 GEMM on
-// chunks of the input converted where they are read, each chunk's float32 result rounded into the
-// output while it is still in cache. The whole-tensor copies (float32_copies.h) would widen every
-// input pixel (four times what a stride-2 shortcut reads) and narrow the output in passes of their
-// own over memory; here only the pixels the conv reads are converted, and no float32 tensor exists.
+// The 16-bit 1x1 forward and grad input (pointwise_16bit.h), and the strided grad weight's input
+// pixels: the float32 GEMM on chunks of the input converted where they are read, each chunk's
+// float32 result rounded into the output while it is still in cache. The whole-tensor copies
+// (float32_copies.h) would widen every input pixel (four times what a stride-2 shortcut reads) and
+// narrow the output in passes of their own over memory; here only the pixels the conv reads are
+// converted, and the forward and grad input make no float32 activation tensor.
 //
 // NHWC: output pixels are the GEMM's rows; a chunk of kRows pixels gathers its input pixels' C
 // channels (widened) as A, times the packed weight, kRows x K float32, then rounded row by row.
@@ -34,6 +35,26 @@ constexpr int64_t kRows = 128;  // NHWC pixels per chunk: A (kRows x C) and the 
 constexpr int64_t kCols = 256;  // NCHW positions per chunk
 constexpr int64_t kImageValues = int64_t(1) << 18;  // NCHW images up to 1 MiB of float32 are widened whole
 
+// Calls fn(i, offset) for the output pixels r0 .. r0 + m - 1 in order, with the offset of the input
+// pixel each reads in an NHWC input (its channel 0): the position is stepped, not divided, per pixel.
+template <class Fn>
+void for_each_input_pixel(const Conv2dParams& p, int64_t r0, int64_t m, Fn fn) {
+  int64_t n = r0 / (p.P * p.Q), oh = r0 % (p.P * p.Q) / p.Q, ow = r0 % p.Q;
+  for (int64_t i = 0; i < m; ++i) {
+    fn(i, ((n * p.H + oh * p.stride_h) * p.W + ow * p.stride_w) * p.C);
+    if (++ow == p.Q) {
+      ow = 0;
+      if (++oh == p.P) oh = 0, ++n;
+    }
+  }
+}
+
+// Whether the output positions read every input pixel (stride 1, the output the input's size): the
+// grad input then has no positions off the stride grid to zero, and its rows are the GEMM's.
+bool reads_every_pixel(const Conv2dParams& p) {
+  return p.stride_h == 1 && p.stride_w == 1 && p.P == p.H && p.Q == p.W;
+}
+
 template <typename H>
 void fprop_nhwc(Isa isa, const Conv2dParams& p, const H* x, const float* wp, const float* bias, H* y, bool relu) {
   const int64_t rows = p.N * p.P * p.Q, chunks = ceil_div(rows, kRows);
@@ -42,14 +63,7 @@ void fprop_nhwc(Isa isa, const Conv2dParams& p, const H* x, const float* wp, con
     float* c = scratch<float>(Scratch::output, kRows * p.K);
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t r0 = chunk * kRows, m = std::min(kRows, rows - r0);
-      int64_t n = r0 / (p.P * p.Q), oh = r0 % (p.P * p.Q) / p.Q, ow = r0 % p.Q;  // then stepped pixel by pixel
-      for (int64_t i = 0; i < m; ++i) {
-        widen_run(x + ((n * p.H + oh * p.stride_h) * p.W + ow * p.stride_w) * p.C, a + i * p.C, p.C);
-        if (++ow == p.Q) {
-          ow = 0;
-          if (++oh == p.P) oh = 0, ++n;
-        }
-      }
+      for_each_input_pixel(p, r0, m, [&](int64_t i, int64_t offset) { widen_run(x + offset, a + i * p.C, p.C); });
       GemmArgs<float> g{m, p.K, p.C, GemmA<float>::strided(a, p.C, 1), wp, 0, c, p.K};
       g.init = bias ? GemmInit::bias_col : GemmInit::zero;
       g.bias = bias;
@@ -162,7 +176,7 @@ void fprop(Isa isa, const Conv2dParams& p, const at::Tensor& input, const at::Te
 template <typename H>
 void dgrad_nhwc(Isa isa, const Conv2dParams& p, const H* gy, const float* wp, H* gx) {
   const int64_t rows = p.N * p.P * p.Q, chunks = ceil_div(rows, kRows);
-  const bool dense = p.stride_h == 1 && p.stride_w == 1 && p.P == p.H && p.Q == p.W;
+  const bool dense = reads_every_pixel(p);
   if (!dense) {
     at::parallel_for(0, p.N * p.H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t nh = begin; nh < end; ++nh) {
@@ -190,14 +204,7 @@ void dgrad_nhwc(Isa isa, const Conv2dParams& p, const H* gy, const float* wp, H*
         narrow_run(c, gx + r0 * p.C, m * p.C);
         continue;
       }
-      int64_t n = r0 / (p.P * p.Q), oh = r0 % (p.P * p.Q) / p.Q, ow = r0 % p.Q;
-      for (int64_t i = 0; i < m; ++i) {
-        narrow_run(c + i * p.C, gx + ((n * p.H + oh * p.stride_h) * p.W + ow * p.stride_w) * p.C, p.C);
-        if (++ow == p.Q) {
-          ow = 0;
-          if (++oh == p.P) oh = 0, ++n;
-        }
-      }
+      for_each_input_pixel(p, r0, m, [&](int64_t i, int64_t offset) { narrow_run(c + i * p.C, gx + offset, p.C); });
     }
   });
 }
@@ -209,7 +216,7 @@ void dgrad_nhwc(Isa isa, const Conv2dParams& p, const H* gy, const float* wp, H*
 template <typename H>
 void dgrad_nchw(Isa isa, const Conv2dParams& p, const H* gy, const float* wt, H* gx) {
   const int64_t PQ = p.P * p.Q, HW = p.H * p.W;
-  const bool dense = p.stride_h == 1 && p.stride_w == 1 && p.P == p.H && p.Q == p.W;
+  const bool dense = reads_every_pixel(p);
   const NchwItems items(p, p.N);
   if (!dense) {
     at::parallel_for(0, p.N * p.C, 1, [&](int64_t begin, int64_t end) {
@@ -282,10 +289,8 @@ void strided_pixels(const Conv2dParams& p, const H* x, float* out) {
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
   if (p.channels_last) {
     at::parallel_for(0, p.N * PQ, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t n = r / PQ, oh = r % PQ / p.Q, ow = r % p.Q;
-        widen_run(x + ((n * p.H + oh * p.stride_h) * p.W + ow * p.stride_w) * p.C, out + r * p.C, p.C);
-      }
+      for_each_input_pixel(p, begin, end - begin,
+                           [&](int64_t i, int64_t offset) { widen_run(x + offset, out + (begin + i) * p.C, p.C); });
     });
     return;
   }
@@ -330,10 +335,6 @@ void pointwise_16bit_fprop(Isa isa, const Conv2dParams& p, const at::Tensor& inp
   if (input.scalar_type() == at::kBFloat16) fprop<c10::BFloat16>(isa, p, input, weight, bias, output, relu);
   else fprop<c10::Half>(isa, p, input, weight, bias, output, relu);
 }
-
-}  // namespace cuconv::cpu
-
-namespace cuconv::cpu {
 
 void pointwise_16bit_dgrad(Isa isa, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
                            const at::Tensor& grad_input) {
