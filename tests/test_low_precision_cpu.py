@@ -147,6 +147,84 @@ def test_pointwise_16bit_forward_and_grad_input(path, dtype, channels_last, xs, 
             assert torch.equal(gw, gw32.to(dtype))
 
 
+# Cases reaching each GEMM strategy that converts its 16-bit stream a block at a time (takes_blocks16):
+# (input shape, output channels, kernel, stride, padding, dilation, groups, channels_last) -> the
+# (forward, grad input, grad weight) plan on the AVX2 and portable paths.
+BLOCKS16 = [
+    ((3, 3, 17, 15), 20, 3, 1, 1, 1, 1, False, ("nchw_im2col", "nchw_col2im", "im2col")),  # first layer
+    ((3, 3, 17, 15), 20, 3, 1, 1, 1, 1, True, ("nhwc_interleaved", "nhwc_col2im", "interleaved")),
+    ((2, 40, 19, 17), 24, 3, 2, 1, 1, 1, False, ("nchw_via_nhwc", "nchw_col2im", "window_runs")),
+    ((2, 40, 19, 17), 24, 3, 2, 1, 1, 1, True, ("nhwc_rows", "nhwc_phases", "window_runs")),
+    ((2, 24, 11, 9), 36, 3, 1, 2, 2, 1, True, ("nhwc_im2col", "nhwc_col2im", "im2col")),  # dilated
+    ((2, 48, 10, 9), 32, 3, 1, 1, 1, 2, True, ("nhwc_interleaved", "nhwc_col2im", "interleaved")),  # 2 groups
+    ((2, 64, 9, 9), 32, 1, 2, 0, 1, 2, True, ("nhwc_rows", "nhwc_col2im", "pixel_cols")),
+    ((2, 64, 9, 9), 32, 1, 1, 0, 1, 2, False, ("nchw_direct", "nchw_col2im", "im2col")),
+    ((2, 72, 9, 9), 40, 1, 2, 0, 1, 1, True, ("pointwise_16bit", "pointwise_16bit", "direct")),  # strided 1x1
+    ((0, 3, 9, 9), 8, 3, 1, 1, 1, 1, False, ("nchw_im2col", "nchw_col2im", "im2col")),  # batch 0
+]
+
+
+@pytest.mark.parametrize("path", [p for p in CPU_ISA_PATHS if p != "avx512"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+@pytest.mark.parametrize("xs,k,kernel,stride,pad,dil,groups,channels_last,plan", BLOCKS16,
+                         ids=["first", "first-nhwc", "s2", "s2-nhwc", "dil-nhwc", "g2-nhwc", "1x1-s2-g2-nhwc", "1x1-g2",
+                              "1x1-s2-nhwc", "n0"])
+def test_16bit_gemm_strategies_convert_blocks(path, dtype, xs, k, kernel, stride, pad, dil, groups, channels_last,
+                                              plan):
+    """The GEMM strategies round the forward's sums into the 16-bit output, and widen grad_output for
+    the grad input and grad weight, a block at a time: each pass gives the bits of the float32 pass on
+    the widened tensors, rounded once (every element written: outputs are poisoned first), in the
+    input's layout."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(xs).to(dtype).contiguous(memory_format=fmt)
+    w = (torch.randn(k, xs[1] // groups, kernel, kernel) / (xs[1] * kernel) ** 0.5).to(dtype)
+    b = torch.randn(k).to(dtype)
+    args = ([stride] * 2, [pad] * 4, [dil] * 2, groups)
+    with cuconv.config.flags(cpu_isa=path):
+        assert tuple(ops._cpu_conv2d_plan(x, w, *args)) == plan
+        y = ops.conv2d_bias_relu(x, w, b, *args)
+        gy = torch.randn(y.shape).to(dtype).contiguous(memory_format=fmt)
+        gx, gw, _ = ops.conv2d_backward(gy, x, w, *args, [True, True, False])
+        y32 = ops.conv2d_bias_relu(x.float(), w.float(), b.float(), *args)
+        gx32, gw32, _ = ops.conv2d_backward(gy.float(), x.float(), w.float(), *args, [True, True, False])
+    for o, r in ((y, y32), (gx, gx32), (gw, gw32)):
+        assert o.dtype == dtype and torch.equal(o, r.to(dtype))
+    assert y.is_contiguous(memory_format=fmt) and gx.is_contiguous(memory_format=fmt)
+
+
+# 3x3 stride-1 convs on Winograd: (input shape, output channels, padding); channel counts off the
+# 8-lane groups, odd maps (partial output tiles; NCHW rows stored as channel pairs where Q is even).
+WINOGRAD16 = [((3, 64, 17, 15), 72, 1), ((2, 67, 9, 6), 60, 1), ((1, 64, 6, 5), 32, 0), ((2, 32, 9, 16), 48, 1),
+              ((0, 64, 8, 8), 64, 1)]
+
+
+@pytest.mark.parametrize("path", [p for p in CPU_ISA_PATHS if p != "avx512"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("xs,k,pad", WINOGRAD16, ids=["odd", "c67", "valid", "c32", "n0"])
+def test_16bit_winograd_converts_in_its_transforms(path, dtype, channels_last, xs, k, pad):
+    """On the AVX2 and portable paths Winograd's transforms widen 16-bit activations as they load
+    them and round the output as they store it: every pass gives the bits of the float32 pass on the
+    widened tensors, rounded once (outputs poisoned first), bias and ReLU included, in the input's
+    layout."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(xs).to(dtype).contiguous(memory_format=fmt)
+    w = (torch.randn(k, xs[1], 3, 3) / (3 * xs[1] ** 0.5)).to(dtype)
+    b = torch.randn(k).to(dtype)
+    args = ([1, 1], [pad] * 4, [1, 1], 1)
+    with cuconv.config.flags(cpu_isa=path):
+        assert ops._cpu_conv2d_plan(x, w, *args) == ["winograd"] * 3
+        for fn in (ops.conv2d, ops.conv2d_bias_relu):
+            y, y32 = fn(x, w, b, *args), fn(x.float(), w.float(), b.float(), *args)
+            assert y.dtype == dtype and torch.equal(y, y32.to(dtype))
+        gy = torch.randn(y.shape).to(dtype).contiguous(memory_format=fmt)
+        gx, gw, _ = ops.conv2d_backward(gy, x, w, *args, [True, True, False])
+        gx32, gw32, _ = ops.conv2d_backward(gy.float(), x.float(), w.float(), *args, [True, True, False])
+    assert torch.equal(gx, gx32.to(dtype)) and torch.equal(gw, gw32.to(dtype))
+    if xs[0]:
+        assert y.is_contiguous(memory_format=fmt) and gx.is_contiguous(memory_format=fmt)
+
+
 def test_pointwise_16bit_leaves_other_shapes():
     """Padding (a border of zeros), 3x3 and groups keep the float32 copies' plan; batch 0 and
     cpu_conv_algo forced to gemm as well."""

@@ -15,6 +15,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include "cpu/convert16.h"
 #include "cpu/isa.h"
 
 namespace cuconv::cpu {
@@ -27,17 +28,10 @@ void widen_portable(const c10::BFloat16* src, float* dst, int64_t n) {
 void widen_portable(const c10::Half* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = float(src[i]);
 }
-// Round to nearest even on the bits: add 0x7FFF plus the kept part's lowest bit, keep the top half.
-// A NaN keeps its top half, made quiet, so a 16-bit NaN that went through float32 comes back with
-// its own bits.
-inline uint16_t bfloat16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  if (f != f) return uint16_t((u >> 16) | 0x40);
-  return uint16_t((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-}
+// Round to nearest even (convert16.h); a NaN keeps its top half, made quiet, so a 16-bit NaN that
+// went through float32 comes back with its own bits.
 void narrow_portable(const float* src, c10::BFloat16* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = c10::BFloat16(bfloat16_bits(src[i]), c10::BFloat16::from_bits());
+  for (int64_t i = 0; i < n; ++i) dst[i] = from_float<c10::BFloat16>(src[i]);
 }
 // c10's conversion: round to nearest even, a NaN's payload kept (as F16C does).
 void narrow_portable(const float* src, c10::Half* dst, int64_t n) {
@@ -45,7 +39,6 @@ void narrow_portable(const float* src, c10::Half* dst, int64_t n) {
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-#define CUCONV_F16C __attribute__((target("avx2,fma,f16c")))
 #define CUCONV_AVX512_F16 __attribute__((target("avx512f,avx2,fma,f16c")))
 
 // The last n % 16 values of a run go through the same vector code: copied into a zeroed 16-lane
@@ -92,39 +85,17 @@ CUCONV_AVX512_F16 void narrow_avx512(const float* src, H* dst, int64_t n) {
   }
 }
 
-CUCONV_F16C void widen_avx2(const c10::BFloat16* src, float* dst, int64_t n) {
+template <typename H>
+CUCONV_AVX2_F16C void widen_avx2(const H* src, float* dst, int64_t n) {
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
-    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
-  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8(src + i));
   widen_portable(src + i, dst + i, n - i);
 }
-CUCONV_F16C void widen_avx2(const c10::Half* src, float* dst, int64_t n) {
+template <typename H>
+CUCONV_AVX2_F16C void narrow_avx2(const float* src, H* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-  widen_portable(src + i, dst + i, n - i);
-}
-CUCONV_F16C void narrow_avx2(const float* src, c10::BFloat16* dst, int64_t n) {
-  int64_t i = 0;
-  const __m256i bias = _mm256_set1_epi32(0x7FFF), one = _mm256_set1_epi32(1), quiet = _mm256_set1_epi32(0x40);
-  for (; i + 8 <= n; i += 8) {
-    const __m256 f = _mm256_loadu_ps(src + i);
-    const __m256i u = _mm256_castps_si256(f), top = _mm256_srli_epi32(u, 16);
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, _mm256_and_si256(top, one))), 16);
-    r = _mm256_blendv_epi8(r, _mm256_or_si256(top, quiet), _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
-    // 32-bit lanes holding 16-bit values: pack both 128-bit halves, then put the halves in order.
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_castsi256_si128(packed));
-  }
-  narrow_portable(src + i, dst + i, n - i);
-}
-CUCONV_F16C void narrow_avx2(const float* src, c10::Half* dst, int64_t n) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), narrow8(dst, _mm256_loadu_ps(src + i)));
   narrow_portable(src + i, dst + i, n - i);
 }
 #endif
@@ -166,6 +137,32 @@ void widen_run(const c10::BFloat16* src, float* dst, int64_t n) { widen_on(activ
 void widen_run(const c10::Half* src, float* dst, int64_t n) { widen_on(active_isa(), src, dst, n); }
 void narrow_run(const float* src, c10::BFloat16* dst, int64_t n) { narrow_on(active_isa(), src, dst, n); }
 void narrow_run(const float* src, c10::Half* dst, int64_t n) { narrow_on(active_isa(), src, dst, n); }
+
+void Blocks16::widen(int64_t offset, int64_t ld, int64_t rows, int64_t cols, float* dst, int64_t ld_dst) const {
+  const Isa isa = active_isa();
+  const bool joined = ld == cols && ld_dst == cols;  // one run
+  for (int64_t i = 0; i < (joined ? 1 : rows); ++i) {
+    const int64_t at = offset + i * ld, n = joined ? rows * cols : cols;
+    if (bf16) widen_on(isa, static_cast<const c10::BFloat16*>(data) + at, dst + i * ld_dst, n);
+    else widen_on(isa, static_cast<const c10::Half*>(data) + at, dst + i * ld_dst, n);
+  }
+}
+
+void Blocks16::narrow(const float* src, int64_t ld_src, int64_t offset, int64_t ld, int64_t rows, int64_t cols) const {
+  const Isa isa = active_isa();
+  const bool joined = ld == cols && ld_src == cols;
+  for (int64_t i = 0; i < (joined ? 1 : rows); ++i) {
+    const int64_t at = offset + i * ld, n = joined ? rows * cols : cols;
+    if (bf16) narrow_on(isa, src + i * ld_src, static_cast<c10::BFloat16*>(data) + at, n);
+    else narrow_on(isa, src + i * ld_src, static_cast<c10::Half*>(data) + at, n);
+  }
+}
+
+Blocks16 blocks16(const at::Tensor& t) {
+  Blocks16 b;
+  if (t.defined() && is_16bit(t.scalar_type())) b.data = const_cast<void*>(t.const_data_ptr()), b.bf16 = t.scalar_type() == at::kBFloat16;
+  return b;
+}
 
 at::Tensor float32_like(const at::Tensor& out, Scratch slot) {
   float* data = scratch<float>(slot, out.numel());

@@ -30,4 +30,22 @@ void widen_run(const c10::Half* src, float* dst, int64_t n);
 void narrow_run(const float* src, c10::BFloat16* dst, int64_t n);
 void narrow_run(const float* src, c10::Half* dst, int64_t n);
 
+// A 16-bit activation that a float32 strategy converts one block at a time, in cache, instead of
+// through a whole-tensor float32 copy, whose write and re-read of four bytes per value through memory
+// is what such a pass costs over float32 where the pass itself is cheap (few-channel first layers,
+// strided layers). The GEMM strategies take one for the tensor they stream: the forward's output
+// (each block's sums rounded into it), the grad input's and grad weight's grad_output (each block
+// widened as it is read). Values in row-major blocks: element (i, j) at offset + i * ld + j.
+struct Blocks16 {
+  void* data = nullptr;
+  bool bf16 = false;
+  explicit operator bool() const { return data != nullptr; }
+  // dst[i * ld_dst + j] = this(i, j), exactly.
+  void widen(int64_t offset, int64_t ld, int64_t rows, int64_t cols, float* dst, int64_t ld_dst) const;
+  // this(i, j) = src[i * ld_src + j] rounded to nearest even, as round_into.
+  void narrow(const float* src, int64_t ld_src, int64_t offset, int64_t ld, int64_t rows, int64_t cols) const;
+};
+// The 16-bit tensor t as Blocks16; empty for any other dtype.
+Blocks16 blocks16(const at::Tensor& t);
+
 }  // namespace cuconv::cpu

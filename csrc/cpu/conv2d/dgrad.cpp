@@ -26,7 +26,7 @@ namespace {
 // per position and added them back.
 template <typename T>
 void backward_input_nhwc_phases(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T* gy, const T* w, T* gx,
-                                const at::TensorOptions& opts) {
+                                const at::TensorOptions& opts, const Blocks16& gy16) {
   const int64_t sh = p.stride_h, sw = p.stride_w, PQ = p.P * p.Q;
   const int64_t Rm = ceil_div(p.R, sh), Sm = ceil_div(p.S, sw);  // taps per phase, at most
   // Phase a's taps along one axis (0 when a >= R). Its pixels are u in [0, U) (phase 0 has the
@@ -60,10 +60,17 @@ void backward_input_nhwc_phases(Isa isa, const DgradPlan& plan, const Conv2dPara
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<const T*> arows;
     thread_local std::vector<T*> crows;
-    T* buf = padded ? scratch<T>(Scratch::input, per * Hb * Wb * p.K) : nullptr;
+    T* buf = padded || gy16 ? scratch<T>(Scratch::input, per * Hb * Wb * p.K) : nullptr;
+    // gy16's images widened, then padded from there (in cache)
+    T* wide = gy16 && padded ? scratch<T>(Scratch::output, per * PQ * p.K) : nullptr;
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t n0 = blk * per, nb = std::min(per, p.N - n0);
-      const T* gyb = gy + n0 * PQ * p.K;
+      const T* gyb = gy16 ? nullptr : gy + n0 * PQ * p.K;
+      if (gy16) {
+        T* dst = padded ? wide : buf;
+        gy16.widen(n0 * PQ * p.K, PQ * p.K, nb, PQ * p.K, reinterpret_cast<float*>(dst), PQ * p.K);
+        gyb = dst;
+      }
       if (padded) pad_nhwc(q, gyb, nb, Hb, Wb, buf), gyb = buf;
       // Phases without taps (stride > kernel: the 1x1 shortcuts' odd rows and columns) are zeros;
       // one fill of the images, since a fill per pixel (256 B) costs a memset call each.
@@ -115,7 +122,7 @@ struct Col2imSizes {
 // a forward conv of grad_output with the flipped weight, even at stride 1).
 template <typename T>
 void backward_input_nchw_col2im(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T* gy, const T* w, T* gx,
-                                 const at::TensorOptions& opts) {
+                                 const at::TensorOptions& opts, const Blocks16& gy16) {
   const Col2imSizes z(p, plan);
   const int64_t G = z.G, Cg = z.Cg, Kg = z.Kg, PQ = z.PQ, HW = z.HW, CRS = z.CRS, per = z.per, blocks = z.blocks;
   // W^T per group, [g][c*R*S + rs][k]: the GEMM's A then runs along K in memory (no per-call packing).
@@ -139,18 +146,21 @@ void backward_input_nchw_col2im(Isa isa, const DgradPlan& plan, const Conv2dPara
   const bool split = gemm_should_split(blocks * G);
   at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
     T* dcol = pointwise ? nullptr : scratch<T>(Scratch::output, CRS * per * PQ);
-    T* gyb = per > 1 ? scratch<T>(Scratch::extra, Kg * per * PQ) : nullptr;
+    const bool joined = per > 1 || gy16;
+    T* gyb = joined ? scratch<T>(Scratch::extra, Kg * per * PQ) : nullptr;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
-      const T* gyg = gy + (n0 * p.K + g * Kg) * PQ;
-      if (per > 1)  // the images' [Kg][PQ] blocks side by side: gyb[k][i*PQ + j]
-        for (int64_t k = 0; k < Kg; ++k)
-          for (int64_t i = 0; i < nb; ++i)
-            std::memcpy(gyb + k * nb * PQ + i * PQ, gyg + (i * p.K + k) * PQ, PQ * sizeof(T));
+      const int64_t at = (n0 * p.K + g * Kg) * PQ;
+      // the images' [Kg][PQ] blocks side by side: gyb[k][i*PQ + j]
+      for (int64_t i = 0; i < nb && gy16; ++i)
+        gy16.widen(at + i * p.K * PQ, PQ, Kg, PQ, reinterpret_cast<float*>(gyb + i * PQ), nb * PQ);
+      for (int64_t k = 0; k < Kg && joined && !gy16; ++k)
+        for (int64_t i = 0; i < nb; ++i)
+          std::memcpy(gyb + k * nb * PQ + i * PQ, gy + at + (i * p.K + k) * PQ, PQ * sizeof(T));
       GemmArgs<T> a;
       a.M = CRS, a.N = nb * PQ, a.K = Kg;
       a.a = GemmA<T>::strided(wt + g * CRS * Kg, Kg, 1);
-      a.B = per > 1 ? gyb : gyg, a.ldb = nb * PQ;
+      a.B = joined ? gyb : gy + at, a.ldb = nb * PQ;
       a.C = pointwise ? gx + (n0 * p.C + g * Cg) * HW : dcol, a.ldc = nb * PQ;
       a.parallel = split;
       gemm(isa, a);
@@ -168,7 +178,7 @@ void backward_input_nchw_col2im(Isa isa, const DgradPlan& plan, const Conv2dPara
 // place and writes grad_input, with no copy of either and no col2im pass.
 template <typename T>
 void backward_input_nhwc_col2im(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T* gy, const T* w, T* gx,
-                                 const at::TensorOptions& opts) {
+                                 const at::TensorOptions& opts, const Blocks16& gy16) {
   const Col2imSizes z(p, plan);
   const int64_t G = z.G, Kg = z.Kg, PQ = z.PQ, HW = z.HW, CRS = z.CRS, per = z.per, blocks = z.blocks;
   const bool pointwise = p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
@@ -178,6 +188,7 @@ void backward_input_nhwc_col2im(Isa isa, const DgradPlan& plan, const Conv2dPara
   const bool split = gemm_should_split(blocks);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     T* dcol = pointwise ? nullptr : scratch<T>(Scratch::output, per * PQ * CRS);
+    T* wide = gy16 ? scratch<T>(Scratch::extra, per * PQ * Kg) : nullptr;  // a group's grad_output, widened
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t n0 = blk * per, nb = std::min(per, p.N - n0);
       T* gxn = gx + n0 * HW * p.C;
@@ -185,7 +196,12 @@ void backward_input_nhwc_col2im(Isa isa, const DgradPlan& plan, const Conv2dPara
       for (int64_t g = 0; g < G; ++g) {
         GemmArgs<T> a;
         a.M = nb * PQ, a.N = CRS, a.K = Kg;
-        a.a = GemmA<T>::strided(gy + n0 * PQ * p.K + g * Kg, p.K, 1);
+        if (gy16) {
+          gy16.widen(n0 * PQ * p.K + g * Kg, p.K, nb * PQ, Kg, reinterpret_cast<float*>(wide), Kg);
+          a.a = GemmA<T>::strided(wide, Kg, 1);
+        } else {
+          a.a = GemmA<T>::strided(gy + n0 * PQ * p.K + g * Kg, p.K, 1);
+        }
         a.B = wk_ptr + g * Kg * ldw, a.ldb = ldw;
         a.C = pointwise ? gxn + g * CRS : dcol, a.ldc = pointwise ? p.C : CRS;
         a.parallel = split;
@@ -201,14 +217,15 @@ void backward_input_nhwc_col2im(Isa isa, const DgradPlan& plan, const Conv2dPara
 
 template <typename T>
 void conv2d_dgrad(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T* gy, const T* w, T* gx,
-                  const at::TensorOptions& opts) {
+                  const at::TensorOptions& opts, const Blocks16& gy16) {
+  TORCH_INTERNAL_ASSERT(!gy16 || (std::is_same_v<T, float> && takes_blocks16(plan.strategy)));
   switch (plan.strategy) {
     case DgradStrategy::winograd:
       if constexpr (std::is_same_v<T, float>) return winograd_conv2d_dgrad(isa, p, gy, w, gx);
       break;  // float32 only: the plan never picks it for other types
-    case DgradStrategy::nhwc_phases: return backward_input_nhwc_phases(isa, plan, p, gy, w, gx, opts);
-    case DgradStrategy::nchw_col2im: return backward_input_nchw_col2im(isa, plan, p, gy, w, gx, opts);
-    case DgradStrategy::nhwc_col2im: return backward_input_nhwc_col2im(isa, plan, p, gy, w, gx, opts);
+    case DgradStrategy::nhwc_phases: return backward_input_nhwc_phases(isa, plan, p, gy, w, gx, opts, gy16);
+    case DgradStrategy::nchw_col2im: return backward_input_nchw_col2im(isa, plan, p, gy, w, gx, opts, gy16);
+    case DgradStrategy::nhwc_col2im: return backward_input_nhwc_col2im(isa, plan, p, gy, w, gx, opts, gy16);
     case DgradStrategy::depthwise: return depthwise_dgrad(isa, p, gy, w, gx);
     case DgradStrategy::grouped: return grouped_dgrad(isa, p, gy, w, gx);
     case DgradStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again

@@ -12,6 +12,7 @@
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/rows_avx512.h"
 #include "cpu/conv2d/winograd.h"
+#include "cpu/float32_copies.h"
 #include "cpu/scratch.h"
 
 namespace cuconv::cpu {
@@ -35,7 +36,7 @@ at::Tensor nhwc_rows_weight(const Conv2dParams& p, const T* w, const at::TensorO
 // in place (or a zero-padded copy when the windows leave it), or one over the row-interleaved buffer.
 template <typename T>
 void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
-                       const at::TensorOptions& opts) {
+                       const at::TensorOptions& opts, const Blocks16& y16) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t RC = p.R * Cg;
   const bool in_place = nhwc_reads_rows_in_place(p);
@@ -57,6 +58,7 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
     T* buf = !in_place ? scratch<T>(Scratch::input, per * p.P * Wp * RC)
              : padded  ? scratch<T>(Scratch::input, per * Hb * Wb * p.C)
                        : nullptr;
+    T* stage = y16 ? scratch<T>(Scratch::output, per * PQ * Kg) : nullptr;  // the item's sums, then y16
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
       const T* base = x + n0 * HW * p.C;
@@ -68,13 +70,15 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
         a.M = nb * PQ, a.N = Kg, a.K = Kd;
         a.a = GemmA<T>::rows(rows.data());
         set_weight_operand(a, wop.const_data_ptr<T>() + (g * passes + r) * wstride);
-        a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
+        if (stage) a.C = stage, a.ldc = Kg;
+        else a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
         a.init = r > 0 ? GemmInit::accumulate : bias ? GemmInit::bias_col : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
         a.relu = relu && r == passes - 1;  // only the final sums are clamped
         a.parallel = split;
         gemm(isa, a);
       }
+      if (stage) y16.narrow(reinterpret_cast<const float*>(stage), Kg, n0 * PQ * p.K + g * Kg, p.K, nb * PQ, Kg);
     }
   });
 }
@@ -83,7 +87,7 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
 // a GEMM whose A rows point into it, and the PQ x K result, still in cache, is transposed into y.
 template <typename T>
 void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
-                           const at::TensorOptions& opts) {
+                           const at::TensorOptions& opts, const Blocks16& y16) {
   Conv2dParams q = p;
   q.channels_last = true;
   const int64_t C = p.C, K = p.K, PQ = p.P * p.Q, HW = p.H * p.W;
@@ -98,6 +102,7 @@ void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* 
     rows.resize(PQ);
     T* in = scratch<T>(Scratch::input, Hb * Wb * C);
     T* out = scratch<T>(Scratch::output, PQ * ldo);
+    T* planes = y16 ? scratch<T>(Scratch::extra, K * PQ) : nullptr;  // the transposed sums, then y16
     for (int64_t n = begin; n < end; ++n) {
       pad_nchw_to_nhwc(isa, p, x + n * C * HW, Hb, Wb, in);
       for (int64_t r = 0; r < p.R; ++r) {
@@ -113,7 +118,8 @@ void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* 
         a.parallel = split;
         gemm(isa, a);
       }
-      transpose(isa, out, ldo, y + n * K * PQ, PQ, PQ, K);
+      transpose(isa, out, ldo, planes ? planes : y + n * K * PQ, PQ, PQ, K);
+      if (planes) y16.narrow(reinterpret_cast<const float*>(planes), K * PQ, n * K * PQ, K * PQ, 1, K * PQ);
     }
   });
 }
@@ -121,7 +127,8 @@ void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* 
 // nchw_im2col / nchw_direct: y_n[K, PQ] = W[K, CRS] * col_n[CRS, PQ] (+ bias per row), one image
 // per GEMM; 1x1 stride-1 unpadded convs read the input as col_n.
 template <typename T>
-void forward_nchw_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu) {
+void forward_nchw_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
+                       const Blocks16& y16) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
   const bool direct = reads_input_directly(p);
@@ -130,6 +137,7 @@ void forward_nchw_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
   at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
     // Columns past PQ are never read (the GEMM masks its edge tiles), so no zeroing is needed.
     T* col = direct ? nullptr : scratch<T>(Scratch::input, CRS * ldcol);
+    T* stage = y16 ? scratch<T>(Scratch::output, Kg * PQ) : nullptr;  // the item's sums, then y16
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / G, g = item % G;
       const T* xg = x + (n * p.C + g * Cg) * HW;
@@ -138,12 +146,13 @@ void forward_nchw_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
       a.M = Kg, a.N = PQ, a.K = CRS;
       a.a = GemmA<T>::strided(w + g * Kg * CRS, CRS, 1);
       a.B = direct ? xg : col, a.ldb = direct ? HW : ldcol;
-      a.C = y + (n * p.K + g * Kg) * PQ, a.ldc = PQ;
+      a.C = stage ? stage : y + (n * p.K + g * Kg) * PQ, a.ldc = PQ;
       a.init = bias ? GemmInit::bias_row : GemmInit::zero;
       a.bias = bias ? bias + g * Kg : nullptr;
       a.relu = relu;  // applied in the micro-kernel's final store
       a.parallel = split;
       gemm(isa, a);
+      if (stage) y16.narrow(reinterpret_cast<const float*>(stage), Kg * PQ, (n * p.K + g * Kg) * PQ, Kg * PQ, 1, Kg * PQ);
     }
   });
 }
@@ -153,7 +162,7 @@ void forward_nchw_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
 // and the weight is read once for all.
 template <typename T>
 void forward_nhwc_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y, bool relu,
-                       const at::TensorOptions& opts) {
+                       const at::TensorOptions& opts, const Blocks16& y16) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
   const int64_t CRS = Cg * p.R * p.S;
   const bool direct = reads_input_directly(p);
@@ -167,6 +176,7 @@ void forward_nhwc_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
   const bool split_b = gemm_should_split(blocks * G);
   at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
     T* col = direct ? nullptr : scratch<T>(Scratch::input, per * PQ * CRS);
+    T* stage = y16 ? scratch<T>(Scratch::output, per * PQ * Kg) : nullptr;  // the item's sums, then y16
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
       const T* xn = x + n0 * HW * p.C;
@@ -176,12 +186,14 @@ void forward_nhwc_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
       a.M = nb * PQ, a.N = Kg, a.K = CRS;
       a.a = direct ? GemmA<T>::strided(xn + g * Cg, p.C, 1) : GemmA<T>::strided(col, CRS, 1);
       a.B = wt_ptr + g * CRS * ldw, a.ldb = ldw;
-      a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
+      if (stage) a.C = stage, a.ldc = Kg;
+      else a.C = y + n0 * PQ * p.K + g * Kg, a.ldc = p.K;
       a.init = bias ? GemmInit::bias_col : GemmInit::zero;
       a.bias = bias ? bias + g * Kg : nullptr;
       a.relu = relu;
       a.parallel = split_b;
       gemm(isa, a);
+      if (stage) y16.narrow(reinterpret_cast<const float*>(stage), Kg, n0 * PQ * p.K + g * Kg, p.K, nb * PQ, Kg);
     }
   });
 }
@@ -190,7 +202,8 @@ void forward_nhwc_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
 
 template <typename T>
 void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T* x, const T* w, const T* bias, T* y,
-                  bool relu, const at::TensorOptions& opts) {
+                  bool relu, const at::TensorOptions& opts, const Blocks16& y16) {
+  TORCH_INTERNAL_ASSERT(!y16 || (std::is_same_v<T, float> && takes_blocks16(plan.strategy)));
   switch (plan.strategy) {
     case FpropStrategy::winograd:
     case FpropStrategy::rows_avx512:
@@ -199,13 +212,13 @@ void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T
         return conv2d_fprop_rows_avx512(p, x, w, bias, y, relu);
       }
       break;  // float32 only: the plan never picks them for other types
-    case FpropStrategy::nchw_via_nhwc: return forward_nchw_via_nhwc(isa, p, x, w, bias, y, relu, opts);
+    case FpropStrategy::nchw_via_nhwc: return forward_nchw_via_nhwc(isa, p, x, w, bias, y, relu, opts, y16);
     case FpropStrategy::nchw_im2col:
-    case FpropStrategy::nchw_direct: return forward_nchw_gemm(isa, p, x, w, bias, y, relu);
+    case FpropStrategy::nchw_direct: return forward_nchw_gemm(isa, p, x, w, bias, y, relu, y16);
     case FpropStrategy::nhwc_rows:
-    case FpropStrategy::nhwc_interleaved: return forward_nhwc_rows(isa, p, x, w, bias, y, relu, opts);
+    case FpropStrategy::nhwc_interleaved: return forward_nhwc_rows(isa, p, x, w, bias, y, relu, opts, y16);
     case FpropStrategy::nhwc_im2col:
-    case FpropStrategy::nhwc_direct: return forward_nhwc_gemm(isa, p, x, w, bias, y, relu, opts);
+    case FpropStrategy::nhwc_direct: return forward_nhwc_gemm(isa, p, x, w, bias, y, relu, opts, y16);
     case FpropStrategy::depthwise: return depthwise_fprop(isa, p, x, w, bias, y, relu);
     case FpropStrategy::grouped: return grouped_fprop(isa, p, x, w, bias, y, relu);
     case FpropStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again

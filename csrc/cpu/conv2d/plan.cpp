@@ -293,6 +293,19 @@ const char* name(FpropStrategy s) { return kFpropNames[int(s)]; }
 const char* name(DgradStrategy s) { return kDgradNames[int(s)]; }
 const char* name(WgradStrategy s) { return kWgradNames[int(s)]; }
 
+bool takes_blocks16(FpropStrategy s) {
+  return s == FpropStrategy::nchw_via_nhwc || s == FpropStrategy::nchw_im2col || s == FpropStrategy::nchw_direct ||
+         s == FpropStrategy::nhwc_rows || s == FpropStrategy::nhwc_interleaved || s == FpropStrategy::nhwc_im2col ||
+         s == FpropStrategy::nhwc_direct;
+}
+bool takes_blocks16(DgradStrategy s) {
+  return s == DgradStrategy::nhwc_phases || s == DgradStrategy::nchw_col2im || s == DgradStrategy::nhwc_col2im;
+}
+bool takes_blocks16(WgradStrategy s) {
+  return s == WgradStrategy::direct || s == WgradStrategy::pixel_cols || s == WgradStrategy::window_runs ||
+         s == WgradStrategy::interleaved || s == WgradStrategy::im2col;
+}
+
 std::vector<std::string> all_conv2d_strategies() {
   std::vector<std::string> out;
   for (const char* n : kFpropNames) out.push_back(std::string("fprop:") + n);

@@ -95,6 +95,11 @@ WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64
 const char* name(FpropStrategy s);
 const char* name(DgradStrategy s);
 const char* name(WgradStrategy s);
+// The strategies that take a 16-bit tensor as Blocks16 (float32_copies.h), converting it a block at
+// a time: the forward's output, the grad input's and grad weight's grad_output (the GEMM strategies).
+bool takes_blocks16(FpropStrategy s);
+bool takes_blocks16(DgradStrategy s);
+bool takes_blocks16(WgradStrategy s);
 // Every strategy of every pass as "fprop:<name>", "dgrad:<name>", "wgrad:<name>" (for the test that
 // every strategy is reached by some case).
 std::vector<std::string> all_conv2d_strategies();

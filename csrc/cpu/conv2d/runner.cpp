@@ -10,6 +10,7 @@
 #include "cpu/conv2d/amx_wgrad.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/pointwise_16bit.h"
+#include "cpu/conv2d/winograd.h"
 #include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/plan.h"
 #include "ops/runner.h"
@@ -75,6 +76,15 @@ void backward_weight(Isa isa, const Conv2dParams& p, const at::Tensor& grad_outp
 
 Isa isa_of(at::ScalarType t) { return conv_isa(t == at::kBFloat16); }
 
+// Winograd's transforms load and store 16-bit activations themselves on the AVX2 and portable paths
+// (winograd.h); f gets a value of the 16-bit type.
+bool winograd_16bit(Isa isa, bool winograd) { return winograd && !is_avx512(isa); }
+template <typename F>
+void with_16bit_type(at::ScalarType t, const F& f) {
+  if (t == at::kBFloat16) f(c10::BFloat16());
+  else f(c10::Half());
+}
+
 }  // namespace
 
 void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
@@ -83,9 +93,21 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
   if (use_amx_direct(p, isa, input.scalar_type())) return amx_direct_fprop(p, input, weight, bias, output, relu);
   if (use_pointwise_16bit(p, input.scalar_type())) return pointwise_16bit_fprop(isa, p, input, weight, bias, output, relu);
   if (!is_16bit(input.scalar_type())) return forward(isa, p, input, weight, bias, output, relu);
+  const at::Tensor w32 = float32_copy(weight, Scratch::wide_b), b32 = float32_copy(bias, Scratch::wide_c);
+  const FpropPlan plan = plan_fprop(p, isa, at::kFloat);
+  if (winograd_16bit(isa, plan.strategy == FpropStrategy::winograd))
+    return with_16bit_type(input.scalar_type(), [&](auto type) {
+      using A = decltype(type);
+      winograd_conv2d_fprop<A>(isa, p, input.const_data_ptr<A>(), w32.const_data_ptr<float>(),
+                               b32.defined() ? b32.const_data_ptr<float>() : nullptr, output.data_ptr<A>(), relu);
+    });
+  const at::Tensor x32 = float32_copy(input, Scratch::wide_a);
+  if (takes_blocks16(plan.strategy))  // the sums rounded into output a block at a time
+    return conv2d_fprop<float>(isa, plan, p, x32.const_data_ptr<float>(), w32.const_data_ptr<float>(),
+                               b32.defined() ? b32.const_data_ptr<float>() : nullptr, nullptr, relu, x32.options(),
+                               blocks16(output));
   const at::Tensor out32 = float32_like(output, Scratch::wide_out);
-  forward(isa, p, float32_copy(input, Scratch::wide_a), float32_copy(weight, Scratch::wide_b),
-          float32_copy(bias, Scratch::wide_c), out32, relu);
+  forward(isa, p, x32, w32, b32, out32, relu);
   round_into(output, out32);
 }
 
@@ -100,8 +122,20 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
     return amx_dgrad_phases(p, grad_output, weight, grad_input);
   if (use_pointwise_16bit(p, grad_output.scalar_type())) return pointwise_16bit_dgrad(isa, p, grad_output, weight, grad_input);
   if (!is_16bit(grad_output.scalar_type())) return backward_input(isa, p, grad_output, weight, grad_input);
+  const at::Tensor w32 = float32_copy(weight, Scratch::wide_b);
+  const DgradPlan plan = plan_dgrad(p, isa, at::kFloat);
+  if (winograd_16bit(isa, plan.strategy == DgradStrategy::winograd))
+    return with_16bit_type(grad_output.scalar_type(), [&](auto type) {
+      using A = decltype(type);
+      winograd_conv2d_dgrad<A>(isa, p, grad_output.const_data_ptr<A>(), w32.const_data_ptr<float>(),
+                               grad_input.data_ptr<A>());
+    });
   const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
-  backward_input(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(weight, Scratch::wide_b), gx32);
+  if (takes_blocks16(plan.strategy))  // grad_output widened a block at a time
+    conv2d_dgrad<float>(isa, plan, p, nullptr, w32.const_data_ptr<float>(), gx32.data_ptr<float>(), w32.options(),
+                        blocks16(grad_output));
+  else
+    backward_input(isa, p, float32_copy(grad_output, Scratch::wide_a), w32, gx32);
   round_into(grad_input, gx32);
 }
 
@@ -112,11 +146,24 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
   if (use_amx_wgrad(p, isa, grad_output.scalar_type()) && amx_wgrad(p, grad_output, input, grad_weight)) return;
   if (!is_16bit(grad_output.scalar_type())) return backward_weight(isa, p, grad_output, input, grad_weight);
   const at::Tensor gw32 = float32_like(grad_weight, Scratch::wide_out);
-  if (strided_pointwise_16bit(p, grad_output.scalar_type()))
-    backward_weight(isa, pointwise_unstrided(p), float32_copy(grad_output, Scratch::wide_a),
-                    float32_strided_pixels(p, input, Scratch::wide_b), gw32);
+  if (winograd_16bit(isa, plan_wgrad(p, isa, at::kFloat, at::get_num_threads()).strategy == WgradStrategy::winograd)) {
+    with_16bit_type(grad_output.scalar_type(), [&](auto type) {
+      using A = decltype(type);
+      winograd_conv2d_wgrad<A>(isa, p, grad_output.const_data_ptr<A>(), input.const_data_ptr<A>(),
+                               gw32.data_ptr<float>());
+    });
+    return round_into(grad_weight, gw32);
+  }
+  const bool strided = strided_pointwise_16bit(p, grad_output.scalar_type());
+  const Conv2dParams q = strided ? pointwise_unstrided(p) : p;
+  const at::Tensor x32 =
+      strided ? float32_strided_pixels(p, input, Scratch::wide_b) : float32_copy(input, Scratch::wide_b);
+  const WgradPlan plan = plan_wgrad(q, isa, at::kFloat, at::get_num_threads());
+  if (takes_blocks16(plan.strategy))  // grad_output widened a block at a time
+    conv2d_wgrad<float>(isa, plan, q, nullptr, x32.const_data_ptr<float>(), gw32.data_ptr<float>(),
+                        blocks16(grad_output));
   else
-    backward_weight(isa, p, float32_copy(grad_output, Scratch::wide_a), float32_copy(input, Scratch::wide_b), gw32);
+    backward_weight(isa, q, float32_copy(grad_output, Scratch::wide_a), x32, gw32);
   round_into(grad_weight, gw32);
 }
 

@@ -26,12 +26,13 @@ template <typename T>
 struct WgradFrame {
   const WgradPlan& plan;
   const Conv2dParams& p;
+  const Blocks16& gy16;  // grad_output when 16-bit (gy is then null)
   int64_t G, Cg, Kg, PQ, HW, CRS;
   int64_t most;         // images in one GEMM at most
   int64_t ldcol, ldg;   // row pitches of NCHW im2col columns and of a copied grad_output
   int64_t Hb, Wb;       // the zero-padded copy of window_runs (undilated windows)
 
-  WgradFrame(const WgradPlan& plan_, const Conv2dParams& p_) : plan(plan_), p(p_) {
+  WgradFrame(const WgradPlan& plan_, const Conv2dParams& p_, const Blocks16& gy16_) : plan(plan_), p(p_), gy16(gy16_) {
     G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), PQ = p.P * p.Q, HW = p.H * p.W;
     CRS = Cg * p.R * p.S;
     most = std::min(plan.images_per_gemm, ceil_div(p.N, plan.chunks));
@@ -52,20 +53,32 @@ struct WgradFrame {
       default: return nullptr;
     }
   }
-  // The worker's grad_output buffer: NCHW transposes it, NHWC copies it only to a better pitch.
+  // The worker's grad_output buffer: NCHW transposes it, NHWC copies it only to a better pitch
+  // (or to widen it).
   T* b_buffer() const {
-    return p.channels_last && !plan.copy_grad_output ? nullptr : scratch<T>(Scratch::output, most * PQ * ldg);
+    return p.channels_last && !plan.copy_grad_output && !gy16 ? nullptr : scratch<T>(Scratch::output, most * PQ * ldg);
   }
+  // NCHW gy16: one image's [Kg][PQ] block widened before its transpose.
+  T* wide_buffer() const { return gy16 && !p.channels_last ? scratch<T>(Scratch::extra, Kg * PQ) : nullptr; }
 };
 
 // B: grad_output of images n.. (nb of them), group g, as [positions][Kg].
 template <typename T>
-void set_grad_output(Isa isa, const WgradFrame<T>& f, const T* gy, int64_t n, int64_t nb, int64_t g, T* gyt,
+void set_grad_output(Isa isa, const WgradFrame<T>& f, const T* gy, int64_t n, int64_t nb, int64_t g, T* gyt, T* wide,
                      GemmArgs<T>& a) {
   const Conv2dParams& p = f.p;
   if (!p.channels_last) {  // [nb][K][PQ] -> gyt[nb*PQ][Kg], transposed in 8x8 register blocks
-    const T* gyg = gy + (n * p.K + g * f.Kg) * f.PQ;
-    for (int64_t i = 0; i < nb; ++i) transpose(isa, gyg + i * p.K * f.PQ, f.PQ, gyt + i * f.PQ * f.ldg, f.ldg, f.Kg, f.PQ);
+    const int64_t at = (n * p.K + g * f.Kg) * f.PQ;
+    for (int64_t i = 0; i < nb; ++i) {
+      const T* block = f.gy16 ? wide : gy + at + i * p.K * f.PQ;
+      if (f.gy16) f.gy16.widen(at + i * p.K * f.PQ, f.PQ, f.Kg, f.PQ, reinterpret_cast<float*>(wide), f.PQ);
+      transpose(isa, block, f.PQ, gyt + i * f.PQ * f.ldg, f.ldg, f.Kg, f.PQ);
+    }
+    a.B = gyt, a.ldb = f.ldg;
+    return;
+  }
+  if (f.gy16) {
+    f.gy16.widen(n * f.PQ * p.K + g * f.Kg, p.K, nb * f.PQ, f.Kg, reinterpret_cast<float*>(gyt), f.ldg);
     a.B = gyt, a.ldb = f.ldg;
     return;
   }
@@ -162,8 +175,9 @@ void sum_partials(const WgradFrame<T>& f, const T* part, T* gw) {
 }
 
 template <typename T>
-void backward_weight_gemm(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T* gy, const T* x, T* gw) {
-  const WgradFrame<T> f(plan, p);
+void backward_weight_gemm(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T* gy, const T* x, T* gw,
+                          const Blocks16& gy16) {
+  const WgradFrame<T> f(plan, p, gy16);
   const int64_t G = f.G, CRS = f.CRS, Kg = f.Kg, chunks = plan.chunks, per = plan.images_per_gemm;
   T* part = scratch<T>(Scratch::call, chunks * G * CRS * Kg);
   const bool split = gemm_should_split(chunks);
@@ -174,6 +188,7 @@ void backward_weight_gemm(Isa isa, const WgradPlan& plan, const Conv2dParams& p,
     if (uses_pos) pos.resize(f.most * f.PQ);
     T* col = f.a_buffer();
     T* gyt = f.b_buffer();
+    T* wide = f.wide_buffer();
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t n0 = chunk * p.N / chunks, n1 = (chunk + 1) * p.N / chunks;
       for (int64_t n = n0; n < n1; n += per)
@@ -184,7 +199,7 @@ void backward_weight_gemm(Isa isa, const WgradPlan& plan, const Conv2dParams& p,
           a.C = part + (chunk * G + g) * CRS * Kg, a.ldc = Kg;
           a.init = n == n0 ? GemmInit::zero : GemmInit::accumulate;
           a.parallel = split;
-          set_grad_output(isa, f, gy, n, nb, g, gyt, a);
+          set_grad_output(isa, f, gy, n, nb, g, gyt, wide, a);
           set_windows(isa, f, x, n, nb, g, col, pos, a);
           gemm(isa, a);
         }
@@ -196,7 +211,9 @@ void backward_weight_gemm(Isa isa, const WgradPlan& plan, const Conv2dParams& p,
 }  // namespace
 
 template <typename T>
-void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T* gy, const T* x, T* gw) {
+void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T* gy, const T* x, T* gw,
+                  const Blocks16& gy16) {
+  TORCH_INTERNAL_ASSERT(!gy16 || (std::is_same_v<T, float> && takes_blocks16(plan.strategy)));
   switch (plan.strategy) {
     case WgradStrategy::winograd:
     case WgradStrategy::rows_avx512:
@@ -213,7 +230,7 @@ void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T
       TORCH_CHECK(false, "cuconv: the nchw_as_nhwc grad weight transposes its tensors in runner.cpp");
     case WgradStrategy::amx_direct:
       TORCH_CHECK(false, "cuconv: runner.cpp runs amx_direct's grad weight on the bfloat16 tensors");
-    default: return backward_weight_gemm(isa, plan, p, gy, x, gw);
+    default: return backward_weight_gemm(isa, plan, p, gy, x, gw, gy16);
   }
 }
 

@@ -32,6 +32,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include "cpu/convert16.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/scratch.h"
 #include "cpu/transpose.h"
@@ -151,15 +152,15 @@ struct TileGrid {
 
 // d[i][j][l] = x(n, c0 + l, h0 + i, w0 + j), zero outside the image or past cn channels.
 // kContig: channels adjacent in memory (NHWC), so each (i, j) is one 8-float load.
-template <bool kContig, int kRows>
-CUCONV_INLINE void load_patch(const float* xn, const int64_t (&xs)[4], int64_t H, int64_t W, int64_t h0, int64_t w0,
+template <bool kContig, int kRows, typename A>
+CUCONV_INLINE void load_patch(const A* xn, const int64_t (&xs)[4], int64_t H, int64_t W, int64_t h0, int64_t w0,
                               int64_t c0, int64_t cn, float (&d)[kRows][kRows][kLanes]) {
   if (kContig && cn == kLanes && h0 >= 0 && h0 + kRows <= H && w0 >= 0 && w0 + kRows <= W) {
     // Inside the image with 8 whole channels (most tiles): no per-position bounds checks.
-    const float* src = xn + c0 + h0 * xs[2] + w0 * xs[3];
+    const A* src = xn + c0 + h0 * xs[2] + w0 * xs[3];
     for (int i = 0; i < kRows; ++i)
       for (int j = 0; j < kRows; ++j)
-        for (int l = 0; l < kLanes; ++l) d[i][j][l] = src[i * xs[2] + j * xs[3] + l];
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = to_float(src[i * xs[2] + j * xs[3] + l]);
     return;
   }
   for (int i = 0; i < kRows; ++i) {
@@ -170,11 +171,11 @@ CUCONV_INLINE void load_patch(const float* xn, const int64_t (&xs)[4], int64_t H
         for (int l = 0; l < kLanes; ++l) d[i][j][l] = 0.f;
         continue;
       }
-      const float* src = xn + c0 * xs[1] + h * xs[2] + w * xs[3];
+      const A* src = xn + c0 * xs[1] + h * xs[2] + w * xs[3];
       if (kContig && cn == kLanes) {
-        for (int l = 0; l < kLanes; ++l) d[i][j][l] = src[l];
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = to_float(src[l]);
       } else {
-        for (int l = 0; l < kLanes; ++l) d[i][j][l] = l < cn ? src[l * xs[1]] : 0.f;
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = l < cn ? to_float(src[l * xs[1]]) : 0.f;
       }
     }
   }
@@ -183,13 +184,13 @@ CUCONV_INLINE void load_patch(const float* xn, const int64_t (&xs)[4], int64_t H
 // ---- forward (and grad input) ------------------------------------------------------------------
 
 // V[xi][b][c] (rows ldv apart, matrices vstride apart) for tiles t0..t0+nb.
-template <bool kContig>
-CUCONV_INLINE void input_transform_body(const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0,
+template <bool kContig, typename A>
+CUCONV_INLINE void input_transform_body(const WinogradConv& s, const A* x, const TileGrid& grid, int64_t t0,
                                         int64_t nb, float* V, int64_t ldv, int64_t vstride) {
   for (int64_t b = 0; b < nb; ++b) {
     int64_t n, ty, tx;
     grid.locate(t0 + b, n, ty, tx);
-    const float* xn = x + n * s.xs[0];
+    const A* xn = x + n * s.xs[0];
     const int64_t h0 = 2 * ty - s.pad_h, w0 = 2 * tx - s.pad_w;
     for (int64_t c0 = 0; c0 < s.C; c0 += kLanes) {
       float d[4][4][kLanes], v[16][kLanes];
@@ -204,12 +205,13 @@ CUCONV_INLINE void input_transform_body(const WinogradConv& s, const float* x, c
 // d[i][j] = src[l*plane + i*row + j] in lane l, for 8 planes (NCHW channels): each 4-float patch
 // row of a plane is one 128-bit load, and 4x4 transposes in each 128-bit half put the planes in
 // the lanes. Replaces 128 scalar loads per 8 channels of an interior tile.
-CUCONV_AVX2 CUCONV_INLINE void load_patch_planes(const float* src, int64_t plane, int64_t row, __m256 (&d)[4][4]) {
+template <typename A>
+CUCONV_AVX2_F16C CUCONV_INLINE void load_patch_planes(const A* src, int64_t plane, int64_t row, __m256 (&d)[4][4]) {
   for (int i = 0; i < 4; ++i) {
-    const float* r = src + i * row;
+    const A* r = src + i * row;
     __m256 q[4];
     for (int l = 0; l < 4; ++l)  // planes l and l + 4 in the two halves
-      q[l] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(r + l * plane)), _mm_loadu_ps(r + (l + 4) * plane), 1);
+      q[l] = _mm256_insertf128_ps(_mm256_castps128_ps256(load4(r + l * plane)), load4(r + (l + 4) * plane), 1);
     const __m256 t0 = _mm256_unpacklo_ps(q[0], q[1]), t1 = _mm256_unpackhi_ps(q[0], q[1]);
     const __m256 t2 = _mm256_unpacklo_ps(q[2], q[3]), t3 = _mm256_unpackhi_ps(q[2], q[3]);
     d[i][0] = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
@@ -225,13 +227,14 @@ CUCONV_AVX2 CUCONV_INLINE void load_patch_planes(const float* src, int64_t plane
 // that the 32-byte reads after them cannot forward from. Same sums in the same order as
 // input_tile. Tiles that are neither (NCHW edges, a last group of fewer than 8 channels) take the
 // portable loads.
-CUCONV_AVX2 void input_transform_avx2(const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0,
-                                      int64_t nb, float* V, int64_t ldv, int64_t vstride) {
+template <typename A>
+CUCONV_AVX2_F16C void input_transform_avx2(const WinogradConv& s, const A* x, const TileGrid& grid, int64_t t0,
+                                           int64_t nb, float* V, int64_t ldv, int64_t vstride) {
   const bool contig = s.xs[1] == 1;
   for (int64_t b = 0; b < nb; ++b) {
     int64_t n, ty, tx;
     grid.locate(t0 + b, n, ty, tx);
-    const float* xn = x + n * s.xs[0];
+    const A* xn = x + n * s.xs[0];
     const int64_t h0 = 2 * ty - s.pad_h, w0 = 2 * tx - s.pad_w;
     const bool inside = h0 >= 0 && h0 + 4 <= s.H && w0 >= 0 && w0 + 4 <= s.W;
     for (int64_t c0 = 0; c0 < s.C; c0 += kLanes) {
@@ -242,7 +245,7 @@ CUCONV_AVX2 void input_transform_avx2(const WinogradConv& s, const float* x, con
           for (int j = 0; j < 4; ++j) {
             const int64_t h = h0 + i, w = w0 + j;
             d[i][j] = inside || (h >= 0 && h < s.H && w >= 0 && w < s.W)
-                          ? _mm256_loadu_ps(xn + c0 + h * s.xs[2] + w * s.xs[3])
+                          ? load8(xn + c0 + h * s.xs[2] + w * s.xs[3])
                           : _mm256_setzero_ps();
           }
       } else if (!contig && inside && s.xs[3] == 1 && cn == kLanes) {
@@ -275,10 +278,10 @@ CUCONV_AVX2 void input_transform_avx2(const WinogradConv& s, const float* x, con
 #endif
 
 // y(n, k, p, q) = bias[k] + A^T M A, clamped at 0 when relu (NaN stays NaN), for tiles t0..t0+nb.
-template <bool kContig>
+template <bool kContig, typename A>
 CUCONV_INLINE void output_transform_body(const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
                                          const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu,
-                                         float* y) {
+                                         A* y) {
   for (int64_t b = 0; b < nb; ++b) {
     int64_t n, ty, tx;
     grid.locate(t0 + b, n, ty, tx);
@@ -299,10 +302,10 @@ CUCONV_INLINE void output_transform_body(const WinogradConv& s, const float* M, 
           }
       for (int i = 0; i < prows; ++i)
         for (int j = 0; j < qcols; ++j) {
-          float* dst = y + n * s.ys[0] + k0 * s.ys[1] + (p0 + i) * s.ys[2] + (q0 + j) * s.ys[3];
-          if (kContig && kn == kLanes) std::memcpy(dst, out[i][j], sizeof(out[i][j]));
+          A* dst = y + n * s.ys[0] + k0 * s.ys[1] + (p0 + i) * s.ys[2] + (q0 + j) * s.ys[3];
+          if (std::is_same_v<A, float> && kContig && kn == kLanes) std::memcpy(dst, out[i][j], sizeof(out[i][j]));
           else
-            for (int64_t l = 0; l < kn; ++l) dst[l * s.ys[1]] = out[i][j][l];
+            for (int64_t l = 0; l < kn; ++l) dst[l * s.ys[1]] = from_float<A>(out[i][j][l]);
         }
     }
   }
@@ -313,9 +316,10 @@ CUCONV_INLINE void output_transform_body(const WinogradConv& s, const float* M, 
 // straight from M: through the lane arrays, GCC copies each 8-float row as two 16-byte moves that
 // the 32-byte reads after them cannot forward from (a stall per row; 15-21% of a 64-channel layer's
 // forward). NCHW outputs leave as 64-bit pairs (a tile row of one channel) instead of 32 scalars.
-CUCONV_AVX2 void output_transform_avx2(const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
-                                       const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu,
-                                       float* y) {
+template <typename A>
+CUCONV_AVX2_F16C void output_transform_avx2(const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
+                                            const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu,
+                                            A* y) {
   const bool nhwc = s.ys[1] == 1, pairs = s.ys[3] == 1;
   const __m256 zero = _mm256_setzero_ps();
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -324,7 +328,7 @@ CUCONV_AVX2 void output_transform_avx2(const WinogradConv& s, const float* M, in
     grid.locate(t0 + b, n, ty, tx);
     const int64_t p0 = 2 * ty, q0 = 2 * tx;
     const int prows = int(std::min<int64_t>(2, s.P - p0)), qcols = int(std::min<int64_t>(2, s.Q - q0));
-    float* yt = y + n * s.ys[0] + p0 * s.ys[2] + q0 * s.ys[3];
+    A* yt = y + n * s.ys[0] + p0 * s.ys[2] + q0 * s.ys[3];
     for (int64_t k0 = 0; k0 < s.K; k0 += kLanes) {
       const int kn = int(std::min(kLanes, s.K - k0));
       const float* mp = M + b * ldm + k0;  // rows are padded: 8 floats from k0 < K are readable
@@ -346,24 +350,36 @@ CUCONV_AVX2 void output_transform_avx2(const WinogradConv& s, const float* M, in
           out[i][j] = _mm256_add_ps(out[i][j], bv);
           if (relu) out[i][j] = _mm256_max_ps(zero, out[i][j]);  // max(0, NaN) is NaN; -0 stays -0
         }
-      float* dst = yt + k0 * s.ys[1];
+      A* dst = yt + k0 * s.ys[1];
       if (nhwc) {
         for (int i = 0; i < prows; ++i)
-          for (int j = 0; j < qcols; ++j) _mm256_maskstore_ps(dst + i * s.ys[2] + j * s.ys[3], valid, out[i][j]);
+          for (int j = 0; j < qcols; ++j) store8(dst + i * s.ys[2] + j * s.ys[3], out[i][j], kn, valid);
       } else if (pairs && qcols == 2 && kn == kLanes) {
-        for (int i = 0; i < prows; ++i) {
-          const __m256 lo = _mm256_unpacklo_ps(out[i][0], out[i][1]);  // channel pairs 0 1 | 4 5
-          const __m256 hi = _mm256_unpackhi_ps(out[i][0], out[i][1]);  // 2 3 | 6 7
-          float* row = dst + i * s.ys[2];
-          for (int h = 0; h < 2; ++h) {  // 128-bit halves: channels 4h .. 4h + 3
-            const __m128 l = h ? _mm256_extractf128_ps(lo, 1) : _mm256_castps256_ps128(lo);
-            const __m128 u = h ? _mm256_extractf128_ps(hi, 1) : _mm256_castps256_ps128(hi);
-            float* c = row + 4 * h * s.ys[1];
-            _mm_storel_pi(reinterpret_cast<__m64*>(c), l);
-            _mm_storeh_pi(reinterpret_cast<__m64*>(c + s.ys[1]), l);
-            _mm_storel_pi(reinterpret_cast<__m64*>(c + 2 * s.ys[1]), u);
-            _mm_storeh_pi(reinterpret_cast<__m64*>(c + 3 * s.ys[1]), u);
+        if constexpr (std::is_same_v<A, float>) {
+          for (int i = 0; i < prows; ++i) {
+            const __m256 lo = _mm256_unpacklo_ps(out[i][0], out[i][1]);  // channel pairs 0 1 | 4 5
+            const __m256 hi = _mm256_unpackhi_ps(out[i][0], out[i][1]);  // 2 3 | 6 7
+            float* row = dst + i * s.ys[2];
+            for (int h = 0; h < 2; ++h) {  // 128-bit halves: channels 4h .. 4h + 3
+              const __m128 l = h ? _mm256_extractf128_ps(lo, 1) : _mm256_castps256_ps128(lo);
+              const __m128 u = h ? _mm256_extractf128_ps(hi, 1) : _mm256_castps256_ps128(hi);
+              float* c = row + 4 * h * s.ys[1];
+              _mm_storel_pi(reinterpret_cast<__m64*>(c), l);
+              _mm_storeh_pi(reinterpret_cast<__m64*>(c + s.ys[1]), l);
+              _mm_storel_pi(reinterpret_cast<__m64*>(c + 2 * s.ys[1]), u);
+              _mm_storeh_pi(reinterpret_cast<__m64*>(c + 3 * s.ys[1]), u);
+            }
           }
+        } else {
+          // 16-bit NCHW: each channel's two columns of a tile row as one 32-bit store
+          alignas(16) uint16_t o[2][2][kLanes];
+          for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 2; ++j) _mm_store_si128(reinterpret_cast<__m128i*>(o[i][j]), narrow8(dst, out[i][j]));
+          for (int i = 0; i < prows; ++i)
+            for (int l = 0; l < kLanes; ++l) {
+              const uint32_t pair = uint32_t(o[i][0][l]) | uint32_t(o[i][1][l]) << 16;
+              std::memcpy(dst + l * s.ys[1] + i * s.ys[2], &pair, sizeof(pair));
+            }
         }
       } else {
         alignas(32) float o[2][2][kLanes];
@@ -371,14 +387,15 @@ CUCONV_AVX2 void output_transform_avx2(const WinogradConv& s, const float* M, in
           for (int j = 0; j < 2; ++j) _mm256_store_ps(o[i][j], out[i][j]);
         for (int i = 0; i < prows; ++i)
           for (int j = 0; j < qcols; ++j)
-            for (int l = 0; l < kn; ++l) dst[l * s.ys[1] + i * s.ys[2] + j * s.ys[3]] = o[i][j][l];
+            for (int l = 0; l < kn; ++l) dst[l * s.ys[1] + i * s.ys[2] + j * s.ys[3]] = from_float<A>(o[i][j][l]);
       }
     }
   }
 }
 #else
+template <typename A>
 void output_transform_avx2(const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride, const TileGrid& grid,
-                           int64_t t0, int64_t nb, const float* bias, bool relu, float* y) {
+                           int64_t t0, int64_t nb, const float* bias, bool relu, A* y) {
   if (s.ys[1] == 1) output_transform_body<true>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
   else output_transform_body<false>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
 }
@@ -469,20 +486,24 @@ CUCONV_AVX512 void output_transform_avx512(const WinogradConv& s, const float* M
 }
 #endif
 
-void input_transform(Isa isa, const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0, int64_t nb,
+template <typename A>
+void input_transform(Isa isa, const WinogradConv& s, const A* x, const TileGrid& grid, int64_t t0, int64_t nb,
                      float* V, int64_t ldv, int64_t vstride) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (is_avx512(isa) && s.xs[1] == 1) return input_transform_avx512(s, x, grid, t0, nb, V, ldv, vstride);
+  if constexpr (std::is_same_v<A, float>)
+    if (is_avx512(isa) && s.xs[1] == 1) return input_transform_avx512(s, x, grid, t0, nb, V, ldv, vstride);
   if (uses_avx2(isa)) return input_transform_avx2(s, x, grid, t0, nb, V, ldv, vstride);
 #endif
   if (s.xs[1] == 1) input_transform_body<true>(s, x, grid, t0, nb, V, ldv, vstride);
   else input_transform_body<false>(s, x, grid, t0, nb, V, ldv, vstride);
 }
 
+template <typename A>
 void output_transform(Isa isa, const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
-                      const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu, float* y) {
+                      const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu, A* y) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (is_avx512(isa) && s.ys[1] == 1) return output_transform_avx512(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+  if constexpr (std::is_same_v<A, float>)
+    if (is_avx512(isa) && s.ys[1] == 1) return output_transform_avx512(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
 #endif
   if (uses_avx2(isa)) output_transform_avx2(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
   else if (s.ys[1] == 1) output_transform_body<true>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
@@ -577,13 +598,13 @@ void filter_transform(Isa isa, const WinogradConv& s, const float* w, int64_t j0
 // ---- grad weight ------------------------------------------------------------------------------
 
 // U[xi][b][k] = Gw g Gw^T of the 2x2 grad_output tiles (zero past P, Q) of tiles t0..t0+nb.
-template <bool kContig>
-CUCONV_INLINE void grad_transform_body(const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0,
+template <bool kContig, typename A>
+CUCONV_INLINE void grad_transform_body(const WinogradConv& s, const A* gy, const TileGrid& grid, int64_t t0,
                                        int64_t nb, float* U, int64_t ldu, int64_t ustride) {
   for (int64_t b = 0; b < nb; ++b) {
     int64_t n, ty, tx;
     grid.locate(t0 + b, n, ty, tx);
-    const float* gn = gy + n * s.ys[0];
+    const A* gn = gy + n * s.ys[0];
     for (int64_t k0 = 0; k0 < s.K; k0 += kLanes) {
       float g[2][2][kLanes], u[16][kLanes];
       load_patch<kContig>(gn, s.ys, s.P, s.Q, 2 * ty, 2 * tx, k0, std::min(kLanes, s.K - k0), g);
@@ -596,14 +617,15 @@ CUCONV_INLINE void grad_transform_body(const WinogradConv& s, const float* gy, c
 #if defined(__x86_64__) || defined(__i386__)
 // grad_transform_body on registers (as input_transform_avx2): NHWC positions are 8-channel loads,
 // NCHW ones 8 scalar loads inserted into a register; the sums and their order are grad_tile's.
-CUCONV_AVX2 void grad_transform_avx2(const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0,
-                                     int64_t nb, float* U, int64_t ldu, int64_t ustride) {
+template <typename A>
+CUCONV_AVX2_F16C void grad_transform_avx2(const WinogradConv& s, const A* gy, const TileGrid& grid, int64_t t0,
+                                          int64_t nb, float* U, int64_t ldu, int64_t ustride) {
   const bool contig = s.ys[1] == 1;
   const __m256 half = _mm256_set1_ps(0.5f);
   for (int64_t b = 0; b < nb; ++b) {
     int64_t n, ty, tx;
     grid.locate(t0 + b, n, ty, tx);
-    const float* gn = gy + n * s.ys[0];
+    const A* gn = gy + n * s.ys[0];
     for (int64_t k0 = 0; k0 < s.K; k0 += kLanes) {
       const int64_t kn = std::min(kLanes, s.K - k0);
       __m256 g[2][2];
@@ -614,12 +636,12 @@ CUCONV_AVX2 void grad_transform_avx2(const WinogradConv& s, const float* gy, con
             g[i][j] = _mm256_setzero_ps();
             continue;
           }
-          const float* src = gn + k0 * s.ys[1] + h * s.ys[2] + w * s.ys[3];
+          const A* src = gn + k0 * s.ys[1] + h * s.ys[2] + w * s.ys[3];
           if (contig && kn == kLanes) {
-            g[i][j] = _mm256_loadu_ps(src);
+            g[i][j] = load8(src);
           } else {
             float v[kLanes];
-            for (int l = 0; l < kLanes; ++l) v[l] = l < kn ? src[l * s.ys[1]] : 0.f;
+            for (int l = 0; l < kLanes; ++l) v[l] = l < kn ? to_float(src[l * s.ys[1]]) : 0.f;
             g[i][j] = _mm256_setr_ps(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
           }
         }
@@ -641,7 +663,8 @@ CUCONV_AVX2 void grad_transform_avx2(const WinogradConv& s, const float* gy, con
   }
 }
 #else
-void grad_transform_avx2(const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0, int64_t nb,
+template <typename A>
+void grad_transform_avx2(const WinogradConv& s, const A* gy, const TileGrid& grid, int64_t t0, int64_t nb,
                          float* U, int64_t ldu, int64_t ustride) {
   if (s.ys[1] == 1) grad_transform_body<true>(s, gy, grid, t0, nb, U, ldu, ustride);
   else grad_transform_body<false>(s, gy, grid, t0, nb, U, ldu, ustride);
@@ -684,10 +707,12 @@ CUCONV_AVX512 void grad_transform_avx512(const WinogradConv& s, const float* gy,
   }
 }
 #endif
-void grad_transform(Isa isa, const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0, int64_t nb,
+template <typename A>
+void grad_transform(Isa isa, const WinogradConv& s, const A* gy, const TileGrid& grid, int64_t t0, int64_t nb,
                     float* U, int64_t ldu, int64_t ustride) {
 #if defined(__x86_64__) || defined(__i386__)
-  if (is_avx512(isa) && s.ys[1] == 1) return grad_transform_avx512(s, gy, grid, t0, nb, U, ldu, ustride);
+  if constexpr (std::is_same_v<A, float>)
+    if (is_avx512(isa) && s.ys[1] == 1) return grad_transform_avx512(s, gy, grid, t0, nb, U, ldu, ustride);
 #endif
   if (uses_avx2(isa)) grad_transform_avx2(s, gy, grid, t0, nb, U, ldu, ustride);
   else if (s.ys[1] == 1) grad_transform_body<true>(s, gy, grid, t0, nb, U, ldu, ustride);
@@ -807,13 +832,15 @@ const float* channels_last_copy(Isa isa, int64_t N, int64_t C, int64_t H, int64_
 
 }  // namespace
 
-void winograd_conv3x3(Isa isa, const WinogradConv& s_in, const float* x, const float* w, const float* bias, float* y,
+template <typename A>
+void winograd_conv3x3(Isa isa, const WinogradConv& s_in, const A* x, const float* w, const float* bias, A* y,
                       bool relu) {
   WinogradConv s = s_in;
   const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
   const int64_t tiles = grid.count(s.N);
   if (tiles == 0) return;
-  x = channels_last_copy(isa, s.N, s.C, s.H, s.W, x, s.xs);
+  if constexpr (std::is_same_v<A, float>) x = channels_last_copy(isa, s.N, s.C, s.H, s.W, x, s.xs);
+  else TORCH_INTERNAL_ASSERT(!is_avx512(isa), "16-bit Winograd activations: AVX2 and portable paths");
   // U_xi[c][k], packed once for the micro-kernel (every block's GEMMs read it), in the calling
   // thread's `call` scratch; the sliver columns k >= K are written as zeros.
   const int64_t ustride = gemm_packed_b_size(s.C, s.K);
@@ -842,7 +869,10 @@ void winograd_conv3x3(Isa isa, const WinogradConv& s_in, const float* x, const f
   });
 }
 
-void winograd_conv3x3_backward_weight(Isa isa, const WinogradConv& s, const float* gy, const float* x, float* gw) {
+template <typename A>
+void winograd_conv3x3_backward_weight(Isa isa, const WinogradConv& s, const A* gy, const A* x, float* gw) {
+  if constexpr (!std::is_same_v<A, float>)
+    TORCH_INTERNAL_ASSERT(!is_avx512(isa), "16-bit Winograd activations: AVX2 and portable paths");
   const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
   const int64_t tiles = grid.count(s.N);
   const int64_t ldp = pitch(s.K);  // partial rows: K, padded to whole lines (and 8-wide reads)
@@ -892,7 +922,8 @@ static void activation_strides(bool channels_last, int64_t C, int64_t H, int64_t
   else st[0] = C * H * W, st[1] = H * W, st[2] = W, st[3] = 1;
 }
 
-void winograd_conv2d_fprop(Isa isa, const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
+template <typename A>
+void winograd_conv2d_fprop(Isa isa, const Conv2dParams& p, const A* x, const float* w, const float* bias, A* y,
                            bool relu) {
   WinogradConv s{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.pad_h, p.pad_w, {}, {}, {p.C * 9, 9, 3, 1}};
   activation_strides(p.channels_last, p.C, p.H, p.W, s.xs);
@@ -902,18 +933,29 @@ void winograd_conv2d_fprop(Isa isa, const Conv2dParams& p, const float* x, const
 
 // grad_input(n,c,h,w) = sum_{k,r,s} grad_output(n, k, h - (2 - pad_h) + r, ...) w(k, c, 2 - r, 2 - s):
 // a correlation with the filter turned 180 degrees and its channel axes swapped.
-void winograd_conv2d_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* w, float* gx) {
+template <typename A>
+void winograd_conv2d_dgrad(Isa isa, const Conv2dParams& p, const A* gy, const float* w, A* gx) {
   WinogradConv s{p.N, p.K, p.P, p.Q, p.C, p.H, p.W, 2 - p.pad_h, 2 - p.pad_w, {}, {}, {9, p.C * 9, -3, -1}};
   activation_strides(p.channels_last, p.K, p.P, p.Q, s.xs);
   activation_strides(p.channels_last, p.C, p.H, p.W, s.ys);
   winograd_conv3x3(isa, s, gy, w + 8, nullptr, gx, false);
 }
 
-void winograd_conv2d_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* x, float* gw) {
+template <typename A>
+void winograd_conv2d_wgrad(Isa isa, const Conv2dParams& p, const A* gy, const A* x, float* gw) {
   WinogradConv s{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.pad_h, p.pad_w, {}, {}, {}};
   activation_strides(p.channels_last, p.C, p.H, p.W, s.xs);
   activation_strides(p.channels_last, p.K, p.P, p.Q, s.ys);
   winograd_conv3x3_backward_weight(isa, s, gy, x, gw);
 }
+
+#define CUCONV_WINOGRAD_PASSES(A)                                                                                  \
+  template void winograd_conv2d_fprop<A>(Isa, const Conv2dParams&, const A*, const float*, const float*, A*, bool); \
+  template void winograd_conv2d_dgrad<A>(Isa, const Conv2dParams&, const A*, const float*, A*);                     \
+  template void winograd_conv2d_wgrad<A>(Isa, const Conv2dParams&, const A*, const A*, float*);
+CUCONV_WINOGRAD_PASSES(float)
+CUCONV_WINOGRAD_PASSES(c10::BFloat16)
+CUCONV_WINOGRAD_PASSES(c10::Half)
+#undef CUCONV_WINOGRAD_PASSES
 
 }  // namespace cuconv::cpu

@@ -1,0 +1,93 @@
+#pragma once
+// float16 / bfloat16 values to and from float32 where a kernel loads or stores them, one value or 8
+// lanes at a time (AVX2 with F16C, as every AVX2 CPU has), with the rounding of float32_copies.h:
+// nearest even, and a NaN keeps its payload, made quiet. Widening is exact. For kernels templated on
+// their activation type (float, c10::BFloat16 or c10::Half), so a float instantiation is unchanged.
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include "cpu/isa.h"
+
+namespace cuconv::cpu {
+
+// bfloat16 rounding on the bits: add 0x7FFF plus the kept part's lowest bit, keep the top half; a
+// NaN keeps its top half with the quiet bit set.
+inline uint16_t bfloat16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  if (f != f) return uint16_t((u >> 16) | 0x40);
+  return uint16_t((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+
+inline float to_float(float v) { return v; }
+inline float to_float(c10::BFloat16 v) { return float(v); }
+inline float to_float(c10::Half v) { return float(v); }
+
+template <typename T>
+inline T from_float(float f) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) return c10::BFloat16(bfloat16_bits(f), c10::BFloat16::from_bits());
+  else return T(f);  // float; c10::Half rounds to nearest even and keeps a NaN's payload, as F16C
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CUCONV_AVX2_F16C __attribute__((target("avx2,fma,f16c")))
+
+// 8 values from p, as float32 lanes.
+CUCONV_AVX2_F16C CUCONV_INLINE __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+CUCONV_AVX2_F16C CUCONV_INLINE __m256 load8(const c10::BFloat16* p) {
+  const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+CUCONV_AVX2_F16C CUCONV_INLINE __m256 load8(const c10::Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+// 4 values from p, as float32 lanes.
+CUCONV_AVX2_F16C CUCONV_INLINE __m128 load4(const float* p) { return _mm_loadu_ps(p); }
+CUCONV_AVX2_F16C CUCONV_INLINE __m128 load4(const c10::BFloat16* p) {
+  const __m128i v = _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return _mm_castsi128_ps(_mm_slli_epi32(v, 16));
+}
+CUCONV_AVX2_F16C CUCONV_INLINE __m128 load4(const c10::Half* p) {
+  return _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+// 8 float32 lanes rounded to 16-bit values, in order, in the 128-bit result.
+CUCONV_AVX2_F16C CUCONV_INLINE __m128i narrow8(c10::BFloat16*, __m256 f) {
+  const __m256i u = _mm256_castps_si256(f), top = _mm256_srli_epi32(u, 16);
+  const __m256i lsb = _mm256_and_si256(top, _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb)), 16);
+  r = _mm256_blendv_epi8(r, _mm256_or_si256(top, _mm256_set1_epi32(0x40)),
+                         _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+  // 32-bit lanes holding 16-bit values: pack both 128-bit halves, then put the halves in order.
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+}
+CUCONV_AVX2_F16C CUCONV_INLINE __m128i narrow8(c10::Half*, __m256 f) {
+  return _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+// The first n (<= 8) lanes of v stored at p (valid: lanes < n set, for the float store's mask).
+CUCONV_AVX2_F16C CUCONV_INLINE void store8(float* p, __m256 v, int n, __m256i valid) {
+  if (n == 8) _mm256_storeu_ps(p, v);
+  else _mm256_maskstore_ps(p, valid, v);
+}
+template <typename T>
+CUCONV_AVX2_F16C CUCONV_INLINE void store8(T* p, __m256 v, int n, __m256i) {
+  const __m128i h = narrow8(p, v);
+  if (n == 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), h);
+  } else {
+    alignas(16) uint16_t buf[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(buf), h);
+    std::memcpy(p, buf, size_t(n) * sizeof(T));
+  }
+}
+#endif
+
+}  // namespace cuconv::cpu
