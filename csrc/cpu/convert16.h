@@ -72,6 +72,33 @@ CUCONV_AVX2_F16C CUCONV_INLINE __m128i narrow8(c10::Half*, __m256 f) {
   return _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
+// 8 lanes that hold 16-bit values exactly (widened ones, zeros, their maxima) stored at p as 16-bit
+// values: bfloat16 keeps each lane's top half, no rounding needed.
+CUCONV_AVX2_F16C CUCONV_INLINE void store8_exact(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+CUCONV_AVX2_F16C CUCONV_INLINE void store8_exact(c10::BFloat16* p, __m256 v) {
+  const __m256i top = _mm256_srli_epi32(_mm256_castps_si256(v), 16);
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(top, top), 0x08);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+}
+CUCONV_AVX2_F16C CUCONV_INLINE void store8_exact(c10::Half* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), narrow8(p, v));
+}
+
+// store8_exact of a at p and of b at p + 8, the 16 values joined into one 32-byte store for bfloat16.
+CUCONV_AVX2_F16C CUCONV_INLINE void store16_exact(float* p, __m256 a, __m256 b) {
+  _mm256_storeu_ps(p, a);
+  _mm256_storeu_ps(p + 8, b);
+}
+CUCONV_AVX2_F16C CUCONV_INLINE void store16_exact(c10::BFloat16* p, __m256 a, __m256 b) {
+  const __m256i ta = _mm256_srli_epi32(_mm256_castps_si256(a), 16), tb = _mm256_srli_epi32(_mm256_castps_si256(b), 16);
+  // packus interleaves the 128-bit halves: a0-3 b0-3 a4-7 b4-7; the permute puts them in order
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(_mm256_packus_epi32(ta, tb), 0xD8));
+}
+CUCONV_AVX2_F16C CUCONV_INLINE void store16_exact(c10::Half* p, __m256 a, __m256 b) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                      _mm256_set_m128i(narrow8(p, b), narrow8(p, a)));
+}
+
 // The first n (<= 8) lanes of v stored at p (valid: lanes < n set, for the float store's mask).
 CUCONV_AVX2_F16C CUCONV_INLINE void store8(float* p, __m256 v, int n, __m256i valid) {
   if (n == 8) _mm256_storeu_ps(p, v);

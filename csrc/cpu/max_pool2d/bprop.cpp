@@ -26,9 +26,11 @@
 #include <immintrin.h>
 #endif
 
+#include "cpu/convert16.h"
 #include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/bf16_2x2.h"
 #include "cpu/max_pool2d/plan.h"
+#include "cpu/scratch.h"
 #include "ops/runner.h"
 
 namespace cuconv::cpu {
@@ -38,32 +40,41 @@ namespace {
 
 // ---------------------------------------------------------------------------------- general path
 
+// A 16-bit pool sums each plane (NCHW) or image (NHWC) in a float32 stage in cache, rounded once
+// into grad_input: overlapping windows' gradients are summed as float32's are, with no float32 copy
+// of the tensors.
 template <typename T>
 void backward_scatter(const MaxPool2dParams& p, const T* gy, const int64_t* idx, T* gx) {
+  constexpr bool k16 = std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>;
+  using S = std::conditional_t<k16, float, T>;  // what the sums are made in
   const int64_t plane = p.H * p.W, PQ = p.P * p.Q;
   if (!p.channels_last) {
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, plane));
     at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) {
+      S* stage = k16 ? scratch<S>(Scratch::output, plane) : nullptr;
       for (int64_t nc = begin; nc < end; ++nc) {
-        T* g = gx + nc * plane;
-        std::fill(g, g + plane, T(0));
+        S* g = k16 ? stage : reinterpret_cast<S*>(gx + nc * plane);
+        std::fill(g, g + plane, S(0));
         const int64_t* ix = idx + nc * PQ;
         const T* go = gy + nc * PQ;
         for (int64_t o = 0; o < PQ; ++o)
-          if (ix[o] >= 0 && ix[o] < plane) g[ix[o]] += go[o];
+          if (ix[o] >= 0 && ix[o] < plane) g[ix[o]] += static_cast<S>(go[o]);
+        if constexpr (k16) narrow_run(stage, gx + nc * plane, plane);
       }
     });
   } else {
     at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
+      S* stage = k16 ? scratch<S>(Scratch::output, plane * p.C) : nullptr;
       for (int64_t n = begin; n < end; ++n) {
-        T* g = gx + n * plane * p.C;
-        std::fill(g, g + plane * p.C, T(0));
+        S* g = k16 ? stage : reinterpret_cast<S*>(gx + n * plane * p.C);
+        std::fill(g, g + plane * p.C, S(0));
         for (int64_t o = 0; o < PQ; ++o) {
           const int64_t* ix = idx + (n * PQ + o) * p.C;
           const T* go = gy + (n * PQ + o) * p.C;
           for (int64_t c = 0; c < p.C; ++c)
-            if (ix[c] >= 0 && ix[c] < plane) g[ix[c] * p.C + c] += go[c];
+            if (ix[c] >= 0 && ix[c] < plane) g[ix[c] * p.C + c] += static_cast<S>(go[c]);
         }
+        if constexpr (k16) narrow_run(stage, gx + n * plane * p.C, plane * p.C);
       }
     });
   }
@@ -102,8 +113,11 @@ CUCONV_AVX2 CUCONV_INLINE __m256 pick(__m256 v, __m256i r, __m256i cols) {
 // duplicated into the two columns of its window and compared with the column's position in the
 // window (0, 1 in the top row, W, W + 1 in the bottom one). A row's last group ends at Q
 // (recomputed values, stored twice).
-CUCONV_AVX2 bool planes_2x2_avx2_f32(const MaxPool2dParams& p, const float* gy, const int64_t* idx, float* gx,
-                                     int64_t begin, int64_t end) {
+// A is float, or a 16-bit type: each grad_output value lands in one grad_input element (windows do
+// not overlap), so the values are widened as loaded and stored back exactly.
+template <typename A>
+CUCONV_AVX2_F16C bool planes_2x2_avx2(const MaxPool2dParams& p, const A* gy, const int64_t* idx, A* gx,
+                                      int64_t begin, int64_t end) {
   const int64_t W = p.W, Q = p.Q, plane = p.H * W, PQ = p.P * Q;
   const __m256i Wv = _mm256_set1_epi32(int32_t(W));
   const __m256i top_cols = _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1);
@@ -112,27 +126,25 @@ CUCONV_AVX2 bool planes_2x2_avx2_f32(const MaxPool2dParams& p, const float* gy, 
   const __m256i step = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), all = _mm256_set1_epi32(-1);
   __m256i high = _mm256_setzero_si256(), bad = _mm256_setzero_si256();
   for (int64_t nc = begin; nc < end; ++nc) {
-    float* g = gx + nc * plane;
+    A* g = gx + nc * plane;
     for (int64_t oh = 0; oh < p.P; ++oh) {
-      float* top = g + 2 * oh * W;
-      const float* grow = gy + nc * PQ + oh * Q;
+      A* top = g + 2 * oh * W;
+      const A* grow = gy + nc * PQ + oh * Q;
       const int64_t* irow = idx + nc * PQ + oh * Q;
       for (int64_t o = 0; o < Q; o += 8) {
         const int64_t o0 = std::min(o, Q - 8);
         const __m256i rel = _mm256_sub_epi32(load_idx8(irow + o0, high),
                                              _mm256_add_epi32(_mm256_set1_epi32(int32_t(2 * oh * W + 2 * o0)), step));
         check_rel(rel, Wv, all, bad);
-        const __m256 v = _mm256_add_ps(_mm256_loadu_ps(grow + o0), _mm256_setzero_ps());
+        const __m256 v = _mm256_add_ps(load8(grow + o0), _mm256_setzero_ps());
         const __m256 v_lo = _mm256_permutevar8x32_ps(v, dup_lo), v_hi = _mm256_permutevar8x32_ps(v, dup_hi);
         const __m256i r_lo = _mm256_permutevar8x32_epi32(rel, dup_lo), r_hi = _mm256_permutevar8x32_epi32(rel, dup_hi);
-        _mm256_storeu_ps(top + 2 * o0, pick(v_lo, r_lo, top_cols));
-        _mm256_storeu_ps(top + 2 * o0 + 8, pick(v_hi, r_hi, top_cols));
-        _mm256_storeu_ps(top + W + 2 * o0, pick(v_lo, r_lo, bottom_cols));
-        _mm256_storeu_ps(top + W + 2 * o0 + 8, pick(v_hi, r_hi, bottom_cols));
+        store16_exact(top + 2 * o0, pick(v_lo, r_lo, top_cols), pick(v_hi, r_hi, top_cols));
+        store16_exact(top + W + 2 * o0, pick(v_lo, r_lo, bottom_cols), pick(v_hi, r_hi, bottom_cols));
       }
-      for (int64_t w = 2 * Q; w < W; ++w) top[w] = top[W + w] = 0.0f;  // usually 0 or 1 column
+      for (int64_t w = 2 * Q; w < W; ++w) top[w] = top[W + w] = A(0.0f);  // usually 0 or 1 column
     }
-    std::fill(g + 2 * p.P * W, g + plane, 0.0f);
+    std::fill(g + 2 * p.P * W, g + plane, A(0.0f));
   }
   return all_valid(high, bad);
 }
@@ -140,35 +152,36 @@ CUCONV_AVX2 bool planes_2x2_avx2_f32(const MaxPool2dParams& p, const float* gy, 
 // NHWC over (n, oh) in [begin, end), C a multiple of 8: 8 channels of a pixel at a time. Each
 // (n, oh) writes image rows 2*oh and 2*oh + 1 whole (the columns no window covers are zeroed), and
 // the last output row also zeroes the image rows no window covers.
-CUCONV_AVX2 bool pixels_2x2_avx2_f32(const MaxPool2dParams& p, const float* gy, const int64_t* idx, float* gx,
-                                     int64_t begin, int64_t end) {
+template <typename A>
+CUCONV_AVX2_F16C bool pixels_2x2_avx2(const MaxPool2dParams& p, const A* gy, const int64_t* idx, A* gx,
+                                      int64_t begin, int64_t end) {
   const int64_t C = p.C, rowC = p.W * C;
   const __m256i Wv = _mm256_set1_epi32(int32_t(p.W)), W1v = _mm256_set1_epi32(int32_t(p.W + 1));
   const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1), all = _mm256_set1_epi32(-1);
   __m256i high = _mm256_setzero_si256(), bad = _mm256_setzero_si256();
   for (int64_t np = begin; np < end; ++np) {
     const int64_t n = np / p.P, oh = np % p.P;
-    float* g = gx + n * p.H * rowC;
+    A* g = gx + n * p.H * rowC;
     for (int64_t ow = 0; ow < p.Q; ++ow) {
       const int64_t at = 2 * oh * p.W + 2 * ow, o = (np * p.Q + ow) * C;
       const __m256i atv = _mm256_set1_epi32(int32_t(at));
-      float* top = g + at * C;
-      const float* go = gy + o;
+      A* top = g + at * C;
+      const A* go = gy + o;
       const int64_t* ix = idx + o;
       for (int64_t c = 0; c < C; c += 8) {
         const __m256i rel = _mm256_sub_epi32(load_idx8(ix + c, high), atv);
         check_rel(rel, Wv, all, bad);
-        const __m256 v = _mm256_add_ps(_mm256_loadu_ps(go + c), _mm256_setzero_ps());
-        _mm256_storeu_ps(top + c, pick(v, rel, zero));
-        _mm256_storeu_ps(top + C + c, pick(v, rel, one));
-        _mm256_storeu_ps(top + rowC + c, pick(v, rel, Wv));
-        _mm256_storeu_ps(top + rowC + C + c, pick(v, rel, W1v));
+        const __m256 v = _mm256_add_ps(load8(go + c), _mm256_setzero_ps());
+        store8_exact(top + c, pick(v, rel, zero));
+        store8_exact(top + C + c, pick(v, rel, one));
+        store8_exact(top + rowC + c, pick(v, rel, Wv));
+        store8_exact(top + rowC + C + c, pick(v, rel, W1v));
       }
     }
-    float* top = g + 2 * oh * rowC;
-    std::fill(top + 2 * p.Q * C, top + rowC, 0.0f);
-    std::fill(top + rowC + 2 * p.Q * C, top + 2 * rowC, 0.0f);
-    if (oh == p.P - 1) std::fill(g + 2 * p.P * rowC, g + p.H * rowC, 0.0f);
+    A* top = g + 2 * oh * rowC;
+    std::fill(top + 2 * p.Q * C, top + rowC, A(0.0f));
+    std::fill(top + rowC + 2 * p.Q * C, top + 2 * rowC, A(0.0f));
+    if (oh == p.P - 1) std::fill(g + 2 * p.P * rowC, g + p.H * rowC, A(0.0f));
   }
   return all_valid(high, bad);
 }
@@ -177,18 +190,19 @@ CUCONV_AVX2 bool pixels_2x2_avx2_f32(const MaxPool2dParams& p, const float* gy, 
 #if defined(__x86_64__) || defined(__i386__)
 // The 2x2 stride-2 path; false when some index lies outside its window (grad_input is then
 // incomplete and must be recomputed).
-bool backward_2x2_avx2_f32(const MaxPool2dParams& p, const float* gy, const int64_t* idx, float* gx) {
+template <typename A>
+bool backward_2x2_avx2(const MaxPool2dParams& p, const A* gy, const int64_t* idx, A* gx) {
   std::atomic<bool> ok{true};
   if (!p.channels_last) {
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, p.H * p.W));
     at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) {
-      if (!planes_2x2_avx2_f32(p, gy, idx, gx, begin, end)) ok.store(false, std::memory_order_relaxed);
+      if (!planes_2x2_avx2(p, gy, idx, gx, begin, end)) ok.store(false, std::memory_order_relaxed);
     });
   } else {
     // (n, output row) pairs rather than images: each writes two whole image rows.
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, 4 * p.Q * p.C));
     at::parallel_for(0, p.N * p.P, grain, [&](int64_t begin, int64_t end) {
-      if (!pixels_2x2_avx2_f32(p, gy, idx, gx, begin, end)) ok.store(false, std::memory_order_relaxed);
+      if (!pixels_2x2_avx2(p, gy, idx, gx, begin, end)) ok.store(false, std::memory_order_relaxed);
     });
   }
   return ok.load();
@@ -204,15 +218,29 @@ void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output
                                    indices.const_data_ptr<int64_t>(),
                                    reinterpret_cast<uint16_t*>(grad_input.data_ptr<c10::BFloat16>())))
     return;
-  if (is_16bit(grad_output.scalar_type())) {  // overlapping windows' gradients summed in float32
-    const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
-    max_pool2d_backward(p, float32_copy(grad_output, Scratch::wide_a), indices, gx32);
-    return round_into(grad_input, gx32);
+#if defined(__x86_64__) || defined(__i386__)
+  // 2x2 windows on AVX2 on the 16-bit values; an index outside its window: the float32 copies' scatter.
+  if (plan_max_pool2d(p, active_isa(), grad_output.scalar_type()).backward == PoolBpropStrategy::windows_2x2_avx2) {
+    if (grad_output.scalar_type() == at::kBFloat16 &&
+        backward_2x2_avx2(p, grad_output.const_data_ptr<c10::BFloat16>(), indices.const_data_ptr<int64_t>(),
+                          grad_input.data_ptr<c10::BFloat16>()))
+      return;
+    if (grad_output.scalar_type() == at::kHalf &&
+        backward_2x2_avx2(p, grad_output.const_data_ptr<c10::Half>(), indices.const_data_ptr<int64_t>(),
+                          grad_input.data_ptr<c10::Half>()))
+      return;
   }
+#endif
+  if (grad_output.scalar_type() == at::kBFloat16)
+    return backward_scatter(p, grad_output.const_data_ptr<c10::BFloat16>(), indices.const_data_ptr<int64_t>(),
+                            grad_input.data_ptr<c10::BFloat16>());
+  if (grad_output.scalar_type() == at::kHalf)
+    return backward_scatter(p, grad_output.const_data_ptr<c10::Half>(), indices.const_data_ptr<int64_t>(),
+                            grad_input.data_ptr<c10::Half>());
 #if defined(__x86_64__) || defined(__i386__)
   if (plan_max_pool2d(p, active_isa(), grad_output.scalar_type()).backward == PoolBpropStrategy::windows_2x2_avx2 &&
-      backward_2x2_avx2_f32(p, grad_output.const_data_ptr<float>(), indices.const_data_ptr<int64_t>(),
-                            grad_input.data_ptr<float>()))
+      backward_2x2_avx2(p, grad_output.const_data_ptr<float>(), indices.const_data_ptr<int64_t>(),
+                        grad_input.data_ptr<float>()))
     return;
 #endif
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_max_pool2d_backward_cpu", [&] {

@@ -21,6 +21,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include "cpu/convert16.h"
 #include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/bf16_2x2.h"
 #include "cpu/max_pool2d/plan.h"
@@ -163,6 +164,24 @@ CUCONV_AVX2 CUCONV_INLINE void store8(int n, __m256 best, __m256i pos, float* y,
     for (int k = 0; k < n; ++k) y[k] = yb[k], idx[k] = ib[k];
   }
 }
+// The same for a 16-bit input's pool, whose values are its own, stored back exactly.
+template <typename A>
+CUCONV_AVX2_F16C CUCONV_INLINE void store8(int n, __m256 best, __m256i pos, A* y, int64_t* idx) {
+  const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pos));
+  const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pos, 1));
+  if (n == 8) {
+    store8_exact(y, best);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx), lo);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + 4), hi);
+  } else {
+    alignas(32) float yb[8];
+    alignas(32) int64_t ib[8];
+    _mm256_store_ps(yb, best);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ib), lo);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(ib + 4), hi);
+    for (int k = 0; k < n; ++k) y[k] = from_float<A>(yb[k]), idx[k] = ib[k];
+  }
+}
 
 // take v over best when v > best or v is NaN (the window's first element is taken unconditionally
 // by the caller, so no "nothing taken yet" test is needed).
@@ -182,20 +201,30 @@ CUCONV_AVX2 CUCONV_INLINE __m256 evens(__m256 a, __m256 b) {  // a0 a2 .. a6 b0 
 CUCONV_AVX2 CUCONV_INLINE __m256 odds(__m256 a, __m256 b) {  // a1 a3 .. a7 b1 b3 .. b7
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
 }
-CUCONV_AVX2 void forward_planes_2x2_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+// The first 8 values at p, lanes at and past n (<= 8) zero.
+CUCONV_AVX2_F16C CUCONV_INLINE __m256 load8_first(const float* p, int n) {
+  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
+template <typename A>
+CUCONV_AVX2_F16C CUCONV_INLINE __m256 load8_first(const A* p, int n) {
+  A buf[8] = {};
+  std::copy(p, p + std::max(n, 0), buf);
+  return load8(buf);
+}
+// A is float, or a 16-bit type whose values are widened as they are loaded (convert16.h).
+template <typename A>
+CUCONV_AVX2_F16C void forward_planes_2x2_avx2(const MaxPool2dParams& p, const A* x, A* y, int64_t* idx,
                                              int64_t begin, int64_t end) {
   const int64_t W = p.W, Q = p.Q;
   const __m256i lane2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i ma = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(2 * Q)), lane);      // Q < 8 rows only
-  const __m256i mb = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(2 * Q - 8)), lane);
-  const float* const x_end = x + p.N * p.C * p.H * W;
+  const int na = int(std::min<int64_t>(2 * Q, 8)), nb = int(2 * Q - 8);  // Q < 8 rows only
+  const A* const x_end = x + p.N * p.C * p.H * W;
   for (int64_t nc = begin; nc < end; ++nc) {
-    const float* plane = x + nc * p.H * W;
+    const A* plane = x + nc * p.H * W;
     for (int64_t oh = 0; oh < p.P; ++oh) {
-      const float* r0 = plane + 2 * oh * W;
-      const float* r1 = r0 + W;
-      float* yrow = y + (nc * p.P + oh) * Q;
+      const A* r0 = plane + 2 * oh * W;
+      const A* r1 = r0 + W;
+      A* yrow = y + (nc * p.P + oh) * Q;
       int64_t* irow = idx + (nc * p.P + oh) * Q;
       if (Q < 8) {  // one group: only the row's 2Q input columns are loaded, only Q outputs stored
         const __m256i at0 = _mm256_add_epi32(_mm256_set1_epi32(int32_t(2 * oh * W)), lane2);
@@ -204,10 +233,10 @@ CUCONV_AVX2 void forward_planes_2x2_avx2_f32(const MaxPool2dParams& p, const flo
         // Masked loads are slow on some CPUs: plain ones where reading past the row stays inside
         // the input (the extra lanes' outputs are never stored).
         const bool plain = r1 + 16 <= x_end;
-        const __m256 a0 = plain ? _mm256_loadu_ps(r0) : _mm256_maskload_ps(r0, ma);
-        const __m256 b0 = plain ? _mm256_loadu_ps(r0 + 8) : _mm256_maskload_ps(r0 + 8, mb);
-        const __m256 a1 = plain ? _mm256_loadu_ps(r1) : _mm256_maskload_ps(r1, ma);
-        const __m256 b1 = plain ? _mm256_loadu_ps(r1 + 8) : _mm256_maskload_ps(r1 + 8, mb);
+        const __m256 a0 = plain ? load8(r0) : load8_first(r0, na);
+        const __m256 b0 = plain ? load8(r0 + 8) : load8_first(r0 + 8, nb);
+        const __m256 a1 = plain ? load8(r1) : load8_first(r1, na);
+        const __m256 b1 = plain ? load8(r1 + 8) : load8_first(r1 + 8, nb);
         __m256 best = evens(a0, b0);
         __m256i pos = at0;
         update8_taken(odds(a0, b0), _mm256_add_epi32(at0, one), best, pos);
@@ -223,8 +252,8 @@ CUCONV_AVX2 void forward_planes_2x2_avx2_f32(const MaxPool2dParams& p, const flo
         const __m256i at0 = _mm256_add_epi32(_mm256_set1_epi32(int32_t(2 * oh * W + 2 * o0)), lane2);
         const __m256i at1 = _mm256_add_epi32(at0, _mm256_set1_epi32(int32_t(W)));
         const __m256i one = _mm256_set1_epi32(1);
-        const __m256 a0 = _mm256_loadu_ps(r0 + 2 * o0), b0 = _mm256_loadu_ps(r0 + 2 * o0 + 8);
-        const __m256 a1 = _mm256_loadu_ps(r1 + 2 * o0), b1 = _mm256_loadu_ps(r1 + 2 * o0 + 8);
+        const __m256 a0 = load8(r0 + 2 * o0), b0 = load8(r0 + 2 * o0 + 8);
+        const __m256 a1 = load8(r1 + 2 * o0), b1 = load8(r1 + 2 * o0 + 8);
         __m256 best = evens(a0, b0);
         __m256i pos = at0;
         update8_taken(odds(a0, b0), _mm256_add_epi32(at0, one), best, pos);
@@ -315,23 +344,25 @@ struct Pixels2x2 {
 // every window of the P x Q outputs lies inside the input (floor mode, or ceil mode where the
 // sizes are even), so there are no bounds tests or masks. Same visiting order and rules as the
 // general path: (0,0), (0,1), (1,0), (1,1).
-CUCONV_AVX2 void forward_pixels_2x2_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+// A as in forward_planes_2x2_avx2.
+template <typename A>
+CUCONV_AVX2_F16C void forward_pixels_2x2_avx2(const MaxPool2dParams& p, const A* x, A* y, int64_t* idx,
                                              int64_t begin, int64_t end) {
   const int64_t C = p.C, rowC = p.W * p.C;
   Pixels2x2 px(p, begin);
   for (int64_t npq = begin; npq < end; ++npq) {
     const int32_t at00 = px.next();
-    const float* s00 = x + px.n * p.H * rowC + at00 * C;
+    const A* s00 = x + px.n * p.H * rowC + at00 * C;
     const __m256i a00 = _mm256_set1_epi32(at00), a01 = _mm256_set1_epi32(at00 + 1);
     const __m256i a10 = _mm256_set1_epi32(at00 + int32_t(p.W)), a11 = _mm256_set1_epi32(at00 + int32_t(p.W) + 1);
-    float* yp = y + npq * C;
+    A* yp = y + npq * C;
     int64_t* ip = idx + npq * C;
     for (int64_t c = 0; c < C; c += 8) {
-      __m256 best = _mm256_loadu_ps(s00 + c);
+      __m256 best = load8(s00 + c);
       __m256i pos = a00;
-      update8_taken(_mm256_loadu_ps(s00 + C + c), a01, best, pos);
-      update8_taken(_mm256_loadu_ps(s00 + rowC + c), a10, best, pos);
-      update8_taken(_mm256_loadu_ps(s00 + rowC + C + c), a11, best, pos);
+      update8_taken(load8(s00 + C + c), a01, best, pos);
+      update8_taken(load8(s00 + rowC + c), a10, best, pos);
+      update8_taken(load8(s00 + rowC + C + c), a11, best, pos);
       store8(8, best, pos, yp + c, ip + c);
     }
   }
@@ -485,9 +516,9 @@ bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const 
   if constexpr (std::is_same_v<T, float>) {
     switch (strategy) {
       case PoolFpropStrategy::planes_avx2: return forward_planes_avx2_f32(p, x, y, idx, begin, end), true;
-      case PoolFpropStrategy::planes_2x2_avx2: return forward_planes_2x2_avx2_f32(p, x, y, idx, begin, end), true;
+      case PoolFpropStrategy::planes_2x2_avx2: return forward_planes_2x2_avx2(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_avx2: return forward_pixels_avx2_f32(p, x, y, idx, begin, end), true;
-      case PoolFpropStrategy::pixels_2x2_avx2: return forward_pixels_2x2_avx2_f32(p, x, y, idx, begin, end), true;
+      case PoolFpropStrategy::pixels_2x2_avx2: return forward_pixels_2x2_avx2(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_2x2_avx512:
         return forward_pixels_2x2_avx512_f32(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_avx512: return forward_pixels_avx512_f32(p, x, y, idx, begin, end), true;
@@ -507,6 +538,28 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
     return max_pool2d_forward_bf16_2x2(p, reinterpret_cast<const uint16_t*>(input.const_data_ptr<c10::BFloat16>()),
                                        reinterpret_cast<uint16_t*>(output.data_ptr<c10::BFloat16>()),
                                        indices.data_ptr<int64_t>());
+#if defined(__x86_64__) || defined(__i386__)
+  // 2x2 windows on AVX2 run on the 16-bit values, widened as they are loaded.
+  if (is_16bit(input.scalar_type()) &&
+      (planned == PoolFpropStrategy::planes_2x2_avx2 || planned == PoolFpropStrategy::pixels_2x2_avx2)) {
+    const auto run = [&](auto type) {
+      using A = decltype(type);
+      const A* x = input.const_data_ptr<A>();
+      A* y = output.data_ptr<A>();
+      int64_t* idx = indices.data_ptr<int64_t>();
+      const int64_t outputs_per_item = p.channels_last ? p.C : p.P * p.Q;  // as the float path below
+      const int64_t items = p.channels_last ? p.N * p.P * p.Q : p.N * p.C;
+      at::parallel_for(0, items, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, outputs_per_item)),
+                       [&](int64_t begin, int64_t end) {
+                         if (p.channels_last) forward_pixels_2x2_avx2(p, x, y, idx, begin, end);
+                         else forward_planes_2x2_avx2(p, x, y, idx, begin, end);
+                       });
+    };
+    if (input.scalar_type() == at::kBFloat16) run(c10::BFloat16());
+    else run(c10::Half());
+    return;
+  }
+#endif
   if (is_16bit(input.scalar_type())) {  // exact: every 16-bit value is a float32 value
     const at::Tensor out32 = float32_like(output, Scratch::wide_out);
     max_pool2d_forward(p, float32_copy(input, Scratch::wide_a), out32, indices);
