@@ -48,6 +48,12 @@ CUCONV_AVX2_F16C CUCONV_INLINE __m256 load8(const c10::BFloat16* p) {
 CUCONV_AVX2_F16C CUCONV_INLINE __m256 load8(const c10::Half* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
+// One value widened in scalar code on the AVX2 path (F16C's conversion for float16; c10's is
+// software).
+CUCONV_AVX2_F16C CUCONV_INLINE float scalar_to_float(float v) { return v; }
+CUCONV_AVX2_F16C CUCONV_INLINE float scalar_to_float(c10::BFloat16 v) { return float(v); }
+CUCONV_AVX2_F16C CUCONV_INLINE float scalar_to_float(c10::Half v) { return _cvtsh_ss(v.x); }
+
 // 4 values from p, as float32 lanes.
 CUCONV_AVX2_F16C CUCONV_INLINE __m128 load4(const float* p) { return _mm_loadu_ps(p); }
 CUCONV_AVX2_F16C CUCONV_INLINE __m128 load4(const c10::BFloat16* p) {

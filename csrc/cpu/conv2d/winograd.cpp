@@ -150,17 +150,25 @@ struct TileGrid {
   }
 };
 
+// v as a D: widened to float32, or copied as it is where D is its own type (a vector kernel's
+// staging of 16-bit values, widened 8 at a time afterwards).
+template <typename D, typename A>
+CUCONV_INLINE D patch_value(A v) {
+  if constexpr (std::is_same_v<D, A>) return v;
+  else return to_float(v);
+}
+
 // d[i][j][l] = x(n, c0 + l, h0 + i, w0 + j), zero outside the image or past cn channels.
 // kContig: channels adjacent in memory (NHWC), so each (i, j) is one 8-float load.
-template <bool kContig, int kRows, typename A>
+template <bool kContig, int kRows, typename A, typename D>
 CUCONV_INLINE void load_patch(const A* xn, const int64_t (&xs)[4], int64_t H, int64_t W, int64_t h0, int64_t w0,
-                              int64_t c0, int64_t cn, float (&d)[kRows][kRows][kLanes]) {
+                              int64_t c0, int64_t cn, D (&d)[kRows][kRows][kLanes]) {
   if (kContig && cn == kLanes && h0 >= 0 && h0 + kRows <= H && w0 >= 0 && w0 + kRows <= W) {
     // Inside the image with 8 whole channels (most tiles): no per-position bounds checks.
     const A* src = xn + c0 + h0 * xs[2] + w0 * xs[3];
     for (int i = 0; i < kRows; ++i)
       for (int j = 0; j < kRows; ++j)
-        for (int l = 0; l < kLanes; ++l) d[i][j][l] = to_float(src[i * xs[2] + j * xs[3] + l]);
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = patch_value<D>(src[i * xs[2] + j * xs[3] + l]);
     return;
   }
   for (int i = 0; i < kRows; ++i) {
@@ -168,14 +176,14 @@ CUCONV_INLINE void load_patch(const A* xn, const int64_t (&xs)[4], int64_t H, in
     for (int j = 0; j < kRows; ++j) {
       const int64_t w = w0 + j;
       if (h < 0 || h >= H || w < 0 || w >= W) {
-        for (int l = 0; l < kLanes; ++l) d[i][j][l] = 0.f;
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = D(0.f);
         continue;
       }
       const A* src = xn + c0 * xs[1] + h * xs[2] + w * xs[3];
       if (kContig && cn == kLanes) {
-        for (int l = 0; l < kLanes; ++l) d[i][j][l] = to_float(src[l]);
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = patch_value<D>(src[l]);
       } else {
-        for (int l = 0; l < kLanes; ++l) d[i][j][l] = l < cn ? to_float(src[l * xs[1]]) : 0.f;
+        for (int l = 0; l < kLanes; ++l) d[i][j][l] = l < cn ? patch_value<D>(src[l * xs[1]]) : D(0.f);
       }
     }
   }
@@ -251,11 +259,11 @@ CUCONV_AVX2_F16C void input_transform_avx2(const WinogradConv& s, const A* x, co
       } else if (!contig && inside && s.xs[3] == 1 && cn == kLanes) {
         load_patch_planes(xn + c0 * s.xs[1] + h0 * s.xs[2] + w0, s.xs[1], s.xs[2], d);
       } else {
-        alignas(32) float dl[4][4][kLanes];
+        alignas(32) A dl[4][4][kLanes];  // the values as they are, widened 8 at a time below
         if (contig) load_patch<true>(xn, s.xs, s.H, s.W, h0, w0, c0, cn, dl);
         else load_patch<false>(xn, s.xs, s.H, s.W, h0, w0, c0, cn, dl);
         for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) d[i][j] = _mm256_load_ps(dl[i][j]);
+          for (int j = 0; j < 4; ++j) d[i][j] = load8(dl[i][j]);
       }
       // B^T d B, as input_tile.
       __m256 t[4][4];
@@ -641,7 +649,7 @@ CUCONV_AVX2_F16C void grad_transform_avx2(const WinogradConv& s, const A* gy, co
             g[i][j] = load8(src);
           } else {
             float v[kLanes];
-            for (int l = 0; l < kLanes; ++l) v[l] = l < kn ? to_float(src[l * s.ys[1]]) : 0.f;
+            for (int l = 0; l < kLanes; ++l) v[l] = l < kn ? scalar_to_float(src[l * s.ys[1]]) : 0.f;
             g[i][j] = _mm256_setr_ps(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
           }
         }

@@ -40,9 +40,9 @@ namespace {
 
 // ---------------------------------------------------------------------------------- general path
 
-// A 16-bit pool sums each plane (NCHW) or image (NHWC) in a float32 stage in cache, rounded once
-// into grad_input: overlapping windows' gradients are summed as float32's are, with no float32 copy
-// of the tensors.
+// A 16-bit pool widens each plane's (NCHW) or image's (NHWC) grad_output into a float32 stage and
+// sums into another, rounded once into grad_input: overlapping windows' gradients are summed as
+// float32's are, with no float32 copy of the whole tensors.
 template <typename T>
 void backward_scatter(const MaxPool2dParams& p, const T* gy, const int64_t* idx, T* gx) {
   constexpr bool k16 = std::is_same_v<T, c10::BFloat16> || std::is_same_v<T, c10::Half>;
@@ -52,27 +52,32 @@ void backward_scatter(const MaxPool2dParams& p, const T* gy, const int64_t* idx,
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, plane));
     at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) {
       S* stage = k16 ? scratch<S>(Scratch::output, plane) : nullptr;
+      S* wide = k16 ? scratch<S>(Scratch::extra, PQ) : nullptr;
       for (int64_t nc = begin; nc < end; ++nc) {
         S* g = k16 ? stage : reinterpret_cast<S*>(gx + nc * plane);
         std::fill(g, g + plane, S(0));
         const int64_t* ix = idx + nc * PQ;
-        const T* go = gy + nc * PQ;
+        const S* go = reinterpret_cast<const S*>(gy + nc * PQ);
+        if constexpr (k16) widen_run(gy + nc * PQ, wide, PQ), go = wide;
         for (int64_t o = 0; o < PQ; ++o)
-          if (ix[o] >= 0 && ix[o] < plane) g[ix[o]] += static_cast<S>(go[o]);
+          if (ix[o] >= 0 && ix[o] < plane) g[ix[o]] += go[o];
         if constexpr (k16) narrow_run(stage, gx + nc * plane, plane);
       }
     });
   } else {
     at::parallel_for(0, p.N, 1, [&](int64_t begin, int64_t end) {
       S* stage = k16 ? scratch<S>(Scratch::output, plane * p.C) : nullptr;
+      S* wide = k16 ? scratch<S>(Scratch::extra, PQ * p.C) : nullptr;
       for (int64_t n = begin; n < end; ++n) {
         S* g = k16 ? stage : reinterpret_cast<S*>(gx + n * plane * p.C);
         std::fill(g, g + plane * p.C, S(0));
+        const S* gn = reinterpret_cast<const S*>(gy + n * PQ * p.C);
+        if constexpr (k16) widen_run(gy + n * PQ * p.C, wide, PQ * p.C), gn = wide;
         for (int64_t o = 0; o < PQ; ++o) {
           const int64_t* ix = idx + (n * PQ + o) * p.C;
-          const T* go = gy + (n * PQ + o) * p.C;
+          const S* go = gn + o * p.C;
           for (int64_t c = 0; c < p.C; ++c)
-            if (ix[c] >= 0 && ix[c] < plane) g[ix[c] * p.C + c] += static_cast<S>(go[c]);
+            if (ix[c] >= 0 && ix[c] < plane) g[ix[c] * p.C + c] += go[c];
         }
         if constexpr (k16) narrow_run(stage, gx + n * plane * p.C, plane * p.C);
       }
