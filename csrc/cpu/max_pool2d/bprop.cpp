@@ -51,17 +51,23 @@ void backward_scatter(const MaxPool2dParams& p, const T* gy, const int64_t* idx,
   if (!p.channels_last) {
     const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, plane));
     at::parallel_for(0, p.N * p.C, grain, [&](int64_t begin, int64_t end) {
-      S* stage = k16 ? scratch<S>(Scratch::output, plane) : nullptr;
-      S* wide = k16 ? scratch<S>(Scratch::extra, PQ) : nullptr;
-      for (int64_t nc = begin; nc < end; ++nc) {
-        S* g = k16 ? stage : reinterpret_cast<S*>(gx + nc * plane);
-        std::fill(g, g + plane, S(0));
-        const int64_t* ix = idx + nc * PQ;
-        const S* go = reinterpret_cast<const S*>(gy + nc * PQ);
-        if constexpr (k16) widen_run(gy + nc * PQ, wide, PQ), go = wide;
-        for (int64_t o = 0; o < PQ; ++o)
-          if (ix[o] >= 0 && ix[o] < plane) g[ix[o]] += go[o];
-        if constexpr (k16) narrow_run(stage, gx + nc * plane, plane);
+      // 16-bit: the planes are adjacent, so a run of them is converted at once (small planes would
+      // otherwise cost a call and a scalar tail each).
+      const int64_t run = k16 ? std::min(end - begin, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, plane))) : 1;
+      S* stage = k16 ? scratch<S>(Scratch::output, run * plane) : nullptr;
+      S* wide = k16 ? scratch<S>(Scratch::extra, run * PQ) : nullptr;
+      for (int64_t nc0 = begin; nc0 < end; nc0 += run) {
+        const int64_t count = std::min(run, end - nc0);
+        if constexpr (k16) widen_run(gy + nc0 * PQ, wide, count * PQ);
+        for (int64_t nc = nc0; nc < nc0 + count; ++nc) {
+          S* g = k16 ? stage + (nc - nc0) * plane : reinterpret_cast<S*>(gx + nc * plane);
+          std::fill(g, g + plane, S(0));
+          const int64_t* ix = idx + nc * PQ;
+          const S* go = k16 ? wide + (nc - nc0) * PQ : reinterpret_cast<const S*>(gy + nc * PQ);
+          for (int64_t o = 0; o < PQ; ++o)
+            if (ix[o] >= 0 && ix[o] < plane) g[ix[o]] += go[o];
+        }
+        if constexpr (k16) narrow_run(stage, gx + nc0 * plane, count * plane);
       }
     });
   } else {
