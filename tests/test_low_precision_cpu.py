@@ -360,52 +360,32 @@ def test_bfloat16_large_gemms_within_twice_torch(path, channels_last, xs, ws, st
     assert y.is_contiguous(memory_format=fmt) and ours[1].is_contiguous(memory_format=fmt)
 
 
-@pytest.mark.skipif("avx512" not in CPU_ISA_PATHS, reason="this CPU (or its OS) gives no AVX-512")
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("shape", [(2, 24, 17, 37), (3, 40, 8, 8), (1, 5, 4, 66)], ids=["odd", "full", "few"])
-def test_bfloat16_2x2_pool_on_its_values(shape, channels_last):
-    """bfloat16 2x2 stride-2 pooling on AVX-512 runs on the bfloat16 values (no float32 copies):
-    values, indices and grad input equal torch's, with ties, NaNs, -0 gradients, partial groups of
-    16 outputs or channels, and the uncovered last row and column; a user's index outside its
-    window falls back to the scatter, as torch scatters it."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    g = torch.Generator().manual_seed(3)
-    x = torch.randint(-3, 4, shape, generator=g).bfloat16()  # many ties
-    x[0, 1, 2, 3] = x[0, 1, 3, 2] = float("nan")  # two NaNs in one window: the later wins
-    x[-1, -1, 0, 0] = float("nan")
-    x = x.contiguous(memory_format=fmt)
-    args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
-    with cuconv.config.flags(cpu_isa="avx512"):
-        plan = ops._cpu_max_pool2d_plan(x, *args)
-        y, idx = ops.max_pool2d(x, *args)
-        gy = torch.randn(y.shape, generator=g).bfloat16()
-        gy[0, 0, 0, :] = -0.0
-        gy = gy.contiguous(memory_format=fmt)
-        gx = ops.max_pool2d_backward(gy, x, idx, *args)
-        moved = idx.clone()
-        moved[0, 0, 1, 1] = 0  # into another window of the same plane
-        gx_moved = ops.max_pool2d_backward(gy, x, moved, *args)
-    assert plan == ["pixels_2x2_bf16" if channels_last else "planes_2x2_bf16", "windows_2x2_bf16"]
-    ry, ridx = torch.ops.aten.max_pool2d_with_indices(x, *args)
-    torch.testing.assert_close(y, ry, rtol=0, atol=0, equal_nan=True)  # torch's NHWC NaNs differ in payload
-    assert torch.equal(idx, ridx) and y[0, 1, 1, 1].isnan() and idx[0, 1, 1, 1] == 3 * shape[3] + 2
-    rgx = torch.ops.aten.max_pool2d_with_indices_backward(gy, x, *args, ridx)
-    assert torch.equal(gx.view(torch.int16), rgx.view(torch.int16))
-    assert gx.is_contiguous(memory_format=fmt) and y.is_contiguous(memory_format=fmt)
-    rgx_moved = torch.ops.aten.max_pool2d_with_indices_backward(gy, x, *args, moved)
-    assert torch.equal(gx_moved, rgx_moved)
+# The 2x2 pools on 16-bit values: bfloat16 on AVX-512 (bf16_2x2.cpp, its word instructions), both
+# 16-bit types on AVX2 (the float32 kernels on widened values).
+POOL16 = ([("avx512", torch.bfloat16)] if "avx512" in CPU_ISA_PATHS else []) + \
+         ([("avx2", torch.float16), ("avx2", torch.bfloat16)] if "avx2" in CPU_ISA_PATHS else [])
 
 
-@pytest.mark.skipif("avx2" not in CPU_ISA_PATHS, reason="this CPU gives no AVX2")
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
+def pool16_plan(path, shape, channels_last):
+    """The plan a 2x2 stride-2 pool of `shape` takes on `path`, as plan.cpp's rules give it."""
+    if path == "avx512":
+        return ["pixels_2x2_bf16" if channels_last else "planes_2x2_bf16", "windows_2x2_bf16"]
+    whole = shape[1] % 8 == 0  # NHWC: whole ymm registers of channels
+    forward = ("pixels_2x2_avx2" if whole else "pixels_avx2") if channels_last else "planes_2x2_avx2"
+    windows = whole if channels_last else shape[3] // 2 >= 8  # NCHW: rows of 8 outputs or more
+    return [forward, "windows_2x2_avx2" if windows else "scatter"]
+
+
+@pytest.mark.parametrize("path,dtype", POOL16, ids=[f"{p}-{str(d)[6:]}" for p, d in POOL16])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("shape", [(2, 24, 17, 37), (3, 40, 8, 8), (1, 16, 6, 10)], ids=["odd", "rows4", "end"])
-def test_16bit_2x2_pool_on_its_values_avx2(shape, channels_last, dtype):
-    """16-bit 2x2 stride-2 pooling on AVX2 runs the float32 kernels on the 16-bit values, widened as
-    loaded and stored back exactly (no float32 copies): values, indices and grad input equal torch's,
-    with ties, NaNs, -0 gradients, rows shorter than 8 outputs (the last row of the tensor loaded
-    within it), partial groups and the uncovered last row and column; a user's index outside its
-    window falls back to the scatter, as torch scatters it."""
+@pytest.mark.parametrize("shape", [(2, 24, 17, 37), (3, 40, 8, 8), (1, 5, 4, 66), (1, 16, 6, 10)],
+                         ids=["odd", "full", "few", "end"])
+def test_16bit_2x2_pool_on_its_values(path, dtype, shape, channels_last):
+    """16-bit 2x2 stride-2 pooling runs on the 16-bit values (no float32 copies; where the plan
+    allows): values, indices and grad input equal torch's, with ties, NaNs, -inf, -0 gradients,
+    partial groups of outputs or channels, rows shorter than 8 outputs (the tensor's last row read
+    within it), and the uncovered last row and column; a user's index outside its window falls back
+    to the scatter, as torch scatters it."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g = torch.Generator().manual_seed(3)
     x = torch.randint(-3, 4, shape, generator=g).to(dtype)  # many ties
@@ -414,7 +394,7 @@ def test_16bit_2x2_pool_on_its_values_avx2(shape, channels_last, dtype):
     x[-1, 0, -2:, -2:] = float("-inf")
     x = x.contiguous(memory_format=fmt)
     args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
-    with cuconv.config.flags(cpu_isa="avx2"):
+    with cuconv.config.flags(cpu_isa=path):
         plan = ops._cpu_max_pool2d_plan(x, *args)
         y, idx = ops.max_pool2d(x, *args)
         gy = torch.randn(y.shape, generator=g).to(dtype)
@@ -424,14 +404,13 @@ def test_16bit_2x2_pool_on_its_values_avx2(shape, channels_last, dtype):
         moved = idx.clone()
         moved[0, 0, 1, 1] = 0  # into another window of the same plane
         gx_moved = ops.max_pool2d_backward(gy, x, moved, *args)
-    windows = channels_last or y.shape[3] >= 8
-    assert plan == ["pixels_2x2_avx2" if channels_last else "planes_2x2_avx2",
-                    "windows_2x2_avx2" if windows else "scatter"]
+    assert plan == pool16_plan(path, shape, channels_last)
     ry, ridx = torch.ops.aten.max_pool2d_with_indices(x.double(), *args)
     torch.testing.assert_close(y.double(), ry, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(idx, ridx) and y[0, 1, 1, 1].isnan() and idx[0, 1, 1, 1] == 3 * shape[3] + 2
     rgx = torch.ops.aten.max_pool2d_with_indices_backward(gy.double(), x.double(), *args, ridx).to(dtype)
-    assert torch.equal(gx.view(torch.int16), rgx.view(torch.int16))  # -0 stays -0
+    assert torch.equal(gx.view(torch.int16), rgx.view(torch.int16))  # -0 + 0 is +0 on both sides
     assert gx.is_contiguous(memory_format=fmt) and y.is_contiguous(memory_format=fmt)
     rgx_moved = torch.ops.aten.max_pool2d_with_indices_backward(gy.double(), x.double(), *args, moved).to(dtype)
     assert torch.equal(gx_moved, rgx_moved)
+

@@ -3,7 +3,7 @@
 // (NCHW) or the pixel's channels (NHWC) with a branch-free update: take v when v > best, when v is
 // NaN (so a NaN wins and the last NaN is reported, as torch) or when nothing was taken yet; a tie
 // keeps the first maximum. Padding is never read (acts as -inf); a window that misses the input
-// entirely gives -inf and index -1. The same source is compiled for AVX2 (per-function target
+// entirely gives -inf and index -1. The same source is compiled for AVX2 with F16C (per-function target
 // attribute) and for the baseline ISA; plan.h picks the kernel. Backward: bprop.cpp.
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
@@ -138,7 +138,7 @@ void forward_pixels_portable(const MaxPool2dParams& p, const T* x, T* y, int64_t
 #if defined(__x86_64__) || defined(__i386__)
 // float, AVX2: 8 outputs (NCHW: along a row; NHWC: along channels) held in registers while the
 // window is scanned. Lanes outside the input are masked out of the loads and of the update.
-CUCONV_AVX2 CUCONV_INLINE void update8(__m256 v, __m256i at, __m256i valid, __m256& best, __m256i& pos) {
+CUCONV_AVX2_F16C CUCONV_INLINE void update8(__m256 v, __m256i at, __m256i valid, __m256& best, __m256i& pos) {
   const __m256 take = _mm256_and_ps(
       _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q)),
                    _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setzero_si256(), pos))),
@@ -147,24 +147,8 @@ CUCONV_AVX2 CUCONV_INLINE void update8(__m256 v, __m256i at, __m256i valid, __m2
   pos = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(pos), _mm256_castsi256_ps(at), take));
 }
 
-// Stores the first n of 8 values and int32 positions (widened to int64).
-CUCONV_AVX2 CUCONV_INLINE void store8(int n, __m256 best, __m256i pos, float* y, int64_t* idx) {
-  const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pos));
-  const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(pos, 1));
-  if (n == 8) {
-    _mm256_storeu_ps(y, best);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx), lo);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + 4), hi);
-  } else {
-    alignas(32) float yb[8];
-    alignas(32) int64_t ib[8];
-    _mm256_store_ps(yb, best);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(ib), lo);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(ib + 4), hi);
-    for (int k = 0; k < n; ++k) y[k] = yb[k], idx[k] = ib[k];
-  }
-}
-// The same for a 16-bit input's pool, whose values are its own, stored back exactly.
+// Stores the first n of 8 values and int32 positions (widened to int64). A 16-bit input's pooled
+// values are its own values, stored back exactly.
 template <typename A>
 CUCONV_AVX2_F16C CUCONV_INLINE void store8(int n, __m256 best, __m256i pos, A* y, int64_t* idx) {
   const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(pos));
@@ -185,7 +169,7 @@ CUCONV_AVX2_F16C CUCONV_INLINE void store8(int n, __m256 best, __m256i pos, A* y
 
 // take v over best when v > best or v is NaN (the window's first element is taken unconditionally
 // by the caller, so no "nothing taken yet" test is needed).
-CUCONV_AVX2 CUCONV_INLINE void update8_taken(__m256 v, __m256i at, __m256& best, __m256i& pos) {
+CUCONV_AVX2_F16C CUCONV_INLINE void update8_taken(__m256 v, __m256i at, __m256& best, __m256i& pos) {
   const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   best = _mm256_blendv_ps(best, v, take);
   pos = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(pos), _mm256_castsi256_ps(at), take));
@@ -195,10 +179,10 @@ CUCONV_AVX2 CUCONV_INLINE void update8_taken(__m256 v, __m256i at, __m256& best,
 // row, 8 outputs from two 16-float loads per input row split into even and odd columns. A row's
 // last partial group is recomputed as the 8 outputs ending at Q (identical values, stored twice);
 // rows shorter than 8 load only their 2Q columns. Same visiting order and rules as the general path.
-CUCONV_AVX2 CUCONV_INLINE __m256 evens(__m256 a, __m256 b) {  // a0 a2 .. a6 b0 b2 .. b6
+CUCONV_AVX2_F16C CUCONV_INLINE __m256 evens(__m256 a, __m256 b) {  // a0 a2 .. a6 b0 b2 .. b6
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
 }
-CUCONV_AVX2 CUCONV_INLINE __m256 odds(__m256 a, __m256 b) {  // a1 a3 .. a7 b1 b3 .. b7
+CUCONV_AVX2_F16C CUCONV_INLINE __m256 odds(__m256 a, __m256 b) {  // a1 a3 .. a7 b1 b3 .. b7
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
 }
 // The first 8 values at p, lanes at and past n (<= 8) zero.
@@ -265,7 +249,7 @@ CUCONV_AVX2_F16C void forward_planes_2x2_avx2(const MaxPool2dParams& p, const A*
   }
 }
 
-CUCONV_AVX2 void forward_planes_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+CUCONV_AVX2_F16C void forward_planes_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                          int64_t begin, int64_t end) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i even = _mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0);
@@ -444,7 +428,7 @@ CUCONV_AVX512 void forward_pixels_avx512_f32(const MaxPool2dParams& p, const flo
   }
 }
 
-CUCONV_AVX2 void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
+CUCONV_AVX2_F16C void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                          int64_t begin, int64_t end) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   // (n, oh, ow) advance with npq: divisions per pixel would cost more than the pooling itself.
