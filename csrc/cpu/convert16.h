@@ -3,6 +3,7 @@
 // lanes at a time (AVX2 with F16C, as every AVX2 CPU has), with the rounding of float32_copies.h:
 // nearest even, and a NaN keeps its payload, made quiet. Widening is exact. For kernels templated on
 // their activation type (float, c10::BFloat16 or c10::Half), so a float instantiation is unchanged.
+#include <c10/core/ScalarType.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -24,6 +25,13 @@ inline uint16_t bfloat16_bits(float f) {
   std::memcpy(&u, &f, sizeof(u));
   if (f != f) return uint16_t((u >> 16) | 0x40);
   return uint16_t((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+
+// f(T()) with T the 16-bit element type of t (bfloat16 or float16).
+template <typename F>
+void with_16bit_type(at::ScalarType t, const F& f) {
+  if (t == at::kBFloat16) f(c10::BFloat16());
+  else f(c10::Half());
 }
 
 inline float to_float(float v) { return v; }

@@ -11,6 +11,7 @@
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/pointwise_16bit.h"
 #include "cpu/conv2d/winograd.h"
+#include "cpu/convert16.h"
 #include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/plan.h"
 #include "ops/runner.h"
@@ -77,13 +78,8 @@ void backward_weight(Isa isa, const Conv2dParams& p, const at::Tensor& grad_outp
 Isa isa_of(at::ScalarType t) { return conv_isa(t == at::kBFloat16); }
 
 // Winograd's transforms load and store 16-bit activations themselves on the AVX2 and portable paths
-// (winograd.h); f gets a value of the 16-bit type.
+// (winograd.h).
 bool winograd_16bit(Isa isa, bool winograd) { return winograd && !is_avx512(isa); }
-template <typename F>
-void with_16bit_type(at::ScalarType t, const F& f) {
-  if (t == at::kBFloat16) f(c10::BFloat16());
-  else f(c10::Half());
-}
 
 }  // namespace
 

@@ -229,25 +229,21 @@ void max_pool2d_backward(const MaxPool2dParams& p, const at::Tensor& grad_output
                                    indices.const_data_ptr<int64_t>(),
                                    reinterpret_cast<uint16_t*>(grad_input.data_ptr<c10::BFloat16>())))
     return;
+  // 16-bit: 2x2 windows on AVX2 on the 16-bit values; the scatter (also where an index lies outside
+  // its window) through float32 stages.
+  if (is_16bit(grad_output.scalar_type()))
+    return with_16bit_type(grad_output.scalar_type(), [&](auto type) {
+      using A = decltype(type);
+      const A* gy = grad_output.const_data_ptr<A>();
+      const int64_t* idx = indices.const_data_ptr<int64_t>();
+      A* gx = grad_input.data_ptr<A>();
 #if defined(__x86_64__) || defined(__i386__)
-  // 2x2 windows on AVX2 on the 16-bit values; an index outside its window: the float32 copies' scatter.
-  if (plan_max_pool2d(p, active_isa(), grad_output.scalar_type()).backward == PoolBpropStrategy::windows_2x2_avx2) {
-    if (grad_output.scalar_type() == at::kBFloat16 &&
-        backward_2x2_avx2(p, grad_output.const_data_ptr<c10::BFloat16>(), indices.const_data_ptr<int64_t>(),
-                          grad_input.data_ptr<c10::BFloat16>()))
-      return;
-    if (grad_output.scalar_type() == at::kHalf &&
-        backward_2x2_avx2(p, grad_output.const_data_ptr<c10::Half>(), indices.const_data_ptr<int64_t>(),
-                          grad_input.data_ptr<c10::Half>()))
-      return;
-  }
+      if (plan_max_pool2d(p, active_isa(), grad_output.scalar_type()).backward == PoolBpropStrategy::windows_2x2_avx2 &&
+          backward_2x2_avx2(p, gy, idx, gx))
+        return;
 #endif
-  if (grad_output.scalar_type() == at::kBFloat16)
-    return backward_scatter(p, grad_output.const_data_ptr<c10::BFloat16>(), indices.const_data_ptr<int64_t>(),
-                            grad_input.data_ptr<c10::BFloat16>());
-  if (grad_output.scalar_type() == at::kHalf)
-    return backward_scatter(p, grad_output.const_data_ptr<c10::Half>(), indices.const_data_ptr<int64_t>(),
-                            grad_input.data_ptr<c10::Half>());
+      backward_scatter(p, gy, idx, gx);
+    });
 #if defined(__x86_64__) || defined(__i386__)
   if (plan_max_pool2d(p, active_isa(), grad_output.scalar_type()).backward == PoolBpropStrategy::windows_2x2_avx2 &&
       backward_2x2_avx2(p, grad_output.const_data_ptr<float>(), indices.const_data_ptr<int64_t>(),

@@ -497,12 +497,14 @@ template <typename T>
 bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const T* x, T* y, int64_t* idx,
                     int64_t begin, int64_t end) {
 #if defined(__x86_64__) || defined(__i386__)
+  if constexpr (!std::is_same_v<T, double>) {  // the 2x2 kernels take 16-bit values too (widened as loaded)
+    if (strategy == PoolFpropStrategy::planes_2x2_avx2) return forward_planes_2x2_avx2(p, x, y, idx, begin, end), true;
+    if (strategy == PoolFpropStrategy::pixels_2x2_avx2) return forward_pixels_2x2_avx2(p, x, y, idx, begin, end), true;
+  }
   if constexpr (std::is_same_v<T, float>) {
     switch (strategy) {
       case PoolFpropStrategy::planes_avx2: return forward_planes_avx2_f32(p, x, y, idx, begin, end), true;
-      case PoolFpropStrategy::planes_2x2_avx2: return forward_planes_2x2_avx2(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_avx2: return forward_pixels_avx2_f32(p, x, y, idx, begin, end), true;
-      case PoolFpropStrategy::pixels_2x2_avx2: return forward_pixels_2x2_avx2(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_2x2_avx512:
         return forward_pixels_2x2_avx512_f32(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_avx512: return forward_pixels_avx512_f32(p, x, y, idx, begin, end), true;
@@ -511,6 +513,15 @@ bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const 
   }
 #endif
   return false;
+}
+
+// f(begin, end) over the work items in parallel: (n, c) planes for NCHW, output pixels for NHWC,
+// about 4096 outputs per task.
+template <typename F>
+void for_each_item(const MaxPool2dParams& p, const F& f) {
+  const int64_t outputs_per_item = p.channels_last ? p.C : p.P * p.Q;
+  const int64_t items = p.channels_last ? p.N * p.P * p.Q : p.N * p.C;
+  at::parallel_for(0, items, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, outputs_per_item)), f);
 }
 
 }  // namespace
@@ -522,28 +533,16 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
     return max_pool2d_forward_bf16_2x2(p, reinterpret_cast<const uint16_t*>(input.const_data_ptr<c10::BFloat16>()),
                                        reinterpret_cast<uint16_t*>(output.data_ptr<c10::BFloat16>()),
                                        indices.data_ptr<int64_t>());
-#if defined(__x86_64__) || defined(__i386__)
   // 2x2 windows on AVX2 run on the 16-bit values, widened as they are loaded.
   if (is_16bit(input.scalar_type()) &&
-      (planned == PoolFpropStrategy::planes_2x2_avx2 || planned == PoolFpropStrategy::pixels_2x2_avx2)) {
-    const auto run = [&](auto type) {
+      (planned == PoolFpropStrategy::planes_2x2_avx2 || planned == PoolFpropStrategy::pixels_2x2_avx2))
+    return with_16bit_type(input.scalar_type(), [&](auto type) {
       using A = decltype(type);
-      const A* x = input.const_data_ptr<A>();
-      A* y = output.data_ptr<A>();
-      int64_t* idx = indices.data_ptr<int64_t>();
-      const int64_t outputs_per_item = p.channels_last ? p.C : p.P * p.Q;  // as the float path below
-      const int64_t items = p.channels_last ? p.N * p.P * p.Q : p.N * p.C;
-      at::parallel_for(0, items, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, outputs_per_item)),
-                       [&](int64_t begin, int64_t end) {
-                         if (p.channels_last) forward_pixels_2x2_avx2(p, x, y, idx, begin, end);
-                         else forward_planes_2x2_avx2(p, x, y, idx, begin, end);
-                       });
-    };
-    if (input.scalar_type() == at::kBFloat16) run(c10::BFloat16());
-    else run(c10::Half());
-    return;
-  }
-#endif
+      for_each_item(p, [&](int64_t begin, int64_t end) {
+        forward_vector(planned, p, input.const_data_ptr<A>(), output.data_ptr<A>(), indices.data_ptr<int64_t>(),
+                       begin, end);
+      });
+    });
   if (is_16bit(input.scalar_type())) {  // exact: every 16-bit value is a float32 value
     const at::Tensor out32 = float32_like(output, Scratch::wide_out);
     max_pool2d_forward(p, float32_copy(input, Scratch::wide_a), out32, indices);
@@ -560,11 +559,7 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
     scalar_t* y = output.data_ptr<scalar_t>();
     int64_t* idx = indices.data_ptr<int64_t>();
     const auto index_opts = input.options().dtype(sizeof(I) == 4 ? at::kInt : at::kLong);
-    // Work items: (n, c) planes for NCHW, output pixels for NHWC, about 4096 outputs per task.
-    const int64_t outputs_per_item = p.channels_last ? p.C : p.P * p.Q;
-    const int64_t items = p.channels_last ? p.N * p.P * p.Q : p.N * p.C;
-    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, outputs_per_item));
-    at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {
+    for_each_item(p, [&](int64_t begin, int64_t end) {
       if (forward_vector(strategy, p, x, y, idx, begin, end)) return;
       // The portable loops, with a scratch row (NCHW) or pixel (NHWC) of positions.
       at::Tensor scratch = at::empty({p.channels_last ? p.C : p.Q}, index_opts);
