@@ -4,8 +4,8 @@ small-output GEMM of first-layer grad weights (C in registers over all positions
 row-vectorised forward and grad weight of few-channel NCHW layers, the AVX-512 Winograd transforms,
 grouped_taps and the float32 grad input as a forward conv; and the ISA switch itself. Where both
 paths run the same strategy, the AVX-512 kernels sum every output element in the same order as the
-AVX2 ones (the row-vectorised forward too), so the two must agree bit for bit, not just within a
-tolerance; the strategies only AVX-512 has (the row-vectorised grad weight, grouped_taps, the
+AVX2 ones (the row-vectorised forward and grouped_taps too), so the two must agree bit for bit, not
+just within a tolerance; the strategies only AVX-512 has (the row-vectorised grad weight, the
 float32 grad input as a forward conv) sum in another order, and are held to the float64 bound.
 On a CPU without AVX-512 these tests are skipped; the other ISA paths are covered by every test
 that takes the `isa` fixture (tests/conftest.py)."""

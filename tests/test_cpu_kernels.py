@@ -131,22 +131,27 @@ def test_grouped_deterministic_across_runs_and_threads(isa, channels_last, N, C,
     gy = _fmt(torch.randn(N, C, P, P), channels_last)
     args = ([stride, stride], [dil] * 4, [dil, dil], G)
     plan = ops._cpu_conv2d_plan(x, w, *args)
-    # On AVX-512, NHWC groups of 16 output channels take grouped_taps (tested below).
-    taps = isa == "avx512" and channels_last and C // G == 16
+    # NHWC groups of 16 output channels on AVX-512, of 8 or 16 on AVX2, take grouped_taps (tested below).
+    taps = channels_last and (C // G == 16 if isa == "avx512" else isa == "avx2" and C // G in (8, 16))
     assert plan[0] == plan[2] == ("grouped_taps" if taps else "grouped")
     assert_same_bits_across_threads(x, w, b, gy, args)
 
 
-# grouped_taps (AVX-512, groups of 16k output channels): 16, 32 and 48 channels per group (one
-# vector, two, two and one), partial tiles of 12 pixels, stride 2, dilation; NCHW onto 4x4 maps;
-# groups of 8 (half vectors) onto 2x2 maps.
-@pytest.mark.parametrize("N,C,K,H,G,stride,dil,channels_last", [
-    (3, 64, 64, 5, 4, 1, 1, True), (2, 32, 64, 7, 2, 2, 1, True), (1, 64, 96, 6, 2, 1, 2, True),
-    (5, 128, 128, 4, 8, 1, 1, False), (7, 40, 40, 2, 5, 1, 1, True)])
-def test_grouped_taps_deterministic_across_runs_and_threads(N, C, K, H, G, stride, dil, channels_last):
-    if "avx512" not in CPU_ISA_PATHS:
-        pytest.skip("grouped_taps is an AVX-512 kernel; this CPU has no AVX-512")
-    with cuconv.config.flags(cpu_isa="avx512"):
+# grouped_taps (AVX-512: groups of 16k output channels; AVX2: 8k): 16, 32 and 48 channels per group
+# (AVX-512: one vector, two, two and one; AVX2: tiles of 16 channels as two halves of 6 pixels),
+# partial tiles of 12 pixels, stride 2, dilation; NCHW onto 4x4 maps (AVX2: 8x8 too, 24 channels,
+# a 16-channel tile and an 8); groups of 8 onto 2x2 maps (AVX-512: half vectors).
+@pytest.mark.parametrize("path", ["avx2", "avx512"])
+@pytest.mark.parametrize("N,C,K,H,G,stride,dil,channels_last,paths", [
+    (3, 64, 64, 5, 4, 1, 1, True, "avx2 avx512"), (2, 32, 64, 7, 2, 2, 1, True, "avx2 avx512"),
+    (1, 64, 96, 6, 2, 1, 2, True, "avx2 avx512"), (5, 128, 128, 4, 8, 1, 1, False, "avx2 avx512"),
+    (7, 40, 40, 2, 5, 1, 1, True, "avx2 avx512"), (2, 48, 72, 8, 3, 1, 1, False, "avx2")])
+def test_grouped_taps_deterministic_across_runs_and_threads(path, N, C, K, H, G, stride, dil, channels_last, paths):
+    if path not in paths.split():
+        pytest.skip(f"the {path} path runs this shape on another strategy")
+    if path not in CPU_ISA_PATHS:
+        pytest.skip(f"this CPU cannot run the {path} path")
+    with cuconv.config.flags(cpu_isa=path):
         x = _fmt(torch.randn(N, C, H, H), channels_last)
         w, b = torch.randn(K, C // G, 3, 3), torch.randn(K)
         P = (H - 1) // stride + 1

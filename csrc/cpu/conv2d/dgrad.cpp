@@ -233,7 +233,7 @@ void conv2d_dgrad(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T
     case DgradStrategy::amx_phases: break;    // runner.cpp runs it on the bfloat16 tensors
     case DgradStrategy::pointwise_16bit: break;  // runner.cpp runs it on the 16-bit tensors
     case DgradStrategy::grouped_taps:
-      if constexpr (std::is_same_v<T, float>) return grouped_taps_dgrad(p, gy, w, gx);
+      if constexpr (std::is_same_v<T, float>) return grouped_taps_dgrad(isa, p, gy, w, gx);
       break;  // float32 only (plan.cpp)
   }
   TORCH_CHECK(false, "cuconv: CPU grad-input strategy ", name(plan.strategy), " does not take ",

@@ -225,7 +225,7 @@ void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T
     case FpropStrategy::amx_direct: break;    // runner.cpp runs it on the bfloat16 tensors
     case FpropStrategy::pointwise_16bit: break;  // runner.cpp runs it on the 16-bit tensors
     case FpropStrategy::grouped_taps:
-      if constexpr (std::is_same_v<T, float>) return grouped_taps_fprop(p, x, w, bias, y, relu);
+      if constexpr (std::is_same_v<T, float>) return grouped_taps_fprop(isa, p, x, w, bias, y, relu);
       break;  // float32 only (plan.cpp)
   }
   TORCH_CHECK(false, "cuconv: CPU forward strategy ", name(plan.strategy), " does not take ", c10::CppTypeToScalarType<T>::value);

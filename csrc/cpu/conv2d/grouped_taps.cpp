@@ -1,12 +1,12 @@
-// Grouped convs with 16k output channels per group (8k onto maps of at most 4 pixels), NHWC, float32
-// on AVX-512: each output pixel's group channels are one or two vectors (the last one half used
-// for 8 channels), summed over the group's taps (r, s) and input channels from a zero-padded copy
-// of the input laid out group by group.
+// Grouped convs whose groups' output channels fill whole vectors, NHWC, float32: on AVX-512 16k
+// channels per group (8k onto maps of at most 4 pixels, the vector half used), on AVX2 8k. Each
+// output pixel's group channels are one to four vectors, summed over the group's taps (r, s) and
+// input channels from a zero-padded copy of the input laid out group by group.
 //
 // Here a tile is MR output pixels x 16 (or 32) channels of one group, its MR accumulators fed by one
 // weight vector load and MR broadcasts of input values per input channel and tap, like the GEMM
 // micro-kernel's, with A's rows pointing at each pixel's window in the copy: any stride, dilation
-// and padding, and no computed value is thrown away.
+// and padding, and no computed value is thrown away. AVX2 runs the same tile in 8-lane vectors.
 //
 // Why not the other grouped paths: with 16 channels per group on small maps (ResNeXt's last stages
 // at 4x4 and 2x2) the pixel-lane kernels (grouped.cpp) compute a padded grid of which fewer than
@@ -15,8 +15,8 @@
 // padding (2x2 maps: a quarter of a 4x4 grid); on 4x4 to 16x16 maps the pixel-lane kernels ran
 // faster (docs/experiments.md).
 //
-// Each output is one FMA chain over (r, s, c) in that order whatever the tile or thread, so the
-// bits do not depend on the thread count.
+// Each output is one FMA chain over (r, s, c) in that order whatever the tile, thread or ISA path,
+// so the bits do not depend on the thread count, and AVX2 gives AVX-512's.
 #include "cpu/conv2d/grouped_taps.h"
 
 #include <ATen/Parallel.h>
@@ -40,9 +40,11 @@
 
 namespace cuconv::cpu {
 
-bool grouped_taps_shape(const Conv2dParams& p) {
+bool grouped_taps_shape(const Conv2dParams& p, Isa isa) {
   const int64_t Kg = p.K_per_group();
-  return p.groups > 1 && p.C_per_group() > 1 && (Kg % 16 == 0 || (Kg % 8 == 0 && p.P * p.Q <= 4));
+  if (p.groups == 1 || p.C_per_group() == 1) return false;
+  if (isa == Isa::avx2) return Kg % 8 == 0;
+  return is_avx512(isa) && (Kg % 16 == 0 || (Kg % 8 == 0 && p.P * p.Q <= 4));
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -96,28 +98,103 @@ CUCONV_AVX512 __attribute__((noinline)) void taps_tile(const TapsTile& t) {
     }
   }
   // max(0, x) keeps a NaN sum NaN, as torch.relu.
+  // Constant indices only (the loop unrolled, the valid rows tested), so the accumulators stay in
+  // registers through the main loop instead of living in memory.
   const __m512 zero = _mm512_setzero_ps();
-  for (int i = 0; i < t.mv; ++i)
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v)
-      _mm512_mask_storeu_ps(t.y + i * t.K + 16 * v, lanes[v], t.relu ? _mm512_max_ps(zero, acc[i][v]) : acc[i][v]);
+      if (i < t.mv)
+        _mm512_mask_storeu_ps(t.y + i * t.K + 16 * v, lanes[v], t.relu ? _mm512_max_ps(zero, acc[i][v]) : acc[i][v]);
+}
+
+// The same tile on AVX2, whose 8-lane vectors a group of 8k channels fills: MR x NV accumulators,
+// NV weight vectors and a broadcast in the 16 registers (12 x 1 or 6 x 2: 14 or 15 of them).
+template <int MR, int NV>
+CUCONV_AVX2 __attribute__((noinline)) void taps_tile_avx2(const TapsTile& t) {
+  __m256 acc[MR][NV];
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) {
+    const __m256 init = t.bias ? _mm256_loadu_ps(t.bias + 8 * v) : _mm256_setzero_ps();
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i][v] = init;
+  }
+  const int64_t Cg = t.Cg, Kg = t.Kg;
+  for (int64_t tap = 0; tap < t.taps; ++tap) {
+    const float* a[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) a[i] = t.rows[i] + t.off[tap];
+    const float* b = t.w + tap * Cg * Kg;
+#pragma GCC unroll 4
+    for (int64_t c = 0; c < Cg; ++c, b += Kg) {
+      __m256 bv[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) {
+        const __m256 ai = _mm256_broadcast_ss(a[i] + c);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+      }
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v)
+      if (i < t.mv) _mm256_storeu_ps(t.y + i * t.K + 8 * v, t.relu ? _mm256_max_ps(zero, acc[i][v]) : acc[i][v]);
 }
 
 // Pixels per tile: 12 accumulator chains per vector of channels (12 x 32 with two: 24 of the 32
 // registers), more than the FMA latency needs, with few enough row pointers to stay in registers.
+// AVX2 runs a tile of 16 channels as two halves of 6 pixels.
 constexpr int kRows = 12;
 
+// One tile of kRows pixels x kn channels (8, 16, 24 or 32; AVX2: 8 or 16) on the ISA's kernels.
+void taps_tile_on(Isa isa, const TapsTile& t, int64_t kn) {
+  if (isa != Isa::avx2) {
+    if (kn > 16) taps_tile<kRows, 2>(t);
+    else taps_tile<kRows, 1>(t);
+  } else if (kn == 8) {
+    taps_tile_avx2<kRows, 1>(t);
+  } else {
+    constexpr int half = kRows / 2;
+    taps_tile_avx2<half, 2>(t);
+    if (t.mv <= half) return;
+    TapsTile rest = t;
+    rest.rows += half, rest.y += half * t.K, rest.mv -= half;
+    taps_tile_avx2<half, 2>(rest);
+  }
+}
+
 // Row `row` (image n, padded row h + pad_h) of every group's plane, from the NHWC input x; pixels
-// lo..hi of it lie inside the input, the rest is zero.
-CUCONV_AVX512 void copy_row(const Conv2dParams& p, const float* x, int64_t n, int64_t h, int64_t lo, int64_t hi,
+// lo..hi of it lie inside the input, the rest is zero. (The copies and packs are compiled for AVX2,
+// which every CPU running either path has.)
+// `rows` runs of `width` floats, `pitch` apart in src, packed one after the other in dst: whole
+// vectors when the width allows (a group's 8 or 16 channels), where a loop of unknown length per
+// run would cost more than the copy.
+CUCONV_AVX2 void copy_runs(const float* src, int64_t pitch, int64_t rows, int64_t width, float* dst) {
+  if (width % 8 == 0) {
+    for (int64_t i = 0; i < rows; ++i, src += pitch, dst += width)
+      for (int64_t c = 0; c < width; c += 8) _mm256_storeu_ps(dst + c, _mm256_loadu_ps(src + c));
+  } else if (width % 4 == 0) {
+    for (int64_t i = 0; i < rows; ++i, src += pitch, dst += width)
+      for (int64_t c = 0; c < width; c += 4) _mm_storeu_ps(dst + c, _mm_loadu_ps(src + c));
+  } else {
+    for (int64_t i = 0; i < rows; ++i, src += pitch, dst += width) std::copy(src, src + width, dst);
+  }
+}
+
+CUCONV_AVX2 void copy_row(const Conv2dParams& p, const float* x, int64_t n, int64_t h, int64_t lo, int64_t hi,
                             int64_t Wp, int64_t plane, float* row) {
   const int64_t G = p.groups, Cg = p.C_per_group(), C = p.C;
   for (int64_t g = 0; g < G; ++g) {
     float* d = row + g * plane;
     std::fill(d, d + lo * Cg, 0.f);
     const float* sx = x + ((n * p.H + h) * p.W - p.pad_w) * C + g * Cg;
-    for (int64_t j = lo; j < hi; ++j)
-      for (int64_t c = 0; c < Cg; ++c) d[j * Cg + c] = sx[j * C + c];
+    copy_runs(sx + lo * C, C, hi - lo, Cg, d + lo * Cg);
     std::fill(d + hi * Cg, d + Wp * Cg, 0.f);
   }
 }
@@ -125,7 +202,7 @@ CUCONV_AVX512 void copy_row(const Conv2dParams& p, const float* x, int64_t n, in
 // Group g's weight as [tap][c][Kg] for the conv q: q's own weight (OIHW), or, flipped, the weight of
 // the conv whose grad input q is ([q.C][q.K / groups][R][S], read turned 180 degrees with its
 // channel axes swapped).
-CUCONV_AVX512 void pack_weight(const Conv2dParams& q, const float* w, bool flipped, int64_t g, float* wp) {
+CUCONV_AVX2 void pack_weight(const Conv2dParams& q, const float* w, bool flipped, int64_t g, float* wp) {
   const int64_t Cg = q.C_per_group(), Kg = q.K_per_group(), taps = q.R * q.S;
   const float* wg = w + g * Kg * Cg * taps;
   float* d = wp + g * taps * Cg * Kg;
@@ -171,7 +248,8 @@ struct GroupPlanes {
 };
 
 // The forward conv p of x (see grouped_taps_fprop), its weight as pack_weight reads it.
-void run(const Conv2dParams& p, const float* x, const float* w, bool flipped, const float* bias, float* y, bool relu) {
+void run(Isa isa, const Conv2dParams& p, const float* x, const float* w, bool flipped, const float* bias, float* y,
+         bool relu) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), K = p.K;
   const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q;
   if (M == 0) return;
@@ -181,7 +259,7 @@ void run(const Conv2dParams& p, const float* x, const float* w, bool flipped, co
   at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) pack_weight(p, w, flipped, g, wp);
   });
-  const int64_t tiles = ceil_div(M, kRows);
+  const int64_t tiles = ceil_div(M, kRows), kstep = isa == Isa::avx2 ? 16 : 32;
   // Group-major: a group's packed weight stays in L1 over its tiles.
   at::parallel_for(0, G * tiles, 1, [&](int64_t begin, int64_t end) {
     const float* rows[kRows];
@@ -189,22 +267,19 @@ void run(const Conv2dParams& p, const float* x, const float* w, bool flipped, co
       const int64_t g = item / tiles, m0 = item % tiles * kRows;
       const int mv = int(std::min<int64_t>(kRows, M - m0));
       for (int i = 0; i < kRows; ++i) rows[i] = in.xp + g * in.plane + in.origin[m0 + std::min(i, mv - 1)];
-      for (int64_t k0 = 0; k0 < Kg; k0 += 32) {
-        const int64_t kn = std::min<int64_t>(32, Kg - k0);  // 8, 16, 24 or 32 channels
+      for (int64_t k0 = 0; k0 < Kg; k0 += kstep) {
+        const int64_t kn = std::min(kstep, Kg - k0);
         const TapsTile t{rows, in.off.data(), taps, Cg, Kg, wp + g * taps * Cg * Kg + k0,
                          bias ? bias + g * Kg + k0 : nullptr, y + m0 * K + g * Kg + k0, K, kn % 16 ? 8 : 16, mv, relu};
-        if (kn > 16) taps_tile<kRows, 2>(t);
-        else taps_tile<kRows, 1>(t);
+        taps_tile_on(isa, t, kn);
       }
     }
   });
 }
 
 // Rows m0..m1 of the NHWC matrix src (M x G * Kg) as G matrices M x Kg, one after the other.
-CUCONV_AVX512 void split_groups(const float* src, int64_t m0, int64_t m1, int64_t G, int64_t Kg, int64_t M, float* dst) {
-  for (int64_t m = m0; m < m1; ++m)
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t k = 0; k < Kg; ++k) dst[(g * M + m) * Kg + k] = src[(m * G + g) * Kg + k];
+CUCONV_AVX2 void split_groups(const float* src, int64_t m0, int64_t m1, int64_t G, int64_t Kg, int64_t M, float* dst) {
+  for (int64_t g = 0; g < G; ++g) copy_runs(src + (m0 * G + g) * Kg, G * Kg, m1 - m0, Kg, dst + (g * M + m0) * Kg);
 }
 
 // The grad weight's block of 16 input channels (c0.., of tap `tap`) x 16 output channels: per pixel
@@ -226,20 +301,38 @@ CUCONV_AVX512 __attribute__((noinline)) void wgrad_block(const float* x, const i
   for (int i = 0; i < 16; ++i) _mm512_storeu_ps(out + 16 * i, acc[i]);
 }
 
+// The same on AVX2: 8 input channels x 8 output channels (one vector), 8 accumulator chains.
+CUCONV_AVX2 __attribute__((noinline)) void wgrad_block_avx2(const float* x, const int64_t* origin, int64_t M,
+                                                             const float* gy, int64_t ld, float* out) {
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
+  for (int64_t m = 0; m < M; ++m) {
+    const float* a = x + origin[m];
+    const __m256 b = _mm256_loadu_ps(gy + m * ld);
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i), b, acc[i]);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+
 }  // namespace
 
-void grouped_taps_fprop(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
+void grouped_taps_fprop(Isa isa, const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
                         bool relu) {
-  run(p, x, w, false, bias, y, relu);
+  run(isa, p, x, w, false, bias, y, relu);
 }
 
-void grouped_taps_dgrad(const Conv2dParams& p, const float* gy, const float* w, float* gx) {
-  run(grad_input_as_forward(p), gy, w, true, nullptr, gx, false);
+void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* w, float* gx) {
+  run(isa, grad_input_as_forward(p), gy, w, true, nullptr, gx, false);
 }
 
-void grouped_taps_wgrad(const Conv2dParams& p, const float* gy, const float* x, float* gw) {
+void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* x, float* gw) {
+  // A block is cb input x kb output channels: 16 x 16 on AVX-512, 8 x 8 on AVX2.
+  const int64_t blk = isa == Isa::avx2 ? 8 : 16;
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), K = p.K;
-  const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q, cblocks = ceil_div(Cg, 16), kblocks = ceil_div(Kg, 16);
+  const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q, cblocks = ceil_div(Cg, blk), kblocks = ceil_div(Kg, blk);
   if (M == 0) {
     std::fill(gw, gw + K * Cg * taps, 0.f);
     return;
@@ -255,26 +348,28 @@ void grouped_taps_wgrad(const Conv2dParams& p, const float* gy, const float* x, 
     alignas(64) float block[16 * 16];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t kb = item % kblocks, cb = item / kblocks % cblocks, tap = item / (kblocks * cblocks) % taps;
-      const int64_t g = item / (kblocks * cblocks * taps), c0 = cb * 16, k0 = g * Kg + kb * 16;
-      const int64_t kn = std::min<int64_t>(16, Kg - kb * 16);
-      wgrad_block(in.xp + g * in.plane + in.off[tap] + c0, in.origin.data(), M, gyp + g * M * Kg + kb * 16, Kg,
-                  __mmask16((1u << kn) - 1), block);
-      for (int64_t c = c0; c < std::min(c0 + 16, Cg); ++c)
-        for (int64_t k = 0; k < kn; ++k) gw[((k0 + k) * Cg + c) * taps + tap] = block[(c - c0) * 16 + k];
+      const int64_t g = item / (kblocks * cblocks * taps), c0 = cb * blk, k0 = g * Kg + kb * blk;
+      const int64_t kn = std::min(blk, Kg - kb * blk);
+      const float* xg = in.xp + g * in.plane + in.off[tap] + c0;
+      const float* gyg = gyp + g * M * Kg + kb * blk;
+      if (isa == Isa::avx2) wgrad_block_avx2(xg, in.origin.data(), M, gyg, Kg, block);
+      else wgrad_block(xg, in.origin.data(), M, gyg, Kg, __mmask16((1u << kn) - 1), block);
+      for (int64_t c = c0; c < std::min(c0 + blk, Cg); ++c)
+        for (int64_t k = 0; k < kn; ++k) gw[((k0 + k) * Cg + c) * taps + tap] = block[(c - c0) * blk + k];
     }
   });
 }
 
 #else  // not x86: the plan never picks grouped_taps here
 
-void grouped_taps_fprop(const Conv2dParams&, const float*, const float*, const float*, float*, bool) {
-  TORCH_CHECK(false, "cuconv: grouped_taps is an AVX-512 kernel");
+void grouped_taps_fprop(Isa, const Conv2dParams&, const float*, const float*, const float*, float*, bool) {
+  TORCH_CHECK(false, "cuconv: grouped_taps is an AVX2/AVX-512 kernel");
 }
-void grouped_taps_dgrad(const Conv2dParams&, const float*, const float*, float*) {
-  TORCH_CHECK(false, "cuconv: grouped_taps is an AVX-512 kernel");
+void grouped_taps_dgrad(Isa, const Conv2dParams&, const float*, const float*, float*) {
+  TORCH_CHECK(false, "cuconv: grouped_taps is an AVX2/AVX-512 kernel");
 }
-void grouped_taps_wgrad(const Conv2dParams&, const float*, const float*, float*) {
-  TORCH_CHECK(false, "cuconv: grouped_taps is an AVX-512 kernel");
+void grouped_taps_wgrad(Isa, const Conv2dParams&, const float*, const float*, float*) {
+  TORCH_CHECK(false, "cuconv: grouped_taps is an AVX2/AVX-512 kernel");
 }
 
 #endif

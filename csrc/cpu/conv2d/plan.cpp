@@ -75,21 +75,29 @@ bool use_grouped(const Conv2dParams& p) {
   return p.groups > 1 && !use_depthwise(p) && p.C_per_group() <= 16 && p.K_per_group() <= 16;
 }
 
-// Groups of 16k output channels (grouped_taps_shape), float32 on AVX-512, NHWC (small NCHW maps
-// through nchw_as_nhwc): whole vectors of a group's channels per output pixel, where the pixel-lane
-// kernels compute a padded grid (under half of it outputs on 4x4 maps) and the per-group GEMMs
-// need an im2col. NCHW only onto at most 16 positions: larger maps' transposes leave the caches
-// and cost more than the kernel saves (512 channels at 14x14 ran slower than the pixel-lane kernels).
+// The most positions of an NCHW map that runs grouped_taps through nchw_as_nhwc: past it the
+// transposes leave the caches and cost more than the kernel saves. AVX-512: 16 (512 channels at
+// 14x14 ran slower than the pixel-lane kernels). AVX2: 64, in and out (8x8 maps ran faster through
+// the transposes, 0.44-0.72x native -> 0.59-0.99x; 16x16 and 32x32 inputs strided onto 8x8 and
+// 16x16 slower), the pixel-lane kernels being half as wide there.
+int64_t nchw_taps_positions(Isa isa) { return isa == Isa::avx2 ? 64 : 16; }
+
+// Groups whose output channels fill whole vectors (grouped_taps_shape: 16k on AVX-512, 8k on AVX2),
+// float32, NHWC (small NCHW maps through nchw_as_nhwc): whole vectors of a group's channels per
+// output pixel, where the pixel-lane kernels compute a padded grid (under half of it outputs on 4x4
+// maps) and the per-group GEMMs need an im2col.
 bool use_grouped_taps(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
-  return is_float(dtype) && is_avx512(isa) && !use_depthwise(p) && grouped_taps_shape(p) &&
-         (p.channels_last || p.P * p.Q <= 16);
+  const int64_t most = nchw_taps_positions(isa);
+  return is_float(dtype) && !use_depthwise(p) && grouped_taps_shape(p, isa) &&
+         (p.channels_last || (p.P * p.Q <= most && (isa != Isa::avx2 || p.H * p.W <= most)));
 }
 
 // The grouped grad input as grouped_taps' forward of grad_output: stride 1, padding within the
 // dilated kernel's reach, input channels per group as grouped_taps_shape takes output channels.
 bool use_grouped_taps_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   return p.stride_h == 1 && p.stride_w == 1 && p.pad_h <= (p.R - 1) * p.dil_h && p.pad_w <= (p.S - 1) * p.dil_w &&
-         (p.channels_last || p.H * p.W <= 16) && use_grouped_taps(as_nhwc(grad_input_as_forward(p)), isa, dtype);
+         (p.channels_last || p.H * p.W <= nchw_taps_positions(isa)) &&
+         use_grouped_taps(as_nhwc(grad_input_as_forward(p)), isa, dtype);
 }
 
 // NCHW convs onto few positions run as NHWC over the whole batch (runner.cpp transposes): one

@@ -220,7 +220,7 @@ void conv2d_wgrad(Isa isa, const WgradPlan& plan, const Conv2dParams& p, const T
     case WgradStrategy::grouped_taps:
       if constexpr (std::is_same_v<T, float>) {
         if (plan.strategy == WgradStrategy::winograd) return winograd_conv2d_wgrad(isa, p, gy, x, gw);
-        if (plan.strategy == WgradStrategy::grouped_taps) return grouped_taps_wgrad(p, gy, x, gw);
+        if (plan.strategy == WgradStrategy::grouped_taps) return grouped_taps_wgrad(isa, p, gy, x, gw);
         return conv2d_wgrad_rows_avx512(p, gy, x, gw);
       }
       TORCH_CHECK(false, "cuconv: CPU grad-weight strategy ", name(plan.strategy), " takes float32 only");
