@@ -156,8 +156,9 @@ BLOCKS16 = [
     ((2, 40, 19, 17), 24, 3, 2, 1, 1, 1, False, ("nchw_via_nhwc", "nchw_col2im", "window_runs")),
     ((2, 40, 19, 17), 24, 3, 2, 1, 1, 1, True, ("nhwc_rows", "nhwc_phases", "window_runs")),
     ((2, 24, 11, 9), 36, 3, 1, 2, 2, 1, True, ("nhwc_im2col", "nhwc_col2im", "im2col")),  # dilated
-    ((2, 48, 10, 9), 32, 3, 1, 1, 1, 2, True, ("nhwc_interleaved", "nhwc_col2im", "interleaved")),  # 2 groups
-    ((2, 64, 9, 9), 32, 1, 2, 0, 1, 2, True, ("nhwc_rows", "nhwc_col2im", "pixel_cols")),
+    # 2 groups of 22 -> 18 channels (groups of 8k channels take grouped_taps on AVX2)
+    ((2, 44, 10, 9), 36, 3, 1, 1, 1, 2, True, ("nhwc_interleaved", "nhwc_col2im", "interleaved")),
+    ((2, 72, 9, 9), 36, 1, 2, 0, 1, 2, True, ("nhwc_rows", "nhwc_col2im", "pixel_cols")),
     ((2, 64, 9, 9), 32, 1, 1, 0, 1, 2, False, ("nchw_direct", "nchw_col2im", "im2col")),
     ((2, 72, 9, 9), 40, 1, 2, 0, 1, 1, True, ("pointwise_16bit", "pointwise_16bit", "direct")),  # strided 1x1
     ((0, 3, 9, 9), 8, 3, 1, 1, 1, 1, False, ("nchw_im2col", "nchw_col2im", "im2col")),  # batch 0

@@ -18,9 +18,14 @@ bool grouped_taps_shape(const Conv2dParams& p, Isa isa);
 // y = conv(x, w) + bias (bias may be null), then max(., 0) when relu. x and y NHWC, w OIHW, all
 // contiguous. Each output is one FMA chain over the taps (r, s) and then channels in order.
 void grouped_taps_fprop(Isa isa, const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y, bool relu);
-// gx = the grad input from gy and w (OIHW), NHWC, as the forward conv grad_input_as_forward(p)
-// (plan.h) with the weight turned 180 degrees and its channel axes swapped per group as it is packed.
+// gx = the grad input from gy and w (OIHW), NHWC. Stride 1: the forward conv
+// grad_input_as_forward(p) (plan.h) with the weight turned 180 degrees and its channel axes swapped
+// per group as it is packed. Strided (grouped_taps_dgrad_phases_fit): per phase of the grad input,
+// the stride-1 forward conv of gy with the kernel taps that reach it, written to its pixels.
 void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* w, float* gx);
+// Whether grouped_taps_dgrad takes a strided p: dilation 1, and each phase's first grad_output row
+// and column at or after the map's start (padding below the kernel's reach).
+bool grouped_taps_dgrad_phases_fit(const Conv2dParams& p);
 // gw = the grad weight (OIHW) from gy and x (NHWC): per (group, tap, 16 input channels, 16 output
 // channels) one block of 16 accumulators summed over every output pixel in order.
 void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* x, float* gw);

@@ -92,12 +92,18 @@ bool use_grouped_taps(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
          (p.channels_last || (p.P * p.Q <= most && (isa != Isa::avx2 || p.H * p.W <= most)));
 }
 
-// The grouped grad input as grouped_taps' forward of grad_output: stride 1, padding within the
-// dilated kernel's reach, input channels per group as grouped_taps_shape takes output channels.
+// The grouped grad input as grouped_taps' forward of grad_output, input channels per group as
+// grouped_taps_shape takes output channels: stride 1 with padding within the dilated kernel's
+// reach; on AVX2 also strided (dilation 1), one forward per phase of the grad input, where col2im
+// ran 0.43-0.57x native (ResNeXt's 256 in 32 groups, stride 2 from 16x16). AVX-512 keeps col2im
+// there (not measured).
 bool use_grouped_taps_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
-  return p.stride_h == 1 && p.stride_w == 1 && p.pad_h <= (p.R - 1) * p.dil_h && p.pad_w <= (p.S - 1) * p.dil_w &&
-         (p.channels_last || p.H * p.W <= nchw_taps_positions(isa)) &&
-         use_grouped_taps(as_nhwc(grad_input_as_forward(p)), isa, dtype);
+  const bool stride1 = p.stride_h == 1 && p.stride_w == 1;
+  const bool fits = stride1 ? p.pad_h <= (p.R - 1) * p.dil_h && p.pad_w <= (p.S - 1) * p.dil_w
+                            : isa == Isa::avx2 && grouped_taps_dgrad_phases_fit(p);
+  Conv2dParams q = grad_input_as_forward(p);
+  q.stride_h = q.stride_w = 1;  // the shape rule reads the channels per group (and the map, on AVX-512)
+  return fits && (p.channels_last || p.H * p.W <= nchw_taps_positions(isa)) && use_grouped_taps(as_nhwc(q), isa, dtype);
 }
 
 // NCHW convs onto few positions run as NHWC over the whole batch (runner.cpp transposes): one
