@@ -428,9 +428,30 @@ CUCONV_AVX512 void forward_pixels_avx512_f32(const MaxPool2dParams& p, const flo
   }
 }
 
+// The window taps of output pixel (oh, ow) that lie inside the input, row-major, as flat positions
+// h * W + w. Returns how many.
+CUCONV_INLINE int window_taps(const MaxPool2dParams& p, int64_t oh, int64_t ow, int32_t* taps) {
+  int n = 0;
+  for (int64_t i = 0; i < p.kernel_h; ++i) {
+    const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
+    if (h < 0 || h >= p.H) continue;
+    for (int64_t j = 0; j < p.kernel_w; ++j) {
+      const int64_t w = ow * p.stride_w - p.pad_w + j * p.dil_w;
+      if (w >= 0 && w < p.W) taps[n++] = int32_t(h * p.W + w);
+    }
+  }
+  return n;
+}
+
+// Any NHWC window: per output pixel, its taps inside the input found once, then 16 channels at a
+// time (two vectors, 8 with a mask at the end): the first tap taken as it is, each later one by
+// update8_taken, the same rules as update8 over the window in row-major order. A window that misses
+// the input gives -inf and -1.
 CUCONV_AVX2_F16C void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                          int64_t begin, int64_t end) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int64_t C = p.C;
+  std::vector<int32_t> taps(size_t(p.kernel_h * p.kernel_w));
   // (n, oh, ow) advance with npq: divisions per pixel would cost more than the pooling itself.
   int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
   for (int64_t npq = begin; npq < end; ++npq) {
@@ -438,24 +459,37 @@ CUCONV_AVX2_F16C void forward_pixels_avx2_f32(const MaxPool2dParams& p, const fl
       ow = 0;
       if (++oh == p.P) oh = 0, ++n;
     }
-    const float* img = x + n * p.H * p.W * p.C;
-    for (int64_t c0 = 0; c0 < p.C; c0 += 8) {
-      const int cnt = int(std::min<int64_t>(8, p.C - c0));
-      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt), lane);
-      __m256 best = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-      __m256i pos = _mm256_set1_epi32(-1);
-      for (int64_t i = 0; i < p.kernel_h; ++i) {
-        const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
-        if (h < 0 || h >= p.H) continue;
-        for (int64_t j = 0; j < p.kernel_w; ++j) {
-          const int64_t w = ow * p.stride_w - p.pad_w + j * p.dil_w;
-          if (w < 0 || w >= p.W) continue;
-          const __m256 v = cnt == 8 ? _mm256_loadu_ps(img + (h * p.W + w) * p.C + c0)
-                                    : _mm256_maskload_ps(img + (h * p.W + w) * p.C + c0, m);
-          update8(v, _mm256_set1_epi32(int(h * p.W + w)), m, best, pos);
-        }
+    const float* img = x + n * p.H * p.W * C;
+    float* yp = y + npq * C;
+    int64_t* ip = idx + npq * C;
+    const int nt = window_taps(p, oh, ow, taps.data());
+    if (nt == 0) {
+      std::fill_n(yp, C, -std::numeric_limits<float>::infinity());
+      std::fill_n(ip, C, int64_t(-1));
+      continue;
+    }
+    int64_t c0 = 0;
+    for (; c0 + 16 <= C; c0 += 16) {
+      const float* src = img + int64_t(taps[0]) * C + c0;
+      __m256 b0 = _mm256_loadu_ps(src), b1 = _mm256_loadu_ps(src + 8);
+      __m256i q0 = _mm256_set1_epi32(taps[0]), q1 = q0;
+      for (int t = 1; t < nt; ++t) {
+        const float* v = img + int64_t(taps[t]) * C + c0;
+        const __m256i at = _mm256_set1_epi32(taps[t]);
+        update8_taken(_mm256_loadu_ps(v), at, b0, q0);
+        update8_taken(_mm256_loadu_ps(v + 8), at, b1, q1);
       }
-      store8(cnt, best, pos, y + npq * p.C + c0, idx + npq * p.C + c0);
+      store8(8, b0, q0, yp + c0, ip + c0);
+      store8(8, b1, q1, yp + c0 + 8, ip + c0 + 8);
+    }
+    for (; c0 < C; c0 += 8) {
+      const int cnt = int(std::min<int64_t>(8, C - c0));
+      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt), lane);
+      __m256 b = _mm256_maskload_ps(img + int64_t(taps[0]) * C + c0, m);
+      __m256i q = _mm256_set1_epi32(taps[0]);
+      for (int t = 1; t < nt; ++t)
+        update8_taken(_mm256_maskload_ps(img + int64_t(taps[t]) * C + c0, m), _mm256_set1_epi32(taps[t]), b, q);
+      store8(cnt, b, q, yp + c0, ip + c0);
     }
   }
 }
