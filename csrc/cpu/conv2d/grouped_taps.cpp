@@ -169,9 +169,7 @@ void taps_tile_on(Isa isa, const TapsTile& t, int64_t kn) {
   }
 }
 
-// Row `row` (image n, padded row h + pad_h) of every group's plane, from the NHWC input x; pixels
-// lo..hi of it lie inside the input, the rest is zero. (The copies and packs are compiled for AVX2,
-// which every CPU running either path has.)
+// (The copies and packs are compiled for AVX2, which every CPU running either path has.)
 // `rows` runs of `width` floats, `pitch` apart in src, packed one after the other in dst: whole
 // vectors when the width allows (a group's 8 or 16 channels), where a loop of unknown length per
 // run would cost more than the copy.
@@ -187,6 +185,8 @@ CUCONV_AVX2 void copy_runs(const float* src, int64_t pitch, int64_t rows, int64_
   }
 }
 
+// Row `row` (image n, padded row h + pad_h) of every group's plane, from the NHWC input x; pixels
+// lo..hi of it lie inside the input, the rest is zero.
 CUCONV_AVX2 void copy_row(const Conv2dParams& p, const float* x, int64_t n, int64_t h, int64_t lo, int64_t hi,
                             int64_t Wp, int64_t plane, float* row) {
   const int64_t G = p.groups, Cg = p.C_per_group(), C = p.C;
@@ -199,17 +199,53 @@ CUCONV_AVX2 void copy_row(const Conv2dParams& p, const float* x, int64_t n, int6
   }
 }
 
-// Group g's weight as [tap][c][Kg] for the conv q: q's own weight (OIHW), or, flipped, the weight of
-// the conv whose grad input q is ([q.C][q.K / groups][R][S], read turned 180 degrees with its
-// channel axes swapped).
-CUCONV_AVX2 void pack_weight(const Conv2dParams& q, const float* w, bool flipped, int64_t g, float* wp) {
+// One phase of a strided grad input along one axis (dilation 1): the grad-input rows h with
+// (h + pad) % stride == a, h = h0 + stride * t for t < count, are reached by the kernel rows
+// r = a, a + stride, ... (taps of them, the last r_last), and row t reads grad_output row
+// t - pad_t + j through r = r_last - j * stride: a stride-1 correlation padded by pad_t.
+struct PhaseAxis {
+  int64_t h0, count, taps, r_last, pad_t;
+  PhaseAxis(int64_t a, int64_t stride, int64_t pad, int64_t R, int64_t H) {
+    h0 = ((a - pad) % stride + stride) % stride;
+    count = h0 < H ? (H - 1 - h0) / stride + 1 : 0;
+    taps = a < R ? (R - 1 - a) / stride + 1 : 0;
+    r_last = a + (taps - 1) * stride;
+    pad_t = taps > 0 ? (r_last - h0 - pad) / stride : 0;  // exact: h0 + pad and r_last are both a mod stride
+  }
+};
+
+// Every group's weight as [tap][c][Kg] for the forward conv q: its own weight (OIHW).
+CUCONV_AVX2 void pack_weight(const Conv2dParams& q, const float* w, float* wp) {
   const int64_t Cg = q.C_per_group(), Kg = q.K_per_group(), taps = q.R * q.S;
-  const float* wg = w + g * Kg * Cg * taps;
-  float* d = wp + g * taps * Cg * Kg;
-  for (int64_t tap = 0; tap < taps; ++tap)
-    for (int64_t c = 0; c < Cg; ++c)
-      for (int64_t k = 0; k < Kg; ++k)
-        d[(tap * Cg + c) * Kg + k] = flipped ? wg[(c * Kg + k) * taps + taps - 1 - tap] : wg[(k * Cg + c) * taps + tap];
+  at::parallel_for(0, q.groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const float* wg = w + g * Kg * Cg * taps;
+      float* d = wp + g * taps * Cg * Kg;
+      for (int64_t tap = 0; tap < taps; ++tap)
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t k = 0; k < Kg; ++k) *d++ = wg[(k * Cg + c) * taps + tap];
+    }
+  });
+}
+
+// Every group's weight for (one phase of) the grad input of the conv p as a forward conv of
+// grad_output: tap (j, i) is kernel position (rows.r_last - j * stride_h, cols.r_last - i * stride_w),
+// the channel axes swapped, [tap][k][c] (k a grad_output channel, c a grad-input channel). At stride
+// 1 the one phase takes every tap: the kernel turned 180 degrees.
+CUCONV_AVX2 void pack_weight_flipped(const Conv2dParams& p, const float* w, const PhaseAxis& rows,
+                                     const PhaseAxis& cols, float* wp) {
+  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), R = p.R, S = p.S;
+  at::parallel_for(0, p.groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const float* wg = w + g * Kg * Cg * R * S;
+      float* d = wp + g * rows.taps * cols.taps * Kg * Cg;
+      for (int64_t j = 0; j < rows.taps; ++j)
+        for (int64_t i = 0; i < cols.taps; ++i)
+          for (int64_t k = 0; k < Kg; ++k)
+            for (int64_t c = 0; c < Cg; ++c)
+              *d++ = wg[((k * Cg + c) * R + rows.r_last - j * p.stride_h) * S + cols.r_last - i * p.stride_w];
+    }
+  });
 }
 
 // The input copied group by group, zero-padded to the extent every window stays in:
@@ -283,32 +319,10 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
   });
 }
 
-// The forward conv p of x, its weight as pack_weight reads it, into the NHWC tensor y.
-void run(Isa isa, const Conv2dParams& p, const float* x, const float* w, bool flipped, const float* bias, float* y,
-         bool relu) {
-  if (p.N * p.P * p.Q == 0) return;
-  float* wp = scratch<float>(Scratch::call, p.K * p.C_per_group() * p.R * p.S);
-  at::parallel_for(0, p.groups, 1, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) pack_weight(p, w, flipped, g, wp);
-  });
-  const int64_t K = p.K;
-  run_packed(isa, p, x, wp, bias, y, [K](int64_t m) { return m * K; }, relu);
+// The packed weight's buffer for the conv p (the calling thread's; GroupPlanes takes call_input).
+float* packed_weight_buffer(const Conv2dParams& p) {
+  return scratch<float>(Scratch::call, p.K * p.C_per_group() * p.R * p.S);
 }
-
-// One phase of a strided grad input along one axis (dilation 1): the grad-input rows h with
-// (h + pad) % stride == a, h = h0 + stride * t for t < count, are reached by the kernel rows
-// r = a, a + stride, ... (taps of them, the last r_last), and row t reads grad_output row
-// t - pad_t + j through r = r_last - j * stride: a stride-1 correlation padded by pad_t.
-struct PhaseAxis {
-  int64_t h0, count, taps, r_last, pad_t;
-  PhaseAxis(int64_t a, int64_t stride, int64_t pad, int64_t R, int64_t H) {
-    h0 = ((a - pad) % stride + stride) % stride;
-    count = h0 < H ? (H - 1 - h0) / stride + 1 : 0;
-    taps = a < R ? (R - 1 - a) / stride + 1 : 0;
-    r_last = a + (taps - 1) * stride;
-    pad_t = taps > 0 ? (r_last - h0 - pad) / stride : 0;  // exact: h0 + pad and r_last are both a mod stride
-  }
-};
 
 // Every phase's correlation needs no negative padding (its first grad_output row at or after 0).
 bool phases_fit(int64_t stride, int64_t pad, int64_t R, int64_t H) {
@@ -363,23 +377,32 @@ CUCONV_AVX2 __attribute__((noinline)) void wgrad_block_avx2(const float* x, cons
 
 void grouped_taps_fprop(Isa isa, const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
                         bool relu) {
-  run(isa, p, x, w, false, bias, y, relu);
+  if (p.N * p.P * p.Q == 0) return;
+  float* wp = packed_weight_buffer(p);
+  pack_weight(p, w, wp);
+  const int64_t K = p.K;
+  run_packed(isa, p, x, wp, bias, y, [K](int64_t m) { return m * K; }, relu);
 }
 
 void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* w, float* gx) {
-  if (p.stride_h == 1 && p.stride_w == 1) return run(isa, grad_input_as_forward(p), gy, w, true, nullptr, gx, false);
+  const int64_t C = p.C, N = p.N, H = p.H, W = p.W, sh = p.stride_h, sw = p.stride_w;
+  if (sh == 1 && sw == 1) {
+    const Conv2dParams q = grad_input_as_forward(p);
+    if (N * H * W == 0) return;
+    float* wp = packed_weight_buffer(q);
+    pack_weight_flipped(p, w, PhaseAxis(0, 1, p.pad_h, p.R, H), PhaseAxis(0, 1, p.pad_w, p.S, W), wp);
+    return run_packed(isa, q, gy, wp, nullptr, gx, [C](int64_t m) { return m * C; }, false);
+  }
   // Strided: one stride-1 correlation of grad_output per phase (a, b) of the grad input, with the
   // kernel taps of that phase, written to its pixels in place. No product of an inserted zero.
-  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), C = p.C, R = p.R, S = p.S;
-  for (int64_t a = 0; a < p.stride_h; ++a)
-    for (int64_t b = 0; b < p.stride_w; ++b) {
-      const PhaseAxis ph(a, p.stride_h, p.pad_h, R, p.H), pw(b, p.stride_w, p.pad_w, S, p.W);
-      const int64_t sh = p.stride_h, sw = p.stride_w, H = p.H, W = p.W, N = p.N;
+  for (int64_t a = 0; a < sh; ++a)
+    for (int64_t b = 0; b < sw; ++b) {
+      const PhaseAxis ph(a, sh, p.pad_h, p.R, H), pw(b, sw, p.pad_w, p.S, W);
+      if (ph.count == 0 || pw.count == 0) continue;
       const auto pixel = [=](int64_t m) {  // phase pixel m = (n, t, u) -> its grad-input pixel
         const int64_t u = m % pw.count, t = m / pw.count % ph.count, n = m / (pw.count * ph.count);
         return ((n * H + ph.h0 + sh * t) * W + pw.h0 + sw * u) * C;
       };
-      if (ph.count == 0 || pw.count == 0) continue;
       if (ph.taps == 0 || pw.taps == 0) {  // no kernel tap reaches these pixels
         at::parallel_for(0, N * ph.count * pw.count, 1024, [&](int64_t m0, int64_t m1) {
           for (int64_t m = m0; m < m1; ++m) std::fill_n(gx + pixel(m), C, 0.f);
@@ -390,20 +413,8 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
       q.C = p.K, q.H = p.P, q.W = p.Q, q.K = p.C, q.P = ph.count, q.Q = pw.count;
       q.R = ph.taps, q.S = pw.taps, q.stride_h = q.stride_w = 1, q.dil_h = q.dil_w = 1;
       q.pad_h = ph.pad_t, q.pad_w = pw.pad_t, q.channels_last = true;
-      // The phase's weight per group as [tap (j, i)][k][c]: tap (j, i) is kernel position
-      // (r_last - j * sh, s_last - i * sw), k a grad_output channel, c a grad-input channel.
-      float* wp = scratch<float>(Scratch::call, C * Kg * q.R * q.S);
-      at::parallel_for(0, G, 1, [&](int64_t g0, int64_t g1) {
-        for (int64_t g = g0; g < g1; ++g) {
-          const float* wg = w + g * Kg * Cg * R * S;
-          float* d = wp + g * q.R * q.S * Kg * Cg;
-          for (int64_t j = 0; j < q.R; ++j)
-            for (int64_t i = 0; i < q.S; ++i)
-              for (int64_t k = 0; k < Kg; ++k)
-                for (int64_t c = 0; c < Cg; ++c)
-                  *d++ = wg[((k * Cg + c) * R + ph.r_last - j * sh) * S + pw.r_last - i * sw];
-        }
-      });
+      float* wp = packed_weight_buffer(q);
+      pack_weight_flipped(p, w, ph, pw, wp);
       run_packed(isa, q, gy, wp, nullptr, gx, pixel, false);
     }
 }

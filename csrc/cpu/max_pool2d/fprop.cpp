@@ -307,22 +307,38 @@ CUCONV_AVX2_F16C void forward_planes_avx2_f32(const MaxPool2dParams& p, const fl
   }
 }
 
-// The output pixels begin, begin + 1, ... of an NHWC 2x2 stride-2 pool: (n, oh, ow) advanced one
-// pixel at a time (divisions per pixel would cost more than the pooling itself).
-struct Pixels2x2 {
+// The output pixels begin, begin + 1, ... of an NHWC pool: (n, oh, ow) advanced one pixel at a
+// time (divisions per pixel would cost more than the pooling itself).
+struct PixelWalk {
   const MaxPool2dParams& p;
   int64_t n, oh, ow;
-  Pixels2x2(const MaxPool2dParams& params, int64_t begin)
+  PixelWalk(const MaxPool2dParams& params, int64_t begin)
       : p(params), n(begin / (p.P * p.Q)), oh((begin / p.Q) % p.P), ow(begin % p.Q - 1) {}
-  // Moves to the next pixel; returns the flat position 2*oh*W + 2*ow of its window's first element.
-  int32_t next() {
+  void next() {
     if (++ow == p.Q) {
       ow = 0;
       if (++oh == p.P) oh = 0, ++n;
     }
-    return int32_t(2 * oh * p.W + 2 * ow);
   }
+  // Of a 2x2 stride-2 window: the flat position 2*oh*W + 2*ow of its first element.
+  int32_t first_of_2x2() const { return int32_t(2 * oh * p.W + 2 * ow); }
 };
+
+// The window taps of the current output pixel that lie inside the input, row-major, as flat
+// positions h * W + w. Returns how many.
+CUCONV_INLINE int window_taps(const PixelWalk& px, int32_t* taps) {
+  const MaxPool2dParams& p = px.p;
+  int n = 0;
+  for (int64_t i = 0; i < p.kernel_h; ++i) {
+    const int64_t h = px.oh * p.stride_h - p.pad_h + i * p.dil_h;
+    if (h < 0 || h >= p.H) continue;
+    for (int64_t j = 0; j < p.kernel_w; ++j) {
+      const int64_t w = px.ow * p.stride_w - p.pad_w + j * p.dil_w;
+      if (w >= 0 && w < p.W) taps[n++] = int32_t(h * p.W + w);
+    }
+  }
+  return n;
+}
 
 // NHWC, 2x2 window, stride 2, no padding or dilation, C a multiple of 8 (the CNN pooling layers):
 // every window of the P x Q outputs lies inside the input (floor mode, or ceil mode where the
@@ -333,9 +349,10 @@ template <typename A>
 CUCONV_AVX2_F16C void forward_pixels_2x2_avx2(const MaxPool2dParams& p, const A* x, A* y, int64_t* idx,
                                              int64_t begin, int64_t end) {
   const int64_t C = p.C, rowC = p.W * p.C;
-  Pixels2x2 px(p, begin);
+  PixelWalk px(p, begin);
   for (int64_t npq = begin; npq < end; ++npq) {
-    const int32_t at00 = px.next();
+    px.next();
+    const int32_t at00 = px.first_of_2x2();
     const A* s00 = x + px.n * p.H * rowC + at00 * C;
     const __m256i a00 = _mm256_set1_epi32(at00), a01 = _mm256_set1_epi32(at00 + 1);
     const __m256i a10 = _mm256_set1_epi32(at00 + int32_t(p.W)), a11 = _mm256_set1_epi32(at00 + int32_t(p.W) + 1);
@@ -357,9 +374,10 @@ CUCONV_AVX2_F16C void forward_pixels_2x2_avx2(const MaxPool2dParams& p, const A*
 CUCONV_AVX512 void forward_pixels_2x2_avx512_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                                  int64_t begin, int64_t end) {
   const int64_t C = p.C, rowC = p.W * p.C;
-  Pixels2x2 px(p, begin);
+  PixelWalk px(p, begin);
   for (int64_t npq = begin; npq < end; ++npq) {
-    const int32_t at00 = px.next();
+    px.next();
+    const int32_t at00 = px.first_of_2x2();
     const float* s00 = x + px.n * p.H * rowC + at00 * C;
     const __m512i a00 = _mm512_set1_epi32(at00), a01 = _mm512_set1_epi32(at00 + 1);
     const __m512i a10 = _mm512_set1_epi32(at00 + int32_t(p.W)), a11 = _mm512_set1_epi32(at00 + int32_t(p.W) + 1);
@@ -385,41 +403,28 @@ CUCONV_AVX512 void forward_pixels_2x2_avx512_f32(const MaxPool2dParams& p, const
 }
 
 // NHWC, any window, AVX-512: each output pixel's window elements inside the input are listed once
-// (offset and flat position), then every 16-channel block scans the list with its best values and
-// positions in registers: the first element taken as it is, each next one where it is greater or
-// NaN (the rules of the other paths, so the same values and indices).
+// (window_taps), then every 16-channel block scans the list with its best values and positions in
+// registers: the first element taken as it is, each next one where it is greater or NaN (the rules
+// of the other paths, so the same values and indices).
 CUCONV_AVX512 void forward_pixels_avx512_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
                                              int64_t begin, int64_t end) {
-  std::vector<int64_t> offsets(p.kernel_h * p.kernel_w);
-  std::vector<int32_t> flats(p.kernel_h * p.kernel_w);
-  int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
+  std::vector<int32_t> taps(size_t(p.kernel_h * p.kernel_w));
+  PixelWalk px(p, begin);
   for (int64_t npq = begin; npq < end; ++npq) {
-    if (++ow == p.Q) {
-      ow = 0;
-      if (++oh == p.P) oh = 0, ++n;
-    }
-    int64_t count = 0;
-    for (int64_t i = 0; i < p.kernel_h; ++i) {
-      const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
-      if (h < 0 || h >= p.H) continue;
-      for (int64_t j = 0; j < p.kernel_w; ++j) {
-        const int64_t w = ow * p.stride_w - p.pad_w + j * p.dil_w;
-        if (w < 0 || w >= p.W) continue;
-        offsets[count] = ((n * p.H + h) * p.W + w) * p.C;
-        flats[count++] = int32_t(h * p.W + w);
-      }
-    }
+    px.next();
+    const int count = window_taps(px, taps.data());
+    const float* img = x + px.n * p.H * p.W * p.C;
     float* yp = y + npq * p.C;
     int64_t* ip = idx + npq * p.C;
     for (int64_t c = 0; c < p.C; c += 16) {
       const __mmask16 m = p.C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (p.C - c)) - 1);
       __m512 best = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
       __m512i pos = _mm512_set1_epi32(-1);
-      if (count > 0) best = _mm512_maskz_loadu_ps(m, x + offsets[0] + c), pos = _mm512_set1_epi32(flats[0]);
-      for (int64_t e = 1; e < count; ++e) {
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + offsets[e] + c);
+      if (count > 0) best = _mm512_maskz_loadu_ps(m, img + int64_t(taps[0]) * p.C + c), pos = _mm512_set1_epi32(taps[0]);
+      for (int e = 1; e < count; ++e) {
+        const __m512 v = _mm512_maskz_loadu_ps(m, img + int64_t(taps[e]) * p.C + c);
         const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        best = _mm512_mask_mov_ps(best, take, v), pos = _mm512_mask_mov_epi32(pos, take, _mm512_set1_epi32(flats[e]));
+        best = _mm512_mask_mov_ps(best, take, v), pos = _mm512_mask_mov_epi32(pos, take, _mm512_set1_epi32(taps[e]));
       }
       _mm512_mask_storeu_ps(yp + c, m, best);
       _mm512_mask_storeu_epi64(ip + c, __mmask8(m), _mm512_cvtepi32_epi64(_mm512_castsi512_si256(pos)));
@@ -428,23 +433,8 @@ CUCONV_AVX512 void forward_pixels_avx512_f32(const MaxPool2dParams& p, const flo
   }
 }
 
-// The window taps of output pixel (oh, ow) that lie inside the input, row-major, as flat positions
-// h * W + w. Returns how many.
-CUCONV_INLINE int window_taps(const MaxPool2dParams& p, int64_t oh, int64_t ow, int32_t* taps) {
-  int n = 0;
-  for (int64_t i = 0; i < p.kernel_h; ++i) {
-    const int64_t h = oh * p.stride_h - p.pad_h + i * p.dil_h;
-    if (h < 0 || h >= p.H) continue;
-    for (int64_t j = 0; j < p.kernel_w; ++j) {
-      const int64_t w = ow * p.stride_w - p.pad_w + j * p.dil_w;
-      if (w >= 0 && w < p.W) taps[n++] = int32_t(h * p.W + w);
-    }
-  }
-  return n;
-}
-
-// Any NHWC window: per output pixel, its taps inside the input found once, then 16 channels at a
-// time (two vectors, 8 with a mask at the end): the first tap taken as it is, each later one by
+// Any NHWC window, AVX2: per output pixel, its taps inside the input listed once (window_taps),
+// then 16 channels at a time (two vectors, 8 with a mask at the end): the first tap taken as it is, each later one by
 // update8_taken, the same rules as update8 over the window in row-major order. A window that misses
 // the input gives -inf and -1.
 CUCONV_AVX2_F16C void forward_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
@@ -452,17 +442,13 @@ CUCONV_AVX2_F16C void forward_pixels_avx2_f32(const MaxPool2dParams& p, const fl
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const int64_t C = p.C;
   std::vector<int32_t> taps(size_t(p.kernel_h * p.kernel_w));
-  // (n, oh, ow) advance with npq: divisions per pixel would cost more than the pooling itself.
-  int64_t n = begin / (p.P * p.Q), oh = (begin / p.Q) % p.P, ow = begin % p.Q - 1;
+  PixelWalk px(p, begin);
   for (int64_t npq = begin; npq < end; ++npq) {
-    if (++ow == p.Q) {
-      ow = 0;
-      if (++oh == p.P) oh = 0, ++n;
-    }
-    const float* img = x + n * p.H * p.W * C;
+    px.next();
+    const float* img = x + px.n * p.H * p.W * C;
     float* yp = y + npq * C;
     int64_t* ip = idx + npq * C;
-    const int nt = window_taps(p, oh, ow, taps.data());
+    const int nt = window_taps(px, taps.data());
     if (nt == 0) {
       std::fill_n(yp, C, -std::numeric_limits<float>::infinity());
       std::fill_n(ip, C, int64_t(-1));
