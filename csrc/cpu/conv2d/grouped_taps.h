@@ -1,8 +1,8 @@
 #pragma once
 // Grouped convs whose groups' output channels fill whole vectors, NHWC, float32 on AVX-512 and AVX2
 // (the grouped_taps strategy of each pass, grouped_taps.cpp): each output pixel is a GEMM row of a
-// group's channels, one to four vectors, summed over the group's taps, read from a zero-padded per-group copy of the input (no im2col, no
-// output grid wider than the map).
+// group's channels, one to four vectors, summed over the group's taps, read from a zero-padded
+// per-group copy of the input (no im2col, no output grid wider than the map).
 #include <cstdint>
 
 #include "conv2d_params.h"
@@ -27,7 +27,7 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
 // and column at or after the map's start (padding below the kernel's reach).
 bool grouped_taps_dgrad_phases_fit(const Conv2dParams& p);
 // gw = the grad weight (OIHW) from gy and x (NHWC): per (group, tap, 16 input channels, 16 output
-// channels) one block of 16 accumulators summed over every output pixel in order.
+// channels; AVX2 8 x 8) one block of accumulators summed over every output pixel in order.
 void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* x, float* gw);
 
 }  // namespace cuconv::cpu

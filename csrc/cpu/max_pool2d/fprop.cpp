@@ -420,7 +420,8 @@ CUCONV_AVX512 void forward_pixels_avx512_f32(const MaxPool2dParams& p, const flo
       const __mmask16 m = p.C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (p.C - c)) - 1);
       __m512 best = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
       __m512i pos = _mm512_set1_epi32(-1);
-      if (count > 0) best = _mm512_maskz_loadu_ps(m, img + int64_t(taps[0]) * p.C + c), pos = _mm512_set1_epi32(taps[0]);
+      if (count > 0)
+        best = _mm512_maskz_loadu_ps(m, img + int64_t(taps[0]) * p.C + c), pos = _mm512_set1_epi32(taps[0]);
       for (int e = 1; e < count; ++e) {
         const __m512 v = _mm512_maskz_loadu_ps(m, img + int64_t(taps[e]) * p.C + c);
         const __mmask16 take = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
