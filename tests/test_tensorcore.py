@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 import cuconv
 from cuconv import _C
+from cuconv.apps import sim_counts
+from cuconv.apps.gpu_model import Layer
 from tolerance import assert_within_torch_error
 
 ops = torch.ops.cuconv
@@ -266,6 +268,28 @@ def test_ldmatrix_layout(num):
     assert not torch.equal(wrong, ldmatrix_reference(words, offsets, num))
 
 
+def ldmatrix_trans_reference(words, offsets):
+    """PTX ISA, .trans: lane l receives, in register i, the 16-bit elements l // 4 of rows
+    2 * (l % 4) and 2 * (l % 4) + 1 of matrix i, low half first."""
+    halves = words.view(torch.int16)
+    out = torch.empty(32, 4, dtype=torch.int32)
+    for lane in range(32):
+        for i in range(4):
+            lo, hi = (int(halves[int(offsets[8 * i + 2 * (lane % 4) + h]) // 2 + lane // 4]) & 0xFFFF for h in (0, 1))
+            out[lane, i] = torch.tensor(lo | (hi << 16), dtype=torch.int64).to(torch.int32)
+    return out
+
+
+def test_ldmatrix_trans_layout():
+    words = torch.randint(-2**31, 2**31 - 1, (512,), dtype=torch.int32)
+    offsets = torch.randperm(128)[:32].to(torch.int64) * 16
+    got = ops._ldmatrix_sim(words, offsets, 4, True)
+    assert torch.equal(got, ldmatrix_trans_reference(words, offsets))
+    assert not torch.equal(got, ops._ldmatrix_sim(words, offsets, 4))  # not the plain layout
+    with pytest.raises(RuntimeError, match="num 4"):
+        ops._ldmatrix_sim(words, offsets, 2, True)
+
+
 def test_ldmatrix_rejects_misaligned_and_foreign_rows():
     words = torch.zeros(256, dtype=torch.int32)
     offsets = torch.arange(32, dtype=torch.int64) * 16
@@ -447,7 +471,10 @@ def test_chooser_picks_each_entry_for_its_shapes(sim_device):
     assert plan(*big, "fprop", torch.float32, channels_last=True)[0] == CONFIGS["large"]
     assert plan(*big, "fprop")[0] == CONFIGS["large"]
     assert plan((32, 64, 56, 56), (64, 64, 3, 3), "fprop", channels_last=True)[0] == CONFIGS["large"]
-    assert plan(*big, "wgrad", channels_last=True)[0] == CONFIGS["large"]  # grad weight: no 16-byte copies of both
+    # grad weight in channels_last: both operands by 16-byte copies along their rows (cp16_mn), so the
+    # wide tile too; not with channels that are not whole 16-byte runs
+    assert plan(*big, "wgrad", channels_last=True)[0] == CONFIGS["wide"]
+    assert plan((32, 252, 28, 28), (252, 252, 3, 3), "wgrad", channels_last=True)[0] == CONFIGS["large"]
 
 
 def test_chooser_fits_stages_to_shared_memory(sim_device):
@@ -504,6 +531,52 @@ def test_router_empty_batch_16bit():
     with cuconv.simulate():
         gx, gw, gb = ops.conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 1, [True, True, True])
     assert gx.shape == x.shape and torch.equal(gw, torch.zeros_like(w)) and torch.equal(gb, torch.zeros(4).half())
+
+
+# channels_last 16-bit grad weights that take the 16-byte row copies (cp16_mn): the reduction's
+# positions walked by adds across rows and images, kTcBK = 32 positions a slice
+ROWS16_WGRAD_SHAPES = [
+    (3, 16, 9, 7, 72, 3, 3, (1, 1), [1, 1], (1, 1), 1),  # P*Q = 63: a slice wraps rows and images
+    (2, 64, 5, 6, 128, 3, 3, (2, 2), [1, 1], (1, 1), 1),  # P*Q = 9 < 32: several images a slice; stride 2
+    (1, 48, 10, 9, 24, 3, 2, (2, 1), [1, 0, 2, 1], (2, 1), 1),  # dilation, asymmetric padding
+    (2, 32, 7, 7, 64, 1, 1, (1, 1), [0, 0], (1, 1), 2),  # groups of 16 channels
+    (2, 8, 12, 12, 8, 3, 3, (1, 1), [1, 1], (1, 1), 1),  # 288 positions: split-K chunks
+]
+
+
+def misaligned(t):
+    """t's values at a storage offset of one element: 16-byte copies are refused, element-wise loads run."""
+    base = torch.empty(t.numel() + 1, dtype=t.dtype)[1:]
+    out = base.as_strided(t.shape, t.stride())
+    out.copy_(t)
+    return out
+
+
+@pytest.mark.parametrize("config", ["large", "medium", "wide"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", ROWS16_WGRAD_SHAPES)
+def test_wgrad_row_copies_match_elementwise_bit_for_bit(gpu_runner, shape, dtype, config):
+    """Grad weight by 16-byte row copies into k-major swizzled tiles (ldmatrix.trans) sums every
+    output as the element-wise loads do: the same bits, within twice torch's error."""
+    x, w, gy, geometry = make_backward(shape, dtype, True)
+    c, r = CONFIGS[config], gpu_runner.name
+    rows16 = run_backward("weight", gy, x, w, geometry, False, c, runner=r)
+    xm, gym = misaligned(x), misaligned(gy)
+    assert xm.stride() == x.stride() and xm.data_ptr() % 16 != 0
+    assert torch.equal(rows16, run_backward("weight", gym, xm, w, geometry, False, c, runner=r))
+    assert_within_torch_error(rows16, grads(x, w, gy, geometry, dtype)[1], grads(x, w, gy, geometry, torch.float64)[1])
+
+
+def test_wgrad_row_copies_are_free_of_bank_conflicts():
+    """The swizzled k-major tiles: no shared-memory bank conflict in the copies or the fragment loads."""
+    layer = Layer("t", 2, 64, 8, 8, 128, 3, 3, 1, 1)
+    for config in (CONFIGS["large"], CONFIGS["wide"]):
+        row = sim_counts.counted(layer, "wgrad", "f16", "nhwc", config)
+        assert "Conv2dWgradTcMnProblem" in row["signature"]  # the row-copy kernel ran
+        assert row["counters"]["cp_async_smem_accesses"] > 0 and row["counters"]["ldmatrix_accesses"] > 0
+        assert row["cp_async_smem_conflicts_per_access"] == 0 and row["ldmatrix_conflicts_per_access"] == 0
+        assert row["counters"]["smem_store_accesses"] == 0  # nothing register-staged
+        assert row["matches_model"]
 
 
 def test_wgrad_split_k_is_deterministic():

@@ -14,12 +14,14 @@
 // aligned (zero padding by src-size 0), and register-staged loads otherwise (2-byte gathers, for
 // which cp.async has no size): loaded into registers before the MMAs, stored after them.
 //
-// Shared memory holds each operand row-major along k ([m][k] for A, [n][k] for B), as raw storage
+// Shared memory holds each operand row-major along k ([m][k] for A, [n][k] for B; k-major for
+// cp16_mn operands, TcOperandMn), as raw storage
 // bits (float is rounded to TF32 when fragments are loaded). Rows are padded to 80 bytes (16-bit) or
 // 144 bytes (float): 16-byte aligned for cp.async and ldmatrix, and the 8 rows an ldmatrix phase reads
 // fall on 8 disjoint groups of 4 banks. Fragments come from ldmatrix.x4 for every type (a tf32 word
 // is read as two 16-bit halves, which gives the tf32 fragment layout).
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 
@@ -39,6 +41,8 @@ enum class TcLoad {
   cp4_k,     // cp.async of single 4-byte elements, runs of 8 consecutive k
   cp4_row,   // cp.async of single 4-byte elements, neighbouring threads on neighbouring rows
   cp16,      // cp.async of 16 bytes: the problem guarantees each aligned 16-byte run along k is contiguous
+  cp16_mn,   // cp.async of 16 bytes along the rows: 8 neighbouring rows at one k are contiguous (16-bit
+             // only; the shared tile is k-major, fragments by ldmatrix.trans; see TcOperandMn)
 };
 
 // The tensor-core kind for a storage type (float runs as TF32).
@@ -322,6 +326,82 @@ struct TcOperand {
   }
 };
 
+// One operand's share of a slice when 8 neighbouring rows (output channels, input channels) at one
+// reduction index are contiguous in memory, as grad weight's operands are in channels_last: each
+// 16-byte copy moves 8 rows at one k. The tile is k-major, [kTcBK][ROWS], and a thread's runs all sit
+// at one k (k_of), so a thread keeps one reduction position, stepped by adds once per slice (the
+// problem's mn_pos / mn_pos_next; see has_mn_walk). The 16-byte run j of k row k is stored at run
+// j ^ swizzle(k): the 8 rows an ldmatrix.trans phase reads (k .. k+7 at one run) then fall on 8
+// distinct groups of 4 banks, and so do the 8 copies of a quarter-warp (two k rows of 4 runs, or one
+// of 8), with no padding.
+template <class Problem, typename T, bool IS_A, int ROWS, int THREADS>
+struct TcOperandMn {
+  using Elem = tc_elem_t<T>;
+  static constexpr int kTpk = THREADS / kTcBK;        // threads per k row
+  static constexpr int kChunks = ROWS / 8 / kTpk;     // runs per thread
+  static_assert(sizeof(T) == 2, "ldmatrix.trans transposes 16-bit elements");
+  static_assert(ROWS >= 64 && ROWS % (8 * kTpk) == 0 && THREADS % kTcBK == 0,
+                "at least 8 runs per k row (the swizzle's 8 bank groups), whole runs per thread");
+
+  TcCtx<Problem, IS_A> ctx[kChunks];
+  int n_ok = 0;  // runs inside the operand (rows grow with c)
+
+  static CUCONV_DEVICE int k_of(int tid) { return tid / kTpk; }
+  static CUCONV_DEVICE int run_of(int tid, int c) { return tid % kTpk + c * kTpk; }
+  // (k & 1) picks the half of the 8 bank groups, k / 2 the group within it: a permutation of 0..7
+  // over 8 consecutive k, and k rows 2i, 2i+1 on opposite halves.
+  static CUCONV_DEVICE int swizzle(int k) { return ((k & 1) << 2) | ((k >> 1) & 3); }
+  // Element offset of run `run` of k row `k` in the tile.
+  static CUCONV_DEVICE int offset(int k, int run) { return k * ROWS + ((run ^ swizzle(k)) << 3); }
+
+  CUCONV_DEVICE void init(const Problem& prob, int64_t g, int64_t base, int64_t limit, int tid) {
+    CUCONV_UNROLL
+    for (int c = 0; c < kChunks; ++c) {
+      // The problem keeps runs of 8 rows wholly inside or outside [.., limit). A run past the edge
+      // keeps its own context: its address is formed, never read (src-size 0 reads no byte), and
+      // the runs' contexts stay a constant apart where the rows are (grad_output's channels), so
+      // one address and immediate offsets serve them all.
+      const int64_t r = base + 8 * run_of(tid, c);
+      n_ok += r < limit;
+      if constexpr (IS_A) ctx[c] = prob.a_row(g, r);
+      else ctx[c] = prob.b_col(g, r);
+    }
+  }
+  // This thread's runs at position `pos` (k_in: the position lies inside the chunk's reduction). A run
+  // that reads nothing passes its address unread: src-size 0 copies no byte.
+  template <class Pos>
+  CUCONV_DEVICE void gather_at(const Problem& prob, Elem* tile, int tid, const Pos& pos, bool k_in) {
+    const int k = k_of(tid), n_in = k_in ? n_ok : 0;
+    CUCONV_UNROLL
+    for (int c = 0; c < kChunks; ++c) {
+      const T* s = nullptr;
+      bool in;
+      if constexpr (IS_A) in = prob.a_at_mn(ctx[c], pos, s);
+      else in = prob.b_at_mn(ctx[c], pos, s);
+      async::copy<16>(tile + offset(k, run_of(tid, c)), s, in && c < n_in);
+    }
+  }
+};
+
+// Problems whose operands both go by cp16_mn provide the walk over the reduction: `MnPos mn_pos(kk)`
+// (decoded once), `void mn_pos_next(MnPos&)` (kTcBK positions on, by adds), and each operand's run at a
+// position, `bool a_at_mn(const RowCtx&, const MnPos&, const T*& src)` / `b_at_mn(const ColCtx&, ...)`
+// (its address; false for zero padding).
+template <class Problem, class = void>
+struct has_mn_walk : std::false_type {};
+template <class Problem>
+struct has_mn_walk<Problem, std::void_t<decltype(&Problem::mn_pos_next)>> : std::true_type {};
+template <class Problem>
+CUCONV_DEVICE auto tc_mn_pos(const Problem&) {
+  if constexpr (has_mn_walk<Problem>::value) return typename Problem::MnPos{};
+  else return 0;
+}
+
+// The operand type of load mode L.
+template <class Problem, typename T, bool IS_A, int ROWS, int THREADS, TcLoad L>
+using TcOperandOf = std::conditional_t<L == TcLoad::cp16_mn, TcOperandMn<Problem, T, IS_A, ROWS, THREADS>,
+                                       TcOperand<Problem, T, IS_A, ROWS, THREADS, L>>;
+
 // ------------------------------------------------------------------ the kernel
 // `Build` is the launch stream type: the nvcc and simulator builds of one kernel then differ in their
 // mangled names, so the two never collide at link time. Launch bounds with a minimum of one block per
@@ -348,8 +428,8 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
   const int64_t k_end = prob.Kdim < k_begin + prob.k_chunk ? prob.Kdim : k_begin + prob.k_chunk;
   const int64_t slices = k_end > k_begin ? ceil_div<int64_t>(k_end - k_begin, kTcBK) : 0;
 
-  TcOperand<Problem, T, true, Tile::BM, Tile::kThreads, LA> a_op;
-  TcOperand<Problem, T, false, Tile::BN, Tile::kThreads, LB> b_op;
+  TcOperandOf<Problem, T, true, Tile::BM, Tile::kThreads, LA> a_op;
+  TcOperandOf<Problem, T, false, Tile::BN, Tile::kThreads, LB> b_op;
   a_op.init(prob, grp, m0, prob.M, tid);
   b_op.init(prob, grp, n0, prob.Ncols, tid);
   auto a_tile = [&](int s) { return smem + s * kStageElems; };
@@ -369,22 +449,42 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
     if (slices > 0) walk.pos = prob.a_pos(walk.kk < walk_end ? walk.kk : k_begin);
     b_op.walk_bases(prob);
   }
+  // The walk of cp16_mn operands (has_mn_walk): likewise one position per thread, at k_of(tid).
+  constexpr bool kMnWalk = LA == TcLoad::cp16_mn;
+  static_assert(kMnWalk == (LB == TcLoad::cp16_mn) && (!kMnWalk || has_mn_walk<Problem>::value),
+                "cp16_mn takes both operands, of a problem with the walk");
+  struct MnWalk {
+    int64_t kk = 0;
+    decltype(tc_mn_pos(prob)) pos{};
+  } mn_walk;
+  if constexpr (kMnWalk) {
+    mn_walk.kk = k_begin + decltype(a_op)::k_of(tid);
+    if (slices > 0) mn_walk.pos = prob.mn_pos(mn_walk.kk < k_end ? mn_walk.kk : k_begin);
+  }
   auto gather = [&](int s, int64_t slice) {
-    if constexpr (kTapWalk) {
+    if constexpr (kMnWalk) {
+      const bool k_in = mn_walk.kk < k_end;
+      a_op.gather_at(prob, a_tile(s), tid, mn_walk.pos, k_in);
+      b_op.gather_at(prob, b_tile(s), tid, mn_walk.pos, k_in);
+      prob.mn_pos_next(mn_walk.pos);
+      mn_walk.kk += kTcBK;
+    } else if constexpr (kTapWalk) {
       const bool k_in = walk.kk < walk_end;
       a_op.gather_at(prob, a_tile(s), tid, walk.pos, k_in);
       b_op.gather_at(prob, b_tile(s), tid, walk.pos, k_in);
       prob.a_pos_next(walk.pos);
       walk.kk += kTcBK;
-      return;
+    } else {
+      const int64_t k0 = k_begin + slice * kTcBK;
+      a_op.gather(prob, a_tile(s), tid, k0, k_end, a_any);
+      b_op.gather(prob, b_tile(s), tid, k0, k_end, b_any);
     }
-    const int64_t k0 = k_begin + slice * kTcBK;
-    a_op.gather(prob, a_tile(s), tid, k0, k_end, a_any);
-    b_op.gather(prob, b_tile(s), tid, k0, k_end, b_any);
   };
   auto scatter = [&](int s) {
-    a_op.scatter(a_tile(s), tid);
-    b_op.scatter(b_tile(s), tid);
+    if constexpr (!kMnWalk) {
+      a_op.scatter(a_tile(s), tid);
+      b_op.scatter(b_tile(s), tid);
+    }
   };
 
   mma::FragC acc[Tile::MI][Tile::NJ];
@@ -394,6 +494,19 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
     for (int j = 0; j < Tile::NJ; ++j)
       CUCONV_UNROLL
       for (int e = 0; e < 4; ++e) acc[i][j].x[e] = 0.f;
+
+  // cp16_mn: each lane's fragment row offsets in a stage at ks = 0, one per A tile and per pair of B
+  // tiles (the swizzle makes them a permutation, not a stride); ks adds ks rows (swizzle(k) depends on
+  // k % 8 alone), so every ldmatrix of a slice is one of these plus a constant.
+  int a_frag[kMnWalk ? Tile::MI : 1] = {}, b_frag[kMnWalk ? Tile::NJ / 2 : 1] = {};
+  if constexpr (kMnWalk) {
+    CUCONV_UNROLL
+    for (int i = 0; i < Tile::MI; ++i)
+      a_frag[i] = decltype(a_op)::offset((lane / 16) * 8 + lane % 8, (wm + 16 * i) / 8 + (lane / 8) % 2);
+    CUCONV_UNROLL
+    for (int j = 0; j < Tile::NJ; j += 2)
+      b_frag[j / 2] = decltype(b_op)::offset(((lane / 8) % 2) * 8 + lane % 8, (wn + 8 * j) / 8 + lane / 16);
+  }
 
   // The MMAs of one slice, fragments by ldmatrix.x4: A matrices (rows 0-7 | 8-15) x (k lo | hi) from
   // lanes 0-7, 8-15, 16-23, 24-31; B matrices (n 0-7, k lo), (n 0-7, k hi), (n 8-15, k lo), (n 8-15, k hi).
@@ -405,12 +518,21 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
       mma::FragA a[Tile::MI];
       mma::FragB b[Tile::NJ];
       CUCONV_UNROLL
-      for (int i = 0; i < Tile::MI; ++i)
-        ldmatrix<4>(a[i].x, As + (wm + 16 * i + lane % 16) * kStride + ks + (lane / 16) * kPer16B);
+      for (int i = 0; i < Tile::MI; ++i) {
+        if constexpr (kMnWalk) {  // k-major: matrices (k lo | hi) x (rows 0-7 | 8-15), transposed
+          ldmatrix<4, true>(a[i].x, As + a_frag[i] + ks * Tile::BM);
+        } else {
+          ldmatrix<4>(a[i].x, As + (wm + 16 * i + lane % 16) * kStride + ks + (lane / 16) * kPer16B);
+        }
+      }
       CUCONV_UNROLL
       for (int j = 0; j < Tile::NJ; j += 2) {
         uint32_t r[4];
-        ldmatrix<4>(r, Bs + (wn + 8 * j + lane % 8 + (lane / 16) * 8) * kStride + ks + ((lane / 8) % 2) * kPer16B);
+        if constexpr (kMnWalk) {
+          ldmatrix<4, true>(r, Bs + b_frag[j / 2] + ks * Tile::BN);
+        } else {
+          ldmatrix<4>(r, Bs + (wn + 8 * j + lane % 8 + (lane / 16) * 8) * kStride + ks + ((lane / 8) % 2) * kPer16B);
+        }
         b[j].x[0] = r[0];
         b[j].x[1] = r[1];
         b[j + 1].x[0] = r[2];
@@ -532,7 +654,7 @@ void launch_implicit_gemm_tensorcore(const Problem& prob, const T* a_any, const 
                                      int64_t splits, const TcPlan& plan, stream_t stream) {
   switch (plan.config) {
     case kTcWide:
-      if constexpr (LA == TcLoad::cp16 && LB == TcLoad::cp16 && sizeof(T) == 2)
+      if constexpr (((LA == TcLoad::cp16 && LB == TcLoad::cp16) || LA == TcLoad::cp16_mn) && sizeof(T) == 2)
         return launch_tensorcore_tile<TcTile<128, 128, 2, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages,
                                                                        stream);
       // operands short of 16-byte alignment took the element-wise loads: the large tile, whose stage
@@ -544,7 +666,11 @@ void launch_implicit_gemm_tensorcore(const Problem& prob, const T* a_any, const 
     case kTcMedium:
       return launch_tensorcore_tile<TcTile<64, 64, 2, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages, stream);
     default:
-      return launch_tensorcore_tile<TcTile<64, 32, 2, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages, stream);
+      if constexpr (LA == TcLoad::cp16_mn)  // the callers take other loads for the narrow tile
+        throw std::logic_error("cuconv: 16-byte row copies (cp16_mn) need tiles of 64 rows and columns or more");
+      else
+        return launch_tensorcore_tile<TcTile<64, 32, 2, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages,
+                                                                     stream);
   }
 }
 

@@ -44,7 +44,7 @@ TORCH_LIBRARY(cuconv, m) {
   m.def("_cpu_max_pool2d_plan(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
         "bool ceil_mode) -> str[]");
   // Private: single tensor-core instructions in the simulator (sim/instructions.cpp).
-  m.def("_ldmatrix_sim(Tensor smem, Tensor offsets, int num) -> Tensor");
+  m.def("_ldmatrix_sim(Tensor smem, Tensor offsets, int num, bool trans=False) -> Tensor");
   m.def("_mma_sync_sim(Tensor a, Tensor b, Tensor c, str kind) -> Tensor");
   m.def("_tf32_round_sim(Tensor x) -> Tensor");
   // Private: the simulator's counters (sim/runtime.h) as JSON, optionally reset (sim/counters.cpp).

@@ -1,7 +1,7 @@
 // Test ops that run single tensor-core instructions in the simulator on given fragments, so tests
 // can check the emulation against the PTX ISA's fragment tables (schemas: ops/schemas.cpp):
 //   cuconv::_mma_sync_sim    one warp's mma.sync on given per-lane fragment registers
-//   cuconv::_ldmatrix_sim    one warp's ldmatrix.x1/x2/x4 on given shared memory and row addresses
+//   cuconv::_ldmatrix_sim    one warp's ldmatrix.x1/x2/x4 (or .x4.trans) on given shared memory and row addresses
 //   cuconv::_tf32_round_sim  cvt.rna.tf32.f32 of every element
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -23,18 +23,18 @@ void run_simulated(const char* op, F&& f) {
 }
 
 // One warp: lane l passes smem + offsets[l] (bytes) as its row address; registers to row l of out.
-template <int N>
+template <int N, bool TRANS>
 void ldmatrix_one_warp(const int32_t* words, int64_t nwords, const int64_t* offsets, int32_t* out) {
   uint32_t* smem = kern::dynamic_smem<uint32_t>();
   const int lane = int(threadIdx.x);
   for (int64_t i = lane; i < nwords; i += 32) smem[i] = uint32_t(words[i]);
   __syncthreads();
   uint32_t r[N];
-  kern::ldmatrix<N>(r, reinterpret_cast<const unsigned char*>(smem) + offsets[lane]);
+  kern::ldmatrix<N, TRANS>(r, reinterpret_cast<const unsigned char*>(smem) + offsets[lane]);
   for (int i = 0; i < N; ++i) out[lane * N + i] = int32_t(r[i]);
 }
 
-at::Tensor ldmatrix_sim(const at::Tensor& smem, const at::Tensor& offsets, int64_t num) {
+at::Tensor ldmatrix_sim(const at::Tensor& smem, const at::Tensor& offsets, int64_t num, bool trans) {
   TORCH_CHECK(smem.device().is_cpu() && smem.scalar_type() == at::kInt && smem.dim() == 1,
               "_ldmatrix_sim: smem must be a 1-D int32 CPU tensor of 32-bit words");
   TORCH_CHECK(smem.numel() * 4 <= 48 * 1024, "_ldmatrix_sim: at most 48 KiB of shared memory");
@@ -51,9 +51,11 @@ at::Tensor ldmatrix_sim(const at::Tensor& smem, const at::Tensor& offsets, int64
       kern::launch_kernel(kernel, dim3(1), dim3(32), bytes, nullptr, ps, s.numel(), po, pout);
     });
   };
-  if (num == 1) run(&ldmatrix_one_warp<1>);
-  else if (num == 2) run(&ldmatrix_one_warp<2>);
-  else if (num == 4) run(&ldmatrix_one_warp<4>);
+  TORCH_CHECK(!trans || num == 4, "_ldmatrix_sim: the transposed load takes num 4, got ", num);
+  if (trans) run(&ldmatrix_one_warp<4, true>);
+  else if (num == 1) run(&ldmatrix_one_warp<1, false>);
+  else if (num == 2) run(&ldmatrix_one_warp<2, false>);
+  else if (num == 4) run(&ldmatrix_one_warp<4, false>);
   else TORCH_CHECK(false, "_ldmatrix_sim: num must be 1, 2 or 4, got ", num);
   return out;
 }

@@ -435,10 +435,11 @@ def _single_arch(keys) -> str | None:
 # ------------------------------------------------------------------------------------ kernel names
 
 _DTYPES = {"__half": "f16", "__nv_bfloat16": "bf16", "float": "f32", "double": "f64"}
-_TC_LOADS = ("sync_k", "sync_row", "cp4_k", "cp4_row", "cp16")  # TcLoad's enumerators, in order
+_TC_LOADS = ("sync_k", "sync_row", "cp4_k", "cp4_row", "cp16", "cp16_mn")  # TcLoad's enumerators, in order
 _TC_TILES = {(128, 64): "large", (64, 64): "medium", (64, 32): "narrow", (128, 128): "wide"}  # kTcConfigs (small_channel: large, 1 stage)
-_TC_RE = re.compile(r"implicit_gemm_tensorcore_kernel<cuconv::kern::Conv2d(Fprop|Dgrad|Wgrad)TcProblem<([\w:]+), "
-                    r"(true|false)>, [^,]+, cuconv::kern::TcTile<(\d+), (\d+), (\d+), (\d+)>, "
+# Conv2dWgradTcMnProblem<T>: channels_last only (its operands' rows are contiguous)
+_TC_RE = re.compile(r"implicit_gemm_tensorcore_kernel<cuconv::kern::Conv2d(Fprop|Dgrad|Wgrad)Tc(?:Mn)?Problem<([\w:]+)"
+                    r"(?:, (true|false))?>, [^,]+, cuconv::kern::TcTile<(\d+), (\d+), (\d+), (\d+)>, "
                     r"\(cuconv::kern::TcLoad\)(\d), \(cuconv::kern::TcLoad\)(\d)")
 _SIMT_RE = re.compile(r"implicit_gemm_kernel<cuconv::kern::Conv2d(Fprop|Dgrad|Wgrad|FpropReluPool)Problem<([\w:]+), "
                       r"(true|false)>")
@@ -453,7 +454,7 @@ def describe(demangled: str) -> dict:
         conv_pass, t, cl, bm, bn, wm, wn, la, lb = m.groups()
         dtype = _DTYPES.get(t, t)
         return dict(family="tensorcore", conv_pass=conv_pass.lower(), dtype="tf32" if dtype == "f32" else dtype,
-                    layout="nhwc" if cl == "true" else "nchw", tile=f"{bm}x{bn}",
+                    layout="nchw" if cl == "false" else "nhwc", tile=f"{bm}x{bn}",
                     config=_TC_TILES.get((int(bm), int(bn)), "?"), warps=int(wm) * int(wn),
                     load_a=_TC_LOADS[int(la)], load_b=_TC_LOADS[int(lb)])
     if m := _SIMT_RE.search(demangled):

@@ -204,11 +204,12 @@ TC_TILES = {0: Tile(128, 64, 32, 8, 128 * 64 * 32 * 2, "large"), 1: Tile(64, 64,
 SIMT_TILE = Tile(64, 64, 16, 8, 64 * 64 * 16 * 2, "simt")
 
 
-def load_modes(layer: Layer, conv_pass: str, dtype: str, layout: str) -> tuple[str, str]:
+def load_modes(layer: Layer, conv_pass: str, dtype: str, layout: str, config: int = 0) -> tuple[str, str]:
     """The A and B load modes the tensor-core launchers take (conv2d_*_tensorcore.cuh), for
-    16-byte-aligned tensors: 16-byte cp.async where a 16-byte run along k is contiguous, else the
-    scalar load (4-byte cp.async for float, register-staged for 16-bit), row-fast where rows are the
-    contiguous direction."""
+    16-byte-aligned tensors and tile configuration `config`: 16-byte cp.async where a 16-byte run
+    along k is contiguous (cp16) or, for 16-bit grad weight in channels_last, along the rows
+    (cp16_mn, tiles of 64 columns or more), else the scalar load (4-byte cp.async for float,
+    register-staged for 16-bit), row-fast where rows are the contiguous direction."""
     elem = ELEM_BYTES[dtype]
     v = 16 // elem
     scalar = lambda row_fast: ("cp4_row" if row_fast else "cp4_k") if elem == 4 else ("sync_row" if row_fast else "sync_k")
@@ -222,6 +223,8 @@ def load_modes(layer: Layer, conv_pass: str, dtype: str, layout: str) -> tuple[s
         if cl and (l.K // g) % v == 0:
             return "cp16", "cp16"
         return scalar(not cl), scalar(False)
+    if cl and elem == 2 and (l.C // g) % v == 0 and (l.K // g) % v == 0 and TC_TILES[config].name != "narrow":
+        return "cp16_mn", "cp16_mn"
     if not cl and (l.P * l.Q) % v == 0:
         return "cp16", scalar(False)
     return scalar(cl), scalar(False)
@@ -312,7 +315,7 @@ def plan_of(layer: Layer, conv_pass: str, dtype: str, layout: str) -> Plan:
     kernel, config, stages, splits = _chooser(layer, conv_pass, dtype, layout)
     if kernel == 2:
         tile = TC_TILES[config]
-        a, b = load_modes(layer, conv_pass, dtype, layout)
+        a, b = load_modes(layer, conv_pass, dtype, layout, config)
         size = f"{tile.bm}x{tile.bn}"
         return Plan("tensorcore", config, tile, stages, splits, f"tc {conv_pass} {dtype} {layout} {size} {a}/{b}")
     if kernel == 1:

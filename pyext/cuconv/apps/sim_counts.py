@@ -17,6 +17,7 @@ split-K workspace traffic. The SIMT kernel (float32 without TF32) has no countin
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from . import gpu_model
@@ -66,7 +67,7 @@ def counted(layer: gpu_model.Layer, conv_pass: str, dtype: str, layout: str, con
     data = run_pass(layer, conv_pass, dtype, layout, config)
     seconds = time.time() - t0
     # the main kernel's launches (one per stride phase for grad input), not grad weight's split-K reduction
-    mains = [l for l in data["launches"] if "TcProblem" in l["signature"]]
+    mains = [l for l in data["launches"] if re.search(r"Tc(Mn)?Problem", l["signature"])]
     main = max(mains, key=lambda l: l["mma_flops"])
     t = data["total"]
     tile = gpu_model.TC_TILES[config]
@@ -91,7 +92,7 @@ def counted(layer: gpu_model.Layer, conv_pass: str, dtype: str, layout: str, con
         model=dict(issued_flops=model.issued_flops, load_bytes=model.load_bytes, barriers=model.barriers),
         matches_model=(t["mma_flops"] == model.issued_flops and loads == model.load_bytes
                        and barriers == model.barriers and blocks == model.blocks),
-        counters=t, seconds=round(seconds, 1))
+        counters=t, signature=main["signature"], seconds=round(seconds, 1))
 
 
 def measure(full: gpu_model.Layer, conv_pass: str, dtype: str, layout: str, batch: int = 1) -> dict:
