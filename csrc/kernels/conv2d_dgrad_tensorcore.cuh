@@ -82,6 +82,12 @@ struct Conv2dDgradTcProblem : Conv2dDgradProblem<T, CL> {
     src = row.origin + pos.offset;
     return oh < uint32_t(this->p.P) && ow < uint32_t(this->p.Q);
   }
+  // The epilogue by rows (has_row_store): phase row m's grad_input offset at channel 0 of group g;
+  // column c of the group is c apart in channels_last, c planes apart in NCHW.
+  CUCONV_DEVICE int64_t out_row(int64_t g, int64_t, int64_t m) const { return this->input_offset(m, g * this->p.Cg); }
+  CUCONV_DEVICE void store_at(int64_t row, int64_t, int64_t c, float v) const {
+    this->gx[row + (CL ? c : c * this->p.H * this->p.W)] = from_acc<T>(typename Base::Acc(v));
+  }
   CUCONV_DEVICE const T* b_base(const ColCtx& col) const { return this->w + col.w_base; }
   CUCONV_DEVICE int64_t b_offset(const APos& pos) const { return pos.w_offset; }
   CUCONV_DEVICE int64_t b_col_stride() const { return this->ph.w_c; }

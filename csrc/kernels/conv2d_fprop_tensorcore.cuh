@@ -83,17 +83,32 @@ struct Conv2dFpropTcProblem : Conv2dFpropProblem<T, CL> {
   CUCONV_DEVICE const T* b_base(const ColCtx& col) const { return this->w + col.w_base; }
   CUCONV_DEVICE int64_t b_offset(const APos& pos) const { return pos.kk; }
   CUCONV_DEVICE int64_t b_col_stride() const { return this->p.Cg * this->p.R * this->p.S; }
-  // channels_last: output row m (n, p, q) starts at m * K, so no division (the base's store divides
-  // m into image and position for NCHW).
+  // channels_last: output row m (n, p, q) starts at m * K, so no division.
   CUCONV_DEVICE void store(int64_t g, int64_t split, int64_t m, int64_t k, typename Base::Acc v) const {
-    if constexpr (CL) {
-      const int64_t kabs = g * this->p.Kg + k;
-      if (this->bias) v += to_acc(this->bias[kabs]);
-      if (this->relu && v < typename Base::Acc(0)) v = typename Base::Acc(0);
-      this->y[m * this->p.K + kabs] = from_acc<T>(v);
-    } else {
-      Base::store(g, split, m, k, v);
-    }
+    static_assert(CL, "NCHW stores by rows (out_row)");
+    const int64_t kabs = g * this->p.Kg + k;
+    if (this->bias) v += to_acc(this->bias[kabs]);
+    if (this->relu && v < typename Base::Acc(0)) v = typename Base::Acc(0);
+    this->y[m * this->p.K + kabs] = from_acc<T>(v);
+  }
+  // NCHW: the epilogue by rows (has_row_store), image and position divided once per output row;
+  // channel k of group g is k planes from the row's offset at the group's channel 0.
+  CUCONV_DEVICE int64_t out_row(int64_t g, int64_t, int64_t m) const
+    requires(!CL)
+  {
+    const Conv2dIndexParams& p = this->p;
+    int64_t n, pq;
+    p.div_pq.divmod(m, n, pq);
+    return (n * p.K + g * p.Kg) * p.P * p.Q + pq;
+  }
+  CUCONV_DEVICE void store_at(int64_t row, int64_t g, int64_t k, float acc) const
+    requires(!CL)
+  {
+    using Acc = typename Base::Acc;
+    Acc v = Acc(acc);
+    if (this->bias) v += to_acc(this->bias[g * this->p.Kg + k]);
+    if (this->relu && v < Acc(0)) v = Acc(0);
+    this->y[row + k * this->p.P * this->p.Q] = from_acc<T>(v);
   }
   CUCONV_DEVICE const T* a_src(const RowCtx& row, int64_t kk) const {
     const Conv2dIndexParams& p = this->p;

@@ -397,6 +397,14 @@ CUCONV_DEVICE auto tc_mn_pos(const Problem&) {
   else return 0;
 }
 
+// Optional, for problems whose output row m has one place to decode: `Row out_row(g, split, m)` and
+// `void store_at(const Row&, g, n, float v)` (column n of that row). The epilogue then decodes a
+// thread's 2 * MI rows once each instead of every one of its outputs (64 to 256 stores).
+template <class Problem, class = void>
+struct has_row_store : std::false_type {};
+template <class Problem>
+struct has_row_store<Problem, std::void_t<decltype(&Problem::out_row)>> : std::true_type {};
+
 // The operand type of load mode L.
 template <class Problem, typename T, bool IS_A, int ROWS, int THREADS, TcLoad L>
 using TcOperandOf = std::conditional_t<L == TcLoad::cp16_mn, TcOperandMn<Problem, T, IS_A, ROWS, THREADS>,
@@ -597,16 +605,35 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
 
   // c0, c1 at (g, 2t), (g, 2t+1); c2, c3 at (g+8, 2t), (g+8, 2t+1).
   const int g = lane >> 2, t = lane & 3;
-  CUCONV_UNROLL
-  for (int i = 0; i < Tile::MI; ++i)
+  if constexpr (has_row_store<Problem>::value) {
+    // a thread's outputs lie on 2 * MI rows: each row's place decoded once, not per element
     CUCONV_UNROLL
-    for (int j = 0; j < Tile::NJ; ++j)
+    for (int i = 0; i < Tile::MI; ++i)
       CUCONV_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        const int64_t m = m0 + wm + 16 * i + g + ((e & 2) ? 8 : 0);
-        const int64_t n = n0 + wn + 8 * j + 2 * t + (e & 1);
-        if (m < prob.M && n < prob.Ncols) prob.store(grp, int64_t(blockIdx.z), m, n, acc[i][j].x[e]);
+      for (int half = 0; half < 2; ++half) {
+        const int64_t m = m0 + wm + 16 * i + g + 8 * half;
+        if (m >= prob.M) continue;
+        const auto row = prob.out_row(grp, int64_t(blockIdx.z), m);
+        CUCONV_UNROLL
+        for (int j = 0; j < Tile::NJ; ++j)
+          CUCONV_UNROLL
+          for (int e = 0; e < 2; ++e) {
+            const int64_t n = n0 + wn + 8 * j + 2 * t + e;
+            if (n < prob.Ncols) prob.store_at(row, grp, n, acc[i][j].x[2 * half + e]);
+          }
       }
+  } else {
+    CUCONV_UNROLL
+    for (int i = 0; i < Tile::MI; ++i)
+      CUCONV_UNROLL
+      for (int j = 0; j < Tile::NJ; ++j)
+        CUCONV_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          const int64_t m = m0 + wm + 16 * i + g + ((e & 2) ? 8 : 0);
+          const int64_t n = n0 + wn + 8 * j + 2 * t + (e & 1);
+          if (m < prob.M && n < prob.Ncols) prob.store(grp, int64_t(blockIdx.z), m, n, acc[i][j].x[e]);
+        }
+  }
 }
 
 // ------------------------------------------------------------------ launching
