@@ -213,6 +213,13 @@ def test_describe_kernel_names():
     assert audit.label_of(info, "") == "tc dgrad bf16 nhwc 128x64 cp16/sync_k"
     tf32 = tc.replace("__nv_bfloat16", "float").replace("true>", "false>").replace("TcLoad)4", "TcLoad)3")
     assert audit.label_of(audit.describe(tf32), "") == "tc dgrad tf32 nchw 128x64 cp4_row/sync_k"
+    # the tall tile: 128x64 in 2x2 warps; grad weight's row copies (TcLoad 5) of a problem without a layout flag
+    tall = tc.replace("TcTile<128, 64, 4, 2>", "TcTile<128, 64, 2, 2>")
+    assert audit.describe(tall)["config"] == "tall"
+    assert audit.label_of(audit.describe(tall), "") == "tc dgrad bf16 nhwc 128x64 cp16/sync_k tall"
+    mn = ("void cuconv::kern::implicit_gemm_tensorcore_kernel<cuconv::kern::Conv2dWgradTcMnProblem<__half>, __half, "
+          "cuconv::kern::TcTile<128, 128, 2, 2>, (cuconv::kern::TcLoad)5, (cuconv::kern::TcLoad)5, CUstream_st*>(x)")
+    assert audit.label_of(audit.describe(mn), "") == "tc wgrad f16 nhwc 128x128 cp16_mn/cp16_mn"
     simt = "void cuconv::kern::implicit_gemm_kernel<cuconv::kern::Conv2dFpropReluPoolProblem<float, false>, true, false>(x)"
     assert audit.label_of(audit.describe(simt), "") == "simt fprop+relu+pool f32 nchw"
     assert audit.label_of(audit.describe("void cuconv::kern::max_pool2d_bprop_kernel<__half>(x)"), "") == \

@@ -306,7 +306,7 @@ def test_ldmatrix_rejects_misaligned_and_foreign_rows():
 
 # ----------------------------------------------------------------- grad input / grad weight, configs
 
-CONFIGS = {"large": 0, "medium": 1, "narrow": 2, "small_channel": 3, "wide": 4}
+CONFIGS = {"large": 0, "medium": 1, "narrow": 2, "small_channel": 3, "wide": 4, "tall": 5}
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, groups)
 BACKWARD_SHAPES = [
@@ -411,14 +411,16 @@ WIDE_SHAPES = [
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", WIDE_SHAPES)
 def test_wide_tile_matches_large_bit_for_bit(gpu_runner, shape, dtype):
-    """The wide tile (64x64 warp tiles, one reduction position per thread stepped by adds) sums each
-    output as the large tile does: the same bits, forward and grad input, within twice torch's error."""
+    """The wide tile (64x64 warp tiles, one reduction position per thread stepped by adds) and the
+    tall one (the large tile's outputs in 64x32 warp tiles) sum each output as the large tile does:
+    the same bits, forward and grad input, within twice torch's error."""
     x, w, gy, geometry = make_backward(shape, dtype, True)
     r = gpu_runner.name
     for run in (lambda c: run_tc(x, w, None, geometry, False, c, runner=r),
                 lambda c: run_backward("input", gy, x, w, geometry, False, c, runner=r)):
-        wide, large = run(CONFIGS["wide"]), run(CONFIGS["large"])
-        assert torch.equal(wide, large)
+        large = run(CONFIGS["large"])
+        assert torch.equal(run(CONFIGS["wide"]), large)
+        assert torch.equal(run(CONFIGS["tall"]), large)
     assert_within_torch_error(run_tc(x, w, None, geometry, False, CONFIGS["wide"], runner=r),
                               torch_in_dtype(x, w, None, *geometry), reference(x, w, None, *geometry))
     assert_within_torch_error(run_backward("input", gy, x, w, geometry, False, CONFIGS["wide"], runner=r),
@@ -470,7 +472,9 @@ def test_chooser_picks_each_entry_for_its_shapes(sim_device):
     assert plan(*big, "dgrad", torch.bfloat16, channels_last=True)[0] == CONFIGS["wide"]
     assert plan(*big, "fprop", torch.float32, channels_last=True)[0] == CONFIGS["large"]
     assert plan(*big, "fprop")[0] == CONFIGS["large"]
-    assert plan((32, 64, 56, 56), (64, 64, 3, 3), "fprop", channels_last=True)[0] == CONFIGS["large"]
+    # 64 output channels, the same 16-byte operands: the large tile's outputs in 4 warps of 64x32
+    assert plan((32, 64, 56, 56), (64, 64, 3, 3), "fprop", channels_last=True)[0] == CONFIGS["tall"]
+    assert plan((32, 64, 56, 56), (64, 64, 3, 3), "fprop", torch.float32, channels_last=True)[0] == CONFIGS["large"]
     # grad weight in channels_last: both operands by 16-byte copies along their rows (cp16_mn), so the
     # wide tile too; not with channels that are not whole 16-byte runs
     assert plan(*big, "wgrad", channels_last=True)[0] == CONFIGS["wide"]
@@ -552,7 +556,7 @@ def misaligned(t):
     return out
 
 
-@pytest.mark.parametrize("config", ["large", "medium", "wide"])
+@pytest.mark.parametrize("config", ["large", "medium", "wide", "tall"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", ROWS16_WGRAD_SHAPES)
 def test_wgrad_row_copies_match_elementwise_bit_for_bit(gpu_runner, shape, dtype, config):

@@ -76,7 +76,15 @@ struct TcTile {
 
 // ------------------------------------------------------------------ the configuration table
 // Every entry is reached by tests (tests/test_tensorcore.py forces each one and checks the chooser).
-enum TcConfigId : int { kTcLarge = 0, kTcMedium = 1, kTcNarrow = 2, kTcSmallChannel = 3, kTcWide = 4, kTcConfigCount = 5 };
+enum TcConfigId : int {
+  kTcLarge = 0,
+  kTcMedium = 1,
+  kTcNarrow = 2,
+  kTcSmallChannel = 3,
+  kTcWide = 4,
+  kTcTall = 5,
+  kTcConfigCount = 6
+};
 struct TcConfig {
   const char* name;
   int bm, bn, warps_m, warps_n, stages;  // stages: the pipeline depth asked for
@@ -91,12 +99,15 @@ inline constexpr TcConfig kTcConfigs[kTcConfigCount] = {
                                           // tiles, 64 MMAs per warp and slice for the same fixed cost of
                                           // issuing copies, barriers and the loop that 16 MMAs carry in a
                                           // `large` tile's 32x32 warp tiles
+    {"tall", 128, 64, 2, 2, 3},           // the large tile's outputs in 4 warps of 64x32 (32 MMAs per warp and
+                                          // slice), for the same 16-bit 16-byte operands where 64 columns would
+                                          // leave a wide tile half padding (64 output channels)
 };
 
 constexpr int kTcMaxStages = 3;  // the kernel's prologue is unrolled to this depth
 static_assert(kTcConfigs[kTcLarge].stages <= kTcMaxStages && kTcConfigs[kTcMedium].stages <= kTcMaxStages &&
                   kTcConfigs[kTcNarrow].stages <= kTcMaxStages && kTcConfigs[kTcSmallChannel].stages <= kTcMaxStages &&
-                  kTcConfigs[kTcWide].stages <= kTcMaxStages,
+                  kTcConfigs[kTcWide].stages <= kTcMaxStages && kTcConfigs[kTcTall].stages <= kTcMaxStages,
               "pipeline depths within the unrolled prologue");
 
 // Bytes of one pipeline stage (A and B slices) for elements of `elem_bytes` bytes.
@@ -126,8 +137,9 @@ inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, 
     return launches * ceil_div<int64_t>(M, kTcConfigs[c].bm) * ceil_div<int64_t>(Ncols, kTcConfigs[c].bn);
   };
   // TF32 holds twice the runs per thread and converts its fragments: at 64x64 warp tiles it spills
+  // (and at 64x32 it would hold as many as the large tile's 32x32 do at 16 bits: not measured)
   const bool wide_fits = async16 && elem_bytes == 2;
-  int config = forced == kTcWide && !wide_fits ? int(kTcLarge) : forced;
+  int config = (forced == kTcWide || forced == kTcTall) && !wide_fits ? int(kTcLarge) : forced;
   if (config < 0 || config >= kTcConfigCount) {
     const bool m_fills_128 = !tc_pads_over_an_eighth(M, kTcConfigs[kTcLarge].bm);
     if (Kdim <= kTcBK) config = kTcSmallChannel;
@@ -135,7 +147,7 @@ inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, 
     else if (wide_fits && blocks(kTcWide) >= 2 * int64_t(d.sm_count) && m_fills_128 &&
              !tc_pads_over_an_eighth(Ncols, kTcConfigs[kTcWide].bn))
       config = kTcWide;
-    else if (blocks(kTcLarge) >= 2 * int64_t(d.sm_count) && m_fills_128) config = kTcLarge;
+    else if (blocks(kTcLarge) >= 2 * int64_t(d.sm_count) && m_fills_128) config = wide_fits ? kTcTall : kTcLarge;
     else config = kTcMedium;
   }
   for (int c : {config, int(kTcMedium), int(kTcNarrow)}) {
@@ -687,6 +699,12 @@ void launch_implicit_gemm_tensorcore(const Problem& prob, const T* a_any, const 
       // operands short of 16-byte alignment took the element-wise loads: the large tile, whose stage
       // is smaller than the wide one the plan fitted
       [[fallthrough]];
+    case kTcTall:
+      if constexpr (((LA == TcLoad::cp16 && LB == TcLoad::cp16) || LA == TcLoad::cp16_mn) && sizeof(T) == 2)
+        if (plan.config == kTcTall)
+          return launch_tensorcore_tile<TcTile<128, 64, 2, 2>, LA, LB>(prob, a_any, b_any, groups, splits,
+                                                                        plan.stages, stream);
+      [[fallthrough]];  // element-wise loads: the large tile, of the same stage
     case kTcLarge:
     case kTcSmallChannel:  // the large tile, one stage
       return launch_tensorcore_tile<TcTile<128, 64, 4, 2>, LA, LB>(prob, a_any, b_any, groups, splits, plan.stages, stream);
@@ -712,7 +730,8 @@ static_assert(kTcConfigs[kTcLarge].bm == 128 && kTcConfigs[kTcLarge].bn == 64 &&
                   kTcConfigs[kTcSmallChannel].bn == 64 && kTcConfigs[kTcMedium].bm == 64 &&
                   kTcConfigs[kTcMedium].bn == 64 && kTcConfigs[kTcNarrow].bm == 64 && kTcConfigs[kTcNarrow].bn == 32 &&
                   kTcConfigs[kTcWide].bm == 128 && kTcConfigs[kTcWide].bn == 128 && kTcConfigs[kTcWide].warps_m == 2 &&
-                  kTcConfigs[kTcWide].warps_n == 2,
+                  kTcConfigs[kTcWide].warps_n == 2 && kTcConfigs[kTcTall].bm == 128 && kTcConfigs[kTcTall].bn == 64 &&
+                  kTcConfigs[kTcTall].warps_m == 2 && kTcConfigs[kTcTall].warps_n == 2,
               "the table's tiles are the ones launch_implicit_gemm_tensorcore instantiates");
 
 }  // namespace cuconv::kern

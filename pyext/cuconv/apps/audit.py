@@ -436,7 +436,9 @@ def _single_arch(keys) -> str | None:
 
 _DTYPES = {"__half": "f16", "__nv_bfloat16": "bf16", "float": "f32", "double": "f64"}
 _TC_LOADS = ("sync_k", "sync_row", "cp4_k", "cp4_row", "cp16", "cp16_mn")  # TcLoad's enumerators, in order
-_TC_TILES = {(128, 64): "large", (64, 64): "medium", (64, 32): "narrow", (128, 128): "wide"}  # kTcConfigs (small_channel: large, 1 stage)
+# kTcConfigs by (rows, columns, warps); small_channel is the large tile with one stage
+_TC_TILES = {(128, 64, 8): "large", (64, 64, 4): "medium", (64, 32, 4): "narrow", (128, 128, 4): "wide",
+             (128, 64, 4): "tall"}
 # Conv2dWgradTcMnProblem<T>: channels_last only (its operands' rows are contiguous)
 _TC_RE = re.compile(r"implicit_gemm_tensorcore_kernel<cuconv::kern::Conv2d(Fprop|Dgrad|Wgrad)Tc(?:Mn)?Problem<([\w:]+)"
                     r"(?:, (true|false))?>, [^,]+, cuconv::kern::TcTile<(\d+), (\d+), (\d+), (\d+)>, "
@@ -455,7 +457,7 @@ def describe(demangled: str) -> dict:
         dtype = _DTYPES.get(t, t)
         return dict(family="tensorcore", conv_pass=conv_pass.lower(), dtype="tf32" if dtype == "f32" else dtype,
                     layout="nchw" if cl == "false" else "nhwc", tile=f"{bm}x{bn}",
-                    config=_TC_TILES.get((int(bm), int(bn)), "?"), warps=int(wm) * int(wn),
+                    config=_TC_TILES.get((int(bm), int(bn), int(wm) * int(wn)), "?"), warps=int(wm) * int(wn),
                     load_a=_TC_LOADS[int(la)], load_b=_TC_LOADS[int(lb)])
     if m := _SIMT_RE.search(demangled):
         problem, t, cl = m.groups()
@@ -471,10 +473,11 @@ def describe(demangled: str) -> dict:
 
 
 def label_of(info: dict, fallback: str) -> str:
-    """A short unique name: `tc fprop f16 nhwc 128x64 cp16/sync_k`, `simt dgrad f32 nchw`, ..."""
+    """A short unique name: `tc fprop f16 nhwc 128x64 cp16/sync_k`, `simt dgrad f32 nchw`, ...; the
+    tall tile (128x64 in 4 warps, as the large one's outputs in 8) ends in ` tall`."""
     if info["family"] == "tensorcore":
         return (f"tc {info['conv_pass']} {info['dtype']} {info['layout']} {info['tile']} "
-                f"{info['load_a']}/{info['load_b']}")
+                f"{info['load_a']}/{info['load_b']}" + (" tall" if info["config"] == "tall" else ""))
     if info["family"] == "simt":
         return f"simt {info['conv_pass']} {info['dtype']} {info['layout']}"
     if info["family"] != "other":

@@ -200,7 +200,7 @@ class Tile:
 
 TC_TILES = {0: Tile(128, 64, 32, 8, 128 * 64 * 32 * 2, "large"), 1: Tile(64, 64, 32, 4, 64 * 64 * 32 * 2, "medium"),
             2: Tile(64, 32, 32, 4, 64 * 32 * 32 * 2, "narrow"), 3: Tile(128, 64, 32, 8, 128 * 64 * 32 * 2, "small_channel"),
-            4: Tile(128, 128, 32, 4, 128 * 128 * 32 * 2, "wide")}
+            4: Tile(128, 128, 32, 4, 128 * 128 * 32 * 2, "wide"), 5: Tile(128, 64, 32, 4, 128 * 64 * 32 * 2, "tall")}
 SIMT_TILE = Tile(64, 64, 16, 8, 64 * 64 * 16 * 2, "simt")
 
 
@@ -317,7 +317,8 @@ def plan_of(layer: Layer, conv_pass: str, dtype: str, layout: str) -> Plan:
         tile = TC_TILES[config]
         a, b = load_modes(layer, conv_pass, dtype, layout, config)
         size = f"{tile.bm}x{tile.bn}"
-        return Plan("tensorcore", config, tile, stages, splits, f"tc {conv_pass} {dtype} {layout} {size} {a}/{b}")
+        label = f"tc {conv_pass} {dtype} {layout} {size} {a}/{b}" + (" tall" if tile.name == "tall" else "")
+        return Plan("tensorcore", config, tile, stages, splits, label)
     if kernel == 1:
         return Plan("simt", -1, SIMT_TILE, 1, splits, f"simt {conv_pass} {dtype} {layout}")
     raise ValueError(f"{layer.name}: the depthwise kernel is not modelled")
