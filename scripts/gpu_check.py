@@ -307,9 +307,9 @@ def sweep(args):
             sweep_conv(rec, device, conv_shapes, ("nchw", "nhwc"), [None], "conv")
             sweep_misaligned(rec, device)
         elif args.group == "tensorcore":
-            # every tile configuration forced, and the chooser's (-1); --tiny: two shapes, the chooser and
-            # the configuration with the fewest stages
-            configs = [-1, 3] if args.tiny else [-1, 0, 1, 2, 3]
+            # the tile configurations forced (medium: the chooser's for these small shapes), and the
+            # chooser's (-1); --tiny: two shapes, the chooser and the configuration with the fewest stages
+            configs = [-1, 3] if args.tiny else [-1, 0, 2, 3, 4, 5]
             sweep_conv(rec, device, conv_shapes[:2] if args.tiny else conv_shapes[:6], ("nchw", "nhwc"), configs,
                        "tensorcore")
         elif args.group == "fused":
