@@ -48,10 +48,11 @@ def test_load_modes_follow_the_launchers():
     assert gpu_model.load_modes(r50, "fprop", "bf16", "nchw") == ("sync_row", "cp16")
     assert gpu_model.load_modes(r50, "dgrad", "tf32", "nhwc") == ("cp16", "cp16")  # weight as C x R x S x K
     assert gpu_model.load_modes(r50, "wgrad", "f16", "nchw") == ("cp16", "sync_k")
-    # 16-bit channels_last grad weight: both operands along their rows (cp16_mn), but not on the narrow tile
+    # channels_last grad weight: both operands along their rows (cp16_mn), but not on the narrow tile
     assert gpu_model.load_modes(r50, "wgrad", "f16", "nhwc") == ("cp16_mn", "cp16_mn")
+    assert gpu_model.load_modes(r50, "wgrad", "tf32", "nhwc") == ("cp16_mn", "cp16_mn")
     assert gpu_model.load_modes(r50, "wgrad", "f16", "nhwc", config=2) == ("sync_row", "sync_k")
-    assert gpu_model.load_modes(r50, "wgrad", "tf32", "nhwc") == ("cp4_row", "cp4_k")
+    assert gpu_model.load_modes(r50, "wgrad", "tf32", "nhwc", config=2) == ("cp4_row", "cp4_k")
     seed = layer("seed.conv1", 32)  # 3 channels: no 16-byte runs
     assert gpu_model.load_modes(seed, "fprop", "f16", "nhwc") == ("sync_k", "sync_k")
     assert gpu_model.load_modes(seed, "fprop", "tf32", "nchw") == ("cp4_row", "cp4_k")

@@ -31,9 +31,9 @@ struct Conv2dWgradTcProblem : Conv2dWgradProblem<T, CL> {
   }
 };
 
-// channels_last 16-bit grad weight with both operands by 16-byte copies along their rows (cp16_mn):
-// grad_output's 8 neighbouring output channels at one position, and the input's 8 neighbouring
-// channels at one position and tap, are contiguous. The GEMM's columns run in (r, s, c) order, the
+// channels_last grad weight with both operands by 16-byte copies along their rows (cp16_mn):
+// grad_output's neighbouring output channels at one position (8 16-bit, 4 float), and the input's
+// neighbouring channels at one position and tap, are contiguous. The GEMM's columns run in (r, s, c) order, the
 // channels innermost, so a run of 8 columns is 8 channels of one tap; the workspace holds them in
 // that order and conv2d_wgrad_split_reduce_rsc_kernel writes grad_weight's K x C/groups x R x S.
 // Each thread walks one reduction position (n, p, q) through the chunk, kTcBK positions a slice, by
@@ -148,11 +148,11 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-// Whether grad weight takes cp16_mn (given 16-byte aligned tensors): channels_last 16-bit with whole
-// 16-byte runs of each group's input and output channels.
-inline bool conv2d_wgrad_tensorcore_rows16(const Conv2dParams& p, int elem_bytes) {
+// Whether grad weight takes cp16_mn (given 16-byte aligned tensors): channels_last with whole 16-byte
+// runs of each group's input and output channels.
+inline bool conv2d_wgrad_tensorcore_row_copies(const Conv2dParams& p, int elem_bytes) {
   const int64_t v = 16 / elem_bytes;
-  return p.channels_last && elem_bytes == 2 && (p.C / p.groups) % v == 0 && (p.K / p.groups) % v == 0;
+  return p.channels_last && (p.C / p.groups) % v == 0 && (p.K / p.groups) % v == 0;
 }
 
 // Tile plan and split-K of the tensor-core grad weight (M = K/groups, Ncols = C/groups*R*S, Kdim = N*P*Q),
@@ -169,7 +169,7 @@ inline TcWgradPlan conv2d_wgrad_tensorcore_plan(const Conv2dParams& p, int elem_
   if (max_splits > kWgradMaxSplits) max_splits = kWgradMaxSplits;
   if (max_splits < 1) max_splits = 1;
   const TcPlan tile = tc_plan(M, Ncols, kdim, p.groups * max_splits, elem_bytes,
-                              conv2d_wgrad_tensorcore_rows16(p, elem_bytes), d, forced);
+                              conv2d_wgrad_tensorcore_row_copies(p, elem_bytes), d, forced);
   const TcConfig& c = kTcConfigs[tile.config];
   const int64_t tiles = p.groups * ceil_div<int64_t>(M, c.bm) * ceil_div<int64_t>(Ncols, c.bn);
   int64_t splits = ceil_div<int64_t>(2 * d.sm_count * resident_blocks_per_sm(d, 32 * c.warps_m * c.warps_n), tiles);
@@ -192,21 +192,19 @@ void conv2d_wgrad_tensorcore(const Conv2dParams& p, const T* gy, const T* x, T* 
   constexpr int64_t V = 16 / sizeof(T);
   const TcWgradPlan plan = conv2d_wgrad_tensorcore_plan(p, int(sizeof(T)), device_props(stream), config);
   const int64_t count = p.K * (p.C / p.groups) * p.R * p.S;
-  if constexpr (sizeof(T) == 2) {
-    // the narrow tile's 32 columns are too few runs for cp16_mn's bank swizzle: element-wise loads
-    if (conv2d_wgrad_tensorcore_rows16(p, int(sizeof(T))) && plan.tile.config != kTcNarrow && tc_aligned16(gy) &&
-        tc_aligned16(x)) {
-      using Problem = Conv2dWgradTcMnProblem<T>;
-      Problem prob{{gy, x, workspace, p, p.K / p.groups, (p.C / p.groups) * p.R * p.S, p.N * p.P * p.Q, plan.k_chunk, 0}};
-      prob.walk_steps();
-      launch_implicit_gemm_tensorcore<TcLoad::cp16_mn, TcLoad::cp16_mn>(prob, gy, x, p.groups, plan.splits, plan.tile,
-                                                                       stream);
-      const int64_t filter = (p.C / p.groups) * p.R * p.S;
-      launch_kernel(&conv2d_wgrad_split_reduce_rsc_kernel<T>, dim3(grid_stride_blocks(count, 256, stream)), dim3(256),
-                    0, stream, static_cast<const float*>(workspace), gw, count, plan.splits, FastDivmod64(filter),
-                    FastDivmod(p.C / p.groups), int32_t(p.R * p.S));
-      return;
-    }
+  // The narrow tile's 32 columns are too few 16-bit runs for cp16_mn's bank swizzle: element-wise loads.
+  if (conv2d_wgrad_tensorcore_row_copies(p, int(sizeof(T))) && plan.tile.config != kTcNarrow && tc_aligned16(gy) &&
+      tc_aligned16(x)) {
+    using Problem = Conv2dWgradTcMnProblem<T>;
+    Problem prob{{gy, x, workspace, p, p.K / p.groups, (p.C / p.groups) * p.R * p.S, p.N * p.P * p.Q, plan.k_chunk, 0}};
+    prob.walk_steps();
+    launch_implicit_gemm_tensorcore<TcLoad::cp16_mn, TcLoad::cp16_mn>(prob, gy, x, p.groups, plan.splits, plan.tile,
+                                                                     stream);
+    const int64_t filter = (p.C / p.groups) * p.R * p.S;
+    launch_kernel(&conv2d_wgrad_split_reduce_rsc_kernel<T>, dim3(grid_stride_blocks(count, 256, stream)), dim3(256),
+                  0, stream, static_cast<const float*>(workspace), gw, count, plan.splits, FastDivmod64(filter),
+                  FastDivmod(p.C / p.groups), int32_t(p.R * p.S));
+    return;
   }
   auto run = [&](auto cl_tag) {
     constexpr bool CL = decltype(cl_tag)::value;

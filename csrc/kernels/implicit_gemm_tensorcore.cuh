@@ -41,8 +41,8 @@ enum class TcLoad {
   cp4_k,     // cp.async of single 4-byte elements, runs of 8 consecutive k
   cp4_row,   // cp.async of single 4-byte elements, neighbouring threads on neighbouring rows
   cp16,      // cp.async of 16 bytes: the problem guarantees each aligned 16-byte run along k is contiguous
-  cp16_mn,   // cp.async of 16 bytes along the rows: 8 neighbouring rows at one k are contiguous (16-bit
-             // only; the shared tile is k-major, fragments by ldmatrix.trans; see TcOperandMn)
+  cp16_mn,   // cp.async of 16 bytes along the rows: neighbouring rows at one k are contiguous (the
+             // shared tile is k-major; fragments by ldmatrix.trans, or word loads for TF32; TcOperandMn)
 };
 
 // The tensor-core kind for a storage type (float runs as TF32).
@@ -338,42 +338,45 @@ struct TcOperand {
   }
 };
 
-// One operand's share of a slice when 8 neighbouring rows (output channels, input channels) at one
+// One operand's share of a slice when neighbouring rows (output channels, input channels) at one
 // reduction index are contiguous in memory, as grad weight's operands are in channels_last: each
-// 16-byte copy moves 8 rows at one k. The tile is k-major, [kTcBK][ROWS], and a thread's runs all sit
-// at one k (k_of), so a thread keeps one reduction position, stepped by adds once per slice (the
-// problem's mn_pos / mn_pos_next; see has_mn_walk). The 16-byte run j of k row k is stored at run
-// j ^ swizzle(k): the 8 rows an ldmatrix.trans phase reads (k .. k+7 at one run) then fall on 8
-// distinct groups of 4 banks, and so do the 8 copies of a quarter-warp (two k rows of 4 runs, or one
-// of 8), with no padding.
+// 16-byte copy moves a run of kRun rows (8 16-bit, 4 float) at one k. The tile is k-major,
+// [kTcBK][ROWS], and a thread's runs all sit at one k (k_of), so a thread keeps one reduction
+// position, stepped by adds once per slice (the problem's mn_pos / mn_pos_next; see has_mn_walk).
+// The 16-byte run j of k row k is stored at run j ^ swizzle(k), no padding: the 8 rows an
+// ldmatrix.trans phase reads (16-bit: k .. k+7 at one run), the 32 words a warp's TF32 fragment load
+// reads (float: k rows t and runs of g), and the 8 copies of a quarter-warp (two k rows of 4 runs,
+// or one of 8) each fall on distinct banks.
 template <class Problem, typename T, bool IS_A, int ROWS, int THREADS>
 struct TcOperandMn {
   using Elem = tc_elem_t<T>;
+  static constexpr int kRun = 16 / int(sizeof(T));     // rows per 16-byte run
   static constexpr int kTpk = THREADS / kTcBK;        // threads per k row
-  static constexpr int kChunks = ROWS / 8 / kTpk;     // runs per thread
-  static_assert(sizeof(T) == 2, "ldmatrix.trans transposes 16-bit elements");
-  static_assert(ROWS >= 64 && ROWS % (8 * kTpk) == 0 && THREADS % kTcBK == 0,
+  static constexpr int kChunks = ROWS / kRun / kTpk;  // runs per thread
+  static_assert(ROWS / kRun >= 8 && ROWS % (kRun * kTpk) == 0 && THREADS % kTcBK == 0,
                 "at least 8 runs per k row (the swizzle's 8 bank groups), whole runs per thread");
+
+  static CUCONV_DEVICE int k_of(int tid) { return tid / kTpk; }
+  static CUCONV_DEVICE int run_of(int tid, int c) { return tid % kTpk + c * kTpk; }
+  // The low 3 bits of k reversed: a permutation of the 8 bank groups over 8 consecutive k; k rows
+  // 2i and 2i+1 on opposite halves (a quarter-warp's copies); k rows t = 0..3 (and 4..7) on distinct
+  // pairs of groups (a TF32 fragment's 4 k rows of 2 runs).
+  static CUCONV_DEVICE int swizzle(int k) { return ((k & 1) << 2) | (k & 2) | ((k >> 2) & 1); }
+  // Element offset of run `run` of k row `k` in the tile, and of row `row` of k row `k`.
+  static CUCONV_DEVICE int offset(int k, int run) { return k * ROWS + (run ^ swizzle(k)) * kRun; }
+  static CUCONV_DEVICE int element(int k, int row) { return offset(k, row / kRun) + row % kRun; }
 
   TcCtx<Problem, IS_A> ctx[kChunks];
   int n_ok = 0;  // runs inside the operand (rows grow with c)
 
-  static CUCONV_DEVICE int k_of(int tid) { return tid / kTpk; }
-  static CUCONV_DEVICE int run_of(int tid, int c) { return tid % kTpk + c * kTpk; }
-  // (k & 1) picks the half of the 8 bank groups, k / 2 the group within it: a permutation of 0..7
-  // over 8 consecutive k, and k rows 2i, 2i+1 on opposite halves.
-  static CUCONV_DEVICE int swizzle(int k) { return ((k & 1) << 2) | ((k >> 1) & 3); }
-  // Element offset of run `run` of k row `k` in the tile.
-  static CUCONV_DEVICE int offset(int k, int run) { return k * ROWS + ((run ^ swizzle(k)) << 3); }
-
   CUCONV_DEVICE void init(const Problem& prob, int64_t g, int64_t base, int64_t limit, int tid) {
     CUCONV_UNROLL
     for (int c = 0; c < kChunks; ++c) {
-      // The problem keeps runs of 8 rows wholly inside or outside [.., limit). A run past the edge
+      // The problem keeps runs wholly inside or outside [.., limit). A run past the edge
       // keeps its own context: its address is formed, never read (src-size 0 reads no byte), and
       // the runs' contexts stay a constant apart where the rows are (grad_output's channels), so
       // one address and immediate offsets serve them all.
-      const int64_t r = base + 8 * run_of(tid, c);
+      const int64_t r = base + kRun * run_of(tid, c);
       n_ok += r < limit;
       if constexpr (IS_A) ctx[c] = prob.a_row(g, r);
       else ctx[c] = prob.b_col(g, r);
@@ -515,17 +518,32 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
       CUCONV_UNROLL
       for (int e = 0; e < 4; ++e) acc[i][j].x[e] = 0.f;
 
-  // cp16_mn: each lane's fragment row offsets in a stage at ks = 0, one per A tile and per pair of B
-  // tiles (the swizzle makes them a permutation, not a stride); ks adds ks rows (swizzle(k) depends on
-  // k % 8 alone), so every ldmatrix of a slice is one of these plus a constant.
-  int a_frag[kMnWalk ? Tile::MI : 1] = {}, b_frag[kMnWalk ? Tile::NJ / 2 : 1] = {};
-  if constexpr (kMnWalk) {
+  // cp16_mn: each lane's fragment offsets in a stage at ks = 0 (the swizzle makes them a permutation,
+  // not a stride); ks adds ks rows (swizzle(k) depends on k % 8 alone), so every fragment load of a
+  // slice is one of these plus a constant. 16-bit: one ldmatrix.trans row per A tile and per pair of B
+  // tiles. TF32 (ldmatrix.trans has no 32-bit form): one word per fragment register, A (g | g+8, t |
+  // t+4) and B (t | t+4, g) as the m16n8k8 layout places them.
+  constexpr bool kMn16 = kMnWalk && !kTf32, kMn32 = kMnWalk && kTf32;
+  int a_frag[kMn16 ? Tile::MI : 1] = {}, b_frag[kMn16 ? Tile::NJ / 2 : 1] = {};
+  int a_word[kMn32 ? Tile::MI : 1][4] = {}, b_word[kMn32 ? Tile::NJ : 1][2] = {};
+  if constexpr (kMn16) {
     CUCONV_UNROLL
     for (int i = 0; i < Tile::MI; ++i)
       a_frag[i] = decltype(a_op)::offset((lane / 16) * 8 + lane % 8, (wm + 16 * i) / 8 + (lane / 8) % 2);
     CUCONV_UNROLL
     for (int j = 0; j < Tile::NJ; j += 2)
       b_frag[j / 2] = decltype(b_op)::offset(((lane / 8) % 2) * 8 + lane % 8, (wn + 8 * j) / 8 + lane / 16);
+  } else if constexpr (kMn32) {
+    const int g = lane / 4, t = lane % 4;
+    CUCONV_UNROLL
+    for (int i = 0; i < Tile::MI; ++i)
+      CUCONV_UNROLL
+      for (int e = 0; e < 4; ++e)
+        a_word[i][e] = decltype(a_op)::element(t + 4 * (e / 2), wm + 16 * i + g + 8 * (e % 2));
+    CUCONV_UNROLL
+    for (int j = 0; j < Tile::NJ; ++j)
+      CUCONV_UNROLL
+      for (int e = 0; e < 2; ++e) b_word[j][e] = decltype(b_op)::element(t + 4 * e, wn + 8 * j + g);
   }
 
   // The MMAs of one slice, fragments by ldmatrix.x4: A matrices (rows 0-7 | 8-15) x (k lo | hi) from
@@ -537,26 +555,37 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
     for (int ks = 0; ks < kTcBK; ks += kMmaK) {
       mma::FragA a[Tile::MI];
       mma::FragB b[Tile::NJ];
-      CUCONV_UNROLL
-      for (int i = 0; i < Tile::MI; ++i) {
-        if constexpr (kMnWalk) {  // k-major: matrices (k lo | hi) x (rows 0-7 | 8-15), transposed
-          ldmatrix<4, true>(a[i].x, As + a_frag[i] + ks * Tile::BM);
-        } else {
-          ldmatrix<4>(a[i].x, As + (wm + 16 * i + lane % 16) * kStride + ks + (lane / 16) * kPer16B);
+      if constexpr (kMn32) {
+        CUCONV_UNROLL
+        for (int i = 0; i < Tile::MI; ++i)
+          CUCONV_UNROLL
+          for (int e = 0; e < 4; ++e) a[i].x[e] = As[a_word[i][e] + ks * Tile::BM];
+        CUCONV_UNROLL
+        for (int j = 0; j < Tile::NJ; ++j)
+          CUCONV_UNROLL
+          for (int e = 0; e < 2; ++e) b[j].x[e] = Bs[b_word[j][e] + ks * Tile::BN];
+      } else {
+        CUCONV_UNROLL
+        for (int i = 0; i < Tile::MI; ++i) {
+          if constexpr (kMn16) {  // k-major: matrices (k lo | hi) x (rows 0-7 | 8-15), transposed
+            ldmatrix<4, true>(a[i].x, As + a_frag[i] + ks * Tile::BM);
+          } else {
+            ldmatrix<4>(a[i].x, As + (wm + 16 * i + lane % 16) * kStride + ks + (lane / 16) * kPer16B);
+          }
         }
-      }
-      CUCONV_UNROLL
-      for (int j = 0; j < Tile::NJ; j += 2) {
-        uint32_t r[4];
-        if constexpr (kMnWalk) {
-          ldmatrix<4, true>(r, Bs + b_frag[j / 2] + ks * Tile::BN);
-        } else {
-          ldmatrix<4>(r, Bs + (wn + 8 * j + lane % 8 + (lane / 16) * 8) * kStride + ks + ((lane / 8) % 2) * kPer16B);
+        CUCONV_UNROLL
+        for (int j = 0; j < Tile::NJ; j += 2) {
+          uint32_t r[4];
+          if constexpr (kMn16) {
+            ldmatrix<4, true>(r, Bs + b_frag[j / 2] + ks * Tile::BN);
+          } else {
+            ldmatrix<4>(r, Bs + (wn + 8 * j + lane % 8 + (lane / 16) * 8) * kStride + ks + ((lane / 8) % 2) * kPer16B);
+          }
+          b[j].x[0] = r[0];
+          b[j].x[1] = r[1];
+          b[j + 1].x[0] = r[2];
+          b[j + 1].x[1] = r[3];
         }
-        b[j].x[0] = r[0];
-        b[j].x[1] = r[1];
-        b[j + 1].x[0] = r[2];
-        b[j + 1].x[1] = r[3];
       }
       if constexpr (kTf32) {  // cvt.rna.tf32.f32 of the raw float bits
         CUCONV_UNROLL

@@ -207,8 +207,8 @@ SIMT_TILE = Tile(64, 64, 16, 8, 64 * 64 * 16 * 2, "simt")
 def load_modes(layer: Layer, conv_pass: str, dtype: str, layout: str, config: int = 0) -> tuple[str, str]:
     """The A and B load modes the tensor-core launchers take (conv2d_*_tensorcore.cuh), for
     16-byte-aligned tensors and tile configuration `config`: 16-byte cp.async where a 16-byte run
-    along k is contiguous (cp16) or, for 16-bit grad weight in channels_last, along the rows
-    (cp16_mn, tiles of 64 columns or more), else the scalar load (4-byte cp.async for float,
+    along k is contiguous (cp16) or, for grad weight in channels_last, along the rows (cp16_mn,
+    tiles of 64 columns or more), else the scalar load (4-byte cp.async for float,
     register-staged for 16-bit), row-fast where rows are the contiguous direction."""
     elem = ELEM_BYTES[dtype]
     v = 16 // elem
@@ -223,7 +223,7 @@ def load_modes(layer: Layer, conv_pass: str, dtype: str, layout: str, config: in
         if cl and (l.K // g) % v == 0:
             return "cp16", "cp16"
         return scalar(not cl), scalar(False)
-    if cl and elem == 2 and (l.C // g) % v == 0 and (l.K // g) % v == 0 and TC_TILES[config].name != "narrow":
+    if cl and (l.C // g) % v == 0 and (l.K // g) % v == 0 and TC_TILES[config].name != "narrow":
         return "cp16_mn", "cp16_mn"
     if not cl and (l.P * l.Q) % v == 0:
         return "cp16", scalar(False)
