@@ -4,6 +4,8 @@ the main loop of implicit_gemm_tensorcore.cuh) under the simulator and on the GP
 chooser, and the simulator's emulation of mma.sync and ldmatrix (csrc/kernels/mma_sync.cuh,
 ldmatrix.cuh) against the PTX ISA layouts, which this file writes out independently ("Matrix
 Fragments for mma.m16n8k8 / m16n8k16", "ldmatrix")."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,23 +117,35 @@ def test_tf32_operands_are_truncated_by_the_mma():
     assert from_frag_d(d)[0, 0].item() == 1.0
 
 
-def test_tf32_round_is_nearest_ties_away():
+def test_tf32_round_is_nearest_even():
     ulp = 2.0**-10  # tf32 ulp at 1.0
+    big = (2 - 2.0**-10) * 2.0**127  # the largest tf32
     cases = {
-        1.0 + ulp / 2: 1.0 + ulp,  # tie: away from zero (round-to-even would give 1.0)
-        -(1.0 + ulp / 2): -(1.0 + ulp),
-        1.0 + ulp / 2 - 2.0**-23: 1.0,  # just below the tie
-        1.0 + 3 * ulp / 2: 1.0 + 2 * ulp,
+        1.0 + ulp / 2: 1.0,  # tie onto an even mantissa: down (ties away would give 1.0 + ulp)
+        1.0 + 3 * ulp / 2: 1.0 + 2 * ulp,  # tie onto an even mantissa: up
+        -(1.0 + 3 * ulp / 2): -(1.0 + 2 * ulp),
+        1.0 + ulp / 2 + 2.0**-23: 1.0 + ulp,  # just above the tie
+        1.0 + ulp / 2 - 2.0**-23: 1.0,  # just below
+        big + 2.0**116: float("inf"),  # the tie past the largest tf32 (odd) rounds up, to infinity
+        big + 2.0**115: big,
         float("inf"): float("inf"),
+        float("-inf"): float("-inf"),
+        2.0**-149: 0.0,  # the smallest subnormal: below half a tf32 subnormal ulp
     }
     x = torch.tensor(list(cases), dtype=torch.float32)
     assert ops._tf32_round_sim(x).tolist() == list(cases.values())
-    assert torch.isnan(ops._tf32_round_sim(torch.tensor([float("nan")]))).all()
-    # random values: within half a tf32 ulp, 13 low bits clear
-    r = torch.randn(10000) * 100
-    y = ops._tf32_round_sim(r)
+    # NaNs stay NaNs, also those whose payload is all in the 13 bits tf32 drops, or that would carry
+    nans = torch.tensor([0x7FC00000, 0x7F800001, 0xFFFFFFFF - 2**32, 0x7FFFF000], dtype=torch.int32).view(torch.float32)
+    assert torch.isnan(ops._tf32_round_sim(nans)).all()
+    # random values and exact ties, against Python's round (half to even) on 11 significant bits
+    r = torch.randn(4000) * 100
+    ties = (ops._tf32_round_sim(r).view(torch.int32) | 0x1000).view(torch.float32)
+    x = torch.cat([r, ties])
+    y = ops._tf32_round_sim(x)
     assert ((y.view(torch.int32) & 0x1FFF) == 0).all()
-    assert ((y - r).abs() <= r.abs() * 2.0**-11).all()
+    for v, got in zip(x.tolist(), y.tolist()):
+        m, e = math.frexp(v)
+        assert got == math.ldexp(round(m * 2**11), e - 11)
 
 
 # ----------------------------------------------------------------- the convolution

@@ -587,7 +587,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 1) implicit_gemm_tensorcore_ke
           b[j + 1].x[1] = r[3];
         }
       }
-      if constexpr (kTf32) {  // cvt.rna.tf32.f32 of the raw float bits
+      if constexpr (kTf32) {  // rounded to tf32 (to nearest even) from the raw float bits
         CUCONV_UNROLL
         for (int i = 0; i < Tile::MI; ++i)
           CUCONV_UNROLL

@@ -50,12 +50,20 @@ CUCONV_HD RowCol b_coord_16(int lane, int i) { return {(lane & 3) * 2 + (i & 1) 
 CUCONV_HD RowCol c_coord(int lane, int i) { return {(lane >> 2) + ((i & 2) ? 8 : 0), (lane & 3) * 2 + (i & 1)}; }
 
 // ------------------------------------------------------------------ conversions
-// float -> tf32 as cvt.rna.tf32.f32: round to nearest, ties away from zero, to 10 mantissa bits;
-// returned as the 32-bit pattern with the 13 low bits clear.
+// float -> tf32, rounded to nearest, to 10 mantissa bits; returned as the 32-bit pattern with the 13
+// low bits clear. sm_90 rounds ties to even in one instruction (cvt.rn.tf32.f32: F2FP.TF32), where
+// cvt.rna (ties away from zero) costs a compare and a predicated add per element. sm_80 has only
+// cvt.rna, and rounding to even there by integer arithmetic costs several instructions more, so the
+// two differ where a value lies exactly halfway between two tf32s. The simulator rounds as sm_90.
+// Infinities stay; a NaN stays a NaN; past the largest tf32 rounds to infinity.
 #if defined(__CUDACC__)
 CUCONV_DEVICE uint32_t to_tf32(float v) {
   uint32_t r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm("cvt.rn.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+#else
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+#endif
   return r;
 }
 CUCONV_DEVICE uint16_t bits16(half_t v) { return __half_as_ushort(v); }
@@ -63,10 +71,8 @@ CUCONV_DEVICE uint16_t bits16(bfloat16_t v) { return __bfloat16_as_ushort(v); }
 #else
 inline uint32_t to_tf32(float v) {
   uint32_t u = std::bit_cast<uint32_t>(v);
-  if ((u & 0x7f800000u) == 0x7f800000u) return u;  // inf / NaN: unchanged
-  // Adding half an ulp to the magnitude bits rounds ties away from zero (sign-magnitude);
-  // a carry into the exponent is the correct round-up (to infinity past the largest tf32).
-  u += 0x1000u;
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffe000u;  // NaN: a NaN whose tf32 bits are one
+  if ((u & 0x7f800000u) != 0x7f800000u) u += 0xfffu + ((u >> 13) & 1u);  // finite: to nearest even
   return u & 0xffffe000u;
 }
 inline uint16_t bits16(half_t v) { return v.bits; }

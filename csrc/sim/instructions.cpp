@@ -2,7 +2,7 @@
 // can check the emulation against the PTX ISA's fragment tables (schemas: ops/schemas.cpp):
 //   cuconv::_mma_sync_sim    one warp's mma.sync on given per-lane fragment registers
 //   cuconv::_ldmatrix_sim    one warp's ldmatrix.x1/x2/x4 (or .x4.trans) on given shared memory and row addresses
-//   cuconv::_tf32_round_sim  cvt.rna.tf32.f32 of every element
+//   cuconv::_tf32_round_sim  mma::to_tf32 (cvt.rn.tf32.f32) of every element
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
