@@ -138,3 +138,37 @@ def test_2x2_stride2_deterministic_across_threads(isa, channels_last):
         torch.set_num_threads(threads)
     for a in outs[1:]:
         assert torch.equal(a, outs[0])
+
+
+def test_nchw_planes_pooled_as_pixels(isa):
+    """NCHW windows other than 2x2 stride 2 pool 8 planes at a time as the channels of a pixel walk:
+    21 planes (blocks of 8, 8 and 5), ties, NaNs and -inf, windows that miss the input entirely
+    (-inf, index -1), output counts that are not a multiple of 8; values and indices equal torch's
+    (the backward, unchanged, is the scatter the other tests check)."""
+    x = special_values(torch.randn(3, 7, 5, 3))
+    cases = [([3, 3], [1, 1], [1, 1], [1, 1], True),  # 5 x 3 outputs: 15, the last group of 7
+             ([3, 2], [2, 1], [1, 0], [1, 1], True),
+             ([1, 1], [3, 2], [0, 0], [1, 1], False)]
+    for k, s, pad, dil, ceil in cases:
+        expected = "planes" if isa == "portable" else "planes_as_pixels_avx2"
+        assert ops._cpu_max_pool2d_plan(x, k, s, pad, dil, ceil)[0] == expected
+        y, idx = ops.max_pool2d(x, k, s, pad, dil, ceil)
+        ry, ridx = F.max_pool2d_with_indices(x, k, s, pad, dil, ceil)
+        assert torch.equal(idx, ridx)
+        assert torch.equal(y.nan_to_num(7.5), ry.nan_to_num(7.5)) and torch.equal(y.signbit(), ry.signbit())
+    # taps at columns -1 and 3 of 3: every window misses the input, and gives -inf and -1 (the
+    # general loops' rule; torch reports a position outside the window there)
+    assert ops._cpu_max_pool2d_plan(x, [3, 2], [2, 1], [1, 1], [1, 4], False)[0] == expected
+    y, idx = ops.max_pool2d(x, [3, 2], [2, 1], [1, 1], [1, 4], False)
+    assert idx.numel() > 0 and (idx == -1).all() and (y == float("-inf")).all()
+
+
+def test_nchw_planes_too_large_to_stage_keep_the_row_kernel(isa):
+    """A plane of more than 2^18 elements (an 8 MiB stage of 8 planes) takes the row kernel, with
+    the same rules."""
+    x = special_values(torch.randn(1, 2, 520, 515))
+    expected = "planes" if isa == "portable" else "planes_avx2"
+    assert ops._cpu_max_pool2d_plan(x, [3, 3], [2, 2], [1, 1], [1, 1], True)[0] == expected
+    y, idx = ops.max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], True)
+    ry, ridx = F.max_pool2d_with_indices(x, [3, 3], [2, 2], [1, 1], [1, 1], True)
+    assert torch.equal(idx, ridx) and torch.equal(y.nan_to_num(7.5), ry.nan_to_num(7.5))

@@ -16,6 +16,7 @@ ops = torch.ops.cuconv
 # Strategies no shared case reaches, with the test that does.
 REACHED_ELSEWHERE = {
     "max_pool2d.forward:large_planes": "test_large_tensors.py (a plane past 2^31 elements: 8 GiB)",
+    "max_pool2d.forward:planes_avx2": "test_max_pool2d_cpu_paths.py (planes too large to stage)",
     # bfloat16 only (AMX for the convs, AVX-512 for the pools); the cases' tags are float32 plans
     "conv2d.fprop:amx_direct": "test_low_precision_cpu.py (test_bfloat16_on_amx_plans, the AMX cases)",
     # float16 / bfloat16 only

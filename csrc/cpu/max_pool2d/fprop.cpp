@@ -25,6 +25,7 @@
 #include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/bf16_2x2.h"
 #include "cpu/max_pool2d/plan.h"
+#include "cpu/transpose.h"
 #include "ops/runner.h"
 
 namespace cuconv::cpu {
@@ -481,6 +482,64 @@ CUCONV_AVX2_F16C void forward_pixels_avx2_f32(const MaxPool2dParams& p, const fl
   }
 }
 
+// NCHW planes, any window (planes_as_pixels_fit): where planes_avx2 runs 8 outputs of a row, with a
+// mask built per window element and most lanes idle on short rows, 8 planes at a time are pooled as the 8
+// channels of a pixel walk. Their values are first transposed into a [H*W][8] stage (one 32-byte
+// load per window element); every output position's window elements inside the input are listed
+// once per call; the results of 8 output positions are transposed back in registers, so each
+// plane's outputs are stored as a row. Same visiting order and rules as forward_pixels_avx2_f32.
+CUCONV_AVX2_F16C void forward_planes_as_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y,
+                                                       int64_t* idx, int64_t begin, int64_t end) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int64_t HW = p.H * p.W, PQ = p.P * p.Q, window = p.kernel_h * p.kernel_w;
+  thread_local std::vector<float> stage_buf;
+  thread_local std::vector<int32_t> taps_buf, counts_buf;
+  if (stage_buf.size() < size_t(HW * 8)) stage_buf.resize(size_t(HW * 8));
+  if (taps_buf.size() < size_t(PQ * window)) taps_buf.resize(size_t(PQ * window));
+  if (counts_buf.size() < size_t(PQ)) counts_buf.resize(size_t(PQ));
+  float* stage = stage_buf.data();
+  int32_t* taps = taps_buf.data();
+  int32_t* counts = counts_buf.data();
+  PixelWalk px(p, 0);
+  for (int64_t o = 0; o < PQ; ++o) px.next(), counts[o] = window_taps(px, taps + o * window);
+  for (int64_t c0 = begin; c0 < end; c0 += 8) {
+    const int planes = int(std::min<int64_t>(8, end - c0));
+    const float* src = x + c0 * HW;
+    for (int64_t j0 = 0; j0 < HW; j0 += 8) {  // stage[j][k] = plane k's element j
+      const int cols = int(std::min<int64_t>(8, HW - j0));
+      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane);
+      __m256 in[8], out[8];
+      for (int k = 0; k < 8; ++k)
+        in[k] = k >= planes ? _mm256_setzero_ps()
+                : cols == 8 ? _mm256_loadu_ps(src + k * HW + j0)
+                            : _mm256_maskload_ps(src + k * HW + j0, m);
+      transpose8x8(in, out);
+      for (int j = 0; j < cols; ++j) _mm256_storeu_ps(stage + (j0 + j) * 8, out[j]);
+    }
+    for (int64_t o0 = 0; o0 < PQ; o0 += 8) {
+      const int n = int(std::min<int64_t>(8, PQ - o0));
+      __m256 best[8], pos_f[8], best_t[8], pos_t[8];
+      for (int o = 0; o < 8; ++o) {
+        const int nt = o < n ? counts[o0 + o] : 0;
+        const int32_t* t = taps + (o0 + o) * window;
+        if (nt == 0) {  // a window that misses the input (or a position past the last): -inf, -1
+          best[o] = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+          pos_f[o] = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+          continue;
+        }
+        __m256 b = _mm256_loadu_ps(stage + int64_t(t[0]) * 8);
+        __m256i q = _mm256_set1_epi32(t[0]);
+        for (int e = 1; e < nt; ++e) update8_taken(_mm256_loadu_ps(stage + int64_t(t[e]) * 8), _mm256_set1_epi32(t[e]), b, q);
+        best[o] = b, pos_f[o] = _mm256_castsi256_ps(q);
+      }
+      transpose8x8(best, best_t);  // lane moves only: the positions' bits pass through unchanged
+      transpose8x8(pos_f, pos_t);
+      for (int k = 0; k < planes; ++k)
+        store8(n, best_t[k], _mm256_castps_si256(pos_t[k]), y + (c0 + k) * PQ + o0, idx + (c0 + k) * PQ + o0);
+    }
+  }
+}
+
 #endif
 
 // Planes of 2^31 elements or more, whose flat positions overflow the int32 lanes of the vector
@@ -525,6 +584,8 @@ bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const 
   if constexpr (std::is_same_v<T, float>) {
     switch (strategy) {
       case PoolFpropStrategy::planes_avx2: return forward_planes_avx2_f32(p, x, y, idx, begin, end), true;
+      case PoolFpropStrategy::planes_as_pixels_avx2:
+        return forward_planes_as_pixels_avx2_f32(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_avx2: return forward_pixels_avx2_f32(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_2x2_avx512:
         return forward_pixels_2x2_avx512_f32(p, x, y, idx, begin, end), true;

@@ -15,6 +15,13 @@ bool is_2x2_stride2_inside(const MaxPool2dParams& p) {
          p.dil_h == 1 && p.dil_w == 1 && 2 * p.P <= p.H && 2 * p.Q <= p.W && p.H * p.W < (int64_t(1) << 31);
 }
 
+// planes_as_pixels_avx2 fills all 8 lanes of every load whatever the row length, and beats
+// planes_avx2 on every NCHW window measured, planes of 2x2 to 448x448 (docs/experiments.md); its
+// per-thread stage (8 planes in float32) and list of window elements are bounded to 8 MiB each.
+bool planes_as_pixels_fit(const MaxPool2dParams& p) {
+  return p.H * p.W * 8 * 4 <= (int64_t(8) << 20) && p.P * p.Q * p.kernel_h * p.kernel_w * 4 <= (int64_t(8) << 20);
+}
+
 MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType dtype) {
   // bfloat16 2x2 windows on AVX-512 run on the bfloat16 values; every other 16-bit pool runs the
   // float32 plan on float32 copies.
@@ -29,9 +36,10 @@ MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType 
   if (dtype == at::kFloat && !(p.H * p.W < (int64_t(1) << 31) && p.Q < (int64_t(1) << 31)))
     plan.forward = PoolFpropStrategy::large_planes;
   else if (!p.channels_last)
-    plan.forward = !vector_f32 ? PoolFpropStrategy::planes
-                   : two_by_two ? PoolFpropStrategy::planes_2x2_avx2
-                                : PoolFpropStrategy::planes_avx2;
+    plan.forward = !vector_f32                ? PoolFpropStrategy::planes
+                   : two_by_two                 ? PoolFpropStrategy::planes_2x2_avx2
+                   : planes_as_pixels_fit(p)    ? PoolFpropStrategy::planes_as_pixels_avx2
+                                                : PoolFpropStrategy::planes_avx2;
   else if (!vector_f32)
     plan.forward = PoolFpropStrategy::pixels;
   else if (two_by_two && isa == Isa::avx512 && p.C % 16 == 0)  // whole zmm registers of channels
@@ -55,9 +63,10 @@ namespace {
 // The names of plan.h's enums, in their order (what _cpu_max_pool2d_plan reports).
 constexpr const char* kForwardNames[] = {"large_planes", "planes",          "planes_avx2",       "planes_2x2_avx2",
                                          "pixels",       "pixels_avx2",     "pixels_2x2_avx2",   "pixels_2x2_avx512",
-                                         "pixels_avx512", "planes_2x2_bf16", "pixels_2x2_bf16"};
+                                         "pixels_avx512", "planes_2x2_bf16", "pixels_2x2_bf16",
+                                         "planes_as_pixels_avx2"};
 constexpr const char* kBackwardNames[] = {"scatter", "windows_2x2_avx2", "windows_2x2_bf16"};
-static_assert(std::size(kForwardNames) == size_t(PoolFpropStrategy::pixels_2x2_bf16) + 1 &&
+static_assert(std::size(kForwardNames) == size_t(PoolFpropStrategy::planes_as_pixels_avx2) + 1 &&
                   std::size(kBackwardNames) == size_t(PoolBpropStrategy::windows_2x2_bf16) + 1,
               "a name for every strategy");
 }  // namespace

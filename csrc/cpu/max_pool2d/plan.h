@@ -15,7 +15,7 @@ namespace cuconv::cpu {
 enum class PoolFpropStrategy {
   large_planes,       // planes of 2^31 elements or more: scalar, int64 positions
   planes,             // NCHW, any window: one vectorisable pass per window element over a row's outputs
-  planes_avx2,        // NCHW float on AVX2: 8 outputs of a row in registers
+  planes_avx2,        // NCHW float on AVX2: 8 outputs of a row in registers (planes too large to stage)
   planes_2x2_avx2,    // NCHW float 2x2 stride 2 inside the input: even/odd column splits
   pixels,             // NHWC, any window: one pass per window element over a pixel's channels
   pixels_avx2,        // NHWC float on AVX2: 8 channels in registers
@@ -24,6 +24,7 @@ enum class PoolFpropStrategy {
   pixels_avx512,      // NHWC float on AVX-512, any window: 16 channels in registers, the window listed once
   planes_2x2_bf16,    // NCHW bfloat16 2x2 stride 2 inside the input, AVX-512: no float32 copies (bf16_2x2.cpp)
   pixels_2x2_bf16,    // the same, NHWC
+  planes_as_pixels_avx2,  // NCHW float on AVX2, any window: 8 planes as the channels of a pixel walk
 };
 
 enum class PoolBpropStrategy {
@@ -46,5 +47,7 @@ std::vector<std::string> all_max_pool2d_strategies();
 // 2x2 windows, stride 2, no padding or dilation, every window inside the input (the CNN pooling
 // layers), with flat positions that fit int32.
 bool is_2x2_stride2_inside(const MaxPool2dParams& p);
+// Whether planes_as_pixels_avx2's per-thread buffers stay within their bounds for these planes.
+bool planes_as_pixels_fit(const MaxPool2dParams& p);
 
 }  // namespace cuconv::cpu
