@@ -228,11 +228,22 @@ struct TcOperand {
   bool ok[kCtx];
   Elem staged[kStaged];
 
+  // cp16 runs of 16-bit elements are 16 bytes, four to a row: a warp's 32 copies cover 8 rows, and
+  // a 16-byte access goes to shared memory 8 lanes at a time. Lanes 8i..8i+7 take run i of the 8
+  // rows, whose 80-byte pitch puts the 8 runs in 8 different bank quads; row-major (two rows of four
+  // runs per 8 lanes) would put two runs in one quad. Register-staged runs keep row-major: their
+  // stores are a few per slice, and the mapping's index math would sit in their main loops.
+  static constexpr bool kColumnsOf8Rows = L == TcLoad::cp16 && kRunsPerRow == 4;
+  static_assert(!kColumnsOf8Rows || (THREADS % 32 == 0 && ROWS % 8 == 0), "whole warps over whole 8-row groups");
   static CUCONV_DEVICE int row_of(int tid, int c) {
-    return kRowFast ? tid % ROWS : (tid + c * THREADS) / kRunsPerRow;
+    const int i = tid + c * THREADS;
+    if constexpr (kColumnsOf8Rows) return (i / 32) * 8 + i % 8;
+    return kRowFast ? tid % ROWS : i / kRunsPerRow;
   }
   static CUCONV_DEVICE int k_of(int tid, int c) {
-    return kRowFast ? tid / ROWS + c * (THREADS / ROWS) : ((tid + c * THREADS) % kRunsPerRow) * kRun;
+    const int i = tid + c * THREADS;
+    if constexpr (kColumnsOf8Rows) return ((i / 8) % 4) * kRun;
+    return kRowFast ? tid / ROWS + c * (THREADS / ROWS) : (i % kRunsPerRow) * kRun;
   }
 
   int n_ok = 0;  // runs inside the operand (rows grow with c, so ok[c] is c < n_ok): one compare a run
