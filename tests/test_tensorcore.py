@@ -422,19 +422,25 @@ WIDE_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("shape", WIDE_SHAPES)
 def test_wide_tile_matches_large_bit_for_bit(gpu_runner, shape, dtype):
     """The wide tile (64x64 warp tiles, one reduction position per thread stepped by adds) and the
     tall one (the large tile's outputs in 64x32 warp tiles) sum each output as the large tile does:
-    the same bits, forward and grad input, within twice torch's error."""
+    the same bits, forward and grad input, within twice torch's error. Float (TF32) runs the tall
+    tile; a wide one asked for runs as the large."""
     x, w, gy, geometry = make_backward(shape, dtype, True)
-    r = gpu_runner.name
-    for run in (lambda c: run_tc(x, w, None, geometry, False, c, runner=r),
-                lambda c: run_backward("input", gy, x, w, geometry, False, c, runner=r)):
+    r, tf32 = gpu_runner.name, dtype == torch.float32
+    for run in (lambda c: run_tc(x, w, None, geometry, tf32, c, runner=r),
+                lambda c: run_backward("input", gy, x, w, geometry, tf32, c, runner=r)):
         large = run(CONFIGS["large"])
         assert torch.equal(run(CONFIGS["wide"]), large)
         assert torch.equal(run(CONFIGS["tall"]), large)
+    if tf32:
+        ref = reference(x, w, None, *geometry)
+        out = run_tc(x, w, None, geometry, True, CONFIGS["tall"], runner=r)
+        assert 1e-6 < ((out.double() - ref).norm() / ref.norm()).item() < 1e-3  # rounded to TF32, not exact
+        return
     assert_within_torch_error(run_tc(x, w, None, geometry, False, CONFIGS["wide"], runner=r),
                               torch_in_dtype(x, w, None, *geometry), reference(x, w, None, *geometry))
     assert_within_torch_error(run_backward("input", gy, x, w, geometry, False, CONFIGS["wide"], runner=r),
@@ -480,15 +486,18 @@ def test_chooser_picks_each_entry_for_its_shapes(sim_device):
     assert plan((32, 3, 224, 224), (64, 3, 7, 7), "wgrad", stride=(2, 2), padding=(3, 3))[0] == CONFIGS["narrow"]
     assert plan((32, 128, 56, 56), (128, 128, 3, 3), "wgrad")[0] == CONFIGS["large"]  # 128 rows: no padding
     # 128-channel layers in channels_last, 16-bit: both operands by 16-byte copies, 128-column tiles
-    # without padding: the wide tile, forward and grad input; not for float (TF32), NCHW or 64 columns
+    # without padding: the wide tile, forward and grad input; not for NCHW or 64 columns. Float (TF32)
+    # takes the tall tile there (64x64 warp tiles would spill)
     big = ((32, 128, 56, 56), (128, 128, 3, 3))
     assert plan(*big, "fprop", channels_last=True)[:2] == [CONFIGS["wide"], 3]
     assert plan(*big, "dgrad", torch.bfloat16, channels_last=True)[0] == CONFIGS["wide"]
-    assert plan(*big, "fprop", torch.float32, channels_last=True)[0] == CONFIGS["large"]
+    assert plan(*big, "fprop", torch.float32, channels_last=True)[0] == CONFIGS["tall"]
+    assert plan(*big, "dgrad", torch.float32, channels_last=True)[0] == CONFIGS["tall"]
     assert plan(*big, "fprop")[0] == CONFIGS["large"]
+    assert plan(*big, "fprop", torch.float32)[0] == CONFIGS["large"]  # NCHW: no 16-byte operands
     # 64 output channels, the same 16-byte operands: the large tile's outputs in 4 warps of 64x32
     assert plan((32, 64, 56, 56), (64, 64, 3, 3), "fprop", channels_last=True)[0] == CONFIGS["tall"]
-    assert plan((32, 64, 56, 56), (64, 64, 3, 3), "fprop", torch.float32, channels_last=True)[0] == CONFIGS["large"]
+    assert plan((32, 64, 56, 56), (64, 64, 3, 3), "fprop", torch.float32, channels_last=True)[0] == CONFIGS["tall"]
     # grad weight in channels_last: both operands by 16-byte copies along their rows (cp16_mn), so the
     # wide tile too; not with channels that are not whole 16-byte runs
     assert plan(*big, "wgrad", channels_last=True)[0] == CONFIGS["wide"]
@@ -595,7 +604,7 @@ def test_wgrad_row_copies_are_free_of_bank_conflicts(dtype):
     """The swizzled k-major tiles: no shared-memory bank conflict in the copies or (16-bit) the
     ldmatrix fragment loads."""
     layer = Layer("t", 2, 64, 8, 8, 128, 3, 3, 1, 1)
-    configs = ("large", "wide", "tall") if dtype == "f16" else ("large", "medium")  # TF32 takes neither 4-warp tile
+    configs = ("large", "wide", "tall") if dtype == "f16" else ("large", "medium", "tall")  # TF32: not the wide tile
     for config in configs:
         row = sim_counts.counted(layer, "wgrad", dtype, "nhwc", CONFIGS[config])
         assert "Conv2dWgradTcMnProblem" in row["signature"]  # the row-copy kernel ran

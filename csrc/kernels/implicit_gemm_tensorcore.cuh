@@ -136,10 +136,10 @@ inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, 
   auto blocks = [&](int c) {
     return launches * ceil_div<int64_t>(M, kTcConfigs[c].bm) * ceil_div<int64_t>(Ncols, kTcConfigs[c].bn);
   };
-  // TF32 holds twice the runs per thread and converts its fragments: at 64x64 warp tiles it spills
-  // (and at 64x32 it would hold as many as the large tile's 32x32 do at 16 bits: not measured)
-  const bool wide_fits = async16 && elem_bytes == 2;
-  int config = (forced == kTcWide || forced == kTcTall) && !wide_fits ? int(kTcLarge) : forced;
+  // TF32 holds twice the runs per thread and converts its fragments: at 64x64 warp tiles it spills;
+  // at 64x32 (tall) it fits, both operands by 16-byte copies, as 16-bit does.
+  const bool wide_fits = async16 && elem_bytes == 2, tall_fits = async16;
+  int config = (forced == kTcWide && !wide_fits) || (forced == kTcTall && !tall_fits) ? int(kTcLarge) : forced;
   if (config < 0 || config >= kTcConfigCount) {
     const bool m_fills_128 = !tc_pads_over_an_eighth(M, kTcConfigs[kTcLarge].bm);
     if (Kdim <= kTcBK) config = kTcSmallChannel;
@@ -147,7 +147,7 @@ inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, 
     else if (wide_fits && blocks(kTcWide) >= 2 * int64_t(d.sm_count) && m_fills_128 &&
              !tc_pads_over_an_eighth(Ncols, kTcConfigs[kTcWide].bn))
       config = kTcWide;
-    else if (blocks(kTcLarge) >= 2 * int64_t(d.sm_count) && m_fills_128) config = wide_fits ? kTcTall : kTcLarge;
+    else if (blocks(kTcLarge) >= 2 * int64_t(d.sm_count) && m_fills_128) config = tall_fits ? kTcTall : kTcLarge;
     else config = kTcMedium;
   }
   for (int c : {config, int(kTcMedium), int(kTcNarrow)}) {
@@ -740,7 +740,7 @@ void launch_implicit_gemm_tensorcore(const Problem& prob, const T* a_any, const 
       // is smaller than the wide one the plan fitted
       [[fallthrough]];
     case kTcTall:
-      if constexpr (((LA == TcLoad::cp16 && LB == TcLoad::cp16) || LA == TcLoad::cp16_mn) && sizeof(T) == 2)
+      if constexpr ((LA == TcLoad::cp16 && LB == TcLoad::cp16) || LA == TcLoad::cp16_mn)
         if (plan.config == kTcTall)
           return launch_tensorcore_tile<TcTile<128, 64, 2, 2>, LA, LB>(prob, a_any, b_any, groups, splits,
                                                                         plan.stages, stream);
