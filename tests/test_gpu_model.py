@@ -81,9 +81,9 @@ def test_prediction_arithmetic(mixes):
     assert p.predicted_us == max(p.issue_us, p.tensor_us, p.memory_us) and p.bound == "tensor"
     assert p.roofline_us == pytest.approx(c.useful_flops / (989e12 * 0.62) * 1e6)
     assert p.ideal_us == pytest.approx(c.useful_flops / 989e12 * 1e6)
-    # the same layer in TF32 keeps the large tile (8 warps, 128x64)
+    # the same layer in TF32 takes the tall tile (128x64 in 4 warps: no wide tile for TF32)
     t = gpu_model.predict(l, "fprop", "tf32", "nhwc", mixes)
-    assert t.kernel == "tc fprop tf32 nhwc 128x64 cp16/cp16" and t.counts.tiles == 392 * 4
+    assert t.kernel == "tc fprop tf32 nhwc 128x64 cp16/cp16 tall" and t.counts.tiles == 392 * 4
 
 
 def test_strided_dgrad_issues_only_useful_work(mixes):
