@@ -100,8 +100,8 @@ inline constexpr TcConfig kTcConfigs[kTcConfigCount] = {
                                           // issuing copies, barriers and the loop that 16 MMAs carry in a
                                           // `large` tile's 32x32 warp tiles
     {"tall", 128, 64, 2, 2, 3},           // the large tile's outputs in 4 warps of 64x32 (32 MMAs per warp and
-                                          // slice), for the same 16-bit 16-byte operands where 64 columns would
-                                          // leave a wide tile half padding (64 output channels)
+                                          // slice), for operands both by 16-byte copies: 16-bit where 64 columns
+                                          // would leave a wide tile half padding, and TF32 (no wide tile)
 };
 
 constexpr int kTcMaxStages = 3;  // the kernel's prologue is unrolled to this depth
@@ -127,9 +127,9 @@ inline bool tc_pads_over_an_eighth(int64_t n, int64_t tile) { return (ceil_div(n
 
 // The configuration for a GEMM of M x Ncols x Kdim run as `launches` independent GEMMs (groups, split-K
 // chunks) on device d; `forced` >= 0 picks a table entry (tests). `async16`: both operands go by
-// 16-byte copies, which the wide tile needs (register-staged loads would hold a slice's values in
-// registers beside its 128 accumulators per thread, and spill), with 16-bit elements; a wide tile
-// asked for without them runs as the large one. Stages shrink to what the device's per-block shared memory opt-in holds; a
+// 16-byte copies, which the wide tile (with 16-bit elements) and the tall one need (register-staged
+// loads would hold a slice's values in registers beside the accumulators, and spill); a wide or tall
+// tile asked for without them runs as the large one. Stages shrink to what the device's per-block shared memory opt-in holds; a
 // tile whose single stage does not fit gives way to a smaller one.
 inline TcPlan tc_plan(int64_t M, int64_t Ncols, int64_t Kdim, int64_t launches, int elem_bytes, bool async16,
                       const DeviceProps& d, int forced = -1) {

@@ -71,7 +71,7 @@ CUCONV_DEVICE uint16_t bits16(bfloat16_t v) { return __bfloat16_as_ushort(v); }
 #else
 inline uint32_t to_tf32(float v) {
   uint32_t u = std::bit_cast<uint32_t>(v);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffe000u;  // NaN: a NaN whose tf32 bits are one
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fffe000u;  // NaN: every tf32 mantissa bit set
   if ((u & 0x7f800000u) != 0x7f800000u) u += 0xfffu + ((u >> 13) & 1u);  // finite: to nearest even
   return u & 0xffffe000u;
 }
