@@ -155,13 +155,14 @@ BLOCKS16 = [
     ((3, 3, 17, 15), 20, 3, 1, 1, 1, 1, True, ("nhwc_interleaved", "nhwc_col2im", "interleaved")),
     ((2, 40, 19, 17), 24, 3, 2, 1, 1, 1, False, ("nchw_via_nhwc", "nchw_col2im", "window_runs")),
     ((2, 40, 19, 17), 24, 3, 2, 1, 1, 1, True, ("nhwc_rows", "nhwc_phases", "window_runs")),
-    ((2, 24, 11, 9), 36, 3, 1, 2, 2, 1, True, ("nhwc_im2col", "nhwc_col2im", "im2col")),  # dilated
+    ((2, 24, 15, 13), 36, 3, 1, 2, 2, 1, True, ("nhwc_im2col", "nhwc_col2im", "im2col")),  # dilated
     # 2 groups of 22 -> 18 channels (groups of 8k channels take grouped_taps on AVX2)
     ((2, 44, 10, 9), 36, 3, 1, 1, 1, 2, True, ("nhwc_interleaved", "nhwc_col2im", "interleaved")),
     ((2, 72, 9, 9), 36, 1, 2, 0, 1, 2, True, ("nhwc_rows", "nhwc_col2im", "pixel_cols")),
     ((2, 64, 9, 9), 32, 1, 1, 0, 1, 2, False, ("nchw_direct", "nchw_col2im", "im2col")),
     ((2, 72, 9, 9), 40, 1, 2, 0, 1, 1, True, ("pointwise_16bit", "pointwise_16bit", "direct")),  # strided 1x1
     ((0, 3, 9, 9), 8, 3, 1, 1, 1, 1, False, ("nchw_im2col", "nchw_col2im", "im2col")),  # batch 0
+    ((3, 24, 3, 3), 20, 3, 1, 1, 1, 1, True, ("nhwc_taps", "nhwc_taps", "window_runs")),  # small map
 ]
 
 
@@ -169,7 +170,7 @@ BLOCKS16 = [
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
 @pytest.mark.parametrize("xs,k,kernel,stride,pad,dil,groups,channels_last,plan", BLOCKS16,
                          ids=["first", "first-nhwc", "s2", "s2-nhwc", "dil-nhwc", "g2-nhwc", "1x1-s2-g2-nhwc", "1x1-g2",
-                              "1x1-s2-nhwc", "n0"])
+                              "1x1-s2-nhwc", "n0", "taps-nhwc"])
 def test_16bit_gemm_strategies_convert_blocks(path, dtype, xs, k, kernel, stride, pad, dil, groups, channels_last,
                                               plan):
     """The GEMM strategies round the forward's sums into the 16-bit output, and widen grad_output for

@@ -1,5 +1,7 @@
 #pragma once
-// Integer rounding and the row pitch of the matrices the CPU GEMM walks.
+// Integer rounding, the row pitch of the matrices the CPU GEMM walks, and the outputs whose window
+// position lies inside the input.
+#include <algorithm>
 #include <cstdint>
 
 namespace cuconv::cpu {
@@ -17,5 +19,13 @@ inline int64_t pitch(int64_t n) {
   return (blocks % 2 ? blocks : blocks + 1) * 16;
 }
 inline bool pitch_ok(int64_t ld) { return ld % 32 != 0; }
+
+// The outputs o in [lo, hi) of a count-long row whose input position o*stride + offset lies in [0, limit).
+inline void valid_range(int64_t offset, int64_t stride, int64_t limit, int64_t count, int64_t& lo, int64_t& hi) {
+  lo = offset >= 0 ? 0 : ceil_div(-offset, stride);
+  hi = limit - offset <= 0 ? 0 : ceil_div(limit - offset, stride);
+  lo = std::min(lo, count);
+  hi = std::max(lo, std::min(hi, count));
+}
 
 }  // namespace cuconv::cpu

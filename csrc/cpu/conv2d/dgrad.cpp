@@ -10,6 +10,7 @@
 #include "cpu/conv2d/grouped_taps.h"
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
+#include "cpu/conv2d/taps.h"
 #include "cpu/conv2d/winograd.h"
 #include "cpu/scratch.h"
 
@@ -230,6 +231,7 @@ void conv2d_dgrad(Isa isa, const DgradPlan& plan, const Conv2dParams& p, const T
     case DgradStrategy::grouped: return grouped_dgrad(isa, p, gy, w, gx);
     case DgradStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again
     case DgradStrategy::as_forward: break;    // runner.cpp runs the forward
+    case DgradStrategy::nhwc_taps: return nhwc_taps_dgrad(isa, p, gy, w, gx, opts);
     case DgradStrategy::amx_phases: break;    // runner.cpp runs it on the bfloat16 tensors
     case DgradStrategy::pointwise_16bit: break;  // runner.cpp runs it on the 16-bit tensors
     case DgradStrategy::grouped_taps:

@@ -11,6 +11,7 @@
 #include "cpu/conv2d/operands.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/rows_avx512.h"
+#include "cpu/conv2d/taps.h"
 #include "cpu/conv2d/winograd.h"
 #include "cpu/float32_copies.h"
 #include "cpu/scratch.h"
@@ -219,6 +220,7 @@ void conv2d_fprop(Isa isa, const FpropPlan& plan, const Conv2dParams& p, const T
     case FpropStrategy::nhwc_interleaved: return forward_nhwc_rows(isa, p, x, w, bias, y, relu, opts, y16);
     case FpropStrategy::nhwc_im2col:
     case FpropStrategy::nhwc_direct: return forward_nhwc_gemm(isa, p, x, w, bias, y, relu, opts, y16);
+    case FpropStrategy::nhwc_taps: return nhwc_taps_fprop(isa, p, x, w, bias, y, relu, opts, y16);
     case FpropStrategy::depthwise: return depthwise_fprop(isa, p, x, w, bias, y, relu);
     case FpropStrategy::grouped: return grouped_fprop(isa, p, x, w, bias, y, relu);
     case FpropStrategy::nchw_as_nhwc: break;  // runner.cpp transposes the tensors and plans again

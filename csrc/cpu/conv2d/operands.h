@@ -18,14 +18,6 @@
 
 namespace cuconv::cpu {
 
-// The outputs o in [lo, hi) of a count-long row whose input position o*stride + offset lies in [0, limit).
-inline void valid_range(int64_t offset, int64_t stride, int64_t limit, int64_t count, int64_t& lo, int64_t& hi) {
-  lo = offset >= 0 ? 0 : ceil_div(-offset, stride);
-  hi = limit - offset <= 0 ? 0 : ceil_div(limit - offset, stride);
-  lo = std::min(lo, count);
-  hi = std::max(lo, std::min(hi, count));
-}
-
 // Copies a short run: fixed 8-element moves (the last one overlapping) instead of a memcpy call or
 // a loop with a scalar tail, since im2col runs are one output row or one pixel's channels.
 template <typename T>

@@ -149,6 +149,30 @@ bool nhwc_reads_rows_in_place(const Conv2dParams& p) {
   return p.channels_last && p.dil_w == 1 && (p.groups == 1 || p.S == 1) && p.S * p.C_per_group() >= 32;
 }
 
+int64_t inside_tap_products(const Conv2dParams& p) {
+  int64_t rows = 0, cols = 0, lo = 0, hi = 0;
+  for (int64_t r = 0; r < p.R; ++r) valid_range(r * p.dil_h - p.pad_h, p.stride_h, p.H, p.P, lo, hi), rows += hi - lo;
+  for (int64_t s = 0; s < p.S; ++s) valid_range(s * p.dil_w - p.pad_w, p.stride_w, p.W, p.Q, lo, hi), cols += hi - lo;
+  return rows * cols;
+}
+
+// Small NHWC maps where padding is a quarter or more of the windows' products: per-tap GEMMs skip
+// it (nhwc_taps; the grad input pairs the same pixels and positions). A 3x3 stride-1 conv keeps
+// Winograd (4 products per output on whole 2x2 tiles) unless the taps need 10% fewer: 3x3 maps (49
+// against 64 products), 1x1 maps. At least 16 channels on each side: the tap GEMMs reduce over one
+// side's channels alone.
+static bool use_nhwc_taps(const Conv2dParams& p, Isa isa, at::ScalarType dtype, Conv2dPass pass) {
+  if (!p.channels_last || p.groups != 1 || p.R * p.S == 1 || std::min(p.C, p.K) < 16 || isa == Isa::amx ||
+      config::cpu_conv_algo() == config::CpuConvAlgo::winograd)
+    return false;
+  const int64_t inside = inside_tap_products(p);
+  if (4 * inside > 3 * p.P * p.Q * p.R * p.S) return false;
+  const bool grad = pass == Conv2dPass::dgrad;
+  if (!use_winograd(p, isa, dtype, grad ? p.K : p.C, grad ? p.C : p.K)) return true;
+  const int64_t tiles = grad ? ceil_div(p.H, 2) * ceil_div(p.W, 2) : ceil_div(p.P, 2) * ceil_div(p.Q, 2);
+  return 10 * inside < 9 * 16 * tiles;
+}
+
 int64_t images_per_gemm(int64_t N, int64_t PQ) { return std::min(N, std::max<int64_t>(1, 256 / PQ)); }
 
 bool gemm_should_split(int64_t outer_items) { return outer_items < at::get_num_threads(); }
@@ -178,6 +202,7 @@ FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_grouped_taps(p, isa, dtype))
     return {p.channels_last ? FpropStrategy::grouped_taps : FpropStrategy::nchw_as_nhwc};
   if (use_grouped(p)) return {FpropStrategy::grouped};
+  if (use_nhwc_taps(p, isa, dtype, Conv2dPass::fprop)) return {FpropStrategy::nhwc_taps};
   if (use_winograd(p, isa, dtype, p.C, p.K)) return {FpropStrategy::winograd};
   if (use_rows_avx512(p, isa, dtype)) return {FpropStrategy::rows_avx512};
   if (use_nchw_as_nhwc(p, Conv2dPass::fprop)) return {FpropStrategy::nchw_as_nhwc};
@@ -196,14 +221,15 @@ DgradPlan plan_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_grouped_taps_dgrad(p, isa, dtype))
     return {p.channels_last ? DgradStrategy::grouped_taps : DgradStrategy::nchw_as_nhwc, 1};
   if (use_grouped(p) && grouped_dgrad_fits(p)) return {DgradStrategy::grouped, 1};
+  if (use_nhwc_taps(p, isa, dtype, Conv2dPass::dgrad)) return {DgradStrategy::nhwc_taps, 1};
   if (use_winograd(p, isa, dtype, p.K, p.C)) return {DgradStrategy::winograd, 1};
+  const bool dense_stride1 = p.R * p.S > 1 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 &&
+                             p.groups == 1 && p.pad_h < p.R && p.pad_w < p.S;
   // Stride 1 on AMX (bfloat16): grad input is a forward conv, whose GEMMs read grad_output in place
   // where col2im writes and re-reads R*S columns per pixel, traffic the tile products cannot hide.
   // The same for float32 NHWC on AVX-512 with 16 or more input channels (the forward's GEMM columns)
   // on maps of 16 or more pixels: 1.04-1.5x over col2im (AlexNet's 5x5 at 7x7 1.04-1.13x); 3
   // channels ran 0.45x and a 3x3 map 0.93x.
-  const bool dense_stride1 = p.R * p.S > 1 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 &&
-                             p.groups == 1 && p.pad_h < p.R && p.pad_w < p.S;
   if (dense_stride1 && (isa == Isa::amx || (is_float(dtype) && is_avx512(isa) && p.channels_last && p.C >= 16 &&
                                              p.H * p.W >= 16)))
     return {DgradStrategy::as_forward, 1};
@@ -289,16 +315,17 @@ constexpr const char* kFpropNames[] = {"winograd",    "rows_avx512",      "nchw_
                                        "nchw_im2col", "nchw_direct",      "nhwc_rows",
                                        "nhwc_interleaved", "nhwc_im2col", "nhwc_direct", "depthwise",
                                        "grouped",     "nchw_as_nhwc", "amx_direct", "grouped_taps",
-                                       "pointwise_16bit"};
+                                       "pointwise_16bit", "nhwc_taps"};
 constexpr const char* kDgradNames[] = {"winograd",  "nhwc_phases", "nchw_col2im", "nhwc_col2im",
                                        "depthwise", "grouped",     "nchw_as_nhwc", "as_forward",
-                                       "grouped_taps", "amx_phases", "pointwise_16bit"};
+                                       "grouped_taps", "amx_phases", "pointwise_16bit",
+                                       "nhwc_taps"};
 constexpr const char* kWgradNames[] = {"winograd",    "rows_avx512", "direct",    "pixel_cols",
                                        "window_runs", "interleaved", "im2col",    "depthwise",
                                        "grouped",     "nchw_as_nhwc", "grouped_taps",
                                        "amx_direct"};
-static_assert(std::size(kFpropNames) == size_t(FpropStrategy::pointwise_16bit) + 1 &&
-                  std::size(kDgradNames) == size_t(DgradStrategy::pointwise_16bit) + 1 &&
+static_assert(std::size(kFpropNames) == size_t(FpropStrategy::nhwc_taps) + 1 &&
+                  std::size(kDgradNames) == size_t(DgradStrategy::nhwc_taps) + 1 &&
                   std::size(kWgradNames) == size_t(WgradStrategy::amx_direct) + 1,
               "a name for every strategy");
 }  // namespace
@@ -310,7 +337,7 @@ const char* name(WgradStrategy s) { return kWgradNames[int(s)]; }
 bool takes_blocks16(FpropStrategy s) {
   return s == FpropStrategy::nchw_via_nhwc || s == FpropStrategy::nchw_im2col || s == FpropStrategy::nchw_direct ||
          s == FpropStrategy::nhwc_rows || s == FpropStrategy::nhwc_interleaved || s == FpropStrategy::nhwc_im2col ||
-         s == FpropStrategy::nhwc_direct;
+         s == FpropStrategy::nhwc_direct || s == FpropStrategy::nhwc_taps;
 }
 bool takes_blocks16(DgradStrategy s) {
   return s == DgradStrategy::nhwc_phases || s == DgradStrategy::nchw_col2im || s == DgradStrategy::nhwc_col2im;

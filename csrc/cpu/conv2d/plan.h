@@ -31,6 +31,7 @@ enum class FpropStrategy {
   amx_direct,        // bfloat16 on AMX: tiles loaded from padded bfloat16 phase images (amx_direct.cpp)
   grouped_taps,      // NHWC groups of 16k output channels (grouped_taps.h), channels in vector lanes
   pointwise_16bit,   // float16 / bfloat16 1x1: the float32 GEMM on chunks converted in cache (pointwise_16bit.h)
+  nhwc_taps,         // NHWC small maps: one GEMM per kernel tap over the outputs that have it inside the input
 };
 
 enum class DgradStrategy {
@@ -47,6 +48,7 @@ enum class DgradStrategy {
   amx_phases,    // strided, bfloat16 on AMX: an amx_direct forward of grad_output per stride phase
                  // (amx_dgrad_phases.cpp)
   pointwise_16bit,  // float16 / bfloat16 1x1: the float32 GEMM on chunks converted in cache (pointwise_16bit.h)
+  nhwc_taps,        // NHWC small maps: per tap, the pixels it reaches gather their positions' grads (taps.h)
 };
 
 enum class WgradStrategy {
@@ -135,5 +137,7 @@ bool reads_input_directly(const Conv2dParams& p);
 // NHWC convs whose kernel rows are whole pixels of at least 32 values (one GEMM per kernel row,
 // A rows in place) or, with fewer channels, the row-interleaved GEMM (both undilated along W).
 bool nhwc_reads_rows_in_place(const Conv2dParams& p);
+// Products of one image's windows with the input (not its padding), one per output and tap inside.
+int64_t inside_tap_products(const Conv2dParams& p);
 
 }  // namespace cuconv::cpu

@@ -114,10 +114,19 @@ inline void on_c_tile(const GemmArgs<T>& g, int64_t i, int mv, int64_t j, int nv
   for (int k = 2; k < mv; ++k) even &= r[k] == r[0] + k * ld;
   if (even) return kernel(r[0] + j, ld);
   alignas(64) T tile[MR * NR];
+  // Whole tiles move by fixed-size copies (inlined as vector moves, where a run-time length is a
+  // library call per row).
+  const bool whole = nv == NR;
   if (init == GemmInit::accumulate)
-    for (int k = 0; k < mv; ++k) std::copy(r[k] + j, r[k] + j + nv, tile + k * NR);
+    for (int k = 0; k < mv; ++k) {
+      if (whole) std::memcpy(tile + k * NR, r[k] + j, NR * sizeof(T));
+      else std::copy(r[k] + j, r[k] + j + nv, tile + k * NR);
+    }
   kernel(tile, NR);
-  for (int k = 0; k < mv; ++k) std::copy(tile + k * NR, tile + k * NR + nv, r[k] + j);
+  for (int k = 0; k < mv; ++k) {
+    if (whole) std::memcpy(r[k] + j, tile + k * NR, NR * sizeof(T));
+    else std::copy(tile + k * NR, tile + k * NR + nv, r[k] + j);
+  }
 }
 
 // How many adjacent packed B slivers Kernel::run_packed takes at once (Kernel::kSlivers, else 1):
