@@ -183,11 +183,39 @@ at::Tensor weight_operand(int64_t blocks, int64_t Kd, int64_t N, const at::Tenso
   // Sliver by sliver: the weight is K-major, so a sliver's 16 output channels read 16 runs of the
   // weight while i walks, where element order (k innermost) would stride over the whole weight for
   // every i. Every element is written once, the packed padding columns with zeros.
+  // float, where a block's rows share one output-channel stride and start within a span of at most
+  // 4 x Kd values: the sliver's 16 runs over that span are transposed (8x8 in registers) into
+  // [span][16], and each row is one 64-byte copy from it. (Value by value, each read strides by a
+  // whole filter: packing a pointwise layer's weight took as long as its GEMM on 2x2 maps.)
+  std::vector<const T*> span_lo(blocks, nullptr);
+  std::vector<int64_t> span_len(blocks, 0);
+  if constexpr (packed)
+    for (int64_t b = 0; b < blocks && Kd > 0; ++b) {
+      const T *lo = rows[b * Kd].first, *hi = lo;
+      bool same_ld = rows[b * Kd].second > 0;
+      for (int64_t i = 0; i < Kd; ++i) {
+        lo = std::min(lo, rows[b * Kd + i].first), hi = std::max(hi, rows[b * Kd + i].first);
+        same_ld &= rows[b * Kd + i].second == rows[b * Kd].second;
+      }
+      if (same_ld && hi - lo + 1 <= 4 * Kd) span_lo[b] = lo, span_len[b] = hi - lo + 1;
+    }
+  const Isa isa = active_isa();
   at::parallel_for(0, blocks * slivers, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<T> stage;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / slivers, k0 = item % slivers * kSliver, k1 = std::min(k0 + kSliver, n_pad);
       T* ob = o + b * stride;
       const int64_t kn = std::min(k1, N);
+      if (span_len[b] > 0) {
+        const T* lo = span_lo[b];
+        const int64_t ld = rows[b * Kd].second, len = span_len[b];
+        stage.assign(len * kSliver, T(0));
+        transpose(isa, lo + k0 * ld, ld, stage.data(), kSliver, kn - k0, len);
+        for (int64_t i = 0; i < Kd; ++i)
+          std::memcpy(ob + gemm_packed_b_offset(i, k0, Kd, N), stage.data() + (rows[b * Kd + i].first - lo) * kSliver,
+                      kSliver * sizeof(T));
+        continue;
+      }
       for (int64_t i = 0; i < Kd; ++i) {
         T* dst = packed ? ob + gemm_packed_b_offset(i, k0, Kd, N) : ob + i * N + k0;
         const auto [src, ld] = rows[b * Kd + i];
