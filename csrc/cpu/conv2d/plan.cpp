@@ -164,7 +164,8 @@ int64_t inside_tap_products(const Conv2dParams& p) {
 // it (nhwc_taps; the grad input pairs the same pixels and positions). A 3x3 stride-1 conv keeps
 // Winograd (4 products per output on whole 2x2 tiles) unless the taps need 10% fewer: 3x3 maps (49
 // against 64 products), 1x1 maps. At least 16 channels on each side: the tap GEMMs reduce over one
-// side's channels alone.
+// side's channels alone. NCHW convs of those shapes run it through nchw_as_nhwc (small maps: the
+// transposes move little).
 static bool use_nhwc_taps(const Conv2dParams& p, Isa isa, at::ScalarType dtype, Conv2dPass pass) {
   if (!p.channels_last || p.groups != 1 || p.R * p.S == 1 || std::min(p.C, p.K) < 16 || isa == Isa::amx ||
       config::cpu_conv_algo() == config::CpuConvAlgo::winograd)
@@ -206,7 +207,8 @@ FpropPlan plan_fprop(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_grouped_taps(p, isa, dtype))
     return {p.channels_last ? FpropStrategy::grouped_taps : FpropStrategy::nchw_as_nhwc};
   if (use_grouped(p)) return {FpropStrategy::grouped};
-  if (use_nhwc_taps(p, isa, dtype, Conv2dPass::fprop)) return {FpropStrategy::nhwc_taps};
+  if (use_nhwc_taps(as_nhwc(p), isa, dtype, Conv2dPass::fprop))
+    return {p.channels_last ? FpropStrategy::nhwc_taps : FpropStrategy::nchw_as_nhwc};
   if (use_winograd(p, isa, dtype, p.C, p.K)) return {FpropStrategy::winograd};
   if (use_rows_avx512(p, isa, dtype)) return {FpropStrategy::rows_avx512};
   if (use_nchw_as_nhwc(p, Conv2dPass::fprop)) return {FpropStrategy::nchw_as_nhwc};
@@ -225,7 +227,8 @@ DgradPlan plan_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
   if (use_grouped_taps_dgrad(p, isa, dtype))
     return {p.channels_last ? DgradStrategy::grouped_taps : DgradStrategy::nchw_as_nhwc, 1};
   if (use_grouped(p) && grouped_dgrad_fits(p)) return {DgradStrategy::grouped, 1};
-  if (use_nhwc_taps(p, isa, dtype, Conv2dPass::dgrad)) return {DgradStrategy::nhwc_taps, 1};
+  if (use_nhwc_taps(as_nhwc(p), isa, dtype, Conv2dPass::dgrad))
+    return {p.channels_last ? DgradStrategy::nhwc_taps : DgradStrategy::nchw_as_nhwc, 1};
   if (use_winograd(p, isa, dtype, p.K, p.C)) return {DgradStrategy::winograd, 1};
   const bool dense_stride1 = p.R * p.S > 1 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1 &&
                              p.groups == 1 && p.pad_h < p.R && p.pad_w < p.S;
