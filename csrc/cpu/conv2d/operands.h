@@ -183,45 +183,56 @@ at::Tensor weight_operand(int64_t blocks, int64_t Kd, int64_t N, const at::Tenso
   // Sliver by sliver: the weight is K-major, so a sliver's 16 output channels read 16 runs of the
   // weight while i walks, where element order (k innermost) would stride over the whole weight for
   // every i. Every element is written once, the packed padding columns with zeros.
-  // float, where a block's rows share one output-channel stride and start within a span of at most
-  // 4 x Kd values: the sliver's 16 runs over that span are transposed (8x8 in registers) into
+  // float, where rows share one output-channel stride and start within a span of at most 4 values
+  // per row: the sliver's 16 runs over that span are transposed (8x8 in registers) into
   // [span][16], and each row is one 64-byte copy from it. (Value by value, each read strides by a
-  // whole filter: packing a pointwise layer's weight took as long as its GEMM on 2x2 maps.)
-  std::vector<const T*> span_lo(blocks, nullptr);
-  std::vector<int64_t> span_len(blocks, 0);
-  if constexpr (packed)
-    for (int64_t b = 0; b < blocks && Kd > 0; ++b) {
-      const T *lo = rows[b * Kd].first, *hi = lo;
-      bool same_ld = rows[b * Kd].second > 0;
-      for (int64_t i = 0; i < Kd; ++i) {
-        lo = std::min(lo, rows[b * Kd + i].first), hi = std::max(hi, rows[b * Kd + i].first);
-        same_ld &= rows[b * Kd + i].second == rows[b * Kd].second;
-      }
-      if (same_ld && hi - lo + 1 <= 4 * Kd) span_lo[b] = lo, span_len[b] = hi - lo + 1;
+  // whole filter: packing a pointwise layer's weight took as long as its GEMM on 2x2 maps.) One
+  // span for all blocks where they share it (kernel rows or taps of one filter), else one per block
+  // (groups).
+  struct Slab {
+    const T* lo;
+    int64_t len, b0, b1;  // blocks [b0, b1) read from [lo, lo + len); len 0: value by value
+  };
+  auto slab_of = [&](int64_t b0, int64_t b1) {
+    Slab slab{nullptr, 0, b0, b1};
+    if (!packed || b1 == b0 || Kd == 0) return slab;
+    const int64_t ld = rows[b0 * Kd].second;
+    const T *lo = rows[b0 * Kd].first, *hi = lo;
+    for (int64_t r = b0 * Kd; r < b1 * Kd; ++r) {
+      if (rows[r].second != ld) return slab;
+      lo = std::min(lo, rows[r].first), hi = std::max(hi, rows[r].first);
     }
+    if (ld > 0 && hi - lo + 1 <= 4 * (b1 - b0) * Kd) slab.lo = lo, slab.len = hi - lo + 1;
+    return slab;
+  };
+  std::vector<Slab> slabs{slab_of(0, blocks)};
+  if (slabs[0].len == 0 && blocks > 1) {
+    slabs.clear();
+    for (int64_t b = 0; b < blocks; ++b) slabs.push_back(slab_of(b, b + 1));
+  }
   const Isa isa = active_isa();
-  at::parallel_for(0, blocks * slivers, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, int64_t(slabs.size()) * slivers, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<T> stage;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / slivers, k0 = item % slivers * kSliver, k1 = std::min(k0 + kSliver, n_pad);
-      T* ob = o + b * stride;
-      const int64_t kn = std::min(k1, N);
-      if (span_len[b] > 0) {
-        const T* lo = span_lo[b];
-        const int64_t ld = rows[b * Kd].second, len = span_len[b];
-        stage.assign(len * kSliver, T(0));
-        transpose(isa, lo + k0 * ld, ld, stage.data(), kSliver, kn - k0, len);
-        for (int64_t i = 0; i < Kd; ++i)
-          std::memcpy(ob + gemm_packed_b_offset(i, k0, Kd, N), stage.data() + (rows[b * Kd + i].first - lo) * kSliver,
-                      kSliver * sizeof(T));
+      const Slab& slab = slabs[item / slivers];
+      const int64_t k0 = item % slivers * kSliver, k1 = std::min(k0 + kSliver, n_pad), kn = std::min(k1, N);
+      if (slab.len > 0) {
+        const int64_t ld = rows[slab.b0 * Kd].second;
+        stage.assign(slab.len * kSliver, T(0));
+        transpose(isa, slab.lo + k0 * ld, ld, stage.data(), kSliver, kn - k0, slab.len);
+        for (int64_t b = slab.b0; b < slab.b1; ++b)
+          for (int64_t i = 0; i < Kd; ++i)
+            std::memcpy(o + b * stride + gemm_packed_b_offset(i, k0, Kd, N),
+                        stage.data() + (rows[b * Kd + i].first - slab.lo) * kSliver, kSliver * sizeof(T));
         continue;
       }
-      for (int64_t i = 0; i < Kd; ++i) {
-        T* dst = packed ? ob + gemm_packed_b_offset(i, k0, Kd, N) : ob + i * N + k0;
-        const auto [src, ld] = rows[b * Kd + i];
-        for (int64_t k = k0; k < kn; ++k) dst[k - k0] = src[k * ld];
-        for (int64_t k = kn; k < k1; ++k) dst[k - k0] = T(0);
-      }
+      for (int64_t b = slab.b0; b < slab.b1; ++b)
+        for (int64_t i = 0; i < Kd; ++i) {
+          T* dst = packed ? o + b * stride + gemm_packed_b_offset(i, k0, Kd, N) : o + b * stride + i * N + k0;
+          const auto [src, ld] = rows[b * Kd + i];
+          for (int64_t k = k0; k < kn; ++k) dst[k - k0] = src[k * ld];
+          for (int64_t k = kn; k < k1; ++k) dst[k - k0] = T(0);
+        }
     }
   });
   return out;

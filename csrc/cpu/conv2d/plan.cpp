@@ -153,7 +153,8 @@ bool nhwc_reads_rows_in_place(const Conv2dParams& p) {
   return p.channels_last && p.dil_w == 1 && (p.groups == 1 || p.S == 1) && p.S * p.C_per_group() >= 32;
 }
 
-int64_t inside_tap_products(const Conv2dParams& p) {
+// Products of one image's windows with the input (not its padding), one per output and tap inside.
+static int64_t inside_tap_products(const Conv2dParams& p) {
   int64_t rows = 0, cols = 0, lo = 0, hi = 0;
   for (int64_t r = 0; r < p.R; ++r) valid_range(r * p.dil_h - p.pad_h, p.stride_h, p.H, p.P, lo, hi), rows += hi - lo;
   for (int64_t s = 0; s < p.S; ++s) valid_range(s * p.dil_w - p.pad_w, p.stride_w, p.W, p.Q, lo, hi), cols += hi - lo;

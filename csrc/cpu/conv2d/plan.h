@@ -137,7 +137,5 @@ bool reads_input_directly(const Conv2dParams& p);
 // NHWC convs whose kernel rows are whole pixels of at least 32 values (one GEMM per kernel row,
 // A rows in place) or, with fewer channels, the row-interleaved GEMM (both undilated along W).
 bool nhwc_reads_rows_in_place(const Conv2dParams& p);
-// Products of one image's windows with the input (not its padding), one per output and tap inside.
-int64_t inside_tap_products(const Conv2dParams& p);
 
 }  // namespace cuconv::cpu

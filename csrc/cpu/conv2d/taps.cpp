@@ -17,53 +17,36 @@ namespace cuconv::cpu {
 namespace {
 
 // The B operand of each tap t of conv p (w OIHW, K x C x RS), wstride apart: the forward's
-// (c, k) = w[k][c][t] (C x K), or transposed for the grad input: (k, c) = w[k][c][t] (K x C).
+// (c, k) = w[k][c][t] (C x K), packed by weight_operand (one transposed span per sliver serves
+// every tap); or transposed for the grad input, (k, c) = w[k][c][t] (K x C), where each row k of
+// B is a run of C*RS values of one filter, transposed per k into [t][c] and copied as 64-byte runs
+// (weight_operand's span would be the whole weight per sliver).
 template <typename T>
 at::Tensor tap_weights(Isa isa, const Conv2dParams& p, const T* w, bool transposed, const at::TensorOptions& opts,
                        int64_t& wstride) {
   const int64_t RS = p.R * p.S, rows = transposed ? p.K : p.C, cols = transposed ? p.C : p.K;
-  if constexpr (!std::is_same_v<T, float>) {
+  if (!transposed || !std::is_same_v<T, float>)
     return weight_operand<T>(RS, rows, cols, opts, wstride, [&](int64_t tap, int64_t i) {
       return transposed ? std::pair<const T*, int64_t>(w + i * p.C * RS + tap, RS)
                         : std::pair<const T*, int64_t>(w + i * RS + tap, p.C * RS);
     });
-  } else {
-    // Packed from transposed blocks whose 16-column runs are contiguous: each is one 64-byte copy
-    // into its tap's packed row. (Gathered value by value, with a stride of C*RS, packing took a
-    // fifth of a 3x3-map layer's time.)
-    //  - forward: per sliver of 16 output channels k, their 16 rows of w (C*RS values each)
-    //    transposed into [c][t][16];
-    //  - grad input: per output channel k (a row of B), its C x RS values transposed into [t][c].
-    wstride = gemm_packed_b_size(rows, cols);
-    at::Tensor out = at::empty({RS * wstride}, opts);
-    float* o = out.data_ptr<float>();
-    const int64_t slivers = ceil_div(cols, kGemmNR), cols_pad = slivers * kGemmNR;
-    at::parallel_for(0, transposed ? rows : slivers, 1, [&](int64_t begin, int64_t end) {
-      thread_local std::vector<float> block;
-      for (int64_t item = begin; item < end; ++item) {
-        if (!transposed) {
-          const int64_t k0 = item * kGemmNR, kn = std::min(kGemmNR, cols - k0);
-          block.assign(rows * RS * kGemmNR, 0.f);
-          transpose(isa, w + k0 * rows * RS, rows * RS, block.data(), kGemmNR, kn, rows * RS);
-          for (int64_t c = 0; c < rows; ++c) {
-            float* d = o + gemm_packed_b_offset(c, k0, rows, cols);
-            for (int64_t tap = 0; tap < RS; ++tap)
-              std::memcpy(d + tap * wstride, block.data() + (c * RS + tap) * kGemmNR, kGemmNR * sizeof(float));
-          }
-        } else {
-          const int64_t k = item;
-          block.assign(RS * cols_pad, 0.f);
-          transpose(isa, w + k * cols * RS, RS, block.data(), cols_pad, cols, RS);
-          for (int64_t j = 0; j < slivers; ++j) {
-            float* d = o + gemm_packed_b_offset(k, j * kGemmNR, rows, cols);
-            for (int64_t tap = 0; tap < RS; ++tap)
-              std::memcpy(d + tap * wstride, block.data() + tap * cols_pad + j * kGemmNR, kGemmNR * sizeof(float));
-          }
-        }
+  wstride = gemm_packed_b_size(rows, cols);
+  at::Tensor out = at::empty({RS * wstride}, opts);
+  T* o = out.data_ptr<T>();
+  const int64_t slivers = ceil_div(cols, kGemmNR), cols_pad = slivers * kGemmNR;
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<T> block;
+    for (int64_t k = begin; k < end; ++k) {
+      block.assign(RS * cols_pad, T(0));
+      transpose(isa, w + k * cols * RS, RS, block.data(), cols_pad, cols, RS);
+      for (int64_t j = 0; j < slivers; ++j) {
+        T* d = o + gemm_packed_b_offset(k, j * kGemmNR, rows, cols);
+        for (int64_t tap = 0; tap < RS; ++tap)
+          std::memcpy(d + tap * wstride, block.data() + tap * cols_pad + j * kGemmNR, kGemmNR * sizeof(T));
       }
-    });
-    return out;
-  }
+    }
+  });
+  return out;
 }
 
 // One GEMM per kernel tap (r, s) of conv p, over only the output positions (oh, ow) whose window
@@ -145,7 +128,7 @@ void tap_gemms(Isa isa, const Conv2dParams& p, const T* src, const T* w, const T
       }
       if (relu)  // after the last tap, which need not reach every output (NaN stays NaN, -0 stays -0)
         for (int64_t m = 0; m < nb * dst_pixels * Cout; ++m) out[m] = out[m] < T(0) ? T(0) : out[m];
-      if (stage) y16.narrow(reinterpret_cast<const float*>(stage), Cout, n0 * PQ * Cout, Cout, nb * PQ, Cout);
+      if (stage) y16.narrow(reinterpret_cast<const float*>(stage), Cout, n0 * dst_pixels * Cout, Cout, nb * dst_pixels, Cout);
     }
   });
 }
