@@ -516,6 +516,13 @@ CONV = [
     *conv('taps_avx2_pad_past', (2, 16, 9, 9), (16, 3, 3), stride=(2, 2), padding=(3, 3, 3, 3), groups=2,
           nchw='grouped nchw_col2im grouped', nhwc='grouped_taps nhwc_col2im grouped_taps',
           note='padding past the kernel: a phase would start before grad_output, so col2im'),
+    *conv('taps_avx2_c12_5x7', (2, 24, 9, 13), (16, 5, 7), stride=(1, 2), padding=(2, 3, 1, 4), dilation=(1, 2),
+          groups=2, nchw='grouped nchw_col2im grouped', nhwc='grouped_taps nhwc_col2im grouped_taps',
+          note='12 -> 8 channels per group (the grad weight reads a full 8-channel block and a masked 4), '
+               'a 7-wide kernel row in taps of 3, 3 and 1, stride (1, 2), dilation (1, 2), asymmetric padding'),
+    *conv('taps_avx2_c4_s21', (3, 16, 7, 6), (32, 3, 3), stride=(2, 1), padding=(1, 1, 1, 1), groups=4,
+          nchw='nchw_as_nhwc nchw_col2im nchw_as_nhwc', nhwc='grouped_taps nhwc_col2im grouped_taps',
+          note='4 -> 8 channels per group: the grad weight on 4 of its 8 lanes'),
     *conv('taps_avx2_batch0', (0, 32, 4, 4), (32, 3, 3), padding=(1, 1, 1, 1), groups=2,
           nchw='nchw_as_nhwc nchw_as_nhwc nchw_as_nhwc', nhwc='nchw_as_nhwc nchw_as_nhwc nchw_as_nhwc',
           note='grouped_taps, batch 0 (an empty batch is NCHW as torch reports it)'),

@@ -357,20 +357,145 @@ CUCONV_AVX512 __attribute__((noinline)) void wgrad_block(const float* x, const i
   for (int i = 0; i < 16; ++i) _mm512_storeu_ps(out + 16 * i, acc[i]);
 }
 
-// The same on AVX2: 8 input channels x 8 output channels (one vector), 8 accumulator chains.
-CUCONV_AVX2 __attribute__((noinline)) void wgrad_block_avx2(const float* x, const int64_t* origin, int64_t M,
-                                                             const float* gy, int64_t ld, float* out) {
-  __m256 acc[8];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
-  for (int64_t m = 0; m < M; ++m) {
-    const float* a = x + origin[m];
-    const __m256 b = _mm256_loadu_ps(gy + m * ld);
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i), b, acc[i]);
+// AVX2 grad weight, read in place: the vector lanes are 8 input channels of a group (one pixel's
+// run in the NHWC input, at most 8 valid: masked loads for a partial block), times broadcasts of 4
+// output channels of grad_output, for up to 3 taps of one kernel row at once: 12 accumulators fed
+// by 3 vector loads and 4 broadcasts per pixel, where an 8 x 8 block of the kind above took 9 loads
+// per 8 FMAs over a zero-padded copy of the whole input that cost as much as its products.
+// A run is `count` consecutive output pixels of one row: tap t's input pixel at offset x[t] from the
+// item's input base, step[t] apart (x[t] < 0: the tap lies outside the input for every pixel of the
+// run, which reads the zero vector), grad_output's at offset gy from its base, K apart. Offsets, so
+// that one list serves every group and channel block.
+struct TapRun {
+  int64_t x[3], step[3], gy, count;
+};
+
+alignas(32) const float kZeros[8] = {};
+
+template <int NT, bool kMasked>
+CUCONV_AVX2 __attribute__((noinline)) void wgrad_runs_avx2(const TapRun* runs, int64_t nruns, const float* xb,
+                                                             const float* gyb, int64_t ld, int cn, float* acc,
+                                                             int64_t tap_ld) {
+  const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(cn), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256 a[NT][4];
+#pragma GCC unroll 3
+  for (int t = 0; t < NT; ++t)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) a[t][j] = _mm256_loadu_ps(acc + t * tap_ld + 8 * j);
+  for (const TapRun* run = runs; run < runs + nruns; ++run) {
+    const float* x[NT];
+    int64_t step[NT];
+#pragma GCC unroll 3
+    for (int t = 0; t < NT; ++t) {
+      x[t] = run->x[t] < 0 ? kZeros : xb + run->x[t];
+      step[t] = run->x[t] < 0 ? 0 : run->step[t];
+    }
+    const float* gy = gyb + run->gy;
+    for (int64_t i = 0; i < run->count; ++i, gy += ld) {
+      __m256 xv[NT];
+#pragma GCC unroll 3
+      for (int t = 0; t < NT; ++t) {
+        xv[t] = kMasked ? _mm256_maskload_ps(x[t], lanes) : _mm256_loadu_ps(x[t]);
+        x[t] += step[t];
+      }
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m256 b = _mm256_broadcast_ss(gy + j);
+#pragma GCC unroll 3
+        for (int t = 0; t < NT; ++t) a[t][j] = _mm256_fmadd_ps(xv[t], b, a[t][j]);
+      }
+    }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + 8 * i, acc[i]);
+#pragma GCC unroll 3
+  for (int t = 0; t < NT; ++t)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) _mm256_storeu_ps(acc + t * tap_ld + 8 * j, a[t][j]);
+}
+
+template <bool kMasked>
+void wgrad_runs_avx2_on(int nt, const TapRun* runs, int64_t nruns, const float* xb, const float* gyb, int64_t ld,
+                        int cn, float* acc, int64_t tap_ld) {
+  if (nt == 3) wgrad_runs_avx2<3, kMasked>(runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
+  else if (nt == 2) wgrad_runs_avx2<2, kMasked>(runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
+  else wgrad_runs_avx2<1, kMasked>(runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
+}
+
+// The runs of output rows row0..row1 for kernel row r and taps s0..s0+nt-1: per row whose input row
+// lies inside, the pixels whose taps all lie inside as one run, each edge pixel as its own.
+void tap_runs(const Conv2dParams& p, int64_t row0, int64_t row1, int64_t r, int64_t s0, int nt,
+              std::vector<TapRun>& runs) {
+  const int64_t Q = p.Q, C = p.C, K = p.K;
+  int64_t lo = 0, hi = Q;
+  for (int t = 0; t < nt; ++t) {
+    int64_t l = 0, h = 0;
+    valid_range((s0 + t) * p.dil_w - p.pad_w, p.stride_w, p.W, Q, l, h);
+    lo = std::max(lo, l), hi = std::min(hi, h);
+  }
+  hi = std::max(lo, hi);
+  runs.clear();
+  for (int64_t row = row0; row < row1; ++row) {
+    const int64_t n = row / p.P, oh = row % p.P, ih = oh * p.stride_h - p.pad_h + r * p.dil_h;
+    if (ih < 0 || ih >= p.H) continue;  // every product of this row is with padding
+    const auto add_run = [&](int64_t ow, int64_t count) {
+      TapRun run{};
+      run.gy = (row * Q + ow) * K, run.count = count;
+      for (int t = 0; t < nt; ++t) {
+        const int64_t iw = ow * p.stride_w - p.pad_w + (s0 + t) * p.dil_w;
+        run.x[t] = iw >= 0 && iw < p.W ? ((n * p.H + ih) * p.W + iw) * C : -1;
+        run.step[t] = p.stride_w * C;
+      }
+      runs.push_back(run);
+    };
+    for (int64_t ow = 0; ow < lo; ++ow) add_run(ow, 1);
+    if (lo < hi) add_run(lo, hi - lo);
+    for (int64_t ow = hi; ow < Q; ++ow) add_run(ow, 1);
+  }
+}
+
+// The AVX2 grad weight (grouped_taps_wgrad): items of one group and 8 input channels, each thread's
+// items in one range whose accumulators ([tap][Kg][8] per item) stay in memory between chunks of
+// output rows; per chunk, kernel row and up to 3 taps of it, the runs of each output row (tap_runs)
+// in pixel order for every item of the range, so a chunk's input pixels are read for all of the
+// thread's groups while they are in cache. Every weight is one FMA chain over the output pixels in
+// order, as on AVX-512 (the zero products it skips on padding add +0 to a sum that starts at +0 and
+// so is never -0: the same bits for finite inputs).
+void wgrad_in_place_avx2(const Conv2dParams& p, const float* gy, const float* x, float* gw) {
+  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), K = p.K;
+  const int64_t R = p.R, S = p.S, taps = R * S, cblocks = ceil_div(Cg, 8), item_acc = taps * Kg * 8;
+  const int64_t rows = p.N * p.P, items = p.groups * cblocks;
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    // Output rows per chunk: the input rows under them, across this range's channels, in 128 KiB.
+    const int64_t chunk_bytes = p.stride_h * p.W * (end - begin) * 8 * int64_t(sizeof(float));
+    const int64_t chunk_rows = std::clamp<int64_t>((int64_t(128) << 10) / std::max<int64_t>(1, chunk_bytes), 1, p.P);
+    std::vector<float> acc((end - begin) * item_acc, 0.f);
+    std::vector<TapRun> runs;
+    for (int64_t row0 = 0; row0 < rows; row0 += chunk_rows) {
+      const int64_t row1 = std::min(rows, row0 + chunk_rows);
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t s0 = 0; s0 < S; s0 += 3) {
+          const int nt = int(std::min<int64_t>(3, S - s0));
+          tap_runs(p, row0, row1, r, s0, nt, runs);
+          if (runs.empty()) continue;
+          for (int64_t item = begin; item < end; ++item) {
+            const int64_t g = item / cblocks, c0 = item % cblocks * 8, cn = std::min<int64_t>(8, Cg - c0);
+            const float* xb = x + g * Cg + c0;
+            for (int64_t k0 = 0; k0 < Kg; k0 += 4) {
+              float* a = acc.data() + (item - begin) * item_acc + ((r * S + s0) * Kg + k0) * 8;
+              const float* gyb = gy + g * Kg + k0;
+              if (cn == 8) wgrad_runs_avx2_on<false>(nt, runs.data(), int64_t(runs.size()), xb, gyb, K, 8, a, Kg * 8);
+              else wgrad_runs_avx2_on<true>(nt, runs.data(), int64_t(runs.size()), xb, gyb, K, int(cn), a, Kg * 8);
+            }
+          }
+        }
+    }
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t g = item / cblocks, c0 = item % cblocks * 8, cn = std::min<int64_t>(8, Cg - c0);
+      const float* a = acc.data() + (item - begin) * item_acc;
+      for (int64_t k = 0; k < Kg; ++k)
+        for (int64_t c = 0; c < cn; ++c)
+          for (int64_t tap = 0; tap < taps; ++tap) gw[((g * Kg + k) * Cg + c0 + c) * taps + tap] = a[(tap * Kg + k) * 8 + c];
+    }
+  });
 }
 
 }  // namespace
@@ -425,14 +550,15 @@ bool grouped_taps_dgrad_phases_fit(const Conv2dParams& p) {
 }
 
 void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* x, float* gw) {
-  // A block is cb input x kb output channels: 16 x 16 on AVX-512, 8 x 8 on AVX2.
-  const int64_t blk = isa == Isa::avx2 ? 8 : 16;
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), K = p.K;
-  const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q, cblocks = ceil_div(Cg, blk), kblocks = ceil_div(Kg, blk);
+  const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q;
   if (M == 0) {
     std::fill(gw, gw + K * Cg * taps, 0.f);
     return;
   }
+  if (isa == Isa::avx2) return wgrad_in_place_avx2(p, gy, x, gw);
+  // AVX-512: a block is 16 input x 16 output channels.
+  const int64_t blk = 16, cblocks = ceil_div(Cg, blk), kblocks = ceil_div(Kg, blk);
   const GroupPlanes in(p, x);
   // grad_output group by group, [g][m][Kg]: NHWC rows are K apart (a page for 1024 channels), and
   // each block walks all of them once per tap and channel block.
@@ -448,8 +574,7 @@ void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
       const int64_t kn = std::min(blk, Kg - kb * blk);
       const float* xg = in.xp + g * in.plane + in.off[tap] + c0;
       const float* gyg = gyp + g * M * Kg + kb * blk;
-      if (isa == Isa::avx2) wgrad_block_avx2(xg, in.origin.data(), M, gyg, Kg, block);
-      else wgrad_block(xg, in.origin.data(), M, gyg, Kg, __mmask16((1u << kn) - 1), block);
+      wgrad_block(xg, in.origin.data(), M, gyg, Kg, __mmask16((1u << kn) - 1), block);
       for (int64_t c = c0; c < std::min(c0 + blk, Cg); ++c)
         for (int64_t k = 0; k < kn; ++k) gw[((k0 + k) * Cg + c) * taps + tap] = block[(c - c0) * blk + k];
     }

@@ -2,7 +2,8 @@
 // Grouped convs whose groups' output channels fill whole vectors, NHWC, float32 on AVX-512 and AVX2
 // (the grouped_taps strategy of each pass, grouped_taps.cpp): each output pixel is a GEMM row of a
 // group's channels, one to four vectors, summed over the group's taps, read from a zero-padded
-// per-group copy of the input (no im2col, no output grid wider than the map).
+// per-group copy of the input (no im2col, no output grid wider than the map); the AVX2 grad weight
+// reads the input in place.
 #include <cstdint>
 
 #include "conv2d_params.h"
@@ -26,8 +27,10 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
 // Whether grouped_taps_dgrad takes a strided p: dilation 1, and each phase's first grad_output row
 // and column at or after the map's start (padding below the kernel's reach).
 bool grouped_taps_dgrad_phases_fit(const Conv2dParams& p);
-// gw = the grad weight (OIHW) from gy and x (NHWC): per (group, tap, 16 input channels, 16 output
-// channels; AVX2 8 x 8) one block of accumulators summed over every output pixel in order.
+// gw = the grad weight (OIHW) from gy and x (NHWC), each weight summed over the output pixels in
+// order: on AVX-512 per (group, tap, 16 input x 16 output channels) one block of accumulators over
+// the zero-padded copy; on AVX2 read in place, 8 input channels x 4 output channels x up to 3 taps
+// of a kernel row at a time, over runs of output pixels whose taps lie inside the input.
 void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* x, float* gw);
 
 }  // namespace cuconv::cpu
