@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "cpu/conv2d/plan.h"
@@ -51,8 +52,17 @@ bool grouped_taps_shape(const Conv2dParams& p, Isa isa) {
 
 namespace {
 
+// Pixels per tile: 12 accumulator chains per vector of channels (12 x 32 with two: 24 of the 32
+// registers), more than the FMA latency needs, with few enough row pointers to stay in registers.
+// AVX2 runs a tile of 16 channels as two halves of 6 pixels.
+constexpr int kRows = 12;
+
 // A tile's operands: MR input row pointers (each pixel's window origin, at the group's first
 // channel), the tap offsets, the packed group weight [tap][c][Kg] at the tile's first channel.
+// Pixel i under tap t is read at rows[i] + off[t]: window origins in a zero-padded copy (AVX-512),
+// or in the input itself (AVX2, tiles whose windows lie inside). AVX2's other tiles give each pixel
+// and tap its own pointer, rows as [tap][kRows] (a tap outside the input pointing at zeros), and no
+// off.
 struct TapsTile {
   const float* const* rows;
   const int64_t* off;
@@ -124,7 +134,7 @@ CUCONV_AVX2 __attribute__((noinline)) void taps_tile_avx2(const TapsTile& t) {
   for (int64_t tap = 0; tap < t.taps; ++tap) {
     const float* a[MR];
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) a[i] = t.rows[i] + t.off[tap];
+    for (int i = 0; i < MR; ++i) a[i] = t.off ? t.rows[i] + t.off[tap] : t.rows[tap * kRows + i];
     const float* b = t.w + tap * Cg * Kg;
 #pragma GCC unroll 4
     for (int64_t c = 0; c < Cg; ++c, b += Kg) {
@@ -146,11 +156,6 @@ CUCONV_AVX2 __attribute__((noinline)) void taps_tile_avx2(const TapsTile& t) {
     for (int v = 0; v < NV; ++v)
       if (i < t.mv) _mm256_storeu_ps(t.y + t.yoff[i] + 8 * v, t.relu ? _mm256_max_ps(zero, acc[i][v]) : acc[i][v]);
 }
-
-// Pixels per tile: 12 accumulator chains per vector of channels (12 x 32 with two: 24 of the 32
-// registers), more than the FMA latency needs, with few enough row pointers to stay in registers.
-// AVX2 runs a tile of 16 channels as two halves of 6 pixels.
-constexpr int kRows = 12;
 
 // One tile of kRows pixels x kn channels (8, 16, 24 or 32; AVX2: 8 or 16) on the ISA's kernels.
 void taps_tile_on(Isa isa, const TapsTile& t, int64_t kn) {
@@ -284,36 +289,121 @@ struct GroupPlanes {
 };
 
 // The forward conv p of x (see grouped_taps_fprop), its weight packed per group as [tap][c][Kg]
-// (wp), output pixel m's channels at y + yoff(m).
+// (wp), output pixel m's channels at y + yoff(m). AVX-512 reads a zero-padded copy of x group by
+// group (GroupPlanes); AVX2 reads a strided conv's x in place (below): tiles of the pixels whose
+// windows lie inside the input by window origin and tap offset, then tiles of the others with a
+// pointer per pixel and tap (a tap outside the input reads zeros: the same sums).
 template <class OutOffset>
 void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp, const float* bias, float* y,
                 OutOffset yoff, bool relu) {
   const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group();
   const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q;
   if (M == 0) return;
-  const GroupPlanes in(p, x);
-  const int64_t tiles = ceil_div(M, kRows), kstep = isa == Isa::avx2 ? 16 : 32;
+  // In place for strided convs on AVX2: their copy moves stride_h x stride_w input pixels per output
+  // pixel (ResNeXt's 256 in 32 groups from 16x16, stride 2: 0.93x native copied, 1.44x in place);
+  // at stride 1 the copy cost less than the per-pixel pointers of the edge tiles (4x4 and 8x8 maps,
+  // where a quarter to a half of the pixels have a tap outside).
+  const bool in_place = isa == Isa::avx2 && (p.stride_h > 1 || p.stride_w > 1);
+  std::optional<GroupPlanes> in;
+  if (!in_place) in.emplace(p, x);
+  // In place: the output pixels in tile order (those with every tap inside first), tap (r, s)'s
+  // offset in a window, a zero run for the taps outside.
+  std::vector<int64_t> order, window_off;
+  int64_t inside_pixels = 0, inside_tiles = 0;
+  const std::vector<float> zeros(in_place ? Cg : 0, 0.f);
+  if (in_place) {
+    int64_t oh_lo, oh_hi, ow_lo, ow_hi, lo, hi;
+    oh_lo = ow_lo = 0, oh_hi = p.P, ow_hi = p.Q;
+    for (int64_t r = 0; r < p.R; ++r) {
+      valid_range(r * p.dil_h - p.pad_h, p.stride_h, p.H, p.P, lo, hi);
+      oh_lo = std::max(oh_lo, lo), oh_hi = std::min(oh_hi, hi);
+    }
+    for (int64_t s = 0; s < p.S; ++s) {
+      valid_range(s * p.dil_w - p.pad_w, p.stride_w, p.W, p.Q, lo, hi);
+      ow_lo = std::max(ow_lo, lo), ow_hi = std::min(ow_hi, hi);
+    }
+    order.reserve(M);
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t ow = m % p.Q, oh = m / p.Q % p.P;
+        const bool inside = oh >= oh_lo && oh < oh_hi && ow >= ow_lo && ow < ow_hi;
+        if (inside == (pass == 0)) order.push_back(m);
+      }
+      if (pass == 0) inside_pixels = int64_t(order.size()), inside_tiles = ceil_div(inside_pixels, kRows);
+    }
+    window_off.resize(taps);
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t s = 0; s < p.S; ++s) window_off[r * p.S + s] = (r * p.dil_h * p.W + s * p.dil_w) * p.C;
+  }
+  // Tiles of the inside pixels end where those pixels do; the others follow.
+  const int64_t tiles = in_place ? inside_tiles + ceil_div(M - inside_pixels, kRows) : ceil_div(M, kRows);
+  const int64_t kstep = isa == Isa::avx2 ? 16 : 32;
   // Tile-major while every group's packed weight fits in L2 together: a tile's pixels then get all
   // their channels at once, where group-major order streams the output once per group in partial
   // lines (ResNeXt's 256 in 32 groups, grad input by phases from 16x16: 1.30x; 4x4 and 8x8 maps the
   // same). Group-major otherwise: a group's packed weight stays in L1 over its tiles (1024 in 32
   // groups at 2x2, 1152 KiB of weights, ran 0.94-0.95x tile-major).
   const bool tile_major = G * taps * Cg * Kg * int64_t(sizeof(float)) <= (int64_t(128) << 10);
-  at::parallel_for(0, G * tiles, 1, [&](int64_t begin, int64_t end) {
-    const float* rows[kRows];
-    int64_t out[kRows];
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t g = tile_major ? item % G : item / tiles, m0 = (tile_major ? item / G : item % tiles) * kRows;
-      const int mv = int(std::min<int64_t>(kRows, M - m0));
+  at::parallel_for(0, tile_major ? tiles : G * tiles, 1, [&](int64_t begin, int64_t end) {
+    // A tile's pixels are found once for all groups: output offsets (out), window origins (origin
+    // in the copy, origin_off in place) or each tap's input offset (tap_off, -1 outside); a
+    // group's pointers (rows) differ by a plane or by its first channel.
+    const float* origin[kRows];
+    int64_t out[kRows], origin_off[kRows];
+    std::vector<int64_t> tap_off(in_place ? taps * kRows : 0);
+    std::vector<const float*> rows(in_place ? taps * kRows : kRows);
+    bool inside_tile = true;
+    const auto tile_pixels = [&](int64_t tile) {
+      // pixels [i0, i1) of the order (in place) or of the map
+      const bool second = in_place && tile >= inside_tiles;
+      const int64_t i0 = second ? inside_pixels + (tile - inside_tiles) * kRows : tile * kRows;
+      const int64_t i1 = std::min(i0 + kRows, in_place && !second ? inside_pixels : M);
+      const int mv = int(i1 - i0);
+      inside_tile = !second;
       for (int i = 0; i < kRows; ++i) {
-        const int64_t m = m0 + std::min(i, mv - 1);
-        rows[i] = in.xp + g * in.plane + in.origin[m], out[i] = yoff(m);
+        const int64_t j = i0 + std::min(i, mv - 1), m = in_place ? order[j] : j;
+        out[i] = yoff(m);
+        if (!in_place) {
+          origin[i] = in->xp + in->origin[m];
+          continue;
+        }
+        const int64_t ow = m % p.Q, oh = m / p.Q % p.P, n = m / (p.P * p.Q);
+        const int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+        origin_off[i] = ((n * p.H + h0) * p.W + w0) * p.C;
+        if (!second) continue;
+        for (int64_t r = 0; r < p.R; ++r)
+          for (int64_t s = 0; s < p.S; ++s) {
+            const int64_t ih = h0 + r * p.dil_h, iw = w0 + s * p.dil_w;
+            const bool inside = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+            tap_off[(r * p.S + s) * kRows + i] = inside ? ((n * p.H + ih) * p.W + iw) * p.C : -1;
+          }
+      }
+      return mv;
+    };
+    const auto run_tile = [&](int64_t g, int mv) {
+      const int64_t* off = in_place ? window_off.data() : in->off.data();
+      if (!in_place) {
+        for (int i = 0; i < kRows; ++i) rows[i] = origin[i] + g * in->plane;
+      } else if (inside_tile) {
+        for (int i = 0; i < kRows; ++i) rows[i] = x + g * Cg + origin_off[i];
+      } else {
+        const float* xg = x + g * Cg;
+        for (int64_t j = 0; j < taps * kRows; ++j) rows[j] = tap_off[j] < 0 ? zeros.data() : xg + tap_off[j];
+        off = nullptr;
       }
       for (int64_t k0 = 0; k0 < Kg; k0 += kstep) {
         const int64_t kn = std::min(kstep, Kg - k0);
-        const TapsTile t{rows, in.off.data(), taps, Cg, Kg, wp + g * taps * Cg * Kg + k0,
+        const TapsTile t{rows.data(), off, taps, Cg, Kg, wp + g * taps * Cg * Kg + k0,
                          bias ? bias + g * Kg + k0 : nullptr, y + g * Kg + k0, out, kn % 16 ? 8 : 16, mv, relu};
         taps_tile_on(isa, t, kn);
+      }
+    };
+    for (int64_t item = begin; item < end; ++item) {
+      if (tile_major) {
+        const int mv = tile_pixels(item);
+        for (int64_t g = 0; g < G; ++g) run_tile(g, mv);
+      } else {
+        run_tile(item / tiles, tile_pixels(item % tiles));
       }
     }
   });
