@@ -442,8 +442,12 @@ CONV = [
     # pixels in vector lanes over zero-padded, phase-split planes); strided grad inputs stay on
     # col2im; dilated single-group convs stay on the GEMMs.
     *conv('grp_c4', (2, 32, 9, 11), (32, 3, 3), padding=(1, 1, 1, 1), groups=8,
-          nchw=GR, nhwc=GR,
-          note='8 groups of 4 channels (ResNeXt 32x4d), odd sizes, partial pixel blocks'),
+          nchw=GR, nhwc='grouped grouped grouped_taps',
+          note='8 groups of 4 channels (ResNeXt 32x4d), odd sizes, partial pixel blocks (the AVX2 NHWC '
+               'grad weight two groups per vector)'),
+    *conv('grp_c4_odd_groups', (2, 20, 7, 9), (20, 3, 3), stride=(2, 1), padding=(1, 0, 1, 2), groups=5,
+          nchw='grouped nchw_col2im grouped', nhwc='grouped nhwc_col2im grouped_taps',
+          note='5 groups of 4: the AVX2 NHWC grad weight pairs four and runs the fifth alone'),
     *conv('grp_c8_s2', (3, 48, 13, 10), (48, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1), groups=6,
           nchw='grouped nchw_col2im grouped', nhwc='grouped_taps grouped_taps grouped_taps',
           note='6 groups of 8 (RegNet), stride 2: four phase planes per channel (NHWC: grouped_taps, '
@@ -464,13 +468,13 @@ CONV = [
           nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
           note='dilation 2, one group (DeepLab): the GEMM paths'),
     *conv('dil_grp_asym', (2, 16, 11, 9), (16, 3, 3), padding=(2, 3, 1, 3), dilation=(2, 3), groups=4,
-          nchw=GR, nhwc=GR,
+          nchw=GR, nhwc='grouped grouped grouped_taps',
           note='groups with dilation (2, 3), asymmetric padding'),
     *conv('dil_s2', (2, 8, 13, 12), (8, 3, 3), stride=(2, 2), padding=(2, 2, 2, 2), dilation=(2, 2),
           nchw='nchw_as_nhwc nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
           note='dilation 2, stride 2, one group'),
     *conv('grp_pad_past', (2, 8, 6, 6), (8, 3, 3), padding=(3, 3, 3, 3), groups=2,
-          nchw='grouped nchw_col2im grouped', nhwc='grouped nhwc_col2im grouped',
+          nchw='grouped nchw_col2im grouped', nhwc='grouped nhwc_col2im grouped_taps',
           note='padding past the kernel: the grad input through col2im'),
     *conv('grp_batch0', (0, 16, 8, 8), (16, 3, 3), padding=(1, 1, 1, 1), groups=4,
           nchw=GR, nhwc=GR,

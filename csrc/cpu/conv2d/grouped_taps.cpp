@@ -462,11 +462,20 @@ struct TapRun {
 
 alignas(32) const float kZeros[8] = {};
 
-template <int NT, bool kMasked>
+// The lanes of an item: 8 input channels of one group, fewer (masked), or the 4 input channels of
+// each of two adjacent groups of 4 -> 4 channels (ResNeXt 32x4d), whose 8 output channels of
+// grad_output are one load, spread per output channel j to lanes by group (j, j, j, j, 4 + j, ...).
+enum class WgradLanes { full, masked, pair };
+
+template <int NT, WgradLanes kLanes>
 CUCONV_AVX2 __attribute__((noinline)) void wgrad_runs_avx2(const TapRun* runs, int64_t nruns, const float* xb,
                                                              const float* gyb, int64_t ld, int cn, float* acc,
                                                              int64_t tap_ld) {
+  constexpr bool kMasked = kLanes == WgradLanes::masked, kPair = kLanes == WgradLanes::pair;
   const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(cn), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256i spread[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) spread[j] = _mm256_setr_epi32(j, j, j, j, 4 + j, 4 + j, 4 + j, 4 + j);
   __m256 a[NT][4];
 #pragma GCC unroll 3
   for (int t = 0; t < NT; ++t)
@@ -488,9 +497,10 @@ CUCONV_AVX2 __attribute__((noinline)) void wgrad_runs_avx2(const TapRun* runs, i
         xv[t] = kMasked ? _mm256_maskload_ps(x[t], lanes) : _mm256_loadu_ps(x[t]);
         x[t] += step[t];
       }
+      const __m256 gy8 = kPair ? _mm256_loadu_ps(gy) : _mm256_setzero_ps();
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
-        const __m256 b = _mm256_broadcast_ss(gy + j);
+        const __m256 b = kPair ? _mm256_permutevar8x32_ps(gy8, spread[j]) : _mm256_broadcast_ss(gy + j);
 #pragma GCC unroll 3
         for (int t = 0; t < NT; ++t) a[t][j] = _mm256_fmadd_ps(xv[t], b, a[t][j]);
       }
@@ -502,12 +512,19 @@ CUCONV_AVX2 __attribute__((noinline)) void wgrad_runs_avx2(const TapRun* runs, i
     for (int j = 0; j < 4; ++j) _mm256_storeu_ps(acc + t * tap_ld + 8 * j, a[t][j]);
 }
 
-template <bool kMasked>
-void wgrad_runs_avx2_on(int nt, const TapRun* runs, int64_t nruns, const float* xb, const float* gyb, int64_t ld,
+template <WgradLanes kLanes>
+void wgrad_runs_avx2_nt(int nt, const TapRun* runs, int64_t nruns, const float* xb, const float* gyb, int64_t ld,
                         int cn, float* acc, int64_t tap_ld) {
-  if (nt == 3) wgrad_runs_avx2<3, kMasked>(runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
-  else if (nt == 2) wgrad_runs_avx2<2, kMasked>(runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
-  else wgrad_runs_avx2<1, kMasked>(runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
+  if (nt == 3) wgrad_runs_avx2<3, kLanes>(runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
+  else if (nt == 2) wgrad_runs_avx2<2, kLanes>(runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
+  else wgrad_runs_avx2<1, kLanes>(runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
+}
+
+void wgrad_runs_avx2_on(WgradLanes mode, int nt, const TapRun* runs, int64_t nruns, const float* xb,
+                        const float* gyb, int64_t ld, int cn, float* acc, int64_t tap_ld) {
+  if (mode == WgradLanes::full) wgrad_runs_avx2_nt<WgradLanes::full>(nt, runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
+  else if (mode == WgradLanes::pair) wgrad_runs_avx2_nt<WgradLanes::pair>(nt, runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
+  else wgrad_runs_avx2_nt<WgradLanes::masked>(nt, runs, nruns, xb, gyb, ld, cn, acc, tap_ld);
 }
 
 // The runs of output rows row0..row1 for kernel row r and taps s0..s0+nt-1: per row whose input row
@@ -542,17 +559,32 @@ void tap_runs(const Conv2dParams& p, int64_t row0, int64_t row1, int64_t r, int6
   }
 }
 
-// The AVX2 grad weight (grouped_taps_wgrad): items of one group and 8 input channels, each thread's
-// items in one range whose accumulators ([tap][Kg][8] per item) stay in memory between chunks of
+// The AVX2 grad weight (grouped_taps_wgrad): items of one group and 8 input channels (or of two
+// groups of 4 -> 4 channels, WgradLanes::pair), each thread's items in one range whose accumulators ([tap][Kg][8] per item) stay in memory between chunks of
 // output rows; per chunk, kernel row and up to 3 taps of it, the runs of each output row (tap_runs)
 // in pixel order for every item of the range, so a chunk's input pixels are read for all of the
 // thread's groups while they are in cache. Every weight is one FMA chain over the output pixels in
 // order, as on AVX-512 (the zero products it skips on padding add +0 to a sum that starts at +0 and
 // so is never -0: the same bits for finite inputs).
 void wgrad_in_place_avx2(const Conv2dParams& p, const float* gy, const float* x, float* gw) {
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), K = p.K;
-  const int64_t R = p.R, S = p.S, taps = R * S, cblocks = ceil_div(Cg, 8), item_acc = taps * Kg * 8;
-  const int64_t rows = p.N * p.P, items = p.groups * cblocks;
+  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), K = p.K;
+  const int64_t R = p.R, S = p.S, taps = R * S, item_acc = taps * Kg * 8, rows = p.N * p.P;
+  // Items: (group, 8 input channels), or pairs of groups of 4 -> 4 (the last one alone for odd G).
+  const bool pairs = Cg == 4 && Kg == 4;
+  const int64_t cblocks = ceil_div(Cg, 8), items = pairs ? ceil_div(G, 2) : G * cblocks;
+  struct Item {
+    int64_t g, c0, groups;
+    int cn;
+    WgradLanes lanes;
+  };
+  const auto item_of = [&](int64_t item) {
+    if (pairs) {
+      const int64_t g = 2 * item, groups = std::min<int64_t>(2, G - g);
+      return Item{g, 0, groups, int(4 * groups), groups == 2 ? WgradLanes::pair : WgradLanes::masked};
+    }
+    const int64_t c0 = item % cblocks * 8, cn = std::min<int64_t>(8, Cg - c0);
+    return Item{item / cblocks, c0, 1, int(cn), cn == 8 ? WgradLanes::full : WgradLanes::masked};
+  };
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     // Output rows per chunk: the input rows under them, across this range's channels, in 128 KiB.
     const int64_t chunk_bytes = p.stride_h * p.W * (end - begin) * 8 * int64_t(sizeof(float));
@@ -567,23 +599,25 @@ void wgrad_in_place_avx2(const Conv2dParams& p, const float* gy, const float* x,
           tap_runs(p, row0, row1, r, s0, nt, runs);
           if (runs.empty()) continue;
           for (int64_t item = begin; item < end; ++item) {
-            const int64_t g = item / cblocks, c0 = item % cblocks * 8, cn = std::min<int64_t>(8, Cg - c0);
-            const float* xb = x + g * Cg + c0;
+            const Item it = item_of(item);
+            const float* xb = x + it.g * Cg + it.c0;
             for (int64_t k0 = 0; k0 < Kg; k0 += 4) {
               float* a = acc.data() + (item - begin) * item_acc + ((r * S + s0) * Kg + k0) * 8;
-              const float* gyb = gy + g * Kg + k0;
-              if (cn == 8) wgrad_runs_avx2_on<false>(nt, runs.data(), int64_t(runs.size()), xb, gyb, K, 8, a, Kg * 8);
-              else wgrad_runs_avx2_on<true>(nt, runs.data(), int64_t(runs.size()), xb, gyb, K, int(cn), a, Kg * 8);
+              wgrad_runs_avx2_on(it.lanes, nt, runs.data(), int64_t(runs.size()), xb, gy + it.g * Kg + k0, K, it.cn, a,
+                                 Kg * 8);
             }
           }
         }
     }
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t g = item / cblocks, c0 = item % cblocks * 8, cn = std::min<int64_t>(8, Cg - c0);
+      const Item it = item_of(item);
       const float* a = acc.data() + (item - begin) * item_acc;
       for (int64_t k = 0; k < Kg; ++k)
-        for (int64_t c = 0; c < cn; ++c)
-          for (int64_t tap = 0; tap < taps; ++tap) gw[((g * Kg + k) * Cg + c0 + c) * taps + tap] = a[(tap * Kg + k) * 8 + c];
+        for (int64_t l = 0; l < it.cn; ++l) {
+          // lane l: input channel c0 + l of group g, or (pairs) channel l % 4 of group g + l / 4
+          const int64_t g = pairs ? it.g + l / 4 : it.g, c = pairs ? l % 4 : it.c0 + l;
+          for (int64_t tap = 0; tap < taps; ++tap) gw[((g * Kg + k) * Cg + c) * taps + tap] = a[(tap * Kg + k) * 8 + l];
+        }
     }
   });
 }
