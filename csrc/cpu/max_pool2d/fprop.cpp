@@ -488,9 +488,10 @@ CUCONV_AVX2_F16C void forward_pixels_avx2_f32(const MaxPool2dParams& p, const fl
 // load per window element); every output position's window elements inside the input are listed
 // once per call; the results of 8 output positions are transposed back in registers, so each
 // plane's outputs are stored as a row. Same visiting order and rules as forward_pixels_avx2_f32.
-CUCONV_AVX2_F16C void forward_planes_as_pixels_avx2_f32(const MaxPool2dParams& p, const float* x, float* y,
-                                                       int64_t* idx, int64_t begin, int64_t end) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+// A as in forward_planes_2x2_avx2: 16-bit planes are widened as they are staged.
+template <typename A>
+CUCONV_AVX2_F16C void forward_planes_as_pixels_avx2(const MaxPool2dParams& p, const A* x, A* y, int64_t* idx,
+                                                   int64_t begin, int64_t end) {
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q, window = p.kernel_h * p.kernel_w;
   thread_local std::vector<float> stage_buf;
   thread_local std::vector<int32_t> taps_buf, counts_buf;
@@ -504,15 +505,14 @@ CUCONV_AVX2_F16C void forward_planes_as_pixels_avx2_f32(const MaxPool2dParams& p
   for (int64_t o = 0; o < PQ; ++o) px.next(), counts[o] = window_taps(px, taps + o * window);
   for (int64_t c0 = begin; c0 < end; c0 += 8) {
     const int planes = int(std::min<int64_t>(8, end - c0));
-    const float* src = x + c0 * HW;
+    const A* src = x + c0 * HW;
     for (int64_t j0 = 0; j0 < HW; j0 += 8) {  // stage[j][k] = plane k's element j
       const int cols = int(std::min<int64_t>(8, HW - j0));
-      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane);
       __m256 in[8], out[8];
       for (int k = 0; k < 8; ++k)
         in[k] = k >= planes ? _mm256_setzero_ps()
-                : cols == 8 ? _mm256_loadu_ps(src + k * HW + j0)
-                            : _mm256_maskload_ps(src + k * HW + j0, m);
+                : cols == 8 ? load8(src + k * HW + j0)
+                            : load8_first(src + k * HW + j0, cols);
       transpose8x8(in, out);
       for (int j = 0; j < cols; ++j) _mm256_storeu_ps(stage + (j0 + j) * 8, out[j]);
     }
@@ -577,15 +577,16 @@ template <typename T>
 bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const T* x, T* y, int64_t* idx,
                     int64_t begin, int64_t end) {
 #if defined(__x86_64__) || defined(__i386__)
-  if constexpr (!std::is_same_v<T, double>) {  // the 2x2 kernels take 16-bit values too (widened as loaded)
+  if constexpr (!std::is_same_v<T, double>) {  // these take 16-bit values too (widened as loaded)
     if (strategy == PoolFpropStrategy::planes_2x2_avx2) return forward_planes_2x2_avx2(p, x, y, idx, begin, end), true;
     if (strategy == PoolFpropStrategy::pixels_2x2_avx2) return forward_pixels_2x2_avx2(p, x, y, idx, begin, end), true;
+    if (strategy == PoolFpropStrategy::planes_as_pixels_avx2)
+      return forward_planes_as_pixels_avx2(p, x, y, idx, begin, end), true;
   }
   if constexpr (std::is_same_v<T, float>) {
     switch (strategy) {
       case PoolFpropStrategy::planes_avx2: return forward_planes_avx2_f32(p, x, y, idx, begin, end), true;
-      case PoolFpropStrategy::planes_as_pixels_avx2:
-        return forward_planes_as_pixels_avx2_f32(p, x, y, idx, begin, end), true;
+
       case PoolFpropStrategy::pixels_avx2: return forward_pixels_avx2_f32(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_2x2_avx512:
         return forward_pixels_2x2_avx512_f32(p, x, y, idx, begin, end), true;
@@ -615,9 +616,11 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
     return max_pool2d_forward_bf16_2x2(p, reinterpret_cast<const uint16_t*>(input.const_data_ptr<c10::BFloat16>()),
                                        reinterpret_cast<uint16_t*>(output.data_ptr<c10::BFloat16>()),
                                        indices.data_ptr<int64_t>());
-  // 2x2 windows on AVX2 run on the 16-bit values, widened as they are loaded.
+  // 2x2 windows and NCHW planes as pixels on AVX2 run on the 16-bit values, widened as they are
+  // loaded (the float32 copy and the rounding pass moved three times the bytes of the pool).
   if (is_16bit(input.scalar_type()) &&
-      (planned == PoolFpropStrategy::planes_2x2_avx2 || planned == PoolFpropStrategy::pixels_2x2_avx2))
+      (planned == PoolFpropStrategy::planes_2x2_avx2 || planned == PoolFpropStrategy::pixels_2x2_avx2 ||
+       planned == PoolFpropStrategy::planes_as_pixels_avx2))
     return with_16bit_type(input.scalar_type(), [&](auto type) {
       using A = decltype(type);
       for_each_item(p, [&](int64_t begin, int64_t end) {
