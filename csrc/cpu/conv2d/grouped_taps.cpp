@@ -74,6 +74,10 @@ struct TapsTile {
   int kv;             // valid channels of the tile's last vector (8 or 16)
   int mv;             // valid pixels (rows past it repeat a valid pixel and are not stored)
   bool relu;
+  // AVX2, groups of 8 channels, rows + off: this many groups in one call, group g's rows row_step x g
+  // further, its weight, bias and output channels a group further (the per-group call and setup
+  // cost as much as a grad input phase's one or two taps).
+  int64_t groups = 1, row_step = 0;
 };
 
 template <int MR, int NV>
@@ -123,38 +127,44 @@ CUCONV_AVX512 __attribute__((noinline)) void taps_tile(const TapsTile& t) {
 // NV weight vectors and a broadcast in the 16 registers (12 x 1 or 6 x 2: 14 or 15 of them).
 template <int MR, int NV>
 CUCONV_AVX2 __attribute__((noinline)) void taps_tile_avx2(const TapsTile& t) {
-  __m256 acc[MR][NV];
-#pragma GCC unroll 2
-  for (int v = 0; v < NV; ++v) {
-    const __m256 init = t.bias ? _mm256_loadu_ps(t.bias + 8 * v) : _mm256_setzero_ps();
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) acc[i][v] = init;
-  }
   const int64_t Cg = t.Cg, Kg = t.Kg;
-  for (int64_t tap = 0; tap < t.taps; ++tap) {
-    const float* a[MR];
+  for (int64_t g = 0; g < t.groups; ++g) {
+    const int64_t row_at = g * t.row_step;
+    const float* const w = t.w + g * t.taps * Cg * Kg;
+    const float* const bias = t.bias ? t.bias + g * Kg : nullptr;
+    float* const y = t.y + g * Kg;
+    __m256 acc[MR][NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const __m256 init = bias ? _mm256_loadu_ps(bias + 8 * v) : _mm256_setzero_ps();
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) a[i] = t.off ? t.rows[i] + t.off[tap] : t.rows[tap * kRows + i];
-    const float* b = t.w + tap * Cg * Kg;
+      for (int i = 0; i < MR; ++i) acc[i][v] = init;
+    }
+    for (int64_t tap = 0; tap < t.taps; ++tap) {
+      const float* a[MR];
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) a[i] = t.off ? t.rows[i] + row_at + t.off[tap] : t.rows[tap * kRows + i];
+      const float* b = w + tap * Cg * Kg;
 #pragma GCC unroll 4
-    for (int64_t c = 0; c < Cg; ++c, b += Kg) {
-      __m256 bv[NV];
+      for (int64_t c = 0; c < Cg; ++c, b += Kg) {
+        __m256 bv[NV];
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
+        for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
 #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        const __m256 ai = _mm256_broadcast_ss(a[i] + c);
+        for (int i = 0; i < MR; ++i) {
+          const __m256 ai = _mm256_broadcast_ss(a[i] + c);
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
       }
     }
-  }
-  const __m256 zero = _mm256_setzero_ps();
+    const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v)
-      if (i < t.mv) _mm256_storeu_ps(t.y + t.yoff[i] + 8 * v, t.relu ? _mm256_max_ps(zero, acc[i][v]) : acc[i][v]);
+      for (int v = 0; v < NV; ++v)
+        if (i < t.mv) _mm256_storeu_ps(y + t.yoff[i] + 8 * v, t.relu ? _mm256_max_ps(zero, acc[i][v]) : acc[i][v]);
+  }
 }
 
 // One tile of kRows pixels x kn channels (8, 16, 24 or 32; AVX2: 8 or 16) on the ISA's kernels.
@@ -401,6 +411,14 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
     for (int64_t item = begin; item < end; ++item) {
       if (tile_major) {
         const int mv = tile_pixels(item);
+        if (isa == Isa::avx2 && Kg == 8 && !(in_place && !inside_tile)) {  // all groups in one call
+          for (int i = 0; i < kRows; ++i) rows[i] = in_place ? x + origin_off[i] : origin[i];
+          TapsTile t{rows.data(), in_place ? window_off.data() : in->off.data(), taps, Cg, Kg, wp, bias, y, out, 8,
+                     mv, relu};
+          t.groups = G, t.row_step = in_place ? Cg : in->plane;
+          taps_tile_on(isa, t, 8);
+          continue;
+        }
         for (int64_t g = 0; g < G; ++g) run_tile(g, mv);
       } else {
         run_tile(item / tiles, tile_pixels(item % tiles));
