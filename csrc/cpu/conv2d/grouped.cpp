@@ -87,8 +87,6 @@ struct Corr {
   int64_t plane_values() const { return Cs * phases * plane; }
 };
 
-// Planes of images n0..n0+nb of group g (see the top of the file), the rest of each plane zero.
-// NCHW row by row; NHWC pixel by pixel (each pixel's Cs channels are one run), into zeroed planes.
 // d[j] = s[2 * j] for j < n: the even values of 2n - 1, by 8-value shuffles on AVX2 (any x86 path
 // but portable) where a scalar loop took as long as the NCHW stride-2 kernels that read the planes.
 #if defined(__x86_64__) || defined(__i386__)
@@ -99,24 +97,32 @@ CUCONV_AVX2 CUCONV_INLINE __m256 evens(__m256 a, __m256 b) {
   return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-CUCONV_AVX2 void copy_even_avx2(const float* s, float* d, int64_t n) {
+// Values past the row, up to `end` (the source tensor's), may be read and are dropped: a row of 8
+// outputs is one 16-value step.
+CUCONV_AVX2 void copy_even_avx2(const float* s, float* d, int64_t n, const float* end) {
   int64_t j = 0;
-  for (; 2 * j + 16 <= 2 * n - 1; j += 8) _mm256_storeu_ps(d + j, evens(_mm256_loadu_ps(s + 2 * j), _mm256_loadu_ps(s + 2 * j + 8)));
-  // The last few (whose 16 values would pass the row's end) one by one: AMD's masked stores are
-  // microcoded, many times slower than the scalar loop.
+  for (; j + 8 <= n && s + 2 * j + 16 <= end; j += 8)
+    _mm256_storeu_ps(d + j, evens(_mm256_loadu_ps(s + 2 * j), _mm256_loadu_ps(s + 2 * j + 8)));
+  if (j + 4 <= n && s + 2 * j + 8 <= end) {
+    _mm_storeu_ps(d + j, _mm_shuffle_ps(_mm_loadu_ps(s + 2 * j), _mm_loadu_ps(s + 2 * j + 4), _MM_SHUFFLE(2, 0, 2, 0)));
+    j += 4;
+  }
+  // The last few one by one: AMD's masked stores are microcoded, many times slower than this loop.
   for (; j < n; ++j) d[j] = s[2 * j];
 }
 #endif
 
 template <typename T>
-void copy_strided(const T* s, int64_t stride, T* d, int64_t n, bool avx2) {
+void copy_strided(const T* s, int64_t stride, T* d, int64_t n, bool avx2, const T* end) {
 #if defined(__x86_64__) || defined(__i386__)
   if constexpr (std::is_same_v<T, float>)
-    if (stride == 2 && avx2) return copy_even_avx2(s, d, n);
+    if (stride == 2 && avx2) return copy_even_avx2(s, d, n, end);
 #endif
   for (int64_t j = 0; j < n; ++j) d[j] = s[j * stride];
 }
 
+// Planes of images n0..n0+nb of group g (see the top of the file), the rest of each plane zero.
+// NCHW row by row; NHWC pixel by pixel (each pixel's Cs channels are one run), into zeroed planes.
 template <typename T>
 void fill_planes(const Corr& k, const T* src, int64_t n0, int64_t nb, int64_t g, T* planes) {
   const int64_t img = k.Hs * k.Ws * k.Cs_all;
@@ -151,7 +157,7 @@ void fill_planes(const Corr& k, const T* src, int64_t n0, int64_t nb, int64_t g,
             std::fill(row, row + lo, T(0));
             const T* s = si + ((k.Cs * g + c) * k.Hs + h) * k.Ws + b - k.pw;
             if (k.sw == 1) std::memcpy(row + lo, s + lo, (hi - lo) * sizeof(T));
-            else copy_strided(s + lo * k.sw, k.sw, row + lo, hi - lo, avx2);
+            else copy_strided(s + lo * k.sw, k.sw, row + lo, hi - lo, avx2, src + k.N * img);
             std::fill(row + hi, row + k.Wq, T(0));
           }
         }
