@@ -1,12 +1,15 @@
 // Grouped convs whose groups' output channels fill whole vectors, NHWC, float32: on AVX-512 16k
 // channels per group (8k onto maps of at most 4 pixels, the vector half used), on AVX2 8k. Each
 // output pixel's group channels are one to four vectors, summed over the group's taps (r, s) and
-// input channels from a zero-padded copy of the input laid out group by group.
+// input channels from a zero-padded copy of the input laid out group by group (AVX2's strided
+// forward reads the input in place, its taps outside the input from zeros).
 //
 // Here a tile is MR output pixels x 16 (or 32) channels of one group, its MR accumulators fed by one
 // weight vector load and MR broadcasts of input values per input channel and tap, like the GEMM
-// micro-kernel's, with A's rows pointing at each pixel's window in the copy: any stride, dilation
-// and padding, and no computed value is thrown away. AVX2 runs the same tile in 8-lane vectors.
+// micro-kernel's, with A's rows pointing at each pixel's window: any stride, dilation and padding,
+// and no computed value is thrown away. AVX2 runs the same tile in 8-lane vectors, and groups of 8
+// channels all in one call. The AVX2 grad weight reads the input in place with the channels the
+// other way round (wgrad_in_place_avx2).
 //
 // Why not the other grouped paths: with 16 channels per group on small maps (ResNeXt's last stages
 // at 4x4 and 2x2) the pixel-lane kernels (grouped.cpp) compute a padded grid of which fewer than
