@@ -119,6 +119,33 @@ def test_depthwise_gradcheck(isa):
     assert torch.autograd.gradcheck(lambda *t: ops.conv2d(*t, *args), (xl, w, b))
 
 
+# An NCHW im2col forward whose columns pass 256 KiB runs in chunks of output rows (a 7x7 3-channel
+# stem: 147 values per column; here 17 rows of 25, then 6): every chunk's outputs, each summed as in
+# one GEMM, bias and ReLU included; bfloat16 through its float32 stage.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=["f32", "f64", "bf16"])
+def test_nchw_im2col_forward_in_row_chunks(isa, dtype):
+    x = torch.randn(2, 3, 45, 50).to(dtype)
+    w, b = torch.randn(8, 3, 7, 7).to(dtype), torch.randn(8).to(dtype)
+    args = ([2, 2], [3, 3, 3, 3], [1, 1], 1)
+    assert ops._cpu_conv2d_plan(x, w, *args)[0] == "nchw_im2col"
+    ref = F.conv2d(x.double(), w.double(), b.double(), 2, 3).relu()
+    y = ops.conv2d_bias_relu(x, w, b, *args)
+    err = (y.double() - ref).abs().max().item()
+    if dtype == torch.bfloat16:  # at most twice native's own bfloat16 error
+        bound = 2 * (F.conv2d(x, w, b, 2, 3).relu().double() - ref).abs().max().item()
+    else:
+        bound = (1e-5 if dtype == torch.float32 else 1e-12) * ref.abs().max().item()
+    assert err <= bound, f"max error {err:.3e}, bound {bound:.3e}"
+    # the same bits whatever the thread count (the chunks do not depend on it)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1 = ops.conv2d_bias_relu(x, w, b, *args)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(y, y1)
+
+
 # Grouped and dilated convs (the `grouped` strategy): several images per block of planes, batch
 # chunks of the grad weight, stride 2 (grad input elsewhere), dilation.
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -32,18 +32,21 @@ inline void copy_run(T* dst, const T* src, int64_t len) {
 
 // col[(c*R + r)*S + s][oh*Q + ow] (row pitch ldcol) from one image's Cg channels x[c][h][w].
 template <typename T>
-void im2col_nchw(const Conv2dParams& p, const T* x, T* col, int64_t ldcol) {
-  const int64_t Cg = p.C_per_group(), PQ = p.P * p.Q;
+void im2col_nchw(const Conv2dParams& p, const T* x, T* col, int64_t ldcol, int64_t oh0 = 0, int64_t oh1 = -1) {
+  // Output rows oh0..oh1 only (all by default): col's columns (oh - oh0) * Q + ow.
+  if (oh1 < 0) oh1 = p.P;
+  const int64_t Cg = p.C_per_group(), cols = (oh1 - oh0) * p.Q;
   for (int64_t c = 0; c < Cg; ++c)
     for (int64_t r = 0; r < p.R; ++r)
       for (int64_t s = 0; s < p.S; ++s) {
-        T* row = col + ((c * p.R + r) * p.S + s) * ldcol;
+        T* row = col + ((c * p.R + r) * p.S + s) * ldcol - oh0 * p.Q;
         const int64_t woff = s * p.dil_w - p.pad_w;
         int64_t lo, hi;
         valid_range(woff, p.stride_w, p.W, p.Q, lo, hi);
         int64_t oh_lo, oh_hi;
         valid_range(r * p.dil_h - p.pad_h, p.stride_h, p.H, p.P, oh_lo, oh_hi);
-        std::fill(row, row + oh_lo * p.Q, T(0));
+        oh_lo = std::clamp(oh_lo, oh0, oh1), oh_hi = std::clamp(oh_hi, oh_lo, oh1);
+        std::fill(row + oh0 * p.Q, row + oh_lo * p.Q, T(0));
         for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
           T* dst = row + oh * p.Q;
           const T* src = x + (c * p.H + oh * p.stride_h - p.pad_h + r * p.dil_h) * p.W + woff;
@@ -57,7 +60,7 @@ void im2col_nchw(const Conv2dParams& p, const T* x, T* col, int64_t ldcol) {
             for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * p.stride_w];
           for (int64_t ow = hi; ow < p.Q; ++ow) dst[ow] = T(0);
         }
-        std::fill(row + oh_hi * p.Q, row + PQ, T(0));
+        std::fill(row + oh_hi * p.Q, row + oh0 * p.Q + cols, T(0));
       }
 }
 
