@@ -520,7 +520,7 @@ CONV = [
     *conv('taps_avx2_pad_past', (2, 16, 9, 9), (16, 3, 3), stride=(2, 2), padding=(3, 3, 3, 3), groups=2,
           nchw='grouped nchw_col2im grouped', nhwc='grouped_taps nhwc_col2im grouped_taps',
           note='padding past the kernel: a phase would start before grad_output, so col2im'),
-    *conv('taps_avx2_c12_5x7', (2, 24, 9, 13), (16, 5, 7), stride=(1, 2), padding=(2, 3, 1, 4), dilation=(1, 2),
+    *conv('taps_avx2_c12_5x7', (1, 24, 9, 13), (16, 5, 7), stride=(1, 2), padding=(2, 3, 1, 4), dilation=(1, 2),
           groups=2, nchw='grouped nchw_col2im grouped', nhwc='grouped_taps nhwc_col2im grouped_taps',
           note='12 -> 8 channels per group (the grad weight reads a full 8-channel block and a masked 4), '
                'a 7-wide kernel row in taps of 3, 3 and 1, stride (1, 2), dilation (1, 2), asymmetric padding'),
