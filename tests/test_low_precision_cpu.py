@@ -100,12 +100,16 @@ POINTWISE = [
     # an NCHW image over 1 MiB in float32: widened row by row (torch 2.14's own channels_last backward
     # of a 1x1 stride-2 conv with 4 or 8 channels at 300 x 260 crashes, so not those)
     ((1, 16, 200, 90), 8, (2, 2)),
+    # NCHW planes of 16 and 32 outputs, images joined in one GEMM: each tile of 16 columns rounded
+    # straight into one image's planes (other plane sizes, above, split their tiles' rows)
+    ((3, 24, 8, 7), 20, (2, 2)),
+    ((5, 20, 4, 8), 36, (1, 1)),
 ]
 
 
 @pytest.mark.parametrize("path,dtype", PATHS, ids=PATH_IDS)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("xs,k,stride", POINTWISE, ids=["s2", "few", "c300", "s21", "big"])
+@pytest.mark.parametrize("xs,k,stride", POINTWISE, ids=["s2", "few", "c300", "s21", "big", "s2-pq16", "pq32"])
 def test_pointwise_16bit_forward_and_grad_input(path, dtype, channels_last, xs, k, stride):
     """16-bit 1x1 forwards and grad inputs without padding run the float32 GEMM on chunks converted
     in cache (pointwise_16bit) on every path but AMX's bfloat16 tiles, and a strided grad weight runs
@@ -156,6 +160,9 @@ BLOCKS16 = [
     ((2, 40, 19, 17), 24, 3, 2, 1, 1, 1, False, ("nchw_via_nhwc", "nchw_col2im", "window_runs")),
     ((2, 40, 19, 17), 24, 3, 2, 1, 1, 1, True, ("nhwc_rows", "nhwc_phases", "window_runs")),
     ((2, 24, 15, 13), 36, 3, 1, 2, 2, 1, True, ("nhwc_im2col", "nhwc_col2im", "im2col")),  # dilated
+    # GEMM K of 270: the sums of the first K block in float32, the second's rounded into the output
+    ((2, 30, 13, 11), 20, 3, 1, 1, 2, 1, True, ("nhwc_im2col", "nhwc_col2im", "im2col")),
+    ((2, 30, 13, 11), 26, 3, 1, 1, 2, 1, False, ("nchw_im2col", "nchw_col2im", "im2col")),
     # 2 groups of 22 -> 18 channels (groups of 8k channels take grouped_taps on AVX2)
     ((2, 44, 10, 9), 36, 3, 1, 1, 1, 2, True, ("nhwc_interleaved", "nhwc_col2im", "interleaved")),
     ((2, 72, 9, 9), 36, 1, 2, 0, 1, 2, True, ("nhwc_rows", "nhwc_col2im", "pixel_cols")),
@@ -169,7 +176,7 @@ BLOCKS16 = [
 @pytest.mark.parametrize("path", [p for p in CPU_ISA_PATHS if p != "avx512"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
 @pytest.mark.parametrize("xs,k,kernel,stride,pad,dil,groups,channels_last,plan", BLOCKS16,
-                         ids=["first", "first-nhwc", "s2", "s2-nhwc", "dil-nhwc", "g2-nhwc", "1x1-s2-g2-nhwc", "1x1-g2",
+                         ids=["first", "first-nhwc", "s2", "s2-nhwc", "dil-nhwc", "k270-nhwc", "k270", "g2-nhwc", "1x1-s2-g2-nhwc", "1x1-g2",
                               "1x1-s2-nhwc", "n0", "taps-nhwc"])
 def test_16bit_gemm_strategies_convert_blocks(path, dtype, xs, k, kernel, stride, pad, dil, groups, channels_last,
                                               plan):

@@ -72,18 +72,35 @@ CUCONV_AVX2_F16C CUCONV_INLINE __m128 load4(const c10::Half* p) {
   return _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
 
-// 8 float32 lanes rounded to 16-bit values, in order, in the 128-bit result.
-CUCONV_AVX2_F16C CUCONV_INLINE __m128i narrow8(c10::BFloat16*, __m256 f) {
+// bfloat16_bits on 8 lanes, each in the low half of its 32-bit lane.
+CUCONV_AVX2_F16C CUCONV_INLINE __m256i bfloat16_lanes(__m256 f) {
   const __m256i u = _mm256_castps_si256(f), top = _mm256_srli_epi32(u, 16);
   const __m256i lsb = _mm256_and_si256(top, _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb)), 16);
-  r = _mm256_blendv_epi8(r, _mm256_or_si256(top, _mm256_set1_epi32(0x40)),
-                         _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb)), 16);
+  return _mm256_blendv_epi8(r, _mm256_or_si256(top, _mm256_set1_epi32(0x40)),
+                            _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+}
+// 8 float32 lanes rounded to 16-bit values, in order, in the 128-bit result.
+CUCONV_AVX2_F16C CUCONV_INLINE __m128i narrow8(c10::BFloat16*, __m256 f) {
+  const __m256i r = bfloat16_lanes(f);
   // 32-bit lanes holding 16-bit values: pack both 128-bit halves, then put the halves in order.
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
 }
 CUCONV_AVX2_F16C CUCONV_INLINE __m128i narrow8(c10::Half*, __m256 f) {
   return _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+// a (8 lanes), then b, rounded as narrow8 and stored at p in one 32-byte store (float: as they are).
+CUCONV_AVX2_F16C CUCONV_INLINE void store16_rounded(float* p, __m256 a, __m256 b) {
+  _mm256_storeu_ps(p, a);
+  _mm256_storeu_ps(p + 8, b);
+}
+CUCONV_AVX2_F16C CUCONV_INLINE void store16_rounded(c10::BFloat16* p, __m256 a, __m256 b) {
+  // packus interleaves the 128-bit halves: a0-3 b0-3 a4-7 b4-7; the permute puts them in order
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                      _mm256_permute4x64_epi64(_mm256_packus_epi32(bfloat16_lanes(a), bfloat16_lanes(b)), 0xD8));
+}
+CUCONV_AVX2_F16C CUCONV_INLINE void store16_rounded(c10::Half* p, __m256 a, __m256 b) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_set_m128i(narrow8(p, b), narrow8(p, a)));
 }
 
 // 8 lanes that hold 16-bit values exactly (widened ones, zeros, their maxima) stored at p as 16-bit

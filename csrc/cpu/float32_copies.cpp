@@ -16,6 +16,7 @@
 #endif
 
 #include "cpu/convert16.h"
+#include "cpu/gemm/gemm.h"
 #include "cpu/isa.h"
 
 namespace cuconv::cpu {
@@ -156,6 +157,22 @@ void Blocks16::narrow(const float* src, int64_t ld_src, int64_t offset, int64_t 
     if (bf16) narrow_on(isa, src + i * ld_src, static_cast<c10::BFloat16*>(data) + at, n);
     else narrow_on(isa, src + i * ld_src, static_cast<c10::Half*>(data) + at, n);
   }
+}
+
+void gemm_store16(Isa isa, const GemmOut16& out, const float* block, int64_t ld_block, int64_t i, int64_t j, int rows,
+                  int cols) {
+  const Isa vectors = float_isa(isa);
+  const bool joined = !out.block_cols && ld_block == cols && out.ld == cols;  // one run
+  for (int k = 0; k < (joined ? 1 : rows); ++k)
+    for (int64_t c = 0; c < cols;) {  // runs within a column block
+      const int64_t col = j + c, at = out.offset(i + k, col);
+      const int64_t n = joined ? int64_t(rows) * cols
+                        : out.block_cols ? std::min<int64_t>(cols - c, out.block_cols - col % out.block_cols)
+                                         : cols;
+      if (out.bf16) narrow_on(vectors, block + k * ld_block + c, static_cast<c10::BFloat16*>(out.data) + at, n);
+      else narrow_on(vectors, block + k * ld_block + c, static_cast<c10::Half*>(out.data) + at, n);
+      c += n;
+    }
 }
 
 Blocks16 blocks16(const at::Tensor& t) {

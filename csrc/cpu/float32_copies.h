@@ -7,6 +7,7 @@
 // bits through a round trip).
 #include <ATen/ATen.h>
 
+#include "cpu/gemm/gemm.h"
 #include "cpu/scratch.h"
 
 namespace cuconv::cpu {
@@ -44,6 +45,10 @@ struct Blocks16 {
   void widen(int64_t offset, int64_t ld, int64_t rows, int64_t cols, float* dst, int64_t ld_dst) const;
   // this(i, j) = src[i * ld_src + j] rounded to nearest even, as round_into.
   void narrow(const float* src, int64_t ld_src, int64_t offset, int64_t ld, int64_t rows, int64_t cols) const;
+  // The block at offset with row pitch ld as a GEMM's 16-bit C (its sums rounded as they are stored).
+  GemmOut16 gemm_out(int64_t offset, int64_t ld) const {
+    return {static_cast<uint16_t*>(data) + offset, bf16, ld};
+  }
 };
 // The 16-bit tensor t as Blocks16; empty for any other dtype.
 Blocks16 blocks16(const at::Tensor& t);

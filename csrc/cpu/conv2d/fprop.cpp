@@ -59,7 +59,8 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
     T* buf = !in_place ? scratch<T>(Scratch::input, per * p.P * Wp * RC)
              : padded  ? scratch<T>(Scratch::input, per * Hb * Wb * p.C)
                        : nullptr;
-    T* stage = y16 ? scratch<T>(Scratch::output, per * PQ * Kg) : nullptr;  // the item's sums, then y16
+    // With y16, the earlier passes' sums; the last pass rounds its tiles into y16.
+    T* stage = y16 ? scratch<T>(Scratch::output, per * PQ * Kg) : nullptr;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
       const T* base = x + n0 * HW * p.C;
@@ -76,10 +77,11 @@ void forward_nhwc_rows(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
         a.init = r > 0 ? GemmInit::accumulate : bias ? GemmInit::bias_col : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
         a.relu = relu && r == passes - 1;  // only the final sums are clamped
+        if constexpr (std::is_same_v<T, float>)
+          if (stage && r == passes - 1) a.c16 = y16.gemm_out(n0 * PQ * p.K + g * Kg, p.K);
         a.parallel = split;
         gemm(isa, a);
       }
-      if (stage) y16.narrow(reinterpret_cast<const float*>(stage), Kg, n0 * PQ * p.K + g * Kg, p.K, nb * PQ, Kg);
     }
   });
 }
@@ -143,7 +145,7 @@ void forward_nchw_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
   at::parallel_for(0, p.N * G, 1, [&](int64_t begin, int64_t end) {
     // Columns past PQ are never read (the GEMM masks its edge tiles), so no zeroing is needed.
     T* col = direct ? nullptr : scratch<T>(Scratch::input, CRS * ldcol);
-    T* stage = y16 ? scratch<T>(Scratch::output, Kg * PQ) : nullptr;  // the item's sums, then y16
+    T* stage = y16 ? scratch<T>(Scratch::output, Kg * PQ) : nullptr;  // with y16: sums of K blocks before the last
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / G, g = item % G;
       const T* xg = x + (n * p.C + g * Cg) * HW;
@@ -158,10 +160,11 @@ void forward_nchw_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
         a.init = bias ? GemmInit::bias_row : GemmInit::zero;
         a.bias = bias ? bias + g * Kg : nullptr;
         a.relu = relu;  // applied in the micro-kernel's final store
+        if constexpr (std::is_same_v<T, float>)
+          if (stage) a.c16 = y16.gemm_out((n * p.K + g * Kg) * PQ + oh0 * p.Q, PQ);
         a.parallel = split;
         gemm(isa, a);
       }
-      if (stage) y16.narrow(reinterpret_cast<const float*>(stage), Kg * PQ, (n * p.K + g * Kg) * PQ, Kg * PQ, 1, Kg * PQ);
     }
   });
 }
@@ -185,7 +188,7 @@ void forward_nhwc_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
   const bool split_b = gemm_should_split(blocks * G);
   at::parallel_for(0, blocks * G, 1, [&](int64_t begin, int64_t end) {
     T* col = direct ? nullptr : scratch<T>(Scratch::input, per * PQ * CRS);
-    T* stage = y16 ? scratch<T>(Scratch::output, per * PQ * Kg) : nullptr;  // the item's sums, then y16
+    T* stage = y16 ? scratch<T>(Scratch::output, per * PQ * Kg) : nullptr;  // with y16: sums of K blocks before the last
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n0 = (item / G) * per, nb = std::min(per, p.N - n0), g = item % G;
       const T* xn = x + n0 * HW * p.C;
@@ -200,9 +203,10 @@ void forward_nhwc_gemm(Isa isa, const Conv2dParams& p, const T* x, const T* w, c
       a.init = bias ? GemmInit::bias_col : GemmInit::zero;
       a.bias = bias ? bias + g * Kg : nullptr;
       a.relu = relu;
+      if constexpr (std::is_same_v<T, float>)
+        if (stage) a.c16 = y16.gemm_out(n0 * PQ * p.K + g * Kg, p.K);
       a.parallel = split_b;
       gemm(isa, a);
-      if (stage) y16.narrow(reinterpret_cast<const float*>(stage), Kg, n0 * PQ * p.K + g * Kg, p.K, nb * PQ, Kg);
     }
   });
 }

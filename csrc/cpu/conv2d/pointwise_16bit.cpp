@@ -1,16 +1,15 @@
 // The 16-bit 1x1 forward and grad input (pointwise_16bit.h), and the strided grad weight's input
-// pixels: the float32 GEMM on chunks of the input converted where they are read, each chunk's
-// float32 result rounded into the output while it is still in cache. The whole-tensor copies
+// pixels: the float32 GEMM on chunks of the input converted where they are read, the forward's sums
+// rounded into the output as the GEMM stores them (GemmOut16). The whole-tensor copies
 // (float32_copies.h) would widen every input pixel (four times what a stride-2 shortcut reads) and
 // narrow the output in passes of their own over memory; here only the pixels the conv reads are
 // converted, and the forward and grad input make no float32 activation tensor.
 //
 // NHWC: output pixels are the GEMM's rows; a chunk of kRows pixels gathers its input pixels' C
-// channels (widened) as A, times the packed weight, kRows x K float32, then rounded row by row.
+// channels (widened) as A, times the packed weight, kRows x K, rounded into the output pixels.
 // NCHW: per image and chunk of kCols output positions (or several images' small planes side by
 // side), the weight times the chunk's C x columns input values (gathered along the stride, widened),
-// K x columns float32, rounded into the K planes; images of up to 1 MiB in float32 are widened whole
-// first (their rows may be too short for vectors).
+// K x columns, rounded into the K planes.
 // Every output is one GEMM sum over the C input channels in order, then rounded once: deterministic,
 // and the float32 path's sums.
 #include "cpu/conv2d/pointwise_16bit.h"
@@ -60,7 +59,7 @@ void fprop_nhwc(Isa isa, const Conv2dParams& p, const H* x, const float* wp, con
   const int64_t rows = p.N * p.P * p.Q, chunks = ceil_div(rows, kRows);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     float* a = scratch<float>(Scratch::input, kRows * p.C);
-    float* c = scratch<float>(Scratch::output, kRows * p.K);
+    float* c = scratch<float>(Scratch::output, kRows * p.K);  // the sums of K blocks before the last
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t r0 = chunk * kRows, m = std::min(kRows, rows - r0);
       for_each_input_pixel(p, r0, m, [&](int64_t i, int64_t offset) { widen_run(x + offset, a + i * p.C, p.C); });
@@ -69,8 +68,8 @@ void fprop_nhwc(Isa isa, const Conv2dParams& p, const H* x, const float* wp, con
       g.bias = bias;
       g.relu = relu;
       g.b_packed = true;
+      g.c16 = {y + r0 * p.K, std::is_same_v<H, c10::BFloat16>, p.K};  // output pixels r0.. are contiguous
       gemm(isa, g);
-      narrow_run(c, y + r0 * p.K, m * p.K);  // output pixels r0.. are contiguous
     }
   });
 }
@@ -110,14 +109,20 @@ void for_each_stretch(const Conv2dParams& p, int64_t q0, int64_t cols, Fn fn) {
 template <typename H>
 void fprop_nchw(Isa isa, const Conv2dParams& p, const H* x, const float* w32, const float* bias, H* y, bool relu) {
   const int64_t PQ = p.P * p.Q, HW = p.H * p.W;
-  // Images of up to kImageValues float32 values are widened whole, in one vector pass (their rows
-  // may be too short for vectors), then read along the stride as float32; larger ones row by row.
-  const bool whole = p.C * HW <= kImageValues;
-  const NchwItems items(p, whole ? kImageValues / (p.C * HW) : 1);
+  // Where every pixel is read, the item's positions are contiguous in each plane: images of up to
+  // kImageValues float32 values are widened whole, in one vector pass (their planes may be too short
+  // for vectors), larger ones a plane's positions at a time. A strided conv's values are gathered
+  // raw, then widened in one pass over the item (a conversion call per output row of a few values
+  // would cost more than the work; widening whole images, four times the values a stride-2
+  // shortcut reads).
+  const bool dense = reads_every_pixel(p);
+  const bool whole = dense && p.C * HW <= kImageValues;
+  const NchwItems items(p, whole ? kImageValues / (p.C * HW) : dense ? 1 : p.N);
   at::parallel_for(0, items.count, 1, [&](int64_t begin, int64_t end) {
     float* b = scratch<float>(Scratch::input, p.C * kCols);
-    float* c = scratch<float>(Scratch::output, p.K * kCols);
-    float* images = scratch<float>(Scratch::extra, whole ? items.imgs * p.C * HW : p.W);
+    float* c = scratch<float>(Scratch::output, p.K * kCols);  // the sums of K blocks before the last
+    float* images = scratch<float>(Scratch::extra, whole ? items.imgs * p.C * HW : ceil_div(p.C * kCols, int64_t(2)));
+    H* raw = reinterpret_cast<H*>(images);  // a strided item's values, C x cols
     for (int64_t item = begin; item < end; ++item) {
       int64_t n0, imgs, q0;
       items.at(p, item, n0, imgs, q0);
@@ -125,26 +130,27 @@ void fprop_nchw(Isa isa, const Conv2dParams& p, const H* x, const float* w32, co
       if (whole) widen_run(x + n0 * p.C * HW, images, imgs * p.C * HW);
       for (int64_t t = 0; t < imgs; ++t)
         for (int64_t ci = 0; ci < p.C; ++ci) {
-          float* dst = b + ci * cols + t * span;
-          for_each_stretch(p, q0, span, [&](int64_t offset, int64_t run, int64_t j) {
-            if (whole) {
-              const float* src = images + (t * p.C + ci) * HW + offset;
-              for (int64_t k = 0; k < run; ++k) dst[j + k] = src[k * p.stride_w];
-              return;
-            }
-            const H* src = x + ((n0 + t) * p.C + ci) * HW + offset;
-            if (p.stride_w == 1) return widen_run(src, dst + j, run);
-            widen_run(src, images, (run - 1) * p.stride_w + 1);  // the stretch, then every stride_w-th
-            for (int64_t k = 0; k < run; ++k) dst[j + k] = images[k * p.stride_w];
-          });
+          const int64_t plane = ((n0 + t) * p.C + ci) * HW, at = ci * cols + t * span;
+          if (whole) {
+            std::copy(images + plane - n0 * p.C * HW + q0, images + plane - n0 * p.C * HW + q0 + span, b + at);
+          } else if (dense) {
+            widen_run(x + plane + q0, b + at, span);
+          } else {
+            for_each_stretch(p, q0, span, [&](int64_t offset, int64_t run, int64_t j) {
+              const H* src = x + plane + offset;
+              for (int64_t k = 0; k < run; ++k) raw[at + j + k] = src[k * p.stride_w];
+            });
+          }
         }
+      if (!dense) widen_run(raw, b, p.C * cols);
       GemmArgs<float> g{p.K, cols, p.C, GemmA<float>::strided(w32, p.C, 1), b, cols, c, cols};
       g.init = bias ? GemmInit::bias_row : GemmInit::zero;
       g.bias = bias;
       g.relu = relu;
+      // Rounded into the output planes as the GEMM stores them; joined images' columns are blocks
+      // of a plane each, an image apart.
+      g.c16 = {y + n0 * p.K * PQ + q0, std::is_same_v<H, c10::BFloat16>, PQ, imgs > 1 ? span : 0, p.K * PQ};
       gemm(isa, g);
-      for (int64_t k = 0; k < p.K; ++k)
-        for (int64_t t = 0; t < imgs; ++t) narrow_run(c + k * cols + t * span, y + ((n0 + t) * p.K + k) * PQ + q0, span);
     }
   });
 }

@@ -10,12 +10,15 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "cpu/convert16.h"
+
 namespace cuconv::cpu {
 
 namespace {
 
 struct Avx2Kernel6x16 {
   static constexpr int MR = 6, NR = 16;
+  static constexpr Isa kIsa = Isa::avx2;
 
   // Lane masks for the first nv of 16 columns.
   CUCONV_AVX2 static inline void masks(int nv, __m256i& m0, __m256i& m1) {
@@ -127,13 +130,12 @@ struct Avx2Kernel6x16 {
   // One tile from packed B (a kc x 16 sliver, columns past nv zero) and either a packed A panel
   // (kc x 6, rows past mv zero) or six A row pointers with unit K stride (rows past mv repeat a
   // valid row). The loop body has no masks and no edge logic: every address is a base register plus
-  // a constant, K unrolled by 4.
-  template <bool kFull, bool kPackedA>
-  CUCONV_AVX2 static inline __attribute__((always_inline)) void tile_packed(int64_t kc, const float* A,
-                                                                             const float* const* rows, int mv,
-                                                                             const float* B, int nv, float* C,
-                                                                             int64_t ldc, GemmInit init,
-                                                                             const float* bias, bool relu) {
+  // a constant, K unrolled by 4. With a 16-bit Out the sums are rounded into out (row pitch ld_out)
+  // from the registers, and C is read only to accumulate onto.
+  template <bool kFull, bool kPackedA, typename Out = float>
+  CUCONV_AVX2_F16C static inline __attribute__((always_inline)) void tile_packed(
+      int64_t kc, const float* A, const float* const* rows, int mv, const float* B, int nv, float* C, int64_t ldc,
+      GemmInit init, const float* bias, bool relu, Out* out = nullptr, int64_t ld_out = 0) {
     // A partial tile goes through a full 6 x 16 staging copy instead of lane masks: masks held in
     // two ymm registers across the loop would leave too few for 12 accumulators + 3 operands (spills).
     alignas(32) float edge[MR * NR];
@@ -415,12 +417,17 @@ struct Avx2Kernel6x16 {
       c40 = _mm256_max_ps(zero, c40), c41 = _mm256_max_ps(zero, c41);
       c50 = _mm256_max_ps(zero, c50), c51 = _mm256_max_ps(zero, c51);
     }
+    constexpr bool k16 = !std::is_same_v<Out, float>;
     float* dst = kFull ? C : edge;
     const int64_t ld_dst = kFull ? ldc : NR;
-#define CUCONV_STORE_ROW(i, r0, r1)                      \
-    if (i < mv) {                                        \
-      _mm256_storeu_ps(dst + i * ld_dst, r0);            \
-      _mm256_storeu_ps(dst + i * ld_dst + 8, r1);        \
+#define CUCONV_STORE_ROW(i, r0, r1)                                            \
+    if (i < mv) {                                                              \
+      if (k16 && kFull) {                                                      \
+        store16_rounded(out + i * ld_out, r0, r1);                             \
+      } else {                                                                 \
+        _mm256_storeu_ps(dst + i * ld_dst, r0);                                \
+        _mm256_storeu_ps(dst + i * ld_dst + 8, r1);                            \
+      }                                                                        \
     }
     CUCONV_STORE_ROW(0, c00, c01)
     CUCONV_STORE_ROW(1, c10, c11)
@@ -428,10 +435,18 @@ struct Avx2Kernel6x16 {
     CUCONV_STORE_ROW(3, c30, c31)
     CUCONV_STORE_ROW(4, c40, c41)
     CUCONV_STORE_ROW(5, c50, c51)
-    if (!kFull)
+#undef CUCONV_STORE_ROW
+    if constexpr (k16) {
+      if (!kFull)  // the first nv rounded values of each row
+        for (int i = 0; i < mv; ++i) {
+          alignas(32) Out row[NR];
+          store16_rounded(row, _mm256_load_ps(edge + i * NR), _mm256_load_ps(edge + i * NR + 8));
+          std::copy(row, row + nv, out + i * ld_out);
+        }
+    } else if (!kFull) {
       for (int i = 0; i < mv; ++i)
         for (int j = 0; j < nv; ++j) C[i * ldc + j] = edge[i * NR + j];
-#undef CUCONV_STORE_ROW
+    }
   }
 
   CUCONV_AVX2 static void run(int64_t kc, const float* A, int64_t rsA, int64_t csA, int mv, const float* B,
@@ -447,17 +462,22 @@ struct Avx2Kernel6x16 {
   }
 
   // B packed (64-byte aligned slivers); A a packed panel, or else six row pointers (panel null).
-  CUCONV_AVX2 static void run_packed(int64_t kc, const float* panel, const float* const* rows, int mv,
-                                     const float* B, int nv, float* C, int64_t ldc, GemmInit init,
-                                     const float* bias, bool relu) {
+  // With a 16-bit out (the last K block of a GEMM with c16), the tile's sums are rounded into
+  // out + i * ld_out + j instead of stored in C.
+  template <typename Out = float>
+  CUCONV_AVX2_F16C static void run_packed(int64_t kc, const float* panel, const float* const* rows, int mv,
+                                          const float* B, int nv, float* C, int64_t ldc, GemmInit init,
+                                          const float* bias, bool relu, Out* out = nullptr, int64_t ld_out = 0) {
     if (nv < NR) {
-      if (panel) tile_packed<false, true>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
-      else tile_packed<false, false>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
+      if (panel) tile_packed<false, true>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu, out, ld_out);
+      else tile_packed<false, false>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu, out, ld_out);
     } else {
-      if (panel) tile_packed<true, true>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
-      else tile_packed<true, false>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
+      if (panel) tile_packed<true, true>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu, out, ld_out);
+      else tile_packed<true, false>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu, out, ld_out);
     }
   }
+  // run_packed's tiles round into a 16-bit C themselves (driver.h).
+  static constexpr bool kRounds16 = true;
 };
 
 }  // namespace

@@ -29,6 +29,7 @@ namespace {
 
 struct Avx512Kernel8x32 {
   static constexpr int MR = 8, NR = 16;
+  static constexpr Isa kIsa = Isa::avx512;
   // Packed B is read two slivers at a time (an 8 x 32 tile, 16 accumulators): a K step is then 2
   // loads of B and 8 broadcasts for 16 FMAs, where one sliver needs 9 loads for 8, more than two
   // load ports feed two 512-bit FMA pipes.
@@ -251,7 +252,7 @@ void gemm_small_output_avx512(const GemmArgs<float>& g) {
 // block costs more than re-reading them (a 1x1 shortcut's or a Winograd grad weight); larger C
 // tiles re-read A and B too often and run slower than the blocked GEMM (docs/experiments.md).
 bool gemm_small_output(Isa isa, const GemmArgs<float>& g) {
-  return isa == Isa::avx512 && !g.parallel && !g.c_rows && !g.b_packed &&
+  return isa == Isa::avx512 && !g.parallel && !g.c_rows && !g.c16 && !g.b_packed &&
          (g.a.is_cols() || (g.a.form == GemmA<float>::Form::strided && g.a.rs == 1)) &&
          g.M <= 64 && g.N <= 128 && g.K >= 64;
 }

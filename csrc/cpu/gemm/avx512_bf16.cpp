@@ -358,7 +358,8 @@ void gemm_pairs(const GemmArgs<float>& g) {
       for (int64_t p0 = 0; p0 < g.K; p0 += KC) {
         const int64_t kc = std::min(KC, g.K - p0), kp = Kernel::pairs(kc);
         const GemmInit init = p0 == 0 ? g.init : GemmInit::accumulate;
-        const bool relu = g.relu && p0 + kc == g.K;  // only the final sums are clamped
+        const bool last = p0 + kc == g.K;
+        const bool relu = g.relu && last;  // only the final sums are clamped
         pack_b_pairs(g, p0, kc, kp, tb * NR, te - tb, bp);
         for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
           const int64_t i1 = std::min(i0 + MC, g.M);
@@ -378,6 +379,9 @@ void gemm_pairs(const GemmArgs<float>& g) {
               });
             }
           }
+          if (g.c16 && last)  // as in gemm_blocked
+            gemm_store16(Isa::avx512, g.c16, g.C + i0 * g.ldc + tb * NR, g.ldc, i0, tb * NR, int(i1 - i0),
+                         int(std::min(te * NR, g.N) - tb * NR));
         }
       }
     }

@@ -13,6 +13,8 @@
 // Packing copies values only, so each C element is still summed over p in increasing order, by one
 // thread: results do not depend on the thread count or on whether a block was packed.
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -137,6 +139,13 @@ template <class Kernel>
 struct SliversPerTile<Kernel, std::void_t<decltype(Kernel::kSlivers)>>
     : std::integral_constant<int64_t, Kernel::kSlivers> {};
 
+// Whether Kernel::run_packed rounds a tile into a 16-bit C itself (Kernel::kRounds16: its extra
+// arguments out, ld_out); for other kernels the driver rounds each block of rows after they store it.
+template <class Kernel, class = void>
+struct Rounds16 : std::false_type {};
+template <class Kernel>
+struct Rounds16<Kernel, std::void_t<decltype(Kernel::kRounds16)>> : std::bool_constant<Kernel::kRounds16> {};
+
 template <class Kernel, typename T>
 void gemm_blocked(const GemmArgs<T>& g) {
   constexpr int64_t MR = Kernel::MR, NR = Kernel::NR, kSlivers = SliversPerTile<Kernel>::value;
@@ -147,6 +156,10 @@ void gemm_blocked(const GemmArgs<T>& g) {
   // Packing B pays off once its block is reused by more than one row tile. A only when strided in K:
   // with unit K stride its rows stream well from L2, and packing them costs more than it saves.
   const bool pack_B = g.M > MR || g.b_packed || g.a.is_rows();
+  // Whether the micro-kernel rounds the last K block's tiles into a 16-bit C itself: a tile's columns
+  // must then lie in one of its column blocks.
+  const bool kernel_rounds = Rounds16<Kernel>::value && pack_B &&
+                             (!g.c16.block_cols || g.c16.block_cols % (kSlivers * NR) == 0);
   const int64_t n_pad = n_tiles * NR;  // row length of a packed-by-the-caller B block
   static_assert(!std::is_same_v<T, float> || (NR == kGemmNR && KC == kGemmKC), "gemm_packed_b_offset's layout");
   auto run_columns = [&](int64_t t_begin, int64_t t_end) {
@@ -163,7 +176,8 @@ void gemm_blocked(const GemmArgs<T>& g) {
       for (int64_t p0 = 0; p0 < g.K; p0 += KC) {
         const int64_t kc = std::min(KC, g.K - p0);
         const GemmInit init = p0 == 0 ? g.init : GemmInit::accumulate;
-        const bool relu = g.relu && p0 + kc == g.K;  // only the final sums are clamped
+        const bool last = p0 + kc == g.K;
+        const bool relu = g.relu && last;  // only the final sums are clamped
         if (g.b_packed) bp = const_cast<T*>(g.B) + p0 * n_pad + tb * kc * NR;
         else if (pack_B) pack_b<T, NR>(g.B + p0 * g.ldb, g.ldb, kc, tb * NR, te - tb, g.N, bp);
         for (int64_t i0 = 0; i0 < g.M; i0 += MC) {
@@ -185,8 +199,21 @@ void gemm_blocked(const GemmArgs<T>& g) {
                 const int mv = int(std::min(MR, g.M - i));
                 const T* bias = init == GemmInit::bias_row ? g.bias + i : bias_col;
                 const T* panel = pack_A ? ap + (i - i0) * kc : nullptr;
+                const T* const* tile_rows = rows ? rows + (i - i0) : nullptr;
+                if constexpr (std::is_same_v<T, float> && Rounds16<Kernel>::value)
+                  if (g.c16 && last && kernel_rounds) {
+                    T* c = g.C + i * g.ldc + j;
+                    const int64_t at = g.c16.offset(i, j);
+                    if (g.c16.bf16)
+                      Kernel::run_packed(kc, panel, tile_rows, mv, b, nv, c, g.ldc, init, bias, relu,
+                                         static_cast<c10::BFloat16*>(g.c16.data) + at, g.c16.ld);
+                    else
+                      Kernel::run_packed(kc, panel, tile_rows, mv, b, nv, c, g.ldc, init, bias, relu,
+                                         static_cast<c10::Half*>(g.c16.data) + at, g.c16.ld);
+                    continue;
+                  }
                 on_c_tile<MR, kSlivers * NR>(g, i, mv, j, nv, init, [&](T* c, int64_t ldc) {
-                  Kernel::run_packed(kc, panel, rows ? rows + (i - i0) : nullptr, mv, b, nv, c, ldc, init, bias, relu);
+                  Kernel::run_packed(kc, panel, tile_rows, mv, b, nv, c, ldc, init, bias, relu);
                 });
               }
               t += slivers - 1;
@@ -205,6 +232,12 @@ void gemm_blocked(const GemmArgs<T>& g) {
               });
             }
           }
+          // A 16-bit C that the kernel does not round into: the block's final sums, just stored (in
+          // L2 at most), rounded into it row by row.
+          if constexpr (std::is_same_v<T, float>)
+            if (g.c16 && last && !kernel_rounds)
+              gemm_store16(Kernel::kIsa, g.c16, g.C + i0 * g.ldc + tb * NR, g.ldc, i0, tb * NR, int(i1 - i0),
+                           int(std::min(te * NR, g.N) - tb * NR));
         }
       }
     }

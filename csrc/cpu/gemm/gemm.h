@@ -8,7 +8,8 @@
 // float, portable C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed
 // per block into per-thread buffers (gemm/driver.h); small outputs over a long K skip the packing
 // on AVX-512 (gemm_small_output). An optional ReLU is applied in the micro-kernel's store of the
-// last K block, while the tile is still in registers.
+// last K block, while the tile is still in registers; a 16-bit C (GemmOut16) is rounded into a
+// block of rows at a time.
 #include <algorithm>
 #include <cstdint>
 
@@ -61,6 +62,27 @@ struct GemmA {
   bool k_contiguous() const { return form == Form::strided && cs == 1; }
 };
 
+// A bfloat16 or float16 C (the final sums rounded to nearest even, as float32_copies.h rounds) for
+// a GEMM on float32 operands: each block of rows of the last K block is rounded into it right after
+// the micro-kernels store it in C (float32, still in cache), instead of a whole float32 result
+// rounded by a pass of its own. Element (i, j) at data[i * ld + j]; with block_cols, the columns lie
+// in blocks of that many, block_stride apart (joined images' NCHW planes): element (i, j) at
+// data[(j / block_cols) * block_stride + i * ld + j % block_cols].
+struct GemmOut16 {
+  void* data = nullptr;
+  bool bf16 = false;
+  int64_t ld = 0;
+  int64_t block_cols = 0, block_stride = 0;
+  explicit operator bool() const { return data != nullptr; }
+  int64_t offset(int64_t i, int64_t j) const {
+    return block_cols ? (j / block_cols) * block_stride + i * ld + j % block_cols : i * ld + j;
+  }
+};
+
+// Rows i.. and columns j.. of a 16-bit C from a float32 block (float32_copies.cpp), on `isa`'s vectors.
+void gemm_store16(Isa isa, const GemmOut16& out, const float* block, int64_t ld_block, int64_t i, int64_t j, int rows,
+                  int cols);
+
 template <typename T>
 struct GemmArgs {
   int64_t M, N, K;
@@ -77,6 +99,9 @@ struct GemmArgs {
   // C given as M row pointers: C(i, j) = c_rows[i][j] (C and ldc unused). Lets a conv write an
   // output whose rows are not evenly spaced (every other pixel of every other row) in place.
   T* const* c_rows = nullptr;
+  // float only, with C (not c_rows): the final sums are rounded into c16 too (C, a float32 stage
+  // then, holds them in float32).
+  GemmOut16 c16;
 };
 
 // The float micro-kernels' blocking: K in blocks of kGemmKC rows, B columns in slivers kGemmNR wide.

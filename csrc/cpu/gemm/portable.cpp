@@ -11,6 +11,7 @@ namespace {
 template <typename T, int MR_, int NR_>
 struct PortableKernel {
   static constexpr int MR = MR_, NR = NR_;
+  static constexpr Isa kIsa = Isa::portable;
 
   static void run(int64_t kc, const T* A, int64_t rsA, int64_t csA, int mv, const T* B, int64_t ldb, int nv, T* C,
                   int64_t ldc, GemmInit init, const T* bias, bool relu) {
