@@ -57,12 +57,18 @@ bool reads_every_pixel(const Conv2dParams& p) {
 template <typename H>
 void fprop_nhwc(Isa isa, const Conv2dParams& p, const H* x, const float* wp, const float* bias, H* y, bool relu) {
   const int64_t rows = p.N * p.P * p.Q, chunks = ceil_div(rows, kRows);
+  const bool dense = reads_every_pixel(p);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     float* a = scratch<float>(Scratch::input, kRows * p.C);
     float* c = scratch<float>(Scratch::output, kRows * p.K);  // the sums of K blocks before the last
+    H* raw = dense ? nullptr : scratch<H>(Scratch::extra, kRows * p.C);  // a strided chunk's pixels
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t r0 = chunk * kRows, m = std::min(kRows, rows - r0);
-      for_each_input_pixel(p, r0, m, [&](int64_t i, int64_t offset) { widen_run(x + offset, a + i * p.C, p.C); });
+      // The chunk's input pixels (contiguous where every pixel is read, else gathered raw), widened
+      // in one run: a conversion call per pixel costs more than its C values' work.
+      if (!dense)
+        for_each_input_pixel(p, r0, m, [&](int64_t i, int64_t offset) { std::copy(x + offset, x + offset + p.C, raw + i * p.C); });
+      widen_run(dense ? x + r0 * p.C : raw, a, m * p.C);
       GemmArgs<float> g{m, p.K, p.C, GemmA<float>::strided(a, p.C, 1), wp, 0, c, p.K};
       g.init = bias ? GemmInit::bias_col : GemmInit::zero;
       g.bias = bias;
@@ -199,25 +205,27 @@ void dgrad_nhwc(Isa isa, const Conv2dParams& p, const H* gy, const float* wp, H*
   }
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     float* a = scratch<float>(Scratch::input, kRows * p.K);
-    float* c = scratch<float>(Scratch::output, kRows * p.C);
+    float* c = scratch<float>(Scratch::output, kRows * p.C);  // the sums of K blocks before the last
+    H* raw = dense ? nullptr : scratch<H>(Scratch::extra, kRows * p.C);  // a strided chunk's pixels
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t r0 = chunk * kRows, m = std::min(kRows, rows - r0);
       widen_run(gy + r0 * p.K, a, m * p.K);
       GemmArgs<float> g{m, p.C, p.K, GemmA<float>::strided(a, p.K, 1), wp, 0, c, p.C};
       g.b_packed = true;
+      // Rounded as stored: into grad_input where its pixels are the chunk's rows, else into `raw`,
+      // then copied to the pixels on the stride grid (a rounding call per pixel costs more than its
+      // C values' work).
+      g.c16 = {dense ? gx + r0 * p.C : raw, std::is_same_v<H, c10::BFloat16>, p.C};
       gemm(isa, g);
-      if (dense) {
-        narrow_run(c, gx + r0 * p.C, m * p.C);
-        continue;
-      }
-      for_each_input_pixel(p, r0, m, [&](int64_t i, int64_t offset) { narrow_run(c + i * p.C, gx + offset, p.C); });
+      if (!dense)
+        for_each_input_pixel(p, r0, m, [&](int64_t i, int64_t offset) { std::copy(raw + i * p.C, raw + (i + 1) * p.C, gx + offset); });
     }
   });
 }
 
 // Grad input, NCHW: per item (NchwItems) the transposed weight times the item's grad_output (K runs
-// per image, widened), C x columns float32, rounded into the input planes at the item's positions
-// on the stride grid (a run rounded whole, then spread along the stride); planes zeroed first where
+// per image, widened), C x columns, rounded into the input planes at the item's positions on the
+// stride grid (rounded whole into a buffer, then spread along the stride); planes zeroed first where
 // the grid leaves positions out.
 template <typename H>
 void dgrad_nchw(Isa isa, const Conv2dParams& p, const H* gy, const float* wt, H* gx) {
@@ -231,7 +239,7 @@ void dgrad_nchw(Isa isa, const Conv2dParams& p, const H* gy, const float* wt, H*
   }
   at::parallel_for(0, items.count, 1, [&](int64_t begin, int64_t end) {
     float* b = scratch<float>(Scratch::input, p.K * kCols);
-    float* c = scratch<float>(Scratch::output, p.C * kCols);
+    float* c = scratch<float>(Scratch::output, p.C * kCols);  // the sums of K blocks before the last
     // grad_output widened an image at a time (one vector run of K x span), and the result rounded
     // whole: per-row conversions of a few values would cost more in calls than in work
     float* wide = scratch<float>(Scratch::extra, p.K * items.span + ceil_div(p.C * kCols, int64_t(2)));
@@ -249,12 +257,13 @@ void dgrad_nchw(Isa isa, const Conv2dParams& p, const H* gy, const float* wt, H*
         }
       }
       GemmArgs<float> g{p.C, cols, p.K, GemmA<float>::strided(wt, p.K, 1), b, cols, c, cols};
+      // Rounded as stored: straight into the input planes where every pixel is read (joined images'
+      // columns a plane each), else into `narrow`, then spread along the stride.
+      constexpr bool bf16 = std::is_same_v<H, c10::BFloat16>;
+      if (dense) g.c16 = {gx + n0 * p.C * HW + q0, bf16, HW, imgs > 1 ? span : 0, p.C * HW};
+      else g.c16 = {narrow, bf16, cols};
       gemm(isa, g);
-      if (dense && imgs == 1) {
-        for (int64_t ci = 0; ci < p.C; ++ci) narrow_run(c + ci * cols, gx + (n0 * p.C + ci) * HW + q0, span);
-        continue;
-      }
-      narrow_run(c, narrow, p.C * cols);
+      if (dense) continue;
       for (int64_t t = 0; t < imgs; ++t)
         for (int64_t ci = 0; ci < p.C; ++ci) {
           const H* src = narrow + ci * cols + t * span;
