@@ -28,4 +28,18 @@ inline void valid_range(int64_t offset, int64_t stride, int64_t limit, int64_t c
   hi = std::max(lo, std::min(hi, count));
 }
 
+// The outputs in [lo, hi) for which every one of `taps` kernel positions first, first + 1, ...
+// (dil apart, the window starting at o*stride - pad) lies in [0, limit): the intersection of their
+// valid_range's, empty (lo == hi) when there is none.
+inline void inside_range(int64_t first, int64_t taps, int64_t dil, int64_t pad, int64_t stride, int64_t limit,
+                         int64_t count, int64_t& lo, int64_t& hi) {
+  lo = 0, hi = count;
+  for (int64_t t = first; t < first + taps; ++t) {
+    int64_t l = 0, h = 0;
+    valid_range(t * dil - pad, stride, limit, count, l, h);
+    lo = std::max(lo, l), hi = std::min(hi, h);
+  }
+  hi = std::max(lo, hi);
+}
+
 }  // namespace cuconv::cpu

@@ -33,6 +33,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "cpu/even_odd.h"
 #endif
 
 #include "cpu/conv2d/operands.h"
@@ -87,16 +89,9 @@ struct Corr {
   int64_t plane_values() const { return Cs * phases * plane; }
 };
 
+#if defined(__x86_64__) || defined(__i386__)
 // d[j] = s[2 * j] for j < n: the even values of 2n - 1, by 8-value shuffles on AVX2 (any x86 path
 // but portable) where a scalar loop took as long as the NCHW stride-2 kernels that read the planes.
-#if defined(__x86_64__) || defined(__i386__)
-// The even values of a and b in order: a shuffle gives a0 a2 b0 b2 | a4 a6 b4 b6, then its 64-bit
-// lanes in order (0, 2, 1, 3).
-CUCONV_AVX2 CUCONV_INLINE __m256 evens(__m256 a, __m256 b) {
-  const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
 // Values past the row, up to `end` (the source tensor's), may be read and are dropped: a row of 8
 // outputs is one 16-value step.
 CUCONV_AVX2 void copy_even_avx2(const float* s, float* d, int64_t n, const float* end) {

@@ -325,16 +325,9 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
   int64_t inside_pixels = 0, inside_tiles = 0;
   const std::vector<float> zeros(in_place ? Cg : 0, 0.f);
   if (in_place) {
-    int64_t oh_lo, oh_hi, ow_lo, ow_hi, lo, hi;
-    oh_lo = ow_lo = 0, oh_hi = p.P, ow_hi = p.Q;
-    for (int64_t r = 0; r < p.R; ++r) {
-      valid_range(r * p.dil_h - p.pad_h, p.stride_h, p.H, p.P, lo, hi);
-      oh_lo = std::max(oh_lo, lo), oh_hi = std::min(oh_hi, hi);
-    }
-    for (int64_t s = 0; s < p.S; ++s) {
-      valid_range(s * p.dil_w - p.pad_w, p.stride_w, p.W, p.Q, lo, hi);
-      ow_lo = std::max(ow_lo, lo), ow_hi = std::min(ow_hi, hi);
-    }
+    int64_t oh_lo, oh_hi, ow_lo, ow_hi;
+    inside_range(0, p.R, p.dil_h, p.pad_h, p.stride_h, p.H, p.P, oh_lo, oh_hi);
+    inside_range(0, p.S, p.dil_w, p.pad_w, p.stride_w, p.W, p.Q, ow_lo, ow_hi);
     order.reserve(M);
     for (int pass = 0; pass < 2; ++pass) {
       for (int64_t m = 0; m < M; ++m) {
@@ -553,13 +546,8 @@ void wgrad_runs_avx2_on(WgradLanes mode, int nt, const TapRun* runs, int64_t nru
 void tap_runs(const Conv2dParams& p, int64_t row0, int64_t row1, int64_t r, int64_t s0, int nt,
               std::vector<TapRun>& runs) {
   const int64_t Q = p.Q, C = p.C, K = p.K;
-  int64_t lo = 0, hi = Q;
-  for (int t = 0; t < nt; ++t) {
-    int64_t l = 0, h = 0;
-    valid_range((s0 + t) * p.dil_w - p.pad_w, p.stride_w, p.W, Q, l, h);
-    lo = std::max(lo, l), hi = std::min(hi, h);
-  }
-  hi = std::max(lo, hi);
+  int64_t lo = 0, hi = 0;
+  inside_range(s0, nt, p.dil_w, p.pad_w, p.stride_w, p.W, Q, lo, hi);
   runs.clear();
   for (int64_t row = row0; row < row1; ++row) {
     const int64_t n = row / p.P, oh = row % p.P, ih = oh * p.stride_h - p.pad_h + r * p.dil_h;

@@ -16,6 +16,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "cpu/even_odd.h"
 // GCC 12's AVX-512 casts and extracts pass a deliberately uninitialised placeholder
 // (_mm256_undefined_pd and the like), which -Wmaybe-uninitialized reports once per use.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -180,12 +182,6 @@ CUCONV_AVX2_F16C CUCONV_INLINE void update8_taken(__m256 v, __m256i at, __m256& 
 // row, 8 outputs from two 16-float loads per input row split into even and odd columns. A row's
 // last partial group is recomputed as the 8 outputs ending at Q (identical values, stored twice);
 // rows shorter than 8 load only their 2Q columns. Same visiting order and rules as the general path.
-CUCONV_AVX2_F16C CUCONV_INLINE __m256 evens(__m256 a, __m256 b) {  // a0 a2 .. a6 b0 b2 .. b6
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
-}
-CUCONV_AVX2_F16C CUCONV_INLINE __m256 odds(__m256 a, __m256 b) {  // a1 a3 .. a7 b1 b3 .. b7
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
-}
 // The first 8 values at p, lanes at and past n (<= 8) zero.
 CUCONV_AVX2_F16C CUCONV_INLINE __m256 load8_first(const float* p, int n) {
   return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
