@@ -1,5 +1,8 @@
 #pragma once
-// dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols (transpose_cpu.cpp).
+// dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols (transpose.cpp).
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <cstdint>
 
 #include "cpu/isa.h"
@@ -30,5 +33,8 @@ CUCONV_AVX2 CUCONV_INLINE void transpose8x8(const __m256* in, __m256* out) {
 
 void transpose(Isa isa, const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols);
 void transpose(Isa isa, const double* src, int64_t lds, double* dst, int64_t ldd, int64_t rows, int64_t cols);
+// Into a 16-bit dst, each value rounded to nearest even (as float32_copies.h rounds) as it is stored.
+void transpose(Isa isa, const float* src, int64_t lds, c10::BFloat16* dst, int64_t ldd, int64_t rows, int64_t cols);
+void transpose(Isa isa, const float* src, int64_t lds, c10::Half* dst, int64_t ldd, int64_t rows, int64_t cols);
 
 }  // namespace cuconv::cpu

@@ -105,7 +105,6 @@ void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* 
     rows.resize(PQ);
     T* in = scratch<T>(Scratch::input, Hb * Wb * C);
     T* out = scratch<T>(Scratch::output, PQ * ldo);
-    T* planes = y16 ? scratch<T>(Scratch::extra, K * PQ) : nullptr;  // the transposed sums, then y16
     for (int64_t n = begin; n < end; ++n) {
       pad_nchw_to_nhwc(isa, p, x + n * C * HW, Hb, Wb, in);
       for (int64_t r = 0; r < p.R; ++r) {
@@ -121,8 +120,14 @@ void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* 
         a.parallel = split;
         gemm(isa, a);
       }
-      transpose(isa, out, ldo, planes ? planes : y + n * K * PQ, PQ, PQ, K);
-      if (planes) y16.narrow(reinterpret_cast<const float*>(planes), K * PQ, n * K * PQ, K * PQ, 1, K * PQ);
+      if constexpr (std::is_same_v<T, float>) {
+        if (y16) {  // rounded into the 16-bit output as the transpose stores it
+          if (y16.bf16) transpose(isa, out, ldo, static_cast<c10::BFloat16*>(y16.data) + n * K * PQ, PQ, PQ, K);
+          else transpose(isa, out, ldo, static_cast<c10::Half*>(y16.data) + n * K * PQ, PQ, PQ, K);
+          continue;
+        }
+      }
+      transpose(isa, out, ldo, y + n * K * PQ, PQ, PQ, K);
     }
   });
 }
