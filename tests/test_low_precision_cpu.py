@@ -97,9 +97,12 @@ POINTWISE = [
     ((3, 5, 6, 11), 7, (1, 1)),  # few channels: runs shorter than a vector
     ((1, 300, 5, 5), 33, (3, 3)),  # C over a GEMM K block of 256
     ((2, 16, 13, 9), 130, (2, 1)),  # unequal strides; NHWC rows span chunks of 128 pixels
-    # an NCHW image over 1 MiB in float32: widened row by row (torch 2.14's own channels_last backward
-    # of a 1x1 stride-2 conv with 4 or 8 channels at 300 x 260 crashes, so not those)
+    # NCHW images over 1 MiB in float32: strided (its values gathered along the stride), and read
+    # whole (widened a plane's positions at a time, not the image at once). torch 2.14's own
+    # channels_last backward of a 1x1 stride-2 conv with 4 or 8 channels at 300 x 260 crashes, so
+    # not those.
     ((1, 16, 200, 90), 8, (2, 2)),
+    ((1, 16, 131, 127), 12, (1, 1)),
     # NCHW planes of 16 and 32 outputs, images joined in one GEMM: each tile of 16 columns rounded
     # straight into one image's planes (other plane sizes, above, split their tiles' rows)
     ((3, 24, 8, 7), 20, (2, 2)),
@@ -109,7 +112,7 @@ POINTWISE = [
 
 @pytest.mark.parametrize("path,dtype", PATHS, ids=PATH_IDS)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-@pytest.mark.parametrize("xs,k,stride", POINTWISE, ids=["s2", "few", "c300", "s21", "big", "s2-pq16", "pq32"])
+@pytest.mark.parametrize("xs,k,stride", POINTWISE, ids=["s2", "few", "c300", "s21", "big", "big-dense", "s2-pq16", "pq32"])
 def test_pointwise_16bit_forward_and_grad_input(path, dtype, channels_last, xs, k, stride):
     """16-bit 1x1 forwards and grad inputs without padding run the float32 GEMM on chunks converted
     in cache (pointwise_16bit) on every path but AMX's bfloat16 tiles, and a strided grad weight runs

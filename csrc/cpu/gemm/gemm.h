@@ -8,8 +8,8 @@
 // float, portable C++ otherwise) walk K in cache-sized blocks, with B (and a K-strided A) packed
 // per block into per-thread buffers (gemm/driver.h); small outputs over a long K skip the packing
 // on AVX-512 (gemm_small_output). An optional ReLU is applied in the micro-kernel's store of the
-// last K block, while the tile is still in registers; a 16-bit C (GemmOut16) is rounded into a
-// block of rows at a time.
+// last K block, while the tile is still in registers; so is the rounding into a 16-bit C
+// (GemmOut16) on AVX2, which the other paths do a block of rows at a time.
 #include <algorithm>
 #include <cstdint>
 
@@ -63,9 +63,10 @@ struct GemmA {
 };
 
 // A bfloat16 or float16 C (the final sums rounded to nearest even, as float32_copies.h rounds) for
-// a GEMM on float32 operands: each block of rows of the last K block is rounded into it right after
-// the micro-kernels store it in C (float32, still in cache), instead of a whole float32 result
-// rounded by a pass of its own. Element (i, j) at data[i * ld + j]; with block_cols, the columns lie
+// a GEMM on float32 operands, instead of a whole float32 result rounded by a pass of its own: the
+// AVX2 micro-kernel rounds the last K block's tiles from its registers (Kernel::kRounds16); with the
+// other kernels each block of rows of the last K block is rounded right after they store it in C
+// (float32, still in cache). Element (i, j) at data[i * ld + j]; with block_cols, the columns lie
 // in blocks of that many, block_stride apart (joined images' NCHW planes): element (i, j) at
 // data[(j / block_cols) * block_stride + i * ld + j % block_cols].
 struct GemmOut16 {
@@ -99,8 +100,9 @@ struct GemmArgs {
   // C given as M row pointers: C(i, j) = c_rows[i][j] (C and ldc unused). Lets a conv write an
   // output whose rows are not evenly spaced (every other pixel of every other row) in place.
   T* const* c_rows = nullptr;
-  // float only, with C (not c_rows): the final sums are rounded into c16 too (C, a float32 stage
-  // then, holds them in float32).
+  // float only, with C (not c_rows): the final sums go to c16. C is then a float32 stage: it holds
+  // the sums of the K blocks before the last (and those accumulated onto); what it holds after the
+  // call depends on the path.
   GemmOut16 c16;
 };
 
