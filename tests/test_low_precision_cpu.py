@@ -210,15 +210,16 @@ WINOGRAD16 = [((3, 64, 17, 15), 72, 1), ((2, 67, 9, 6), 60, 1), ((1, 64, 6, 5), 
               ((0, 64, 8, 8), 64, 1)]
 
 
-@pytest.mark.parametrize("path", [p for p in CPU_ISA_PATHS if p != "avx512"])
+@pytest.mark.parametrize("path", CPU_ISA_PATHS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f16", "bf16"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("xs,k,pad", WINOGRAD16, ids=["odd", "c67", "valid", "c32", "n0"])
 def test_16bit_winograd_converts_in_its_transforms(path, dtype, channels_last, xs, k, pad):
-    """On the AVX2 and portable paths Winograd's transforms widen 16-bit activations as they load
-    them and round the output as they store it: every pass gives the bits of the float32 pass on the
-    widened tensors, rounded once (outputs poisoned first), bias and ReLU included, in the input's
-    layout."""
+    """On every ISA path Winograd's transforms widen 16-bit activations as they load them (or, on
+    AVX-512, as an NCHW forward input is copied channels-last) and round the output as they store
+    it: every pass gives the bits of the float32 pass on the widened tensors, rounded once (outputs
+    poisoned first), bias and ReLU included, in the input's layout; channel counts that leave
+    partial 16-lane groups included."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(xs).to(dtype).contiguous(memory_format=fmt)
     w = (torch.randn(k, xs[1], 3, 3) / (3 * xs[1] ** 0.5)).to(dtype)

@@ -40,50 +40,19 @@ void narrow_portable(const float* src, c10::Half* dst, int64_t n) {
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-#define CUCONV_AVX512_F16 __attribute__((target("avx512f,avx2,fma,f16c")))
-
-// The last n % 16 values of a run go through the same vector code: copied into a zeroed 16-lane
-// buffer, converted, and stored under a mask (short runs, one pixel's channels or one image row,
-// are what the chunked kernels convert).
 template <typename H>
-CUCONV_AVX512_F16 inline __m256i load_tail16(const H* src, int64_t rem) {
-  alignas(32) uint16_t buf[16] = {};
-  std::memcpy(buf, src, size_t(rem) * sizeof(H));
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(buf));
-}
-CUCONV_AVX512_F16 inline __m512 widen16(const c10::BFloat16*, __m256i v) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
-}
-CUCONV_AVX512_F16 inline __m512 widen16(const c10::Half*, __m256i v) { return _mm512_cvtph_ps(v); }
-template <typename H>
-CUCONV_AVX512_F16 void widen_avx512(const H* src, float* dst, int64_t n) {
+CUCONV_AVX512 void widen_avx512(const H* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(dst + i, widen16(src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
-  if (i < n) _mm512_mask_storeu_ps(dst + i, __mmask16((1u << (n - i)) - 1), widen16(src, load_tail16(src + i, n - i)));
-}
-// bfloat16_bits on 16 lanes.
-CUCONV_AVX512_F16 inline __m256i narrow16(c10::BFloat16*, __m512 f) {
-  const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
-  const __m512i u = _mm512_castps_si512(f), top = _mm512_srli_epi32(u, 16);
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(top, one))), 16);
-  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_or_si512(top, quiet));
-  return _mm512_cvtepi32_epi16(r);
-}
-CUCONV_AVX512_F16 inline __m256i narrow16(c10::Half*, __m512 f) {
-  return _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  if (i < n) _mm512_mask_storeu_ps(dst + i, first_lanes16(int(n - i)), load16(src + i, int(n - i)));
 }
 template <typename H>
-CUCONV_AVX512_F16 void narrow_avx512(const float* src, H* dst, int64_t n) {
+CUCONV_AVX512 void narrow_avx512(const float* src, H* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), narrow16(dst, _mm512_loadu_ps(src + i)));
-  if (i < n) {  // the tail as in widen_avx512
-    alignas(32) uint16_t buf[16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(buf),
-                       narrow16(dst, _mm512_maskz_loadu_ps(__mmask16((1u << (n - i)) - 1), src + i)));
-    std::memcpy(dst + i, buf, size_t(n - i) * sizeof(H));
-  }
+  if (i < n) store16(dst + i, _mm512_maskz_loadu_ps(first_lanes16(int(n - i)), src + i), int(n - i));
 }
 
 template <typename H>

@@ -13,11 +13,11 @@
 // back to the best one it can.
 #include "ops/config.h"
 
-// CUCONV_AVX2 / CUCONV_AVX512 mark a function compiled for AVX2+FMA / AVX-512F (called only when
-// active_isa() says so); CUCONV_INLINE forces inlining of small vector helpers into such functions.
+// CUCONV_AVX2 / CUCONV_AVX512 mark a function compiled for AVX2+FMA / AVX-512F with F16C (called
+// only when active_isa() says so); CUCONV_INLINE forces inlining of small vector helpers into such functions.
 #if defined(__x86_64__) || defined(__i386__)
 #define CUCONV_AVX2 __attribute__((target("avx2,fma")))
-#define CUCONV_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define CUCONV_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 #else
 #define CUCONV_AVX2
 #define CUCONV_AVX512
@@ -35,7 +35,9 @@ constexpr Isa float_isa(Isa isa) { return is_avx512(isa) ? Isa::avx512 : isa; }
 
 inline bool cpu_has_avx2() {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // F16C too: the 16-bit conversions (convert16.h) use it; every AVX2 CPU has it.
+  static const bool has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return has;
 #else
   return false;

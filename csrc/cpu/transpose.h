@@ -36,5 +36,8 @@ void transpose(Isa isa, const double* src, int64_t lds, double* dst, int64_t ldd
 // Into a 16-bit dst, each value rounded to nearest even (as float32_copies.h rounds) as it is stored.
 void transpose(Isa isa, const float* src, int64_t lds, c10::BFloat16* dst, int64_t ldd, int64_t rows, int64_t cols);
 void transpose(Isa isa, const float* src, int64_t lds, c10::Half* dst, int64_t ldd, int64_t rows, int64_t cols);
+// From a 16-bit src, each value widened (exactly) to float32.
+void transpose(Isa isa, const c10::BFloat16* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols);
+void transpose(Isa isa, const c10::Half* src, int64_t lds, float* dst, int64_t ldd, int64_t rows, int64_t cols);
 
 }  // namespace cuconv::cpu

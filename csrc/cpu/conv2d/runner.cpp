@@ -77,9 +77,6 @@ void backward_weight(Isa isa, const Conv2dParams& p, const at::Tensor& grad_outp
 
 Isa isa_of(at::ScalarType t) { return conv_isa(t == at::kBFloat16); }
 
-// Winograd's transforms load and store 16-bit activations themselves on the AVX2 and portable paths
-// (winograd.h).
-bool winograd_16bit(Isa isa, bool winograd) { return winograd && !is_avx512(isa); }
 
 }  // namespace
 
@@ -89,14 +86,15 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
   if (use_amx_direct(p, isa, input.scalar_type())) return amx_direct_fprop(p, input, weight, bias, output, relu);
   if (use_pointwise_16bit(p, input.scalar_type())) return pointwise_16bit_fprop(isa, p, input, weight, bias, output, relu);
   if (!is_16bit(input.scalar_type())) return forward(isa, p, input, weight, bias, output, relu);
-  const at::Tensor w32 = float32_copy(weight, Scratch::wide_b), b32 = float32_copy(bias, Scratch::wide_c);
+  const at::Tensor b32 = float32_copy(bias, Scratch::wide_c);
   const FpropPlan plan = plan_fprop(p, isa, at::kFloat);
-  if (winograd_16bit(isa, plan.strategy == FpropStrategy::winograd))
+  if (plan.strategy == FpropStrategy::winograd)
     return with_16bit_type(input.scalar_type(), [&](auto type) {
       using A = decltype(type);
-      winograd_conv2d_fprop<A>(isa, p, input.const_data_ptr<A>(), w32.const_data_ptr<float>(),
+      winograd_conv2d_fprop<A>(isa, p, input.const_data_ptr<A>(), weight.const_data_ptr<A>(),
                                b32.defined() ? b32.const_data_ptr<float>() : nullptr, output.data_ptr<A>(), relu);
     });
+  const at::Tensor w32 = float32_copy(weight, Scratch::wide_b);
   const at::Tensor x32 = float32_copy(input, Scratch::wide_a);
   if (takes_blocks16(plan.strategy))  // the sums rounded into output a block at a time
     return conv2d_fprop<float>(isa, plan, p, x32.const_data_ptr<float>(), w32.const_data_ptr<float>(),
@@ -118,14 +116,14 @@ void conv2d_backward_input(const Conv2dParams& p, const at::Tensor& grad_output,
     return amx_dgrad_phases(p, grad_output, weight, grad_input);
   if (use_pointwise_16bit(p, grad_output.scalar_type())) return pointwise_16bit_dgrad(isa, p, grad_output, weight, grad_input);
   if (!is_16bit(grad_output.scalar_type())) return backward_input(isa, p, grad_output, weight, grad_input);
-  const at::Tensor w32 = float32_copy(weight, Scratch::wide_b);
   const DgradPlan plan = plan_dgrad(p, isa, at::kFloat);
-  if (winograd_16bit(isa, plan.strategy == DgradStrategy::winograd))
+  if (plan.strategy == DgradStrategy::winograd)
     return with_16bit_type(grad_output.scalar_type(), [&](auto type) {
       using A = decltype(type);
-      winograd_conv2d_dgrad<A>(isa, p, grad_output.const_data_ptr<A>(), w32.const_data_ptr<float>(),
+      winograd_conv2d_dgrad<A>(isa, p, grad_output.const_data_ptr<A>(), weight.const_data_ptr<A>(),
                                grad_input.data_ptr<A>());
     });
+  const at::Tensor w32 = float32_copy(weight, Scratch::wide_b);
   const at::Tensor gx32 = float32_like(grad_input, Scratch::wide_out);
   if (takes_blocks16(plan.strategy))  // grad_output widened a block at a time
     conv2d_dgrad<float>(isa, plan, p, nullptr, w32.const_data_ptr<float>(), gx32.data_ptr<float>(), w32.options(),
@@ -142,7 +140,7 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
   if (use_amx_wgrad(p, isa, grad_output.scalar_type()) && amx_wgrad(p, grad_output, input, grad_weight)) return;
   if (!is_16bit(grad_output.scalar_type())) return backward_weight(isa, p, grad_output, input, grad_weight);
   const at::Tensor gw32 = float32_like(grad_weight, Scratch::wide_out);
-  if (winograd_16bit(isa, plan_wgrad(p, isa, at::kFloat, at::get_num_threads()).strategy == WgradStrategy::winograd)) {
+  if (plan_wgrad(p, isa, at::kFloat, at::get_num_threads()).strategy == WgradStrategy::winograd) {
     with_16bit_type(grad_output.scalar_type(), [&](auto type) {
       using A = decltype(type);
       winograd_conv2d_wgrad<A>(isa, p, grad_output.const_data_ptr<A>(), input.const_data_ptr<A>(),

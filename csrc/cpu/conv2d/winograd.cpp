@@ -416,28 +416,26 @@ void output_transform_avx2(const WinogradConv& s, const float* M, int64_t ldm, i
 // of one. Lanes past C (K) load as zeros (V's rows are padded to round_up(C, 8) + 8 >=
 // round_up(C, 16) floats, M's to pitch(K)). NCHW outputs keep the AVX2 transform: its 64-bit
 // stores cost the same per channel whichever width computes them. NCHW inputs are copied
-// channels-last first (channels_last_copy, below).
-CUCONV_AVX512 inline __mmask16 lanes16(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
-}
+// channels-last first (channels_last_copy, below). 16-bit activations are widened as they are
+// loaded (16-bit NCHW inputs: by that copy) and rounded as they are stored (convert16.h).
 
-CUCONV_AVX512 void input_transform_avx512(const WinogradConv& s, const float* x, const TileGrid& grid, int64_t t0,
+template <typename A>
+CUCONV_AVX512 void input_transform_avx512(const WinogradConv& s, const A* x, const TileGrid& grid, int64_t t0,
                                           int64_t nb, float* V, int64_t ldv, int64_t vstride) {
   for (int64_t b = 0; b < nb; ++b) {
     int64_t n, ty, tx;
     grid.locate(t0 + b, n, ty, tx);
-    const float* xn = x + n * s.xs[0];
+    const A* xn = x + n * s.xs[0];
     const int64_t h0 = 2 * ty - s.pad_h, w0 = 2 * tx - s.pad_w;
     bool valid[4][4];
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) valid[i][j] = h0 + i >= 0 && h0 + i < s.H && w0 + j >= 0 && w0 + j < s.W;
     for (int64_t c0 = 0; c0 < s.C; c0 += 16) {
-      const __mmask16 m = lanes16(s.C - c0);
+      const int cn = int(std::min<int64_t>(16, s.C - c0));
       __m512 d[4][4];
       for (int i = 0; i < 4; ++i)
         for (int j = 0; j < 4; ++j)
-          d[i][j] = valid[i][j] ? _mm512_maskz_loadu_ps(m, xn + c0 + (h0 + i) * s.xs[2] + (w0 + j) * s.xs[3])
-                                : _mm512_setzero_ps();
+          d[i][j] = valid[i][j] ? load16(xn + c0 + (h0 + i) * s.xs[2] + (w0 + j) * s.xs[3], cn) : _mm512_setzero_ps();
       __m512 t[4][4];
       for (int j = 0; j < 4; ++j) {
         t[0][j] = _mm512_sub_ps(d[0][j], d[2][j]);
@@ -456,18 +454,19 @@ CUCONV_AVX512 void input_transform_avx512(const WinogradConv& s, const float* x,
   }
 }
 
+template <typename A>
 CUCONV_AVX512 void output_transform_avx512(const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
                                            const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu,
-                                           float* y) {
+                                           A* y) {
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     int64_t n, ty, tx;
     grid.locate(t0 + b, n, ty, tx);
     const int64_t p0 = 2 * ty, q0 = 2 * tx;
     const int prows = int(std::min<int64_t>(2, s.P - p0)), qcols = int(std::min<int64_t>(2, s.Q - q0));
-    float* yt = y + n * s.ys[0] + p0 * s.ys[2] + q0 * s.ys[3];
+    A* yt = y + n * s.ys[0] + p0 * s.ys[2] + q0 * s.ys[3];
     for (int64_t k0 = 0; k0 < s.K; k0 += 16) {
-      const __mmask16 valid = lanes16(s.K - k0);
+      const int kn = int(std::min<int64_t>(16, s.K - k0));
       const float* mp = M + b * ldm + k0;
       __m512 m[16];
       for (int xi = 0; xi < 16; ++xi) m[xi] = _mm512_loadu_ps(mp + xi * mstride);
@@ -480,15 +479,15 @@ CUCONV_AVX512 void output_transform_avx512(const WinogradConv& s, const float* M
                            _mm512_sub_ps(_mm512_sub_ps(s0[1], s0[2]), s0[3])},
                           {_mm512_add_ps(_mm512_add_ps(s1[0], s1[1]), s1[2]),
                            _mm512_sub_ps(_mm512_sub_ps(s1[1], s1[2]), s1[3])}};
-      const __m512 bv = bias ? _mm512_maskz_loadu_ps(valid, bias + k0) : zero;
+      const __m512 bv = bias ? load16(bias + k0, kn) : zero;
       for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) {
           out[i][j] = _mm512_add_ps(out[i][j], bv);
           if (relu) out[i][j] = _mm512_max_ps(zero, out[i][j]);  // max(0, NaN) is NaN; -0 stays -0
         }
-      float* dst = yt + k0;
+      A* dst = yt + k0;
       for (int i = 0; i < prows; ++i)
-        for (int j = 0; j < qcols; ++j) _mm512_mask_storeu_ps(dst + i * s.ys[2] + j * s.ys[3], valid, out[i][j]);
+        for (int j = 0; j < qcols; ++j) store16(dst + i * s.ys[2] + j * s.ys[3], out[i][j], kn);
     }
   }
 }
@@ -498,8 +497,7 @@ template <typename A>
 void input_transform(Isa isa, const WinogradConv& s, const A* x, const TileGrid& grid, int64_t t0, int64_t nb,
                      float* V, int64_t ldv, int64_t vstride) {
 #if defined(__x86_64__) || defined(__i386__)
-  if constexpr (std::is_same_v<A, float>)
-    if (is_avx512(isa) && s.xs[1] == 1) return input_transform_avx512(s, x, grid, t0, nb, V, ldv, vstride);
+  if (is_avx512(isa) && s.xs[1] == 1) return input_transform_avx512(s, x, grid, t0, nb, V, ldv, vstride);
   if (uses_avx2(isa)) return input_transform_avx2(s, x, grid, t0, nb, V, ldv, vstride);
 #endif
   if (s.xs[1] == 1) input_transform_body<true>(s, x, grid, t0, nb, V, ldv, vstride);
@@ -510,8 +508,7 @@ template <typename A>
 void output_transform(Isa isa, const WinogradConv& s, const float* M, int64_t ldm, int64_t mstride,
                       const TileGrid& grid, int64_t t0, int64_t nb, const float* bias, bool relu, A* y) {
 #if defined(__x86_64__) || defined(__i386__)
-  if constexpr (std::is_same_v<A, float>)
-    if (is_avx512(isa) && s.ys[1] == 1) return output_transform_avx512(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
+  if (is_avx512(isa) && s.ys[1] == 1) return output_transform_avx512(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
 #endif
   if (uses_avx2(isa)) output_transform_avx2(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
   else if (s.ys[1] == 1) output_transform_body<true>(s, M, ldm, mstride, grid, t0, nb, bias, relu, y);
@@ -521,8 +518,10 @@ void output_transform(Isa isa, const WinogradConv& s, const float* M, int64_t ld
 // U_xi[c][k] (packed for the micro-kernel, matrices ustride apart) for the 16-wide slivers j0..j1
 // of k: per (sliver, c) the 16 filters' transforms side by side, each xi's row one 64-byte store.
 // (Filter by filter, the 16 values of one filter go to 16 matrices a sliver row apart: 16 partial
-// lines per filter, which took 40% of a 512-channel layer's forward.)
-CUCONV_INLINE void filter_transform_body(const WinogradConv& s, const float* w, int64_t j0, int64_t j1, float* U,
+// lines per filter, which took 40% of a 512-channel layer's forward.) A 16-bit w (a 16-bit conv's
+// weight, W = A) is widened as it is read.
+template <typename W>
+CUCONV_INLINE void filter_transform_body(const WinogradConv& s, const W* w, int64_t j0, int64_t j1, float* U,
                                          int64_t ustride) {
   for (int64_t j = j0; j < j1; ++j) {
     const int64_t k0 = j * kGemmNR, kn = std::min(kGemmNR, s.K - k0);
@@ -531,7 +530,7 @@ CUCONV_INLINE void filter_transform_body(const WinogradConv& s, const float* w, 
       for (int l = 0; l < kGemmNR; ++l)
         for (int r = 0; r < 3; ++r)
           for (int q = 0; q < 3; ++q)
-            g[r][q][l] = l < kn ? w[(k0 + l) * s.ws[0] + c * s.ws[1] + r * s.ws[2] + q * s.ws[3]] : 0.f;
+            g[r][q][l] = l < kn ? to_float(w[(k0 + l) * s.ws[0] + c * s.ws[1] + r * s.ws[2] + q * s.ws[3]]) : 0.f;
       filter_tile(g, u);
       const int64_t off = gemm_packed_b_offset(c, k0, s.C, s.K);
       for (int xi = 0; xi < 16; ++xi) std::memcpy(U + xi * ustride + off, u[xi], sizeof(u[xi]));
@@ -565,8 +564,9 @@ CUCONV_AVX2 CUCONV_INLINE void filter_tile_8(const __m256 (&T)[9], bool flip, fl
 // The same for 16 filters: each filter's 9 taps are contiguous in memory (forwards or backwards),
 // so 8 filters are 8 row loads and an 8x8 register transpose, plus the ninth taps. (Gathers are
 // slow, and scalar stores followed by a vector load of them stall on store forwarding.)
-CUCONV_AVX2 void filter_transform_avx2(const WinogradConv& s, const float* w, int64_t j0, int64_t j1, float* U,
-                                       int64_t ustride) {
+template <typename W>
+CUCONV_AVX2_F16C void filter_transform_avx2(const WinogradConv& s, const W* w, int64_t j0, int64_t j1, float* U,
+                                            int64_t ustride) {
   const bool flip = s.ws[3] == -1 && s.ws[2] == -3;
   if (!flip && !(s.ws[3] == 1 && s.ws[2] == 3)) return filter_transform_body(s, w, j0, j1, U, ustride);
   const int64_t first = flip ? -8 : 0;  // the lowest tap's offset from the (0, 0) tap
@@ -576,12 +576,12 @@ CUCONV_AVX2 void filter_transform_avx2(const WinogradConv& s, const float* w, in
       float* dst = U + gemm_packed_b_offset(c, k0, s.C, s.K);
       for (int64_t h = 0; h < kGemmNR; h += 8) {
         const int64_t n = std::min<int64_t>(8, kn - h);  // filters in this half; lanes past K stay zero
-        const float* src = w + (k0 + h) * s.ws[0] + c * s.ws[1] + first;
+        const W* src = w + (k0 + h) * s.ws[0] + c * s.ws[1] + first;
         __m256 r[8];
         float ninth[8];  // the ninth taps, gathered in registers (through memory they would stall the load)
         for (int l = 0; l < 8; ++l) {
-          r[l] = l < n ? _mm256_loadu_ps(src + l * s.ws[0]) : _mm256_setzero_ps();
-          ninth[l] = l < n ? src[l * s.ws[0] + 8] : 0.f;
+          r[l] = l < n ? load8(src + l * s.ws[0]) : _mm256_setzero_ps();
+          ninth[l] = l < n ? scalar_to_float(src[l * s.ws[0] + 8]) : 0.f;
         }
         __m256 T[9];
         transpose8x8(r, T);
@@ -592,12 +592,14 @@ CUCONV_AVX2 void filter_transform_avx2(const WinogradConv& s, const float* w, in
   }
 }
 #else
-void filter_transform_avx2(const WinogradConv& s, const float* w, int64_t j0, int64_t j1, float* U, int64_t ustride) {
+template <typename W>
+void filter_transform_avx2(const WinogradConv& s, const W* w, int64_t j0, int64_t j1, float* U, int64_t ustride) {
   filter_transform_body(s, w, j0, j1, U, ustride);
 }
 #endif
 
-void filter_transform(Isa isa, const WinogradConv& s, const float* w, int64_t j0, int64_t j1, float* U,
+template <typename W>
+void filter_transform(Isa isa, const WinogradConv& s, const W* w, int64_t j0, int64_t j1, float* U,
                       int64_t ustride) {
   if (uses_avx2(isa)) filter_transform_avx2(s, w, j0, j1, U, ustride);
   else filter_transform_body(s, w, j0, j1, U, ustride);
@@ -681,21 +683,21 @@ void grad_transform_avx2(const WinogradConv& s, const A* gy, const TileGrid& gri
 #if defined(__x86_64__) || defined(__i386__)
 // grad_transform_avx2 for NHWC with 16 channels per step (as input_transform_avx512; U's rows are
 // padded to round_up(K, 8) + 8 >= round_up(K, 16) floats). Same sums in the same order.
-CUCONV_AVX512 void grad_transform_avx512(const WinogradConv& s, const float* gy, const TileGrid& grid, int64_t t0,
+template <typename A>
+CUCONV_AVX512 void grad_transform_avx512(const WinogradConv& s, const A* gy, const TileGrid& grid, int64_t t0,
                                          int64_t nb, float* U, int64_t ldu, int64_t ustride) {
   const __m512 half = _mm512_set1_ps(0.5f);
   for (int64_t b = 0; b < nb; ++b) {
     int64_t n, ty, tx;
     grid.locate(t0 + b, n, ty, tx);
-    const float* gn = gy + n * s.ys[0];
+    const A* gn = gy + n * s.ys[0];
     for (int64_t k0 = 0; k0 < s.K; k0 += 16) {
-      const __mmask16 m = lanes16(s.K - k0);
+      const int kn = int(std::min<int64_t>(16, s.K - k0));
       __m512 g[2][2];
       for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j) {
           const int64_t h = 2 * ty + i, w = 2 * tx + j;
-          g[i][j] = h < s.P && w < s.Q ? _mm512_maskz_loadu_ps(m, gn + k0 + h * s.ys[2] + w * s.ys[3])
-                                       : _mm512_setzero_ps();
+          g[i][j] = h < s.P && w < s.Q ? load16(gn + k0 + h * s.ys[2] + w * s.ys[3], kn) : _mm512_setzero_ps();
         }
       __m512 t[4][2];
       for (int j = 0; j < 2; ++j) {
@@ -719,8 +721,7 @@ template <typename A>
 void grad_transform(Isa isa, const WinogradConv& s, const A* gy, const TileGrid& grid, int64_t t0, int64_t nb,
                     float* U, int64_t ldu, int64_t ustride) {
 #if defined(__x86_64__) || defined(__i386__)
-  if constexpr (std::is_same_v<A, float>)
-    if (is_avx512(isa) && s.ys[1] == 1) return grad_transform_avx512(s, gy, grid, t0, nb, U, ldu, ustride);
+  if (is_avx512(isa) && s.ys[1] == 1) return grad_transform_avx512(s, gy, grid, t0, nb, U, ldu, ustride);
 #endif
   if (uses_avx2(isa)) grad_transform_avx2(s, gy, grid, t0, nb, U, ldu, ustride);
   else if (s.ys[1] == 1) grad_transform_body<true>(s, gy, grid, t0, nb, U, ldu, ustride);
@@ -820,16 +821,16 @@ int64_t tiles_per_block(Isa isa, int64_t tiles, int64_t C, int64_t K, bool parti
 // floats, say) all 16 streams fall into one L1 set, which holds 8 lines, and thrash it.
 int64_t matrix_stride(int64_t rows, int64_t ld) { return rows * ld + 16; }
 
-// NCHW activations (element strides n, c, h, w = C*H*W, H*W, W, 1) on the AVX-512 path: a
+// NCHW activations (element strides n, c, h, w = C*H*W, H*W, W, 1) on the AVX-512 path: a float32
 // channels-last copy in the calling thread's `call_input` scratch, so that the 16-channel NHWC input
 // transform runs instead of the 8-plane NCHW one. That one builds each tile from 128-bit row loads
 // and transposes, and falls back to bounds-checked scalar loads on edge tiles (most tiles of a
 // small map with padding 2); the copy costs less than those loads. The values transformed are the
-// same, so are the bits. Returns what to read (x when no copy is made) and sets xs.
-const float* channels_last_copy(Isa isa, int64_t N, int64_t C, int64_t H, int64_t W, const float* x,
-                                int64_t (&xs)[4]) {
+// same, so are the bits. Returns the copy (null when none is made) and sets xs to its strides.
+template <typename A>
+const float* channels_last_copy(Isa isa, int64_t N, int64_t C, int64_t H, int64_t W, const A* x, int64_t (&xs)[4]) {
   const bool nchw = xs[3] == 1 && xs[2] == W && xs[1] == H * W && xs[0] == C * H * W;
-  if (!is_avx512(isa) || !nchw || C == 1) return x;
+  if (!is_avx512(isa) || !nchw || C == 1) return nullptr;
   float* dst = scratch<float>(Scratch::call_input, N * H * W * C);
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) transpose(isa, x + n * C * H * W, H * W, dst + n * H * W * C, C, C, H * W);
@@ -841,14 +842,13 @@ const float* channels_last_copy(Isa isa, int64_t N, int64_t C, int64_t H, int64_
 }  // namespace
 
 template <typename A>
-void winograd_conv3x3(Isa isa, const WinogradConv& s_in, const A* x, const float* w, const float* bias, A* y,
+void winograd_conv3x3(Isa isa, const WinogradConv& s_in, const A* x, const A* w, const float* bias, A* y,
                       bool relu) {
   WinogradConv s = s_in;
   const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
   const int64_t tiles = grid.count(s.N);
   if (tiles == 0) return;
-  if constexpr (std::is_same_v<A, float>) x = channels_last_copy(isa, s.N, s.C, s.H, s.W, x, s.xs);
-  else TORCH_INTERNAL_ASSERT(!is_avx512(isa), "16-bit Winograd activations: AVX2 and portable paths");
+  const float* x_nhwc = channels_last_copy(isa, s.N, s.C, s.H, s.W, x, s.xs);
   // U_xi[c][k], packed once for the micro-kernel (every block's GEMMs read it), in the calling
   // thread's `call` scratch; the sliver columns k >= K are written as zeros.
   const int64_t ustride = gemm_packed_b_size(s.C, s.K);
@@ -863,7 +863,8 @@ void winograd_conv3x3(Isa isa, const WinogradConv& s_in, const A* x, const float
     float* M = scratch<float>(Scratch::output, 16 * mstride);
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t t0 = blk * nbmax, nb = std::min(nbmax, tiles - t0);
-      input_transform(isa, s, x, grid, t0, nb, V, ldv, vstride);
+      if (x_nhwc) input_transform(isa, s, x_nhwc, grid, t0, nb, V, ldv, vstride);
+      else input_transform(isa, s, x, grid, t0, nb, V, ldv, vstride);
       for (int xi = 0; xi < 16; ++xi) {
         GemmArgs<float> a;
         a.M = nb, a.N = s.K, a.K = s.C;
@@ -879,8 +880,6 @@ void winograd_conv3x3(Isa isa, const WinogradConv& s_in, const A* x, const float
 
 template <typename A>
 void winograd_conv3x3_backward_weight(Isa isa, const WinogradConv& s, const A* gy, const A* x, float* gw) {
-  if constexpr (!std::is_same_v<A, float>)
-    TORCH_INTERNAL_ASSERT(!is_avx512(isa), "16-bit Winograd activations: AVX2 and portable paths");
   const TileGrid grid{ceil_div(s.P, 2), ceil_div(s.Q, 2)};
   const int64_t tiles = grid.count(s.N);
   const int64_t ldp = pitch(s.K);  // partial rows: K, padded to whole lines (and 8-wide reads)
@@ -931,7 +930,7 @@ static void activation_strides(bool channels_last, int64_t C, int64_t H, int64_t
 }
 
 template <typename A>
-void winograd_conv2d_fprop(Isa isa, const Conv2dParams& p, const A* x, const float* w, const float* bias, A* y,
+void winograd_conv2d_fprop(Isa isa, const Conv2dParams& p, const A* x, const A* w, const float* bias, A* y,
                            bool relu) {
   WinogradConv s{p.N, p.C, p.H, p.W, p.K, p.P, p.Q, p.pad_h, p.pad_w, {}, {}, {p.C * 9, 9, 3, 1}};
   activation_strides(p.channels_last, p.C, p.H, p.W, s.xs);
@@ -942,7 +941,7 @@ void winograd_conv2d_fprop(Isa isa, const Conv2dParams& p, const A* x, const flo
 // grad_input(n,c,h,w) = sum_{k,r,s} grad_output(n, k, h - (2 - pad_h) + r, ...) w(k, c, 2 - r, 2 - s):
 // a correlation with the filter turned 180 degrees and its channel axes swapped.
 template <typename A>
-void winograd_conv2d_dgrad(Isa isa, const Conv2dParams& p, const A* gy, const float* w, A* gx) {
+void winograd_conv2d_dgrad(Isa isa, const Conv2dParams& p, const A* gy, const A* w, A* gx) {
   WinogradConv s{p.N, p.K, p.P, p.Q, p.C, p.H, p.W, 2 - p.pad_h, 2 - p.pad_w, {}, {}, {9, p.C * 9, -3, -1}};
   activation_strides(p.channels_last, p.K, p.P, p.Q, s.xs);
   activation_strides(p.channels_last, p.C, p.H, p.W, s.ys);
@@ -958,8 +957,8 @@ void winograd_conv2d_wgrad(Isa isa, const Conv2dParams& p, const A* gy, const A*
 }
 
 #define CUCONV_WINOGRAD_PASSES(A)                                                                                  \
-  template void winograd_conv2d_fprop<A>(Isa, const Conv2dParams&, const A*, const float*, const float*, A*, bool); \
-  template void winograd_conv2d_dgrad<A>(Isa, const Conv2dParams&, const A*, const float*, A*);                     \
+  template void winograd_conv2d_fprop<A>(Isa, const Conv2dParams&, const A*, const A*, const float*, A*, bool);     \
+  template void winograd_conv2d_dgrad<A>(Isa, const Conv2dParams&, const A*, const A*, A*);                         \
   template void winograd_conv2d_wgrad<A>(Isa, const Conv2dParams&, const A*, const A*, float*);
 CUCONV_WINOGRAD_PASSES(float)
 CUCONV_WINOGRAD_PASSES(c10::BFloat16)
