@@ -19,6 +19,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "cpu/convert16.h"
+
 // GCC 12's _mm512_max_ps passes a deliberately uninitialised placeholder (_mm512_undefined_ps),
 // which -Wmaybe-uninitialized reports once per use.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -70,6 +72,21 @@ struct Avx512Kernel8x32 {
         if (m[v] == 0xFFFF) _mm512_storeu_ps(C + i * ldc + 16 * v, x);
         else _mm512_mask_storeu_ps(C + i * ldc + 16 * v, m[v], x);
       }
+    }
+  }
+
+  // store_tile into a 16-bit C (row pitch ld_out), the first nv columns of each row rounded from
+  // the registers (convert16.h's store16: one 32-byte store per 16 values).
+  template <int NV, typename Out>
+  CUCONV_AVX512 static inline void store_tile16(__m512 (&c)[MR][NV], int mv, int nv, Out* out, int64_t ld_out,
+                                                bool relu) {
+    const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      if (i >= mv) break;
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v)
+        store16(out + i * ld_out + 16 * v, relu ? _mm512_max_ps(zero, c[i][v]) : c[i][v], nv - 16 * v);
     }
   }
 
@@ -131,10 +148,10 @@ struct Avx512Kernel8x32 {
     }
   }
 
-  template <int NV>
+  template <int NV, typename Out>
   CUCONV_AVX512 static inline __attribute__((always_inline)) void tile_packed(
       int64_t kc, const float* panel, const float* const* rows, int mv, const float* B, int nv, float* C,
-      int64_t ldc, GemmInit init, const float* bias, bool relu) {
+      int64_t ldc, GemmInit init, const float* bias, bool relu, Out* out, int64_t ld_out) {
     __mmask16 m[NV];
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) m[v] = mask(nv - 16 * v);
@@ -142,17 +159,22 @@ struct Avx512Kernel8x32 {
     init_tile<NV>(c, mv, m, C, ldc, init, bias);
     if (panel) k_loop<NV, true>(c, kc, panel, rows, B);
     else k_loop<NV, false>(c, kc, panel, rows, B);
-    store_tile<NV>(c, mv, m, C, ldc, relu);
+    if constexpr (std::is_same_v<Out, float>) store_tile<NV>(c, mv, m, C, ldc, relu);
+    else store_tile16<NV>(c, mv, nv, out, ld_out, relu);
   }
 
   // B packed (64-byte aligned slivers; two of them when nv > 16); A a packed panel, or else 8 row
-  // pointers (panel null).
+  // pointers (panel null). With a 16-bit Out (the last K block of a GEMM with c16), the tile's sums
+  // are rounded into out + i * ld_out + j instead of stored in C, which is read only to accumulate onto.
+  template <typename Out = float>
   CUCONV_AVX512 static void run_packed(int64_t kc, const float* panel, const float* const* rows, int mv,
                                        const float* B, int nv, float* C, int64_t ldc, GemmInit init,
-                                       const float* bias, bool relu) {
-    if (nv > NR) tile_packed<2>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
-    else tile_packed<1>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu);
+                                       const float* bias, bool relu, Out* out = nullptr, int64_t ld_out = 0) {
+    if (nv > NR) tile_packed<2>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu, out, ld_out);
+    else tile_packed<1>(kc, panel, rows, mv, B, nv, C, ldc, init, bias, relu, out, ld_out);
   }
+  // run_packed's tiles round into a 16-bit C themselves (driver.h).
+  static constexpr bool kRounds16 = true;
 };
 
 // Small C, long K (a first layer's grad weight: 27 x 32 summed over ~1000 positions per image):

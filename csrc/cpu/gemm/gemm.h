@@ -64,9 +64,9 @@ struct GemmA {
 
 // A bfloat16 or float16 C (the final sums rounded to nearest even, as float32_copies.h rounds) for
 // a GEMM on float32 operands, instead of a whole float32 result rounded by a pass of its own: the
-// AVX2 micro-kernel rounds the last K block's tiles from its registers (Kernel::kRounds16); with the
-// other kernels each block of rows of the last K block is rounded right after they store it in C
-// (float32, still in cache). Element (i, j) at data[i * ld + j]; with block_cols, the columns lie
+// AVX2 and AVX-512 micro-kernels round the last K block's tiles from their registers
+// (Kernel::kRounds16); with the other kernels each block of rows of the last K block is rounded
+// right after they store it in C (float32, still in cache). Element (i, j) at data[i * ld + j]; with block_cols, the columns lie
 // in blocks of that many, block_stride apart (joined images' NCHW planes): element (i, j) at
 // data[(j / block_cols) * block_stride + i * ld + j % block_cols].
 struct GemmOut16 {
