@@ -117,6 +117,30 @@ def test_first_layer_grad_weight_is_deterministic_across_thread_counts(fmt, monk
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
+@needs_avx512
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("xs,k,pad", [((3, 3, 32, 32), 32, 1), ((2, 3, 23, 37), 20, 1), ((2, 2, 19, 21), 13, 0),
+                                      ((0, 3, 16, 16), 8, 1)], ids=["seed", "odd", "valid", "n0"])
+def test_16bit_row_kernels_round_the_float32_sums(dtype, xs, k, pad):
+    """A 16-bit first layer on the row kernels: the input widened per image, the forward's sums
+    rounded as they are stored (partial 16-lane chunks, output-channel blocks short of 12), the
+    grad weight summed in float32 from widened grad_output: the bits of the float32 pass on the
+    widened tensors, rounded once (outputs poisoned first)."""
+    x = torch.randn(xs).to(dtype)
+    w = (torch.randn(k, xs[1], 3, 3) / 5).to(dtype)
+    b = torch.randn(k).to(dtype)
+    args = ([1, 1], [pad] * 4, [1, 1], 1)
+    with cuconv.config.flags(cpu_isa="avx512"):
+        assert ops._cpu_conv2d_plan(x, w, *args)[::2] == ["rows_avx512"] * 2
+        for fn in (ops.conv2d, ops.conv2d_bias_relu):
+            y, y32 = fn(x, w, b, *args), fn(x.float(), w.float(), b.float(), *args)
+            assert y.dtype == dtype and torch.equal(y, y32.to(dtype))
+        gy = torch.randn(y.shape).to(dtype)
+        gw = ops.conv2d_backward(gy, x, w, *args, [False, True, False])[1]
+        gw32 = ops.conv2d_backward(gy.float(), x.float(), w.float(), *args, [False, True, False])[1]
+    assert gw.dtype == dtype and torch.equal(gw, gw32.to(dtype))
+
+
 def test_bad_isa_setting_is_a_clear_error():
     with pytest.raises(ValueError, match="cpu_isa .CUCONV_CPU_ISA. must be one of auto, amx, avx512_bf16, avx512, avx2, portable"):
         cuconv.config.set(cpu_isa="sse9")

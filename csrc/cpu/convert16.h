@@ -146,7 +146,7 @@ CUCONV_AVX2_F16C CUCONV_INLINE void store8(T* p, __m256 v, int n, __m256i) {
     std::memcpy(p, buf, size_t(n) * sizeof(T));
   }
 }
-// 16 lanes on AVX-512F (zmm conversions; without AVX512BW, 16-bit partial runs go through a buffer).
+// 16 lanes on AVX-512F (zmm conversions; without AVX512BW, 16-bit partial loads go through a buffer).
 
 // rem (< 16) 16-bit values from src in the low lanes of a zeroed register.
 template <typename H>
@@ -159,16 +159,22 @@ CUCONV_AVX512 CUCONV_INLINE __m512 widen16(const c10::BFloat16*, __m256i v) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
 }
 CUCONV_AVX512 CUCONV_INLINE __m512 widen16(const c10::Half*, __m256i v) { return _mm512_cvtph_ps(v); }
-// bfloat16_bits on 16 lanes.
-CUCONV_AVX512 CUCONV_INLINE __m256i narrow16(c10::BFloat16*, __m512 f) {
+// bfloat16_bits on 16 lanes, each in the low half of its 32-bit lane.
+CUCONV_AVX512 CUCONV_INLINE __m512i narrow16_lanes(c10::BFloat16*, __m512 f) {
   const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
   const __m512i u = _mm512_castps_si512(f), top = _mm512_srli_epi32(u, 16);
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(top, one))), 16);
-  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_or_si512(top, quiet));
-  return _mm512_cvtepi32_epi16(r);
+  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(top, one))), 16);
+  return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_or_si512(top, quiet));
+}
+// 16 float32 lanes rounded to 16-bit values, in order, in the 256-bit result.
+CUCONV_AVX512 CUCONV_INLINE __m256i narrow16(c10::BFloat16* p, __m512 f) {
+  return _mm512_cvtepi32_epi16(narrow16_lanes(p, f));
 }
 CUCONV_AVX512 CUCONV_INLINE __m256i narrow16(c10::Half*, __m512 f) {
   return _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+CUCONV_AVX512 CUCONV_INLINE __m512i narrow16_lanes(c10::Half* p, __m512 f) {
+  return _mm512_cvtepu16_epi32(narrow16(p, f));
 }
 CUCONV_AVX512 CUCONV_INLINE __mmask16 first_lanes16(int n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
@@ -186,16 +192,11 @@ CUCONV_AVX512 CUCONV_INLINE void store16(float* p, __m512 v, int n) {
   if (n >= 16) _mm512_storeu_ps(p, v);
   else _mm512_mask_storeu_ps(p, first_lanes16(n), v);
 }
+// (A partial row: vpmovdw's masked store, AVX-512F, writes only the first n 16-bit values.)
 template <typename H>
 CUCONV_AVX512 CUCONV_INLINE void store16(H* p, __m512 v, int n) {
-  const __m256i h = narrow16(p, v);
-  if (n >= 16) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
-  } else {
-    alignas(32) uint16_t buf[16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(buf), h);
-    std::memcpy(p, buf, size_t(n) * sizeof(H));
-  }
+  if (n >= 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow16(p, v));
+  else _mm512_mask_cvtepi32_storeu_epi16(p, first_lanes16(n), narrow16_lanes(p, v));
 }
 #endif
 

@@ -24,6 +24,7 @@
 #endif
 
 #include "cpu/conv2d/rows_avx512.h"
+#include "cpu/convert16.h"
 #include "cpu/sizes.h"
 
 namespace cuconv::cpu {
@@ -35,10 +36,11 @@ namespace {
 constexpr int kKB = 12;  // output channels per register block
 constexpr int kMaxTaps = 32;  // rows_avx512_eligible: C*R*S <= 32
 
-// Outputs q0 .. q0 + 16*NV of row p for NK output channels; m0/m1 mask the two 16-wide halves.
-template <int NK, int NV>
+// Outputs q0 .. q0 + 16*NV of row p for NK output channels; m0/m1 mask the two 16-wide halves. A
+// 16-bit y gets the sums rounded from the registers (convert16.h's store16).
+template <int NK, int NV, typename Out>
 CUCONV_AVX512 void row_chunk(int64_t taps, const float* const* tap, int64_t xo, const float* wk, const float* bias,
-                             float* y, int64_t PQ, __mmask16 m0, __mmask16 m1, bool relu) {
+                             Out* y, int64_t PQ, __mmask16 m0, __mmask16 m1, bool relu) {
   __m512 acc[NK][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < NK; ++i) {
@@ -61,22 +63,27 @@ CUCONV_AVX512 void row_chunk(int64_t taps, const float* const* tap, int64_t xo, 
 #pragma GCC unroll 12
   for (int i = 0; i < NK; ++i)
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v)  // max(0, NaN) is NaN, as torch.relu
-      _mm512_mask_storeu_ps(y + i * PQ + 16 * v, v ? m1 : m0, relu ? _mm512_max_ps(zero, acc[i][v]) : acc[i][v]);
+    for (int v = 0; v < NV; ++v) {  // max(0, NaN) is NaN, as torch.relu
+      const __m512 out = relu ? _mm512_max_ps(zero, acc[i][v]) : acc[i][v];
+      if constexpr (std::is_same_v<Out, float>) _mm512_mask_storeu_ps(y + i * PQ + 16 * v, v ? m1 : m0, out);
+      else store16(y + i * PQ + 16 * v, out, __builtin_popcount(v ? m1 : m0));
+    }
 }
 
-using RowChunkFn = void (*)(int64_t, const float* const*, int64_t, const float*, const float*, float*, int64_t,
+template <typename Out>
+using RowChunkFn = void (*)(int64_t, const float* const*, int64_t, const float*, const float*, Out*, int64_t,
                             __mmask16, __mmask16, bool);
 
-template <int NV, int... NK>
+template <typename Out, int NV, int... NK>
 constexpr auto row_chunks_for(std::integer_sequence<int, NK...>) {
-  return std::array<RowChunkFn, sizeof...(NK)>{&row_chunk<NK + 1, NV>...};
+  return std::array<RowChunkFn<Out>, sizeof...(NK)>{&row_chunk<NK + 1, NV, Out>...};
 }
 
-RowChunkFn row_chunk_fn(int nk, int nv) {
-  static const std::array<std::array<RowChunkFn, kKB>, 2> table = {
-      row_chunks_for<1>(std::make_integer_sequence<int, kKB>()),
-      row_chunks_for<2>(std::make_integer_sequence<int, kKB>())};
+template <typename Out>
+RowChunkFn<Out> row_chunk_fn(int nk, int nv) {
+  static const std::array<std::array<RowChunkFn<Out>, kKB>, 2> table = {
+      row_chunks_for<Out, 1>(std::make_integer_sequence<int, kKB>()),
+      row_chunks_for<Out, 2>(std::make_integer_sequence<int, kKB>())};
   return table[nv - 1][nk - 1];
 }
 
@@ -84,14 +91,14 @@ __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mma
 
 }  // namespace
 
-void conv2d_fprop_rows_avx512(const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
-                              bool relu) {
+template <typename A>
+void conv2d_fprop_rows_avx512(const Conv2dParams& p, const A* x, const float* w, const float* bias, A* y, bool relu) {
   const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q;
   const int64_t kblocks = ceil_div(p.K, kKB);
   // Items are (image, block of output channels), image-major, so a thread's consecutive items
   // mostly share the image (and its padded copy).
   at::parallel_for(0, p.N * kblocks, 1, [&](int64_t begin, int64_t end) {
-    RowsInput in(p);
+    RowsInput<A> in(p);
     const float* tap[kMaxTaps];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / kblocks, k0 = (item % kblocks) * kKB, nk = std::min<int64_t>(kKB, p.K - k0);
@@ -99,11 +106,11 @@ void conv2d_fprop_rows_avx512(const Conv2dParams& p, const float* x, const float
       for (int64_t t = 0; t < CRS; ++t) tap[t] = in.tap(xn, t);
       const float* wk = w + k0 * CRS;
       const float* bk = bias ? bias + k0 : nullptr;
-      float* yk = y + (n * p.K + k0) * PQ;
+      A* yk = y + (n * p.K + k0) * PQ;
       for (int64_t q0 = 0; q0 < p.Q; q0 += 32) {
         const int64_t left = p.Q - q0;
         const int nv = left > 16 ? 2 : 1;
-        const RowChunkFn fn = row_chunk_fn(int(nk), nv);
+        const RowChunkFn<A> fn = row_chunk_fn<A>(int(nk), nv);
         const __mmask16 m0 = lanes(left), m1 = lanes(left - 16);
         for (int64_t row = 0; row < p.P; ++row)
           fn(CRS, tap, row * in.row_pitch() + q0, wk, bk, yk + row * p.Q + q0, PQ, m0, m1, relu);
@@ -114,10 +121,18 @@ void conv2d_fprop_rows_avx512(const Conv2dParams& p, const float* x, const float
 
 #else
 
-void conv2d_fprop_rows_avx512(const Conv2dParams&, const float*, const float*, const float*, float*, bool) {
+template <typename A>
+void conv2d_fprop_rows_avx512(const Conv2dParams&, const A*, const float*, const float*, A*, bool) {
   TORCH_CHECK(false, "conv2d_fprop_rows_avx512: not an x86 build");
 }
 
 #endif
+
+template void conv2d_fprop_rows_avx512<float>(const Conv2dParams&, const float*, const float*, const float*, float*,
+                                              bool);
+template void conv2d_fprop_rows_avx512<c10::BFloat16>(const Conv2dParams&, const c10::BFloat16*, const float*,
+                                                      const float*, c10::BFloat16*, bool);
+template void conv2d_fprop_rows_avx512<c10::Half>(const Conv2dParams&, const c10::Half*, const float*, const float*,
+                                                  c10::Half*, bool);
 
 }  // namespace cuconv::cpu

@@ -10,6 +10,7 @@
 #include "cpu/conv2d/amx_wgrad.h"
 #include "cpu/conv2d/passes.h"
 #include "cpu/conv2d/pointwise_16bit.h"
+#include "cpu/conv2d/rows_avx512.h"
 #include "cpu/conv2d/winograd.h"
 #include "cpu/convert16.h"
 #include "cpu/float32_copies.h"
@@ -95,6 +96,12 @@ void conv2d_forward(const Conv2dParams& p, const at::Tensor& input, const at::Te
                                b32.defined() ? b32.const_data_ptr<float>() : nullptr, output.data_ptr<A>(), relu);
     });
   const at::Tensor w32 = float32_copy(weight, Scratch::wide_b);
+  if (plan.strategy == FpropStrategy::rows_avx512)  // the input widened per image, the sums rounded as stored
+    return with_16bit_type(input.scalar_type(), [&](auto type) {
+      using A = decltype(type);
+      conv2d_fprop_rows_avx512<A>(p, input.const_data_ptr<A>(), w32.const_data_ptr<float>(),
+                                  b32.defined() ? b32.const_data_ptr<float>() : nullptr, output.data_ptr<A>(), relu);
+    });
   const at::Tensor x32 = float32_copy(input, Scratch::wide_a);
   if (takes_blocks16(plan.strategy))  // the sums rounded into output a block at a time
     return conv2d_fprop<float>(isa, plan, p, x32.const_data_ptr<float>(), w32.const_data_ptr<float>(),
@@ -140,11 +147,13 @@ void conv2d_backward_weight(const Conv2dParams& p, const at::Tensor& grad_output
   if (use_amx_wgrad(p, isa, grad_output.scalar_type()) && amx_wgrad(p, grad_output, input, grad_weight)) return;
   if (!is_16bit(grad_output.scalar_type())) return backward_weight(isa, p, grad_output, input, grad_weight);
   const at::Tensor gw32 = float32_like(grad_weight, Scratch::wide_out);
-  if (plan_wgrad(p, isa, at::kFloat, at::get_num_threads()).strategy == WgradStrategy::winograd) {
-    with_16bit_type(grad_output.scalar_type(), [&](auto type) {
+  const WgradStrategy float_strategy = plan_wgrad(p, isa, at::kFloat, at::get_num_threads()).strategy;
+  if (float_strategy == WgradStrategy::winograd || float_strategy == WgradStrategy::rows_avx512) {
+    with_16bit_type(grad_output.scalar_type(), [&](auto type) {  // both widen their activations themselves
       using A = decltype(type);
-      winograd_conv2d_wgrad<A>(isa, p, grad_output.const_data_ptr<A>(), input.const_data_ptr<A>(),
-                               gw32.data_ptr<float>());
+      const A *gy = grad_output.const_data_ptr<A>(), *x = input.const_data_ptr<A>();
+      if (float_strategy == WgradStrategy::winograd) winograd_conv2d_wgrad<A>(isa, p, gy, x, gw32.data_ptr<float>());
+      else conv2d_wgrad_rows_avx512<A>(p, gy, x, gw32.data_ptr<float>());
     });
     return round_into(grad_weight, gw32);
   }

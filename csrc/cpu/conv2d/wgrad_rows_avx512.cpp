@@ -94,18 +94,27 @@ float lane_sum(const float* v) {
 
 }  // namespace
 
-void conv2d_wgrad_rows_avx512(const Conv2dParams& p, const float* gy, const float* x, float* gw) {
+template <typename A>
+void conv2d_wgrad_rows_avx512(const Conv2dParams& p, const A* gy, const A* x, float* gw) {
   const int64_t CRS = p.C * p.R * p.S, PQ = p.P * p.Q;
   const int64_t kblocks = ceil_div(p.K, kKB), tblocks = ceil_div(CRS, kTB);
+  constexpr bool kWiden = !std::is_same_v<A, float>;
   at::parallel_for(0, kblocks, 1, [&](int64_t begin, int64_t end) {
     // Per (k block, tap block): 4 x 6 sums of 16 lanes, kept across the images.
     std::vector<float> acc(size_t((end - begin) * tblocks * kKB * kTB * 16), 0.f);
-    RowsInput in(p);
+    RowsInput<A> in(p);
+    // A 16-bit gy: this thread's channels of each image widened once (every tap block reads them).
+    const int64_t k_begin = begin * kKB, k_end = std::min(end * kKB, p.K);
+    std::vector<float> gy_wide(kWiden ? size_t((k_end - k_begin) * PQ) : 0);
+    const Blocks16 gy16{const_cast<A*>(gy), std::is_same_v<A, c10::BFloat16>};
     for (int64_t n = 0; n < p.N; ++n) {
       const float* xn = in.image(x, n);
+      if constexpr (kWiden) gy16.widen((n * p.K + k_begin) * PQ, 0, 1, (k_end - k_begin) * PQ, gy_wide.data(), 0);
       for (int64_t kb = begin; kb < end; ++kb) {
         const int64_t k0 = kb * kKB, nk = std::min<int64_t>(kKB, p.K - k0);
-        const float* gyk = gy + (n * p.K + k0) * PQ;
+        const float* gyk;
+        if constexpr (kWiden) gyk = gy_wide.data() + (k0 - k_begin) * PQ;
+        else gyk = gy + (n * p.K + k0) * PQ;
         for (int64_t tb = 0; tb < tblocks; ++tb) {
           const int64_t t0 = tb * kTB, nt = std::min<int64_t>(kTB, CRS - t0);
           const float* taps[kTB];
@@ -129,10 +138,16 @@ void conv2d_wgrad_rows_avx512(const Conv2dParams& p, const float* gy, const floa
 
 #else
 
-void conv2d_wgrad_rows_avx512(const Conv2dParams&, const float*, const float*, float*) {
+template <typename A>
+void conv2d_wgrad_rows_avx512(const Conv2dParams&, const A*, const A*, float*) {
   TORCH_CHECK(false, "conv2d_wgrad_rows_avx512: not an x86 build");
 }
 
 #endif
+
+template void conv2d_wgrad_rows_avx512<float>(const Conv2dParams&, const float*, const float*, float*);
+template void conv2d_wgrad_rows_avx512<c10::BFloat16>(const Conv2dParams&, const c10::BFloat16*,
+                                                      const c10::BFloat16*, float*);
+template void conv2d_wgrad_rows_avx512<c10::Half>(const Conv2dParams&, const c10::Half*, const c10::Half*, float*);
 
 }  // namespace cuconv::cpu
