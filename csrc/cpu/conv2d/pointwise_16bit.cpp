@@ -25,6 +25,7 @@
 #include "cpu/float32_copies.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/scratch.h"
+#include "cpu/transpose.h"
 #include "ops/config.h"
 
 namespace cuconv::cpu {
@@ -279,18 +280,17 @@ void dgrad_nchw(Isa isa, const Conv2dParams& p, const H* gy, const float* wt, H*
 template <typename H>
 void dgrad(Isa isa, const Conv2dParams& p, const at::Tensor& grad_output, const at::Tensor& weight,
            const at::Tensor& grad_input) {
-  float* w32 = scratch<float>(Scratch::wide_b, p.K * p.C);
-  widen_run(weight.const_data_ptr<H>(), w32, p.K * p.C);
   const H* gy = grad_output.const_data_ptr<H>();
   H* gx = grad_input.data_ptr<H>();
   if (!p.channels_last) {
-    // A = the weight transposed (C x K, rows contiguous along the reduction), once per call rather
-    // than packed again by every image's GEMM
+    // A = the weight transposed and widened (C x K, rows contiguous along the reduction), once per
+    // call rather than packed again by every image's GEMM
     float* wt = scratch<float>(Scratch::wide_c, p.C * p.K);
-    for (int64_t k = 0; k < p.K; ++k)
-      for (int64_t ci = 0; ci < p.C; ++ci) wt[ci * p.K + k] = w32[k * p.C + ci];
+    transpose(isa, weight.const_data_ptr<H>(), p.C, wt, p.K, p.K, p.C);
     return dgrad_nchw(isa, p, gy, wt, gx);
   }
+  float* w32 = scratch<float>(Scratch::wide_b, p.K * p.C);
+  widen_run(weight.const_data_ptr<H>(), w32, p.K * p.C);
   // B = W (K x C), packed once: element (k, c) = w32[k * C + c].
   int64_t stride = 0;
   const at::Tensor wp = weight_operand<float>(1, p.K, p.C, grad_output.options().dtype(at::kFloat), stride,
