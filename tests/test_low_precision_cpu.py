@@ -373,15 +373,15 @@ def test_bfloat16_large_gemms_within_twice_torch(path, channels_last, xs, ws, st
     assert y.is_contiguous(memory_format=fmt) and ours[1].is_contiguous(memory_format=fmt)
 
 
-# The 2x2 pools on 16-bit values: bfloat16 on AVX-512 (bf16_2x2.cpp, its word instructions), both
-# 16-bit types on AVX2 (the float32 kernels on widened values).
-POOL16 = ([("avx512", torch.bfloat16)] if "avx512" in CPU_ISA_PATHS else []) + \
+# The 2x2 pools on 16-bit values: bfloat16 on AVX-512 (bf16_2x2.cpp, its word instructions), float16
+# on AVX-512 and both 16-bit types on AVX2 (the AVX2 float32 kernels on widened values).
+POOL16 = ([("avx512", torch.bfloat16), ("avx512", torch.float16)] if "avx512" in CPU_ISA_PATHS else []) + \
          ([("avx2", torch.float16), ("avx2", torch.bfloat16)] if "avx2" in CPU_ISA_PATHS else [])
 
 
-def pool16_plan(path, shape, channels_last):
+def pool16_plan(path, dtype, shape, channels_last):
     """The plan a 2x2 stride-2 pool of `shape` takes on `path`, as plan.cpp's rules give it."""
-    if path == "avx512":
+    if path == "avx512" and dtype == torch.bfloat16:
         return ["pixels_2x2_bf16" if channels_last else "planes_2x2_bf16", "windows_2x2_bf16"]
     whole = shape[1] % 8 == 0  # NHWC: whole ymm registers of channels
     forward = ("pixels_2x2_avx2" if whole else "pixels_avx2") if channels_last else "planes_2x2_avx2"
@@ -417,7 +417,7 @@ def test_16bit_2x2_pool_on_its_values(path, dtype, shape, channels_last):
         moved = idx.clone()
         moved[0, 0, 1, 1] = 0  # into another window of the same plane
         gx_moved = ops.max_pool2d_backward(gy, x, moved, *args)
-    assert plan == pool16_plan(path, shape, channels_last)
+    assert plan == pool16_plan(path, dtype, shape, channels_last)
     ry, ridx = torch.ops.aten.max_pool2d_with_indices(x.double(), *args)
     torch.testing.assert_close(y.double(), ry, rtol=0, atol=0, equal_nan=True)
     assert torch.equal(idx, ridx) and y[0, 1, 1, 1].isnan() and idx[0, 1, 1, 1] == 3 * shape[3] + 2

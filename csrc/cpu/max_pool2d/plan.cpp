@@ -28,7 +28,8 @@ MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType 
   if (dtype == at::kBFloat16 && is_2x2_stride2_inside(p) && is_avx512(isa) && cpu_has_avx512bw())
     return {p.channels_last ? PoolFpropStrategy::pixels_2x2_bf16 : PoolFpropStrategy::planes_2x2_bf16,
             PoolBpropStrategy::windows_2x2_bf16};
-  if (dtype == at::kHalf || dtype == at::kBFloat16) dtype = at::kFloat;
+  const bool sixteen_bit = dtype == at::kHalf || dtype == at::kBFloat16;
+  if (sixteen_bit) dtype = at::kFloat;
   const bool vector_f32 = dtype == at::kFloat && uses_avx2(isa);  // double runs the portable loops
   const bool two_by_two = is_2x2_stride2_inside(p);
   MaxPool2dPlan plan{};
@@ -42,7 +43,8 @@ MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType 
                                                 : PoolFpropStrategy::planes_avx2;
   else if (!vector_f32)
     plan.forward = PoolFpropStrategy::pixels;
-  else if (two_by_two && isa == Isa::avx512 && p.C % 16 == 0)  // whole zmm registers of channels
+  // whole zmm registers of channels; 16-bit values keep the AVX2 kernel, which widens them as it loads
+  else if (two_by_two && isa == Isa::avx512 && p.C % 16 == 0 && !sixteen_bit)
     plan.forward = PoolFpropStrategy::pixels_2x2_avx512;
   else if (two_by_two && p.C % 8 == 0)  // whole ymm registers of channels
     plan.forward = PoolFpropStrategy::pixels_2x2_avx2;
