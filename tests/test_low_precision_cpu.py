@@ -374,17 +374,20 @@ def test_bfloat16_large_gemms_within_twice_torch(path, channels_last, xs, ws, st
 
 
 # The 2x2 pools on 16-bit values: bfloat16 on AVX-512 (bf16_2x2.cpp, its word instructions), float16
-# on AVX-512 and both 16-bit types on AVX2 (the AVX2 float32 kernels on widened values).
+# on AVX-512 and both 16-bit types on AVX2 (the float32 kernels on widened values).
 POOL16 = ([("avx512", torch.bfloat16), ("avx512", torch.float16)] if "avx512" in CPU_ISA_PATHS else []) + \
          ([("avx2", torch.float16), ("avx2", torch.bfloat16)] if "avx2" in CPU_ISA_PATHS else [])
 
 
 def pool16_plan(path, dtype, shape, channels_last):
     """The plan a 2x2 stride-2 pool of `shape` takes on `path`, as plan.cpp's rules give it."""
-    if path == "avx512" and dtype == torch.bfloat16:
-        return ["pixels_2x2_bf16" if channels_last else "planes_2x2_bf16", "windows_2x2_bf16"]
-    whole = shape[1] % 8 == 0  # NHWC: whole ymm registers of channels
-    forward = ("pixels_2x2_avx2" if whole else "pixels_avx2") if channels_last else "planes_2x2_avx2"
+    if path == "avx512" and dtype == torch.bfloat16:  # NCHW rows of fewer than 8 outputs scatter
+        windows = channels_last or shape[3] // 2 >= 8
+        return ["pixels_2x2_bf16" if channels_last else "planes_2x2_bf16", "windows_2x2_bf16" if windows else "scatter"]
+    whole = shape[1] % 8 == 0  # NHWC: whole ymm registers of channels (zmm on AVX-512)
+    nhwc = "pixels_2x2_avx512" if path == "avx512" and shape[1] % 16 == 0 else \
+        "pixels_2x2_avx2" if whole else "pixels_avx512" if path == "avx512" and shape[1] >= 16 else "pixels_avx2"
+    forward = nhwc if channels_last else "planes_2x2_avx2"
     windows = whole if channels_last else shape[3] // 2 >= 8  # NCHW: rows of 8 outputs or more
     return [forward, "windows_2x2_avx2" if windows else "scatter"]
 

@@ -192,6 +192,15 @@ CUCONV_AVX512 CUCONV_INLINE void store16(float* p, __m512 v, int n) {
   if (n >= 16) _mm512_storeu_ps(p, v);
   else _mm512_mask_storeu_ps(p, first_lanes16(n), v);
 }
+// 16 lanes that hold 16-bit values exactly (widened ones, their maxima) stored at p as 16-bit values:
+// bfloat16 keeps each lane's top half (a NaN's bits as they are), float16 converts exactly.
+CUCONV_AVX512 CUCONV_INLINE void store16_exact(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+CUCONV_AVX512 CUCONV_INLINE void store16_exact(c10::BFloat16* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)));
+}
+CUCONV_AVX512 CUCONV_INLINE void store16_exact(c10::Half* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow16(p, v));
+}
 // (A partial row: vpmovdw's masked store, AVX-512F, writes only the first n 16-bit values.)
 template <typename H>
 CUCONV_AVX512 CUCONV_INLINE void store16(H* p, __m512 v, int n) {

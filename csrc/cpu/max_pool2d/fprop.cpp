@@ -367,32 +367,34 @@ CUCONV_AVX2_F16C void forward_pixels_2x2_avx2(const MaxPool2dParams& p, const A*
 }
 
 // The same 2x2 NHWC forward with AVX-512 (C a multiple of 16): 16 channels per step, the take
-// masks in mask registers, and the int32 positions widened to int64 16 at a time.
-CUCONV_AVX512 void forward_pixels_2x2_avx512_f32(const MaxPool2dParams& p, const float* x, float* y, int64_t* idx,
-                                                 int64_t begin, int64_t end) {
+// masks in mask registers, and the int32 positions widened to int64 16 at a time. A as in
+// forward_planes_2x2_avx2.
+template <typename A>
+CUCONV_AVX512 void forward_pixels_2x2_avx512(const MaxPool2dParams& p, const A* x, A* y, int64_t* idx, int64_t begin,
+                                             int64_t end) {
   const int64_t C = p.C, rowC = p.W * p.C;
   PixelWalk px(p, begin);
   for (int64_t npq = begin; npq < end; ++npq) {
     px.next();
     const int32_t at00 = px.first_of_2x2();
-    const float* s00 = x + px.n * p.H * rowC + at00 * C;
+    const A* s00 = x + px.n * p.H * rowC + at00 * C;
     const __m512i a00 = _mm512_set1_epi32(at00), a01 = _mm512_set1_epi32(at00 + 1);
     const __m512i a10 = _mm512_set1_epi32(at00 + int32_t(p.W)), a11 = _mm512_set1_epi32(at00 + int32_t(p.W) + 1);
-    float* yp = y + npq * C;
+    A* yp = y + npq * C;
     int64_t* ip = idx + npq * C;
     for (int64_t c = 0; c < C; c += 16) {
-      __m512 best = _mm512_loadu_ps(s00 + c);
+      __m512 best = load16(s00 + c, 16);
       __m512i pos = a00;
       // take v over best when v > best or v is NaN (visiting order (0,0), (0,1), (1,0), (1,1)).
-      const __m512 v01 = _mm512_loadu_ps(s00 + C + c), v10 = _mm512_loadu_ps(s00 + rowC + c);
-      const __m512 v11 = _mm512_loadu_ps(s00 + rowC + C + c);
+      const __m512 v01 = load16(s00 + C + c, 16), v10 = load16(s00 + rowC + c, 16);
+      const __m512 v11 = load16(s00 + rowC + C + c, 16);
       __mmask16 take = _mm512_cmp_ps_mask(v01, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v01, v01, _CMP_UNORD_Q);
       best = _mm512_mask_mov_ps(best, take, v01), pos = _mm512_mask_mov_epi32(pos, take, a01);
       take = _mm512_cmp_ps_mask(v10, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v10, v10, _CMP_UNORD_Q);
       best = _mm512_mask_mov_ps(best, take, v10), pos = _mm512_mask_mov_epi32(pos, take, a10);
       take = _mm512_cmp_ps_mask(v11, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v11, v11, _CMP_UNORD_Q);
       best = _mm512_mask_mov_ps(best, take, v11), pos = _mm512_mask_mov_epi32(pos, take, a11);
-      _mm512_storeu_ps(yp + c, best);
+      store16_exact(yp + c, best);
       _mm512_storeu_si512(ip + c, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(pos)));
       _mm512_storeu_si512(ip + c + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(pos, 1)));
     }
@@ -576,6 +578,8 @@ bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const 
   if constexpr (!std::is_same_v<T, double>) {  // these take 16-bit values too (widened as loaded)
     if (strategy == PoolFpropStrategy::planes_2x2_avx2) return forward_planes_2x2_avx2(p, x, y, idx, begin, end), true;
     if (strategy == PoolFpropStrategy::pixels_2x2_avx2) return forward_pixels_2x2_avx2(p, x, y, idx, begin, end), true;
+    if (strategy == PoolFpropStrategy::pixels_2x2_avx512)
+      return forward_pixels_2x2_avx512(p, x, y, idx, begin, end), true;
     if (strategy == PoolFpropStrategy::planes_as_pixels_avx2)
       return forward_planes_as_pixels_avx2(p, x, y, idx, begin, end), true;
   }
@@ -584,8 +588,6 @@ bool forward_vector(PoolFpropStrategy strategy, const MaxPool2dParams& p, const 
       case PoolFpropStrategy::planes_avx2: return forward_planes_avx2_f32(p, x, y, idx, begin, end), true;
 
       case PoolFpropStrategy::pixels_avx2: return forward_pixels_avx2_f32(p, x, y, idx, begin, end), true;
-      case PoolFpropStrategy::pixels_2x2_avx512:
-        return forward_pixels_2x2_avx512_f32(p, x, y, idx, begin, end), true;
       case PoolFpropStrategy::pixels_avx512: return forward_pixels_avx512_f32(p, x, y, idx, begin, end), true;
       default: break;
     }
@@ -612,11 +614,11 @@ void max_pool2d_forward(const MaxPool2dParams& p, const at::Tensor& input, const
     return max_pool2d_forward_bf16_2x2(p, reinterpret_cast<const uint16_t*>(input.const_data_ptr<c10::BFloat16>()),
                                        reinterpret_cast<uint16_t*>(output.data_ptr<c10::BFloat16>()),
                                        indices.data_ptr<int64_t>());
-  // 2x2 windows and NCHW planes as pixels on AVX2 run on the 16-bit values, widened as they are
-  // loaded (the float32 copy and the rounding pass moved three times the bytes of the pool).
+  // 2x2 windows and NCHW planes as pixels on AVX2 and AVX-512 run on the 16-bit values, widened as
+  // they are loaded (the float32 copy and the rounding pass moved three times the bytes of the pool).
   if (is_16bit(input.scalar_type()) &&
       (planned == PoolFpropStrategy::planes_2x2_avx2 || planned == PoolFpropStrategy::pixels_2x2_avx2 ||
-       planned == PoolFpropStrategy::planes_as_pixels_avx2))
+       planned == PoolFpropStrategy::pixels_2x2_avx512 || planned == PoolFpropStrategy::planes_as_pixels_avx2))
     return with_16bit_type(input.scalar_type(), [&](auto type) {
       using A = decltype(type);
       for_each_item(p, [&](int64_t begin, int64_t end) {

@@ -23,13 +23,13 @@ bool planes_as_pixels_fit(const MaxPool2dParams& p) {
 }
 
 MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType dtype) {
-  // bfloat16 2x2 windows on AVX-512 run on the bfloat16 values; every other 16-bit pool runs the
-  // float32 plan on float32 copies.
+  // bfloat16 2x2 windows on AVX-512 run on the bfloat16 values (NCHW backward: rows of 8 outputs or
+  // more; shorter ones scatter, as float32's, which is faster on them); every other 16-bit pool runs
+  // the float32 plan, on the 16-bit values where its kernel widens them, else on float32 copies.
   if (dtype == at::kBFloat16 && is_2x2_stride2_inside(p) && is_avx512(isa) && cpu_has_avx512bw())
     return {p.channels_last ? PoolFpropStrategy::pixels_2x2_bf16 : PoolFpropStrategy::planes_2x2_bf16,
-            PoolBpropStrategy::windows_2x2_bf16};
-  const bool sixteen_bit = dtype == at::kHalf || dtype == at::kBFloat16;
-  if (sixteen_bit) dtype = at::kFloat;
+            p.channels_last || p.Q >= 8 ? PoolBpropStrategy::windows_2x2_bf16 : PoolBpropStrategy::scatter};
+  if (dtype == at::kHalf || dtype == at::kBFloat16) dtype = at::kFloat;
   const bool vector_f32 = dtype == at::kFloat && uses_avx2(isa);  // double runs the portable loops
   const bool two_by_two = is_2x2_stride2_inside(p);
   MaxPool2dPlan plan{};
@@ -43,8 +43,7 @@ MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType 
                                                 : PoolFpropStrategy::planes_avx2;
   else if (!vector_f32)
     plan.forward = PoolFpropStrategy::pixels;
-  // whole zmm registers of channels; 16-bit values keep the AVX2 kernel, which widens them as it loads
-  else if (two_by_two && isa == Isa::avx512 && p.C % 16 == 0 && !sixteen_bit)
+  else if (two_by_two && isa == Isa::avx512 && p.C % 16 == 0)  // whole zmm registers of channels
     plan.forward = PoolFpropStrategy::pixels_2x2_avx512;
   else if (two_by_two && p.C % 8 == 0)  // whole ymm registers of channels
     plan.forward = PoolFpropStrategy::pixels_2x2_avx2;
