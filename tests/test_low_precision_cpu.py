@@ -383,7 +383,8 @@ def pool16_plan(path, dtype, shape, channels_last):
     """The plan a 2x2 stride-2 pool of `shape` takes on `path`, as plan.cpp's rules give it."""
     if path == "avx512" and dtype == torch.bfloat16:  # NCHW rows of fewer than 8 outputs scatter
         windows = channels_last or shape[3] // 2 >= 8
-        return ["pixels_2x2_bf16" if channels_last else "planes_2x2_bf16", "windows_2x2_bf16" if windows else "scatter"]
+        nhwc = "pixels_2x2_avx512" if shape[1] % 16 == 0 else "pixels_2x2_bf16"
+        return [nhwc if channels_last else "planes_2x2_bf16", "windows_2x2_bf16" if windows else "scatter"]
     whole = shape[1] % 8 == 0  # NHWC: whole ymm registers of channels (zmm on AVX-512)
     nhwc = "pixels_2x2_avx512" if path == "avx512" and shape[1] % 16 == 0 else \
         "pixels_2x2_avx2" if whole else "pixels_avx512" if path == "avx512" and shape[1] >= 16 else "pixels_avx2"

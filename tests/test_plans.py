@@ -23,9 +23,9 @@ REACHED_ELSEWHERE = {
     "conv2d.fprop:pointwise_16bit": "test_low_precision_cpu.py (test_pointwise_16bit_forward_and_grad_input)",
     "conv2d.dgrad:pointwise_16bit": "test_low_precision_cpu.py (test_pointwise_16bit_forward_and_grad_input)",
     "conv2d.wgrad:amx_direct": "test_bfloat16_amx.py, test_low_precision_cpu.py (the AMX cases)",
-    "max_pool2d.forward:planes_2x2_bf16": "test_low_precision_cpu.py (test_bfloat16_2x2_pool_on_its_values)",
-    "max_pool2d.forward:pixels_2x2_bf16": "test_low_precision_cpu.py (test_bfloat16_2x2_pool_on_its_values)",
-    "max_pool2d.backward:windows_2x2_bf16": "test_low_precision_cpu.py (test_bfloat16_2x2_pool_on_its_values)",
+    "max_pool2d.forward:planes_2x2_bf16": "test_low_precision_cpu.py (test_16bit_2x2_pool_on_its_values)",
+    "max_pool2d.forward:pixels_2x2_bf16": "test_low_precision_cpu.py (test_16bit_2x2_pool_on_its_values)",
+    "max_pool2d.backward:windows_2x2_bf16": "test_low_precision_cpu.py (test_16bit_2x2_pool_on_its_values)",
     "conv2d.dgrad:amx_phases": "test_bfloat16_amx.py, test_low_precision_cpu.py (the AMX cases)",
 }
 

@@ -26,8 +26,12 @@ MaxPool2dPlan plan_max_pool2d(const MaxPool2dParams& p, Isa isa, at::ScalarType 
   // bfloat16 2x2 windows on AVX-512 run on the bfloat16 values (NCHW backward: rows of 8 outputs or
   // more; shorter ones scatter, as float32's, which is faster on them); every other 16-bit pool runs
   // the float32 plan, on the 16-bit values where its kernel widens them, else on float32 copies.
+  // NHWC forwards with whole zmm registers of channels take the float32 kernel, widening as it loads
+  // (it steps through the pixels where pixels_2x2_bf16 divides out each one's position).
   if (dtype == at::kBFloat16 && is_2x2_stride2_inside(p) && is_avx512(isa) && cpu_has_avx512bw())
-    return {p.channels_last ? PoolFpropStrategy::pixels_2x2_bf16 : PoolFpropStrategy::planes_2x2_bf16,
+    return {!p.channels_last     ? PoolFpropStrategy::planes_2x2_bf16
+            : p.C % 16 == 0      ? PoolFpropStrategy::pixels_2x2_avx512
+                                 : PoolFpropStrategy::pixels_2x2_bf16,
             p.channels_last || p.Q >= 8 ? PoolBpropStrategy::windows_2x2_bf16 : PoolBpropStrategy::scatter};
   if (dtype == at::kHalf || dtype == at::kBFloat16) dtype = at::kFloat;
   const bool vector_f32 = dtype == at::kFloat && uses_avx2(isa);  // double runs the portable loops
