@@ -58,28 +58,35 @@ struct WgradFrame {
   T* b_buffer() const {
     return p.channels_last && !plan.copy_grad_output && !gy16 ? nullptr : scratch<T>(Scratch::output, most * PQ * ldg);
   }
-  // NCHW gy16: one image's [Kg][PQ] block widened before its transpose.
-  T* wide_buffer() const { return gy16 && !p.channels_last ? scratch<T>(Scratch::extra, Kg * PQ) : nullptr; }
 };
 
 // B: grad_output of images n.. (nb of them), group g, as [positions][Kg].
 template <typename T>
-void set_grad_output(Isa isa, const WgradFrame<T>& f, const T* gy, int64_t n, int64_t nb, int64_t g, T* gyt, T* wide,
+void set_grad_output(Isa isa, const WgradFrame<T>& f, const T* gy, int64_t n, int64_t nb, int64_t g, T* gyt,
                      GemmArgs<T>& a) {
   const Conv2dParams& p = f.p;
   if (!p.channels_last) {  // [nb][K][PQ] -> gyt[nb*PQ][Kg], transposed in 8x8 register blocks
     const int64_t at = (n * p.K + g * f.Kg) * f.PQ;
     for (int64_t i = 0; i < nb; ++i) {
-      const T* block = f.gy16 ? wide : gy + at + i * p.K * f.PQ;
-      if (f.gy16) f.gy16.widen(at + i * p.K * f.PQ, f.PQ, f.Kg, f.PQ, reinterpret_cast<float*>(wide), f.PQ);
-      transpose(isa, block, f.PQ, gyt + i * f.PQ * f.ldg, f.ldg, f.Kg, f.PQ);
+      T* dst = gyt + i * f.PQ * f.ldg;
+      if constexpr (std::is_same_v<T, float>)
+        if (f.gy16) {  // widened as the transpose loads it
+          const int64_t from = at + i * p.K * f.PQ;
+          if (f.gy16.bf16) transpose(isa, static_cast<const c10::BFloat16*>(f.gy16.data) + from, f.PQ, dst, f.ldg, f.Kg, f.PQ);
+          else transpose(isa, static_cast<const c10::Half*>(f.gy16.data) + from, f.PQ, dst, f.ldg, f.Kg, f.PQ);
+          continue;
+        }
+      transpose(isa, gy + at + i * p.K * f.PQ, f.PQ, dst, f.ldg, f.Kg, f.PQ);
     }
     a.B = gyt, a.ldb = f.ldg;
     return;
   }
   if (f.gy16) {
-    f.gy16.widen(n * f.PQ * p.K + g * f.Kg, p.K, nb * f.PQ, f.Kg, reinterpret_cast<float*>(gyt), f.ldg);
-    a.B = gyt, a.ldb = f.ldg;
+    // One widening run where grad_output's rows are the group's whole rows and the float32 path would
+    // read them in place (its pitch); else row by row into the padded pitch.
+    const int64_t ld = f.Kg == p.K && !f.plan.copy_grad_output ? f.Kg : f.ldg;
+    f.gy16.widen(n * f.PQ * p.K + g * f.Kg, p.K, nb * f.PQ, f.Kg, reinterpret_cast<float*>(gyt), ld);
+    a.B = gyt, a.ldb = ld;
     return;
   }
   const T* gyg = gy + n * f.PQ * p.K + g * f.Kg;
@@ -188,7 +195,6 @@ void backward_weight_gemm(Isa isa, const WgradPlan& plan, const Conv2dParams& p,
     if (uses_pos) pos.resize(f.most * f.PQ);
     T* col = f.a_buffer();
     T* gyt = f.b_buffer();
-    T* wide = f.wide_buffer();
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       const int64_t n0 = chunk * p.N / chunks, n1 = (chunk + 1) * p.N / chunks;
       for (int64_t n = n0; n < n1; n += per)
@@ -199,7 +205,7 @@ void backward_weight_gemm(Isa isa, const WgradPlan& plan, const Conv2dParams& p,
           a.C = part + (chunk * G + g) * CRS * Kg, a.ldc = Kg;
           a.init = n == n0 ? GemmInit::zero : GemmInit::accumulate;
           a.parallel = split;
-          set_grad_output(isa, f, gy, n, nb, g, gyt, wide, a);
+          set_grad_output(isa, f, gy, n, nb, g, gyt, a);
           set_windows(isa, f, x, n, nb, g, col, pos, a);
           gemm(isa, a);
         }
