@@ -163,8 +163,9 @@ CUCONV_AVX512 CUCONV_INLINE __m512 widen16(const c10::Half*, __m256i v) { return
 CUCONV_AVX512 CUCONV_INLINE __m512i narrow16_lanes(c10::BFloat16*, __m512 f) {
   const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
   const __m512i u = _mm512_castps_si512(f), top = _mm512_srli_epi32(u, 16);
-  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(top, one))), 16);
-  return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_or_si512(top, quiet));
+  // u + 0x7FFF and the kept part's lowest bit added separately: the first add does not wait for the bit
+  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(top, one)), 16);
+  return _mm512_mask_or_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), top, quiet);
 }
 // 16 float32 lanes rounded to 16-bit values, in order, in the 256-bit result.
 CUCONV_AVX512 CUCONV_INLINE __m256i narrow16(c10::BFloat16* p, __m512 f) {
