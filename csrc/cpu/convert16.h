@@ -12,6 +12,8 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+
+#include "cpu/lane_masks.h"
 #endif
 
 #include "cpu/isa.h"
@@ -177,12 +179,9 @@ CUCONV_AVX512 CUCONV_INLINE __m256i narrow16(c10::Half*, __m512 f) {
 CUCONV_AVX512 CUCONV_INLINE __m512i narrow16_lanes(c10::Half* p, __m512 f) {
   return _mm512_cvtepu16_epi32(narrow16(p, f));
 }
-CUCONV_AVX512 CUCONV_INLINE __mmask16 first_lanes16(int n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-}
 // The first n (<= 16) values at p as float32 lanes, zero past n; nothing past them is read.
 CUCONV_AVX512 CUCONV_INLINE __m512 load16(const float* p, int n) {
-  return n >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(first_lanes16(n), p);
+  return n >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lanes(n), p);
 }
 template <typename H>
 CUCONV_AVX512 CUCONV_INLINE __m512 load16(const H* p, int n) {
@@ -191,7 +190,7 @@ CUCONV_AVX512 CUCONV_INLINE __m512 load16(const H* p, int n) {
 // The first n (<= 16) lanes of v stored at p, rounded to nearest even for a 16-bit p (as narrow16).
 CUCONV_AVX512 CUCONV_INLINE void store16(float* p, __m512 v, int n) {
   if (n >= 16) _mm512_storeu_ps(p, v);
-  else _mm512_mask_storeu_ps(p, first_lanes16(n), v);
+  else _mm512_mask_storeu_ps(p, lanes(n), v);
 }
 // 16 lanes that hold 16-bit values exactly (widened ones, their maxima) stored at p as 16-bit values:
 // bfloat16 keeps each lane's top half (a NaN's bits as they are), float16 converts exactly.
@@ -206,7 +205,7 @@ CUCONV_AVX512 CUCONV_INLINE void store16_exact(c10::Half* p, __m512 v) {
 template <typename H>
 CUCONV_AVX512 CUCONV_INLINE void store16(H* p, __m512 v, int n) {
   if (n >= 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow16(p, v));
-  else _mm512_mask_cvtepi32_storeu_epi16(p, first_lanes16(n), narrow16_lanes(p, v));
+  else _mm512_mask_cvtepi32_storeu_epi16(p, lanes(n), narrow16_lanes(p, v));
 }
 #endif
 

@@ -45,14 +45,14 @@ CUCONV_AVX512 void widen_avx512(const H* src, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(dst + i, widen16(src, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
-  if (i < n) _mm512_mask_storeu_ps(dst + i, first_lanes16(int(n - i)), load16(src + i, int(n - i)));
+  if (i < n) _mm512_mask_storeu_ps(dst + i, lanes(n - i), load16(src + i, int(n - i)));
 }
 template <typename H>
 CUCONV_AVX512 void narrow_avx512(const float* src, H* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), narrow16(dst, _mm512_loadu_ps(src + i)));
-  if (i < n) store16(dst + i, _mm512_maskz_loadu_ps(first_lanes16(int(n - i)), src + i), int(n - i));
+  if (i < n) store16(dst + i, _mm512_maskz_loadu_ps(lanes(n - i), src + i), int(n - i));
 }
 
 template <typename H>

@@ -45,6 +45,12 @@ struct Blocks16 {
   void widen(int64_t offset, int64_t ld, int64_t rows, int64_t cols, float* dst, int64_t ld_dst) const;
   // this(i, j) = src[i * ld_src + j] rounded to nearest even, as round_into.
   void narrow(const float* src, int64_t ld_src, int64_t offset, int64_t ld, int64_t rows, int64_t cols) const;
+  // f(data typed as the block's elements: c10::BFloat16* or c10::Half*).
+  template <class F>
+  void visit(F f) const {
+    if (bf16) f(static_cast<c10::BFloat16*>(data));
+    else f(static_cast<c10::Half*>(data));
+  }
   // The block at offset with row pitch ld as a GEMM's 16-bit C (its sums rounded as they are stored).
   GemmOut16 gemm_out(int64_t offset, int64_t ld) const {
     return {static_cast<uint16_t*>(data) + offset, bf16, ld};

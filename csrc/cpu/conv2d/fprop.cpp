@@ -122,8 +122,7 @@ void forward_nchw_via_nhwc(Isa isa, const Conv2dParams& p, const T* x, const T* 
       }
       if constexpr (std::is_same_v<T, float>) {
         if (y16) {  // rounded into the 16-bit output as the transpose stores it
-          if (y16.bf16) transpose(isa, out, ldo, static_cast<c10::BFloat16*>(y16.data) + n * K * PQ, PQ, PQ, K);
-          else transpose(isa, out, ldo, static_cast<c10::Half*>(y16.data) + n * K * PQ, PQ, PQ, K);
+          y16.visit([&](auto* y_16) { transpose(isa, out, ldo, y_16 + n * K * PQ, PQ, PQ, K); });
           continue;
         }
       }

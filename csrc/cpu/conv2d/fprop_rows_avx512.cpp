@@ -87,8 +87,6 @@ RowChunkFn<Out> row_chunk_fn(int nk, int nv) {
   return table[nv - 1][nk - 1];
 }
 
-__mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1); }
-
 }  // namespace
 
 template <typename A>

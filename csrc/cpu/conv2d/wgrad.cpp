@@ -71,9 +71,7 @@ void set_grad_output(Isa isa, const WgradFrame<T>& f, const T* gy, int64_t n, in
       T* dst = gyt + i * f.PQ * f.ldg;
       if constexpr (std::is_same_v<T, float>)
         if (f.gy16) {  // widened as the transpose loads it
-          const int64_t from = at + i * p.K * f.PQ;
-          if (f.gy16.bf16) transpose(isa, static_cast<const c10::BFloat16*>(f.gy16.data) + from, f.PQ, dst, f.ldg, f.Kg, f.PQ);
-          else transpose(isa, static_cast<const c10::Half*>(f.gy16.data) + from, f.PQ, dst, f.ldg, f.Kg, f.PQ);
+          f.gy16.visit([&](const auto* gy_16) { transpose(isa, gy_16 + at + i * p.K * f.PQ, f.PQ, dst, f.ldg, f.Kg, f.PQ); });
           continue;
         }
       transpose(isa, gy + at + i * p.K * f.PQ, f.PQ, dst, f.ldg, f.Kg, f.PQ);

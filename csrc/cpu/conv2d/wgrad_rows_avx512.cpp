@@ -109,7 +109,10 @@ void conv2d_wgrad_rows_avx512(const Conv2dParams& p, const A* gy, const A* x, fl
     const Blocks16 gy16{const_cast<A*>(gy), std::is_same_v<A, c10::BFloat16>};
     for (int64_t n = 0; n < p.N; ++n) {
       const float* xn = in.image(x, n);
-      if constexpr (kWiden) gy16.widen((n * p.K + k_begin) * PQ, 0, 1, (k_end - k_begin) * PQ, gy_wide.data(), 0);
+      if constexpr (kWiden) {
+        const int64_t values = (k_end - k_begin) * PQ;  // one run
+        gy16.widen((n * p.K + k_begin) * PQ, values, 1, values, gy_wide.data(), values);
+      }
       for (int64_t kb = begin; kb < end; ++kb) {
         const int64_t k0 = kb * kKB, nk = std::min<int64_t>(kKB, p.K - k0);
         const float* gyk;
