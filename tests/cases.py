@@ -503,6 +503,25 @@ CONV = [
     *conv('taps_kg24_2x1', (3, 48, 2, 1), (72, 3, 1), padding=(1, 0, 1, 0), groups=3, isa='avx512',
           nchw='nchw_as_nhwc nchw_as_nhwc nchw_as_nhwc', nhwc='grouped_taps grouped_taps grouped_taps',
           note='16 -> 24 channels per group onto a 2x1 map: a full vector and a half one'),
+    # AVX-512 grouped_taps on row runs (stride along the rows 1x or 2x the dilation, 2 or 3 taps per
+    # kernel row): runs of 8, 4 or 2 pixels, a map's last run partial, one broadcast per input pixel
+    # for every tap reaching it.
+    *conv('runs_s2_dil2', (2, 32, 9, 10), (32, 3, 3), stride=(2, 2), padding=(2, 2, 2, 2), dilation=(2, 2),
+          groups=2, isa='avx512', nchw='grouped nchw_col2im grouped',
+          nhwc='grouped_taps nhwc_col2im grouped_taps',
+          note='stride 2 = dilation 2: runs of 2 over a 5-wide map, the last one partial'),
+    *conv('runs_sw4_dil2', (2, 32, 6, 17), (64, 3, 3), stride=(1, 4), padding=(1, 2, 1, 2), dilation=(1, 2),
+          groups=2, isa='avx512', nchw='nchw_im2col nchw_col2im im2col',
+          nhwc='grouped_taps nhwc_col2im grouped_taps',
+          note='stride 4 = twice dilation 2 along the rows, 16 -> 32 channels per group'),
+    *conv('runs_3x2_q17', (1, 32, 5, 17), (32, 3, 2), padding=(1, 0, 1, 1), groups=2, isa='avx512',
+          nchw='grouped grouped grouped',
+          nhwc='grouped_taps grouped_taps grouped_taps',
+          note='16 channels per group, 2 taps per kernel row, a 17-wide map: runs of 2, the last partial'),
+    *conv('runs_q1_kg32', (3, 32, 4, 1), (64, 3, 3), padding=(1, 1, 1, 1), groups=2, isa='avx512',
+          nchw='nchw_as_nhwc nchw_as_nhwc nchw_as_nhwc',
+          nhwc='grouped_taps grouped_taps grouped_taps',
+          note='a 1-wide map: runs of one valid pixel, two vectors of channels'),
     # AVX2's grouped_taps: groups of 8k output channels (8-lane vectors), NCHW through the transposes
     # onto at most 64 positions; 16 channels as two halves of 6 pixels, 8 as one tile of 12.
     *conv('taps_avx2_c8', (1, 24, 5, 7), (24, 3, 3), padding=(1, 1, 1, 1), groups=3,

@@ -34,6 +34,7 @@
 #include "cpu/isa.h"
 #include "cpu/scratch.h"
 #include "cpu/sizes.h"
+#include "cpu/transpose.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -61,7 +62,7 @@ namespace {
 constexpr int kRows = 12;
 
 // A tile's operands: MR input row pointers (each pixel's window origin, at the group's first
-// channel), the tap offsets, the packed group weight [tap][c][Kg] at the tile's first channel.
+// channel), the tap offsets, the packed group weight [r][c][s][Kg] at the tile's first channel.
 // Pixel i under tap t is read at rows[i] + off[t]: window origins in a zero-padded copy (AVX-512),
 // or in the input itself (AVX2, tiles whose windows lie inside). AVX2's other tiles give each pixel
 // and tap its own pointer, rows as [tap][kRows] (a tap outside the input pointing at zeros), and no
@@ -69,7 +70,7 @@ constexpr int kRows = 12;
 struct TapsTile {
   const float* const* rows;
   const int64_t* off;
-  int64_t taps, Cg, Kg;
+  int64_t R, S, Cg, Kg;
   const float* w;
   const float* bias;  // at the tile's first channel, or null
   float* y;           // the output at the tile's first channel: pixel i's at y + yoff[i]
@@ -95,25 +96,22 @@ CUCONV_AVX512 __attribute__((noinline)) void taps_tile(const TapsTile& t) {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) acc[i][v] = init;
   }
-  const int64_t Cg = t.Cg, Kg = t.Kg;
-  for (int64_t tap = 0; tap < t.taps; ++tap) {
-    const float* a[MR];
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) a[i] = t.rows[i] + t.off[tap];
-    const float* b = t.w + tap * Cg * Kg;
-#pragma GCC unroll 4
-    for (int64_t c = 0; c < Cg; ++c, b += Kg) {
-      __m512 bv[NV];
+  const int64_t Cg = t.Cg, Kg = t.Kg, S = t.S;
+  const float* b = t.w;
+  for (int64_t r = 0; r < t.R; ++r)
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t s = 0; s < S; ++s, b += Kg) {
+        const int64_t at = t.off[r * S + s] + c;
+        __m512 bv[NV];
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) bv[v] = _mm512_maskz_loadu_ps(lanes[v], b + 16 * v);
+        for (int v = 0; v < NV; ++v) bv[v] = _mm512_maskz_loadu_ps(lanes[v], b + 16 * v);
 #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        const __m512 ai = _mm512_set1_ps(a[i][c]);
+        for (int i = 0; i < MR; ++i) {
+          const __m512 ai = _mm512_set1_ps(t.rows[i][at]);
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
       }
-    }
-  }
   // max(0, x) keeps a NaN sum NaN, as torch.relu.
   // Constant indices only (the loop unrolled, the valid rows tested), so the accumulators stay in
   // registers through the main loop instead of living in memory.
@@ -126,6 +124,124 @@ CUCONV_AVX512 __attribute__((noinline)) void taps_tile(const TapsTile& t) {
         _mm512_mask_storeu_ps(t.y + t.yoff[i] + 16 * v, lanes[v], t.relu ? _mm512_max_ps(zero, acc[i][v]) : acc[i][v]);
 }
 
+// A tile of NR runs of L consecutive output pixels, each run in one row of a map whose stride along
+// the row is ST times its dilation (1 or 2): pixel i of a run reads input pixel ST x i + s (in
+// dilation steps) under tap s of a kernel row, so one broadcast of an input pixel's channel feeds
+// every tap that reaches it: S of them at ST = 1, one or two at ST = 2 (3 taps). The
+// pixel tile above loads one broadcast per FMA (13 loads per 12 FMAs), which the two load ports,
+// not the FMAs, limit. The sums keep taps_tile's order, (r, c, s), and so its bits.
+struct SegmentTile {
+  const float* const* seg;  // NR window origins of the runs' first pixels, at the group's first channel
+  const int64_t* row_off;   // per kernel row r: its offset from a window origin
+  int64_t R, Cg, Kg, step;  // step: one dilation step along a row (dil_w x Cg)
+  const float* w;           // [r][c][s][Kg] at the tile's first channel
+  const float* bias;        // at the tile's first channel, or null
+  float* y;
+  const int64_t* yoff;  // run j's pixel i at y + yoff[j * L + i]
+  const int* mv;        // per run: its valid pixels (the others are computed from any input and not stored)
+  int kv;               // valid channels of the tile's last vector (8 or 16)
+  bool relu;
+};
+
+template <int L, int NR, int S, int ST, int NV>
+CUCONV_AVX512 __attribute__((noinline)) void segment_tile(const SegmentTile& t) {
+  __m512 acc[NR][L][NV];
+  __mmask16 lanes[NV];
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) lanes[v] = v + 1 < NV || t.kv == 16 ? __mmask16(0xFFFF) : __mmask16(0x00FF);
+#pragma GCC unroll 2
+  for (int v = 0; v < NV; ++v) {
+    const __m512 init = t.bias ? _mm512_maskz_loadu_ps(lanes[v], t.bias + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 8
+      for (int i = 0; i < L; ++i) acc[j][i][v] = init;
+  }
+  const int64_t Cg = t.Cg, Kg = t.Kg, step = t.step;
+  const float* b = t.w;
+  for (int64_t r = 0; r < t.R; ++r) {
+    const float* a[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) a[j] = t.seg[j] + t.row_off[r];
+    for (int64_t c = 0; c < Cg; ++c, b += S * Kg) {
+      __m512 bv[S][NV];
+#pragma GCC unroll 3
+      for (int s = 0; s < S; ++s)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) bv[s][v] = _mm512_maskz_loadu_ps(lanes[v], b + s * Kg + 16 * v);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) {
+        // Opaque to the compiler, so it addresses the run's pixels from x and multiples of step (a
+        // few registers) instead of keeping all NR x (L + S - 1) pointers, which spill.
+        const float* x = a[j] + c;
+        asm("" : "+r"(x));
+#pragma GCC unroll 20
+        for (int u = 0; u < ST * (L - 1) + S; ++u) {
+          const __m512 xv = _mm512_set1_ps(x[u * step]);
+#pragma GCC unroll 3
+          for (int s = 0; s < S; ++s) {
+            const int i = (u - s) / ST;
+            if (u - s >= 0 && (u - s) % ST == 0 && i < L)
+#pragma GCC unroll 2
+              for (int v = 0; v < NV; ++v) acc[j][i][v] = _mm512_fmadd_ps(xv, bv[s][v], acc[j][i][v]);
+          }
+        }
+      }
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 8
+    for (int i = 0; i < L; ++i)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v)
+        if (i < t.mv[j])
+          _mm512_mask_storeu_ps(t.y + t.yoff[j * L + i] + 16 * v, lanes[v],
+                                t.relu ? _mm512_max_ps(zero, acc[j][i][v]) : acc[j][i][v]);
+}
+
+// Run lengths the segment tiles take (their accumulators: 16 vectors, the runs 16 / L, or 8 pixels
+// of two vectors each), and the one for a map Q pixels wide: the fewest computed pixels, then the
+// longest runs (fewer broadcasts per FMA).
+constexpr int kRunLengths[] = {8, 4, 2};
+int run_length(int64_t Q) {
+  int best = kRunLengths[0];
+  for (int L : kRunLengths)
+    if (ceil_div(Q, L) * L < ceil_div(Q, best) * best) best = L;
+  return best;
+}
+
+// The runs per tile for run length L, with one or two vectors of channels (wide: the group has more
+// than 16 output channels, so the tiles are sized for two).
+int runs_per_tile(int L, bool wide) { return (wide ? 8 : 16) / L; }
+
+template <int S, int ST, int NV>
+void segment_tile_s(int L, int NR, const SegmentTile& t) {
+  if constexpr (NV == 2) {  // NR x L x 2 accumulators: only the wide sizes
+    if (L == 8) return segment_tile<8, 1, S, ST, NV>(t);
+    if (L == 4) return segment_tile<4, 2, S, ST, NV>(t);
+    return segment_tile<2, 4, S, ST, NV>(t);
+  } else {
+    switch (L * 16 + NR) {
+      case 8 * 16 + 2: return segment_tile<8, 2, S, ST, NV>(t);
+      case 8 * 16 + 1: return segment_tile<8, 1, S, ST, NV>(t);
+      case 4 * 16 + 4: return segment_tile<4, 4, S, ST, NV>(t);
+      case 4 * 16 + 2: return segment_tile<4, 2, S, ST, NV>(t);
+      case 2 * 16 + 8: return segment_tile<2, 8, S, ST, NV>(t);
+      default: return segment_tile<2, 4, S, ST, NV>(t);
+    }
+  }
+}
+
+// One segment tile of kn channels (at most 32): S taps per kernel row (2 or 3) at ST = 1, 3 at ST = 2.
+void segment_tile_on(int S, int ST, int L, int NR, int64_t kn, const SegmentTile& t) {
+  const bool wide = kn > 16;
+  if (ST == 2) return wide ? segment_tile_s<3, 2, 2>(L, NR, t) : segment_tile_s<3, 2, 1>(L, NR, t);
+  if (S == 3) return wide ? segment_tile_s<3, 1, 2>(L, NR, t) : segment_tile_s<3, 1, 1>(L, NR, t);
+  return wide ? segment_tile_s<2, 1, 2>(L, NR, t) : segment_tile_s<2, 1, 1>(L, NR, t);
+}
+
 // The same tile on AVX2, whose 8-lane vectors a group of 8k channels fills: MR x NV accumulators,
 // NV weight vectors and a broadcast in the 16 registers (12 x 1 or 6 x 2: 14 or 15 of them).
 template <int MR, int NV>
@@ -133,7 +249,7 @@ CUCONV_AVX2 __attribute__((noinline)) void taps_tile_avx2(const TapsTile& t) {
   const int64_t Cg = t.Cg, Kg = t.Kg;
   for (int64_t g = 0; g < t.groups; ++g) {
     const int64_t row_at = g * t.row_step;
-    const float* const w = t.w + g * t.taps * Cg * Kg;
+    const float* b = t.w + g * t.R * t.S * Cg * Kg;
     const float* const bias = t.bias ? t.bias + g * Kg : nullptr;
     float* const y = t.y + g * Kg;
     __m256 acc[MR][NV];
@@ -143,24 +259,23 @@ CUCONV_AVX2 __attribute__((noinline)) void taps_tile_avx2(const TapsTile& t) {
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) acc[i][v] = init;
     }
-    for (int64_t tap = 0; tap < t.taps; ++tap) {
-      const float* a[MR];
+    for (int64_t r = 0; r < t.R; ++r)
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t s = 0; s < t.S; ++s, b += Kg) {
+          const int64_t tap = r * t.S + s;
+          const float* a[MR];
 #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) a[i] = t.off ? t.rows[i] + row_at + t.off[tap] : t.rows[tap * kRows + i];
-      const float* b = w + tap * Cg * Kg;
-#pragma GCC unroll 4
-      for (int64_t c = 0; c < Cg; ++c, b += Kg) {
-        __m256 bv[NV];
+          for (int i = 0; i < MR; ++i) a[i] = (t.off ? t.rows[i] + row_at + t.off[tap] : t.rows[tap * kRows + i]) + c;
+          __m256 bv[NV];
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
+          for (int v = 0; v < NV; ++v) bv[v] = _mm256_loadu_ps(b + 8 * v);
 #pragma GCC unroll 16
-        for (int i = 0; i < MR; ++i) {
-          const __m256 ai = _mm256_broadcast_ss(a[i] + c);
+          for (int i = 0; i < MR; ++i) {
+            const __m256 ai = _mm256_broadcast_ss(a[i]);
 #pragma GCC unroll 2
-          for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+            for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+          }
         }
-      }
-    }
     const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
@@ -232,43 +347,49 @@ struct PhaseAxis {
   }
 };
 
-// Every group's weight as [tap][c][Kg] for the forward conv q: its own weight (OIHW).
-CUCONV_AVX2 void pack_weight(const Conv2dParams& q, const float* w, float* wp) {
-  const int64_t Cg = q.C_per_group(), Kg = q.K_per_group(), taps = q.R * q.S;
+// Every group's weight as [r][c][s][Kg] for the forward conv q (the kernels' summation order): its
+// own weight (OIHW), transposed per group into [c][r][s][Kg] (in registers: a scalar loop taking a
+// 512 x 16 x 3 x 3 weight value by value cost a tenth of the conv), whose rows then move in order.
+void pack_weight(Isa isa, const Conv2dParams& q, const float* w, float* wp) {
+  const int64_t Cg = q.C_per_group(), Kg = q.K_per_group(), R = q.R, S = q.S, CRS = Cg * R * S;
   at::parallel_for(0, q.groups, 1, [&](int64_t g0, int64_t g1) {
+    std::vector<float> t(CRS * Kg);
     for (int64_t g = g0; g < g1; ++g) {
-      const float* wg = w + g * Kg * Cg * taps;
-      float* d = wp + g * taps * Cg * Kg;
-      for (int64_t tap = 0; tap < taps; ++tap)
+      transpose(isa, w + g * Kg * CRS, CRS, t.data(), Kg, Kg, CRS);
+      float* d = wp + g * CRS * Kg;
+      for (int64_t r = 0; r < R; ++r)
         for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t k = 0; k < Kg; ++k) *d++ = wg[(k * Cg + c) * taps + tap];
+          for (int64_t s = 0; s < S; ++s, d += Kg) std::memcpy(d, t.data() + ((c * R + r) * S + s) * Kg, Kg * sizeof(float));
     }
   });
 }
 
 // Every group's weight for (one phase of) the grad input of the conv p as a forward conv of
 // grad_output: tap (j, i) is kernel position (rows.r_last - j * stride_h, cols.r_last - i * stride_w),
-// the channel axes swapped, [tap][k][c] (k a grad_output channel, c a grad-input channel). At stride
-// 1 the one phase takes every tap: the kernel turned 180 degrees.
-CUCONV_AVX2 void pack_weight_flipped(const Conv2dParams& p, const float* w, const PhaseAxis& rows,
-                                     const PhaseAxis& cols, float* wp) {
+// the channel axes swapped, [j][k][i][c] (k a grad_output channel, c a grad-input channel). At
+// stride 1 the one phase takes every tap: the kernel turned 180 degrees. Per output channel k of p,
+// its [c][r][s] block transposed into [r][s][c] rows, as pack_weight.
+void pack_weight_flipped(Isa isa, const Conv2dParams& p, const float* w, const PhaseAxis& rows, const PhaseAxis& cols,
+                         float* wp) {
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), R = p.R, S = p.S;
   at::parallel_for(0, p.groups, 1, [&](int64_t g0, int64_t g1) {
+    std::vector<float> t(R * S * Cg);
     for (int64_t g = g0; g < g1; ++g) {
-      const float* wg = w + g * Kg * Cg * R * S;
       float* d = wp + g * rows.taps * cols.taps * Kg * Cg;
-      for (int64_t j = 0; j < rows.taps; ++j)
-        for (int64_t i = 0; i < cols.taps; ++i)
-          for (int64_t k = 0; k < Kg; ++k)
-            for (int64_t c = 0; c < Cg; ++c)
-              *d++ = wg[((k * Cg + c) * R + rows.r_last - j * p.stride_h) * S + cols.r_last - i * p.stride_w];
+      for (int64_t k = 0; k < Kg; ++k) {
+        transpose(isa, w + (g * Kg + k) * Cg * R * S, R * S, t.data(), Cg, Cg, R * S);
+        for (int64_t j = 0; j < rows.taps; ++j)
+          for (int64_t i = 0; i < cols.taps; ++i)
+            std::memcpy(d + ((j * Kg + k) * cols.taps + i) * Cg,
+                        t.data() + ((rows.r_last - j * p.stride_h) * S + cols.r_last - i * p.stride_w) * Cg,
+                        Cg * sizeof(float));
+      }
     }
   });
 }
 
 // The input copied group by group, zero-padded to the extent every window stays in:
-// xp[g][n][h][w][c] of Cg channels, then 16 values of slack (the grad weight's channel blocks read
-// up to 15 past a group's last channel). In the NHWC input a pixel's group channels are C apart from
+// xp[g][n][h][w][c] of Cg channels, then zeros of slack. In the NHWC input a pixel's group channels are C apart from
 // the next pixel's, a power of two in most models, so a tile's 12 x R x S window rows would fall
 // into a few L1 sets; here consecutive pixels are consecutive lines.
 struct GroupPlanes {
@@ -281,8 +402,11 @@ struct GroupPlanes {
     const int64_t Cg = p.C_per_group();
     Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wp = (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1;
     image = Hp * Wp * Cg, plane = p.N * image;
-    float* planes = scratch<float>(Scratch::call_input, p.groups * plane + 16);
-    std::fill(planes + p.groups * plane, planes + p.groups * plane + 16, 0.f);
+    // Slack past the last plane: the grad weight's channel blocks read up to 15 values past a
+    // group's last channel, a segment tile's last run up to 7 output pixels past its row's end.
+    const int64_t slack = 16 + 8 * p.stride_w * Cg;
+    float* planes = scratch<float>(Scratch::call_input, p.groups * plane + slack);
+    std::fill(planes + p.groups * plane, planes + p.groups * plane + slack, 0.f);
     at::parallel_for(0, p.N * Hp, 1, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / Hp, h = row % Hp - p.pad_h;
@@ -301,6 +425,58 @@ struct GroupPlanes {
   }
 };
 
+// Whether run_packed takes segment tiles: AVX-512, stride along the rows equal to the dilation with
+// 2 or 3 taps per kernel row, or twice it with 3.
+bool segments_fit(Isa isa, const Conv2dParams& p) {
+  return isa != Isa::avx2 && ((p.stride_w == p.dil_w && (p.S == 2 || p.S == 3)) ||
+                              (p.stride_w == 2 * p.dil_w && p.S == 3));
+}
+
+// run_packed on segment tiles: each output row in runs of L pixels (run_length), NR runs per tile
+// in order over the batch's rows; tile-major as run_packed.
+template <class OutOffset>
+void run_segments(const Conv2dParams& p, const GroupPlanes& in, const float* wp, const float* bias, float* y,
+                  OutOffset yoff, bool relu, bool tile_major) {
+  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), taps = p.R * p.S;
+  const int L = run_length(p.Q), NR = runs_per_tile(L, Kg > 16);
+  const int64_t per_row = ceil_div(p.Q, int64_t(L)), runs = p.N * p.P * per_row, tiles = ceil_div(runs, int64_t(NR));
+  std::vector<int64_t> row_off(p.R);
+  for (int64_t r = 0; r < p.R; ++r) row_off[r] = in.off[r * p.S];
+  // Each run's window origin, valid pixels and output offsets, found once for every group (the
+  // last tile's missing runs repeat the last run, none of their pixels stored).
+  std::vector<int64_t> run_origin(tiles * NR), run_out(tiles * NR * L);
+  std::vector<int> run_valid(tiles * NR);
+  for (int64_t k = 0; k < tiles * NR; ++k) {
+    const int64_t kr = std::min(k, runs - 1), ow0 = kr % per_row * L, m0 = kr / per_row * p.Q + ow0;
+    const int valid = int(std::min<int64_t>(L, p.Q - ow0));
+    run_valid[k] = k < runs ? valid : 0;
+    run_origin[k] = in.origin[m0];
+    for (int i = 0; i < L; ++i) run_out[k * L + i] = yoff(m0 + std::min(i, valid - 1));
+  }
+  at::parallel_for(0, tile_major ? tiles : G * tiles, 1, [&](int64_t begin, int64_t end) {
+    const float* seg[8];
+    int64_t tile = 0;
+    const auto run_tile = [&](int64_t g) {
+      for (int j = 0; j < NR; ++j) seg[j] = in.xp + g * in.plane + run_origin[tile * NR + j];
+      for (int64_t k0 = 0; k0 < Kg; k0 += 32) {
+        const int64_t kn = std::min<int64_t>(32, Kg - k0);
+        const SegmentTile t{seg, row_off.data(), p.R, Cg, Kg, p.dil_w * Cg, wp + g * taps * Cg * Kg + k0,
+                            bias ? bias + g * Kg + k0 : nullptr, y + g * Kg + k0, run_out.data() + tile * NR * L,
+                            run_valid.data() + tile * NR, kn % 16 ? 8 : 16, relu};
+        segment_tile_on(int(p.S), int(p.stride_w / p.dil_w), L, NR, kn, t);
+      }
+    };
+    for (int64_t item = begin; item < end; ++item) {
+      tile = tile_major ? item : item % tiles;
+      if (!tile_major) {
+        run_tile(item / tiles);
+        continue;
+      }
+      for (int64_t g = 0; g < G; ++g) run_tile(g);
+    }
+  });
+}
+
 // The forward conv p of x (see grouped_taps_fprop), its weight packed per group as [tap][c][Kg]
 // (wp), output pixel m's channels at y + yoff(m). AVX-512 reads a zero-padded copy of x group by
 // group (GroupPlanes); AVX2 reads a strided conv's x in place (below): tiles of the pixels whose
@@ -317,8 +493,15 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
   // at stride 1 the copy cost less than the per-pixel pointers of the edge tiles (4x4 and 8x8 maps,
   // where a quarter to a half of the pixels have a tap outside).
   const bool in_place = isa == Isa::avx2 && (p.stride_h > 1 || p.stride_w > 1);
+  // Tile-major while every group's packed weight fits in L2 together: a tile's pixels then get all
+  // their channels at once, where group-major order streams the output once per group in partial
+  // lines (ResNeXt's 256 in 32 groups, grad input by phases from 16x16: 1.30x; 4x4 and 8x8 maps the
+  // same). Group-major otherwise: a group's packed weight stays in L1 over its tiles (1024 in 32
+  // groups at 2x2, 1152 KiB of weights, ran 0.94-0.95x tile-major).
+  const bool tile_major = G * taps * Cg * Kg * int64_t(sizeof(float)) <= (int64_t(128) << 10);
   std::optional<GroupPlanes> in;
   if (!in_place) in.emplace(p, x);
+  if (!in_place && segments_fit(isa, p)) return run_segments(p, *in, wp, bias, y, yoff, relu, tile_major);
   // In place: the output pixels in tile order (those with every tap inside first), tap (r, s)'s
   // offset in a window, a zero run for the taps outside.
   std::vector<int64_t> order, window_off;
@@ -344,12 +527,6 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
   // Tiles of the inside pixels end where those pixels do; the others follow.
   const int64_t tiles = in_place ? inside_tiles + ceil_div(M - inside_pixels, kRows) : ceil_div(M, kRows);
   const int64_t kstep = isa == Isa::avx2 ? 16 : 32;
-  // Tile-major while every group's packed weight fits in L2 together: a tile's pixels then get all
-  // their channels at once, where group-major order streams the output once per group in partial
-  // lines (ResNeXt's 256 in 32 groups, grad input by phases from 16x16: 1.30x; 4x4 and 8x8 maps the
-  // same). Group-major otherwise: a group's packed weight stays in L1 over its tiles (1024 in 32
-  // groups at 2x2, 1152 KiB of weights, ran 0.94-0.95x tile-major).
-  const bool tile_major = G * taps * Cg * Kg * int64_t(sizeof(float)) <= (int64_t(128) << 10);
   at::parallel_for(0, tile_major ? tiles : G * tiles, 1, [&](int64_t begin, int64_t end) {
     // A tile's pixels are found once for all groups: output offsets (out), window origins (origin
     // in the copy, origin_off in place) or each tap's input offset (tap_off, -1 outside); a
@@ -399,7 +576,7 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
       }
       for (int64_t k0 = 0; k0 < Kg; k0 += kstep) {
         const int64_t kn = std::min(kstep, Kg - k0);
-        const TapsTile t{rows.data(), off, taps, Cg, Kg, wp + g * taps * Cg * Kg + k0,
+        const TapsTile t{rows.data(), off, p.R, p.S, Cg, Kg, wp + g * taps * Cg * Kg + k0,
                          bias ? bias + g * Kg + k0 : nullptr, y + g * Kg + k0, out, kn % 16 ? 8 : 16, mv, relu};
         taps_tile_on(isa, t, kn);
       }
@@ -409,7 +586,7 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
         const int mv = tile_pixels(item);
         if (isa == Isa::avx2 && Kg == 8 && !(in_place && !inside_tile)) {  // all groups in one call
           for (int i = 0; i < kRows; ++i) rows[i] = in_place ? x + origin_off[i] : origin[i];
-          TapsTile t{rows.data(), in_place ? window_off.data() : in->off.data(), taps, Cg, Kg, wp, bias, y, out, 8,
+          TapsTile t{rows.data(), in_place ? window_off.data() : in->off.data(), p.R, p.S, Cg, Kg, wp, bias, y, out, 8,
                      mv, relu};
           t.groups = G, t.row_step = in_place ? Cg : in->plane;
           taps_tile_on(isa, t, 8);
@@ -637,7 +814,7 @@ void grouped_taps_fprop(Isa isa, const Conv2dParams& p, const float* x, const fl
                         bool relu) {
   if (p.N * p.P * p.Q == 0) return;
   float* wp = packed_weight_buffer(p);
-  pack_weight(p, w, wp);
+  pack_weight(isa, p, w, wp);
   const int64_t K = p.K;
   run_packed(isa, p, x, wp, bias, y, [K](int64_t m) { return m * K; }, relu);
 }
@@ -648,7 +825,7 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
     const Conv2dParams q = grad_input_as_forward(p);
     if (N * H * W == 0) return;
     float* wp = packed_weight_buffer(q);
-    pack_weight_flipped(p, w, PhaseAxis(0, 1, p.pad_h, p.R, H), PhaseAxis(0, 1, p.pad_w, p.S, W), wp);
+    pack_weight_flipped(isa, p, w, PhaseAxis(0, 1, p.pad_h, p.R, H), PhaseAxis(0, 1, p.pad_w, p.S, W), wp);
     return run_packed(isa, q, gy, wp, nullptr, gx, [C](int64_t m) { return m * C; }, false);
   }
   // Strided: one stride-1 correlation of grad_output per phase (a, b) of the grad input, with the
@@ -672,7 +849,7 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
       q.R = ph.taps, q.S = pw.taps, q.stride_h = q.stride_w = 1, q.dil_h = q.dil_w = 1;
       q.pad_h = ph.pad_t, q.pad_w = pw.pad_t, q.channels_last = true;
       float* wp = packed_weight_buffer(q);
-      pack_weight_flipped(p, w, ph, pw, wp);
+      pack_weight_flipped(isa, p, w, ph, pw, wp);
       run_packed(isa, q, gy, wp, nullptr, gx, pixel, false);
     }
 }
