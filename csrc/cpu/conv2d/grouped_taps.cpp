@@ -45,11 +45,16 @@
 
 namespace cuconv::cpu {
 
+int group_pack(const Conv2dParams& p, Isa isa) {
+  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  return is_avx512(isa) && p.groups > 1 && Cg == Kg && (Kg == 8 || Kg == 4) ? int(16 / Kg) : 1;
+}
+
 bool grouped_taps_shape(const Conv2dParams& p, Isa isa) {
   const int64_t Kg = p.K_per_group();
   if (p.groups == 1 || p.C_per_group() == 1) return false;
   if (isa == Isa::avx2) return Kg % 8 == 0;
-  return is_avx512(isa) && (Kg % 16 == 0 || (Kg % 8 == 0 && p.P * p.Q <= 4));
+  return is_avx512(isa) && (Kg % 16 == 0 || (Kg % 8 == 0 && p.P * p.Q <= 4) || group_pack(p, isa) > 1);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -60,6 +65,41 @@ namespace {
 // registers), more than the FMA latency needs, with few enough row pointers to stay in registers.
 // AVX2 runs a tile of 16 channels as two halves of 6 pixels.
 constexpr int kRows = 12;
+
+// Packed groups (AVX-512, groups of 8 or 4 channels in and out: ResNeXt 32x4d's first stages,
+// RegNet): P = 16 / Kg groups share a vector, lane k * P + i holding output channel k of the pack's
+// group i. The input copy holds a pack's P values of input channel c side by side (one pixel: c * P
+// + i), so one 64-bit (P = 2) or 128-bit (P = 4) broadcast gives every lane its group's value, and
+// the weights are packed the same way; a sum vector is put back in channel order (lane i * Kg + k)
+// by one permute as it is stored. A half-filled vector (two half-used lanes per FMA) ran slower than
+// the pixel-lane kernels on these groups.
+template <int P>
+CUCONV_AVX512 CUCONV_INLINE __m512 broadcast_groups(const float* x) {
+  if constexpr (P == 1) {
+    return _mm512_set1_ps(*x);
+  } else if constexpr (P == 2) {
+    double pair;
+    std::memcpy(&pair, x, sizeof(pair));
+    return _mm512_castpd_ps(_mm512_set1_pd(pair));
+  } else {
+    return _mm512_broadcast_f32x4(_mm_loadu_ps(x));
+  }
+}
+
+// Lane j of the packed order takes lane (j % P) * (16 / P) + j / P of the channel order.
+template <int P>
+CUCONV_AVX512 CUCONV_INLINE __m512i to_packed_order() {
+  alignas(64) int idx[16];
+  for (int j = 0; j < 16; ++j) idx[j] = (j % P) * (16 / P) + j / P;
+  return _mm512_load_si512(idx);
+}
+// Lane l of the channel order takes lane (l % Kg) * P + l / Kg of the packed order.
+template <int P>
+CUCONV_AVX512 CUCONV_INLINE __m512i to_channel_order() {
+  alignas(64) int idx[16];
+  for (int l = 0; l < 16; ++l) idx[l] = (l % (16 / P)) * P + l / (16 / P);
+  return _mm512_load_si512(idx);
+}
 
 // A tile's operands: MR input row pointers (each pixel's window origin, at the group's first
 // channel), the tap offsets, the packed group weight [r][c][s][Kg] at the tile's first channel.
@@ -75,7 +115,7 @@ struct TapsTile {
   const float* bias;  // at the tile's first channel, or null
   float* y;           // the output at the tile's first channel: pixel i's at y + yoff[i]
   const int64_t* yoff;
-  int kv;             // valid channels of the tile's last vector (8 or 16)
+  int kv;             // valid channels of the tile's last vector (a multiple of 4, at most 16)
   int mv;             // valid pixels (rows past it repeat a valid pixel and are not stored)
   bool relu;
   // AVX2, groups of 8 channels, rows + off: this many groups in one call, group g's rows row_step x g
@@ -84,15 +124,36 @@ struct TapsTile {
   int64_t groups = 1, row_step = 0;
 };
 
-template <int MR, int NV>
+// Lanes of a tile's vector v of NV: all but the last's invalid channels.
+CUCONV_INLINE __mmask16 tile_lanes(int v, int NV, int kv) {
+  return v + 1 < NV || kv == 16 ? __mmask16(0xFFFF) : __mmask16((1u << kv) - 1);
+}
+
+// A tile's starting sums: its bias (in the packed order for packed groups) or zero.
+template <int P>
+CUCONV_AVX512 CUCONV_INLINE __m512 tile_init(const float* bias, __mmask16 lanes) {
+  if (!bias) return _mm512_setzero_ps();
+  const __m512 b = _mm512_maskz_loadu_ps(lanes, bias);
+  return P == 1 ? b : _mm512_permutexvar_ps(to_packed_order<P>(), b);
+}
+
+// A sum vector stored (in channel order, ReLU'd if asked) to its valid lanes.
+template <int P>
+CUCONV_AVX512 CUCONV_INLINE void tile_store(float* y, __mmask16 lanes, __m512 acc, bool relu) {
+  // max(0, x) keeps a NaN sum NaN, as torch.relu.
+  if (P > 1) acc = _mm512_permutexvar_ps(to_channel_order<P>(), acc);
+  _mm512_mask_storeu_ps(y, lanes, relu ? _mm512_max_ps(_mm512_setzero_ps(), acc) : acc);
+}
+
+template <int MR, int NV, int P>
 CUCONV_AVX512 __attribute__((noinline)) void taps_tile(const TapsTile& t) {
   __m512 acc[MR][NV];
   __mmask16 lanes[NV];
 #pragma GCC unroll 2
-  for (int v = 0; v < NV; ++v) lanes[v] = v + 1 < NV || t.kv == 16 ? __mmask16(0xFFFF) : __mmask16(0x00FF);
+  for (int v = 0; v < NV; ++v) lanes[v] = tile_lanes(v, NV, t.kv);
 #pragma GCC unroll 2
   for (int v = 0; v < NV; ++v) {
-    const __m512 init = t.bias ? _mm512_maskz_loadu_ps(lanes[v], t.bias + 16 * v) : _mm512_setzero_ps();
+    const __m512 init = tile_init<P>(t.bias ? t.bias + 16 * v : nullptr, lanes[v]);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) acc[i][v] = init;
   }
@@ -101,27 +162,24 @@ CUCONV_AVX512 __attribute__((noinline)) void taps_tile(const TapsTile& t) {
   for (int64_t r = 0; r < t.R; ++r)
     for (int64_t c = 0; c < Cg; ++c)
       for (int64_t s = 0; s < S; ++s, b += Kg) {
-        const int64_t at = t.off[r * S + s] + c;
-        __m512 bv[NV];
+        const int64_t at = t.off[r * S + s] + c * P;
+        __m512 bv[NV];  // (a packed weight's missing groups are zeros)
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) bv[v] = _mm512_maskz_loadu_ps(lanes[v], b + 16 * v);
+        for (int v = 0; v < NV; ++v) bv[v] = P > 1 ? _mm512_loadu_ps(b + 16 * v) : _mm512_maskz_loadu_ps(lanes[v], b + 16 * v);
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
-          const __m512 ai = _mm512_set1_ps(t.rows[i][at]);
+          const __m512 ai = broadcast_groups<P>(t.rows[i] + at);
 #pragma GCC unroll 2
           for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
       }
-  // max(0, x) keeps a NaN sum NaN, as torch.relu.
   // Constant indices only (the loop unrolled, the valid rows tested), so the accumulators stay in
   // registers through the main loop instead of living in memory.
-  const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v)
-      if (i < t.mv)
-        _mm512_mask_storeu_ps(t.y + t.yoff[i] + 16 * v, lanes[v], t.relu ? _mm512_max_ps(zero, acc[i][v]) : acc[i][v]);
+      if (i < t.mv) tile_store<P>(t.y + t.yoff[i] + 16 * v, lanes[v], acc[i][v], t.relu);
 }
 
 // A tile of NR runs of L consecutive output pixels, each run in one row of a map whose stride along
@@ -139,19 +197,19 @@ struct SegmentTile {
   float* y;
   const int64_t* yoff;  // run j's pixel i at y + yoff[j * L + i]
   const int* mv;        // per run: its valid pixels (the others are computed from any input and not stored)
-  int kv;               // valid channels of the tile's last vector (8 or 16)
+  int kv;               // valid channels of the tile's last vector (a multiple of 4, at most 16)
   bool relu;
 };
 
-template <int L, int NR, int S, int ST, int NV>
+template <int L, int NR, int S, int ST, int NV, int P>
 CUCONV_AVX512 __attribute__((noinline)) void segment_tile(const SegmentTile& t) {
   __m512 acc[NR][L][NV];
   __mmask16 lanes[NV];
 #pragma GCC unroll 2
-  for (int v = 0; v < NV; ++v) lanes[v] = v + 1 < NV || t.kv == 16 ? __mmask16(0xFFFF) : __mmask16(0x00FF);
+  for (int v = 0; v < NV; ++v) lanes[v] = tile_lanes(v, NV, t.kv);
 #pragma GCC unroll 2
   for (int v = 0; v < NV; ++v) {
-    const __m512 init = t.bias ? _mm512_maskz_loadu_ps(lanes[v], t.bias + 16 * v) : _mm512_setzero_ps();
+    const __m512 init = tile_init<P>(t.bias ? t.bias + 16 * v : nullptr, lanes[v]);
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j)
 #pragma GCC unroll 8
@@ -168,16 +226,17 @@ CUCONV_AVX512 __attribute__((noinline)) void segment_tile(const SegmentTile& t) 
 #pragma GCC unroll 3
       for (int s = 0; s < S; ++s)
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) bv[s][v] = _mm512_maskz_loadu_ps(lanes[v], b + s * Kg + 16 * v);
+        for (int v = 0; v < NV; ++v)
+          bv[s][v] = P > 1 ? _mm512_loadu_ps(b + s * Kg + 16 * v) : _mm512_maskz_loadu_ps(lanes[v], b + s * Kg + 16 * v);
 #pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) {
         // Opaque to the compiler, so it addresses the run's pixels from x and multiples of step (a
         // few registers) instead of keeping all NR x (L + S - 1) pointers, which spill.
-        const float* x = a[j] + c;
+        const float* x = a[j] + c * P;
         asm("" : "+r"(x));
 #pragma GCC unroll 20
         for (int u = 0; u < ST * (L - 1) + S; ++u) {
-          const __m512 xv = _mm512_set1_ps(x[u * step]);
+          const __m512 xv = broadcast_groups<P>(x + u * step);
 #pragma GCC unroll 3
           for (int s = 0; s < S; ++s) {
             const int i = (u - s) / ST;
@@ -189,16 +248,13 @@ CUCONV_AVX512 __attribute__((noinline)) void segment_tile(const SegmentTile& t) 
       }
     }
   }
-  const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 8
   for (int j = 0; j < NR; ++j)
 #pragma GCC unroll 8
     for (int i = 0; i < L; ++i)
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v)
-        if (i < t.mv[j])
-          _mm512_mask_storeu_ps(t.y + t.yoff[j * L + i] + 16 * v, lanes[v],
-                                t.relu ? _mm512_max_ps(zero, acc[j][i][v]) : acc[j][i][v]);
+        if (i < t.mv[j]) tile_store<P>(t.y + t.yoff[j * L + i] + 16 * v, lanes[v], acc[j][i][v], t.relu);
 }
 
 // Run lengths the segment tiles take (their accumulators: 16 vectors, the runs 16 / L, or 8 pixels
@@ -216,30 +272,41 @@ int run_length(int64_t Q) {
 // than 16 output channels, so the tiles are sized for two).
 int runs_per_tile(int L, bool wide) { return (wide ? 8 : 16) / L; }
 
-template <int S, int ST, int NV>
+template <int S, int ST, int NV, int P>
 void segment_tile_s(int L, int NR, const SegmentTile& t) {
   if constexpr (NV == 2) {  // NR x L x 2 accumulators: only the wide sizes
-    if (L == 8) return segment_tile<8, 1, S, ST, NV>(t);
-    if (L == 4) return segment_tile<4, 2, S, ST, NV>(t);
-    return segment_tile<2, 4, S, ST, NV>(t);
+    if (L == 8) return segment_tile<8, 1, S, ST, NV, P>(t);
+    if (L == 4) return segment_tile<4, 2, S, ST, NV, P>(t);
+    return segment_tile<2, 4, S, ST, NV, P>(t);
+  } else if constexpr (P > 1) {  // one vector per pack: the 16-sum sizes
+    if (L == 8) return segment_tile<8, 2, S, ST, NV, P>(t);
+    if (L == 4) return segment_tile<4, 4, S, ST, NV, P>(t);
+    return segment_tile<2, 8, S, ST, NV, P>(t);
   } else {
     switch (L * 16 + NR) {
-      case 8 * 16 + 2: return segment_tile<8, 2, S, ST, NV>(t);
-      case 8 * 16 + 1: return segment_tile<8, 1, S, ST, NV>(t);
-      case 4 * 16 + 4: return segment_tile<4, 4, S, ST, NV>(t);
-      case 4 * 16 + 2: return segment_tile<4, 2, S, ST, NV>(t);
-      case 2 * 16 + 8: return segment_tile<2, 8, S, ST, NV>(t);
-      default: return segment_tile<2, 4, S, ST, NV>(t);
+      case 8 * 16 + 2: return segment_tile<8, 2, S, ST, NV, P>(t);
+      case 8 * 16 + 1: return segment_tile<8, 1, S, ST, NV, P>(t);
+      case 4 * 16 + 4: return segment_tile<4, 4, S, ST, NV, P>(t);
+      case 4 * 16 + 2: return segment_tile<4, 2, S, ST, NV, P>(t);
+      case 2 * 16 + 8: return segment_tile<2, 8, S, ST, NV, P>(t);
+      default: return segment_tile<2, 4, S, ST, NV, P>(t);
     }
   }
 }
 
-// One segment tile of kn channels (at most 32): S taps per kernel row (2 or 3) at ST = 1, 3 at ST = 2.
-void segment_tile_on(int S, int ST, int L, int NR, int64_t kn, const SegmentTile& t) {
-  const bool wide = kn > 16;
-  if (ST == 2) return wide ? segment_tile_s<3, 2, 2>(L, NR, t) : segment_tile_s<3, 2, 1>(L, NR, t);
-  if (S == 3) return wide ? segment_tile_s<3, 1, 2>(L, NR, t) : segment_tile_s<3, 1, 1>(L, NR, t);
-  return wide ? segment_tile_s<2, 1, 2>(L, NR, t) : segment_tile_s<2, 1, 1>(L, NR, t);
+template <int S, int ST>
+void segment_tile_st(int L, int NR, int64_t kn, int P, const SegmentTile& t) {
+  if (P == 2) return segment_tile_s<S, ST, 1, 2>(L, NR, t);
+  if (P == 4) return segment_tile_s<S, ST, 1, 4>(L, NR, t);
+  return kn > 16 ? segment_tile_s<S, ST, 2, 1>(L, NR, t) : segment_tile_s<S, ST, 1, 1>(L, NR, t);
+}
+
+// One segment tile of kn channels (at most 32; P groups packed per vector): S taps per kernel row
+// (2 or 3) at ST = 1, 3 at ST = 2.
+void segment_tile_on(int S, int ST, int L, int NR, int64_t kn, int P, const SegmentTile& t) {
+  if (ST == 2) return segment_tile_st<3, 2>(L, NR, kn, P, t);
+  if (S == 3) return segment_tile_st<3, 1>(L, NR, kn, P, t);
+  return segment_tile_st<2, 1>(L, NR, kn, P, t);
 }
 
 // The same tile on AVX2, whose 8-lane vectors a group of 8k channels fills: MR x NV accumulators,
@@ -285,11 +352,14 @@ CUCONV_AVX2 __attribute__((noinline)) void taps_tile_avx2(const TapsTile& t) {
   }
 }
 
-// One tile of kRows pixels x kn channels (8, 16, 24 or 32; AVX2: 8 or 16) on the ISA's kernels.
-void taps_tile_on(Isa isa, const TapsTile& t, int64_t kn) {
+// One tile of kRows pixels x kn channels (8, 16, 24 or 32; AVX2: 8 or 16; P groups packed per
+// vector on AVX-512) on the ISA's kernels.
+void taps_tile_on(Isa isa, const TapsTile& t, int64_t kn, int P = 1) {
   if (isa != Isa::avx2) {
-    if (kn > 16) taps_tile<kRows, 2>(t);
-    else taps_tile<kRows, 1>(t);
+    if (P == 2) taps_tile<kRows, 1, 2>(t);
+    else if (P == 4) taps_tile<kRows, 1, 4>(t);
+    else if (kn > 16) taps_tile<kRows, 2, 1>(t);
+    else taps_tile<kRows, 1, 1>(t);
   } else if (kn == 8) {
     taps_tile_avx2<kRows, 1>(t);
   } else {
@@ -332,6 +402,26 @@ CUCONV_AVX2 void copy_row(const Conv2dParams& p, const float* x, int64_t n, int6
   }
 }
 
+// The same row for packed groups (P of them per plane, Cg = 16 / P channels each: 16 values per
+// pixel): a pack's 16 NHWC channels (group-major) permuted into the packed order (channel-major),
+// the last pack's missing groups zero.
+template <int P>
+CUCONV_AVX512 void copy_row_packed(const Conv2dParams& p, const float* x, int64_t n, int64_t h, int64_t lo, int64_t hi,
+                                   int64_t Wp, int64_t plane, float* row) {
+  const int64_t G = p.groups, C = p.C, packs = ceil_div(G, int64_t(P));
+  const __m512i order = to_packed_order<P>();
+  for (int64_t v = 0; v < packs; ++v) {
+    float* d = row + v * plane;
+    const int valid = int(std::min<int64_t>(P, G - v * P)) * (16 / P);
+    const __mmask16 lanes = __mmask16(valid == 16 ? 0xFFFF : (1u << valid) - 1);
+    std::fill(d, d + lo * 16, 0.f);
+    const float* sx = x + ((n * p.H + h) * p.W - p.pad_w) * C + v * 16;
+    for (int64_t w = lo; w < hi; ++w)
+      _mm512_storeu_ps(d + w * 16, _mm512_permutexvar_ps(order, _mm512_maskz_loadu_ps(lanes, sx + w * C)));
+    std::fill(d + hi * 16, d + Wp * 16, 0.f);
+  }
+}
+
 // One phase of a strided grad input along one axis (dilation 1): the grad-input rows h with
 // (h + pad) % stride == a, h = h0 + stride * t for t < count, are reached by the kernel rows
 // r = a, a + stride, ... (taps of them, the last r_last), and row t reads grad_output row
@@ -346,6 +436,8 @@ struct PhaseAxis {
     pad_t = taps > 0 ? (r_last - h0 - pad) / stride : 0;  // exact: h0 + pad and r_last are both a mod stride
   }
 };
+
+void pack_groups(const float* src, int64_t G, int64_t rows, int64_t Kg, int P, float* dst);
 
 // Every group's weight as [r][c][s][Kg] for the forward conv q (the kernels' summation order): its
 // own weight (OIHW), transposed per group into [c][r][s][Kg] (in registers: a scalar loop taking a
@@ -369,9 +461,14 @@ void pack_weight(Isa isa, const Conv2dParams& q, const float* w, float* wp) {
 // the channel axes swapped, [j][k][i][c] (k a grad_output channel, c a grad-input channel). At
 // stride 1 the one phase takes every tap: the kernel turned 180 degrees. Per output channel k of p,
 // its [c][r][s] block transposed into [r][s][c] rows, as pack_weight.
-void pack_weight_flipped(Isa isa, const Conv2dParams& p, const float* w, const PhaseAxis& rows, const PhaseAxis& cols,
-                         float* wp) {
+void pack_weight_flipped(Isa isa, const Conv2dParams& q, const Conv2dParams& p, const float* w, const PhaseAxis& rows,
+                         const PhaseAxis& cols, float* wp) {
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), R = p.R, S = p.S;
+  // Packed groups (the forward conv q's group_pack): per group first, then into packs.
+  const int P = group_pack(q, isa);
+  std::vector<float> per_group(P > 1 ? p.groups * rows.taps * cols.taps * Kg * Cg : 0);
+  float* const packed = wp;
+  if (P > 1) wp = per_group.data();
   at::parallel_for(0, p.groups, 1, [&](int64_t g0, int64_t g1) {
     std::vector<float> t(R * S * Cg);
     for (int64_t g = g0; g < g1; ++g) {
@@ -386,6 +483,7 @@ void pack_weight_flipped(Isa isa, const Conv2dParams& p, const float* w, const P
       }
     }
   });
+  if (P > 1) pack_groups(per_group.data(), p.groups, rows.taps * cols.taps * Kg, Cg, P, packed);
 }
 
 // The input copied group by group, zero-padded to the extent every window stays in:
@@ -398,20 +496,24 @@ struct GroupPlanes {
   std::vector<int64_t> off;     // per tap (r, s): its offset from a window's origin
   std::vector<int64_t> origin;  // per output pixel: its window's origin in a group's plane
 
-  GroupPlanes(const Conv2dParams& p, const float* x) {
-    const int64_t Cg = p.C_per_group();
+  // P > 1: a plane per pack of P groups (group_pack), its pixels in the packed order.
+  GroupPlanes(const Conv2dParams& p, const float* x, int P = 1) {
+    const int64_t Cg = p.C_per_group() * P, planes_n = ceil_div(p.groups, int64_t(P));
     Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1, Wp = (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1;
     image = Hp * Wp * Cg, plane = p.N * image;
     // Slack past the last plane: the grad weight's channel blocks read up to 15 values past a
     // group's last channel, a segment tile's last run up to 7 output pixels past its row's end.
     const int64_t slack = 16 + 8 * p.stride_w * Cg;
-    float* planes = scratch<float>(Scratch::call_input, p.groups * plane + slack);
-    std::fill(planes + p.groups * plane, planes + p.groups * plane + slack, 0.f);
+    float* planes = scratch<float>(Scratch::call_input, planes_n * plane + slack);
+    std::fill(planes + planes_n * plane, planes + planes_n * plane + slack, 0.f);
     at::parallel_for(0, p.N * Hp, 1, [&](int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / Hp, h = row % Hp - p.pad_h;
         const int64_t lo = std::min(p.pad_w, Wp), hi = h < 0 || h >= p.H ? lo : std::clamp(p.W + p.pad_w, lo, Wp);
-        copy_row(p, x, n, h, lo, hi, Wp, plane, planes + row * Wp * Cg);
+        float* dst = planes + row * Wp * Cg;
+        if (P == 2) copy_row_packed<2>(p, x, n, h, lo, hi, Wp, plane, dst);
+        else if (P == 4) copy_row_packed<4>(p, x, n, h, lo, hi, Wp, plane, dst);
+        else copy_row(p, x, n, h, lo, hi, Wp, plane, dst);
       }
     });
     xp = planes;
@@ -436,8 +538,10 @@ bool segments_fit(Isa isa, const Conv2dParams& p) {
 // in order over the batch's rows; tile-major as run_packed.
 template <class OutOffset>
 void run_segments(const Conv2dParams& p, const GroupPlanes& in, const float* wp, const float* bias, float* y,
-                  OutOffset yoff, bool relu, bool tile_major) {
-  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group(), taps = p.R * p.S;
+                  OutOffset yoff, bool relu, bool tile_major, int P) {
+  // G planes of groups (or packs of P groups) of Kg channels (16 when packed; valid: Kvalid(g))
+  const int64_t G = ceil_div(p.groups, int64_t(P)), Cg = p.C_per_group(), Kg = p.K_per_group() * P, taps = p.R * p.S;
+  const auto Kvalid = [&](int64_t g) { return P == 1 ? Kg : std::min<int64_t>(P, p.groups - g * P) * p.K_per_group(); };
   const int L = run_length(p.Q), NR = runs_per_tile(L, Kg > 16);
   const int64_t per_row = ceil_div(p.Q, int64_t(L)), runs = p.N * p.P * per_row, tiles = ceil_div(runs, int64_t(NR));
   std::vector<int64_t> row_off(p.R);
@@ -458,12 +562,13 @@ void run_segments(const Conv2dParams& p, const GroupPlanes& in, const float* wp,
     int64_t tile = 0;
     const auto run_tile = [&](int64_t g) {
       for (int j = 0; j < NR; ++j) seg[j] = in.xp + g * in.plane + run_origin[tile * NR + j];
-      for (int64_t k0 = 0; k0 < Kg; k0 += 32) {
-        const int64_t kn = std::min<int64_t>(32, Kg - k0);
-        const SegmentTile t{seg, row_off.data(), p.R, Cg, Kg, p.dil_w * Cg, wp + g * taps * Cg * Kg + k0,
+      const int64_t Kv = Kvalid(g);
+      for (int64_t k0 = 0; k0 < Kv; k0 += 32) {
+        const int64_t kn = std::min<int64_t>(32, Kv - k0);
+        const SegmentTile t{seg, row_off.data(), p.R, Cg, Kg, p.dil_w * Cg * P, wp + g * taps * Cg * Kg + k0,
                             bias ? bias + g * Kg + k0 : nullptr, y + g * Kg + k0, run_out.data() + tile * NR * L,
-                            run_valid.data() + tile * NR, kn % 16 ? 8 : 16, relu};
-        segment_tile_on(int(p.S), int(p.stride_w / p.dil_w), L, NR, kn, t);
+                            run_valid.data() + tile * NR, int(kn > 16 ? kn - 16 : kn), relu};
+        segment_tile_on(int(p.S), int(p.stride_w / p.dil_w), L, NR, kn, P, t);
       }
     };
     for (int64_t item = begin; item < end; ++item) {
@@ -485,7 +590,10 @@ void run_segments(const Conv2dParams& p, const GroupPlanes& in, const float* wp,
 template <class OutOffset>
 void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp, const float* bias, float* y,
                 OutOffset yoff, bool relu) {
-  const int64_t G = p.groups, Cg = p.C_per_group(), Kg = p.K_per_group();
+  // G planes of groups, or of packs of P groups (group_pack) of Kg = 16 channels (Kvalid(g) valid)
+  const int P = group_pack(p, isa);
+  const int64_t G = ceil_div(p.groups, int64_t(P)), Cg = p.C_per_group(), Kg = p.K_per_group() * P;
+  const auto Kvalid = [&](int64_t g) { return P == 1 ? Kg : std::min<int64_t>(P, p.groups - g * P) * p.K_per_group(); };
   const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q;
   if (M == 0) return;
   // In place for strided convs on AVX2: their copy moves stride_h x stride_w input pixels per output
@@ -500,8 +608,8 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
   // groups at 2x2, 1152 KiB of weights, ran 0.94-0.95x tile-major).
   const bool tile_major = G * taps * Cg * Kg * int64_t(sizeof(float)) <= (int64_t(128) << 10);
   std::optional<GroupPlanes> in;
-  if (!in_place) in.emplace(p, x);
-  if (!in_place && segments_fit(isa, p)) return run_segments(p, *in, wp, bias, y, yoff, relu, tile_major);
+  if (!in_place) in.emplace(p, x, P);
+  if (!in_place && segments_fit(isa, p)) return run_segments(p, *in, wp, bias, y, yoff, relu, tile_major, P);
   // In place: the output pixels in tile order (those with every tap inside first), tap (r, s)'s
   // offset in a window, a zero run for the taps outside.
   std::vector<int64_t> order, window_off;
@@ -574,11 +682,12 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
         for (int64_t j = 0; j < taps * kRows; ++j) rows[j] = tap_off[j] < 0 ? zeros.data() : xg + tap_off[j];
         off = nullptr;
       }
-      for (int64_t k0 = 0; k0 < Kg; k0 += kstep) {
-        const int64_t kn = std::min(kstep, Kg - k0);
+      const int64_t Kv = Kvalid(g);
+      for (int64_t k0 = 0; k0 < Kv; k0 += kstep) {
+        const int64_t kn = std::min(kstep, Kv - k0);
         const TapsTile t{rows.data(), off, p.R, p.S, Cg, Kg, wp + g * taps * Cg * Kg + k0,
-                         bias ? bias + g * Kg + k0 : nullptr, y + g * Kg + k0, out, kn % 16 ? 8 : 16, mv, relu};
-        taps_tile_on(isa, t, kn);
+                         bias ? bias + g * Kg + k0 : nullptr, y + g * Kg + k0, out, int(kn > 16 ? kn - 16 : kn), mv, relu};
+        taps_tile_on(isa, t, kn, P);
       }
     };
     for (int64_t item = begin; item < end; ++item) {
@@ -601,8 +710,22 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
 }
 
 // The packed weight's buffer for the conv p (the calling thread's; GroupPlanes takes call_input).
-float* packed_weight_buffer(const Conv2dParams& p) {
-  return scratch<float>(Scratch::call, p.K * p.C_per_group() * p.R * p.S);
+float* packed_weight_buffer(const Conv2dParams& p, int P = 1) {
+  return scratch<float>(Scratch::call, ceil_div(p.groups, int64_t(P)) * P * p.K_per_group() * p.C_per_group() * p.R * p.S);
+}
+
+// A weight packed per group (rows of Kg values, `rows` per group) into packs of P groups: rows of
+// 16, lane k * P + i from group i of the pack (zero past the last group).
+void pack_groups(const float* src, int64_t G, int64_t rows, int64_t Kg, int P, float* dst) {
+  at::parallel_for(0, ceil_div(G, int64_t(P)), 1, [&](int64_t v0, int64_t v1) {
+    for (int64_t v = v0; v < v1; ++v)
+      for (int64_t row = 0; row < rows; ++row)
+        for (int64_t k = 0; k < Kg; ++k)
+          for (int64_t i = 0; i < P; ++i) {
+            const int64_t g = v * P + i;
+            dst[(v * rows + row) * Kg * P + k * P + i] = g < G ? src[(g * rows + row) * Kg + k] : 0.f;
+          }
+  });
 }
 
 // Every phase's correlation needs no negative padding (its first grad_output row at or after 0).
@@ -617,6 +740,21 @@ bool phases_fit(int64_t stride, int64_t pad, int64_t R, int64_t H) {
 // Rows m0..m1 of the NHWC matrix src (M x G * Kg) as G matrices M x Kg, one after the other.
 CUCONV_AVX2 void split_groups(const float* src, int64_t m0, int64_t m1, int64_t G, int64_t Kg, int64_t M, float* dst) {
   for (int64_t g = 0; g < G; ++g) copy_runs(src + (m0 * G + g) * Kg, G * Kg, m1 - m0, Kg, dst + (g * M + m0) * Kg);
+}
+
+// Rows m0..m1 of the NHWC matrix src (M x G * Kg, Kg = 16 / P) as packs of P groups, one M x 16
+// matrix per pack after the other, each row in the packed order (the last pack's missing groups zero).
+template <int P>
+CUCONV_AVX512 void split_packs(const float* src, int64_t m0, int64_t m1, int64_t G, int64_t M, float* dst) {
+  const int64_t K = G * (16 / P), packs = ceil_div(G, int64_t(P));
+  const __m512i order = to_packed_order<P>();
+  for (int64_t v = 0; v < packs; ++v) {
+    const int valid = int(std::min<int64_t>(P, G - v * P)) * (16 / P);
+    const __mmask16 lanes = __mmask16(valid == 16 ? 0xFFFF : (1u << valid) - 1);
+    for (int64_t m = m0; m < m1; ++m)
+      _mm512_storeu_ps(dst + (v * M + m) * 16,
+                       _mm512_permutexvar_ps(order, _mm512_maskz_loadu_ps(lanes, src + m * K + v * 16)));
+  }
 }
 
 // The grad weight's block of 16 input channels (c0.., of tap `tap`) x 16 output channels: per pixel
@@ -644,11 +782,14 @@ CUCONV_AVX512 __attribute__((noinline)) void wgrad_block(const float* x, const i
 // grad_output vectors (24 sums, 3 vectors and a broadcast in the 32 registers), where wgrad_block
 // loads 17 values per 16 FMAs. Every weight is still one FMA chain over the output pixels in order,
 // so the bits are wgrad_block's. MASK: the taps that have an output pixel for this u.
-template <int MASK>
-CUCONV_AVX512 CUCONV_INLINE void wgrad_row_pixel(const float* x, __m512 g0, __m512 g1, __m512 g2, __m512 (&acc)[3][8]) {
+// Packed groups (P > 1, NC = Cg channels): lanes k * P + i, grad_output in the packed order, the
+// input broadcast P values at a time.
+template <int MASK, int P, int NC>
+CUCONV_AVX512 CUCONV_INLINE void wgrad_row_pixel(const float* x, __m512 g0, __m512 g1, __m512 g2,
+                                                 __m512 (&acc)[3][NC]) {
 #pragma GCC unroll 8
-  for (int c = 0; c < 8; ++c) {
-    const __m512 b = _mm512_set1_ps(x[c]);
+  for (int c = 0; c < NC; ++c) {
+    const __m512 b = broadcast_groups<P>(x + c * P);
     if (MASK & 1) acc[0][c] = _mm512_fmadd_ps(b, g0, acc[0][c]);
     if (MASK & 2) acc[1][c] = _mm512_fmadd_ps(b, g1, acc[1][c]);
     if (MASK & 4) acc[2][c] = _mm512_fmadd_ps(b, g2, acc[2][c]);
@@ -659,14 +800,15 @@ CUCONV_AVX512 CUCONV_INLINE void wgrad_row_pixel(const float* x, __m512 g0, __m5
 // the kernel row's offset and the block's first channel), Q >= 2 pixels each; an input pixel is step
 // further along;
 // gy at the block's first output channel of pixel 0, pixels ld apart. out: [s][c][16].
+template <int P, int NC>
 CUCONV_AVX512 __attribute__((noinline)) void wgrad_row_taps(const float* x, const int64_t* rows, int64_t nrows,
                                                              int64_t Q, int64_t step, const float* gy, int64_t ld,
                                                              __mmask16 lanes, float* out) {
-  __m512 acc[3][8];
+  __m512 acc[3][NC];
 #pragma GCC unroll 3
   for (int s = 0; s < 3; ++s)
 #pragma GCC unroll 8
-    for (int c = 0; c < 8; ++c) acc[s][c] = _mm512_setzero_ps();
+    for (int c = 0; c < NC; ++c) acc[s][c] = _mm512_setzero_ps();
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t row = 0; row < nrows; ++row) {
     const float* xr = x + rows[row];
@@ -674,22 +816,22 @@ CUCONV_AVX512 __attribute__((noinline)) void wgrad_row_taps(const float* x, cons
     // The row's ends in straight-line code (a switch on the taps present ran a third of the time in
     // its jumps): u = 0 and 1, then every tap, then u = Q and Q + 1.
     __m512 g0 = _mm512_maskz_loadu_ps(lanes, gr), g1 = zero, g2 = zero;
-    wgrad_row_pixel<1>(xr, g0, g1, g2, acc);
+    wgrad_row_pixel<1, P, NC>(xr, g0, g1, g2, acc);
     g1 = g0;
     g0 = _mm512_maskz_loadu_ps(lanes, gr + ld);
-    wgrad_row_pixel<3>(xr + step, g0, g1, g2, acc);
+    wgrad_row_pixel<3, P, NC>(xr + step, g0, g1, g2, acc);
     for (int64_t u = 2; u < Q; ++u) {
       g2 = g1, g1 = g0, g0 = _mm512_maskz_loadu_ps(lanes, gr + u * ld);
-      wgrad_row_pixel<7>(xr + u * step, g0, g1, g2, acc);
+      wgrad_row_pixel<7, P, NC>(xr + u * step, g0, g1, g2, acc);
     }
     g2 = g1, g1 = g0;
-    wgrad_row_pixel<6>(xr + Q * step, g0, g1, g2, acc);
-    wgrad_row_pixel<4>(xr + (Q + 1) * step, g0, g1, g1, acc);
+    wgrad_row_pixel<6, P, NC>(xr + Q * step, g0, g1, g2, acc);
+    wgrad_row_pixel<4, P, NC>(xr + (Q + 1) * step, g0, g1, g1, acc);
   }
 #pragma GCC unroll 3
   for (int s = 0; s < 3; ++s)
 #pragma GCC unroll 8
-    for (int c = 0; c < 8; ++c) _mm512_storeu_ps(out + (s * 8 + c) * 16, acc[s][c]);
+    for (int c = 0; c < NC; ++c) _mm512_storeu_ps(out + (s * NC + c) * 16, acc[s][c]);
 }
 
 // AVX2 grad weight, read in place: the vector lanes are 8 input channels of a group (one pixel's
@@ -867,8 +1009,15 @@ void wgrad_in_place_avx2(const Conv2dParams& p, const float* gy, const float* x,
 void grouped_taps_fprop(Isa isa, const Conv2dParams& p, const float* x, const float* w, const float* bias, float* y,
                         bool relu) {
   if (p.N * p.P * p.Q == 0) return;
-  float* wp = packed_weight_buffer(p);
-  pack_weight(isa, p, w, wp);
+  const int P = group_pack(p, isa);
+  float* wp = packed_weight_buffer(p, P);
+  if (P == 1) {
+    pack_weight(isa, p, w, wp);
+  } else {
+    std::vector<float> per_group(p.K * p.C_per_group() * p.R * p.S);
+    pack_weight(isa, p, w, per_group.data());
+    pack_groups(per_group.data(), p.groups, p.R * p.S * p.C_per_group(), p.K_per_group(), P, wp);
+  }
   const int64_t K = p.K;
   run_packed(isa, p, x, wp, bias, y, [K](int64_t m) { return m * K; }, relu);
 }
@@ -878,8 +1027,8 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
   if (sh == 1 && sw == 1) {
     const Conv2dParams q = grad_input_as_forward(p);
     if (N * H * W == 0) return;
-    float* wp = packed_weight_buffer(q);
-    pack_weight_flipped(isa, p, w, PhaseAxis(0, 1, p.pad_h, p.R, H), PhaseAxis(0, 1, p.pad_w, p.S, W), wp);
+    float* wp = packed_weight_buffer(q, group_pack(q, isa));
+    pack_weight_flipped(isa, q, p, w, PhaseAxis(0, 1, p.pad_h, p.R, H), PhaseAxis(0, 1, p.pad_w, p.S, W), wp);
     return run_packed(isa, q, gy, wp, nullptr, gx, [C](int64_t m) { return m * C; }, false);
   }
   // Strided: one stride-1 correlation of grad_output per phase (a, b) of the grad input, with the
@@ -902,8 +1051,8 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
       q.C = p.K, q.H = p.P, q.W = p.Q, q.K = p.C, q.P = ph.count, q.Q = pw.count;
       q.R = ph.taps, q.S = pw.taps, q.stride_h = q.stride_w = 1, q.dil_h = q.dil_w = 1;
       q.pad_h = ph.pad_t, q.pad_w = pw.pad_t, q.channels_last = true;
-      float* wp = packed_weight_buffer(q);
-      pack_weight_flipped(isa, p, w, ph, pw, wp);
+      float* wp = packed_weight_buffer(q, group_pack(q, isa));
+      pack_weight_flipped(isa, q, p, w, ph, pw, wp);
       run_packed(isa, q, gy, wp, nullptr, gx, pixel, false);
     }
 }
@@ -911,6 +1060,17 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
 bool grouped_taps_dgrad_phases_fit(const Conv2dParams& p) {
   return p.dil_h == 1 && p.dil_w == 1 && phases_fit(p.stride_h, p.pad_h, p.R, p.H) &&
          phases_fit(p.stride_w, p.pad_w, p.S, p.W);
+}
+
+namespace {
+// wgrad_row_taps' shapes: 3 taps per kernel row, the stride along the rows the dilation, rows of at
+// least 4 pixels (on 2-pixel rows, 1024 in 32 groups at 2x2, the 16 x 16 blocks ran faster).
+bool wgrad_rows_fit(const Conv2dParams& p) { return p.S == 3 && p.stride_w == p.dil_w && p.Q >= 4; }
+}  // namespace
+
+bool grouped_taps_wgrad_fits(const Conv2dParams& p, Isa isa) {
+  const int64_t Kg = p.K_per_group();
+  return group_pack(p, isa) == 1 || wgrad_rows_fit(p) || Kg % 16 == 0 || (Kg % 8 == 0 && p.P * p.Q <= 4);
 }
 
 void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* x, float* gw) {
@@ -923,34 +1083,54 @@ void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
   if (isa == Isa::avx2) return wgrad_in_place_avx2(p, gy, x, gw);
   // AVX-512: a block is 16 input x 16 output channels.
   const int64_t blk = 16, cblocks = ceil_div(Cg, blk), kblocks = ceil_div(Kg, blk);
+  if (wgrad_rows_fit(p)) {
+    // One item per (group or pack of groups, kernel row, 8 input channels, 16 output channels), its
+    // three taps at once (wgrad_row_taps); each weight summed by one thread over every pixel in
+    // order. Packed groups (group_pack): all of a pack's channels in one item.
+    const int P = group_pack(p, isa);
+    const int64_t packs = ceil_div(G, int64_t(P)), NC = P > 1 ? Cg : 8, cb_n = P > 1 ? 1 : ceil_div(Cg, NC);
+    const int64_t kb_n = P > 1 ? 1 : kblocks, ld = P > 1 ? 16 : Kg, rows = p.N * p.P;
+    const GroupPlanes in(p, x, P);
+    // grad_output split per group (or pack, in the packed order), as below
+    float* gyp = scratch<float>(Scratch::call, packs * M * ld);
+    at::parallel_for(0, M, 256, [&](int64_t m0, int64_t m1) {
+      if (P == 2) split_packs<2>(gy, m0, m1, G, M, gyp);
+      else if (P == 4) split_packs<4>(gy, m0, m1, G, M, gyp);
+      else split_groups(gy, m0, m1, G, Kg, M, gyp);
+    });
+    std::vector<int64_t> row_origin(rows);
+    for (int64_t row = 0; row < rows; ++row) row_origin[row] = in.origin[row * p.Q];
+    at::parallel_for(0, packs * p.R * cb_n * kb_n, 1, [&](int64_t begin, int64_t end) {
+      alignas(64) float block[3 * 8 * 16];
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t kb = item % kb_n, cb = item / kb_n % cb_n, r = item / (kb_n * cb_n) % p.R;
+        const int64_t v = item / (kb_n * cb_n * p.R), c0 = cb * NC;
+        const int64_t kn = P > 1 ? 16 : std::min(blk, Kg - kb * blk);
+        const float* xv = in.xp + v * in.plane + in.off[r * p.S] + c0;
+        const float* gyv = gyp + v * M * ld + kb * blk;
+        const __mmask16 lanes = __mmask16(kn == 16 ? 0xFFFF : (1u << kn) - 1);
+        const int64_t step = p.dil_w * Cg * P;
+        if (P == 2) wgrad_row_taps<2, 8>(xv, row_origin.data(), rows, p.Q, step, gyv, ld, lanes, block);
+        else if (P == 4) wgrad_row_taps<4, 4>(xv, row_origin.data(), rows, p.Q, step, gyv, ld, lanes, block);
+        else wgrad_row_taps<1, 8>(xv, row_origin.data(), rows, p.Q, step, gyv, ld, lanes, block);
+        // block[(s * NC + c) * 16 + lane]: lane k * P + i is group v * P + i's output channel k
+        // (P = 1: kb * 16 + lane)
+        for (int64_t lane = 0; lane < kn; ++lane) {
+          const int64_t g = v * P + lane % P, k = P > 1 ? lane / P : kb * blk + lane;
+          if (g >= G) continue;
+          for (int64_t s = 0; s < 3; ++s)
+            for (int64_t c = c0; c < std::min(c0 + NC, Cg); ++c)
+              gw[((g * Kg + k) * Cg + c) * taps + r * 3 + s] = block[(s * NC + c - c0) * 16 + lane];
+        }
+      }
+    });
+    return;
+  }
   const GroupPlanes in(p, x);
   // grad_output group by group, [g][m][Kg]: NHWC rows are K apart (a page for 1024 channels), and
   // each block walks all of them once per tap and channel block.
   float* gyp = scratch<float>(Scratch::call, G * M * Kg);
   at::parallel_for(0, M, 256, [&](int64_t m0, int64_t m1) { split_groups(gy, m0, m1, G, Kg, M, gyp); });
-  if (p.S == 3 && p.stride_w == p.dil_w && p.Q >= 4) {
-    // One item per (group, kernel row, 8 input channels, 16 output channels), its three taps at once
-    // (wgrad_row_taps); each weight summed by one thread over every pixel in order. Rows of at least
-    // 4 pixels: on 2-pixel rows (1024 in 32 groups at 2x2) the 16 x 16 blocks ran faster.
-    const int64_t c8 = ceil_div(Cg, int64_t(8)), rows = p.N * p.P;
-    std::vector<int64_t> row_origin(rows);
-    for (int64_t row = 0; row < rows; ++row) row_origin[row] = in.origin[row * p.Q];
-    at::parallel_for(0, G * p.R * c8 * kblocks, 1, [&](int64_t begin, int64_t end) {
-      alignas(64) float block[3 * 8 * 16];
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t kb = item % kblocks, cb = item / kblocks % c8, r = item / (kblocks * c8) % p.R;
-        const int64_t g = item / (kblocks * c8 * p.R), c0 = cb * 8, k0 = g * Kg + kb * blk;
-        const int64_t kn = std::min(blk, Kg - kb * blk);
-        const float* xg = in.xp + g * in.plane + in.off[r * p.S] + c0;
-        wgrad_row_taps(xg, row_origin.data(), rows, p.Q, p.dil_w * Cg, gyp + g * M * Kg + kb * blk, Kg,
-                       __mmask16((1u << kn) - 1), block);
-        for (int64_t s = 0; s < 3; ++s)
-          for (int64_t c = c0; c < std::min(c0 + 8, Cg); ++c)
-            for (int64_t k = 0; k < kn; ++k) gw[((k0 + k) * Cg + c) * taps + r * 3 + s] = block[(s * 8 + c - c0) * 16 + k];
-      }
-    });
-    return;
-  }
   // One item per (group, tap, 16 input channels, 16 output channels): each weight is summed by one
   // thread over every pixel in order, whatever the thread count.
   at::parallel_for(0, G * taps * cblocks * kblocks, 1, [&](int64_t begin, int64_t end) {
@@ -979,6 +1159,7 @@ void grouped_taps_dgrad(Isa, const Conv2dParams&, const float*, const float*, fl
 void grouped_taps_wgrad(Isa, const Conv2dParams&, const float*, const float*, float*) {
   TORCH_CHECK(false, "cuconv: grouped_taps is an AVX2/AVX-512 kernel");
 }
+bool grouped_taps_wgrad_fits(const Conv2dParams&, Isa) { return false; }
 
 #endif
 

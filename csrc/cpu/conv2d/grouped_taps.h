@@ -12,9 +12,12 @@
 namespace cuconv::cpu {
 
 // Whether grouped_taps_fprop takes the shape on the ISA path (any stride, dilation and padding):
-// AVX-512, groups of 16k output channels (8k onto maps of at most 4 pixels, half-used vectors); AVX2,
-// groups of 8k.
+// AVX-512, groups of 16k output channels (8k onto maps of at most 4 pixels, half-used vectors), or
+// of 8 or 4 channels in and out (group_pack); AVX2, groups of 8k.
 bool grouped_taps_shape(const Conv2dParams& p, Isa isa);
+// How many groups grouped_taps packs into one vector on this path: 16 / Kg for groups of 8 or 4
+// channels in and out on AVX-512 (grouped_taps.cpp), else 1.
+int group_pack(const Conv2dParams& p, Isa isa);
 
 // y = conv(x, w) + bias (bias may be null), then max(., 0) when relu. x and y NHWC, w OIHW, all
 // contiguous. Each output is one FMA chain over the taps (r, s) and then channels in order.
@@ -32,5 +35,8 @@ bool grouped_taps_dgrad_phases_fit(const Conv2dParams& p);
 // the zero-padded copy; on AVX2 read in place, 8 input channels x 4 output channels x up to 3 taps
 // of a kernel row at a time, over runs of output pixels whose taps lie inside the input.
 void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const float* x, float* gw);
+// Whether grouped_taps_wgrad takes a shape grouped_taps_shape takes: packed groups only on rows it
+// reads three taps at a time (or where the vectors' own rule takes them).
+bool grouped_taps_wgrad_fits(const Conv2dParams& p, Isa isa);
 
 }  // namespace cuconv::cpu

@@ -266,7 +266,7 @@ WgradPlan plan_wgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype, int64
   if (use_depthwise(p))
     return plan.strategy = WgradStrategy::depthwise, plan.images_per_gemm = 1,
            plan.chunks = std::clamp<int64_t>(p.N, 1, 8), plan;
-  if (use_grouped_taps(p, isa, dtype))
+  if (use_grouped_taps(p, isa, dtype) && grouped_taps_wgrad_fits(p, isa))
     return plan.strategy = p.channels_last ? WgradStrategy::grouped_taps : WgradStrategy::nchw_as_nhwc, plan;
   // AVX2 NHWC groups of 4 -> 4 channels (ResNeXt 32x4d) pair two groups in its 8 lanes: 128 in 32
   // groups at 16x16, 0.58x native on the pixel-lane kernels.
