@@ -560,9 +560,9 @@ CONV = [
           nchw=GR, nhwc='grouped_taps grouped_taps grouped_taps',
           note='16 groups of 4 on AVX-512: NCHW the same bits as AVX2; NHWC packed four to a vector'),
     *conv('pack_c8_odd_s2', (2, 40, 11, 9), (40, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1), groups=5, isa='avx512',
-          nchw='grouped nchw_col2im grouped', nhwc='grouped_taps grouped_taps grouped',
+          nchw='grouped nchw_col2im grouped', nhwc='grouped_taps grouped_taps grouped_taps',
           note='5 groups of 8 (RegNet-like), stride 2: two packs and a half-empty one, the grad input by '
-               'phases; the grad weight (stride 2) on the pixel-lane kernels'),
+               'phases, the grad weight two input pixels per output pixel'),
     *conv('pack_c4_1x1', (2, 64, 7, 9), (64, 1, 1), groups=16, isa='avx512',
           nchw='grouped grouped grouped', nhwc='grouped_taps grouped_taps grouped',
           note='16 groups of 4, 1x1: packed pixel tiles (one tap per kernel row)'),

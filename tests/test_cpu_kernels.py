@@ -160,12 +160,12 @@ def test_grouped_deterministic_across_runs_and_threads(isa, channels_last, N, C,
     plan = ops._cpu_conv2d_plan(x, w, *args)
     # NHWC groups of 16 output channels on AVX-512 (or of 8 or 4 in and out, packed 2 or 4 to a
     # vector), of 8 or 16 on AVX2, take grouped_taps (tested below); packed groups' grad weight only
-    # where it reads a kernel row's three taps at once (stride along the rows = dilation); so does
-    # the AVX2 NHWC grad weight of groups of 4 (two groups per vector).
+    # where it reads a kernel row's three taps at once (stride along the rows 1x or 2x the
+    # dilation); so does the AVX2 NHWC grad weight of groups of 4 (two groups per vector).
     packed = isa == "avx512" and C // G in (4, 8)
     taps = channels_last and (C // G == 16 or packed if isa == "avx512" else isa == "avx2" and C // G in (8, 16))
     assert plan[0] == ("grouped_taps" if taps else "grouped")
-    wgrad_taps = (taps and (not packed or stride == dil)) or (channels_last and isa == "avx2" and C // G == 4)
+    wgrad_taps = (taps and (not packed or stride in (dil, 2 * dil))) or (channels_last and isa == "avx2" and C // G == 4)
     assert plan[2] == ("grouped_taps" if wgrad_taps else "grouped")
     assert_same_bits_across_threads(x, w, b, gy, args)
 

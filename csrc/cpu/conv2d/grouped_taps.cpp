@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/conv2d/plan.h"
@@ -800,7 +801,10 @@ CUCONV_AVX512 CUCONV_INLINE void wgrad_row_pixel(const float* x, __m512 g0, __m5
 // the kernel row's offset and the block's first channel), Q >= 2 pixels each; an input pixel is step
 // further along;
 // gy at the block's first output channel of pixel 0, pixels ld apart. out: [s][c][16].
-template <int P, int NC>
+// ST: the stride along the rows in dilation steps (1 or 2). At ST = 2 output pixel t reads input
+// pixels 2t, 2t + 1 and 2t + 2: pixel 2t is under tap 0 for t and tap 2 for t - 1, pixel 2t + 1
+// under tap 1 for t, so two input pixels' 16 broadcasts feed 24 FMAs.
+template <int P, int NC, int ST>
 CUCONV_AVX512 __attribute__((noinline)) void wgrad_row_taps(const float* x, const int64_t* rows, int64_t nrows,
                                                              int64_t Q, int64_t step, const float* gy, int64_t ld,
                                                              __mmask16 lanes, float* out) {
@@ -813,6 +817,18 @@ CUCONV_AVX512 __attribute__((noinline)) void wgrad_row_taps(const float* x, cons
   for (int64_t row = 0; row < nrows; ++row) {
     const float* xr = x + rows[row];
     const float* gr = gy + row * Q * ld;
+    if constexpr (ST == 2) {
+      __m512 cur = _mm512_maskz_loadu_ps(lanes, gr), prev;
+      wgrad_row_pixel<1, P, NC>(xr, cur, zero, zero, acc);
+      wgrad_row_pixel<2, P, NC>(xr + step, zero, cur, zero, acc);
+      for (int64_t t = 1; t < Q; ++t) {
+        prev = cur, cur = _mm512_maskz_loadu_ps(lanes, gr + t * ld);
+        wgrad_row_pixel<5, P, NC>(xr + 2 * t * step, cur, zero, prev, acc);
+        wgrad_row_pixel<2, P, NC>(xr + (2 * t + 1) * step, zero, cur, zero, acc);
+      }
+      wgrad_row_pixel<4, P, NC>(xr + 2 * Q * step, zero, zero, cur, acc);
+      continue;
+    }
     // The row's ends in straight-line code (a switch on the taps present ran a third of the time in
     // its jumps): u = 0 and 1, then every tap, then u = Q and Q + 1.
     __m512 g0 = _mm512_maskz_loadu_ps(lanes, gr), g1 = zero, g2 = zero;
@@ -1063,9 +1079,12 @@ bool grouped_taps_dgrad_phases_fit(const Conv2dParams& p) {
 }
 
 namespace {
-// wgrad_row_taps' shapes: 3 taps per kernel row, the stride along the rows the dilation, rows of at
-// least 4 pixels (on 2-pixel rows, 1024 in 32 groups at 2x2, the 16 x 16 blocks ran faster).
-bool wgrad_rows_fit(const Conv2dParams& p) { return p.S == 3 && p.stride_w == p.dil_w && p.Q >= 4; }
+// wgrad_row_taps' shapes: 3 taps per kernel row, the stride along the rows the dilation or twice
+// it, rows of at least 4 pixels (on 2-pixel rows, 1024 in 32 groups at 2x2, the 16 x 16 blocks ran
+// faster).
+bool wgrad_rows_fit(const Conv2dParams& p) {
+  return p.S == 3 && (p.stride_w == p.dil_w || p.stride_w == 2 * p.dil_w) && p.Q >= 4;
+}
 }  // namespace
 
 bool grouped_taps_wgrad_fits(const Conv2dParams& p, Isa isa) {
@@ -1110,9 +1129,14 @@ void grouped_taps_wgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
         const float* gyv = gyp + v * M * ld + kb * blk;
         const __mmask16 lanes = __mmask16(kn == 16 ? 0xFFFF : (1u << kn) - 1);
         const int64_t step = p.dil_w * Cg * P;
-        if (P == 2) wgrad_row_taps<2, 8>(xv, row_origin.data(), rows, p.Q, step, gyv, ld, lanes, block);
-        else if (P == 4) wgrad_row_taps<4, 4>(xv, row_origin.data(), rows, p.Q, step, gyv, ld, lanes, block);
-        else wgrad_row_taps<1, 8>(xv, row_origin.data(), rows, p.Q, step, gyv, ld, lanes, block);
+        const auto run = [&](auto st) {
+          constexpr int ST = decltype(st)::value;
+          if (P == 2) wgrad_row_taps<2, 8, ST>(xv, row_origin.data(), rows, p.Q, step, gyv, ld, lanes, block);
+          else if (P == 4) wgrad_row_taps<4, 4, ST>(xv, row_origin.data(), rows, p.Q, step, gyv, ld, lanes, block);
+          else wgrad_row_taps<1, 8, ST>(xv, row_origin.data(), rows, p.Q, step, gyv, ld, lanes, block);
+        };
+        if (p.stride_w == p.dil_w) run(std::integral_constant<int, 1>{});
+        else run(std::integral_constant<int, 2>{});
         // block[(s * NC + c) * 16 + lane]: lane k * P + i is group v * P + i's output channel k
         // (P = 1: kb * 16 + lane)
         for (int64_t lane = 0; lane < kn; ++lane) {
