@@ -518,13 +518,26 @@ struct GroupPlanes {
       }
     });
     xp = planes;
+    windows(p, 0, 0, Cg);
+  }
+
+  // The conv q's windows in the planes `shared` holds (copied for another conv of the same input):
+  // output (oh, ow)'s window starts at padded position (row0 + oh * stride_h, col0 + ow * stride_w).
+  GroupPlanes(const GroupPlanes& shared, const Conv2dParams& q, int64_t row0, int64_t col0, int P)
+      : Hp(shared.Hp), Wp(shared.Wp), image(shared.image), plane(shared.plane), xp(shared.xp) {
+    windows(q, row0, col0, q.C_per_group() * P);
+  }
+
+ private:
+  void windows(const Conv2dParams& p, int64_t row0, int64_t col0, int64_t px) {
     off.resize(p.R * p.S);
     for (int64_t r = 0; r < p.R; ++r)
-      for (int64_t s = 0; s < p.S; ++s) off[r * p.S + s] = (r * p.dil_h * Wp + s * p.dil_w) * Cg;
+      for (int64_t s = 0; s < p.S; ++s) off[r * p.S + s] = (r * p.dil_h * Wp + s * p.dil_w) * px;
     origin.resize(p.N * p.P * p.Q);
     for (int64_t n = 0, m = 0; n < p.N; ++n)
       for (int64_t oh = 0; oh < p.P; ++oh)
-        for (int64_t ow = 0; ow < p.Q; ++ow) origin[m++] = n * image + (oh * p.stride_h * Wp + ow * p.stride_w) * Cg;
+        for (int64_t ow = 0; ow < p.Q; ++ow)
+          origin[m++] = n * image + ((row0 + oh * p.stride_h) * Wp + col0 + ow * p.stride_w) * px;
   }
 };
 
@@ -590,7 +603,7 @@ void run_segments(const Conv2dParams& p, const GroupPlanes& in, const float* wp,
 // pointer per pixel and tap (a tap outside the input reads zeros: the same sums).
 template <class OutOffset>
 void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp, const float* bias, float* y,
-                OutOffset yoff, bool relu) {
+                OutOffset yoff, bool relu, const GroupPlanes* shared = nullptr) {
   // G planes of groups, or of packs of P groups (group_pack) of Kg = 16 channels (Kvalid(g) valid)
   const int P = group_pack(p, isa);
   const int64_t G = ceil_div(p.groups, int64_t(P)), Cg = p.C_per_group(), Kg = p.K_per_group() * P;
@@ -609,7 +622,8 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
   // groups at 2x2, 1152 KiB of weights, ran 0.94-0.95x tile-major).
   const bool tile_major = G * taps * Cg * Kg * int64_t(sizeof(float)) <= (int64_t(128) << 10);
   std::optional<GroupPlanes> in;
-  if (!in_place) in.emplace(p, x, P);
+  if (shared) in.emplace(*shared);
+  else if (!in_place) in.emplace(p, x, P);
   if (!in_place && segments_fit(isa, p)) return run_segments(p, *in, wp, bias, y, yoff, relu, tile_major, P);
   // In place: the output pixels in tile order (those with every tap inside first), tap (r, s)'s
   // offset in a window, a zero run for the taps outside.
@@ -1049,6 +1063,31 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
   }
   // Strided: one stride-1 correlation of grad_output per phase (a, b) of the grad input, with the
   // kernel taps of that phase, written to its pixels in place. No product of an inserted zero.
+  // The phases read one copy of grad_output (GroupPlanes), padded by the most any phase needs above
+  // and left and out to the farthest any reads (a copy per phase took as long as their products).
+  if (N * H * W == 0) return;
+  const auto phase_conv = [&](const PhaseAxis& ph, const PhaseAxis& pw) {
+    Conv2dParams q = p;
+    q.C = p.K, q.H = p.P, q.W = p.Q, q.K = p.C, q.P = ph.count, q.Q = pw.count;
+    q.R = ph.taps, q.S = pw.taps, q.stride_h = q.stride_w = 1, q.dil_h = q.dil_w = 1;
+    q.pad_h = ph.pad_t, q.pad_w = pw.pad_t, q.channels_last = true;
+    return q;
+  };
+  int64_t top = 0, left = 0, rows = 0, cols = 0;
+  for (int pass = 0; pass < 2; ++pass)
+    for (int64_t a = 0; a < sh; ++a)
+      for (int64_t b = 0; b < sw; ++b) {
+        const PhaseAxis ph(a, sh, p.pad_h, p.R, H), pw(b, sw, p.pad_w, p.S, W);
+        if (ph.count == 0 || pw.count == 0 || ph.taps == 0 || pw.taps == 0) continue;
+        if (pass == 0) top = std::max(top, ph.pad_t), left = std::max(left, pw.pad_t);
+        else rows = std::max(rows, top - ph.pad_t + ph.count + ph.taps - 1),
+             cols = std::max(cols, left - pw.pad_t + pw.count + pw.taps - 1);
+      }
+  Conv2dParams whole = phase_conv(PhaseAxis(0, 1, 0, 1, p.P), PhaseAxis(0, 1, 0, 1, p.Q));
+  whole.R = whole.S = 1, whole.pad_h = top, whole.pad_w = left, whole.P = rows, whole.Q = cols;
+  const int pack = group_pack(whole, isa);
+  std::optional<GroupPlanes> planes;
+  if (rows > 0 && cols > 0) planes.emplace(whole, gy, pack);
   for (int64_t a = 0; a < sh; ++a)
     for (int64_t b = 0; b < sw; ++b) {
       const PhaseAxis ph(a, sh, p.pad_h, p.R, H), pw(b, sw, p.pad_w, p.S, W);
@@ -1063,13 +1102,11 @@ void grouped_taps_dgrad(Isa isa, const Conv2dParams& p, const float* gy, const f
         });
         continue;
       }
-      Conv2dParams q = p;
-      q.C = p.K, q.H = p.P, q.W = p.Q, q.K = p.C, q.P = ph.count, q.Q = pw.count;
-      q.R = ph.taps, q.S = pw.taps, q.stride_h = q.stride_w = 1, q.dil_h = q.dil_w = 1;
-      q.pad_h = ph.pad_t, q.pad_w = pw.pad_t, q.channels_last = true;
+      const Conv2dParams q = phase_conv(ph, pw);
       float* wp = packed_weight_buffer(q, group_pack(q, isa));
       pack_weight_flipped(isa, q, p, w, ph, pw, wp);
-      run_packed(isa, q, gy, wp, nullptr, gx, pixel, false);
+      const GroupPlanes view(*planes, q, top - ph.pad_t, left - pw.pad_t, pack);
+      run_packed(isa, q, gy, wp, nullptr, gx, pixel, false, &view);
     }
 }
 
