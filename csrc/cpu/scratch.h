@@ -24,6 +24,10 @@ enum class Scratch : int {
   wide_b,    // its second input
   wide_c,    // its bias
   wide_out,  // its output, before rounding
+  // nchw_as_nhwc's channels-last copies of an NCHW call's tensors, around the NHWC pass (which uses
+  // the slots above):
+  nhwc_a,  // its input (forward), grad_output (grad input, grad weight)
+  nhwc_b,  // its output (forward, grad input), input (grad weight)
   kCount,
 };
 

@@ -15,6 +15,8 @@
 #include "cpu/convert16.h"
 #include "cpu/float32_copies.h"
 #include "cpu/max_pool2d/plan.h"
+#include "cpu/scratch.h"
+#include "cpu/transpose.h"
 #include "ops/runner.h"
 
 namespace cuconv::cpu {
@@ -23,6 +25,50 @@ namespace {
 // A 16-bit strided 1x1 grad weight runs as the unstrided one on the pixels it reads (pointwise_16bit.h).
 bool strided_pointwise_16bit(const Conv2dParams& p, at::ScalarType dtype) {
   return use_pointwise_16bit(p, dtype) && (p.stride_h > 1 || p.stride_w > 1);
+}
+
+// nchw_as_nhwc's copies: an NCHW tensor's channels-last copy, and a channels-last result into an NCHW
+// tensor, one C x HW transpose per image on transpose.cpp's register kernels (ATen's strided copy of
+// a ResNeXt layer's input and output took twice its grouped kernel's time), in scratch slots (fresh
+// tensors were page-faulted in on some calls and not others: the same call 0.6 or 1.5 ms).
+bool nchw_contiguous(const at::Tensor& t) { return t.dim() == 4 && t.is_contiguous(); }
+
+// A channels-last tensor shaped as t in the scratch slot.
+at::Tensor channels_last_scratch(const at::Tensor& t, Scratch slot) {
+  const int64_t N = t.size(0), C = t.size(1), H = t.size(2), W = t.size(3);
+  void* data = nullptr;
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "cuconv_channels_last_scratch",
+                             [&] { data = scratch<scalar_t>(slot, std::max<int64_t>(1, t.numel())); });
+  return at::from_blob(data, {N, C, H, W}, {H * W * C, 1, W * C, C}, t.options());
+}
+
+at::Tensor channels_last_copy(Isa isa, const at::Tensor& t, Scratch slot) {
+  if (t.is_contiguous(at::MemoryFormat::ChannelsLast)) return t;
+  if (!nchw_contiguous(t)) return t.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor out = channels_last_scratch(t, slot);
+  const int64_t N = t.size(0), C = t.size(1), HW = t.size(2) * t.size(3);
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "cuconv_channels_last_copy", [&] {
+    const scalar_t* src = t.const_data_ptr<scalar_t>();
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) transpose(isa, src + n * C * HW, HW, dst + n * HW * C, C, C, HW);
+    });
+  });
+  return out;
+}
+
+void copy_channels_last_into(Isa isa, const at::Tensor& nhwc, const at::Tensor& out) {
+  if (!nchw_contiguous(out) || !nhwc.is_contiguous(at::MemoryFormat::ChannelsLast) ||
+      out.is_contiguous(at::MemoryFormat::ChannelsLast))
+    return void(out.copy_(nhwc));
+  const int64_t N = out.size(0), C = out.size(1), HW = out.size(2) * out.size(3);
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cuconv_nchw_copy", [&] {
+    const scalar_t* src = nhwc.const_data_ptr<scalar_t>();
+    scalar_t* dst = out.data_ptr<scalar_t>();
+    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) transpose(isa, src + n * HW * C, C, dst + n * C * HW, HW, HW, C);
+    });
+  });
 }
 
 // The weight that grad_input_as_forward's conv (plan.h) reads: flipped in R and S, [C, K, R, S] (one group).
@@ -34,9 +80,9 @@ void forward(Isa isa, const Conv2dParams& p, const at::Tensor& input, const at::
              const at::Tensor& output, bool relu) {
   const FpropPlan plan = plan_fprop(p, isa, input.scalar_type());
   if (plan.strategy == FpropStrategy::nchw_as_nhwc) {
-    const at::Tensor y = at::empty_like(output, at::MemoryFormat::ChannelsLast);
-    forward(isa, as_nhwc(p), input.contiguous(at::MemoryFormat::ChannelsLast), weight, bias, y, relu);
-    output.copy_(y);
+    const at::Tensor y = channels_last_scratch(output, Scratch::nhwc_b);
+    forward(isa, as_nhwc(p), channels_last_copy(isa, input, Scratch::nhwc_a), weight, bias, y, relu);
+    copy_channels_last_into(isa, y, output);
     return;
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "cuconv_conv2d_cpu", [&] {
@@ -50,9 +96,9 @@ void backward_input(Isa isa, const Conv2dParams& p, const at::Tensor& grad_outpu
                     const at::Tensor& grad_input) {
   const DgradPlan plan = plan_dgrad(p, isa, grad_output.scalar_type());
   if (plan.strategy == DgradStrategy::nchw_as_nhwc) {
-    const at::Tensor gx = at::empty_like(grad_input, at::MemoryFormat::ChannelsLast);
-    backward_input(isa, as_nhwc(p), grad_output.contiguous(at::MemoryFormat::ChannelsLast), weight, gx);
-    grad_input.copy_(gx);
+    const at::Tensor gx = channels_last_scratch(grad_input, Scratch::nhwc_b);
+    backward_input(isa, as_nhwc(p), channels_last_copy(isa, grad_output, Scratch::nhwc_a), weight, gx);
+    copy_channels_last_into(isa, gx, grad_input);
     return;
   }
   if (plan.strategy == DgradStrategy::as_forward)
@@ -68,8 +114,8 @@ void backward_weight(Isa isa, const Conv2dParams& p, const at::Tensor& grad_outp
                      const at::Tensor& grad_weight) {
   const WgradPlan plan = plan_wgrad(p, isa, grad_output.scalar_type(), at::get_num_threads());
   if (plan.strategy == WgradStrategy::nchw_as_nhwc)
-    return backward_weight(isa, as_nhwc(p), grad_output.contiguous(at::MemoryFormat::ChannelsLast),
-                           input.contiguous(at::MemoryFormat::ChannelsLast), grad_weight);
+    return backward_weight(isa, as_nhwc(p), channels_last_copy(isa, grad_output, Scratch::nhwc_a),
+                           channels_last_copy(isa, input, Scratch::nhwc_b), grad_weight);
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "cuconv_conv2d_backward_weight_cpu", [&] {
     conv2d_wgrad<scalar_t>(isa, plan, p, grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
                            grad_weight.data_ptr<scalar_t>());
