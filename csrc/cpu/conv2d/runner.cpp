@@ -42,18 +42,22 @@ at::Tensor channels_last_scratch(const at::Tensor& t, Scratch slot) {
   return at::from_blob(data, {N, C, H, W}, {H * W * C, 1, W * C, C}, t.options());
 }
 
+// dst's image n = src's image n (rows x cols) transposed, the images split over the threads.
+void transpose_images(Isa isa, const at::Tensor& src, const at::Tensor& dst, int64_t rows, int64_t cols) {
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "cuconv_transpose_images", [&] {
+    const scalar_t* from = src.const_data_ptr<scalar_t>();
+    scalar_t* to = dst.data_ptr<scalar_t>();
+    at::parallel_for(0, src.size(0), 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) transpose(isa, from + n * rows * cols, cols, to + n * rows * cols, rows, rows, cols);
+    });
+  });
+}
+
 at::Tensor channels_last_copy(Isa isa, const at::Tensor& t, Scratch slot) {
   if (t.is_contiguous(at::MemoryFormat::ChannelsLast)) return t;
   if (!nchw_contiguous(t)) return t.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor out = channels_last_scratch(t, slot);
-  const int64_t N = t.size(0), C = t.size(1), HW = t.size(2) * t.size(3);
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "cuconv_channels_last_copy", [&] {
-    const scalar_t* src = t.const_data_ptr<scalar_t>();
-    scalar_t* dst = out.data_ptr<scalar_t>();
-    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) transpose(isa, src + n * C * HW, HW, dst + n * HW * C, C, C, HW);
-    });
-  });
+  transpose_images(isa, t, out, t.size(1), t.size(2) * t.size(3));
   return out;
 }
 
@@ -61,14 +65,7 @@ void copy_channels_last_into(Isa isa, const at::Tensor& nhwc, const at::Tensor& 
   if (!nchw_contiguous(out) || !nhwc.is_contiguous(at::MemoryFormat::ChannelsLast) ||
       out.is_contiguous(at::MemoryFormat::ChannelsLast))
     return void(out.copy_(nhwc));
-  const int64_t N = out.size(0), C = out.size(1), HW = out.size(2) * out.size(3);
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "cuconv_nchw_copy", [&] {
-    const scalar_t* src = nhwc.const_data_ptr<scalar_t>();
-    scalar_t* dst = out.data_ptr<scalar_t>();
-    at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-      for (int64_t n = n0; n < n1; ++n) transpose(isa, src + n * HW * C, C, dst + n * C * HW, HW, HW, C);
-    });
-  });
+  transpose_images(isa, nhwc, out, out.size(2) * out.size(3), out.size(1));
 }
 
 // The weight that grad_input_as_forward's conv (plan.h) reads: flipped in R and S, [C, K, R, S] (one group).
