@@ -560,12 +560,14 @@ CONV = [
           nchw=GR, nhwc='grouped_taps grouped_taps grouped_taps',
           note='16 groups of 4 on AVX-512: NCHW the same bits as AVX2; NHWC packed four to a vector'),
     *conv('pack_c8_odd_s2', (2, 40, 11, 9), (40, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1), groups=5, isa='avx512',
-          nchw='grouped nchw_col2im grouped', nhwc='grouped_taps grouped_taps grouped_taps',
+          nchw='nchw_as_nhwc nchw_as_nhwc nchw_as_nhwc', nhwc='grouped_taps grouped_taps grouped_taps',
           note='5 groups of 8 (RegNet-like), stride 2: two packs and a half-empty one, the grad input by '
-               'phases, the grad weight two input pixels per output pixel'),
+               'phases, the grad weight two input pixels per output pixel; NCHW (30 positions) through '
+               'the transposes'),
     *conv('pack_c4_1x1', (2, 64, 7, 9), (64, 1, 1), groups=16, isa='avx512',
-          nchw='grouped grouped grouped', nhwc='grouped_taps grouped_taps grouped',
-          note='16 groups of 4, 1x1: packed pixel tiles (one tap per kernel row)'),
+          nchw='nchw_as_nhwc nchw_as_nhwc grouped', nhwc='grouped_taps grouped_taps grouped',
+          note='16 groups of 4, 1x1: packed pixel tiles (one tap per kernel row); NCHW (63 positions) '
+               'through the transposes'),
     *conv('dil_avx512', (2, 24, 9, 13), (20, 3, 3), padding=(2, 2, 2, 2), dilation=(2, 2), isa='avx512',
           nchw='nchw_im2col nchw_col2im im2col', nhwc='nhwc_im2col nhwc_col2im im2col',
           note='dilation 2, one group, on AVX-512'),

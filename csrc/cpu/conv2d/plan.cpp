@@ -77,17 +77,20 @@ bool use_grouped(const Conv2dParams& p) {
 
 // The most positions of an NCHW map that runs grouped_taps through nchw_as_nhwc: past it the
 // transposes leave the caches and cost more than the kernel saves. AVX-512: 16 (512 channels at
-// 14x14 ran slower than the pixel-lane kernels). AVX2: 64, in and out (8x8 maps ran faster through
-// the transposes, 0.44-0.72x native -> 0.59-0.99x; 16x16 and 32x32 inputs strided onto 8x8 and
-// 16x16 slower), the pixel-lane kernels being half as wide there.
-int64_t nchw_taps_positions(Isa isa) { return isa == Isa::avx2 ? 64 : 16; }
+// 14x14 ran slower than the pixel-lane kernels), 64 for packed groups (group_pack: 8x8 maps 1.6-2.0x
+// faster than on the pixel-lane kernels, 16x16 maps 0.71-1.30x). AVX2: 64, in and out (8x8 maps ran
+// faster through the transposes, 0.44-0.72x native -> 0.59-0.99x; 16x16 and 32x32 inputs strided
+// onto 8x8 and 16x16 slower), the pixel-lane kernels being half as wide there.
+int64_t nchw_taps_positions(Isa isa, const Conv2dParams& p) {
+  return isa == Isa::avx2 || group_pack(p, isa) > 1 ? 64 : 16;
+}
 
 // Groups whose output channels fill whole vectors (grouped_taps_shape: 16k on AVX-512, 8k on AVX2),
 // float32, NHWC (small NCHW maps through nchw_as_nhwc): whole vectors of a group's channels per
 // output pixel, where the pixel-lane kernels compute a padded grid (under half of it outputs on 4x4
 // maps) and the per-group GEMMs need an im2col.
 bool use_grouped_taps(const Conv2dParams& p, Isa isa, at::ScalarType dtype) {
-  const int64_t most = nchw_taps_positions(isa);
+  const int64_t most = nchw_taps_positions(isa, p);
   return is_float(dtype) && !use_depthwise(p) && grouped_taps_shape(p, isa) &&
          (p.channels_last || (p.P * p.Q <= most && (isa != Isa::avx2 || p.H * p.W <= most)));
 }
@@ -103,7 +106,11 @@ bool use_grouped_taps_dgrad(const Conv2dParams& p, Isa isa, at::ScalarType dtype
                             : uses_avx2(isa) && grouped_taps_dgrad_phases_fit(p);
   Conv2dParams q = grad_input_as_forward(p);
   q.stride_h = q.stride_w = 1;  // the shape rule reads the channels per group (and the map, on AVX-512)
-  return fits && (p.channels_last || p.H * p.W <= nchw_taps_positions(isa)) && use_grouped_taps(as_nhwc(q), isa, dtype);
+  // NCHW through the transposes: AVX2 counts the grad input's positions too; on AVX-512 (register
+  // transposes into kept buffers) the output's, so strided layers go too (512 in 32 groups from 8x8:
+  // 2.5 -> 1.0 ms against col2im; 256 in 32 from 16x16, packed: 2.4 -> 1.7).
+  const int64_t positions = isa == Isa::avx2 ? p.H * p.W : p.P * p.Q;
+  return fits && (p.channels_last || positions <= nchw_taps_positions(isa, p)) && use_grouped_taps(as_nhwc(q), isa, dtype);
 }
 
 // NCHW convs onto few positions run as NHWC over the whole batch (runner.cpp transposes): one
