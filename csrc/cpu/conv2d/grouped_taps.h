@@ -1,9 +1,10 @@
 #pragma once
 // Grouped convs whose groups' output channels fill whole vectors, NHWC, float32 on AVX-512 and AVX2
-// (the grouped_taps strategy of each pass, grouped_taps.cpp): each output pixel is a GEMM row of a
-// group's channels, one to four vectors, summed over the group's taps, read from a zero-padded
-// per-group copy of the input (no im2col, no output grid wider than the map); the AVX2 grad weight
-// reads the input in place.
+// (the grouped_taps strategy of each pass: grouped_taps.cpp forward and grad input,
+// grouped_taps_wgrad.cpp grad weight): each output pixel is a GEMM row of a group's channels (or of
+// a pack of 2 or 4 small groups', group_pack), one to four vectors, summed over the group's taps,
+// read from a zero-padded per-group copy of the input (grouped_taps_planes.h; no im2col, no output
+// grid wider than the map); the AVX2 grad weight reads the input in place.
 #include <cstdint>
 
 #include "conv2d_params.h"
@@ -16,7 +17,7 @@ namespace cuconv::cpu {
 // of 8 or 4 channels in and out (group_pack); AVX2, groups of 8k.
 bool grouped_taps_shape(const Conv2dParams& p, Isa isa);
 // How many groups grouped_taps packs into one vector on this path: 16 / Kg for groups of 8 or 4
-// channels in and out on AVX-512 (grouped_taps.cpp), else 1.
+// channels in and out on AVX-512 (grouped_taps_planes.h), else 1.
 int group_pack(const Conv2dParams& p, Isa isa);
 
 // y = conv(x, w) + bias (bias may be null), then max(., 0) when relu. x and y NHWC, w OIHW, all
