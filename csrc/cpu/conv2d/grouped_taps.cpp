@@ -412,6 +412,12 @@ void pack_weight_flipped(Isa isa, const Conv2dParams& q, const Conv2dParams& p, 
   if (P > 1) pack_groups(per_group.data(), p.groups, rows.taps * cols.taps * Kg, Cg, P, packed);
 }
 
+// The valid channels of run_packed's plane g: a group's, or those of the groups in pack g (the last
+// pack may hold fewer than P).
+int64_t plane_channels(const Conv2dParams& p, int P, int64_t g) {
+  return std::min<int64_t>(P, p.groups - g * P) * p.K_per_group();
+}
+
 // Whether run_packed takes segment tiles: AVX-512, stride along the rows equal to the dilation with
 // 2 or 3 taps per kernel row, or twice it with 3.
 bool segments_fit(Isa isa, const Conv2dParams& p) {
@@ -424,9 +430,8 @@ bool segments_fit(Isa isa, const Conv2dParams& p) {
 template <class OutOffset>
 void run_segments(const Conv2dParams& p, const GroupPlanes& in, const float* wp, const float* bias, float* y,
                   OutOffset yoff, bool relu, bool tile_major, int P) {
-  // G planes of groups (or packs of P groups) of Kg channels (16 when packed; valid: Kvalid(g))
+  // G planes of groups (or packs of P groups) of Kg channels (16 when packed; valid: plane_channels)
   const int64_t G = ceil_div(p.groups, int64_t(P)), Cg = p.C_per_group(), Kg = p.K_per_group() * P, taps = p.R * p.S;
-  const auto Kvalid = [&](int64_t g) { return P == 1 ? Kg : std::min<int64_t>(P, p.groups - g * P) * p.K_per_group(); };
   const int L = run_length(p.Q), NR = runs_per_tile(L, Kg > 16);
   const int64_t per_row = ceil_div(p.Q, int64_t(L)), runs = p.N * p.P * per_row, tiles = ceil_div(runs, int64_t(NR));
   std::vector<int64_t> row_off(p.R);
@@ -447,7 +452,7 @@ void run_segments(const Conv2dParams& p, const GroupPlanes& in, const float* wp,
     int64_t tile = 0;
     const auto run_tile = [&](int64_t g) {
       for (int j = 0; j < NR; ++j) seg[j] = in.xp + g * in.plane + run_origin[tile * NR + j];
-      const int64_t Kv = Kvalid(g);
+      const int64_t Kv = plane_channels(p, P, g);
       for (int64_t k0 = 0; k0 < Kv; k0 += 32) {
         const int64_t kn = std::min<int64_t>(32, Kv - k0);
         const SegmentTile t{seg, row_off.data(), p.R, Cg, Kg, p.dil_w * Cg * P, wp + g * taps * Cg * Kg + k0,
@@ -467,18 +472,17 @@ void run_segments(const Conv2dParams& p, const GroupPlanes& in, const float* wp,
   });
 }
 
-// The forward conv p of x (see grouped_taps_fprop), its weight packed per group as [tap][c][Kg]
-// (wp), output pixel m's channels at y + yoff(m). AVX-512 reads a zero-padded copy of x group by
+// The forward conv p of x (see grouped_taps_fprop), its weight packed per group (or pack of groups)
+// as [r][c][s][Kg] (wp), output pixel m's channels at y + yoff(m). AVX-512 reads a zero-padded copy of x group by
 // group (GroupPlanes); AVX2 reads a strided conv's x in place (below): tiles of the pixels whose
 // windows lie inside the input by window origin and tap offset, then tiles of the others with a
 // pointer per pixel and tap (a tap outside the input reads zeros: the same sums).
 template <class OutOffset>
 void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp, const float* bias, float* y,
                 OutOffset yoff, bool relu, const GroupPlanes* shared = nullptr) {
-  // G planes of groups, or of packs of P groups (group_pack) of Kg = 16 channels (Kvalid(g) valid)
+  // G planes of groups, or of packs of P groups (group_pack) of Kg = 16 channels (plane_channels valid)
   const int P = group_pack(p, isa);
   const int64_t G = ceil_div(p.groups, int64_t(P)), Cg = p.C_per_group(), Kg = p.K_per_group() * P;
-  const auto Kvalid = [&](int64_t g) { return P == 1 ? Kg : std::min<int64_t>(P, p.groups - g * P) * p.K_per_group(); };
   const int64_t taps = p.R * p.S, M = p.N * p.P * p.Q;
   if (M == 0) return;
   // In place for strided convs on AVX2: their copy moves stride_h x stride_w input pixels per output
@@ -568,7 +572,7 @@ void run_packed(Isa isa, const Conv2dParams& p, const float* x, const float* wp,
         for (int64_t j = 0; j < taps * kRows; ++j) rows[j] = tap_off[j] < 0 ? zeros.data() : xg + tap_off[j];
         off = nullptr;
       }
-      const int64_t Kv = Kvalid(g);
+      const int64_t Kv = plane_channels(p, P, g);
       for (int64_t k0 = 0; k0 < Kv; k0 += kstep) {
         const int64_t kn = std::min(kstep, Kv - k0);
         const TapsTile t{rows.data(), off, p.R, p.S, Cg, Kg, wp + g * taps * Cg * Kg + k0,

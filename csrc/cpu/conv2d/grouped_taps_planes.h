@@ -102,7 +102,8 @@ CUCONV_AVX512 void copy_row_packed(const Conv2dParams& p, const float* x, int64_
 }
 
 // The input copied group by group, zero-padded to the extent every window stays in:
-// xp[g][n][h][w][c] of Cg channels, then zeros of slack. In the NHWC input a pixel's group channels are C apart from
+// xp[g][n][h][w][c] of Cg channels (packed groups: per pack, c x P values per pixel in the packed
+// order), then zeros of slack. In the NHWC input a pixel's group channels are C apart from
 // the next pixel's, a power of two in most models, so a tile's 12 x R x S window rows would fall
 // into a few L1 sets; here consecutive pixels are consecutive lines.
 struct GroupPlanes {
